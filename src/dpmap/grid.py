@@ -1,0 +1,265 @@
+"""H3 helpers: resolution rules, int64 <-> hex, cell polygons, and the public region.
+
+H3 indexes are ``int64`` inside dpmap and hex strings only at the edges (files, the
+``cell`` column of a release). The *public cell set* of a release is every cell at the
+chosen resolution that overlaps the region, so that people living near the border are
+not silently lost; it depends only on the region and the resolution, never on data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import h3
+import numpy as np
+import polars as pl
+import polars_h3 as plh3
+import shapely
+from h3.api import numpy_int as h3np
+from shapely.geometry.base import BaseGeometry
+
+from .errors import DataFileError, RegionError, SpecError
+
+__all__ = [
+    "MAX_RESOLUTION",
+    "Region",
+    "cells_to_hex",
+    "cells_to_polygons",
+    "check_resolution",
+    "hex_to_cells",
+    "region_to_cells",
+    "to_region",
+]
+
+#: The finest resolution dpmap publishes (res 9 cells average 0.105 km²). Finer cells are
+#: not neighbourhood-level statistics: they would come close to locating households.
+MAX_RESOLUTION = 9
+
+_AVG_AREA_KM2 = {r: h3.average_hexagon_area(r, unit="km^2") for r in range(16)}
+
+
+def check_resolution(resolution: Any) -> int:
+    """Return ``resolution`` as an int in ``0..MAX_RESOLUTION`` or raise :class:`SpecError`."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise SpecError(
+            f"resolution must be a whole number from 0 to {MAX_RESOLUTION}, got {resolution!r}; "
+            "pass e.g. resolution=7 (cells of about 5 km²)"
+        )
+    r = int(resolution)
+    if not 0 <= r <= MAX_RESOLUTION:
+        raise SpecError(
+            f"resolution {r} is outside 0..{MAX_RESOLUTION}; dpmap refuses cells finer than "
+            f"resolution {MAX_RESOLUTION} (≈{_AVG_AREA_KM2[MAX_RESOLUTION]:.2f} km²) because they are "
+            f"not neighbourhood-level; choose a resolution from 0 to {MAX_RESOLUTION}"
+        )
+    return r
+
+
+def average_cell_area_km2(resolution: int) -> float:
+    """Average area of an H3 cell at ``resolution``, in km²."""
+    return _AVG_AREA_KM2[resolution]
+
+
+def cells_to_hex(cells: np.ndarray) -> np.ndarray:
+    """int64 H3 indexes -> array of hex strings (object dtype)."""
+    s = pl.Series("c", np.asarray(cells, dtype=np.int64)).cast(pl.UInt64)
+    return pl.DataFrame({"c": s}).select(plh3.int_to_str("c"))["c"].to_numpy()
+
+
+def hex_to_cells(hexes: Iterable[str]) -> np.ndarray:
+    """Hex strings -> int64 H3 indexes; raises :class:`SpecError` on an invalid id."""
+    s = pl.Series("c", list(hexes), dtype=pl.String)
+    out = pl.DataFrame({"c": s}).select(plh3.str_to_int("c"))["c"]
+    if out.null_count() > s.null_count():
+        bad = s.filter(out.is_null() & s.is_not_null()).head(1).to_list()
+        raise SpecError(f"{bad[0]!r} is not an H3 cell id; cell ids are 15-character hex strings")
+    return out.cast(pl.Int64).to_numpy()
+
+
+def cells_to_polygons(cells: np.ndarray) -> np.ndarray:
+    """int64 H3 indexes -> array of shapely Polygons in lon/lat (EPSG:4326), vectorised."""
+    cells = np.asarray(cells, dtype=np.int64)
+    if len(cells) == 0:
+        return np.array([], dtype=object)
+    bnd = (
+        pl.DataFrame({"c": pl.Series(cells).cast(pl.UInt64)})
+        .select(plh3.cell_to_boundary("c").alias("b"))
+        .with_row_index("i")
+        .explode("b")
+    )
+    latlng = np.asarray(bnd["b"].to_list(), dtype=np.float64)  # (lat, lng) pairs
+    idx = bnd["i"].to_numpy()
+    rings = shapely.linearrings(latlng[:, ::-1], indices=idx)
+    return shapely.polygons(rings)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A public area, as a valid (multi)polygon in lon/lat degrees (EPSG:4326).
+
+    The region is public knowledge (a jurisdiction's boundary); its fingerprint is
+    recorded in every manifest so that readers can tell which area a release covers.
+    """
+
+    geometry: BaseGeometry
+    name: str | None = None
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        geom = shapely.normalize(self.geometry)
+        digest = hashlib.sha256(shapely.to_wkb(geom, output_dimension=2)).hexdigest()
+        object.__setattr__(self, "fingerprint", f"sha256:{digest}")
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return tuple(float(v) for v in self.geometry.bounds)  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        """Public description for the manifest."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "bbox": [round(v, 6) for v in self.bounds],
+        }
+
+
+def to_region(obj: Any, *, name: str | None = None) -> Region:
+    """Coerce a shapely geometry, GeoDataFrame/GeoSeries, GeoJSON mapping or path to a Region.
+
+    GeoDataFrames/GeoSeries are reprojected to EPSG:4326; one without a CRS is refused.
+    Raises :class:`RegionError` (or :class:`DataFileError` for files) with the fix.
+    """
+    if isinstance(obj, Region):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return _region_from_path(os.fspath(obj), name=name)
+    if isinstance(obj, BaseGeometry):
+        return _checked_region(obj, name=name, source="the region geometry")
+    if isinstance(obj, dict):
+        try:
+            geom = _geometry_from_mapping(obj)
+        except (KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+            raise RegionError(
+                f"the region mapping is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
+                "Feature or FeatureCollection"
+            ) from exc
+        return _checked_region(geom, name=name, source="the GeoJSON region")
+    try:
+        import geopandas as gpd
+    except ImportError:  # pragma: no cover - geopandas is a core dependency
+        gpd = None
+    if gpd is not None and isinstance(obj, (gpd.GeoDataFrame, gpd.GeoSeries)):
+        if len(obj) == 0:
+            raise RegionError("the region GeoDataFrame is empty; pass at least one polygon")
+        if obj.crs is None:
+            raise RegionError(
+                "the region has no CRS, so dpmap cannot tell whether it is in degrees; set it, e.g. "
+                "region.set_crs('EPSG:4326') for lon/lat, or the CRS it was drawn in"
+            )
+        geoms = obj.to_crs("EPSG:4326")
+        geoms = geoms.geometry if hasattr(geoms, "geometry") else geoms
+        return _checked_region(
+            shapely.union_all(np.asarray(geoms.values)), name=name, source="the region"
+        )
+    raise RegionError(
+        f"cannot use an object of type {type(obj).__name__} as a region; pass a shapely polygon, "
+        "a GeoDataFrame/GeoSeries, a GeoJSON mapping, or the path of a GeoJSON file"
+    )
+
+
+def _geometry_from_mapping(obj: dict[str, Any]) -> BaseGeometry:
+    kind = obj.get("type")
+    if kind == "FeatureCollection":
+        return shapely.union_all(
+            [shapely.geometry.shape(f["geometry"]) for f in obj["features"] if f.get("geometry")]
+        )
+    if kind == "Feature":
+        return shapely.geometry.shape(obj["geometry"])
+    return shapely.geometry.shape(obj)
+
+
+def _region_from_path(path: str, *, name: str | None) -> Region:
+    if not os.path.exists(path):
+        raise DataFileError(f"region file {path!r} does not exist; check the path")
+    lower = path.lower()
+    if lower.endswith((".geojson", ".json")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataFileError(
+                f"region file {path!r} is not readable GeoJSON ({exc}); pass a valid GeoJSON file"
+            ) from exc
+        crs = data.get("crs", {}).get("properties", {}).get("name", "") if isinstance(data, dict) else ""
+        if crs and not any(tag in crs.upper() for tag in ("4326", "CRS84")):
+            raise RegionError(
+                f"region file {path!r} declares CRS {crs!r}; GeoJSON regions must be in lon/lat "
+                "degrees (EPSG:4326): reproject it first"
+            )
+        if not isinstance(data, dict):
+            raise DataFileError(f"region file {path!r} is not a GeoJSON object")
+        try:
+            geom = _geometry_from_mapping(data)
+        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+            raise DataFileError(
+                f"region file {path!r} is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
+                "Feature or FeatureCollection"
+            ) from exc
+        return _checked_region(geom, name=name or os.path.basename(path), source=f"region file {path!r}")
+    if lower.endswith((".parquet", ".gpkg", ".shp", ".fgb")):
+        import geopandas as gpd
+
+        try:
+            gdf = gpd.read_parquet(path) if lower.endswith(".parquet") else gpd.read_file(path)
+        except Exception as exc:  # pyogrio/pyarrow raise many types
+            raise DataFileError(f"cannot read region file {path!r}: {exc}") from exc
+        return to_region(gdf, name=name or os.path.basename(path))
+    raise DataFileError(
+        f"region file {path!r} has an unsupported type; use GeoJSON (.geojson), GeoParquet, "
+        "GeoPackage or a shapefile"
+    )
+
+
+def _checked_region(geom: BaseGeometry, *, name: str | None, source: str) -> Region:
+    if geom is None or geom.is_empty:
+        raise RegionError(f"{source} is empty; pass the polygon of the area to publish")
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        polys = [g for g in getattr(geom, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+        if not polys:
+            raise RegionError(
+                f"{source} is a {geom.geom_type}, not an area; pass a Polygon or MultiPolygon"
+            )
+        geom = shapely.union_all(polys)
+    if not geom.is_valid:
+        raise RegionError(
+            f"{source} is not a valid polygon ({shapely.is_valid_reason(geom)}); repair it first, "
+            "e.g. with shapely.make_valid(geometry)"
+        )
+    if geom.area == 0:
+        raise RegionError(f"{source} has zero area; pass the polygon of the area to publish")
+    minx, miny, maxx, maxy = geom.bounds
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise RegionError(
+            f"{source} has bounds ({minx:.6g}, {miny:.6g}, {maxx:.6g}, {maxy:.6g}) that are not "
+            "lon/lat degrees; reproject it to EPSG:4326 (e.g. gdf.to_crs('EPSG:4326'))"
+        )
+    return Region(geometry=geom, name=name)
+
+
+def region_to_cells(region: Region, resolution: int) -> np.ndarray:
+    """The public cell set: sorted int64 ids of every cell overlapping ``region``.
+
+    Uses H3's ``contain="overlap"`` polyfill: a cell is included when any part of it
+    touches the region. Depends only on the region and the resolution (never on data).
+    """
+    shape = h3.geo_to_h3shape(region.geometry.__geo_interface__)
+    cells = h3np.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
+    out = np.unique(np.asarray(cells, dtype=np.uint64).astype(np.int64))
+    if len(out) == 0:  # pragma: no cover - overlap always finds at least one cell
+        raise RegionError("the region covers no H3 cell; check that it is in lon/lat degrees")
+    return out

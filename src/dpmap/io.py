@@ -1,0 +1,156 @@
+"""Readers and writers: points in, releases out.
+
+Points can be a pandas, polars or GeoPandas DataFrame, a polars LazyFrame, or the path
+of a CSV or Parquet file. Releases are written as GeoJSON, GeoParquet or CSV, each with
+a ``<name>.manifest.json`` beside it (and the manifest embedded in the file), always via
+a temporary file and an atomic rename so that a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .errors import DataFileError, InputError, ReleaseFormatError
+from .spec import ReleaseSpec
+
+__all__ = ["atomic_write", "manifest_path", "read_points"]
+
+_POINT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def read_points(points: Any, spec: ReleaseSpec) -> pl.LazyFrame:
+    """Adapt any supported input to a polars LazyFrame (no validation of values yet).
+
+    A GeoDataFrame of points is reprojected to EPSG:4326 and its coordinates are used
+    (``lat``/``lng`` names are then ignored); one without a CRS is refused.
+    """
+    if isinstance(points, (str, os.PathLike)):
+        return _scan_file(os.fspath(points))
+    if isinstance(points, pl.LazyFrame):
+        return points
+    if isinstance(points, pl.DataFrame):
+        return points.lazy()
+    try:
+        import geopandas as gpd
+        import pandas as pd
+    except ImportError:  # pragma: no cover - core dependencies
+        raise InputError("pandas/geopandas are needed to read this input") from None
+    if isinstance(points, gpd.GeoDataFrame):
+        return _from_geodataframe(points, spec)
+    if isinstance(points, pd.DataFrame):
+        try:
+            return pl.from_pandas(points).lazy()
+        except Exception as exc:  # pyarrow raises various types for mixed object columns
+            raise InputError(
+                f"cannot convert the pandas DataFrame ({exc}); make each column a single type "
+                "(e.g. df[col].astype(str) for ids)"
+            ) from exc
+    raise InputError(
+        f"cannot read points from an object of type {type(points).__name__}; pass a pandas, polars "
+        "or GeoPandas DataFrame, or the path of a .csv or .parquet file"
+    )
+
+
+def _scan_file(path: str) -> pl.LazyFrame:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _POINT_SUFFIXES:
+        raise DataFileError(
+            f"points file {path!r} has unsupported type {suffix or '(none)'!r}; use .csv or .parquet"
+        )
+    if not os.path.isfile(path):
+        raise DataFileError(f"points file {path!r} does not exist; check the path")
+    if os.path.getsize(path) == 0:
+        raise InputError(f"points file {path!r} is empty; pass a file with a header and rows")
+    try:
+        if _POINT_SUFFIXES[suffix] == "csv":
+            lf = pl.scan_csv(path, infer_schema_length=10_000)
+        else:
+            lf = pl.scan_parquet(path)
+        lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataFileError(f"cannot read points file {path!r}: {_first_line(exc)}") from exc
+    return lf
+
+
+def _from_geodataframe(gdf: Any, spec: ReleaseSpec) -> pl.LazyFrame:
+    if gdf.crs is None:
+        raise InputError(
+            "the points GeoDataFrame has no CRS, so dpmap cannot tell whether it is in degrees; set "
+            "it, e.g. points.set_crs('EPSG:4326')"
+        )
+    geom = gdf.geometry
+    kinds = set(geom.geom_type.dropna().unique())
+    if kinds - {"Point"}:
+        raise InputError(
+            f"the points GeoDataFrame holds {sorted(kinds)} geometries; pass Point geometries "
+            "(e.g. gdf.representative_point() for areas)"
+        )
+    if not gdf.crs.equals("EPSG:4326"):
+        geom = geom.to_crs("EPSG:4326")
+    import pandas as pd
+
+    df = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name]))
+    df = df.drop(columns=[c for c in (spec.lat, spec.lng) if c in df.columns])
+    empty = geom.isna() | geom.is_empty
+    df[spec.lng] = geom.x.where(~empty).to_numpy(dtype="float64", na_value=float("nan"))
+    df[spec.lat] = geom.y.where(~empty).to_numpy(dtype="float64", na_value=float("nan"))
+    try:
+        return pl.from_pandas(df).lazy()
+    except Exception as exc:
+        raise InputError(f"cannot convert the GeoDataFrame's columns ({exc})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def manifest_path(path: str | os.PathLike[str]) -> Path:
+    """``map.geojson`` -> ``map.manifest.json`` (beside it)."""
+    p = Path(path)
+    return p.with_name(p.stem + ".manifest.json")
+
+
+@contextlib.contextmanager
+def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
+    """Yield temporary paths; on success rename each onto its target, else delete them all."""
+    temps = []
+    try:
+        for p in paths:
+            if not p.parent.is_dir():
+                raise DataFileError(f"folder {str(p.parent)!r} does not exist; create it or choose another path")
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield temps
+        umask = os.umask(0)
+        os.umask(umask)
+        for tmp in temps:  # mkstemp makes 0600 files; a published file gets the usual mode
+            os.chmod(tmp, 0o666 & ~umask)
+        for tmp, p in zip(temps, paths):
+            os.replace(tmp, p)
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise ReleaseFormatError(f"no manifest {str(path)!r} beside the release") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseFormatError(f"manifest {str(path)!r} is not readable JSON ({exc})") from exc
+    if not isinstance(data, dict) or "dpmap_release" not in data:
+        raise ReleaseFormatError(f"{str(path)!r} is not a dpmap manifest")
+    return data

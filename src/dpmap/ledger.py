@@ -1,0 +1,1120 @@
+"""A persistent, concurrency-safe privacy-budget ledger.
+
+The ledger is one SQLite file that holds, for every *dataset* (a body of sensitive data
+that releases are computed from), a privacy-loss cap ``(ε, δ)`` and an append-only list
+of the releases charged against it::
+
+    ledger = Ledger("budget.db")                      # created on first use
+    ledger.create("hebei-debt-2026", epsilon=3.0, delta=1e-6)
+    with ledger.reserve("hebei-debt-2026", epsilon=0.5, accounting="pure-dp",
+                        mechanism="laplace", statistics=["count"], resolution=7) as r:
+        ...                                           # build the measurement
+        r.mark_noise_drawn()                          # from here on the spend stands
+        ...                                           # draw noise, write the output
+        r.finalize(fingerprint="sha256:...")
+    ledger.remaining("hebei-debt-2026")               # Budget(epsilon=Fraction(5, 2), ...)
+
+Privacy
+-------
+The ledger is the part of dpmap that keeps the promise "this dataset will never lose more
+than ``(ε, δ)`` in total". It is built to fail safe:
+
+* **Reserve first, then draw noise.** :meth:`Ledger.reserve` checks the cap and records
+  the release in one ``BEGIN IMMEDIATE`` transaction, so two processes can never both
+  see the same remaining budget. A reservation counts against the cap from that moment.
+* **Give back only what was provably not used.** Leaving the ``with`` block by an
+  exception *before* :meth:`Reservation.mark_noise_drawn` marks the entry ``"cancelled"``
+  (kept for the audit trail, not counted). After ``mark_noise_drawn`` the spend stands,
+  whatever happens. A process that dies (even by ``SIGKILL``) leaves a ``"reserved"``
+  entry, which counts: the ledger cannot know whether noise was drawn, so it assumes so.
+* **Exact arithmetic.** Budgets are stored as exact decimal strings and summed as
+  :class:`fractions.Fraction`; nothing is ever summed in floating point. A float
+  argument ``x`` is read as the decimal ``repr(x)`` (the shortest decimal that rounds to
+  ``x``), which is the number the user wrote: ten releases of ``ε = 0.1`` fit a cap of
+  ``1.0`` exactly, and an eleventh is refused. (The float ``0.1`` is ``1/10`` plus about
+  ``5.6e-18``; the ledger accounts for the decimal the user asked for, the same reading
+  OpenDP users make when they pass ``0.1``.)
+* **No data.** The ledger stores only what the caller passes: parameters, statistic
+  names, an output fingerprint and a small JSON ``details`` object. It never sees points
+  or true counts; do not put them into ``details``.
+
+Accounting
+----------
+Every entry records which accounting produced its guarantee, in ``accounting``:
+
+``"pure-dp"``
+    ``ε``-DP; the entry's ``δ`` must be 0.
+``"approx-dp"``
+    ``(ε, δ)``-DP as reported by OpenDP's privacy map.
+``"zcdp"``
+    ``ρ``-zCDP. The caller passes ``ρ`` *and* the ``(ε, δ)`` that OpenDP's zCDP → approx-DP
+    conversion reported for this release alone (``δ > 0``). Both are recorded.
+
+The cap is an ``(ε, δ)`` pair and :meth:`Ledger.spent` / :meth:`Ledger.remaining` use
+**basic sequential composition of the recorded (ε, δ)**: the spent budget is
+``(Σ ε_i, Σ δ_i)`` over every entry that counts (status ``"reserved"`` or ``"spent"``).
+This is valid for any mixture of pure-DP, approximate-DP and zCDP releases, because each
+release is in particular ``(ε_i, δ_i)``-DP. It is conservative for zCDP releases: ρ-zCDP
+composes by adding ``ρ``, and converting the ``ρ`` total once would give a smaller ``ε``.
+The ledger does not use that tighter bound (it would need OpenDP's conversion inside the
+ledger, and a cap expressed in ``ρ``); it reports the ``ρ`` total in
+``spent(...).rho`` for information only.
+
+Storage
+-------
+The file uses SQLite's default *rollback journal* (``journal_mode=DELETE``) with
+``synchronous=FULL``, not WAL. Writes are rare (a few per release) so WAL's
+reader/writer concurrency buys nothing, while the rollback journal keeps the ledger a
+single self-contained file between transactions (no ``-wal``/``-shm`` side files to lose
+when the ledger is copied, archived or backed up), needs no shared-memory file, and
+works on any file system with working POSIX locks. Concurrent writers wait on the lock
+for up to ``timeout`` seconds (SQLite's busy handler) rather than fail.
+
+The file is marked with ``PRAGMA application_id`` (``0x64706D70``, "dpmp"),
+``PRAGMA user_version`` and a ``dpmap_schema`` table. A file that is not SQLite, an SQLite
+database of another application, a ledger from a newer dpmap, or a damaged ledger is
+refused with a :class:`~dpmap.errors.BudgetError` and never written to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from ._version import __version__
+from .errors import BudgetError, BudgetExceededError, DataFileError, SpecError
+
+__all__ = [
+    "ACCOUNTING_MODES",
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "Budget",
+    "Ledger",
+    "LedgerEntry",
+    "Reservation",
+    "format_amount",
+]
+
+#: ``PRAGMA application_id`` of a dpmap ledger: the ASCII bytes "dpmp".
+APPLICATION_ID = 0x64706D70
+#: Version of the ledger's SQL schema (``PRAGMA user_version`` and table ``dpmap_schema``).
+SCHEMA_VERSION = 1
+#: The accounting kinds an entry can record.
+ACCOUNTING_MODES: tuple[str, ...] = ("pure-dp", "approx-dp", "zcdp")
+
+Accounting = Literal["pure-dp", "approx-dp", "zcdp"]
+Status = Literal["reserved", "spent", "cancelled"]
+#: A number the ledger accepts: converted exactly (floats through their ``repr``).
+Amount = int | float | Fraction | Decimal | str
+
+_COUNTING = ("reserved", "spent")
+_MAX_DETAILS_BYTES = 64 * 1024
+_MAX_NAME = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_SCHEMA = (
+    """
+    CREATE TABLE dpmap_schema (
+        version        INTEGER NOT NULL,
+        created_at     TEXT    NOT NULL,
+        dpmap_version  TEXT    NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE datasets (
+        name           TEXT PRIMARY KEY NOT NULL,
+        epsilon        TEXT NOT NULL,
+        delta          TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        dpmap_version  TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE entries (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        dataset         TEXT NOT NULL REFERENCES datasets(name),
+        created_at      TEXT NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('reserved', 'spent', 'cancelled')),
+        noise_drawn_at  TEXT,
+        finalized_at    TEXT,
+        epsilon         TEXT NOT NULL,
+        delta           TEXT NOT NULL,
+        rho             TEXT,
+        accounting      TEXT NOT NULL CHECK (accounting IN ('pure-dp', 'approx-dp', 'zcdp')),
+        mechanism       TEXT NOT NULL,
+        statistics      TEXT NOT NULL,
+        resolution      INTEGER,
+        fingerprint     TEXT,
+        dpmap_version   TEXT NOT NULL,
+        details         TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX entries_by_dataset ON entries (dataset, status)",
+)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _exact(value: object, name: str) -> Fraction:
+    """Convert a user-supplied number to an exact :class:`~fractions.Fraction`.
+
+    Floats are read through their shortest round-tripping decimal (``repr``), strings as
+    decimals or ``"p/q"``. Booleans, NaN and infinities are refused with a SpecError.
+    """
+    if isinstance(value, bool):
+        raise SpecError(f"{name} must be a number, got the boolean {value!r}")
+    try:
+        if isinstance(value, Fraction):
+            return value
+        if isinstance(value, numbers.Integral):
+            return Fraction(int(value))
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise SpecError(f"{name} must be finite, got {value!r}")
+            # float.__repr__ also for subclasses (numpy.float64's repr is 'np.float64(…)')
+            return Fraction(float.__repr__(value))
+        if isinstance(value, Decimal):
+            if not value.is_finite():
+                raise SpecError(f"{name} must be finite, got {value}")
+            return Fraction(value)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower().lstrip("+-") in {"nan", "inf", "infinity", "snan"}:
+                raise SpecError(f"{name} must be finite, got {value!r}")
+            return Fraction(text)
+        if isinstance(value, numbers.Real):  # e.g. numpy.float32: its exact binary value
+            as_float = float(value)
+            if not math.isfinite(as_float):
+                raise SpecError(f"{name} must be finite, got {value!r}")
+            return Fraction(float.__repr__(as_float))
+    except (ValueError, ZeroDivisionError, InvalidOperation) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"{name} must be a number, got {value!r}") from None
+    raise SpecError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+
+
+def _store(x: Fraction) -> str:
+    """Exact, canonical text for storage: a plain decimal when one exists, else ``p/q``."""
+    n, d = x.numerator, x.denominator
+    rest, twos, fives = d, 0, 0
+    while rest % 2 == 0:
+        rest //= 2
+        twos += 1
+    while rest % 5 == 0:
+        rest //= 5
+        fives += 1
+    if rest != 1:
+        return f"{n}/{d}"
+    k = max(twos, fives)
+    text = format(Decimal(n * (10**k // d)).scaleb(-k), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in {"-0", ""} else text
+
+
+def _load(text: str | None) -> Fraction | None:
+    return None if text is None else Fraction(text)
+
+
+def _pretty_decimal(dec: Decimal) -> str:
+    if dec == dec.to_integral_value():
+        return str(int(dec))
+    return format(dec.normalize(), "g").replace("E", "e")
+
+
+def format_amount(
+    x: Fraction, rounding: Literal["exact", "up", "down"] = "exact", digits: int = 6
+) -> str:
+    """Format a budget amount for people.
+
+    Parameters
+    ----------
+    x
+        The exact amount.
+    rounding
+        ``"exact"`` shows the exact value (a decimal, or ``p/q`` if it has no finite
+        decimal expansion). ``"up"`` / ``"down"`` round to ``digits`` significant digits
+        towards +∞ / −∞: use ``"up"`` for amounts spent and ``"down"`` for amounts left,
+        so that a rounded display never overstates what is left.
+    digits
+        Significant digits for ``"up"`` / ``"down"``.
+    """
+    if rounding == "exact":
+        text = _store(x)
+        if "/" in text:
+            return text
+        return _pretty_decimal(Decimal(text))
+    if x == 0:
+        return "0"
+    with localcontext() as ctx:
+        ctx.prec = digits
+        ctx.rounding = ROUND_CEILING if rounding == "up" else ROUND_FLOOR
+        dec = Decimal(x.numerator) / Decimal(x.denominator)
+    return _pretty_decimal(dec)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An exact amount of privacy loss.
+
+    Attributes
+    ----------
+    epsilon, delta
+        Exact ``(ε, δ)``.
+    rho
+        The total ``ρ`` of the zCDP releases included (``spent`` only), for information;
+        ``None`` when there are none or when not applicable (``cap``, ``remaining``).
+    """
+
+    epsilon: Fraction
+    delta: Fraction
+    rho: Fraction | None = None
+
+    def __str__(self) -> str:
+        text = f"ε = {format_amount(self.epsilon)}, δ = {format_amount(self.delta)}"
+        if self.rho is not None:
+            text += f", ρ = {format_amount(self.rho)}"
+        return text
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One release recorded in the ledger (read-only; see :meth:`Ledger.history`).
+
+    Attributes
+    ----------
+    id
+        Entry number, increasing in the order of reservation.
+    dataset
+        The dataset charged.
+    time
+        When the release was reserved (UTC, ISO 8601).
+    status
+        ``"reserved"`` (reserved; noise may or may not have been drawn — counts),
+        ``"spent"`` (noise drawn — counts) or ``"cancelled"`` (given back before any noise
+        was drawn — does not count).
+    epsilon, delta, rho
+        The privacy loss charged; ``rho`` only for ``accounting == "zcdp"``.
+    accounting
+        ``"pure-dp"``, ``"approx-dp"`` or ``"zcdp"`` (see the module docstring).
+    mechanism, statistics, resolution
+        What was released.
+    fingerprint
+        The output fingerprint recorded by :meth:`Reservation.finalize`, if any.
+    dpmap_version
+        The dpmap version that made the reservation.
+    details
+        Free-form JSON object passed by the caller.
+    noise_drawn_at, finalized_at
+        When :meth:`Reservation.mark_noise_drawn` / :meth:`Reservation.finalize` ran.
+    """
+
+    id: int
+    dataset: str
+    time: str
+    status: Status
+    epsilon: Fraction
+    delta: Fraction
+    rho: Fraction | None
+    accounting: Accounting
+    mechanism: str
+    statistics: tuple[str, ...]
+    resolution: int | None
+    fingerprint: str | None
+    dpmap_version: str
+    details: dict[str, Any] = field(hash=False)
+    noise_drawn_at: str | None = None
+    finalized_at: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Whether this entry counts against the cap (status reserved or spent)."""
+        return self.status in _COUNTING
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; amounts as exact strings."""
+        return {
+            "id": self.id,
+            "dataset": self.dataset,
+            "time": self.time,
+            "status": self.status,
+            "epsilon": _store(self.epsilon),
+            "delta": _store(self.delta),
+            "rho": None if self.rho is None else _store(self.rho),
+            "accounting": self.accounting,
+            "mechanism": self.mechanism,
+            "statistics": list(self.statistics),
+            "resolution": self.resolution,
+            "fingerprint": self.fingerprint,
+            "dpmap_version": self.dpmap_version,
+            "details": self.details,
+            "noise_drawn_at": self.noise_drawn_at,
+            "finalized_at": self.finalized_at,
+        }
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_name(dataset: object) -> str:
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise SpecError(f"dataset name must be a non-empty string, got {dataset!r}")
+    if dataset != dataset.strip() or _CONTROL.search(dataset) or len(dataset) > _MAX_NAME:
+        raise SpecError(
+            f"dataset name {dataset!r} is not usable: use at most {_MAX_NAME} characters, "
+            "no control characters and no leading or trailing spaces (e.g. 'hebei-debt-2026')"
+        )
+    return dataset
+
+
+def _check_epsilon(value: object, name: str = "epsilon") -> Fraction:
+    eps = _exact(value, name)
+    if eps <= 0:
+        raise SpecError(f"{name} must be > 0, got {format_amount(eps)}")
+    return eps
+
+
+def _check_delta(value: object, name: str = "delta") -> Fraction:
+    delta = _exact(value, name)
+    if not 0 <= delta < 1:
+        raise SpecError(f"{name} must satisfy 0 <= {name} < 1, got {format_amount(delta)}")
+    return delta
+
+
+def _check_text(value: object, name: str, limit: int = _MAX_NAME) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise SpecError(
+            f"{name} must be a non-empty string of at most {limit} characters, got {value!r}"
+        )
+    return value
+
+
+def _check_details(details: Mapping[str, Any] | None) -> str:
+    if details is None:
+        return "{}"
+    if not isinstance(details, Mapping) or not all(isinstance(k, str) for k in details):
+        raise SpecError("details must be a mapping with string keys (a JSON object)")
+    try:
+        text = json.dumps(dict(details), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(
+            f"details must be JSON-serialisable without NaN or infinity: {exc}"
+        ) from None
+    if len(text.encode("utf-8")) > _MAX_DETAILS_BYTES:
+        raise SpecError(
+            f"details is larger than {_MAX_DETAILS_BYTES // 1024} KiB; the ledger records release "
+            "parameters, never data — pass a summary or a fingerprint instead"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+class Ledger:
+    """A privacy-budget ledger stored in one SQLite file.
+
+    Parameters
+    ----------
+    path
+        The ledger file. Created (with an empty ledger) if it does not exist and
+        ``create`` is true.
+    timeout
+        Seconds a call waits for another process holding the ledger before it fails
+        with a :class:`~dpmap.errors.BudgetError`.
+    create
+        If false, a missing file raises :class:`~dpmap.errors.DataFileError` instead of
+        being created.
+
+    Raises
+    ------
+    BudgetError
+        If the file exists but is not a dpmap ledger (not SQLite, another application's
+        database, damaged, or from a newer dpmap). The file is left untouched.
+    DataFileError
+        If the file cannot be opened or created.
+
+    Notes
+    -----
+    A ``Ledger`` holds no open connection: every call opens the file, runs one
+    transaction and closes it, so a ``Ledger`` can be shared across threads and passed to
+    (or re-created in) other processes.
+
+    Privacy
+    -------
+    See the module docstring: reservations count from the moment they are made, are
+    given back only if no noise was drawn, and all sums are exact.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = True
+    ) -> None:
+        self._path = Path(path)
+        if not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout >= 0
+        ):
+            raise SpecError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        self._timeout = float(timeout)
+        if self._path.is_dir():
+            raise DataFileError(
+                f"ledger path {self._path} is a directory; pass a file name such as budget.db"
+            )
+        if not self._path.exists():
+            if not create:
+                raise DataFileError(
+                    f"ledger {self._path} does not exist; create it with: "
+                    f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+                )
+            if not self._path.parent.exists():
+                raise DataFileError(
+                    f"cannot create ledger {self._path}: folder {self._path.parent} does not exist"
+                )
+        size = self._path.stat().st_size if self._path.exists() else 0
+        if size == 0:
+            if not create:
+                raise BudgetError(
+                    f"{self._path} is an empty file, not a dpmap ledger yet; create it with: "
+                    f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+                )
+            self._initialise()
+        else:
+            self._verify()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def path(self) -> Path:
+        """The ledger file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self._path)!r})"
+
+    def create(self, dataset: str, *, epsilon: Amount, delta: Amount = 0) -> Budget:
+        """Register a dataset with its privacy-loss cap.
+
+        Parameters
+        ----------
+        dataset
+            A name for the body of sensitive data, e.g. ``"hebei-debt-2026"``. Releases
+            are charged to it by name.
+        epsilon
+            The total ε that all releases of this dataset may spend (> 0, finite).
+        delta
+            The total δ (``0 <= delta < 1``); 0 for pure DP only.
+
+        Returns
+        -------
+        Budget
+            The cap, exactly as stored.
+
+        Raises
+        ------
+        SpecError
+            If the name or the cap is invalid.
+        BudgetError
+            If the dataset already exists (caps are never changed).
+
+        Privacy
+        -------
+        The cap is fixed once set: to publish more, a new dataset (a new period, fresh
+        data) must be created; a cap is never raised after releases were charged to it.
+        """
+        name = _check_name(dataset)
+        eps = _check_epsilon(epsilon)
+        dlt = _check_delta(delta)
+        with self._transaction(write=True) as conn:
+            row = conn.execute(
+                "SELECT epsilon, delta FROM datasets WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                existing = Budget(Fraction(row[0]), Fraction(row[1]))
+                raise BudgetError(
+                    f"dataset {name!r} already exists in ledger {self._path} with cap {existing}; "
+                    "a cap is never changed or reset. Use another name for new data or a new "
+                    f"period (e.g. '{name}-2'), or see its state with: "
+                    f"dpmap budget show {self._path} "
+                    f"--dataset {name}"
+                )
+            conn.execute(
+                "INSERT INTO datasets (name, epsilon, delta, created_at, dpmap_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, _store(eps), _store(dlt), _now(), __version__),
+            )
+        return Budget(eps, dlt)
+
+    def datasets(self) -> list[str]:
+        """Names of all datasets in the ledger, sorted."""
+        with self._transaction(write=False) as conn:
+            return [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+
+    def cap(self, dataset: str) -> Budget:
+        """The dataset's cap ``(ε, δ)``."""
+        with self._transaction(write=False) as conn:
+            return self._cap(conn, dataset)
+
+    def spent(self, dataset: str) -> Budget:
+        """What the dataset has spent: ``(Σ ε, Σ δ)`` over entries that count, exactly.
+
+        Entries that count are those with status ``"reserved"`` or ``"spent"``.
+        ``rho`` is the total ρ of the zCDP entries among them (``None`` if there are none),
+        reported for information; the cap is enforced on ``(ε, δ)``.
+        """
+        with self._transaction(write=False) as conn:
+            self._cap(conn, dataset)
+            return self._spent(conn, dataset)
+
+    def remaining(self, dataset: str) -> Budget:
+        """What the dataset may still spend: ``cap − spent`` for ε and δ, exactly.
+
+        Privacy
+        -------
+        Exact: never rounded in the user's favour. In-flight reservations (including
+        those of processes that died) are already subtracted.
+        """
+        with self._transaction(write=False) as conn:
+            cap = self._cap(conn, dataset)
+            spent = self._spent(conn, dataset)
+        return Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
+
+    def history(self, dataset: str) -> list[LedgerEntry]:
+        """Every release recorded for the dataset, oldest first, including cancelled ones."""
+        with self._transaction(write=False) as conn:
+            self._cap(conn, dataset)
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE dataset = ? ORDER BY id", (dataset,)
+            ).fetchall()
+        return [_entry_from_row(row) for row in rows]
+
+    def entry(self, entry_id: int) -> LedgerEntry:
+        """One entry by id."""
+        with self._transaction(write=False) as conn:
+            row = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
+            ).fetchone()
+        if row is None:
+            raise BudgetError(f"ledger {self._path} has no entry {entry_id}")
+        return _entry_from_row(row)
+
+    def reserve(
+        self,
+        dataset: str,
+        *,
+        epsilon: Amount,
+        delta: Amount = 0,
+        rho: Amount | None = None,
+        accounting: Accounting,
+        mechanism: str,
+        statistics: Sequence[str],
+        resolution: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Reservation:
+        """Reserve privacy budget for one release, or refuse.
+
+        In one ``BEGIN IMMEDIATE`` transaction: check that ``spent + requested <= cap``
+        for both ε and δ, then record an entry with status ``"reserved"``. Use the result
+        as a context manager (see :class:`Reservation`).
+
+        Parameters
+        ----------
+        dataset
+            The dataset to charge.
+        epsilon, delta
+            The release's privacy loss, as reported by OpenDP (for ``"zcdp"``: the
+            ``(ε, δ)`` of OpenDP's conversion of this release's ρ).
+        rho
+            The release's ρ; required for ``accounting="zcdp"``, refused otherwise.
+        accounting
+            ``"pure-dp"`` (δ must be 0), ``"approx-dp"`` or ``"zcdp"`` (δ > 0).
+        mechanism, statistics, resolution, details
+            Recorded for the audit trail. ``details`` is a small JSON object: release
+            parameters only, never data.
+
+        Returns
+        -------
+        Reservation
+            Already committed: it counts against the cap from now on.
+
+        Raises
+        ------
+        BudgetExceededError
+            If the release would exceed the cap; nothing is recorded. The exception has
+            attributes ``requested`` and ``remaining`` (:class:`Budget`).
+        SpecError
+            If a parameter is invalid; nothing is recorded.
+        BudgetError
+            If the dataset is unknown or the ledger is unusable or busy.
+
+        Privacy
+        -------
+        Call this *before* any noise is drawn, and draw noise only after
+        :meth:`Reservation.mark_noise_drawn` returned.
+        """
+        name = _check_name(dataset)
+        if accounting not in ACCOUNTING_MODES:
+            raise SpecError(
+                f"accounting must be one of {', '.join(ACCOUNTING_MODES)}; got {accounting!r}"
+            )
+        eps = _check_epsilon(epsilon)
+        dlt = _check_delta(delta)
+        rho_q: Fraction | None = None
+        if accounting == "zcdp":
+            if rho is None:
+                raise SpecError(
+                    "a zcdp release must pass rho (and the (epsilon, delta) OpenDP converted it to)"
+                )
+            rho_q = _exact(rho, "rho")
+            if rho_q <= 0:
+                raise SpecError(f"rho must be > 0, got {format_amount(rho_q)}")
+            if dlt == 0:
+                raise SpecError(
+                    "a zcdp release needs delta > 0: pass the (epsilon, delta) that OpenDP's "
+                    "zCDP-to-approx-DP conversion reported for this rho"
+                )
+        elif rho is not None:
+            raise SpecError(f"rho is only recorded for accounting='zcdp', not {accounting!r}")
+        if accounting == "pure-dp" and dlt != 0:
+            raise SpecError(
+                f"a pure-dp release has delta = 0, got delta = {format_amount(dlt)}; "
+                "use accounting='approx-dp'"
+            )
+        mech = _check_text(mechanism, "mechanism")
+        if isinstance(statistics, str) or not isinstance(statistics, Sequence) or not statistics:
+            raise SpecError(f"statistics must be a non-empty list of names, got {statistics!r}")
+        stats = tuple(_check_text(s, "each statistic name") for s in statistics)
+        if resolution is not None and (
+            isinstance(resolution, bool)
+            or not isinstance(resolution, numbers.Integral)
+            or not 0 <= resolution <= 15
+        ):
+            raise SpecError(
+                f"resolution must be an H3 resolution 0..15 or None, got {resolution!r}"
+            )
+        res = None if resolution is None else int(resolution)
+        details_json = _check_details(details)
+        requested = Budget(eps, dlt, rho_q)
+
+        with self._transaction(write=True) as conn:
+            cap = self._cap(conn, name)
+            spent = self._spent(conn, name)
+            remaining = Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
+            if eps > remaining.epsilon or dlt > remaining.delta:
+                raise self._exceeded(name, requested, remaining)
+            cur = conn.execute(
+                "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
+                "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
+                "details) "
+                "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    name,
+                    _now(),
+                    _store(eps),
+                    _store(dlt),
+                    None if rho_q is None else _store(rho_q),
+                    accounting,
+                    mech,
+                    json.dumps(list(stats), ensure_ascii=False),
+                    res,
+                    __version__,
+                    details_json,
+                ),
+            )
+            entry_id = cur.lastrowid
+        assert entry_id is not None
+        return Reservation(self, int(entry_id), name, requested)
+
+    # ------------------------------------------------------------------ internals
+
+    def _exceeded(self, name: str, requested: Budget, remaining: Budget) -> BudgetExceededError:
+        def part(symbol: str, req: Fraction, rem: Fraction) -> str:
+            diff = req - rem
+            verdict = (
+                f"{format_amount(diff)} over the remainder" if diff > 0 else "within the remainder"
+            )
+            return (
+                f"{symbol}: requested {format_amount(req)}, remaining {format_amount(rem)}, "
+                f"difference {verdict}"
+            )
+
+        if remaining.epsilon <= 0 or (requested.delta > 0 and remaining.delta <= 0):
+            step = (
+                "this dataset's budget is used up; no further release of it is possible. "
+                "Publish from new data (e.g. next period) under a new dataset with: "
+                f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+            )
+        else:
+            step = (
+                f"request at most ε = {format_amount(remaining.epsilon)}"
+                + (f" and δ = {format_amount(remaining.delta)}" if requested.delta > 0 else "")
+                + " (e.g. fewer statistics or a smaller epsilon), "
+                "or publish new data under a new dataset"
+            )
+        err = BudgetExceededError(
+            f"release refused: it would exceed the privacy budget of dataset {name!r} in ledger "
+            f"{self._path}. {part('epsilon', requested.epsilon, remaining.epsilon)}; "
+            f"{part('delta', requested.delta, remaining.delta)}. Nothing was recorded. "
+            f"Next step: {step}."
+        )
+        err.requested = requested
+        err.remaining = remaining
+        return err
+
+    def _cap(self, conn: sqlite3.Connection, dataset: str) -> Budget:
+        row = conn.execute(
+            "SELECT epsilon, delta FROM datasets WHERE name = ?", (dataset,)
+        ).fetchone()
+        if row is None:
+            known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name LIMIT 6")]
+            listing = ", ".join(repr(k) for k in known[:5]) + (", ..." if len(known) > 5 else "")
+            raise BudgetError(
+                f"dataset {dataset!r} is not in ledger {self._path} "
+                f"({'known: ' + listing if known else 'the ledger has no datasets'}); "
+                "create it first "
+                f"with: dpmap budget init {self._path} --dataset {dataset} --epsilon E"
+            )
+        return Budget(Fraction(row[0]), Fraction(row[1]))
+
+    def _spent(self, conn: sqlite3.Connection, dataset: str) -> Budget:
+        eps = Fraction(0)
+        dlt = Fraction(0)
+        rho: Fraction | None = None
+        for e, d, r in conn.execute(
+            "SELECT epsilon, delta, rho FROM entries "
+            "WHERE dataset = ? AND status IN ('reserved', 'spent')",
+            (dataset,),
+        ):
+            eps += Fraction(e)
+            dlt += Fraction(d)
+            if r is not None:
+                rho = (rho or Fraction(0)) + Fraction(r)
+        return Budget(eps, dlt, rho)
+
+    def _not_a_ledger(self, reason: str) -> BudgetError:
+        return BudgetError(
+            f"{self._path} is not a dpmap ledger ({reason}); dpmap refuses to use or overwrite it. "
+            "Check the path, or restore the ledger from a backup"
+        )
+
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        msg = str(exc)
+        low = msg.lower()
+        if "locked" in low or "busy" in low:
+            return BudgetError(
+                f"ledger {self._path} is busy: another process held it for more than "
+                f"{self._timeout:g} s; try again"
+            )
+        if "not a database" in low:
+            return self._not_a_ledger("not an SQLite database")
+        if "malformed" in low or "corrupt" in low:
+            return self._not_a_ledger(f"the database is damaged: {msg}")
+        if "unable to open" in low or "readonly" in low or "read-only" in low or "disk i/o" in low:
+            return DataFileError(f"cannot use ledger {self._path}: {msg}")
+        return BudgetError(f"ledger {self._path} cannot be used: {msg}")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._translate(exc) from exc
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(
+        self, *, write: bool, initialise: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One transaction on a fresh connection; sqlite errors become dpmap errors."""
+        conn = self._connect()
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                self._check_identity(conn, initialise=initialise)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            conn.close()
+
+    def _check_identity(self, conn: sqlite3.Connection, *, initialise: bool) -> None:
+        # Under BEGIN IMMEDIATE nobody else can write, so an empty file stays empty. (SQLite's
+        # page_count is 1 inside a write transaction on an empty file, hence the file size.)
+        if self._path.stat().st_size == 0:
+            if not initialise:
+                raise BudgetError(
+                    f"{self._path} is an empty file, not a dpmap ledger yet; create it with: "
+                    f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+                )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO dpmap_schema (version, created_at, dpmap_version) VALUES (?, ?, ?)",
+                (SCHEMA_VERSION, _now(), __version__),
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            return
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise self._not_a_ledger(
+                "an SQLite database of another application"
+                if app_id
+                else "an SQLite database without the dpmap ledger mark"
+            )
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise BudgetError(
+                f"ledger {self._path} was written by a newer dpmap (ledger schema {version}; this "
+                f"dpmap {__version__} reads schema {SCHEMA_VERSION}); upgrade dpmap to use it"
+            )
+        try:
+            rows = conn.execute("SELECT version FROM dpmap_schema").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        if version != SCHEMA_VERSION or rows != [(SCHEMA_VERSION,)]:
+            raise self._not_a_ledger(
+                f"it carries the dpmap mark but its schema is unrecognised (version {version})"
+            )
+
+    def _initialise(self) -> None:
+        # An empty or missing file: make it a ledger. The page count is checked again under
+        # the write lock, so two processes creating the same ledger at once are fine.
+        conn = self._connect()
+        try:
+            if self._path.stat().st_size == 0:
+                conn.execute("PRAGMA journal_mode = DELETE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        finally:
+            conn.close()
+        with self._transaction(write=True, initialise=True):
+            pass
+
+    def _verify(self) -> None:
+        # Everything is read under SQLite's shared lock, so a ledger being created by
+        # another process at this very moment is seen either empty or complete. Reading
+        # never writes: a foreign or damaged file is left byte-for-byte as it was.
+        with self._transaction(write=False) as conn:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise self._not_a_ledger(f"the database is damaged: {'; '.join(problems[:3])}")
+
+
+_ENTRY_COLUMNS = (
+    "id, dataset, created_at, status, epsilon, delta, rho, accounting, mechanism, statistics, "
+    "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at"
+)
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
+    (
+        eid,
+        dataset,
+        created,
+        status,
+        eps,
+        dlt,
+        rho,
+        acc,
+        mech,
+        stats,
+        res,
+        fp,
+        ver,
+        details,
+        drawn,
+        final,
+    ) = row
+    return LedgerEntry(
+        id=int(eid),
+        dataset=dataset,
+        time=created,
+        status=status,
+        epsilon=Fraction(eps),
+        delta=Fraction(dlt),
+        rho=_load(rho),
+        accounting=acc,
+        mechanism=mech,
+        statistics=tuple(json.loads(stats)),
+        resolution=res,
+        fingerprint=fp,
+        dpmap_version=ver,
+        details=json.loads(details),
+        noise_drawn_at=drawn,
+        finalized_at=final,
+    )
+
+
+# --------------------------------------------------------------------------- reservation
+
+
+class Reservation:
+    """Budget reserved for one release; returned by :meth:`Ledger.reserve`.
+
+    The reservation is already recorded (status ``"reserved"``) and counts against the
+    cap. Use it as a context manager::
+
+        with ledger.reserve(...) as r:
+            ...                      # an exception here gives the budget back
+            r.mark_noise_drawn()     # from here on the spend stands
+            ...
+            r.finalize(fingerprint="sha256:...")
+
+    Leaving the block:
+
+    * by an exception before :meth:`mark_noise_drawn`: the entry becomes
+      ``"cancelled"`` and stops counting;
+    * by an exception after :meth:`mark_noise_drawn`: the entry stays ``"spent"``;
+    * normally without :meth:`mark_noise_drawn`: the entry becomes ``"spent"`` — the
+      ledger cannot tell whether noise was drawn, so it keeps the charge (call
+      :meth:`cancel` explicitly to give back a release that was not made).
+
+    Privacy
+    -------
+    If giving the budget back fails (e.g. the ledger stays locked past the timeout), the
+    entry stays ``"reserved"`` and keeps counting: failures always err on the side of
+    spending.
+    """
+
+    def __init__(self, ledger: Ledger, entry_id: int, dataset: str, requested: Budget) -> None:
+        self._ledger = ledger
+        self.entry_id = entry_id
+        self.dataset = dataset
+        self.requested = requested
+        self._state: Status = "reserved"
+
+    def __repr__(self) -> str:
+        return f"<Reservation #{self.entry_id} {self.dataset!r} {self.requested} ({self._state})>"
+
+    @property
+    def status(self) -> Status:
+        """``"reserved"``, ``"spent"`` or ``"cancelled"`` (as this object last set it)."""
+        return self._state
+
+    @property
+    def noise_drawn(self) -> bool:
+        """Whether :meth:`mark_noise_drawn` has been called."""
+        return self._state == "spent"
+
+    def mark_noise_drawn(self) -> None:
+        """Record that noise is about to be drawn: the spend now stands for good.
+
+        Call this immediately before the first noise sample. If it raises, no noise may
+        be drawn (the reservation still counts until the ``with`` block cancels it).
+        """
+        if self._state == "spent":
+            return
+        if self._state == "cancelled":
+            raise BudgetError(
+                f"reservation #{self.entry_id} was cancelled; reserve again before drawing noise"
+            )
+        self._set_status("spent", "noise_drawn_at")
+
+    def finalize(self, fingerprint: str, *, details: Mapping[str, Any] | None = None) -> None:
+        """Record the output's fingerprint (and optionally more ``details``, merged in).
+
+        A finalized entry is always ``"spent"``: if :meth:`mark_noise_drawn` was not
+        called, it is marked now (an output exists, so the spend stands).
+        """
+        fp = _check_text(fingerprint, "fingerprint", limit=512)
+        if self._state == "cancelled":
+            raise BudgetError(f"reservation #{self.entry_id} was cancelled and cannot be finalized")
+        extra = json.loads(_check_details(details))
+        with self._ledger._transaction(write=True) as conn:
+            row = conn.execute(
+                "SELECT status, details FROM entries WHERE id = ?", (self.entry_id,)
+            ).fetchone()
+            if row is None or row[0] == "cancelled":
+                raise BudgetError(
+                    f"ledger entry #{self.entry_id} is missing or cancelled; cannot finalize it"
+                )
+            merged = json.loads(row[1])
+            merged.update(extra)
+            now = _now()
+            conn.execute(
+                "UPDATE entries SET status = 'spent', "
+                "noise_drawn_at = COALESCE(noise_drawn_at, ?), "
+                "fingerprint = ?, finalized_at = ?, details = ? WHERE id = ?",
+                (now, fp, now, _check_details(merged), self.entry_id),
+            )
+        self._state = "spent"
+
+    def cancel(self) -> None:
+        """Give the reserved budget back; only allowed before :meth:`mark_noise_drawn`.
+
+        The entry is kept with status ``"cancelled"`` for the audit trail.
+        """
+        if self._state == "cancelled":
+            return
+        if self._state == "spent":
+            raise BudgetError(
+                f"reservation #{self.entry_id} cannot be cancelled: noise was drawn, "
+                "so the spend stands"
+            )
+        self._set_status("cancelled", None)
+
+    def _set_status(self, new: Status, stamp_column: str | None) -> None:
+        with self._ledger._transaction(write=True) as conn:
+            stamp = f", {stamp_column} = ?" if stamp_column else ""
+            params: tuple[Any, ...] = (
+                (new, _now(), self.entry_id) if stamp_column else (new, self.entry_id)
+            )
+            cur = conn.execute(
+                f"UPDATE entries SET status = ?{stamp} WHERE id = ? AND status = 'reserved'", params
+            )
+            if cur.rowcount != 1:
+                raise BudgetError(
+                    f"ledger entry #{self.entry_id} is no longer reserved; cannot mark it {new}"
+                )
+        self._state = new
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state != "reserved":
+            return
+        if exc_type is None:
+            self._set_status("spent", None)
+            return
+        # An exception before any noise was drawn: give the budget back. If that fails
+        # the entry stays "reserved" (counted), and the original exception propagates.
+        with contextlib.suppress(Exception):
+            self.cancel()

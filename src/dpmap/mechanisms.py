@@ -1,0 +1,423 @@
+"""The only module that imports OpenDP: measurements, composition, accounting, accuracy.
+
+A release is privatized by **one composed OpenDP measurement** whose input is the
+engine's exact bounded aggregates and whose input metric counts persons added or
+removed (``d_in = 1``). Each statistic is a chain
+
+    user transformation (pick the statistic's vector; stability = sensitivity from the bounds)
+      >> OpenDP noise (discrete Laplace / discrete Gaussian on int64, or the threshold
+         mechanisms for private cell discovery)
+
+and the chains are composed with OpenDP's composition combinators. The ε (and δ, ρ)
+that dpmap reports is what OpenDP's privacy map returns for ``d_in = 1``. The
+stability maps are the sensitivities of :func:`dpmap.bounding.sensitivities` — the
+single place they are derived, checked by property tests against the engines.
+
+OpenDP features enabled: ``contrib`` (OpenDP's vetted-but-not-yet-proven components)
+and ``honest-but-curious`` (needed for user-defined transformations; the stability map
+we declare is our claim, tested). ``floating-point`` and ``idealized-numerics`` are not
+used: all noise is sampled exactly on integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import opendp.prelude as dp
+
+from .bounding import Sensitivity, sensitivities
+from .errors import MechanismError
+from .spec import Mechanism, ReleaseSpec
+
+__all__ = ["NoisePlan", "StatisticNoise", "opendp_version", "plan_noise"]
+
+dp.enable_features("contrib", "honest-but-curious")
+
+#: Input metric of every dpmap measurement: how many persons were added or removed.
+_PERSONS = dp.user_distance("dpmap.AddRemovePersons")
+#: Input domain: the dict of exact aggregates an engine produced for this release.
+_AGGREGATES = dp.user_domain("dpmap.BoundedAggregates", member=lambda x: isinstance(x, dict))
+
+#: Low bits of an H3 index that are all ones for resolutions ≤ 9 (digits 10..15 unused).
+_UNUSED_DIGIT_BITS = (1 << 18) - 1
+
+
+def opendp_version() -> str:
+    from importlib.metadata import version
+
+    return version("opendp")
+
+
+def encode_keys(cells: np.ndarray, category: np.ndarray | None) -> np.ndarray:
+    """Pack (cell, category index) into one int64 key for OpenDP's map domains.
+
+    For resolution ≤ 9 the lowest 18 bits of an H3 index are always ones, so they can
+    carry the category index and be restored exactly by :func:`decode_keys`.
+    """
+    cells = np.asarray(cells, dtype=np.int64)
+    if category is None:
+        return cells
+    return (cells & ~np.int64(_UNUSED_DIGIT_BITS)) | np.asarray(category, dtype=np.int64)
+
+
+def decode_keys(keys: np.ndarray, categorized: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    keys = np.asarray(keys, dtype=np.int64)
+    if not categorized:
+        return keys, None
+    return keys | np.int64(_UNUSED_DIGIT_BITS), keys & np.int64(_UNUSED_DIGIT_BITS)
+
+
+@dataclass(frozen=True)
+class StatisticNoise:
+    """The noise added to one statistic, as planned (public)."""
+
+    name: str
+    distribution: str
+    sensitivity: Sensitivity
+    scale: float
+    epsilon: float | None  # this statistic's ε from OpenDP's map (pure DP), if meaningful
+    rho: float | None  # this statistic's ρ from OpenDP's map (zCDP), if Gaussian
+    moe95: float  # 95% margin of error of one published value (noise only)
+    moe975: float  # 97.5% margin, used for the conservative margin of a mean
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "distribution": self.distribution,
+            "scale": self.scale,
+            "sensitivity": {"l0": self.sensitivity.l0, "l1": self.sensitivity.l1,
+                            "l2": self.sensitivity.l2, "linf": self.sensitivity.linf},
+            "epsilon": self.epsilon,
+            "rho": self.rho,
+            "moe_95": self.moe95,
+        }
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """A calibrated, composed OpenDP measurement for one release (no data touched)."""
+
+    spec: ReleaseSpec
+    statistics: dict[str, StatisticNoise]
+    epsilon: float
+    delta: float
+    rho: float | None
+    measure: str
+    accounting: str
+    discovery: bool
+    threshold: int | None
+    _measurement: Any = field(repr=False, compare=False)
+    _sum_chain: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
+
+    def run_dense(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Noise every coordinate of the public domain's vectors. Draws noise."""
+        assert not self.discovery
+        try:
+            out = self._measurement({k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()})
+        except dp.OpenDPException as exc:  # pragma: no cover - inputs are checked before
+            raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
+        return {name: np.asarray(vec, dtype=np.int64) for name, vec in zip(self.spec.statistics, out)}
+
+    def run_discovery(self, keys: np.ndarray, counts: np.ndarray, sums: np.ndarray | None
+                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Threshold the occupied keys' counts, then noise sums on the kept keys. Draws noise."""
+        assert self.discovery
+        data = {"count": dict(zip(keys.tolist(), counts.tolist()))}
+        if sums is not None:
+            data["sum"] = dict(zip(keys.tolist(), sums.tolist()))
+        try:
+            queryable = self._measurement(data)
+            count_query = self._count_query  # type: ignore[attr-defined]
+            noisy = queryable(count_query)
+            kept = np.array(sorted(noisy), dtype=np.int64)
+            out = {"count": np.array([noisy[k] for k in kept.tolist()], dtype=np.int64)}
+            if sums is not None:
+                assert self._sum_chain is not None
+                out["sum"] = np.asarray(queryable(self._sum_chain(kept)), dtype=np.int64)
+        except dp.OpenDPException as exc:  # pragma: no cover
+            raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
+        return kept, out
+
+
+# ---------------------------------------------------------------------------------------
+# building blocks
+
+
+def _pick(name: str, output_domain: Any, output_metric: Any, stability: Callable[[int], Any]) -> Any:
+    """User transformation: select one statistic from the aggregates, with its stability."""
+    return dp.t.make_user_transformation(
+        _AGGREGATES, _PERSONS, output_domain, output_metric,
+        function=lambda agg: agg[name],
+        stability_map=stability,
+    )
+
+
+_VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+
+
+def _dense_chain(name: str, sens: Sensitivity, mechanism: Mechanism, scale: float) -> Any:
+    if mechanism is Mechanism.LAPLACE:
+        t = _pick(name, _VEC_I64, dp.l1_distance(T="i64"), lambda d: d * sens.l1)
+        return t >> dp.m.then_laplace(scale=scale)
+    t = _pick(name, _VEC_I64, dp.l2_distance(T="f64"), lambda d: float(d) * sens.l2)
+    return t >> dp.m.then_gaussian(scale=scale)
+
+
+def _map_domain() -> Any:
+    return dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
+
+
+def _threshold_chain(sens: Sensitivity, mechanism: Mechanism, scale: float, threshold: int) -> Any:
+    if mechanism is Mechanism.LAPLACE:
+        metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
+        t = _pick("count", _map_domain(), metric, lambda d: (d * sens.l0, d * sens.l1, d * sens.linf))
+        return t >> dp.m.then_laplace_threshold(scale=scale, threshold=threshold)
+    metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
+    # this metric carries integer distances: the L2 sensitivity is rounded UP (exact when max_cells = 1)
+    l2 = math.ceil(sens.l2 - 1e-9)
+    t = _pick("count", _map_domain(), metric, lambda d: (d * sens.l0, d * l2, d * sens.linf))
+    return t >> dp.m.then_gaussian_threshold(scale=scale, threshold=threshold)
+
+
+def _selected_sum_chain(sens: Sensitivity, mechanism: Mechanism, scale: float) -> Callable[[np.ndarray], Any]:
+    """Sums of the cells a threshold step kept: a Laplace/Gaussian vector chain on those keys."""
+
+    def build(kept: np.ndarray) -> Any:
+        keys = kept.tolist()
+        if mechanism is Mechanism.LAPLACE:
+            t = dp.t.make_user_transformation(
+                _AGGREGATES, _PERSONS, _VEC_I64, dp.l1_distance(T="i64"),
+                function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
+                stability_map=lambda d: d * sens.l1,
+            )
+            return dp.c.make_approximate(t >> dp.m.then_laplace(scale=scale))
+        t = dp.t.make_user_transformation(
+            _AGGREGATES, _PERSONS, _VEC_I64, dp.l2_distance(T="f64"),
+            function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
+            stability_map=lambda d: float(d) * sens.l2,
+        )
+        return dp.c.make_approximate(t >> dp.m.then_gaussian(scale=scale))
+
+    return build
+
+
+def _accuracy(mechanism: Mechanism, scale: float, alpha: float) -> float:
+    if mechanism is Mechanism.LAPLACE:
+        return float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+    return float(dp.discrete_gaussian_scale_to_accuracy(scale=scale, alpha=alpha))
+
+
+def _search(build: Callable[[float], Any], d_out: Any, *, exact: float | None = None) -> float:
+    """Largest budget parameter whose measurement satisfies ``d_out`` at d_in = 1.
+
+    The parameter (ε-like or ρ) makes the measurement's loss grow monotonically. ``exact``:
+    the ideal value, taken as is when OpenDP's map confirms it fits. Otherwise bisection,
+    every step judged by OpenDP's own privacy map (``check``), so the result always fits.
+    """
+    def fits(x: float) -> bool:
+        try:
+            return bool(build(x).check(1, d_out))
+        except dp.OpenDPException as exc:
+            raise MechanismError(f"OpenDP could not calibrate the noise for {d_out!r}: {exc}") from exc
+
+    if exact is not None and fits(exact):
+        return exact
+    eps = d_out[0] if isinstance(d_out, tuple) else d_out
+    lo, hi = eps * 1e-3, eps  # ρ ≤ ε and ε-parameters ≤ ε
+    while not fits(lo):
+        lo /= 16
+        if lo < 1e-300:
+            raise MechanismError(f"no noise scale reaches {d_out!r}")
+    while fits(hi):
+        lo, hi = hi, hi * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+# ---------------------------------------------------------------------------------------
+# planning
+
+
+def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
+    """Calibrate and compose the release's measurement. Touches no data.
+
+    Privacy
+    -------
+    Unit: one person (all their records added or removed). Laplace: pure ε-DP with the
+    budget split ``count_share`` / ``1 - count_share`` between count and sum. Gaussian:
+    ρ-zCDP per statistic (split the same way), composed in zCDP and converted once to
+    (ε, δ) by OpenDP. Discovery (no public region): OpenDP's threshold mechanism on the
+    counts of occupied cells (δ from the threshold), then sums of the kept cells by
+    adaptive composition.
+    """
+    sens = sensitivities(spec)
+    shares = spec.shares()
+    stats = spec.statistics
+    if discovery:
+        if spec.delta <= 0:
+            raise MechanismError("private cell discovery needs delta > 0")  # checked earlier too
+        return _plan_discovery(spec, sens, shares)
+    if spec.mechanism is Mechanism.LAPLACE:
+
+        def build(t: float) -> Any:
+            return dp.c.make_composition(
+                [_dense_chain(s, sens[s], spec.mechanism, sens[s].l1 / (shares[s] * t)) for s in stats]
+            )
+
+        t = _search(build, spec.epsilon, exact=spec.epsilon)
+        scales = {s: sens[s].l1 / (shares[s] * t) for s in stats}
+        meas = build(t)
+        chains = {s: _dense_chain(s, sens[s], spec.mechanism, scales[s]) for s in stats}
+        eps = float(meas.map(1))
+        per = {
+            s: StatisticNoise(
+                name=s, distribution="discrete Laplace", sensitivity=sens[s], scale=scales[s],
+                epsilon=float(chains[s].map(1)), rho=None,
+                moe95=_accuracy(spec.mechanism, scales[s], 0.05),
+                moe975=_accuracy(spec.mechanism, scales[s], 0.025),
+            )
+            for s in stats
+        }
+        return NoisePlan(spec=spec, statistics=per, epsilon=eps, delta=0.0, rho=None,
+                         measure="pure ε-differential privacy", accounting="pure-dp",
+                         discovery=False, threshold=None, _measurement=meas)
+
+    # Gaussian: per-statistic zCDP, composed, converted once to (ε, δ)
+    def zcdp(rho: float) -> Any:
+        return dp.c.make_composition(
+            [_dense_chain(s, sens[s], spec.mechanism, sens[s].l2 / math.sqrt(2 * shares[s] * rho)) for s in stats]
+        )
+
+    def build_g(rho: float) -> Any:
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp(rho)), spec.delta)
+
+    rho = _search(build_g, (spec.epsilon, spec.delta))
+    meas = build_g(rho)
+    eps, delta = meas.map(1)
+    scales = {s: sens[s].l2 / math.sqrt(2 * shares[s] * rho) for s in stats}
+    per = {}
+    for s in stats:
+        chain = _dense_chain(s, sens[s], spec.mechanism, scales[s])
+        per[s] = StatisticNoise(
+            name=s, distribution="discrete Gaussian", sensitivity=sens[s], scale=scales[s],
+            epsilon=None, rho=float(chain.map(1)),
+            moe95=_accuracy(spec.mechanism, scales[s], 0.05),
+            moe975=_accuracy(spec.mechanism, scales[s], 0.025),
+        )
+    return NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta),
+                     rho=float(zcdp(rho).map(1)),
+                     measure="(ε, δ)-differential privacy (ρ-zCDP converted by OpenDP)",
+                     accounting="zcdp", discovery=False, threshold=None, _measurement=meas)
+
+
+def _plan_discovery(spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]) -> NoisePlan:
+    stats = spec.statistics
+    mech = spec.mechanism
+    has_sum = "sum" in stats
+
+    if mech is Mechanism.LAPLACE:
+        eps_c = shares["count"] * spec.epsilon
+        scale_c = _fit_scale(sens["count"].l1 / eps_c, eps_c,
+                             lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0])
+        threshold = _threshold_for(lambda th: _threshold_chain(sens["count"], mech, scale_c, th), spec.delta)
+        count_chain = _threshold_chain(sens["count"], mech, scale_c, threshold)
+        d_mids = [count_chain.map(1)]
+        sum_build = None
+        scale_s = None
+        if has_sum:
+            eps_s = spec.epsilon - float(d_mids[0][0])
+            empty = np.array([], dtype=np.int64)
+            scale_s = _fit_scale(sens["sum"].l1 / eps_s, eps_s,
+                                 lambda sc: _selected_sum_chain(sens["sum"], mech, sc)(empty).map(1)[0])
+            sum_build = _selected_sum_chain(sens["sum"], mech, scale_s)
+            d_mids.append(sum_build(empty).map(1))
+        meas = dp.c.make_adaptive_composition(_AGGREGATES, _PERSONS, dp.approximate(dp.max_divergence()),
+                                              d_in=1, d_mids=d_mids)
+        eps, delta = meas.map(1)
+        per = {"count": StatisticNoise(
+            name="count", distribution="discrete Laplace", sensitivity=sens["count"], scale=scale_c,
+            epsilon=float(d_mids[0][0]), rho=None,
+            moe95=_accuracy(mech, scale_c, 0.05), moe975=_accuracy(mech, scale_c, 0.025))}
+        if has_sum:
+            assert scale_s is not None
+            per["sum"] = StatisticNoise(
+                name="sum", distribution="discrete Laplace", sensitivity=sens["sum"], scale=scale_s,
+                epsilon=float(d_mids[1][0]), rho=None,
+                moe95=_accuracy(mech, scale_s, 0.05), moe975=_accuracy(mech, scale_s, 0.025))
+        plan = NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta), rho=None,
+                         measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Laplace threshold)",
+                         accounting="approx-dp", discovery=True, threshold=threshold,
+                         _measurement=meas, _sum_chain=sum_build)
+        object.__setattr__(plan, "_count_query", count_chain)
+        return plan
+
+    # Gaussian discovery: zCDP with a δ for the threshold, converted once by OpenDP
+    delta_thr = spec.delta / 2
+
+    def compose(rho: float) -> tuple[Any, Any, Any, int, dict[str, float]]:
+        scale_c = sens["count"].l2 / math.sqrt(2 * shares["count"] * rho)
+        th = _threshold_for(lambda x: _threshold_chain(sens["count"], mech, scale_c, x), delta_thr)
+        cc = _threshold_chain(sens["count"], mech, scale_c, th)
+        mids = [cc.map(1)]
+        scales = {"count": scale_c}
+        sb = None
+        if has_sum:
+            scales["sum"] = sens["sum"].l2 / math.sqrt(2 * shares["sum"] * rho)
+            sb = _selected_sum_chain(sens["sum"], mech, scales["sum"])
+            mids.append(sb(np.array([], dtype=np.int64)).map(1))
+        comp = dp.c.make_adaptive_composition(
+            _AGGREGATES, _PERSONS, dp.approximate(dp.zero_concentrated_divergence()), d_in=1, d_mids=mids)
+        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(comp), spec.delta), cc, sb, th, scales
+
+    rho = _search(lambda r: compose(r)[0], (spec.epsilon, spec.delta))
+    meas, count_chain, sum_build, threshold, scales = compose(rho)
+    eps, delta = meas.map(1)
+    per = {}
+    for s in stats:
+        sc = scales[s]
+        per[s] = StatisticNoise(
+            name=s, distribution="discrete Gaussian", sensitivity=sens[s], scale=sc, epsilon=None,
+            rho=float(count_chain.map(1)[0]) if s == "count" else float(sum_build(np.array([], dtype=np.int64)).map(1)[0]),
+            moe95=_accuracy(mech, sc, 0.05), moe975=_accuracy(mech, sc, 0.025))
+    plan = NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta),
+                     rho=sum(p.rho for p in per.values() if p.rho is not None),
+                     measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Gaussian threshold, "
+                             "ρ-zCDP converted by OpenDP)",
+                     accounting="zcdp", discovery=True, threshold=threshold,
+                     _measurement=meas, _sum_chain=sum_build)
+    object.__setattr__(plan, "_count_query", count_chain)
+    return plan
+
+
+def _fit_scale(scale: float, limit: float, eps_of: Callable[[float], float]) -> float:
+    """Widen ``scale`` by the few ulps OpenDP's conservative rounding may need to fit ``limit``."""
+    for _ in range(64):
+        if eps_of(scale) <= limit:
+            return scale
+        scale = math.nextafter(scale, math.inf)
+    while eps_of(scale) > limit:
+        scale *= 1 + 1e-9
+    return scale
+
+
+def _threshold_for(build: Callable[[int], Any], delta: float) -> int:
+    """Smallest integer threshold whose threshold mechanism has δ ≤ ``delta``."""
+    lo, hi = 1, 2
+    while build(hi).map(1)[1] > delta:
+        lo, hi = hi, hi * 2
+        if hi > 2**40:
+            raise MechanismError(f"no threshold reaches delta={delta!r}; pass a larger delta")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if build(mid).map(1)[1] <= delta:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

@@ -1,0 +1,549 @@
+"""The release pipeline and the immutable :class:`Release` with its manifest.
+
+``points → validate → bin (H3) → bound per person → aggregate (engine, exact, PRIVATE)
+→ one composed OpenDP measurement (the only noise, the only accounting)
+→ post-processing (suppression, means, margins) → Release (cells + manifest)``
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import grid
+from ._version import __version__
+from .diagnostics import Diagnostics
+from .engines import local
+from .errors import DataFileError, ReleaseFormatError, SpecError
+from .io import atomic_write, manifest_path, read_manifest
+from .mechanisms import NoisePlan, decode_keys, opendp_version, plan_noise
+from .postprocess import default_threshold, publish
+from .spec import ReleaseSpec
+
+__all__ = ["Explanation", "Release", "explain", "read_release", "release"]
+
+#: version of the file/manifest format
+FORMAT_VERSION = 1
+
+_STAT_COLUMNS = ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe")
+
+
+# ---------------------------------------------------------------------------------------
+# planning without data
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a release with these parameters would spend and how accurate it would be.
+
+    Computed from public parameters only (no data touched).
+    """
+
+    spec: ReleaseSpec
+    plan: NoisePlan
+    cells: int | None
+    region: grid.Region | None
+
+    def as_dict(self) -> dict[str, Any]:
+        p = self.plan
+        out: dict[str, Any] = {
+            "epsilon": p.epsilon,
+            "delta": p.delta,
+            "rho": p.rho,
+            "measure": p.measure,
+            "resolution": self.spec.resolution,
+            "average_cell_area_km2": grid.average_cell_area_km2(self.spec.resolution),
+            "cells": self.cells,
+            "statistics": {k: {**v.describe(), "budget_share": self.spec.shares()[k]}
+                           for k, v in p.statistics.items()},
+            "suppression_threshold": _threshold_of(self.spec, p),
+        }
+        if p.discovery:
+            out["discovery_threshold"] = p.threshold
+        return out
+
+    def __str__(self) -> str:
+        d = self.as_dict()
+        lines = [f"dpmap release plan — {d['measure']}",
+                 f"  total: ε = {d['epsilon']:.6g}, δ = {d['delta']:.3g}" + (f", ρ = {d['rho']:.6g}" if d["rho"] else ""),
+                 f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
+                 + (f", {d['cells']} public cells" if d["cells"] is not None else ", cells chosen privately")]
+        for name, s in d["statistics"].items():
+            priv = f"ε = {s['epsilon']:.6g}" if s["epsilon"] is not None else f"ρ = {s['rho']:.6g}"
+            lines.append(
+                f"  {name}: {s['distribution']} noise, scale {s['scale']:.6g}, sensitivity L1 {s['sensitivity']['l1']}"
+                f" / L2 {s['sensitivity']['l2']:.6g}, {priv} (share {s['budget_share']:.3g}),"
+                f" 95% error per cell ± {s['moe_95']:.6g}"
+            )
+        t = d["suppression_threshold"]
+        lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden" if t is not None
+                     else "  suppression: off (every noisy value is published)")
+        if "discovery_threshold" in d:
+            lines.append(f"  discovery: a cell is published only if its noisy count exceeds {d['discovery_threshold']}")
+        return "\n".join(lines)
+
+
+def _threshold_of(spec: ReleaseSpec, plan: NoisePlan) -> float | None:
+    if spec.suppress_below is False:
+        return None
+    if spec.suppress_below is None:
+        return default_threshold(plan)
+    return float(spec.suppress_below)  # type: ignore[arg-type]
+
+
+def _make_spec(kw: dict[str, Any]) -> ReleaseSpec:
+    try:
+        return ReleaseSpec(**kw)
+    except TypeError as exc:  # unknown keyword
+        raise SpecError(str(exc)) from None
+
+
+def _resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
+    if region is None:
+        if spec.delta == 0:
+            raise SpecError(
+                "no region was given and delta = 0: without a public region dpmap must choose cells "
+                "privately, which needs delta > 0; pass region=<polygon of the area> or e.g. delta=1e-6"
+            )
+        return None
+    return grid.to_region(region)
+
+
+def explain(*, region: Any = None, **params: Any) -> Explanation:
+    """Plan a release without data: noise scale, ε/δ per statistic, expected error per cell.
+
+    Takes the same keywords as :func:`release` (without ``points``).
+    """
+    params.pop("ledger", None), params.pop("dataset", None), params.pop("diagnostics", None)
+    spec = _make_spec(params)
+    reg = _resolve_region(region, spec)
+    plan = plan_noise(spec, discovery=reg is None)
+    cells = len(grid.region_to_cells(reg, spec.resolution)) if reg is not None else None
+    return Explanation(spec=spec, plan=plan, cells=cells, region=reg)
+
+
+# ---------------------------------------------------------------------------------------
+# the release
+
+
+def release(
+    points: Any,
+    *,
+    region: Any = None,
+    resolution: int,
+    epsilon: float,
+    delta: float = 0.0,
+    lat: str = "lat",
+    lng: str = "lng",
+    person: str | None = None,
+    value: str | None = None,
+    bounds: tuple[float, float] | None = None,
+    max_cells: int = 1,
+    max_records_per_cell: int = 1,
+    category: str | None = None,
+    categories: Any = None,
+    mechanism: str = "laplace",
+    suppress_below: float | bool | None = None,
+    count_share: float = 0.5,
+    selection: str = "random",
+    seed: int | None = None,
+    diagnostics: Diagnostics | None = None,
+    ledger: Any = None,
+    dataset: str | None = None,
+    title: str | None = None,
+) -> Release:
+    """Publish a differentially private H3 map of ``points``.
+
+    Parameters
+    ----------
+    points
+        pandas / polars / GeoPandas DataFrame, polars LazyFrame, or a .csv / .parquet path.
+    region
+        The public area: shapely geometry, GeoDataFrame/GeoSeries, GeoJSON mapping or path.
+        Every H3 cell overlapping it is published (with noise, zeros included). ``None``:
+        cells are chosen privately with OpenDP's threshold mechanism (needs ``delta > 0``).
+    resolution
+        H3 resolution, 0..9.
+    epsilon, delta
+        The release's total privacy budget.
+    lat, lng
+        Coordinate columns in degrees (ignored for a GeoDataFrame of points).
+    person
+        Column identifying a person (the privacy unit); ``None``: each row is a person.
+    value, bounds
+        Optional value column, clamped to the public ``bounds=(lo, hi)`` (whole units).
+    max_cells, max_records_per_cell
+        Contribution bounds per person (L0 and L∞).
+    category, categories
+        Optional breakdown column with its public category list (others → ``"other"``).
+    mechanism
+        ``"laplace"`` (pure ε-DP) or ``"gaussian"`` (needs ``delta > 0``).
+    suppress_below
+        Hide cells whose noisy count is below this; ``None``: the count's 95% margin of
+        error; ``False``: publish every noisy value (unbiased, may be negative).
+    count_share
+        Share of ε spent on counts when ``value`` is given (the rest goes to sums).
+    selection, seed
+        Which records are kept when a person exceeds the bounds: ``"random"`` (default)
+        or ``"hash"`` (reproducible with ``seed``).
+    diagnostics
+        A :class:`Diagnostics` to fill with PRIVATE counts about the input (never published).
+    ledger, dataset
+        A :class:`~dpmap.Ledger` and dataset name: the budget is reserved there before any
+        noise is drawn, and the release is refused if it would exceed the cap.
+    title
+        Optional title stored in the manifest.
+
+    Returns
+    -------
+    Release
+        ``cells`` (GeoDataFrame, one row per public cell [× category]) and ``manifest``.
+
+    Privacy
+    -------
+    Unit: one person — neighbouring datasets add or remove all records of one person
+    (or one row when ``person=None``). Each person is bounded to ``max_cells`` cells and
+    ``max_records_per_cell`` records per cell; values are clamped to ``bounds``. The
+    count vector then has L1 sensitivity ``max_cells·max_records_per_cell`` (L2
+    ``√max_cells·max_records_per_cell``), the sum vector that times ``max(|lo|, |hi|)``.
+    Noise: discrete Laplace (ε-DP) or discrete Gaussian (ρ-zCDP, reported as (ε, δ)),
+    from OpenDP, with the total ε/δ returned by OpenDP's privacy map for the composed
+    measurement. Outside the guarantee: the region, the resolution, the category list and
+    all parameters are public; the number of rows is not released.
+
+    Utility
+    -------
+    Each published count is within ± ``count_moe`` of the bounded true count with 95%
+    probability (see :func:`explain` before touching data).
+    """
+    spec = _make_spec(dict(
+        resolution=resolution, epsilon=epsilon, delta=delta, lat=lat, lng=lng, person=person,
+        value=value, bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
+        max_cells=max_cells, max_records_per_cell=max_records_per_cell, category=category,
+        categories=tuple(categories) if isinstance(categories, (list, tuple)) else categories,
+        mechanism=mechanism, suppress_below=suppress_below, count_share=count_share,
+        selection=selection, seed=seed,
+    ))
+    if (ledger is None) != (dataset is None):
+        raise SpecError("ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither")
+    reg = _resolve_region(region, spec)
+    plan = plan_noise(spec, discovery=reg is None)
+    domain = grid.region_to_cells(reg, spec.resolution) if reg is not None else None
+    aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
+
+    reservation_cm = _reserve(ledger, dataset, plan)
+    with reservation_cm as reservation:
+        if reservation is not None:
+            reservation.mark_noise_drawn()
+        ncat = len(spec.categories) if spec.categories else 1
+        if domain is not None:
+            noisy = plan.run_dense(aggregates.densify(domain, ncat))
+            cells = np.repeat(domain, ncat)
+            cat_idx = np.tile(np.arange(ncat), len(domain)) if spec.categories else None
+        else:
+            from .mechanisms import encode_keys
+
+            keys = encode_keys(aggregates.cells, aggregates.category)
+            order = np.argsort(keys)
+            kept, noisy = plan.run_discovery(keys[order], aggregates.count[order],
+                                             aggregates.sum[order] if aggregates.sum is not None else None)
+            cells, cat_idx = decode_keys(kept, spec.categories is not None)
+        del aggregates
+        published = publish(plan, noisy, spec.suppress_below)
+        table = _cell_table(spec, cells, cat_idx, published)
+        manifest = _manifest(spec, plan, reg, domain, published, title, len(table))
+        rel = Release(table, manifest)
+        if reservation is not None:
+            reservation.finalize(fingerprint=rel.fingerprint)
+            manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
+            rel = Release(table, manifest)
+    return rel
+
+
+class _NoLedger:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
+    if ledger is None:
+        return _NoLedger()
+    from .ledger import Ledger
+
+    if not isinstance(ledger, Ledger):
+        ledger = Ledger(ledger)
+    spec = plan.spec
+    return ledger.reserve(
+        dataset, epsilon=plan.epsilon, delta=plan.delta, rho=plan.rho, accounting=plan.accounting,
+        mechanism=str(spec.mechanism), statistics=list(spec.statistics), resolution=spec.resolution,
+        details={"measure": plan.measure, "discovery": plan.discovery},
+    )
+
+
+def _cell_table(spec: ReleaseSpec, cells: np.ndarray, cat_idx: np.ndarray | None, pub: Any) -> Any:
+    import geopandas as gpd
+
+    data: dict[str, Any] = {
+        "cell": grid.cells_to_hex(cells).astype(object),
+        "resolution": np.full(len(cells), spec.resolution, dtype=np.int64),
+    }
+    if spec.categories is not None:
+        cats = np.asarray(spec.categories, dtype=object)
+        data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
+    for col in _STAT_COLUMNS:
+        if col in pub.columns:
+            data[col] = pub.columns[col]
+    data["suppressed"] = pub.columns["suppressed"]
+    df = _normalise_dtypes(pd.DataFrame(data))
+    return gpd.GeoDataFrame(df, geometry=grid.cells_to_polygons(cells), crs="EPSG:4326")
+
+
+def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """The schema's dtypes: integer counts/sums (nullable), float margins/means, bool flags."""
+    for col in ("count", "sum"):
+        if col in df:
+            df[col] = pd.array(np.round(df[col].astype("float64")), dtype="Float64").astype("Int64")
+    for col in ("count_moe", "sum_moe", "mean", "mean_moe"):
+        if col in df:
+            df[col] = df[col].astype("float64")
+    if "resolution" in df:
+        df["resolution"] = df["resolution"].astype("int64")
+    if "suppressed" in df:
+        df["suppressed"] = df["suppressed"].astype(bool)
+    for col in ("cell", "category"):
+        if col in df:
+            df[col] = df[col].astype(object)
+    return df
+
+
+def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
+    unit = f"one person (all rows with the same {spec.person!r})" if spec.person else "one row"
+    delta = "" if plan.delta == 0 else f", δ = {plan.delta:.3g}"
+    return (
+        f"This map satisfies {plan.measure} with ε = {plan.epsilon:.4g}{delta} for {unit}: "
+        f"whatever it shows would have been almost as likely had any single person's records been "
+        f"left out. Each person counts in at most {spec.l0} cell(s), {spec.linf} record(s) per cell"
+        + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
+        + f". Noise from OpenDP; H3 resolution {spec.resolution}; released {created[:10]}."
+    )
+
+
+def _manifest(spec: ReleaseSpec, plan: NoisePlan, reg: grid.Region | None, domain: np.ndarray | None,
+              pub: Any, title: str | None, rows: int) -> dict[str, Any]:
+    import geopandas
+    import h3
+    import polars
+
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    shares = spec.shares()
+    if reg is not None:
+        selection = {"method": "public region", "rule": "every H3 cell overlapping the region, all noised",
+                     "region": reg.describe(), "cells": int(len(domain))}  # type: ignore[arg-type]
+    else:
+        selection = {"method": "private discovery",
+                     "rule": f"OpenDP {plan.spec.mechanism} threshold: a cell is published only if its noisy "
+                             f"count exceeds {plan.threshold}",
+                     "threshold": plan.threshold, "region": None}
+    return {
+        "dpmap_release": FORMAT_VERSION,
+        "title": title,
+        "created": created,
+        "privacy": {
+            "unit": f"person identified by column {spec.person!r}" if spec.person else "row (each row is one person)",
+            "neighbouring": "datasets differing by adding or removing all records of one person",
+            "measure": plan.measure,
+            "accounting": plan.accounting,
+            "epsilon": plan.epsilon,
+            "delta": plan.delta,
+            "rho": plan.rho,
+            "statement": _privacy_statement(spec, plan, created),
+        },
+        "statistics": {k: {**v.describe(), "budget_share": shares[k]} for k, v in plan.statistics.items()},
+        "contribution_bounds": {
+            "max_cells": spec.l0,
+            "max_records_per_cell": spec.linf,
+            "value": spec.value,
+            "bounds": list(spec.bounds) if spec.bounds else None,
+            "value_rule": "clamped to bounds, then rounded half up to whole units" if spec.value else None,
+            "selection": str(spec.selection),
+        },
+        "resolution": spec.resolution,
+        "cell_selection": selection,
+        "categories": list(spec.categories) if spec.categories else None,
+        "suppression": (
+            {"rule": "none: every noisy value is published (unbiased; may be negative)", "threshold": None}
+            if pub.threshold is None else
+            {"rule": "cells whose noisy count is below the threshold are published with null numbers "
+                     "(post-processing of noisy values)", "threshold": pub.threshold,
+             "default": spec.suppress_below is None}
+        ),
+        "mean": ("noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
+                 "97.5% intervals of sum and count (Bonferroni), conservative") if spec.value else None,
+        "margins": "95% margin of error of the noise on each published number (from OpenDP's accuracy helpers)",
+        "parameters": spec.public_dict(),
+        "columns": None,
+        "rows": rows,
+        "versions": {"dpmap": __version__, "opendp": opendp_version(), "h3": h3.__version__,
+                     "polars": polars.__version__, "geopandas": geopandas.__version__,
+                     "python": platform.python_version()},
+        "ledger": None,
+    }
+
+
+class Release:
+    """An immutable differentially private map release: a cell table and its manifest.
+
+    Attributes
+    ----------
+    cells
+        GeoDataFrame (EPSG:4326), one row per public cell (× category): ``cell``,
+        ``resolution``, ``count``, ``count_moe``, [``sum``, ``sum_moe``, ``mean``,
+        ``mean_moe``], ``suppressed``, ``geometry``. A copy on every access.
+    manifest
+        JSON-serialisable dict describing the guarantee and the parameters (a copy).
+    """
+
+    __slots__ = ("_cells", "_manifest")
+
+    def __init__(self, cells: Any, manifest: dict[str, Any]) -> None:
+        manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serialisable
+        manifest["columns"] = [c for c in cells.columns]
+        object.__setattr__(self, "_cells", cells)
+        object.__setattr__(self, "_manifest", manifest)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Release is immutable")
+
+    @property
+    def cells(self) -> Any:
+        return self._cells.copy()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def epsilon(self) -> float:
+        return float(self._manifest["privacy"]["epsilon"])
+
+    @property
+    def delta(self) -> float:
+        return float(self._manifest["privacy"]["delta"])
+
+    @property
+    def privacy_statement(self) -> str:
+        return str(self._manifest["privacy"]["statement"])
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the published table (cells and numbers), to identify this output."""
+        cols = [c for c in self._cells.columns if c != "geometry"]
+        csv = self._cells[cols].to_csv(index=False).encode()
+        return "sha256:" + hashlib.sha256(csv).hexdigest()
+
+    def __repr__(self) -> str:
+        m = self._manifest
+        return (f"<dpmap.Release: {len(self._cells)} rows at H3 resolution {m['resolution']}, "
+                f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
+                f"{int(self._cells['suppressed'].sum())} suppressed>")
+
+    # -- output --------------------------------------------------------------------------
+    def to_file(self, path: str | Path) -> Path:
+        """Write the release (``.geojson``, ``.parquet`` or ``.csv``) and ``<name>.manifest.json``.
+
+        Both files are written to temporary names and renamed only when complete.
+        Private diagnostics are never written (a Release does not hold any).
+        """
+        path = Path(path)
+        kind = _kind_of(path)
+        targets = [path, manifest_path(path)]
+        manifest_text = json.dumps(self._manifest, indent=2, ensure_ascii=False)
+        with atomic_write(targets) as (tmp_data, tmp_manifest):
+            if kind == "geojson":
+                obj = json.loads(self._cells.to_json(drop_id=True, na="null"))
+                obj["dpmap_manifest"] = self._manifest
+                tmp_data.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+            elif kind == "parquet":
+                _write_geoparquet(self._cells, tmp_data, manifest_text)
+            else:
+                df = pd.DataFrame(self._cells.drop(columns="geometry"))
+                df["geometry"] = self._cells.geometry.to_wkt()
+                df.to_csv(tmp_data, index=False)
+            tmp_manifest.write_text(manifest_text + "\n", encoding="utf-8")
+        return path
+
+    def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
+        """Static map (matplotlib); see :func:`dpmap.plot.plot_release`."""
+        from .plot import plot_release
+
+        return plot_release(self._cells, self._manifest, path, **kwargs)
+
+
+def _kind_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    kinds = {".geojson": "geojson", ".json": "geojson", ".parquet": "parquet", ".csv": "csv"}
+    if suffix not in kinds:
+        raise DataFileError(
+            f"cannot write a release as {suffix or '(no suffix)'!r} ({str(path)!r}); use .geojson, .parquet or .csv"
+        )
+    return kinds[suffix]
+
+
+def _write_geoparquet(gdf: Any, path: Path, manifest_text: str) -> None:
+    import pyarrow.parquet as pq
+
+    gdf.to_parquet(path, index=False)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata or {})
+    meta[b"dpmap_manifest"] = manifest_text.encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def read_release(path: str | Path) -> Release:
+    """Read a published release (GeoJSON, GeoParquet or CSV with its manifest)."""
+    import geopandas as gpd
+    import shapely
+
+    path = Path(path)
+    kind = _kind_of(path)
+    if not path.is_file():
+        raise DataFileError(f"release file {str(path)!r} does not exist; check the path")
+    mpath = manifest_path(path)
+    try:
+        if kind == "geojson":
+            with open(path, encoding="utf-8") as fh:
+                obj = json.load(fh)
+            embedded = obj.pop("dpmap_manifest", None) if isinstance(obj, dict) else None
+            gdf = gpd.GeoDataFrame.from_features(obj["features"], crs="EPSG:4326")
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            gdf = gpd.read_parquet(path)
+            raw = (pq.read_schema(path).metadata or {}).get(b"dpmap_manifest")
+            embedded = json.loads(raw) if raw else None
+        else:
+            df = pd.read_csv(path, dtype={"cell": str, "category": str})
+            gdf = gpd.GeoDataFrame(df.drop(columns="geometry"),
+                                   geometry=shapely.from_wkt(df["geometry"].to_numpy()), crs="EPSG:4326")
+            embedded = None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReleaseFormatError(f"{str(path)!r} is not a readable dpmap release ({exc})") from exc
+    manifest = read_manifest(mpath) if (mpath.exists() or embedded is None) else embedded
+    missing = {"cell", "count", "suppressed"} - set(gdf.columns)
+    if missing:
+        raise ReleaseFormatError(f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release")
+    order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
+    gdf = gdf[order]
+    gdf = gpd.GeoDataFrame(_normalise_dtypes(pd.DataFrame(gdf)), geometry="geometry", crs="EPSG:4326")
+    return Release(gdf, manifest)

@@ -1,0 +1,296 @@
+"""Frozen, keyword-only release parameters that validate themselves.
+
+A :class:`ReleaseSpec` holds everything about a release except the data and the region:
+resolution, privacy parameters, column names, contribution bounds, statistics,
+mechanism and suppression rule. It can be planned and explained without data
+(:func:`dpmap.explain`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from .errors import SpecError
+from .grid import check_resolution
+
+__all__ = ["OTHER_CATEGORY", "Mechanism", "ReleaseSpec", "Selection"]
+
+#: The bucket that receives rows whose category is not in the public ``categories`` list.
+OTHER_CATEGORY = "other"
+
+#: Largest |bound| accepted for a value column: sums stay exact in int64 for any
+#: realistic number of records per cell.
+MAX_ABS_BOUND = 10**12
+
+
+class _StrEnum(str, Enum):
+    @classmethod
+    def parse(cls, value: Any, what: str) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise SpecError(f"{what} must be one of {choices}, got {value!r}") from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Mechanism(_StrEnum):
+    """Noise distribution: discrete Laplace (pure ε-DP) or discrete Gaussian (zCDP → (ε, δ))."""
+
+    LAPLACE = "laplace"
+    GAUSSIAN = "gaussian"
+
+
+class Selection(_StrEnum):
+    """How a person's kept records are chosen when they exceed the contribution bounds.
+
+    ``random``: a fresh secret random priority per record (the default).
+    ``hash``: a keyed hash of the record's own content, reproducible for a given ``seed``
+    (the same records are kept on every engine and every run).
+    Either way the choice depends only on that person's own records.
+    """
+
+    RANDOM = "random"
+    HASH = "hash"
+
+
+def _finite_number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SpecError(f"{what} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise SpecError(f"{what} must be finite, got {value!r}")
+    return out
+
+
+def _whole(value: Any, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SpecError(f"{what} must be a whole number ≥ {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise SpecError(f"{what} must be ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def _column(value: Any, what: str, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or value == "":
+        raise SpecError(f"{what} must be a column name (a non-empty string), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseSpec:
+    """Everything about a release except the data and the public region.
+
+    Parameters
+    ----------
+    resolution
+        H3 resolution, 0..9.
+    epsilon, delta
+        Total privacy budget of the release. ``delta > 0`` is needed for the Gaussian
+        mechanism and for releases without a public region (private cell discovery).
+    lat, lng
+        Coordinate column names (degrees, WGS84).
+    person
+        Column identifying the privacy unit (one person). ``None``: every row is a person.
+    value, bounds
+        Optional value column and its public clamping bounds ``(lo, hi)`` in whole units.
+    max_cells, max_records_per_cell
+        Contribution bounds per person: L0 (cells) and L∞ (records per cell).
+    category, categories
+        Optional breakdown column and its public list of categories; rows with another
+        category are counted under ``"other"``.
+    mechanism
+        ``"laplace"`` or ``"gaussian"``.
+    suppress_below
+        Noisy-count threshold below which a cell's numbers are hidden. ``None``: the
+        count's own 95% margin of error. ``False``: publish every noisy value.
+    count_share
+        Share of the budget spent on counts when a value column is used (the rest on sums).
+    selection, seed
+        How kept records are chosen (see :class:`Selection`) and the key for ``"hash"``.
+    """
+
+    resolution: int
+    epsilon: float
+    delta: float = 0.0
+    lat: str = "lat"
+    lng: str = "lng"
+    person: str | None = None
+    value: str | None = None
+    bounds: tuple[int, int] | None = None
+    max_cells: int = 1
+    max_records_per_cell: int = 1
+    category: str | None = None
+    categories: tuple[str, ...] | None = None
+    mechanism: Mechanism = Mechanism.LAPLACE
+    suppress_below: float | bool | None = None
+    count_share: float = 0.5
+    selection: Selection = Selection.RANDOM
+    seed: int | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        if isinstance(self.resolution, (list, tuple)):
+            raise SpecError(
+                f"resolution={list(self.resolution)!r}: several resolutions (a hierarchical "
+                "release) are not supported yet; pass one resolution from 0 to 9"
+            )
+        set_("resolution", check_resolution(self.resolution))
+
+        eps = _finite_number(self.epsilon, "epsilon")
+        if eps <= 0:
+            raise SpecError(f"epsilon must be > 0, got {self.epsilon!r}; e.g. epsilon=1.0")
+        set_("epsilon", eps)
+        delta = _finite_number(self.delta, "delta")
+        if not 0 <= delta < 1:
+            raise SpecError(
+                f"delta must be in [0, 1), got {self.delta!r}; use delta=0 for pure ε-DP or a "
+                "small value such as 1e-6"
+            )
+        set_("delta", delta)
+        mech = Mechanism.parse(self.mechanism, "mechanism")
+        set_("mechanism", mech)
+        if mech is Mechanism.GAUSSIAN and delta == 0:
+            raise SpecError(
+                "mechanism='gaussian' needs delta > 0 (it gives (ε, δ)-DP); pass e.g. delta=1e-6, "
+                "or use mechanism='laplace' for pure ε-DP"
+            )
+
+        set_("lat", _column(self.lat, "lat", optional=False))
+        set_("lng", _column(self.lng, "lng", optional=False))
+        set_("person", _column(self.person, "person", optional=True))
+        set_("value", _column(self.value, "value", optional=True))
+        set_("category", _column(self.category, "category", optional=True))
+
+        if self.value is not None and self.bounds is None:
+            raise SpecError(
+                f"value={self.value!r} needs public bounds to clamp it; pass bounds=(lo, hi), e.g. "
+                "bounds=(0, 50_000)"
+            )
+        if self.bounds is not None:
+            if self.value is None:
+                raise SpecError("bounds were given without a value column; pass value='<column>'")
+            set_("bounds", self._check_bounds(self.bounds))
+
+        set_("max_cells", _whole(self.max_cells, "max_cells", 1))
+        set_("max_records_per_cell", _whole(self.max_records_per_cell, "max_records_per_cell", 1))
+
+        if self.category is not None:
+            if self.categories is None:
+                raise SpecError(
+                    f"category={self.category!r} needs the public list of categories (never read "
+                    "from the data); pass categories=['a', 'b', ...]"
+                )
+            set_("categories", self._check_categories(self.categories))
+        elif self.categories is not None:
+            raise SpecError("categories were given without a category column; pass category='<column>'")
+
+        sb = self.suppress_below
+        if sb is True:
+            set_("suppress_below", None)
+        elif sb is not None and sb is not False:
+            set_("suppress_below", _finite_number(sb, "suppress_below"))
+
+        share = _finite_number(self.count_share, "count_share")
+        if not 0 < share < 1:
+            raise SpecError(f"count_share must be strictly between 0 and 1, got {self.count_share!r}")
+        set_("count_share", share)
+        set_("selection", Selection.parse(self.selection, "selection"))
+        if self.seed is not None:
+            set_("seed", _whole(self.seed, "seed", 0))
+        names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
+        if len(set(names)) != len(names):
+            raise SpecError(f"the same column is used for two roles: {names!r}; pass distinct columns")
+
+    @staticmethod
+    def _check_bounds(bounds: Any) -> tuple[int, int]:
+        if not isinstance(bounds, Sequence) or isinstance(bounds, str) or len(bounds) != 2:
+            raise SpecError(f"bounds must be a pair (lo, hi), got {bounds!r}")
+        lo = _finite_number(bounds[0], "the lower bound")
+        hi = _finite_number(bounds[1], "the upper bound")
+        if lo > hi:
+            raise SpecError(f"bounds must satisfy lo ≤ hi, got ({bounds[0]!r}, {bounds[1]!r}); swap them")
+        if lo != int(lo) or hi != int(hi):
+            raise SpecError(
+                f"bounds must be whole units, got ({bounds[0]!r}, {bounds[1]!r}); values are summed as "
+                "integers for exact sensitivity: express the column in a smaller unit (e.g. cents)"
+            )
+        if max(abs(lo), abs(hi)) > MAX_ABS_BOUND:
+            raise SpecError(
+                f"bounds ({bounds[0]!r}, {bounds[1]!r}) exceed ±{MAX_ABS_BOUND:.0e}; sums must stay exact "
+                "in 64-bit integers: use a larger unit (e.g. thousands)"
+            )
+        return int(lo), int(hi)
+
+    @staticmethod
+    def _check_categories(categories: Any) -> tuple[str, ...]:
+        if isinstance(categories, str):
+            categories = [c.strip() for c in categories.split(",")]
+        try:
+            cats = [str(c) for c in categories]
+        except TypeError:
+            raise SpecError(f"categories must be a list of names, got {categories!r}") from None
+        if not cats or any(c == "" for c in cats):
+            raise SpecError(f"categories must be a non-empty list of non-empty names, got {categories!r}")
+        if len(set(cats)) != len(cats):
+            raise SpecError(f"categories contain duplicates: {cats!r}; list each category once")
+        if OTHER_CATEGORY not in cats:
+            cats.append(OTHER_CATEGORY)
+        return tuple(cats)
+
+    # -- derived, public quantities -------------------------------------------------------
+    @property
+    def l0(self) -> int:
+        """Cells one person may touch (1 when each row is a person)."""
+        return 1 if self.person is None else self.max_cells
+
+    @property
+    def linf(self) -> int:
+        """Records one person may contribute to one cell (1 when each row is a person)."""
+        return 1 if self.person is None else self.max_records_per_cell
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        return ("count", "sum") if self.value is not None else ("count",)
+
+    @property
+    def value_magnitude(self) -> int:
+        """M = max(|lo|, |hi|): the most one clamped value can move a sum."""
+        assert self.bounds is not None
+        return max(abs(self.bounds[0]), abs(self.bounds[1]))
+
+    def shares(self) -> dict[str, float]:
+        """Budget share of each statistic."""
+        if self.value is None:
+            return {"count": 1.0}
+        return {"count": self.count_share, "sum": 1.0 - self.count_share}
+
+    def public_dict(self) -> dict[str, Any]:
+        """The parameters as they appear in a manifest (no seed: it is not needed to read a release)."""
+        return {
+            "resolution": self.resolution,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "person": self.person,
+            "value": self.value,
+            "bounds": list(self.bounds) if self.bounds else None,
+            "max_cells": self.max_cells,
+            "max_records_per_cell": self.max_records_per_cell,
+            "category": self.category,
+            "categories": list(self.categories) if self.categories else None,
+            "mechanism": str(self.mechanism),
+            "count_share": self.count_share if self.value else None,
+            "selection": str(self.selection),
+        }

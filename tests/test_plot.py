@@ -1,0 +1,284 @@
+"""Tests of dpmap.plot: static maps of a published release."""
+
+from __future__ import annotations
+
+import sys
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Polygon
+
+pytest.importorskip("matplotlib")
+gpd = pytest.importorskip("geopandas")
+
+import matplotlib  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
+
+from dpmap.errors import MissingDependencyError, SpecError  # noqa: E402
+from dpmap.plot import plot_release  # noqa: E402
+
+CENTER = h3.latlng_to_cell(52.52, 13.405, 7)
+
+
+def _hexagon(cell: str) -> Polygon:
+    # h3 gives (lat, lng) pairs; shapely wants (x=lng, y=lat)
+    return Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(cell)])
+
+
+def _release(categories: list[str] | None = None) -> gpd.GeoDataFrame:
+    """A small made-up release: 37 cells, some suppressed, some 0, one negative."""
+    rng = np.random.default_rng(7)
+    cells = sorted(h3.grid_disk(CENTER, 3))
+    rows = []
+    for category in categories or [None]:
+        for i, cell in enumerate(cells):
+            distance = h3.grid_distance(CENTER, cell)
+            count = round(40 * np.exp(-distance) + rng.laplace(0, 2))
+            suppressed = i % 5 == 4  # every fifth cell
+            if i in (0, 1):
+                count = 0
+            if i == 2:
+                count = -3
+            row = {
+                "cell": cell,
+                "resolution": 7,
+                "count": pd.NA if suppressed else count,
+                "count_moe": np.nan if suppressed else 6.0,
+                "mean": np.nan if suppressed else 1000.0 + count,
+                "mean_moe": np.nan if suppressed else 250.0,
+                "suppressed": suppressed,
+                "geometry": _hexagon(cell),
+            }
+            if category is not None:
+                row["category"] = category
+            rows.append(row)
+    table = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    table["count"] = table["count"].astype("Int64")
+    return table
+
+
+MANIFEST = {
+    "privacy": {"epsilon": 1.0, "delta": 0.0, "measure": "max_divergence"},
+    "created": "2026-11-30T09:15:00+00:00",
+    "resolution": 7,
+    "title": "Synthetic debtors",
+}
+
+
+def _by_gid(ax, gid: str):
+    found = [c for c in ax.collections if c.get_gid() == gid]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _all_axes(fig: Figure) -> list:
+    """Every axes of the figure, including inset colour bars."""
+    return [a for ax in fig.axes for a in (ax, *ax.child_axes)]
+
+
+def _caption(fig: Figure) -> str:
+    texts = [t.get_text() for t in fig.texts if t.get_gid() == "dpmap-caption"]
+    texts += [t.get_text() for ax in fig.axes for t in ax.texts if t.get_gid() == "dpmap-caption"]
+    assert len(texts) == 1
+    return texts[0]
+
+
+@pytest.fixture
+def release() -> gpd.GeoDataFrame:
+    return _release()
+
+
+def test_writes_a_valid_png_atomically(release, tmp_path):
+    out = tmp_path / "map.png"
+    fig = plot_release(release, MANIFEST, out, dpi=50)
+    assert isinstance(fig, Figure)
+    image = imread(out)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 100 and image.shape[1] > 200  # two panels side by side
+    assert [p.name for p in tmp_path.iterdir()] == ["map.png"]  # no temp file left over
+
+
+def test_returns_figure_without_path_and_two_panels(release):
+    fig = plot_release(release, MANIFEST)
+    maps = [ax for ax in fig.axes if _by_gid(ax, "dpmap-values") is not None]
+    assert len(maps) == 2
+    main, uncertainty = maps
+    assert main.get_position().x0 < uncertainty.get_position().x0  # uncertainty on the right
+    labels = [cax.get_ylabel() for cax in _all_axes(fig) if cax not in maps]
+    assert any("count" in label for label in labels)
+    assert any("relative 95% margin of error" in label for label in labels)
+    tick_texts = [t.get_text() for cax in _all_axes(fig) for t in cax.get_yticklabels()]
+    assert "≥ 2" in tick_texts
+
+
+def test_suppressed_cells_are_hatched_grey_with_legend(release):
+    n_suppressed = int(release["suppressed"].sum())
+    assert n_suppressed > 0
+    fig = plot_release(release, MANIFEST)
+    maps = [ax for ax in fig.axes if _by_gid(ax, "dpmap-values") is not None]
+    for ax in maps:  # both the value and the uncertainty panel
+        hatched = _by_gid(ax, "dpmap-suppressed")
+        assert hatched is not None
+        assert hatched.get_hatch() == "///"
+        assert len(hatched.get_paths()) == n_suppressed
+        assert len(_by_gid(ax, "dpmap-values").get_paths()) == len(release) - n_suppressed
+    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "suppressed (noisy count below threshold)" in legend_texts
+    handle = fig.legends[0].legend_handles[0]
+    assert handle.get_hatch() == "///"
+
+
+def test_zero_and_negative_cells_get_low_end_of_scale_not_grey(release):
+    fig = plot_release(release, MANIFEST, show_uncertainty=False)
+    ax = fig.axes[0]
+    values = _by_gid(ax, "dpmap-values")
+    grey = tuple(_by_gid(ax, "dpmap-suppressed").get_facecolor()[0])
+    shown = release[~release["suppressed"]].reset_index(drop=True)
+    faces = values.get_facecolor()
+    assert len(faces) == len(shown)
+    low_end = matplotlib.colormaps["YlOrRd"](0.0)
+    zero_rows = np.flatnonzero(shown["count"].to_numpy() == 0)
+    negative_rows = np.flatnonzero(shown["count"].to_numpy() < 0)
+    assert len(zero_rows) >= 2 and len(negative_rows) >= 1
+    for row in [*zero_rows, *negative_rows]:
+        assert np.allclose(faces[row], low_end)
+        assert not np.allclose(faces[row], grey)
+        assert not np.allclose(faces[row], to_rgba("lightgrey"))
+    top = int(np.argmax(shown["count"].to_numpy()))
+    assert not np.allclose(faces[top], low_end)
+
+
+def test_caption_states_the_privacy_guarantee(release):
+    caption = _caption(plot_release(release, MANIFEST))
+    assert "ε = 1," in caption
+    assert "δ = 0" in caption
+    assert "pure ε-DP" in caption
+    assert "H3 resolution 7" in caption
+    assert "2026-11-30" in caption
+    assert "95% margin of error" in caption
+
+
+def test_caption_formats_epsilon_and_delta():
+    manifest = {
+        **MANIFEST,
+        "privacy": {"epsilon": 0.123456, "delta": 1e-6, "measure": "smoothed_max_divergence"},
+    }
+    caption = _caption(plot_release(_release(), manifest, show_uncertainty=False))
+    assert "ε = 0.123," in caption
+    assert "δ = 10⁻⁶" in caption
+    manifest["privacy"] = {"epsilon": 2.0, "delta": 2.5e-7, "measure": "smoothed_max_divergence"}
+    caption = _caption(plot_release(_release(), manifest, show_uncertainty=False))
+    assert "ε = 2," in caption
+    assert "δ = 2.5 × 10⁻⁷" in caption
+
+
+def test_title_from_argument_or_manifest(release):
+    assert plot_release(release, MANIFEST)._suptitle.get_text() == "Synthetic debtors"
+    fig = plot_release(release, MANIFEST, title="Mine", show_uncertainty=False)
+    assert fig._suptitle.get_text() == "Mine"
+
+
+def test_category_must_be_chosen():
+    table = _release(categories=["loans", "rent"])
+    with pytest.raises(SpecError, match=r"category=.*'loans', 'rent'"):
+        plot_release(table, MANIFEST)
+    with pytest.raises(SpecError, match=r"'cars'.*'loans', 'rent'"):
+        plot_release(table, MANIFEST, category="cars")
+    fig = plot_release(table, MANIFEST, category="rent", show_uncertainty=False)
+    n_rent = int((table["category"] == "rent").sum())
+    ax = fig.axes[0]
+    drawn = sum(len(c.get_paths()) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
+    assert drawn == n_rent
+
+
+def test_category_without_category_column_raises(release):
+    with pytest.raises(SpecError, match="no 'category' column"):
+        plot_release(release, MANIFEST, category="rent")
+
+
+def test_non_png_path_raises_and_writes_nothing(release, tmp_path):
+    for name in ("map.pdf", "map.svg", "map"):
+        with pytest.raises(SpecError, match=r"\.png"):
+            plot_release(release, MANIFEST, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_boundaries_without_crs_raise(release):
+    boundaries = gpd.GeoSeries([release.union_all().convex_hull])
+    with pytest.raises(SpecError, match="set_crs"):
+        plot_release(release, MANIFEST, boundaries=boundaries)
+
+
+def test_boundaries_are_reprojected_and_drawn_on_top(release):
+    hull = gpd.GeoSeries([release.union_all().convex_hull], crs="EPSG:4326")
+    boundaries = gpd.GeoDataFrame({"name": ["district"]}, geometry=hull.to_crs(3857))
+    fig = plot_release(release, MANIFEST, boundaries=boundaries, show_uncertainty=False)
+    ax = fig.axes[0]
+    lines = _by_gid(ax, "dpmap-boundaries")
+    assert lines is not None
+    assert lines.get_zorder() > _by_gid(ax, "dpmap-values").get_zorder()
+    xy = np.concatenate(lines.get_segments())
+    lng, lat = h3.cell_to_latlng(CENTER)[::-1]
+    assert np.all(np.abs(xy[:, 0] - lng) < 0.2)  # back in degrees, not metres
+    assert np.all(np.abs(xy[:, 1] - lat) < 0.2)
+
+
+def test_draws_only_the_main_panel_into_a_given_axes(release, tmp_path):
+    fig = Figure(figsize=(8, 4))
+    ax, other = fig.subplots(1, 2)
+    returned = plot_release(release, MANIFEST, tmp_path / "sub.png", ax=ax, dpi=40)
+    assert returned is fig
+    assert _by_gid(ax, "dpmap-suppressed") is not None
+    assert _by_gid(other, "dpmap-values") is None
+    assert sum(_by_gid(a, "dpmap-values") is not None for a in fig.axes) == 1
+    assert "ε = 1" in _caption(fig)
+    assert imread(tmp_path / "sub.png").ndim == 3
+
+
+def test_other_statistic_column(release):
+    fig = plot_release(release, MANIFEST, column="mean")
+    labels = [a.get_ylabel() for a in _all_axes(fig)]
+    assert any("mean" in label for label in labels)
+
+
+def test_bad_column_and_missing_moe_raise(release):
+    with pytest.raises(SpecError, match=r"'median'.*'count'"):
+        plot_release(release, MANIFEST, column="median")
+    with pytest.raises(SpecError, match="show_uncertainty=False"):
+        plot_release(release.drop(columns="count_moe"), MANIFEST)
+    plot_release(release.drop(columns="count_moe"), MANIFEST, show_uncertainty=False)
+
+
+def test_several_resolutions_raise(release):
+    other = release.copy()
+    other["resolution"] = 8
+    with pytest.raises(SpecError, match="one at a time"):
+        plot_release(pd.concat([release, other]), MANIFEST)
+
+
+def test_table_without_geometry_uses_h3_cells(release):
+    plain = pd.DataFrame(release.drop(columns="geometry"))
+    fig = plot_release(plain, MANIFEST, show_uncertainty=False)
+    ax = fig.axes[0]
+    assert len(_by_gid(ax, "dpmap-values").get_paths()) == int((~release["suppressed"]).sum())
+
+
+def test_missing_matplotlib_names_the_extra(release, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependencyError, match=r"dpmap\[plot\]"):
+        plot_release(release, MANIFEST)
+
+
+def test_unsuppressed_missing_value_is_drawn_as_no_value(release):
+    table = release.copy()
+    table["mean"] = table["mean"].astype(float)
+    table.loc[table.index[3], "mean"] = np.nan  # not suppressed, but no value published
+    fig = plot_release(table, MANIFEST, column="mean", show_uncertainty=False)
+    missing = _by_gid(fig.axes[0], "dpmap-missing")
+    assert missing is not None and len(missing.get_paths()) == 1
+    legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "no published value" in legend_texts
