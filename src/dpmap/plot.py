@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -788,22 +787,12 @@ def _title(
 
 
 def _save_png(fig: Any, out: Path, dpi: int) -> None:
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise DataFileError(
-            f"cannot save the map to {str(out)!r}: the folder {str(folder)!r} does not exist; "
-            f"create it first"
-        )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp.png", dir=folder)
-    os.close(fd)
+    from .io import atomic_write
+
     try:
-        fig.savefig(tmp_name, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15)
-        os.replace(tmp_name, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise DataFileError(f"cannot save the map to {str(out)!r}: {exc}") from exc
-        raise
+        with atomic_write([out]) as (tmp,):
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15)
+    except OSError as exc:
+        if isinstance(exc, DataFileError):
+            raise
+        raise DataFileError(f"cannot save the map to {str(out)!r}: {exc}") from exc
