@@ -49,6 +49,8 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
             )
     for role, col in (("lat", spec.lat), ("lng", spec.lng), ("value", spec.value)):
         if col is not None and not _numeric(schema[col]):
+            if lf.head(1).collect().height == 0:  # a header-only file has text dtypes
+                raise InputError("the points are empty (0 rows); pass data with at least one row")
             raise InputError(
                 f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
                 "first, e.g. pd.to_numeric(df[col], errors='coerce')"

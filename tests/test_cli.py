@@ -1,0 +1,235 @@
+"""The command line: happy paths, and every kind of bad input → one line, exit 2, no file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from shapely.geometry import box
+
+from dpmap.cli import main
+
+REGION = box(116.0, 39.0, 116.5, 39.4)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(7)
+    n = 400
+    df = pd.DataFrame({
+        "debtor_id": [f"D{i % 300:04d}" for i in range(n)],
+        "lat": rng.uniform(39.05, 39.35, n),
+        "lng": rng.uniform(116.05, 116.45, n),
+        "amount": rng.lognormal(9, 1, n).round(2),
+        "creditor": rng.choice(["bank", "microloan", "court"], n),
+    })
+    df.to_csv(tmp_path / "points.csv", index=False)
+    (tmp_path / "region.geojson").write_text(json.dumps({
+        "type": "Feature", "properties": {}, "geometry": json.loads(shapely.to_geojson(REGION))}))
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def base(w: Path, *extra: str) -> list[str]:
+    return ["release", str(w / "points.csv"), "--region", str(w / "region.geojson"),
+            "--resolution", "7", "--epsilon", "1", "--out", str(w / "map.geojson"), *extra]
+
+
+def test_release_writes_release_manifest_and_png(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *base(workdir, "--person", "debtor_id", "--value", "amount",
+                                       "--bounds", "0", "50000", "--png", str(workdir / "map.png")))
+    assert code == 0, err
+    assert (workdir / "map.geojson").is_file() and (workdir / "map.png").is_file()
+    manifest = json.loads((workdir / "map.manifest.json").read_text())
+    assert manifest["privacy"]["epsilon"] == 1.0
+    assert manifest["resolution"] == 7
+    assert set(manifest["statistics"]) == {"count", "sum"}
+    assert "ε = 1" in out
+    # the released cell set is the public polyfill of the region
+    gj = json.loads((workdir / "map.geojson").read_text())
+    cells = {f["properties"]["cell"] for f in gj["features"]}
+    shape = h3.geo_to_h3shape(REGION.__geo_interface__)
+    assert cells == set(h3.h3shape_to_cells_experimental(shape, 7, contain="overlap"))
+
+
+def test_release_with_categories_and_no_suppression(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, *base(workdir, "--person", "debtor_id", "--category", "creditor",
+                                     "--categories", "bank,microloan", "--no-suppress"))
+    assert code == 0, err
+    gj = json.loads((workdir / "map.geojson").read_text())
+    cats = {f["properties"]["category"] for f in gj["features"]}
+    assert cats == {"bank", "microloan", "other"}
+    assert not any(f["properties"]["suppressed"] for f in gj["features"])
+
+
+def test_explain_needs_no_points(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
+    code, out, err = run(capsys, "explain", "--region", workdir / "region.geojson", "--resolution", "7",
+                         "--epsilon", "1", "--value", "amount", "--bounds", "0", "50000", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["statistics"]["count"]["scale"] == pytest.approx(2.0)
+    assert plan["statistics"]["sum"]["scale"] == pytest.approx(100_000.0)
+    assert plan["cells"] > 0
+
+
+def test_plot_reads_a_release(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, *base(workdir))[0] == 0
+    code, _, err = run(capsys, "plot", workdir / "map.geojson", "--png", workdir / "again.png")
+    assert code == 0, err
+    assert (workdir / "again.png").stat().st_size > 1000
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("dpmap ")
+    code, out, _ = run(capsys, "release", "--help")
+    assert code == 0 and "--max-records-per-cell" in out
+
+
+BAD = {
+    "missing person column": (["--person", "nope"], "nope"),
+    "missing value column": (["--value", "nope", "--bounds", "0", "1"], "nope"),
+    "missing lat column": (["--lat", "latitude"], "latitude"),
+    "epsilon zero": (["--epsilon", "0"], "epsilon"),
+    "epsilon nan": (["--epsilon", "nan"], "epsilon"),
+    "epsilon inf": (["--epsilon", "inf"], "epsilon"),
+    "epsilon not a number": (["--epsilon", "abc"], "epsilon"),
+    "delta negative": (["--delta", "-0.1"], "delta"),
+    "delta one": (["--delta", "1"], "delta"),
+    "gaussian without delta": (["--mechanism", "gaussian"], "delta"),
+    "unknown mechanism": (["--mechanism", "exponential"], "mechanism"),
+    "resolution too fine": (["--resolution", "10"], "resolution"),
+    "resolution negative": (["--resolution", "-1"], "resolution"),
+    "value without bounds": (["--value", "amount"], "bounds"),
+    "bounds reversed": (["--value", "amount", "--bounds", "10", "0"], "bounds"),
+    "bounds not whole": (["--value", "amount", "--bounds", "0", "0.5"], "whole"),
+    "max cells zero": (["--max-cells", "0"], "max_cells"),
+    "max records zero": (["--max-records-per-cell", "0"], "max_records_per_cell"),
+    "category without list": (["--category", "creditor"], "categories"),
+    "suppress conflict": (["--suppress-below", "3", "--no-suppress"], "no-suppress"),
+    "ledger without dataset": (["--ledger", "x.db"], "dataset"),
+    "non-numeric values": (["--value", "creditor", "--bounds", "0", "1"], "numeric"),
+    "bad output type": (["--out", "map.xlsx"], ".xlsx"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_flags_exit_2_with_one_line(case: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extra, needle = BAD[case]
+    args = base(workdir, *extra)
+    if "--out" in extra:  # replace the default --out
+        i = args.index("--out")
+        del args[i:i + 2]
+        args += ["--out", str(workdir / extra[extra.index("--out") + 1])]
+    before = sorted(p.name for p in workdir.iterdir())
+    code, out, err = run(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dpmap: error:")
+    assert needle.lower() in lines[0].lower()
+    assert "Traceback" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == before  # nothing written
+
+
+def _write_points(w: Path, df: pd.DataFrame, name: str = "bad.csv") -> Path:
+    p = w / name
+    df.to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.parametrize("case", ["latitude out of range", "longitude out of range", "projected",
+                                  "string coordinates", "empty", "header only", "no point inside",
+                                  "missing file", "unsupported type", "random bytes parquet",
+                                  "region missing", "region not degrees", "region invalid",
+                                  "region unsupported", "no region and delta 0"])
+def test_bad_data_exit_2(case: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pts = workdir / "points.csv"
+    region = workdir / "region.geojson"
+    extra: list[str] = []
+    if case == "latitude out of range":
+        pts = _write_points(workdir, pd.DataFrame({"lat": [39.1, 95.0], "lng": [116.1, 116.2]}))
+        needle = "latitudes"
+    elif case == "longitude out of range":
+        pts = _write_points(workdir, pd.DataFrame({"lat": [39.1, 39.2], "lng": [116.1, 190.0]}))
+        needle = "longitudes"
+    elif case == "projected":
+        pts = _write_points(workdir, pd.DataFrame({"lat": [4.4e6, 4.41e6], "lng": [1.29e7, 1.3e7]}))
+        needle = "projected"
+    elif case == "string coordinates":
+        pts = _write_points(workdir, pd.DataFrame({"lat": ["39.1N", "x"], "lng": ["a", "b"]}))
+        needle = "not numeric"
+    elif case == "empty":
+        pts = workdir / "empty.csv"
+        pts.write_text("")
+        needle = "empty"
+    elif case == "header only":
+        pts = workdir / "header.csv"
+        pts.write_text("lat,lng\n")
+        needle = "empty"
+    elif case == "no point inside":
+        pts = _write_points(workdir, pd.DataFrame({"lat": [10.0, 11.0], "lng": [10.0, 11.0]}))
+        needle = "inside the region"
+    elif case == "missing file":
+        pts = workdir / "nope.csv"
+        needle = "does not exist"
+    elif case == "unsupported type":
+        pts = workdir / "points.xlsx"
+        pts.write_bytes(b"PK\x03\x04")
+        needle = "unsupported"
+    elif case == "random bytes parquet":
+        pts = workdir / "junk.parquet"
+        pts.write_bytes(np.random.default_rng(0).bytes(500))
+        needle = "cannot read"
+    elif case == "region missing":
+        region = workdir / "nowhere.geojson"
+        needle = "does not exist"
+    elif case == "region not degrees":
+        region = workdir / "metres.geojson"
+        region.write_text(json.dumps(shapely.geometry.mapping(box(4e5, 4e6, 5e5, 4.1e6))))
+        needle = "degrees"
+    elif case == "region invalid":
+        region = workdir / "bowtie.geojson"
+        bowtie = {"type": "Polygon", "coordinates": [[[116, 39], [116.4, 39.4], [116.4, 39], [116, 39.4], [116, 39]]]}
+        region.write_text(json.dumps(bowtie))
+        needle = "not a valid polygon"
+    elif case == "region unsupported":
+        region = workdir / "region.txt"
+        region.write_text("hello")
+        needle = "unsupported"
+    else:
+        needle = "delta"
+    args = ["release", str(pts), "--resolution", "7", "--epsilon", "1", "--out", str(workdir / "out.geojson"), *extra]
+    if case != "no region and delta 0":
+        args[2:2] = ["--region", str(region)]
+    before = sorted(p.name for p in workdir.iterdir())
+    code, _, err = run(capsys, *args)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dpmap: error:"), err
+    assert needle.lower() in lines[0].lower()
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_console_script_exit_status(workdir: Path) -> None:
+    """The installed entry point passes the status to the shell, with no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpmap.cli", "release", str(workdir / "points.csv"), "--resolution", "12",
+         "--epsilon", "1", "--region", str(workdir / "region.geojson"), "--out", str(workdir / "m.geojson")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "resolution 12" in proc.stderr
+    assert not (workdir / "m.geojson").exists()
