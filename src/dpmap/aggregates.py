@@ -45,7 +45,9 @@ class BoundedAggregates:
         """
         n = len(domain_cells) * n_categories
         pos = np.searchsorted(domain_cells, self.cells)
-        ok = (pos < len(domain_cells)) & (domain_cells[np.minimum(pos, len(domain_cells) - 1)] == self.cells)
+        ok = (pos < len(domain_cells)) & (
+            domain_cells[np.minimum(pos, len(domain_cells) - 1)] == self.cells
+        )
         if not ok.all():
             raise AssertionError("engine returned cells outside the public cell set")
         idx = pos * n_categories + (self.category if self.category is not None else 0)

@@ -73,11 +73,10 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
     out = {"count": Sensitivity(l0=touched, l1=l0 * linf, l2=math.sqrt(l0) * linf, linf=linf)}
     if spec.value is not None:
         m = spec.value_magnitude
-        out["sum"] = Sensitivity(l0=touched, l1=l0 * linf * m, l2=math.sqrt(l0) * linf * m, linf=linf * m)
+        out["sum"] = Sensitivity(
+            l0=touched, l1=l0 * linf * m, l2=math.sqrt(l0) * linf * m, linf=linf * m
+        )
     return out
-
-
-Record = tuple[Hashable, Hashable, float]  # (person, key, value); key = cell or (cell, category)
 
 
 def bound_reference(
@@ -92,10 +91,14 @@ def bound_reference(
     ``records`` are ``(person, cell, category, value, priority)``; returns per-key
     ``(counts, sums)`` where a key is ``(cell, category)``.
     """
-    by_person_cell: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable, float]]] = defaultdict(list)
+    by_person_cell: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable, float]]] = (
+        defaultdict(list)
+    )
     for person, cell, category, value, priority in records:
         by_person_cell[(person, cell)].append((priority, category, value))
-    kept_cells: dict[Hashable, list[tuple[float, Hashable, list[tuple[float, Hashable, float]]]]] = defaultdict(list)
+    kept_cells: dict[
+        Hashable, list[tuple[float, Hashable, list[tuple[float, Hashable, float]]]]
+    ] = defaultdict(list)
     for (person, cell), recs in by_person_cell.items():
         recs = sorted(recs, key=lambda r: r[0])[:max_records_per_cell]
         kept_cells[person].append((recs[0][0], cell, recs))
@@ -107,5 +110,5 @@ def bound_reference(
                 counts[(cell, category)] += 1
                 if bounds is not None:
                     v = min(max(value, bounds[0]), bounds[1])
-                    sums[(cell, category)] += int(round(v))
+                    sums[(cell, category)] += math.floor(v + 0.5)  # half up, as the engines
     return dict(counts), dict(sums)

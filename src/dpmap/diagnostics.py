@@ -42,5 +42,7 @@ class Diagnostics:
 
     def __str__(self) -> str:
         lines = ["PRIVATE diagnostics (exact counts from the raw data; do not publish):"]
-        lines += [f"  {k.replace('_', ' ')}: {v}" for k, v in self.as_dict().items() if v is not None]
+        lines += [
+            f"  {k.replace('_', ' ')}: {v}" for k, v in self.as_dict().items() if v is not None
+        ]
         return "\n".join(lines)

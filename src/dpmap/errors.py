@@ -65,7 +65,13 @@ class BudgetError(DpmapError, RuntimeError):
 
 
 class BudgetExceededError(BudgetError):
-    """A release would spend more privacy budget than the dataset has left."""
+    """A release would spend more privacy budget than the dataset has left.
+
+    ``requested`` and ``remaining`` hold the exact amounts (set by the ledger).
+    """
+
+    requested: object = None
+    remaining: object = None
 
 
 class MechanismError(DpmapError, RuntimeError):

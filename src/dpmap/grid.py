@@ -195,7 +195,11 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
             raise DataFileError(
                 f"region file {path!r} is not readable GeoJSON ({exc}); pass a valid GeoJSON file"
             ) from exc
-        crs = data.get("crs", {}).get("properties", {}).get("name", "") if isinstance(data, dict) else ""
+        crs = (
+            data.get("crs", {}).get("properties", {}).get("name", "")
+            if isinstance(data, dict)
+            else ""
+        )
         if crs and not any(tag in crs.upper() for tag in ("4326", "CRS84")):
             raise RegionError(
                 f"region file {path!r} declares CRS {crs!r}; GeoJSON regions must be in lon/lat "
@@ -205,12 +209,20 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
             raise DataFileError(f"region file {path!r} is not a GeoJSON object")
         try:
             geom = _geometry_from_mapping(data)
-        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.GEOSException) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            shapely.errors.GEOSException,
+        ) as exc:
             raise DataFileError(
                 f"region file {path!r} is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
                 "Feature or FeatureCollection"
             ) from exc
-        return _checked_region(geom, name=name or os.path.basename(path), source=f"region file {path!r}")
+        return _checked_region(
+            geom, name=name or os.path.basename(path), source=f"region file {path!r}"
+        )
     if lower.endswith((".parquet", ".gpkg", ".shp", ".fgb")):
         import geopandas as gpd
 
@@ -229,7 +241,9 @@ def _checked_region(geom: BaseGeometry, *, name: str | None, source: str) -> Reg
     if geom is None or geom.is_empty:
         raise RegionError(f"{source} is empty; pass the polygon of the area to publish")
     if geom.geom_type not in ("Polygon", "MultiPolygon"):
-        polys = [g for g in getattr(geom, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+        polys = [
+            g for g in getattr(geom, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")
+        ]
         if not polys:
             raise RegionError(
                 f"{source} is a {geom.geom_type}, not an area; pass a Polygon or MultiPolygon"

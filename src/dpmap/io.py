@@ -122,25 +122,40 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
 @contextlib.contextmanager
 def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
     """Yield temporary paths; on success rename each onto its target, else delete them all."""
-    temps = []
+    temps: list[Path] = []
     try:
         for p in paths:
             if not p.parent.is_dir():
-                raise DataFileError(f"folder {str(p.parent)!r} does not exist; create it or choose another path")
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+                raise DataFileError(
+                    f"folder {str(p.parent)!r} does not exist; create it or choose another path"
+                )
+            fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(Path(name))
         yield temps
-        umask = os.umask(0)
-        os.umask(umask)
+        umask = _umask()
         for tmp in temps:  # mkstemp makes 0600 files; a published file gets the usual mode
             os.chmod(tmp, 0o666 & ~umask)
-        for tmp, p in zip(temps, paths):
-            os.replace(tmp, p)
+        for tmp, target in zip(temps, paths, strict=True):
+            os.replace(tmp, target)
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (thread-safe)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

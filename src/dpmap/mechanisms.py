@@ -88,8 +88,12 @@ class StatisticNoise:
         return {
             "distribution": self.distribution,
             "scale": self.scale,
-            "sensitivity": {"l0": self.sensitivity.l0, "l1": self.sensitivity.l1,
-                            "l2": self.sensitivity.l2, "linf": self.sensitivity.linf},
+            "sensitivity": {
+                "l0": self.sensitivity.l0,
+                "l1": self.sensitivity.l1,
+                "l2": self.sensitivity.l2,
+                "linf": self.sensitivity.linf,
+            },
             "epsilon": self.epsilon,
             "rho": self.rho,
             "moe_95": self.moe95,
@@ -110,24 +114,30 @@ class NoisePlan:
     discovery: bool
     threshold: int | None
     _measurement: Any = field(repr=False, compare=False)
-    _sum_chain: Callable[[int], Any] | None = field(default=None, repr=False, compare=False)
+    _sum_chain: Callable[[np.ndarray], Any] | None = field(default=None, repr=False, compare=False)
 
     def run_dense(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Noise every coordinate of the public domain's vectors. Draws noise."""
         assert not self.discovery
         try:
-            out = self._measurement({k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()})
+            out = self._measurement(
+                {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()}
+            )
         except dp.OpenDPException as exc:  # pragma: no cover - inputs are checked before
             raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-        return {name: np.asarray(vec, dtype=np.int64) for name, vec in zip(self.spec.statistics, out)}
+        return {
+            name: np.asarray(vec, dtype=np.int64)
+            for name, vec in zip(self.spec.statistics, out, strict=True)
+        }
 
-    def run_discovery(self, keys: np.ndarray, counts: np.ndarray, sums: np.ndarray | None
-                      ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def run_discovery(
+        self, keys: np.ndarray, counts: np.ndarray, sums: np.ndarray | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Threshold the occupied keys' counts, then noise sums on the kept keys. Draws noise."""
         assert self.discovery
-        data = {"count": dict(zip(keys.tolist(), counts.tolist()))}
+        data = {"count": dict(zip(keys.tolist(), counts.tolist(), strict=True))}
         if sums is not None:
-            data["sum"] = dict(zip(keys.tolist(), sums.tolist()))
+            data["sum"] = dict(zip(keys.tolist(), sums.tolist(), strict=True))
         try:
             queryable = self._measurement(data)
             count_query = self._count_query  # type: ignore[attr-defined]
@@ -146,10 +156,15 @@ class NoisePlan:
 # building blocks
 
 
-def _pick(name: str, output_domain: Any, output_metric: Any, stability: Callable[[int], Any]) -> Any:
+def _pick(
+    name: str, output_domain: Any, output_metric: Any, stability: Callable[[int], Any]
+) -> Any:
     """User transformation: select one statistic from the aggregates, with its stability."""
     return dp.t.make_user_transformation(
-        _AGGREGATES, _PERSONS, output_domain, output_metric,
+        _AGGREGATES,
+        _PERSONS,
+        output_domain,
+        output_metric,
         function=lambda agg: agg[name],
         stability_map=stability,
     )
@@ -173,7 +188,9 @@ def _map_domain() -> Any:
 def _threshold_chain(sens: Sensitivity, mechanism: Mechanism, scale: float, threshold: int) -> Any:
     if mechanism is Mechanism.LAPLACE:
         metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
-        t = _pick("count", _map_domain(), metric, lambda d: (d * sens.l0, d * sens.l1, d * sens.linf))
+        t = _pick(
+            "count", _map_domain(), metric, lambda d: (d * sens.l0, d * sens.l1, d * sens.linf)
+        )
         return t >> dp.m.then_laplace_threshold(scale=scale, threshold=threshold)
     metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
     # this metric carries integer distances: the L2 sensitivity is rounded UP (exact when max_cells = 1)
@@ -182,20 +199,28 @@ def _threshold_chain(sens: Sensitivity, mechanism: Mechanism, scale: float, thre
     return t >> dp.m.then_gaussian_threshold(scale=scale, threshold=threshold)
 
 
-def _selected_sum_chain(sens: Sensitivity, mechanism: Mechanism, scale: float) -> Callable[[np.ndarray], Any]:
+def _selected_sum_chain(
+    sens: Sensitivity, mechanism: Mechanism, scale: float
+) -> Callable[[np.ndarray], Any]:
     """Sums of the cells a threshold step kept: a Laplace/Gaussian vector chain on those keys."""
 
     def build(kept: np.ndarray) -> Any:
         keys = kept.tolist()
         if mechanism is Mechanism.LAPLACE:
             t = dp.t.make_user_transformation(
-                _AGGREGATES, _PERSONS, _VEC_I64, dp.l1_distance(T="i64"),
+                _AGGREGATES,
+                _PERSONS,
+                _VEC_I64,
+                dp.l1_distance(T="i64"),
                 function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
                 stability_map=lambda d: d * sens.l1,
             )
             return dp.c.make_approximate(t >> dp.m.then_laplace(scale=scale))
         t = dp.t.make_user_transformation(
-            _AGGREGATES, _PERSONS, _VEC_I64, dp.l2_distance(T="f64"),
+            _AGGREGATES,
+            _PERSONS,
+            _VEC_I64,
+            dp.l2_distance(T="f64"),
             function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
             stability_map=lambda d: float(d) * sens.l2,
         )
@@ -217,11 +242,14 @@ def _search(build: Callable[[float], Any], d_out: Any, *, exact: float | None = 
     the ideal value, taken as is when OpenDP's map confirms it fits. Otherwise bisection,
     every step judged by OpenDP's own privacy map (``check``), so the result always fits.
     """
+
     def fits(x: float) -> bool:
         try:
             return bool(build(x).check(1, d_out))
         except dp.OpenDPException as exc:
-            raise MechanismError(f"OpenDP could not calibrate the noise for {d_out!r}: {exc}") from exc
+            raise MechanismError(
+                f"OpenDP could not calibrate the noise for {d_out!r}: {exc}"
+            ) from exc
 
     if exact is not None and fits(exact):
         return exact
@@ -268,7 +296,10 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
 
         def build(t: float) -> Any:
             return dp.c.make_composition(
-                [_dense_chain(s, sens[s], spec.mechanism, sens[s].l1 / (shares[s] * t)) for s in stats]
+                [
+                    _dense_chain(s, sens[s], spec.mechanism, sens[s].l1 / (shares[s] * t))
+                    for s in stats
+                ]
             )
 
         t = _search(build, spec.epsilon, exact=spec.epsilon)
@@ -278,21 +309,39 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
         eps = float(meas.map(1))
         per = {
             s: StatisticNoise(
-                name=s, distribution="discrete Laplace", sensitivity=sens[s], scale=scales[s],
-                epsilon=float(chains[s].map(1)), rho=None,
+                name=s,
+                distribution="discrete Laplace",
+                sensitivity=sens[s],
+                scale=scales[s],
+                epsilon=float(chains[s].map(1)),
+                rho=None,
                 moe95=_accuracy(spec.mechanism, scales[s], 0.05),
                 moe975=_accuracy(spec.mechanism, scales[s], 0.025),
             )
             for s in stats
         }
-        return NoisePlan(spec=spec, statistics=per, epsilon=eps, delta=0.0, rho=None,
-                         measure="pure ε-differential privacy", accounting="pure-dp",
-                         discovery=False, threshold=None, _measurement=meas)
+        return NoisePlan(
+            spec=spec,
+            statistics=per,
+            epsilon=eps,
+            delta=0.0,
+            rho=None,
+            measure="pure ε-differential privacy",
+            accounting="pure-dp",
+            discovery=False,
+            threshold=None,
+            _measurement=meas,
+        )
 
     # Gaussian: per-statistic zCDP, composed, converted once to (ε, δ)
     def zcdp(rho: float) -> Any:
         return dp.c.make_composition(
-            [_dense_chain(s, sens[s], spec.mechanism, sens[s].l2 / math.sqrt(2 * shares[s] * rho)) for s in stats]
+            [
+                _dense_chain(
+                    s, sens[s], spec.mechanism, sens[s].l2 / math.sqrt(2 * shares[s] * rho)
+                )
+                for s in stats
+            ]
         )
 
     def build_g(rho: float) -> Any:
@@ -306,27 +355,46 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     for s in stats:
         chain = _dense_chain(s, sens[s], spec.mechanism, scales[s])
         per[s] = StatisticNoise(
-            name=s, distribution="discrete Gaussian", sensitivity=sens[s], scale=scales[s],
-            epsilon=None, rho=float(chain.map(1)),
+            name=s,
+            distribution="discrete Gaussian",
+            sensitivity=sens[s],
+            scale=scales[s],
+            epsilon=None,
+            rho=float(chain.map(1)),
             moe95=_accuracy(spec.mechanism, scales[s], 0.05),
             moe975=_accuracy(spec.mechanism, scales[s], 0.025),
         )
-    return NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta),
-                     rho=float(zcdp(rho).map(1)),
-                     measure="(ε, δ)-differential privacy (ρ-zCDP converted by OpenDP)",
-                     accounting="zcdp", discovery=False, threshold=None, _measurement=meas)
+    return NoisePlan(
+        spec=spec,
+        statistics=per,
+        epsilon=float(eps),
+        delta=float(delta),
+        rho=float(zcdp(rho).map(1)),
+        measure="(ε, δ)-differential privacy (ρ-zCDP converted by OpenDP)",
+        accounting="zcdp",
+        discovery=False,
+        threshold=None,
+        _measurement=meas,
+    )
 
 
-def _plan_discovery(spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]) -> NoisePlan:
+def _plan_discovery(
+    spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]
+) -> NoisePlan:
     stats = spec.statistics
     mech = spec.mechanism
     has_sum = "sum" in stats
 
     if mech is Mechanism.LAPLACE:
         eps_c = shares["count"] * spec.epsilon
-        scale_c = _fit_scale(sens["count"].l1 / eps_c, eps_c,
-                             lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0])
-        threshold = _threshold_for(lambda th: _threshold_chain(sens["count"], mech, scale_c, th), spec.delta)
+        scale_c = _fit_scale(
+            sens["count"].l1 / eps_c,
+            eps_c,
+            lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0],
+        )
+        threshold = _threshold_for(
+            lambda th: _threshold_chain(sens["count"], mech, scale_c, th), spec.delta
+        )
         count_chain = _threshold_chain(sens["count"], mech, scale_c, threshold)
         d_mids = [count_chain.map(1)]
         sum_build = None
@@ -334,27 +402,54 @@ def _plan_discovery(spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dic
         if has_sum:
             eps_s = spec.epsilon - float(d_mids[0][0])
             empty = np.array([], dtype=np.int64)
-            scale_s = _fit_scale(sens["sum"].l1 / eps_s, eps_s,
-                                 lambda sc: _selected_sum_chain(sens["sum"], mech, sc)(empty).map(1)[0])
+            scale_s = _fit_scale(
+                sens["sum"].l1 / eps_s,
+                eps_s,
+                lambda sc: _selected_sum_chain(sens["sum"], mech, sc)(empty).map(1)[0],
+            )
             sum_build = _selected_sum_chain(sens["sum"], mech, scale_s)
             d_mids.append(sum_build(empty).map(1))
-        meas = dp.c.make_adaptive_composition(_AGGREGATES, _PERSONS, dp.approximate(dp.max_divergence()),
-                                              d_in=1, d_mids=d_mids)
+        meas = dp.c.make_adaptive_composition(
+            _AGGREGATES, _PERSONS, dp.approximate(dp.max_divergence()), d_in=1, d_mids=d_mids
+        )
         eps, delta = meas.map(1)
-        per = {"count": StatisticNoise(
-            name="count", distribution="discrete Laplace", sensitivity=sens["count"], scale=scale_c,
-            epsilon=float(d_mids[0][0]), rho=None,
-            moe95=_accuracy(mech, scale_c, 0.05), moe975=_accuracy(mech, scale_c, 0.025))}
+        per = {
+            "count": StatisticNoise(
+                name="count",
+                distribution="discrete Laplace",
+                sensitivity=sens["count"],
+                scale=scale_c,
+                epsilon=float(d_mids[0][0]),
+                rho=None,
+                moe95=_accuracy(mech, scale_c, 0.05),
+                moe975=_accuracy(mech, scale_c, 0.025),
+            )
+        }
         if has_sum:
             assert scale_s is not None
             per["sum"] = StatisticNoise(
-                name="sum", distribution="discrete Laplace", sensitivity=sens["sum"], scale=scale_s,
-                epsilon=float(d_mids[1][0]), rho=None,
-                moe95=_accuracy(mech, scale_s, 0.05), moe975=_accuracy(mech, scale_s, 0.025))
-        plan = NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta), rho=None,
-                         measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Laplace threshold)",
-                         accounting="approx-dp", discovery=True, threshold=threshold,
-                         _measurement=meas, _sum_chain=sum_build)
+                name="sum",
+                distribution="discrete Laplace",
+                sensitivity=sens["sum"],
+                scale=scale_s,
+                epsilon=float(d_mids[1][0]),
+                rho=None,
+                moe95=_accuracy(mech, scale_s, 0.05),
+                moe975=_accuracy(mech, scale_s, 0.025),
+            )
+        plan = NoisePlan(
+            spec=spec,
+            statistics=per,
+            epsilon=float(eps),
+            delta=float(delta),
+            rho=None,
+            measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Laplace threshold)",
+            accounting="approx-dp",
+            discovery=True,
+            threshold=threshold,
+            _measurement=meas,
+            _sum_chain=sum_build,
+        )
         object.__setattr__(plan, "_count_query", count_chain)
         return plan
 
@@ -373,7 +468,12 @@ def _plan_discovery(spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dic
             sb = _selected_sum_chain(sens["sum"], mech, scales["sum"])
             mids.append(sb(np.array([], dtype=np.int64)).map(1))
         comp = dp.c.make_adaptive_composition(
-            _AGGREGATES, _PERSONS, dp.approximate(dp.zero_concentrated_divergence()), d_in=1, d_mids=mids)
+            _AGGREGATES,
+            _PERSONS,
+            dp.approximate(dp.zero_concentrated_divergence()),
+            d_in=1,
+            d_mids=mids,
+        )
         return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(comp), spec.delta), cc, sb, th, scales
 
     rho = _search(lambda r: compose(r)[0], (spec.epsilon, spec.delta))
@@ -383,15 +483,31 @@ def _plan_discovery(spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dic
     for s in stats:
         sc = scales[s]
         per[s] = StatisticNoise(
-            name=s, distribution="discrete Gaussian", sensitivity=sens[s], scale=sc, epsilon=None,
-            rho=float(count_chain.map(1)[0]) if s == "count" else float(sum_build(np.array([], dtype=np.int64)).map(1)[0]),
-            moe95=_accuracy(mech, sc, 0.05), moe975=_accuracy(mech, sc, 0.025))
-    plan = NoisePlan(spec=spec, statistics=per, epsilon=float(eps), delta=float(delta),
-                     rho=sum(p.rho for p in per.values() if p.rho is not None),
-                     measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Gaussian threshold, "
-                             "ρ-zCDP converted by OpenDP)",
-                     accounting="zcdp", discovery=True, threshold=threshold,
-                     _measurement=meas, _sum_chain=sum_build)
+            name=s,
+            distribution="discrete Gaussian",
+            sensitivity=sens[s],
+            scale=sc,
+            epsilon=None,
+            rho=float(count_chain.map(1)[0])
+            if s == "count"
+            else float(sum_build(np.array([], dtype=np.int64)).map(1)[0]),
+            moe95=_accuracy(mech, sc, 0.05),
+            moe975=_accuracy(mech, sc, 0.025),
+        )
+    plan = NoisePlan(
+        spec=spec,
+        statistics=per,
+        epsilon=float(eps),
+        delta=float(delta),
+        rho=sum(p.rho for p in per.values() if p.rho is not None),
+        measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Gaussian threshold, "
+        "ρ-zCDP converted by OpenDP)",
+        accounting="zcdp",
+        discovery=True,
+        threshold=threshold,
+        _measurement=meas,
+        _sum_chain=sum_build,
+    )
     object.__setattr__(plan, "_count_query", count_chain)
     return plan
 

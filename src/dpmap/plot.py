@@ -194,8 +194,16 @@ def plot_release(
         moe_ax = None
 
     _draw_panel(
-        ax, polygons, colour_values, suppressed, shown, VALUE_CMAP, value_norm,
-        boundary_lines, extent, adjustable="datalim" if own_figure else "box",
+        ax,
+        polygons,
+        colour_values,
+        suppressed,
+        shown,
+        VALUE_CMAP,
+        value_norm,
+        boundary_lines,
+        extent,
+        adjustable="datalim" if own_figure else "box",
     )
     cbar = _colorbar(fig, ax, _mappable(VALUE_CMAP, value_norm), extend, inset=own_figure)
     cbar.set_label(stat_label, fontsize=9)
@@ -206,13 +214,24 @@ def plot_release(
         rel_shown = shown & np.isfinite(rel)
         rel_norm = Normalize(vmin=0.0, vmax=REL_MOE_CAP)
         _draw_panel(
-            moe_ax, polygons, np.clip(rel, 0.0, REL_MOE_CAP), suppressed, rel_shown, MOE_CMAP,
-            rel_norm, boundary_lines, extent, adjustable="datalim",
+            moe_ax,
+            polygons,
+            np.clip(rel, 0.0, REL_MOE_CAP),
+            suppressed,
+            rel_shown,
+            MOE_CMAP,
+            rel_norm,
+            boundary_lines,
+            extent,
+            adjustable="datalim",
         )
         moe_ax.tick_params(labelleft=False)
         moe_cbar = _colorbar(
-            fig, moe_ax, _mappable(MOE_CMAP, rel_norm),
-            "max" if bool((rel[rel_shown] > REL_MOE_CAP).any()) else "neither", inset=True,
+            fig,
+            moe_ax,
+            _mappable(MOE_CMAP, rel_norm),
+            "max" if bool((rel[rel_shown] > REL_MOE_CAP).any()) else "neither",
+            inset=True,
         )
         ticks = np.linspace(0.0, REL_MOE_CAP, 5)
         moe_cbar.set_ticks(ticks)
@@ -226,21 +245,40 @@ def plot_release(
     if layout is not None:
         if handles:
             fig.legend(
-                handles=handles, loc="upper left", bbox_to_anchor=layout.legend_anchor,
-                frameon=False, fontsize=8, handlelength=2.2, handleheight=1.4,
-                borderaxespad=0.0, ncols=len(handles),
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=layout.legend_anchor,
+                frameon=False,
+                fontsize=8,
+                handlelength=2.2,
+                handleheight=1.4,
+                borderaxespad=0.0,
+                ncols=len(handles),
             )
         fig.text(
             *layout.caption_anchor,
             _caption(
-                manifest, resolution, vmax, extend, layout.caption_chars,
+                manifest,
+                resolution,
+                vmax,
+                extend,
+                layout.caption_chars,
                 any_shown=bool(shown.any()),
             ),
-            ha="left", va="top", fontsize=8, color="#333333", linespacing=1.4, gid=GID_CAPTION,
+            ha="left",
+            va="top",
+            fontsize=8,
+            color="#333333",
+            linespacing=1.4,
+            gid=GID_CAPTION,
         )
         fig.suptitle(
-            _title(title, manifest, column, category), fontsize=13, ha="left",
-            x=layout.caption_anchor[0], y=layout.title_y, va="top",
+            _title(title, manifest, column, category),
+            fontsize=13,
+            ha="left",
+            x=layout.caption_anchor[0],
+            y=layout.title_y,
+            va="top",
         )
     else:
         # below the axes, at fixed distances in points so it works for any axes size
@@ -249,15 +287,27 @@ def plot_release(
         below = ax.transAxes + ScaledTranslation(0.0, -24 / 72, fig.dpi_scale_trans)
         if handles:
             ax.legend(
-                handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0),
-                bbox_transform=below, frameon=False, fontsize=8, handlelength=2.2,
-                handleheight=1.4, borderaxespad=0.0,
+                handles=handles,
+                loc="upper left",
+                bbox_to_anchor=(0.0, 0.0),
+                bbox_transform=below,
+                frameon=False,
+                fontsize=8,
+                handlelength=2.2,
+                handleheight=1.4,
+                borderaxespad=0.0,
             )
         ax.annotate(
             _caption(manifest, resolution, vmax, extend, 100, any_shown=bool(shown.any())),
-            xy=(0.0, 0.0), xycoords="axes fraction",
-            xytext=(0.0, -52.0 if handles else -26.0), textcoords="offset points",
-            ha="left", va="top", fontsize=7, color="#333333", gid=GID_CAPTION,
+            xy=(0.0, 0.0),
+            xycoords="axes fraction",
+            xytext=(0.0, -52.0 if handles else -26.0),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=7,
+            color="#333333",
+            gid=GID_CAPTION,
             annotation_clip=False,
         )
         if title is not None:
@@ -324,7 +374,8 @@ def _select_rows(cells: pd.DataFrame, category: str | None) -> pd.DataFrame:
 def _numeric_column(table: pd.DataFrame, column: str) -> np.ndarray:
     if column not in table.columns:
         numeric = [
-            c for c in table.columns
+            c
+            for c in table.columns
             if c not in {"resolution", "suppressed"} and _is_numeric(table[c])
         ]
         raise SpecError(
@@ -365,7 +416,7 @@ def _cell_polygons(table: pd.DataFrame) -> list[list[np.ndarray]]:
         geoms = table["geometry"]
         crs = getattr(table, "crs", None)
         if crs is not None and not _is_wgs84(crs):
-            geoms = table.to_crs(4326).geometry  # type: ignore[attr-defined]
+            geoms = table.to_crs(4326).geometry
         out = []
         for geom in geoms:
             out.append(_exterior_rings(geom))
@@ -375,8 +426,7 @@ def _cell_polygons(table: pd.DataFrame) -> list[list[np.ndarray]]:
     import h3
 
     return [
-        [np.array([(lng, lat) for lat, lng in h3.cell_to_boundary(str(c))])]
-        for c in table["cell"]
+        [np.array([(lng, lat) for lat, lng in h3.cell_to_boundary(str(c))])] for c in table["cell"]
     ]
 
 
@@ -547,7 +597,7 @@ def _draw_panel(
         rings: list[np.ndarray] = []
         rows: list[int] = []
         for i in np.flatnonzero(mask):
-            for ring in polygons[i]:
+            for ring in polygons[int(i)]:
                 rings.append(ring)
                 rows.append(int(i))
         return rings, rows
@@ -556,7 +606,11 @@ def _draw_panel(
     faces = cmap(norm(colour_values[rows])) if rows else np.zeros((0, 4))
     ax.add_collection(
         PolyCollection(
-            rings, facecolors=faces, edgecolors="white", linewidths=0.3, zorder=1,
+            rings,
+            facecolors=faces,
+            edgecolors="white",
+            linewidths=0.3,
+            zorder=1,
             gid=GID_VALUES,
         ),
         autolim=False,
@@ -564,8 +618,14 @@ def _draw_panel(
     rings, _ = rings_of(suppressed)
     if rings:
         hatched = PolyCollection(
-            rings, facecolors=SUPPRESSED_FACE, edgecolors=SUPPRESSED_EDGE, linewidths=0.3,
-            hatch=SUPPRESSED_HATCH, zorder=2, gid=GID_SUPPRESSED, label=SUPPRESSED_LABEL,
+            rings,
+            facecolors=SUPPRESSED_FACE,
+            edgecolors=SUPPRESSED_EDGE,
+            linewidths=0.3,
+            hatch=SUPPRESSED_HATCH,
+            zorder=2,
+            gid=GID_SUPPRESSED,
+            label=SUPPRESSED_LABEL,
         )
         if hasattr(hatched, "set_hatchcolor"):  # matplotlib >= 3.10
             hatched.set_hatchcolor(SUPPRESSED_EDGE)
@@ -576,15 +636,23 @@ def _draw_panel(
     if rings:
         ax.add_collection(
             PolyCollection(
-                rings, facecolors=MISSING_FACE, edgecolors=MISSING_EDGE, linewidths=0.4,
-                zorder=2, gid=GID_MISSING, label=MISSING_LABEL,
+                rings,
+                facecolors=MISSING_FACE,
+                edgecolors=MISSING_EDGE,
+                linewidths=0.4,
+                zorder=2,
+                gid=GID_MISSING,
+                label=MISSING_LABEL,
             ),
             autolim=False,
         )
     if boundary_lines:
         ax.add_collection(
             LineCollection(
-                boundary_lines, colors=BOUNDARY_COLOR, linewidths=0.7, zorder=3,
+                boundary_lines,
+                colors=BOUNDARY_COLOR,
+                linewidths=0.7,
+                zorder=3,
                 gid=GID_BOUNDARIES,
             ),
             autolim=False,
@@ -653,8 +721,11 @@ def _legend_handles(suppressed: np.ndarray, shown: np.ndarray) -> list[Any]:
     if suppressed.any():
         handles.append(
             Patch(
-                facecolor=SUPPRESSED_FACE, edgecolor=SUPPRESSED_EDGE, hatch=SUPPRESSED_HATCH,
-                linewidth=0.6, label=SUPPRESSED_LABEL,
+                facecolor=SUPPRESSED_FACE,
+                edgecolor=SUPPRESSED_EDGE,
+                hatch=SUPPRESSED_HATCH,
+                linewidth=0.6,
+                label=SUPPRESSED_LABEL,
             )
         )
     if (~shown & ~suppressed).any():

@@ -32,7 +32,9 @@ class Published:
     threshold: float | None
 
 
-def publish(plan: NoisePlan, noisy: dict[str, np.ndarray], suppress_below: float | bool | None) -> Published:
+def publish(
+    plan: NoisePlan, noisy: dict[str, np.ndarray], suppress_below: float | bool | None
+) -> Published:
     """Suppression, means and margins from noisy counts/sums and the public plan."""
     count = noisy["count"].astype(np.float64)
     n = len(count)
@@ -40,7 +42,7 @@ def publish(plan: NoisePlan, noisy: dict[str, np.ndarray], suppress_below: float
         threshold = None
         suppressed = np.zeros(n, dtype=bool)
     else:
-        threshold = default_threshold(plan) if suppress_below is None else float(suppress_below)  # type: ignore[arg-type]
+        threshold = default_threshold(plan) if suppress_below is None else float(suppress_below)
         suppressed = count < threshold
     cols: dict[str, np.ndarray] = {}
     cs = plan.statistics["count"]
@@ -60,7 +62,12 @@ def publish(plan: NoisePlan, noisy: dict[str, np.ndarray], suppress_below: float
 
 
 def mean_and_margin(
-    total: np.ndarray, count: np.ndarray, count_moe975: float, sum_moe975: float, lo: float, hi: float
+    total: np.ndarray,
+    count: np.ndarray,
+    count_moe975: float,
+    sum_moe975: float,
+    lo: float,
+    hi: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean = noisy sum / noisy count (clamped to the bounds) and a conservative 95% margin.
 

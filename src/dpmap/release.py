@@ -62,8 +62,10 @@ class Explanation:
             "resolution": self.spec.resolution,
             "average_cell_area_km2": grid.average_cell_area_km2(self.spec.resolution),
             "cells": self.cells,
-            "statistics": {k: {**v.describe(), "budget_share": self.spec.shares()[k]}
-                           for k, v in p.statistics.items()},
+            "statistics": {
+                k: {**v.describe(), "budget_share": self.spec.shares()[k]}
+                for k, v in p.statistics.items()
+            },
             "suppression_threshold": _threshold_of(self.spec, p),
         }
         if p.discovery:
@@ -72,10 +74,17 @@ class Explanation:
 
     def __str__(self) -> str:
         d = self.as_dict()
-        lines = [f"dpmap release plan — {d['measure']}",
-                 f"  total: ε = {d['epsilon']:.6g}, δ = {d['delta']:.3g}" + (f", ρ = {d['rho']:.6g}" if d["rho"] else ""),
-                 f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
-                 + (f", {d['cells']} public cells" if d["cells"] is not None else ", cells chosen privately")]
+        lines = [
+            f"dpmap release plan — {d['measure']}",
+            f"  total: ε = {d['epsilon']:.6g}, δ = {d['delta']:.3g}"
+            + (f", ρ = {d['rho']:.6g}" if d["rho"] else ""),
+            f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
+            + (
+                f", {d['cells']} public cells"
+                if d["cells"] is not None
+                else ", cells chosen privately"
+            ),
+        ]
         for name, s in d["statistics"].items():
             priv = f"ε = {s['epsilon']:.6g}" if s["epsilon"] is not None else f"ρ = {s['rho']:.6g}"
             lines.append(
@@ -84,10 +93,15 @@ class Explanation:
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
         t = d["suppression_threshold"]
-        lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden" if t is not None
-                     else "  suppression: off (every noisy value is published)")
+        lines.append(
+            f"  suppression: cells with noisy count < {t:.6g} are hidden"
+            if t is not None
+            else "  suppression: off (every noisy value is published)"
+        )
         if "discovery_threshold" in d:
-            lines.append(f"  discovery: a cell is published only if its noisy count exceeds {d['discovery_threshold']}")
+            lines.append(
+                f"  discovery: a cell is published only if its noisy count exceeds {d['discovery_threshold']}"
+            )
         return "\n".join(lines)
 
 
@@ -96,7 +110,7 @@ def _threshold_of(spec: ReleaseSpec, plan: NoisePlan) -> float | None:
         return None
     if spec.suppress_below is None:
         return default_threshold(plan)
-    return float(spec.suppress_below)  # type: ignore[arg-type]
+    return float(spec.suppress_below)
 
 
 def _make_spec(kw: dict[str, Any]) -> ReleaseSpec:
@@ -224,16 +238,31 @@ def release(
     Each published count is within ± ``count_moe`` of the bounded true count with 95%
     probability (see :func:`explain` before touching data).
     """
-    spec = _make_spec(dict(
-        resolution=resolution, epsilon=epsilon, delta=delta, lat=lat, lng=lng, person=person,
-        value=value, bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
-        max_cells=max_cells, max_records_per_cell=max_records_per_cell, category=category,
-        categories=tuple(categories) if isinstance(categories, (list, tuple)) else categories,
-        mechanism=mechanism, suppress_below=suppress_below, count_share=count_share,
-        selection=selection, seed=seed,
-    ))
+    spec = _make_spec(
+        dict(
+            resolution=resolution,
+            epsilon=epsilon,
+            delta=delta,
+            lat=lat,
+            lng=lng,
+            person=person,
+            value=value,
+            bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
+            max_cells=max_cells,
+            max_records_per_cell=max_records_per_cell,
+            category=category,
+            categories=tuple(categories) if isinstance(categories, (list, tuple)) else categories,
+            mechanism=mechanism,
+            suppress_below=suppress_below,
+            count_share=count_share,
+            selection=selection,
+            seed=seed,
+        )
+    )
     if (ledger is None) != (dataset is None):
-        raise SpecError("ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither")
+        raise SpecError(
+            "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
+        )
     reg = _resolve_region(region, spec)
     plan = plan_noise(spec, discovery=reg is None)
     domain = grid.region_to_cells(reg, spec.resolution) if reg is not None else None
@@ -253,8 +282,11 @@ def release(
 
             keys = encode_keys(aggregates.cells, aggregates.category)
             order = np.argsort(keys)
-            kept, noisy = plan.run_discovery(keys[order], aggregates.count[order],
-                                             aggregates.sum[order] if aggregates.sum is not None else None)
+            kept, noisy = plan.run_discovery(
+                keys[order],
+                aggregates.count[order],
+                aggregates.sum[order] if aggregates.sum is not None else None,
+            )
             cells, cat_idx = decode_keys(kept, spec.categories is not None)
         del aggregates
         published = publish(plan, noisy, spec.suppress_below)
@@ -285,8 +317,14 @@ def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
         ledger = Ledger(ledger)
     spec = plan.spec
     return ledger.reserve(
-        dataset, epsilon=plan.epsilon, delta=plan.delta, rho=plan.rho, accounting=plan.accounting,
-        mechanism=str(spec.mechanism), statistics=list(spec.statistics), resolution=spec.resolution,
+        dataset,
+        epsilon=plan.epsilon,
+        delta=plan.delta,
+        rho=plan.rho,
+        accounting=plan.accounting,
+        mechanism=str(spec.mechanism),
+        statistics=list(spec.statistics),
+        resolution=spec.resolution,
         details={"measure": plan.measure, "discovery": plan.discovery},
     )
 
@@ -339,8 +377,15 @@ def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
     )
 
 
-def _manifest(spec: ReleaseSpec, plan: NoisePlan, reg: grid.Region | None, domain: np.ndarray | None,
-              pub: Any, title: str | None, rows: int) -> dict[str, Any]:
+def _manifest(
+    spec: ReleaseSpec,
+    plan: NoisePlan,
+    reg: grid.Region | None,
+    domain: np.ndarray | None,
+    pub: Any,
+    title: str | None,
+    rows: int,
+) -> dict[str, Any]:
     import geopandas
     import h3
     import polars
@@ -348,19 +393,28 @@ def _manifest(spec: ReleaseSpec, plan: NoisePlan, reg: grid.Region | None, domai
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     shares = spec.shares()
     if reg is not None:
-        selection = {"method": "public region", "rule": "every H3 cell overlapping the region, all noised",
-                     "region": reg.describe(), "cells": int(len(domain))}  # type: ignore[arg-type]
+        selection = {
+            "method": "public region",
+            "rule": "every H3 cell overlapping the region, all noised",
+            "region": reg.describe(),
+            "cells": 0 if domain is None else len(domain),
+        }
     else:
-        selection = {"method": "private discovery",
-                     "rule": f"OpenDP {plan.spec.mechanism} threshold: a cell is published only if its noisy "
-                             f"count exceeds {plan.threshold}",
-                     "threshold": plan.threshold, "region": None}
+        selection = {
+            "method": "private discovery",
+            "rule": f"OpenDP {plan.spec.mechanism} threshold: a cell is published only if its noisy "
+            f"count exceeds {plan.threshold}",
+            "threshold": plan.threshold,
+            "region": None,
+        }
     return {
         "dpmap_release": FORMAT_VERSION,
         "title": title,
         "created": created,
         "privacy": {
-            "unit": f"person identified by column {spec.person!r}" if spec.person else "row (each row is one person)",
+            "unit": f"person identified by column {spec.person!r}"
+            if spec.person
+            else "row (each row is one person)",
             "neighbouring": "datasets differing by adding or removing all records of one person",
             "measure": plan.measure,
             "accounting": plan.accounting,
@@ -369,34 +423,53 @@ def _manifest(spec: ReleaseSpec, plan: NoisePlan, reg: grid.Region | None, domai
             "rho": plan.rho,
             "statement": _privacy_statement(spec, plan, created),
         },
-        "statistics": {k: {**v.describe(), "budget_share": shares[k]} for k, v in plan.statistics.items()},
+        "statistics": {
+            k: {**v.describe(), "budget_share": shares[k]} for k, v in plan.statistics.items()
+        },
         "contribution_bounds": {
             "max_cells": spec.l0,
             "max_records_per_cell": spec.linf,
             "value": spec.value,
             "bounds": list(spec.bounds) if spec.bounds else None,
-            "value_rule": "clamped to bounds, then rounded half up to whole units" if spec.value else None,
+            "value_rule": "clamped to bounds, then rounded half up to whole units"
+            if spec.value
+            else None,
             "selection": str(spec.selection),
         },
         "resolution": spec.resolution,
         "cell_selection": selection,
         "categories": list(spec.categories) if spec.categories else None,
         "suppression": (
-            {"rule": "none: every noisy value is published (unbiased; may be negative)", "threshold": None}
-            if pub.threshold is None else
-            {"rule": "cells whose noisy count is below the threshold are published with null numbers "
-                     "(post-processing of noisy values)", "threshold": pub.threshold,
-             "default": spec.suppress_below is None}
+            {
+                "rule": "none: every noisy value is published (unbiased; may be negative)",
+                "threshold": None,
+            }
+            if pub.threshold is None
+            else {
+                "rule": "cells whose noisy count is below the threshold are published with null numbers "
+                "(post-processing of noisy values)",
+                "threshold": pub.threshold,
+                "default": spec.suppress_below is None,
+            }
         ),
-        "mean": ("noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
-                 "97.5% intervals of sum and count (Bonferroni), conservative") if spec.value else None,
+        "mean": (
+            "noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
+            "97.5% intervals of sum and count (Bonferroni), conservative"
+        )
+        if spec.value
+        else None,
         "margins": "95% margin of error of the noise on each published number (from OpenDP's accuracy helpers)",
         "parameters": spec.public_dict(),
         "columns": None,
         "rows": rows,
-        "versions": {"dpmap": __version__, "opendp": opendp_version(), "h3": h3.__version__,
-                     "polars": polars.__version__, "geopandas": geopandas.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "dpmap": __version__,
+            "opendp": opendp_version(),
+            "h3": h3.__version__,
+            "polars": polars.__version__,
+            "geopandas": geopandas.__version__,
+            "python": platform.python_version(),
+        },
         "ledger": None,
     }
 
@@ -415,6 +488,8 @@ class Release:
     """
 
     __slots__ = ("_cells", "_manifest")
+    _cells: Any
+    _manifest: dict[str, Any]
 
     def __init__(self, cells: Any, manifest: dict[str, Any]) -> None:
         manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serialisable
@@ -454,9 +529,11 @@ class Release:
 
     def __repr__(self) -> str:
         m = self._manifest
-        return (f"<dpmap.Release: {len(self._cells)} rows at H3 resolution {m['resolution']}, "
-                f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
-                f"{int(self._cells['suppressed'].sum())} suppressed>")
+        return (
+            f"<dpmap.Release: {len(self._cells)} rows at H3 resolution {m['resolution']}, "
+            f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
+            f"{int(self._cells['suppressed'].sum())} suppressed>"
+        )
 
     # -- output --------------------------------------------------------------------------
     def to_file(self, path: str | Path) -> Path:
@@ -534,16 +611,23 @@ def read_release(path: str | Path) -> Release:
             embedded = json.loads(raw) if raw else None
         else:
             df = pd.read_csv(path, dtype={"cell": str, "category": str})
-            gdf = gpd.GeoDataFrame(df.drop(columns="geometry"),
-                                   geometry=shapely.from_wkt(df["geometry"].to_numpy()), crs="EPSG:4326")
+            gdf = gpd.GeoDataFrame(
+                df.drop(columns="geometry"),
+                geometry=shapely.from_wkt(df["geometry"].to_numpy()),
+                crs="EPSG:4326",
+            )
             embedded = None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReleaseFormatError(f"{str(path)!r} is not a readable dpmap release ({exc})") from exc
     manifest = read_manifest(mpath) if (mpath.exists() or embedded is None) else embedded
     missing = {"cell", "count", "suppressed"} - set(gdf.columns)
     if missing:
-        raise ReleaseFormatError(f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release")
+        raise ReleaseFormatError(
+            f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release"
+        )
     order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
     gdf = gdf[order]
-    gdf = gpd.GeoDataFrame(_normalise_dtypes(pd.DataFrame(gdf)), geometry="geometry", crs="EPSG:4326")
+    gdf = gpd.GeoDataFrame(
+        _normalise_dtypes(pd.DataFrame(gdf)), geometry="geometry", crs="EPSG:4326"
+    )
     return Release(gdf, manifest)

@@ -195,7 +195,9 @@ class ReleaseSpec:
                 )
             set_("categories", self._check_categories(self.categories))
         elif self.categories is not None:
-            raise SpecError("categories were given without a category column; pass category='<column>'")
+            raise SpecError(
+                "categories were given without a category column; pass category='<column>'"
+            )
 
         sb = self.suppress_below
         if sb is True:
@@ -205,14 +207,18 @@ class ReleaseSpec:
 
         share = _finite_number(self.count_share, "count_share")
         if not 0 < share < 1:
-            raise SpecError(f"count_share must be strictly between 0 and 1, got {self.count_share!r}")
+            raise SpecError(
+                f"count_share must be strictly between 0 and 1, got {self.count_share!r}"
+            )
         set_("count_share", share)
         set_("selection", Selection.parse(self.selection, "selection"))
         if self.seed is not None:
             set_("seed", _whole(self.seed, "seed", 0))
         names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
         if len(set(names)) != len(names):
-            raise SpecError(f"the same column is used for two roles: {names!r}; pass distinct columns")
+            raise SpecError(
+                f"the same column is used for two roles: {names!r}; pass distinct columns"
+            )
 
     @staticmethod
     def _check_bounds(bounds: Any) -> tuple[int, int]:
@@ -221,7 +227,9 @@ class ReleaseSpec:
         lo = _finite_number(bounds[0], "the lower bound")
         hi = _finite_number(bounds[1], "the upper bound")
         if lo > hi:
-            raise SpecError(f"bounds must satisfy lo ≤ hi, got ({bounds[0]!r}, {bounds[1]!r}); swap them")
+            raise SpecError(
+                f"bounds must satisfy lo ≤ hi, got ({bounds[0]!r}, {bounds[1]!r}); swap them"
+            )
         if lo != int(lo) or hi != int(hi):
             raise SpecError(
                 f"bounds must be whole units, got ({bounds[0]!r}, {bounds[1]!r}); values are summed as "
@@ -243,7 +251,9 @@ class ReleaseSpec:
         except TypeError:
             raise SpecError(f"categories must be a list of names, got {categories!r}") from None
         if not cats or any(c == "" for c in cats):
-            raise SpecError(f"categories must be a non-empty list of non-empty names, got {categories!r}")
+            raise SpecError(
+                f"categories must be a non-empty list of non-empty names, got {categories!r}"
+            )
         if len(set(cats)) != len(cats):
             raise SpecError(f"categories contain duplicates: {cats!r}; list each category once")
         if OTHER_CATEGORY not in cats:

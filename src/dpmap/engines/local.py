@@ -23,7 +23,15 @@ from ..spec import OTHER_CATEGORY, ReleaseSpec, Selection
 __all__ = ["bound_and_aggregate"]
 
 # internal column names (never clash with user columns: they are renamed on entry)
-_LAT, _LNG, _PERSON, _VALUE, _CAT, _CELL, _PRIO = "__lat", "__lng", "__person", "__value", "__cat", "__cell", "__prio"
+_LAT, _LNG, _PERSON, _VALUE, _CAT, _CELL, _PRIO = (
+    "__lat",
+    "__lng",
+    "__person",
+    "__value",
+    "__cat",
+    "__cell",
+    "__prio",
+)
 
 #: coordinates beyond this magnitude are metres (or feet) of a projected CRS, not degrees
 _PROJECTED_MAGNITUDE = 1_000.0
@@ -39,11 +47,18 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
         schema = lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the points: {str(exc).splitlines()[0]}") from exc
-    roles = [("lat", spec.lat), ("lng", spec.lng), ("person", spec.person),
-             ("value", spec.value), ("category", spec.category)]
+    roles = [
+        ("lat", spec.lat),
+        ("lng", spec.lng),
+        ("person", spec.person),
+        ("value", spec.value),
+        ("category", spec.category),
+    ]
     for role, col in roles:
         if col is not None and col not in schema:
-            have = ", ".join(repr(c) for c in list(schema)[:12]) + (", ..." if len(schema) > 12 else "")
+            have = ", ".join(repr(c) for c in list(schema)[:12]) + (
+                ", ..." if len(schema) > 12 else ""
+            )
             raise InputError(
                 f"the {role} column {col!r} is not in the points (columns: {have}); pass {role}='<column>'"
             )
@@ -55,7 +70,10 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
                 f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
                 "first, e.g. pd.to_numeric(df[col], errors='coerce')"
             )
-    cols = [pl.col(spec.lat).cast(pl.Float64).alias(_LAT), pl.col(spec.lng).cast(pl.Float64).alias(_LNG)]
+    cols = [
+        pl.col(spec.lat).cast(pl.Float64).alias(_LAT),
+        pl.col(spec.lng).cast(pl.Float64).alias(_LNG),
+    ]
     if spec.person is not None:
         cols.append(pl.col(spec.person).alias(_PERSON))
     if spec.value is not None:
@@ -65,17 +83,27 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     return lf.select(cols)
 
 
+def _scalar(x: Any) -> float:
+    """A polars aggregate (typed as any scalar) as a float."""
+    return float(x)
+
+
 def _check_coordinates(df: pl.DataFrame) -> pl.Series:
     """Raise on impossible coordinates; return the mask of rows with usable ones."""
     lat, lng = df[_LAT], df[_LNG]
-    missing = lat.is_null() | lng.is_null() | lat.is_nan().fill_null(True) | lng.is_nan().fill_null(True)
+    missing = (
+        lat.is_null() | lng.is_null() | lat.is_nan().fill_null(True) | lng.is_nan().fill_null(True)
+    )
     ok = ~missing
     if not ok.any():
-        raise InputError("no row has usable coordinates (all are missing); check the lat/lng columns")
+        raise InputError(
+            "no row has usable coordinates (all are missing); check the lat/lng columns"
+        )
     vlat, vlng = lat.filter(ok), lng.filter(ok)
-    lat_lo, lat_hi, lng_lo, lng_hi = vlat.min(), vlat.max(), vlng.min(), vlng.max()
-    bad_lat = not (-90 <= lat_lo and lat_hi <= 90)  # also catches ±inf
-    bad_lng = not (-180 <= lng_lo and lng_hi <= 180)
+    lat_lo, lat_hi = _scalar(vlat.min()), _scalar(vlat.max())
+    lng_lo, lng_hi = _scalar(vlng.min()), _scalar(vlng.max())
+    bad_lat = not (lat_lo >= -90 and lat_hi <= 90)  # also catches ±inf
+    bad_lng = not (lng_lo >= -180 and lng_hi <= 180)
     if bad_lat or bad_lng:
         worst = max(abs(lat_lo), abs(lat_hi), abs(lng_lo), abs(lng_hi))
         if np.isfinite(worst) and worst > _PROJECTED_MAGNITUDE:
@@ -84,7 +112,7 @@ def _check_coordinates(df: pl.DataFrame) -> pl.Series:
                 "reproject the points to EPSG:4326 (lon/lat) first, e.g. with geopandas .to_crs(4326)"
             )
         if bad_lat:
-            swapped = -180 <= lat_lo and lat_hi <= 180 and -90 <= lng_lo and lng_hi <= 90
+            swapped = lat_lo >= -180 and lat_hi <= 180 and lng_lo >= -90 and lng_hi <= 90
             hint = " (are lat and lng swapped?)" if swapped else ""
             raise InputError(
                 f"latitudes must be within [-90, 90], found values from {lat_lo:.6g} to {lat_hi:.6g}"
@@ -124,7 +152,9 @@ def bound_and_aggregate(
         df = df.filter(ok)
 
     df = df.with_columns(
-        plh3.latlng_to_cell(_LAT, _LNG, spec.resolution, return_dtype=pl.UInt64).cast(pl.Int64).alias(_CELL)
+        plh3.latlng_to_cell(_LAT, _LNG, spec.resolution, return_dtype=pl.UInt64)
+        .cast(pl.Int64)
+        .alias(_CELL)
     ).drop(_LAT, _LNG)
     if domain is not None:
         inside = df[_CELL].is_in(pl.Series(domain, dtype=pl.Int64))
@@ -184,7 +214,8 @@ def _bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
     else:
         lf = lf.filter(pl.col(_PRIO).rank("ordinal").over([_PERSON, _CELL]) <= linf)
         cells = (
-            lf.group_by([_PERSON, _CELL]).agg(pl.col(_PRIO).min().alias("__cp"))
+            lf.group_by([_PERSON, _CELL])
+            .agg(pl.col(_PRIO).min().alias("__cp"))
             .filter(pl.col("__cp").rank("ordinal").over(_PERSON) <= l0)
             .select(_PERSON, _CELL)
         )
@@ -203,7 +234,9 @@ def _priority_for(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Expr:
     """
     if spec.selection is Selection.HASH:
         key = spec.seed if spec.seed is not None else 0
-        return pl.struct([c for c in (_PERSON, _CELL, _CAT, _VALUE) if c in df.columns]).hash(seed=key)
+        return pl.struct([c for c in (_PERSON, _CELL, _CAT, _VALUE) if c in df.columns]).hash(
+            seed=key
+        )
     key = spec.seed if spec.seed is not None else secrets.randbits(63)
     return pl.int_range(pl.len(), dtype=pl.UInt64).hash(seed=key)
 
@@ -211,8 +244,8 @@ def _priority_for(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Expr:
 def _assert_bounded(df: pl.DataFrame, spec: ReleaseSpec) -> None:
     """The sensitivity the noise assumes, checked against the bounded data itself."""
     per_cell = df.group_by([_PERSON, _CELL]).len()
-    worst_records = int(per_cell["len"].max() or 0)
-    worst_cells = int(per_cell.group_by(_PERSON).len()["len"].max() or 0)
+    worst_records = int(_scalar(per_cell["len"].max() or 0))
+    worst_cells = int(_scalar(per_cell.group_by(_PERSON).len()["len"].max() or 0))
     if worst_records > spec.max_records_per_cell or worst_cells > spec.max_cells:
         raise AssertionError(
             f"bounding failed: a person has {worst_cells} cells / {worst_records} records in a cell, "
@@ -220,7 +253,7 @@ def _assert_bounded(df: pl.DataFrame, spec: ReleaseSpec) -> None:
         )
     if _VALUE in df.columns and df.height:
         lo, hi = spec.bounds  # type: ignore[misc]
-        if int(df[_VALUE].min()) < lo or int(df[_VALUE].max()) > hi:  # type: ignore[arg-type]
+        if _scalar(df[_VALUE].min()) < lo or _scalar(df[_VALUE].max()) > hi:
             raise AssertionError("clamping failed: a value lies outside the bounds")
 
 
@@ -230,7 +263,7 @@ def _aggregate(df: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
     if spec.value is not None:
         aggs.append(pl.col(_VALUE).sum().cast(pl.Int64).alias("sum"))
     g = df.group_by(keys).agg(aggs).sort(keys)
-    if spec.value is not None and int(g["count"].max()) * spec.value_magnitude >= 2**62:  # type: ignore[operator]
+    if spec.value is not None and _scalar(g["count"].max()) * spec.value_magnitude >= 2**62:
         raise InputError(
             "a cell's sum could overflow 64-bit integers with these bounds; express the value column in "
             "a larger unit (e.g. thousands) and scale the bounds to match"

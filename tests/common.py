@@ -1,0 +1,234 @@
+"""Canonical tiny datasets and regions shared by dpmap's tests.
+
+Everything here is deterministic and small (a few thousand rows at most), built from
+public H3 geometry only, so a test can state exactly what the true (pre-noise) answer is.
+
+Region
+    ``REGION``: a 0.3° x 0.2° lon/lat box south-west of Beijing (187 H3 cells at
+    resolution 7, 160 of them with their centre inside). Also available as a
+    GeoDataFrame (any CRS), a GeoSeries, a GeoJSON mapping and a GeoJSON file.
+
+Points
+    :func:`debtors` builds a small debt register: persons living at the centres of a few
+    interior cells, several records each (so contribution bounding cuts records), a
+    whole-number amount and a creditor type of which one is *not* in the public list
+    (it must go to ``"other"``). :func:`leaky_debtors` adds rows with missing coordinates
+    and rows far outside the region in distinctive quantities, so that a test can search
+    written files for those private numbers.
+
+Conversions
+    :func:`as_polars`, :func:`as_lazy`, :func:`as_geodataframe`, :func:`write_csv`,
+    :func:`write_parquet` give the same points in every supported input form.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import h3
+import numpy as np
+import pandas as pd
+import polars as pl
+import shapely
+from shapely.geometry import mapping
+
+# ------------------------------------------------------------------------------- region
+
+RESOLUTION = 7
+#: (min lon, min lat, max lon, max lat) in degrees
+REGION_BOUNDS = (116.0, 39.0, 116.3, 39.2)
+REGION = shapely.box(*REGION_BOUNDS)
+#: A point that is nowhere near the region (lat, lng)
+FAR_AWAY = (45.123457, 120.654321)
+
+#: Public category list used by the category tests; "telecom" rows are not in it.
+CATEGORIES = ("bank", "utility")
+ALL_CREDITORS = ("bank", "utility", "telecom")
+
+
+def region_gdf(crs: str | int = "EPSG:4326") -> gpd.GeoDataFrame:
+    """The region as a one-row GeoDataFrame, reprojected to ``crs``."""
+    return gpd.GeoDataFrame({"name": ["box"]}, geometry=[REGION], crs="EPSG:4326").to_crs(crs)
+
+
+def region_geoseries() -> gpd.GeoSeries:
+    return gpd.GeoSeries([REGION], crs="EPSG:4326")
+
+
+def region_geojson() -> dict[str, Any]:
+    """The region as a GeoJSON Feature mapping."""
+    return {"type": "Feature", "properties": {"name": "box"}, "geometry": mapping(REGION)}
+
+
+def write_region_geojson(folder: Path, name: str = "region.geojson") -> Path:
+    path = Path(folder) / name
+    fc = {"type": "FeatureCollection", "features": [region_geojson()]}
+    path.write_text(json.dumps(fc), encoding="utf-8")
+    return path
+
+
+def overlap_cells(region: Any = REGION, resolution: int = RESOLUTION) -> list[str]:
+    """The public cell set computed directly with h3 (overlap polyfill), sorted hex ids."""
+    shape = h3.geo_to_h3shape(region.__geo_interface__)
+    return sorted(h3.h3shape_to_cells_experimental(shape, resolution, contain="overlap"))
+
+
+def centre_cells(region: Any = REGION, resolution: int = RESOLUTION) -> list[str]:
+    """Cells whose centre lies inside the region (h3's default polyfill), sorted hex ids."""
+    shape = h3.geo_to_h3shape(region.__geo_interface__)
+    return sorted(h3.h3shape_to_cells(shape, resolution))
+
+
+def cell_polygon(cell: str) -> shapely.Polygon:
+    return shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(cell)])
+
+
+def cell_centre(cell: str) -> tuple[float, float]:
+    """(lat, lng) of a cell's centre."""
+    lat, lng = h3.cell_to_latlng(cell)
+    return float(lat), float(lng)
+
+
+def interior_cells(n: int, resolution: int = RESOLUTION) -> list[str]:
+    """``n`` cells lying wholly inside the region, spread out, in a fixed order."""
+    inside = [c for c in centre_cells(resolution=resolution) if REGION.contains(cell_polygon(c))]
+    assert len(inside) >= n, "region too small for the requested number of interior cells"
+    step = len(inside) // n
+    return [inside[i * step] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class BorderCase:
+    """A cell that overlaps the region but whose centre is outside, and a point in it."""
+
+    cell: str
+    lat: float
+    lng: float
+
+
+def border_case(resolution: int = RESOLUTION) -> BorderCase:
+    """First (sorted) border cell with a point that is inside both the region and the cell."""
+    for cell in sorted(set(overlap_cells(resolution=resolution)) - set(centre_cells(resolution=resolution))):
+        part = cell_polygon(cell).intersection(REGION)
+        if part.is_empty or part.area == 0:
+            continue
+        pt = part.representative_point()
+        if REGION.contains(pt) and h3.latlng_to_cell(pt.y, pt.x, resolution) == cell:
+            lat, lng = cell_centre(cell)
+            assert not REGION.contains(shapely.Point(lng, lat))
+            return BorderCase(cell=cell, lat=float(pt.y), lng=float(pt.x))
+    raise AssertionError("no border case found")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------- points
+
+
+def person_id(i: int) -> str:
+    return f"debtor-{i:05d}-zq"
+
+
+def debtors(
+    n_persons: int = 120,
+    records_per_person: int = 3,
+    n_cells: int = 4,
+    *,
+    spread: bool = True,
+    first_id: int = 0,
+) -> pd.DataFrame:
+    """A deterministic debt register at cell centres.
+
+    Person ``i`` lives in ``interior_cells(n_cells)[i % n_cells]``. With ``spread`` their
+    j-th record is in the next cell (j cells on), so ``max_cells`` matters; otherwise all
+    their records are in their home cell (so ``max_records_per_cell`` cuts them).
+    ``amount`` is a whole number 10..1990 (a few are 5000, above typical bounds);
+    ``creditor`` cycles through bank / utility / telecom.
+    """
+    cells = interior_cells(n_cells)
+    rows = []
+    for i in range(first_id, first_id + n_persons):
+        for j in range(records_per_person):
+            cell = cells[(i + (j if spread else 0)) % n_cells]
+            lat, lng = cell_centre(cell)
+            amount = 5000 if (i + j) % 17 == 0 else 10 * (1 + (i * 7 + j * 13) % 199)
+            rows.append({"lat": lat, "lng": lng, "pid": person_id(i), "amount": amount,
+                         "creditor": ALL_CREDITORS[(i + j) % 3]})
+    return pd.DataFrame(rows)
+
+
+#: Distinctive PRIVATE numbers of :func:`leaky_debtors` (searched for in written files).
+LEAK_PERSONS = 617
+LEAK_RECORDS_PER_PERSON = 5
+LEAK_MISSING_COORDS = 987
+LEAK_OUTSIDE = 1234
+LEAK_ROWS = LEAK_PERSONS * LEAK_RECORDS_PER_PERSON + LEAK_MISSING_COORDS + LEAK_OUTSIDE  # 5306
+LEAK_CUT = LEAK_PERSONS * (LEAK_RECORDS_PER_PERSON - 1)  # 2468 with max_records_per_cell=1
+
+
+def leaky_debtors() -> pd.DataFrame:
+    """Debtors plus rows the pipeline must drop, in distinctive numbers.
+
+    617 persons x 5 records in their home cell (4 interior cells), 987 rows with missing
+    coordinates, 1234 rows far outside the region (at odd, recognisable coordinates).
+    With ``person='pid'`` and the default bounds 2468 records are cut.
+    """
+    inside = debtors(LEAK_PERSONS, LEAK_RECORDS_PER_PERSON, 4, spread=False)
+    k = np.arange(LEAK_MISSING_COORDS)
+    missing = pd.DataFrame({
+        "lat": np.where(k % 2 == 0, np.nan, 39.1), "lng": np.where(k % 2 == 0, 116.1, np.nan),
+        "pid": [person_id(50_000 + i) for i in k], "amount": 100, "creditor": "bank",
+    })
+    k = np.arange(LEAK_OUTSIDE)
+    outside = pd.DataFrame({
+        "lat": FAR_AWAY[0] + (k % 7) * 0.0101, "lng": FAR_AWAY[1] + (k % 5) * 0.0101,
+        "pid": [person_id(70_000 + i) for i in k], "amount": 100, "creditor": "utility",
+    })
+    return pd.concat([inside, missing, outside], ignore_index=True)
+
+
+# -------------------------------------------------------------------- input conversions
+
+
+def as_polars(df: pd.DataFrame) -> pl.DataFrame:
+    return pl.from_pandas(df)
+
+
+def as_lazy(df: pd.DataFrame) -> pl.LazyFrame:
+    return pl.from_pandas(df).lazy()
+
+
+def as_geodataframe(df: pd.DataFrame, crs: str | int = "EPSG:4326", *, junk_latlng: bool = True
+                    ) -> gpd.GeoDataFrame:
+    """Points as a GeoDataFrame in ``crs``.
+
+    With ``junk_latlng`` the ``lat``/``lng`` columns are kept but overwritten with
+    nonsense (strings), to show that dpmap takes coordinates from the geometry.
+    """
+    gdf = gpd.GeoDataFrame(df.copy(), geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326")
+    gdf = gdf.to_crs(crs)
+    if junk_latlng:
+        gdf["lat"] = "not a latitude"
+        gdf["lng"] = "not a longitude"
+    else:
+        gdf = gdf.drop(columns=["lat", "lng"])
+    return gdf
+
+
+def write_csv(df: pd.DataFrame, folder: Path, name: str = "points.csv") -> Path:
+    path = Path(folder) / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def write_parquet(df: pd.DataFrame, folder: Path, name: str = "points.parquet") -> Path:
+    path = Path(folder) / name
+    df.to_parquet(path, index=False)
+    return path
+
+
+def list_folder(folder: Path) -> list[str]:
+    """Every entry of a folder, hidden and temporary files included, sorted."""
+    return sorted(p.name for p in Path(folder).iterdir())
