@@ -1,0 +1,146 @@
+"""Consistency along H3's index hierarchy: post-processing of noisy counts at several levels.
+
+A hierarchical release noises the same statistic at several resolutions. Its levels are
+tied by H3's *exact* index hierarchy (``cell_to_parent``), never by re-binning points:
+the coarser cells are the parents of the finest public cells, so every parent's true
+value is the sum of its children's. The noisy values are made consistent by weighted
+least squares (Hay, Rastogi, Miklau, Suciu, PVLDB 2010), in two passes over the tree
+(any fan-out: pentagons have six children, border parents fewer):
+
+    bottom-up   leaf: z = y, V = σ²;   node: s = Σ z_child, S = Σ V_child,
+                z = (y/σ² + s/S) / (1/σ² + 1/S),   V = 1 / (1/σ² + 1/S)
+    top-down    x_root = z_root;       x_child = z_child + (V_child / S_parent)·(x_parent − s_parent)
+
+The result is the minimum-variance linear unbiased estimate subject to every parent equal
+to the sum of its children. Its exact variance follows the same passes (as in a
+Rauch–Tung–Striebel smoother): P_root = V_root, P_child = V_child + (V_child/S)²·(P_parent − S).
+Everything here reads noisy values and public variances only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import polars_h3 as plh3
+
+__all__ = ["Tree", "build_tree", "consistent", "round_consistent"]
+
+
+@dataclass(frozen=True)
+class Tree:
+    """Public tree of cells: ``levels[j]`` are sorted int64 cells at ``resolutions[j]``
+    (coarse to fine); ``parent[j]`` maps each cell of level j (j ≥ 1) to its parent's
+    position in level j − 1."""
+
+    resolutions: tuple[int, ...]
+    levels: tuple[np.ndarray, ...]
+    parent: tuple[np.ndarray | None, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(level) for level in self.levels)
+
+
+def cells_to_parents(cells: np.ndarray, resolution: int) -> np.ndarray:
+    """int64 cells -> int64 parents at ``resolution`` (H3's exact index hierarchy)."""
+    s = pl.Series("c", np.asarray(cells, dtype=np.int64)).cast(pl.UInt64)
+    out = pl.DataFrame({"c": s}).select(plh3.cell_to_parent("c", resolution))["c"]
+    return out.cast(pl.Int64).to_numpy()
+
+
+def build_tree(finest: np.ndarray, resolutions: tuple[int, ...]) -> Tree:
+    """The tree whose leaves are the sorted public cells ``finest`` at ``resolutions[-1]``."""
+    res = tuple(sorted(resolutions))
+    levels: list[np.ndarray] = [np.asarray(finest, dtype=np.int64)]
+    parents: list[np.ndarray | None] = []
+    for r in reversed(res[:-1]):
+        par = cells_to_parents(levels[0], r)
+        uniq = np.unique(par)
+        parents.insert(0, np.searchsorted(uniq, par))
+        levels.insert(0, uniq)
+    parents.insert(0, None)
+    return Tree(resolutions=res, levels=tuple(levels), parent=tuple(parents))
+
+
+def consistent(
+    tree: Tree, noisy: list[np.ndarray], variances: list[float]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Weighted least-squares consistent estimates and their exact variances, per level.
+
+    ``noisy[j]`` has shape ``(len(tree.levels[j]),)`` or ``(len(...), k)`` for k
+    independent trees side by side (e.g. categories); ``variances[j]`` is the noise
+    variance of every value at level j.
+    """
+    k = len(tree.levels)
+    y = [np.asarray(v, dtype=np.float64) for v in noisy]
+    z: list[np.ndarray] = [np.empty(0)] * k
+    V: list[np.ndarray] = [np.empty(0)] * k
+    s: list[np.ndarray] = [np.empty(0)] * k
+    S: list[np.ndarray] = [np.empty(0)] * k
+    z[-1] = y[-1]
+    V[-1] = np.full(y[-1].shape, float(variances[-1]))
+    for j in range(k - 2, -1, -1):
+        p = tree.parent[j + 1]
+        assert p is not None
+        s[j] = _sum_by(p, z[j + 1], len(tree.levels[j]))
+        S[j] = _sum_by(p, V[j + 1], len(tree.levels[j]))
+        w_own, w_kids = 1.0 / variances[j], 1.0 / S[j]
+        z[j] = (y[j] * w_own + s[j] * w_kids) / (w_own + w_kids)
+        V[j] = 1.0 / (w_own + w_kids)
+    x: list[np.ndarray] = [np.empty(0)] * k
+    P: list[np.ndarray] = [np.empty(0)] * k
+    x[0], P[0] = z[0], V[0]
+    for j in range(1, k):
+        p = tree.parent[j]
+        assert p is not None
+        gain = V[j] / S[j - 1][p]
+        x[j] = z[j] + gain * (x[j - 1][p] - s[j - 1][p])
+        P[j] = V[j] + gain**2 * (P[j - 1][p] - S[j - 1][p])
+    return x, P
+
+
+def _sum_by(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    if values.ndim == 1:
+        return np.bincount(index, weights=values, minlength=n)
+    out = np.zeros((n, values.shape[1]))
+    np.add.at(out, index, values)
+    return out
+
+
+def round_consistent(tree: Tree, values: list[np.ndarray]) -> list[np.ndarray]:
+    """Non-negative integers for display that still add up: children sum to their parent.
+
+    Top-down: the roots are rounded (half up) after clipping at 0; each parent's integer
+    total is then shared among its children in proportion to their clipped estimates
+    (equally if all are ≤ 0), with largest-remainder rounding. Post-processing only.
+    """
+    out: list[np.ndarray] = [np.floor(np.clip(values[0], 0, None) + 0.5)]
+    for j in range(1, len(tree.levels)):
+        p = tree.parent[j]
+        assert p is not None
+        out.append(_share(p, np.clip(values[j], 0, None), out[j - 1]))
+    return [o.astype(np.int64) for o in out]
+
+
+def _share(parent: np.ndarray, weight: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    if weight.ndim == 2:
+        return np.stack(
+            [_share(parent, weight[:, i], totals[:, i]) for i in range(weight.shape[1])], axis=1
+        )
+    n_par = len(totals)
+    wsum = np.bincount(parent, weights=weight, minlength=n_par)
+    nkids = np.bincount(parent, minlength=n_par)
+    even = wsum[parent] <= 0
+    frac = np.where(even, 1.0 / nkids[parent], weight / np.where(even, 1.0, wsum[parent]))
+    ideal = frac * totals[parent]
+    base = np.floor(ideal)
+    remainder = ideal - base
+    missing = totals - np.bincount(parent, weights=base, minlength=n_par)  # integers ≥ 0
+    # within each parent, give +1 to the children with the largest remainders
+    order = np.lexsort((-remainder, parent))
+    first = np.searchsorted(parent[order], np.arange(n_par))
+    rank = np.empty(len(parent), dtype=np.int64)
+    rank[order] = np.arange(len(parent)) - first[parent[order]]
+    return base + (rank < np.round(missing[parent])).astype(np.float64)
