@@ -25,6 +25,7 @@ the tests to check the engines.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ __all__ = ["Sensitivity", "bound_reference", "sensitivities"]
 class Sensitivity:
     """How much one person can change a statistic's vector over all published cells.
 
-    ``l1`` and ``linf`` are exact integers; ``l2`` is √L0·L∞(·M), exact up to the float
-    square root (which OpenDP's Gaussian map receives as a float and rounds up internally).
+    ``l1`` and ``linf`` are exact integers; ``l2`` is √(L0·L∞²(·M²)) rounded UP to the
+    next float, so the sensitivity the Gaussian noise assumes is never too small.
     ``l0`` is the number of output coordinates one person can touch.
     """
 
@@ -47,6 +48,14 @@ class Sensitivity:
     l1: int
     l2: float
     linf: int
+
+
+def sqrt_up(n: int) -> float:
+    """The smallest float whose square is at least the integer ``n`` (√n rounded up)."""
+    root = math.sqrt(n)
+    while Fraction(root) ** 2 < n:
+        root = math.nextafter(root, math.inf)
+    return root
 
 
 def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
@@ -70,11 +79,11 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
     l0, linf = spec.l0, spec.linf
     k = len(spec.categories) if spec.categories else 1
     touched = l0 * min(linf, k)
-    out = {"count": Sensitivity(l0=touched, l1=l0 * linf, l2=math.sqrt(l0) * linf, linf=linf)}
+    out = {"count": Sensitivity(l0=touched, l1=l0 * linf, l2=sqrt_up(l0 * linf**2), linf=linf)}
     if spec.value is not None:
         m = spec.value_magnitude
         out["sum"] = Sensitivity(
-            l0=touched, l1=l0 * linf * m, l2=math.sqrt(l0) * linf * m, linf=linf * m
+            l0=touched, l1=l0 * linf * m, l2=sqrt_up(l0 * linf**2 * m**2), linf=linf * m
         )
     return out
 

@@ -229,7 +229,11 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
         try:
             gdf = gpd.read_parquet(path) if lower.endswith(".parquet") else gpd.read_file(path)
         except Exception as exc:  # pyogrio/pyarrow raise many types
-            raise DataFileError(f"cannot read region file {path!r}: {exc}") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataFileError(
+                f"cannot read region file {path!r}: {first}; check that it is a valid "
+                "GeoParquet/GeoPackage/shapefile"
+            ) from exc
         return to_region(gdf, name=name or os.path.basename(path))
     raise DataFileError(
         f"region file {path!r} has an unsupported type; use GeoJSON (.geojson), GeoParquet, "

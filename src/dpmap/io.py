@@ -76,7 +76,10 @@ def _scan_file(path: str) -> pl.LazyFrame:
             lf = pl.scan_parquet(path)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataFileError(f"cannot read points file {path!r}: {_first_line(exc)}") from exc
+        raise DataFileError(
+            f"cannot read points file {path!r}: {_first_line(exc)}; check that it is a complete, "
+            "valid CSV/Parquet file (re-export it)"
+        ) from exc
     return lf
 
 
@@ -121,14 +124,21 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
 
 @contextlib.contextmanager
 def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
-    """Yield temporary paths; on success rename each onto its target, else delete them all."""
+    """Yield temporary paths; on success move them all onto their targets, else leave nothing.
+
+    Targets that already exist are set aside first and put back if any move fails, so a
+    failed write neither leaves a half-written release nor destroys an older one.
+    """
     temps: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            raise DataFileError(f"{str(p)!r} is a folder; remove it or choose another path")
+        if not p.parent.is_dir():
+            raise DataFileError(
+                f"folder {str(p.parent)!r} does not exist; create it or choose another path"
+            )
     try:
         for p in paths:
-            if not p.parent.is_dir():
-                raise DataFileError(
-                    f"folder {str(p.parent)!r} does not exist; create it or choose another path"
-                )
             fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             os.close(fd)
             temps.append(Path(name))
@@ -136,12 +146,40 @@ def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
         umask = _umask()
         for tmp in temps:  # mkstemp makes 0600 files; a published file gets the usual mode
             os.chmod(tmp, 0o666 & ~umask)
-        for tmp, target in zip(temps, paths, strict=True):
-            os.replace(tmp, target)
+        _replace_all(temps, paths)
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def _replace_all(temps: list[Path], targets: list[Path]) -> None:
+    """Move every temp onto its target, all or nothing."""
+    backups: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    try:
+        for target in targets:
+            if target.exists():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+                os.replace(target, backup)
+                backups.append((backup, target))
+        for tmp, target in zip(temps, targets, strict=True):
+            os.replace(tmp, target)
+            done.append(target)
+    except OSError as exc:
+        for target in done:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        for backup, target in backups:
+            with contextlib.suppress(OSError):
+                os.replace(backup, target)
+        raise DataFileError(
+            f"cannot write {str(exc.filename or targets[0])!r} ({exc.strerror or exc}); remove it or "
+            "choose another path"
+        ) from exc
+    for backup, _ in backups:
+        with contextlib.suppress(OSError):
+            backup.unlink()
 
 
 def _umask() -> int:

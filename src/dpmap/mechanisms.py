@@ -83,6 +83,8 @@ class StatisticNoise:
     rho: float | None  # this statistic's ρ from OpenDP's map (zCDP), if Gaussian
     moe95: float  # 95% margin of error of one published value (noise only)
     moe975: float  # 97.5% margin, used for the conservative margin of a mean
+    variance: float = 0.0  # variance of the noise on one value
+    delta: float = 0.0  # this statistic's δ (threshold δ in discovery; see describe())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,7 @@ class StatisticNoise:
                 "linf": self.sensitivity.linf,
             },
             "epsilon": self.epsilon,
+            "delta": self.delta,
             "rho": self.rho,
             "moe_95": self.moe95,
         }
@@ -127,7 +130,7 @@ class NoisePlan:
             raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
         return {
             name: np.asarray(vec, dtype=np.int64)
-            for name, vec in zip(self.spec.statistics, out, strict=True)
+            for name, vec in zip(self.spec.queries(), out, strict=True)
         }
 
     def run_discovery(
@@ -286,44 +289,41 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     adaptive composition.
     """
     sens = sensitivities(spec)
-    shares = spec.shares()
-    stats = spec.statistics
     if discovery:
         if spec.delta <= 0:
             raise MechanismError("private cell discovery needs delta > 0")  # checked earlier too
-        return _plan_discovery(spec, sens, shares)
-    if spec.mechanism is Mechanism.LAPLACE:
+        return _plan_discovery(spec, sens, spec.shares())
+    queries = spec.queries()  # key -> (statistic, resolution, share)
+    mech = spec.mechanism
+    if mech is Mechanism.LAPLACE:
+
+        def scales_for(t: float) -> dict[str, float]:
+            return {k: sens[st].l1 / (share * t) for k, (st, _r, share) in queries.items()}
 
         def build(t: float) -> Any:
+            sc = scales_for(t)
             return dp.c.make_composition(
-                [
-                    _dense_chain(s, sens[s], spec.mechanism, sens[s].l1 / (shares[s] * t))
-                    for s in stats
-                ]
+                [_dense_chain(k, sens[st], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
             )
 
         t = _search(build, spec.epsilon, exact=spec.epsilon)
-        scales = {s: sens[s].l1 / (shares[s] * t) for s in stats}
+        scales = scales_for(t)
         meas = build(t)
-        chains = {s: _dense_chain(s, sens[s], spec.mechanism, scales[s]) for s in stats}
-        eps = float(meas.map(1))
         per = {
-            s: StatisticNoise(
-                name=s,
-                distribution="discrete Laplace",
-                sensitivity=sens[s],
-                scale=scales[s],
-                epsilon=float(chains[s].map(1)),
-                rho=None,
-                moe95=_accuracy(spec.mechanism, scales[s], 0.05),
-                moe975=_accuracy(spec.mechanism, scales[s], 0.025),
+            k: _statistic(
+                k,
+                st,
+                sens[st],
+                mech,
+                scales[k],
+                float(_dense_chain(k, sens[st], mech, scales[k]).map(1)),
             )
-            for s in stats
+            for k, (st, _r, _w) in queries.items()
         }
         return NoisePlan(
             spec=spec,
             statistics=per,
-            epsilon=eps,
+            epsilon=float(meas.map(1)),
             delta=0.0,
             rho=None,
             measure="pure ε-differential privacy",
@@ -333,15 +333,16 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
             _measurement=meas,
         )
 
-    # Gaussian: per-statistic zCDP, composed, converted once to (ε, δ)
+    # Gaussian: per-vector ρ-zCDP, composed, converted once to (ε, δ)
+    def gscales(rho: float) -> dict[str, float]:
+        return {
+            k: sens[st].l2 / math.sqrt(2 * share * rho) for k, (st, _r, share) in queries.items()
+        }
+
     def zcdp(rho: float) -> Any:
+        sc = gscales(rho)
         return dp.c.make_composition(
-            [
-                _dense_chain(
-                    s, sens[s], spec.mechanism, sens[s].l2 / math.sqrt(2 * shares[s] * rho)
-                )
-                for s in stats
-            ]
+            [_dense_chain(k, sens[st], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
         )
 
     def build_g(rho: float) -> Any:
@@ -350,19 +351,22 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     rho = _search(build_g, (spec.epsilon, spec.delta))
     meas = build_g(rho)
     eps, delta = meas.map(1)
-    scales = {s: sens[s].l2 / math.sqrt(2 * shares[s] * rho) for s in stats}
+    scales = gscales(rho)
     per = {}
-    for s in stats:
-        chain = _dense_chain(s, sens[s], spec.mechanism, scales[s])
-        per[s] = StatisticNoise(
-            name=s,
-            distribution="discrete Gaussian",
-            sensitivity=sens[s],
-            scale=scales[s],
-            epsilon=None,
+    for k, (st, _r, _w) in queries.items():
+        chain = _dense_chain(k, sens[st], mech, scales[k])
+        # this statistic alone, converted at the release's δ (the total is composed in ρ,
+        # so these ε do not add up to the total ε)
+        eps_k, delta_k = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(chain), spec.delta).map(1)
+        per[k] = _statistic(
+            k,
+            st,
+            sens[st],
+            mech,
+            scales[k],
+            float(eps_k),
             rho=float(chain.map(1)),
-            moe95=_accuracy(spec.mechanism, scales[s], 0.05),
-            moe975=_accuracy(spec.mechanism, scales[s], 0.025),
+            delta=float(delta_k),
         )
     return NoisePlan(
         spec=spec,
@@ -376,6 +380,42 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
         threshold=None,
         _measurement=meas,
     )
+
+
+def _statistic(
+    key: str,
+    stat: str,
+    sens: Sensitivity,
+    mech: Mechanism,
+    scale: float,
+    epsilon: float | None,
+    rho: float | None = None,
+    delta: float = 0.0,
+) -> StatisticNoise:
+    return StatisticNoise(
+        name=key,
+        distribution="discrete Laplace" if mech is Mechanism.LAPLACE else "discrete Gaussian",
+        sensitivity=sens,
+        scale=scale,
+        epsilon=epsilon,
+        rho=rho,
+        moe95=_accuracy(mech, scale, 0.05),
+        moe975=_accuracy(mech, scale, 0.025),
+        variance=noise_variance(mech, scale),
+        delta=delta,
+    )
+
+
+def noise_variance(mech: Mechanism, scale: float) -> float:
+    """Variance of OpenDP's integer noise at ``scale``.
+
+    Discrete Laplace with scale s (P(k) ∝ e^{-|k|/s}): 2·e^{-1/s} / (1 − e^{-1/s})².
+    Discrete Gaussian with σ: at most σ² (used as a conservative value).
+    """
+    if mech is Mechanism.LAPLACE:
+        q = math.exp(-1.0 / scale)
+        return 2 * q / (1 - q) ** 2
+    return scale**2
 
 
 def _plan_discovery(
@@ -414,29 +454,19 @@ def _plan_discovery(
         )
         eps, delta = meas.map(1)
         per = {
-            "count": StatisticNoise(
-                name="count",
-                distribution="discrete Laplace",
-                sensitivity=sens["count"],
-                scale=scale_c,
-                epsilon=float(d_mids[0][0]),
-                rho=None,
-                moe95=_accuracy(mech, scale_c, 0.05),
-                moe975=_accuracy(mech, scale_c, 0.025),
+            "count": _statistic(
+                "count",
+                "count",
+                sens["count"],
+                mech,
+                scale_c,
+                float(d_mids[0][0]),
+                delta=float(d_mids[0][1]),
             )
         }
         if has_sum:
             assert scale_s is not None
-            per["sum"] = StatisticNoise(
-                name="sum",
-                distribution="discrete Laplace",
-                sensitivity=sens["sum"],
-                scale=scale_s,
-                epsilon=float(d_mids[1][0]),
-                rho=None,
-                moe95=_accuracy(mech, scale_s, 0.05),
-                moe975=_accuracy(mech, scale_s, 0.025),
-            )
+            per["sum"] = _statistic("sum", "sum", sens["sum"], mech, scale_s, float(d_mids[1][0]))
         plan = NoisePlan(
             spec=spec,
             statistics=per,
@@ -479,21 +509,15 @@ def _plan_discovery(
     rho = _search(lambda r: compose(r)[0], (spec.epsilon, spec.delta))
     meas, count_chain, sum_build, threshold, scales = compose(rho)
     eps, delta = meas.map(1)
-    per = {}
-    for s in stats:
-        sc = scales[s]
-        per[s] = StatisticNoise(
-            name=s,
-            distribution="discrete Gaussian",
-            sensitivity=sens[s],
-            scale=sc,
-            epsilon=None,
-            rho=float(count_chain.map(1)[0])
-            if s == "count"
-            else float(sum_build(np.array([], dtype=np.int64)).map(1)[0]),
-            moe95=_accuracy(mech, sc, 0.05),
-            moe975=_accuracy(mech, sc, 0.025),
-        )
+    empty = np.array([], dtype=np.int64)
+    rhos = {"count": float(count_chain.map(1)[0])}
+    if has_sum:
+        rhos["sum"] = float(sum_build(empty).map(1)[0])
+    deltas = {"count": float(count_chain.map(1)[1]), "sum": 0.0}
+    per = {
+        st: _statistic(st, st, sens[st], mech, scales[st], None, rho=rhos[st], delta=deltas[st])
+        for st in stats
+    }
     plan = NoisePlan(
         spec=spec,
         statistics=per,

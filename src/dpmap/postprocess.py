@@ -10,62 +10,92 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mechanisms import NoisePlan
+__all__ = ["Estimates", "Published", "mean_and_margin", "publish"]
 
-__all__ = ["Published", "default_threshold", "publish"]
+#: two-sided normal quantiles, for margins of sums of several noise draws
+Z95, Z975 = 1.959963984540054, 2.241402727604947
 
 
-def default_threshold(plan: NoisePlan) -> float:
-    """Default suppression threshold: the count's own 95% margin of error.
+@dataclass(frozen=True)
+class Estimates:
+    """Unbiased noisy estimates of each published row, with their margins (all public).
 
-    A cell whose noisy count is below its margin is statistically indistinguishable
-    from an empty cell, so showing its value would mostly show noise.
+    Margins are half-widths of 95% (and 97.5%) intervals of the noise; scalars apply to
+    every row.
     """
-    return plan.statistics["count"].moe95
+
+    count: np.ndarray
+    count_moe: np.ndarray | float
+    count_moe975: np.ndarray | float
+    sum: np.ndarray | None = None
+    sum_moe: np.ndarray | float | None = None
+    sum_moe975: np.ndarray | float | None = None
 
 
 @dataclass(frozen=True)
 class Published:
-    """Columns of the cell table derived from the noisy vectors (masked arrays → nulls)."""
+    """Columns of the cell table (float arrays with NaN for null, bool for 'suppressed')."""
 
-    columns: dict[str, np.ndarray]  # float arrays with NaN for null, bool for 'suppressed'
+    columns: dict[str, np.ndarray]
     threshold: float | None
+    threshold_rule: str
 
 
 def publish(
-    plan: NoisePlan, noisy: dict[str, np.ndarray], suppress_below: float | bool | None
+    est: Estimates, bounds: tuple[int, int] | None, suppress_below: float | bool | None
 ) -> Published:
-    """Suppression, means and margins from noisy counts/sums and the public plan."""
-    count = noisy["count"].astype(np.float64)
+    """Suppression flags, means and margins from noisy estimates and public parameters.
+
+    ``suppress_below``: ``None`` hides rows whose noisy count is below their own 95%
+    margin of error (statistically indistinguishable from an empty cell); a number hides
+    rows below it; ``False`` publishes every value.
+    """
+    count = np.asarray(est.count, dtype=np.float64)
     n = len(count)
+    count_moe = np.broadcast_to(np.asarray(est.count_moe, dtype=np.float64), (n,))
     if suppress_below is False:
-        threshold = None
+        threshold, rule = None, "none: every noisy value is published (unbiased; may be negative)"
         suppressed = np.zeros(n, dtype=bool)
+    elif suppress_below is None:
+        uniform = np.ptp(count_moe) == 0 if n else True
+        threshold = float(count_moe[0]) if n and uniform else None
+        rule = (
+            "default: rows whose noisy count is below its own 95% margin of error are "
+            "published with null numbers"
+        )
+        suppressed = count < count_moe
     else:
-        threshold = default_threshold(plan) if suppress_below is None else float(suppress_below)
+        threshold = float(suppress_below)
+        rule = "rows whose noisy count is below the threshold are published with null numbers"
         suppressed = count < threshold
-    cols: dict[str, np.ndarray] = {}
-    cs = plan.statistics["count"]
-    cols["count"] = np.where(suppressed, np.nan, count)
-    cols["count_moe"] = np.where(suppressed, np.nan, cs.moe95)
-    if "sum" in noisy:
-        ss = plan.statistics["sum"]
-        total = noisy["sum"].astype(np.float64)
+    cols: dict[str, np.ndarray] = {
+        "count": np.where(suppressed, np.nan, count),
+        "count_moe": np.where(suppressed, np.nan, count_moe),
+    }
+    if est.sum is not None:
+        assert bounds is not None and est.sum_moe is not None and est.sum_moe975 is not None
+        total = np.asarray(est.sum, dtype=np.float64)
         cols["sum"] = np.where(suppressed, np.nan, total)
-        cols["sum_moe"] = np.where(suppressed, np.nan, ss.moe95)
-        lo, hi = plan.spec.bounds  # type: ignore[misc]
-        mean, mean_moe = mean_and_margin(total, count, cs.moe975, ss.moe975, lo, hi)
+        cols["sum_moe"] = np.where(suppressed, np.nan, np.broadcast_to(est.sum_moe, (n,)))
+        mean, mean_moe = mean_and_margin(
+            total,
+            count,
+            np.broadcast_to(est.count_moe975, (n,)),
+            np.broadcast_to(est.sum_moe975, (n,)),
+            bounds[0],
+            bounds[1],
+        )
         cols["mean"] = np.where(suppressed, np.nan, mean)
         cols["mean_moe"] = np.where(suppressed, np.nan, mean_moe)
     cols["suppressed"] = suppressed
-    return Published(columns=cols, threshold=threshold)
+    return Published(columns=cols, threshold=threshold, threshold_rule=rule)
 
 
 def mean_and_margin(
     total: np.ndarray,
     count: np.ndarray,
-    count_moe975: float,
-    sum_moe975: float,
+    count_moe975: np.ndarray | float,
+    sum_moe975: np.ndarray | float,
     lo: float,
     hi: float,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import grid
+from . import grid, hierarchy
 from ._version import __version__
 from .diagnostics import Diagnostics
 from .engines import local
 from .errors import DataFileError, ReleaseFormatError, SpecError
 from .io import atomic_write, manifest_path, read_manifest
-from .mechanisms import NoisePlan, decode_keys, opendp_version, plan_noise
-from .postprocess import default_threshold, publish
+from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
+from .postprocess import Z95, Z975, Estimates, publish
 from .spec import ReleaseSpec
 
 __all__ = ["Explanation", "Release", "explain", "read_release", "release"]
@@ -59,11 +59,13 @@ class Explanation:
             "delta": p.delta,
             "rho": p.rho,
             "measure": p.measure,
-            "resolution": self.spec.resolution,
-            "average_cell_area_km2": grid.average_cell_area_km2(self.spec.resolution),
+            "resolution": list(self.spec.levels)
+            if self.spec.hierarchical
+            else self.spec.resolution,
+            "average_cell_area_km2": grid.average_cell_area_km2(self.spec.finest),
             "cells": self.cells,
             "statistics": {
-                k: {**v.describe(), "budget_share": self.spec.shares()[k]}
+                k: {**v.describe(), "budget_share": self.spec.queries()[k][2]}
                 for k, v in p.statistics.items()
             },
             "suppression_threshold": _threshold_of(self.spec, p),
@@ -93,11 +95,19 @@ class Explanation:
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
         t = d["suppression_threshold"]
-        lines.append(
-            f"  suppression: cells with noisy count < {t:.6g} are hidden"
-            if t is not None
-            else "  suppression: off (every noisy value is published)"
-        )
+        if self.spec.suppress_below is False:
+            lines.append("  suppression: off (every noisy value is published)")
+        elif t is None:
+            lines.append(
+                "  suppression: cells whose estimate is below its own 95% margin are hidden"
+            )
+        else:
+            lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
+        if self.spec.hierarchical:
+            lines.append(
+                "  levels are made consistent (children sum to parents) by weighted least squares; "
+                "margins after consistency are smaller than the per-level ones above"
+            )
         if "discovery_threshold" in d:
             lines.append(
                 f"  discovery: a cell is published only if its noisy count exceeds {d['discovery_threshold']}"
@@ -106,10 +116,11 @@ class Explanation:
 
 
 def _threshold_of(spec: ReleaseSpec, plan: NoisePlan) -> float | None:
+    """The suppression threshold when it is one number (None when off or per cell)."""
     if spec.suppress_below is False:
         return None
     if spec.suppress_below is None:
-        return default_threshold(plan)
+        return None if spec.hierarchical else plan.statistics["count"].moe95
     return float(spec.suppress_below)
 
 
@@ -140,7 +151,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     spec = _make_spec(params)
     reg = _resolve_region(region, spec)
     plan = plan_noise(spec, discovery=reg is None)
-    cells = len(grid.region_to_cells(reg, spec.resolution)) if reg is not None else None
+    cells = len(grid.region_to_cells(reg, spec.finest)) if reg is not None else None
     return Explanation(spec=spec, plan=plan, cells=cells, region=reg)
 
 
@@ -169,6 +180,8 @@ def release(
     count_share: float = 0.5,
     selection: str = "random",
     seed: int | None = None,
+    level_split: str | list[float] = "geometric",
+    integers: bool = False,
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
@@ -257,15 +270,25 @@ def release(
             count_share=count_share,
             selection=selection,
             seed=seed,
+            level_split=tuple(level_split) if isinstance(level_split, list) else level_split,
         )
     )
+    if integers and not spec.hierarchical:
+        raise SpecError(
+            "integers=True applies to hierarchical releases (resolution=[...]); flat releases "
+            "already publish integer counts"
+        )
     if (ledger is None) != (dataset is None):
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
         )
     reg = _resolve_region(region, spec)
+    if reg is None and spec.hierarchical:
+        raise SpecError(
+            "a hierarchical release (several resolutions) needs a public region; pass region=..."
+        )
     plan = plan_noise(spec, discovery=reg is None)
-    domain = grid.region_to_cells(reg, spec.resolution) if reg is not None else None
+    domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
 
     reservation_cm = _reserve(ledger, dataset, plan)
@@ -273,13 +296,17 @@ def release(
         if reservation is not None:
             reservation.mark_noise_drawn()
         ncat = len(spec.categories) if spec.categories else 1
-        if domain is not None:
+        if domain is not None and spec.hierarchical:
+            tree = hierarchy.build_tree(domain, spec.levels)
+            noisy = plan.run_dense(
+                _level_vectors(tree, aggregates.densify(domain, ncat), ncat, spec)
+            )
+            est, cells, res_col = _consistent(tree, noisy, plan, ncat, integers)
+        elif domain is not None:
             noisy = plan.run_dense(aggregates.densify(domain, ncat))
-            cells = np.repeat(domain, ncat)
-            cat_idx = np.tile(np.arange(ncat), len(domain)) if spec.categories else None
+            cells, res_col = np.repeat(domain, ncat), np.full(len(domain) * ncat, spec.finest)
+            est = _flat_estimates(plan, noisy)
         else:
-            from .mechanisms import encode_keys
-
             keys = encode_keys(aggregates.cells, aggregates.category)
             order = np.argsort(keys)
             kept, noisy = plan.run_discovery(
@@ -287,17 +314,87 @@ def release(
                 aggregates.count[order],
                 aggregates.sum[order] if aggregates.sum is not None else None,
             )
-            cells, cat_idx = decode_keys(kept, spec.categories is not None)
+            cells, res_col = kept, np.full(len(kept), spec.finest)
+            est = _flat_estimates(plan, noisy)
         del aggregates
-        published = publish(plan, noisy, spec.suppress_below)
-        table = _cell_table(spec, cells, cat_idx, published)
-        manifest = _manifest(spec, plan, reg, domain, published, title, len(table))
+        cat_idx = None
+        if spec.categories is not None:
+            cells, cat_idx = (
+                decode_keys(cells, True)
+                if domain is None
+                else (cells, _cat_index(len(cells), ncat))
+            )
+        published = publish(est, spec.bounds, spec.suppress_below)
+        table = _cell_table(
+            spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
+        )
+        manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
         rel = Release(table, manifest)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
             rel = Release(table, manifest)
     return rel
+
+
+def _cat_index(rows: int, ncat: int) -> np.ndarray:
+    return np.tile(np.arange(ncat), rows // ncat)
+
+
+def _flat_estimates(plan: NoisePlan, noisy: dict[str, np.ndarray]) -> Estimates:
+    c = plan.statistics["count"]
+    sm = plan.statistics.get("sum")
+    return Estimates(
+        count=noisy["count"],
+        count_moe=c.moe95,
+        count_moe975=c.moe975,
+        sum=noisy.get("sum"),
+        sum_moe=sm.moe95 if sm else None,
+        sum_moe975=sm.moe975 if sm else None,
+    )
+
+
+def _level_vectors(
+    tree: hierarchy.Tree, finest: dict[str, np.ndarray], ncat: int, spec: ReleaseSpec
+) -> dict[str, np.ndarray]:
+    """PRIVATE exact vectors of every level, summed up H3's index tree from the finest."""
+    out = {}
+    for stat, vec in finest.items():
+        level = vec.reshape(-1, ncat)
+        for j in range(len(tree.levels) - 1, -1, -1):
+            out[f"{stat}@{tree.resolutions[j]}"] = level.reshape(-1)
+            if j:
+                parent = tree.parent[j]
+                assert parent is not None
+                up = np.zeros((len(tree.levels[j - 1]), ncat), dtype=np.int64)
+                np.add.at(up, parent, level)
+                level = up
+    return {k: out[k] for k in spec.queries()}
+
+
+def _consistent(
+    tree: hierarchy.Tree, noisy: dict[str, np.ndarray], plan: NoisePlan, ncat: int, integers: bool
+) -> tuple[Estimates, np.ndarray, np.ndarray]:
+    """Least-squares consistent estimates of every level (post-processing of noisy values)."""
+    spec = plan.spec
+    fields: dict[str, Any] = {}
+    for stat in spec.statistics:
+        keys = [f"{stat}@{r}" for r in tree.resolutions]
+        y = [noisy[k].reshape(-1, ncat) for k in keys]
+        x, var = hierarchy.consistent(tree, y, [plan.statistics[k].variance for k in keys])
+        if integers:
+            x = [v.astype(np.float64) for v in hierarchy.round_consistent(tree, x)]
+        sd = np.sqrt(np.concatenate(var).reshape(-1))
+        fields[stat] = np.concatenate(x).reshape(-1)
+        fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd, Z975 * sd
+    cells = np.repeat(np.concatenate(tree.levels), ncat)
+    res = np.repeat(
+        np.concatenate(
+            [np.full(len(lv), r) for lv, r in zip(tree.levels, tree.resolutions, strict=True)]
+        ),
+        ncat,
+    )
+    return Estimates(**fields), cells, res
 
 
 class _NoLedger:
@@ -324,17 +421,25 @@ def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
         accounting=plan.accounting,
         mechanism=str(spec.mechanism),
         statistics=list(spec.statistics),
-        resolution=spec.resolution,
-        details={"measure": plan.measure, "discovery": plan.discovery},
+        resolution=spec.finest,
+        details={"measure": plan.measure, "discovery": plan.discovery, "levels": list(spec.levels)},
     )
 
 
-def _cell_table(spec: ReleaseSpec, cells: np.ndarray, cat_idx: np.ndarray | None, pub: Any) -> Any:
+def _cell_table(
+    spec: ReleaseSpec,
+    cells: np.ndarray,
+    res: np.ndarray,
+    cat_idx: np.ndarray | None,
+    pub: Any,
+    *,
+    integer: bool,
+) -> Any:
     import geopandas as gpd
 
     data: dict[str, Any] = {
         "cell": grid.cells_to_hex(cells).astype(object),
-        "resolution": np.full(len(cells), spec.resolution, dtype=np.int64),
+        "resolution": np.asarray(res, dtype=np.int64),
     }
     if spec.categories is not None:
         cats = np.asarray(spec.categories, dtype=object)
@@ -343,15 +448,21 @@ def _cell_table(spec: ReleaseSpec, cells: np.ndarray, cat_idx: np.ndarray | None
         if col in pub.columns:
             data[col] = pub.columns[col]
     data["suppressed"] = pub.columns["suppressed"]
-    df = _normalise_dtypes(pd.DataFrame(data))
+    df = _normalise_dtypes(pd.DataFrame(data), integer=integer)
     return gpd.GeoDataFrame(df, geometry=grid.cells_to_polygons(cells), crs="EPSG:4326")
 
 
-def _normalise_dtypes(df: pd.DataFrame) -> pd.DataFrame:
-    """The schema's dtypes: integer counts/sums (nullable), float margins/means, bool flags."""
+def _normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
+    """The schema's dtypes: integer counts/sums (nullable; float for the least-squares
+    estimates of a hierarchical release), float margins/means, bool flags."""
     for col in ("count", "sum"):
         if col in df:
-            df[col] = pd.array(np.round(df[col].astype("float64")), dtype="Float64").astype("Int64")
+            values = df[col].astype("float64")
+            df[col] = (
+                pd.array(np.round(values), dtype="Float64").astype("Int64")
+                if integer
+                else pd.array(values, dtype="Float64")
+            )
     for col in ("count_moe", "sum_moe", "mean", "mean_moe"):
         if col in df:
             df[col] = df[col].astype("float64")
@@ -373,7 +484,7 @@ def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
         f"whatever it shows would have been almost as likely had any single person's records been "
         f"left out. Each person counts in at most {spec.l0} cell(s), {spec.linf} record(s) per cell"
         + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
-        + f". Noise from OpenDP; H3 resolution {spec.resolution}; released {created[:10]}."
+        + f". Noise from OpenDP; H3 resolution {'/'.join(map(str, spec.levels))}; released {created[:10]}."
     )
 
 
@@ -385,17 +496,19 @@ def _manifest(
     pub: Any,
     title: str | None,
     rows: int,
+    integers: bool = False,
 ) -> dict[str, Any]:
     import geopandas
     import h3
     import polars
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    shares = spec.shares()
+    queries = spec.queries()
     if reg is not None:
         selection = {
             "method": "public region",
-            "rule": "every H3 cell overlapping the region, all noised",
+            "rule": f"every H3 cell at resolution {spec.finest} overlapping the region, all noised"
+            + (", and their H3 parents at the coarser levels" if spec.hierarchical else ""),
             "region": reg.describe(),
             "cells": 0 if domain is None else len(domain),
         }
@@ -424,8 +537,22 @@ def _manifest(
             "statement": _privacy_statement(spec, plan, created),
         },
         "statistics": {
-            k: {**v.describe(), "budget_share": shares[k]} for k, v in plan.statistics.items()
+            k: {**v.describe(), "budget_share": queries[k][2]} for k, v in plan.statistics.items()
         },
+        "hierarchy": (
+            {
+                "levels": list(spec.levels),
+                "level_split": {str(r): w for r, w in spec.level_shares().items()},
+                "tree": "coarser cells are the H3 parents (cell_to_parent) of the finest public cells",
+                "consistency": "weighted least squares (Hay et al. 2010), two passes; children sum to "
+                "their parent exactly",
+                "integers": integers,
+                "margins": "1.96 × the exact standard deviation of the consistent estimate (normal "
+                "approximation)",
+            }
+            if spec.hierarchical
+            else None
+        ),
         "contribution_bounds": {
             "max_cells": spec.l0,
             "max_records_per_cell": spec.linf,
@@ -436,22 +563,14 @@ def _manifest(
             else None,
             "selection": str(spec.selection),
         },
-        "resolution": spec.resolution,
+        "resolution": list(spec.levels) if spec.hierarchical else spec.resolution,
         "cell_selection": selection,
         "categories": list(spec.categories) if spec.categories else None,
-        "suppression": (
-            {
-                "rule": "none: every noisy value is published (unbiased; may be negative)",
-                "threshold": None,
-            }
-            if pub.threshold is None
-            else {
-                "rule": "cells whose noisy count is below the threshold are published with null numbers "
-                "(post-processing of noisy values)",
-                "threshold": pub.threshold,
-                "default": spec.suppress_below is None,
-            }
-        ),
+        "suppression": {
+            "rule": pub.threshold_rule,
+            "threshold": pub.threshold,
+            "default": spec.suppress_below is None,
+        },
         "mean": (
             "noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
             "97.5% intervals of sum and count (Bonferroni), conservative"
@@ -498,6 +617,9 @@ class Release:
         object.__setattr__(self, "_manifest", manifest)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Release is immutable")
+
+    def __delattr__(self, name: str) -> None:
         raise AttributeError("a Release is immutable")
 
     @property
@@ -555,7 +677,7 @@ class Release:
                 _write_geoparquet(self._cells, tmp_data, manifest_text)
             else:
                 df = pd.DataFrame(self._cells.drop(columns="geometry"))
-                df["geometry"] = self._cells.geometry.to_wkt()
+                df["geometry"] = self._cells.geometry.to_wkt(rounding_precision=-1)
                 df.to_csv(tmp_data, index=False)
             tmp_manifest.write_text(manifest_text + "\n", encoding="utf-8")
         return path
@@ -627,7 +749,9 @@ def read_release(path: str | Path) -> Release:
         )
     order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
     gdf = gdf[order]
+    hier = manifest.get("hierarchy") or {}
+    integer = not hier or bool(hier.get("integers"))
     gdf = gpd.GeoDataFrame(
-        _normalise_dtypes(pd.DataFrame(gdf)), geometry="geometry", crs="EPSG:4326"
+        _normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
     )
     return Release(gdf, manifest)

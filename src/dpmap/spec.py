@@ -69,7 +69,7 @@ def _finite_number(value: Any, what: str) -> float:
         raise SpecError(f"{what} must be a number, got {value!r}")
     out = float(value)
     if not math.isfinite(out):
-        raise SpecError(f"{what} must be finite, got {value!r}")
+        raise SpecError(f"{what} must be a finite number, got {value!r}; pass e.g. 1.0")
     return out
 
 
@@ -96,7 +96,8 @@ class ReleaseSpec:
     Parameters
     ----------
     resolution
-        H3 resolution, 0..9.
+        H3 resolution, 0..9; or several (e.g. ``[5, 6, 7]``) for a hierarchical release
+        whose levels are made consistent along H3's index hierarchy.
     epsilon, delta
         Total privacy budget of the release. ``delta > 0`` is needed for the Gaussian
         mechanism and for releases without a public region (private cell discovery).
@@ -120,6 +121,11 @@ class ReleaseSpec:
         Share of the budget spent on counts when a value column is used (the rest on sums).
     selection, seed
         How kept records are chosen (see :class:`Selection`) and the key for ``"hash"``.
+    level_split
+        Hierarchical releases only: how each statistic's budget is split across levels.
+        ``"geometric"`` (default): level r gets a share ∝ 7^(r/6), finer levels more (the
+        optimum for range queries on a 7-ary tree, after Cormode et al. 2012);
+        ``"even"``; or one weight per level (coarse to fine), normalised to sum to 1.
     """
 
     resolution: int
@@ -139,15 +145,18 @@ class ReleaseSpec:
     count_share: float = 0.5
     selection: Selection = Selection.RANDOM
     seed: int | None = field(default=None, repr=False)
+    level_split: str | tuple[float, ...] = "geometric"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
-        if isinstance(self.resolution, (list, tuple)):
-            raise SpecError(
-                f"resolution={list(self.resolution)!r}: several resolutions (a hierarchical "
-                "release) are not supported yet; pass one resolution from 0 to 9"
-            )
-        set_("resolution", check_resolution(self.resolution))
+        if isinstance(self.resolution, (list, tuple, np.ndarray)):
+            levels = sorted({check_resolution(r) for r in self.resolution})
+            if not levels:
+                raise SpecError("resolution=[] lists no resolution; pass e.g. resolution=[5, 6, 7]")
+            set_("resolution", tuple(levels) if len(levels) > 1 else levels[0])
+        else:
+            set_("resolution", check_resolution(self.resolution))
+        set_("level_split", self._check_level_split(self.level_split, len(self.levels)))
 
         eps = _finite_number(self.epsilon, "epsilon")
         if eps <= 0:
@@ -221,6 +230,26 @@ class ReleaseSpec:
             )
 
     @staticmethod
+    def _check_level_split(split: Any, n: int) -> str | tuple[float, ...]:
+        if isinstance(split, str):
+            if split not in ("geometric", "even"):
+                raise SpecError(
+                    f"level_split must be 'geometric', 'even' or a list of weights, got {split!r}"
+                )
+            return split
+        try:
+            weights = tuple(_finite_number(w, "a level_split weight") for w in split)
+        except TypeError:
+            raise SpecError(
+                f"level_split must be 'geometric', 'even' or a list of weights, got {split!r}"
+            ) from None
+        if len(weights) != n or any(w <= 0 for w in weights):
+            raise SpecError(
+                f"level_split needs one positive weight per resolution ({n}), got {list(weights)!r}"
+            )
+        return weights
+
+    @staticmethod
     def _check_bounds(bounds: Any) -> tuple[int, int]:
         if not isinstance(bounds, Sequence) or isinstance(bounds, str) or len(bounds) != 2:
             raise SpecError(f"bounds must be a pair (lo, hi), got {bounds!r}")
@@ -262,6 +291,44 @@ class ReleaseSpec:
 
     # -- derived, public quantities -------------------------------------------------------
     @property
+    def levels(self) -> tuple[int, ...]:
+        """The released resolutions, coarse to fine (one for a flat release)."""
+        r = self.resolution
+        return tuple(r) if isinstance(r, tuple) else (r,)
+
+    @property
+    def finest(self) -> int:
+        """The resolution points are binned at."""
+        return self.levels[-1]
+
+    @property
+    def hierarchical(self) -> bool:
+        return len(self.levels) > 1
+
+    def level_shares(self) -> dict[int, float]:
+        """Share of each statistic's budget spent at each level."""
+        if isinstance(self.level_split, tuple):
+            w = list(self.level_split)
+        elif self.level_split == "even":
+            w = [1.0] * len(self.levels)
+        else:
+            w = [7 ** (r / 6) for r in self.levels]
+        total = sum(w)
+        return {r: wi / total for r, wi in zip(self.levels, w, strict=True)}
+
+    def queries(self) -> dict[str, tuple[str, int, float]]:
+        """Every noised vector: key -> (statistic, resolution, budget share).
+
+        Keys are the statistic names for a flat release, ``"count@6"`` etc. otherwise.
+        """
+        out = {}
+        for stat, share in self.shares().items():
+            for r, lshare in self.level_shares().items():
+                key = f"{stat}@{r}" if self.hierarchical else stat
+                out[key] = (stat, r, share * lshare)
+        return out
+
+    @property
     def l0(self) -> int:
         """Cells one person may touch (1 when each row is a person)."""
         return 1 if self.person is None else self.max_cells
@@ -290,7 +357,10 @@ class ReleaseSpec:
     def public_dict(self) -> dict[str, Any]:
         """The parameters as they appear in a manifest (no seed: it is not needed to read a release)."""
         return {
-            "resolution": self.resolution,
+            "resolution": list(self.levels) if self.hierarchical else self.resolution,
+            "level_split": (
+                {str(r): v for r, v in self.level_shares().items()} if self.hierarchical else None
+            ),
             "epsilon": self.epsilon,
             "delta": self.delta,
             "person": self.person,
