@@ -112,7 +112,9 @@ class BorderCase:
 
 def border_case(resolution: int = RESOLUTION) -> BorderCase:
     """First (sorted) border cell with a point that is inside both the region and the cell."""
-    for cell in sorted(set(overlap_cells(resolution=resolution)) - set(centre_cells(resolution=resolution))):
+    for cell in sorted(
+        set(overlap_cells(resolution=resolution)) - set(centre_cells(resolution=resolution))
+    ):
         part = cell_polygon(cell).intersection(REGION)
         if part.is_empty or part.area == 0:
             continue
@@ -154,8 +156,15 @@ def debtors(
             cell = cells[(i + (j if spread else 0)) % n_cells]
             lat, lng = cell_centre(cell)
             amount = 5000 if (i + j) % 17 == 0 else 10 * (1 + (i * 7 + j * 13) % 199)
-            rows.append({"lat": lat, "lng": lng, "pid": person_id(i), "amount": amount,
-                         "creditor": ALL_CREDITORS[(i + j) % 3]})
+            rows.append(
+                {
+                    "lat": lat,
+                    "lng": lng,
+                    "pid": person_id(i),
+                    "amount": amount,
+                    "creditor": ALL_CREDITORS[(i + j) % 3],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -177,15 +186,25 @@ def leaky_debtors() -> pd.DataFrame:
     """
     inside = debtors(LEAK_PERSONS, LEAK_RECORDS_PER_PERSON, 4, spread=False)
     k = np.arange(LEAK_MISSING_COORDS)
-    missing = pd.DataFrame({
-        "lat": np.where(k % 2 == 0, np.nan, 39.1), "lng": np.where(k % 2 == 0, 116.1, np.nan),
-        "pid": [person_id(50_000 + i) for i in k], "amount": 100, "creditor": "bank",
-    })
+    missing = pd.DataFrame(
+        {
+            "lat": np.where(k % 2 == 0, np.nan, 39.1),
+            "lng": np.where(k % 2 == 0, 116.1, np.nan),
+            "pid": [person_id(50_000 + int(i)) for i in k],
+            "amount": 100,
+            "creditor": "bank",
+        }
+    )
     k = np.arange(LEAK_OUTSIDE)
-    outside = pd.DataFrame({
-        "lat": FAR_AWAY[0] + (k % 7) * 0.0101, "lng": FAR_AWAY[1] + (k % 5) * 0.0101,
-        "pid": [person_id(70_000 + i) for i in k], "amount": 100, "creditor": "utility",
-    })
+    outside = pd.DataFrame(
+        {
+            "lat": FAR_AWAY[0] + (k % 7) * 0.0101,
+            "lng": FAR_AWAY[1] + (k % 5) * 0.0101,
+            "pid": [person_id(70_000 + int(i)) for i in k],
+            "amount": 100,
+            "creditor": "utility",
+        }
+    )
     return pd.concat([inside, missing, outside], ignore_index=True)
 
 
@@ -200,14 +219,17 @@ def as_lazy(df: pd.DataFrame) -> pl.LazyFrame:
     return pl.from_pandas(df).lazy()
 
 
-def as_geodataframe(df: pd.DataFrame, crs: str | int = "EPSG:4326", *, junk_latlng: bool = True
-                    ) -> gpd.GeoDataFrame:
+def as_geodataframe(
+    df: pd.DataFrame, crs: str | int = "EPSG:4326", *, junk_latlng: bool = True
+) -> gpd.GeoDataFrame:
     """Points as a GeoDataFrame in ``crs``.
 
     With ``junk_latlng`` the ``lat``/``lng`` columns are kept but overwritten with
     nonsense (strings), to show that dpmap takes coordinates from the geometry.
     """
-    gdf = gpd.GeoDataFrame(df.copy(), geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326")
+    gdf = gpd.GeoDataFrame(
+        df.copy(), geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326"
+    )
     gdf = gdf.to_crs(crs)
     if junk_latlng:
         gdf["lat"] = "not a latitude"
