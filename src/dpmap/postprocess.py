@@ -30,6 +30,8 @@ class Estimates:
     sum: np.ndarray | None = None
     sum_moe: np.ndarray | float | None = None
     sum_moe975: np.ndarray | float | None = None
+    count_var: np.ndarray | float = 0.0
+    sum_var: np.ndarray | float | None = None
 
 
 @dataclass(frozen=True)

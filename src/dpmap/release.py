@@ -329,12 +329,35 @@ def release(
             spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
         )
         manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
-        rel = Release(table, manifest)
+        estimates = _estimates_frame(table, est)
+        rel = Release(table, manifest, estimates)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
-            rel = Release(table, manifest)
+            rel = Release(table, manifest, estimates)
     return rel
+
+
+_KEY_COLUMNS = ("cell", "resolution", "category")
+#: columns of the unbiased estimates (written to files only on request)
+UNBIASED_COLUMNS = {
+    "count": "count_unbiased",
+    "count_var": "count_var",
+    "sum": "sum_unbiased",
+    "sum_var": "sum_var",
+}
+
+
+def _estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
+    """Unbiased noisy estimates and their noise variances for every row (suppressed included)."""
+    n = len(table)
+    out = pd.DataFrame({c: table[c].to_numpy() for c in _KEY_COLUMNS if c in table})
+    out["count"] = np.asarray(est.count, dtype=np.float64)
+    out["count_var"] = np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,))
+    if est.sum is not None:
+        out["sum"] = np.asarray(est.sum, dtype=np.float64)
+        out["sum_var"] = np.broadcast_to(np.asarray(est.sum_var, dtype=np.float64), (n,))
+    return out
 
 
 def _cat_index(rows: int, ncat: int) -> np.ndarray:
@@ -348,9 +371,11 @@ def _flat_estimates(plan: NoisePlan, noisy: dict[str, np.ndarray]) -> Estimates:
         count=noisy["count"],
         count_moe=c.moe95,
         count_moe975=c.moe975,
+        count_var=c.variance,
         sum=noisy.get("sum"),
         sum_moe=sm.moe95 if sm else None,
         sum_moe975=sm.moe975 if sm else None,
+        sum_var=sm.variance if sm else None,
     )
 
 
@@ -387,6 +412,7 @@ def _consistent(
         sd = np.sqrt(np.concatenate(var).reshape(-1))
         fields[stat] = np.concatenate(x).reshape(-1)
         fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd, Z975 * sd
+        fields[f"{stat}_var"] = sd**2
     cells = np.repeat(np.concatenate(tree.levels), ncat)
     res = np.repeat(
         np.concatenate(
@@ -606,15 +632,19 @@ class Release:
         JSON-serialisable dict describing the guarantee and the parameters (a copy).
     """
 
-    __slots__ = ("_cells", "_manifest")
+    __slots__ = ("_cells", "_estimates", "_manifest")
     _cells: Any
     _manifest: dict[str, Any]
+    _estimates: pd.DataFrame | None
 
-    def __init__(self, cells: Any, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self, cells: Any, manifest: dict[str, Any], estimates: pd.DataFrame | None = None
+    ) -> None:
         manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serialisable
         manifest["columns"] = [c for c in cells.columns]
         object.__setattr__(self, "_cells", cells)
         object.__setattr__(self, "_manifest", manifest)
+        object.__setattr__(self, "_estimates", estimates)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a Release is immutable")
@@ -629,6 +659,19 @@ class Release:
     @property
     def manifest(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._manifest))
+
+    @property
+    def estimates(self) -> pd.DataFrame | None:
+        """Unbiased noisy estimates and noise variances of every row, suppressed ones included.
+
+        Columns: ``cell``, ``resolution``, [``category``], ``count``, ``count_var``,
+        [``sum``, ``sum_var``]. These are the values to add up over areas (suppression
+        hides small noisy counts and so biases sums upward); they are noisy outputs of the
+        same measurement, so using them costs no privacy. ``None`` for a release read from a
+        file written without them (see :meth:`to_file`), in which case the published
+        values of unsuppressed rows are used where possible.
+        """
+        return None if self._estimates is None else self._estimates.copy()
 
     @property
     def epsilon(self) -> float:
@@ -658,26 +701,50 @@ class Release:
         )
 
     # -- output --------------------------------------------------------------------------
-    def to_file(self, path: str | Path) -> Path:
+    def to_file(self, path: str | Path, *, include_unbiased: bool = False) -> Path:
         """Write the release (``.geojson``, ``.parquet`` or ``.csv``) and ``<name>.manifest.json``.
 
         Both files are written to temporary names and renamed only when complete.
         Private diagnostics are never written (a Release does not hold any).
+
+        ``include_unbiased=True`` adds the unbiased noisy estimates of every row (suppressed
+        rows included) as ``count_unbiased``, ``count_var`` [``sum_unbiased``, ``sum_var``],
+        so that readers can add up areas without the bias of suppression. They are noisy
+        values of the same release: no privacy cost, but they show what suppression hides
+        from the display.
         """
         path = Path(path)
         kind = _kind_of(path)
         targets = [path, manifest_path(path)]
-        manifest_text = json.dumps(self._manifest, indent=2, ensure_ascii=False)
+        table = self._cells
+        manifest = self._manifest
+        if include_unbiased:
+            if self._estimates is None:
+                raise SpecError(
+                    "this release holds no unbiased estimates (it was read from a file written "
+                    "without them); write it with include_unbiased=False"
+                )
+            table = table.copy()
+            for col, name in UNBIASED_COLUMNS.items():
+                if col in self._estimates:
+                    table.insert(len(table.columns) - 1, name, self._estimates[col].to_numpy())
+            manifest = {
+                **manifest,
+                "unbiased_columns": [
+                    UNBIASED_COLUMNS[c] for c in UNBIASED_COLUMNS if c in self._estimates
+                ],
+            }
+        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False)
         with atomic_write(targets) as (tmp_data, tmp_manifest):
             if kind == "geojson":
-                obj = json.loads(self._cells.to_json(drop_id=True, na="null"))
-                obj["dpmap_manifest"] = self._manifest
+                obj = json.loads(table.to_json(drop_id=True, na="null"))
+                obj["dpmap_manifest"] = manifest
                 tmp_data.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
             elif kind == "parquet":
-                _write_geoparquet(self._cells, tmp_data, manifest_text)
+                _write_geoparquet(table, tmp_data, manifest_text)
             else:
-                df = pd.DataFrame(self._cells.drop(columns="geometry"))
-                df["geometry"] = self._cells.geometry.to_wkt(rounding_precision=-1)
+                df = pd.DataFrame(table.drop(columns="geometry"))
+                df["geometry"] = table.geometry.to_wkt(rounding_precision=-1)
                 df.to_csv(tmp_data, index=False)
             tmp_manifest.write_text(manifest_text + "\n", encoding="utf-8")
         return path
@@ -687,6 +754,29 @@ class Release:
         from .plot import plot_release
 
         return plot_release(self._cells, self._manifest, path, **kwargs)
+
+    # -- interactive map (dpmap.html) ----------------------------------------------------
+    def explore(
+        self, column: str = "count", category: str | None = None, tiles: Any = None, **kwargs: Any
+    ) -> Any:
+        """Interactive map (a ``folium.Map``); see :func:`dpmap.html.explore_release`."""
+        from .html import explore_release
+
+        return explore_release(
+            self._cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
+        )
+
+    def to_html(
+        self, path: str | Path, column: str = "count", category: str | None = None, **kwargs: Any
+    ) -> Path:
+        """Self-contained interactive HTML map (works offline); see :func:`dpmap.html.write_html`."""
+        from .html import write_html
+
+        return write_html(
+            self._cells, self._manifest, path, column=column, category=category, **kwargs
+        )
+
+    # -- end of interactive map ----------------------------------------------------------
 
 
 def _kind_of(path: Path) -> str:
@@ -747,6 +837,12 @@ def read_release(path: str | Path) -> Release:
         raise ReleaseFormatError(
             f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release"
         )
+    unbiased = {
+        c: gdf[n].astype("float64").to_numpy()
+        for c, n in UNBIASED_COLUMNS.items()
+        if n in gdf.columns
+    }
+    manifest.pop("unbiased_columns", None)
     order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
     gdf = gdf[order]
     hier = manifest.get("hierarchy") or {}
@@ -754,4 +850,9 @@ def read_release(path: str | Path) -> Release:
     gdf = gpd.GeoDataFrame(
         _normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
     )
-    return Release(gdf, manifest)
+    estimates = None
+    if unbiased:
+        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in _KEY_COLUMNS if c in gdf})
+        for col, values in unbiased.items():
+            estimates[col] = values
+    return Release(gdf, manifest, estimates)
