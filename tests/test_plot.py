@@ -253,11 +253,32 @@ def test_bad_column_and_missing_moe_raise(release):
     plot_release(release.drop(columns="count_moe"), MANIFEST, show_uncertainty=False)
 
 
-def test_several_resolutions_raise(release):
+def test_hierarchical_levels_draw_one_level(release):
+    """A hierarchical table's levels overlap: the finest is drawn, or the one asked for."""
     other = release.copy()
-    other["resolution"] = 8
-    with pytest.raises(SpecError, match="one at a time"):
-        plot_release(pd.concat([release, other]), MANIFEST)
+    other["resolution"] = 6
+    table = pd.concat([other, release])
+    n_shown = int((~release["suppressed"]).sum())
+    fig = plot_release(table, MANIFEST, show_uncertainty=False)
+    assert len(_by_gid(fig.axes[0], "dpmap-values").get_paths()) == n_shown
+    fig = plot_release(table, MANIFEST, show_uncertainty=False, resolution=6)
+    assert len(_by_gid(fig.axes[0], "dpmap-values").get_paths()) == n_shown
+    with pytest.raises(SpecError, match="resolution=5"):
+        plot_release(table, MANIFEST, resolution=5)
+
+
+def test_adaptive_leaves_draw_together(release):
+    other = release.copy()
+    other["resolution"] = 6
+    table = pd.concat([other, release])
+    manifest = {**MANIFEST, "adaptive": {"root_resolution": 6}}
+    fig = plot_release(table, manifest, show_uncertainty=False)
+    assert len(_by_gid(fig.axes[0], "dpmap-values").get_paths()) == 2 * int(
+        (~release["suppressed"]).sum()
+    )
+    assert "(adaptive)" in fig.texts[-1].get_text() or any(
+        "(adaptive)" in t.get_text() for t in fig.texts
+    )
 
 
 def test_table_without_geometry_uses_h3_cells(release):

@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
-__all__ = ["Tree", "build_tree", "consistent", "round_consistent"]
+__all__ = ["Tree", "build_tree", "consistent", "level_totals", "round_consistent"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,21 @@ def build_tree(finest: np.ndarray, resolutions: tuple[int, ...]) -> Tree:
         levels.insert(0, uniq)
     parents.insert(0, None)
     return Tree(resolutions=res, levels=tuple(levels), parent=tuple(parents))
+
+
+def level_totals(tree: Tree, finest: np.ndarray) -> list[np.ndarray]:
+    """Exact totals of every level (coarse to fine), summed up the index tree from the
+    finest level's values (shape ``(n,)`` or ``(n, k)``). Used on PRIVATE aggregates
+    before noise, and equally on public values."""
+    out = [np.asarray(finest)]
+    for j in range(len(tree.levels) - 1, 0, -1):
+        parent = tree.parent[j]
+        assert parent is not None
+        level = out[0]
+        up = np.zeros((len(tree.levels[j - 1]),) + level.shape[1:], dtype=level.dtype)
+        np.add.at(up, parent, level)
+        out.insert(0, up)
+    return out
 
 
 def consistent(

@@ -80,8 +80,12 @@ def plot_release(
     show_uncertainty: bool = True,
     ax: Axes | None = None,
     dpi: int = 150,
+    resolution: int | None = None,
 ) -> Figure:
     """Draw a static map of one published statistic of a release.
+
+    For a hierarchical release, one level is drawn (``resolution``; default the finest);
+    an adaptive release's mixed-resolution leaves are drawn together.
 
     Parameters
     ----------
@@ -149,7 +153,9 @@ def plot_release(
     if ax is not None:
         show_uncertainty = False
 
-    table = _select_rows(cells, category)
+    table = _select_rows(
+        cells, category, resolution=resolution, mixed=bool(manifest.get("adaptive"))
+    )
     values = _numeric_column(table, column)
     suppressed = _suppressed_mask(table)
     moe: np.ndarray | None = None
@@ -334,7 +340,15 @@ def _check_path(path: str | os.PathLike[str] | None) -> Path | None:
     return out
 
 
-def _select_rows(cells: pd.DataFrame, category: str | None) -> pd.DataFrame:
+def _select_rows(
+    cells: pd.DataFrame,
+    category: str | None,
+    *,
+    resolution: int | None = None,
+    mixed: bool = False,
+) -> pd.DataFrame:
+    """Rows to draw: one category; one level of a hierarchical release (``resolution``,
+    default the finest); all leaves of an adaptive release (``mixed``: they do not overlap)."""
     if not isinstance(cells, pd.DataFrame):
         raise SpecError(
             f"cells must be the release's cell table (a GeoDataFrame), not {type(cells).__name__}"
@@ -362,12 +376,16 @@ def _select_rows(cells: pd.DataFrame, category: str | None) -> pd.DataFrame:
         raise SpecError("the release table has no cells to plot")
     if "resolution" in table.columns:
         resolutions = sorted({int(r) for r in table["resolution"].dropna().unique()})
-        if len(resolutions) > 1:
-            raise SpecError(
-                f"the release table holds several H3 resolutions {resolutions}, whose hexagons "
-                f"overlap; plot one at a time, e.g. "
-                f"plot_release(cells[cells['resolution'] == {resolutions[0]}], manifest)"
-            )
+        if resolution is not None:
+            if int(resolution) not in resolutions:
+                raise SpecError(
+                    f"resolution={resolution!r} is not in this release (it has {resolutions}); "
+                    f"pass one of them"
+                )
+            table = table[table["resolution"] == int(resolution)]
+        elif len(resolutions) > 1 and not mixed:
+            # a hierarchical release: its levels overlap, show the finest by default
+            table = table[table["resolution"] == resolutions[-1]]
     return table
 
 
@@ -781,7 +799,10 @@ def _privacy_phrase(measure: str, delta: float) -> str:
 
 def _resolution_text(table: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
     if "resolution" in table.columns and table["resolution"].notna().any():
-        return str(int(table["resolution"].dropna().iloc[0]))
+        levels = sorted({int(r) for r in table["resolution"].dropna()})
+        if len(levels) > 1:
+            return f"{levels[0]}–{levels[-1]} (adaptive)"
+        return str(levels[0])
     res = manifest.get("resolution")
     if isinstance(res, (list, tuple)):
         return ", ".join(str(int(r)) for r in res)

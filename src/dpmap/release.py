@@ -182,6 +182,9 @@ def release(
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
     integers: bool = False,
+    adaptive: bool = False,
+    adaptive_from: int | None = None,
+    tree_share: float = 0.5,
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
@@ -287,7 +290,21 @@ def release(
         raise SpecError(
             "a hierarchical release (several resolutions) needs a public region; pass region=..."
         )
-    plan = plan_noise(spec, discovery=reg is None)
+    aplan = None
+    if adaptive:
+        if reg is None or spec.categories is not None:
+            raise SpecError(
+                "adaptive=True needs a public region and no category breakdown; pass region=... "
+                "and drop category/categories"
+            )
+        from .adaptive import adaptive_noise_plan, plan_adaptive
+
+        aplan = plan_adaptive(spec, root=adaptive_from, tree_share=tree_share)
+        plan = adaptive_noise_plan(aplan)
+    elif adaptive_from is not None:
+        raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
+    else:
+        plan = plan_noise(spec, discovery=reg is None)
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
 
@@ -296,7 +313,10 @@ def release(
         if reservation is not None:
             reservation.mark_noise_drawn()
         ncat = len(spec.categories) if spec.categories else 1
-        if domain is not None and spec.hierarchical:
+        if aplan is not None:
+            assert domain is not None
+            est, cells, res_col = _adaptive(aplan, domain, aggregates.densify(domain, 1))
+        elif domain is not None and spec.hierarchical:
             tree = hierarchy.build_tree(domain, spec.levels)
             noisy = plan.run_dense(
                 _level_vectors(tree, aggregates.densify(domain, ncat), ncat, spec)
@@ -329,6 +349,13 @@ def release(
             spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
         )
         manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
+        if aplan is not None:
+            manifest["adaptive"] = aplan.describe()
+            manifest["cell_selection"]["rule"] = (
+                f"PrivTree leaves: cells from resolution {aplan.root} down to {spec.finest}, split "
+                "where the noisy biased count exceeds the threshold; the tree of possible cells is "
+                "the H3 parents of the cells overlapping the region"
+            )
         estimates = _estimates_frame(table, est)
         rel = Release(table, manifest, estimates)
         if reservation is not None:
@@ -360,6 +387,35 @@ def _estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
     return out
 
 
+def _adaptive(
+    aplan: Any, domain: np.ndarray, finest: dict[str, np.ndarray]
+) -> tuple[Estimates, np.ndarray, np.ndarray]:
+    from .adaptive import run_adaptive
+
+    tree = hierarchy.build_tree(domain, tuple(range(aplan.root, aplan.spec.finest + 1)))
+    counts = hierarchy.level_totals(tree, finest["count"])
+    sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
+    leaves, noisy = run_adaptive(aplan, tree, counts, sums)
+    order = np.lexsort(([i for _, i in leaves], [j for j, _ in leaves]))
+    cells = np.array([tree.levels[j][i] for j, i in leaves], dtype=np.int64)[order]
+    res = np.array([tree.resolutions[j] for j, _ in leaves], dtype=np.int64)[order]
+    has_sum = "sum" in noisy
+    return (
+        Estimates(
+            count=noisy["count"][order],
+            count_moe=aplan.moe("count"),
+            count_moe975=aplan.moe("count", 0.025),
+            count_var=aplan.variance("count"),
+            sum=noisy["sum"][order] if has_sum else None,
+            sum_moe=aplan.moe("sum") if has_sum else None,
+            sum_moe975=aplan.moe("sum", 0.025) if has_sum else None,
+            sum_var=aplan.variance("sum") if has_sum else None,
+        ),
+        cells,
+        res,
+    )
+
+
 def _cat_index(rows: int, ncat: int) -> np.ndarray:
     return np.tile(np.arange(ncat), rows // ncat)
 
@@ -385,15 +441,9 @@ def _level_vectors(
     """PRIVATE exact vectors of every level, summed up H3's index tree from the finest."""
     out = {}
     for stat, vec in finest.items():
-        level = vec.reshape(-1, ncat)
-        for j in range(len(tree.levels) - 1, -1, -1):
-            out[f"{stat}@{tree.resolutions[j]}"] = level.reshape(-1)
-            if j:
-                parent = tree.parent[j]
-                assert parent is not None
-                up = np.zeros((len(tree.levels[j - 1]), ncat), dtype=np.int64)
-                np.add.at(up, parent, level)
-                level = up
+        levels = hierarchy.level_totals(tree, vec.reshape(-1, ncat))
+        for r, level in zip(tree.resolutions, levels, strict=True):
+            out[f"{stat}@{r}"] = level.reshape(-1)
     return {k: out[k] for k in spec.queries()}
 
 
@@ -563,7 +613,17 @@ def _manifest(
             "statement": _privacy_statement(spec, plan, created),
         },
         "statistics": {
-            k: {**v.describe(), "budget_share": queries[k][2]} for k, v in plan.statistics.items()
+            k: {
+                **v.describe(),
+                "budget_share": (
+                    v.epsilon / plan.epsilon
+                    if plan.accounting == "pure-dp" and v.epsilon
+                    else queries[k][2]
+                    if k in queries
+                    else None
+                ),
+            }
+            for k, v in plan.statistics.items()
         },
         "hierarchy": (
             {
