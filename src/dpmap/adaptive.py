@@ -133,14 +133,16 @@ def plan_adaptive(spec: ReleaseSpec, *, root: int | None, tree_share: float) -> 
     sens = sensitivities(spec)
     eps_leaves = spec.epsilon - eps_tree
     shares = spec.shares()
-    scales, epsilons = {}, {}
+    scales: dict[str, float] = {}
+    epsilons: dict[str, float] = {}
     for stat in spec.statistics:
         target = shares[stat] * eps_leaves
-        scales[stat] = _fit_scale(
-            sens[stat].l1 / target,
-            target,
-            lambda sc, s=stat: float(_leaf_chain(s, sens[s].l1, sc, []).map(1)),
-        )
+        l1 = sens[stat].l1
+
+        def leaf_eps(sc: float, stat: str = stat, l1: int = l1) -> float:
+            return float(_leaf_chain(stat, l1, sc, []).map(1))
+
+        scales[stat] = _fit_scale(l1 / target, target, leaf_eps)
         epsilons[stat] = float(_leaf_chain(stat, sens[stat].l1, scales[stat], []).map(1))
     plan = AdaptivePlan(
         spec=spec,

@@ -25,10 +25,10 @@ the tests to check the engines.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .spec import ReleaseSpec
 

@@ -73,7 +73,7 @@ def level_totals(tree: Tree, finest: np.ndarray) -> list[np.ndarray]:
         parent = tree.parent[j]
         assert parent is not None
         level = out[0]
-        up = np.zeros((len(tree.levels[j - 1]),) + level.shape[1:], dtype=level.dtype)
+        up = np.zeros((len(tree.levels[j - 1]), *level.shape[1:]), dtype=level.dtype)
         np.add.at(up, parent, level)
         out.insert(0, up)
     return out
