@@ -340,3 +340,93 @@ def test_console_script_exit_status(workdir: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "resolution 12" in proc.stderr
     assert not (workdir / "m.geojson").exists()
+
+
+def test_config_file_mode(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Settings kept under version control; command-line flags win; recorded in the manifest."""
+    (workdir / "release.toml").write_text(
+        "# monthly debt map\n"
+        "[release]\n"
+        'points = "points.csv"\nregion = "region.geojson"\nresolution = 7\nepsilon = 0.5\n'
+        'person = "debtor_id"\nvalue = "amount"\nbounds = [0, 50000]\nout = "cfg.geojson"\n'
+    )
+    code, _, err = run(capsys, "release", "--config", workdir / "release.toml", "--epsilon", "0.25")
+    assert code == 0, err
+    manifest = json.loads((workdir / "cfg.manifest.json").read_text())
+    assert manifest["privacy"]["epsilon"] == pytest.approx(0.25)  # the flag won
+    assert manifest["config"]["file"] == "release.toml"
+    assert manifest["config"]["settings"]["epsilon"] == 0.5
+    assert len(manifest["config"]["sha256"]) == 64
+    assert set(manifest["statistics"]) == {"count", "sum"}
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("foo = 1\n", "unknown settings"),
+        ("epsilon = [\n", "not valid TOML"),
+        ('points = "points.csv"\nepsilon = 1\n', "--resolution is required"),
+    ],
+)
+def test_bad_config_exits_2(
+    text: str, needle: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "bad.toml").write_text(text)
+    code, _, err = run(
+        capsys, "release", "--config", workdir / "bad.toml", "--out", workdir / "x.geojson"
+    )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and needle in err
+    assert not (workdir / "x.geojson").exists()
+
+
+def test_hierarchical_and_adaptive_from_the_cli(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "release",
+        workdir / "points.csv",
+        "--region",
+        workdir / "region.geojson",
+        "--resolution",
+        "6,7",
+        "--epsilon",
+        "1",
+        "--out",
+        workdir / "h.geojson",
+    )
+    assert code == 0, err
+    assert json.loads((workdir / "h.manifest.json").read_text())["resolution"] == [6, 7]
+    code, _, err = run(
+        capsys,
+        "release",
+        workdir / "points.csv",
+        "--region",
+        workdir / "region.geojson",
+        "--resolution",
+        "8",
+        "--adaptive",
+        "--epsilon",
+        "1",
+        "--out",
+        workdir / "a.geojson",
+    )
+    assert code == 0, err
+    assert (
+        json.loads((workdir / "a.manifest.json").read_text())["adaptive"]["finest_resolution"] == 8
+    )
+    code, _, err = run(
+        capsys,
+        "release",
+        workdir / "points.csv",
+        "--region",
+        workdir / "region.geojson",
+        "--resolution",
+        "6,x",
+        "--epsilon",
+        "1",
+        "--out",
+        workdir / "b.geojson",
+    )
+    assert code == 2 and "--resolution" in err

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ._version import __version__
 from .cli_budget import budget_app
-from .errors import DpmapError, SpecError
+from .errors import DataFileError, DpmapError, SpecError
 
 __all__ = ["app", "main"]
 
@@ -82,8 +82,19 @@ _SPEC_OPTIONS = [
         help="Public area as GeoJSON (or GeoParquet/GeoPackage): every H3 "
         "cell overlapping it is published. Omit only with --delta > 0 (cells then chosen privately).",
     ),
-    _opt(_REQUIRED, int, "--resolution", help="H3 resolution 0..9 (7 ≈ 5 km² cells)."),
-    _opt(_REQUIRED, float, "--epsilon", help="Privacy budget ε of this release (> 0)."),
+    _opt(
+        None,
+        str | None,
+        "--resolution",
+        help="H3 resolution 0..9 (7 ≈ 5 km² cells); several, comma-separated (5,6,7), for a "
+        "hierarchical release made consistent across levels. Required (here or in --config).",
+    ),
+    _opt(
+        None,
+        float | None,
+        "--epsilon",
+        help="Privacy budget ε of this release (> 0). Required (here or in --config).",
+    ),
     _opt(0.0, float, "--delta", help="δ (0 for pure ε-DP; > 0 for gaussian or without --region)."),
     _opt("lat", str, "--lat", help="Latitude column (degrees)."),
     _opt("lng", str, "--lng", help="Longitude column (degrees)."),
@@ -125,6 +136,33 @@ _SPEC_OPTIONS = [
     _opt(0.5, float, "--count-share", help="Share of ε for counts when --value is used."),
     _opt("random", str, "--selection", help="How kept records are chosen: random or hash."),
     _opt(None, int | None, "--seed", help="Key for --selection hash (reproducible bounding)."),
+    _opt(
+        None,
+        str | None,
+        "--level-split",
+        help="Hierarchical releases: geometric (default), even, or weights per level (1,2,4).",
+    ),
+    _opt(
+        False,
+        bool,
+        "--integers",
+        help="Hierarchical releases: publish non-negative integers that still add up.",
+    ),
+    _opt(
+        False,
+        bool,
+        "--adaptive",
+        help="Adaptive release: refine dense areas down to --resolution, keep sparse areas coarse.",
+    ),
+    _opt(None, int | None, "--adaptive-from", help="Adaptive releases: the coarsest resolution."),
+    _opt(0.5, float, "--tree-share", help="Adaptive releases: share of ε for the split."),
+    _opt(
+        None,
+        Path | None,
+        "--config",
+        help="TOML file with these settings (keys as the long flags, with _ or -); flags given "
+        "on the command line win. Recorded in the manifest.",
+    ),
 ]
 _LEDGER_OPTIONS = [
     _opt(
@@ -137,7 +175,20 @@ _LEDGER_OPTIONS = [
 ]
 
 
-def _spec_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+def _spec_kwargs(kw: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
+    config = kw.pop("config", None)
+    if config is not None:
+        kw = _merge_config(kw, Path(config), ctx)
+    for flag in ("resolution", "epsilon"):
+        if kw.get(flag) is None:
+            raise SpecError(f"--{flag} is required; pass it on the command line or in --config")
+    kw["resolution"] = _parse_levels(kw["resolution"])
+    if isinstance(kw.get("level_split"), str) and kw["level_split"] not in ("geometric", "even"):
+        kw["level_split"] = [_number(w, "--level-split") for w in kw["level_split"].split(",")]
+    if kw.get("level_split") is None:
+        kw["level_split"] = "geometric"
+    if isinstance(kw.get("categories"), list):
+        kw["categories"] = ",".join(str(c) for c in kw["categories"])
     if kw.pop("no_suppress"):
         if kw["suppress_below"] is not None:
             raise SpecError(
@@ -149,6 +200,81 @@ def _spec_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SpecError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def _parse_levels(value: Any) -> Any:
+    """'7' -> 7, '5,6,7' -> [5, 6, 7]; other values are left to the spec to judge."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            levels = [int(p) for p in parts]
+        except ValueError:
+            raise SpecError(
+                f"--resolution takes whole numbers 0..9 (or several, comma-separated), got {value!r}"
+            ) from None
+        return levels[0] if len(levels) == 1 else levels
+    return value
+
+
+#: settings a --config file may hold (the long flags, as Python names)
+_CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | {
+    "points",
+    "out",
+    "png",
+    "title",
+    "quiet",
+    "diagnostics",
+}
+
+
+def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
+    """Settings from a TOML file, overridden by flags given on the command line."""
+    import hashlib
+    import tomllib
+
+    if not path.is_file():
+        raise DataFileError(f"config file {str(path)!r} does not exist; check the path")
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(
+            f"config file {str(path)!r} is not valid TOML ({exc}); fix the file"
+        ) from exc
+    data = data.get("release", data)  # allow a [release] table
+    settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(settings) - _CONFIG_KEYS)
+    if unknown:
+        raise SpecError(
+            f"config file {str(path)!r} has unknown settings {unknown}; valid ones are "
+            f"{sorted(_CONFIG_KEYS)}"
+        )
+    merged = dict(kw)
+    for key, value in settings.items():
+        if ctx is not None and key in merged:
+            source = ctx.get_parameter_source(key)
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                continue
+        if key == "bounds" and isinstance(value, list):
+            value = tuple(value)
+        if key in ("region", "ledger", "out", "png", "points") and value is not None:
+            value = (
+                Path(value) if Path(value).is_absolute() else path.parent / value
+            )  # beside the file
+        merged[key] = value
+    merged["_config"] = {
+        "file": path.name,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "settings": settings,
+    }
+    return merged
+
+
 def _with_signature(params: list[inspect.Parameter]) -> Any:
     def decorate(func: Any) -> Any:
         func.__signature__ = inspect.Signature(params)
@@ -157,25 +283,34 @@ def _with_signature(params: list[inspect.Parameter]) -> Any:
     return decorate
 
 
+_CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+
+
 @app.command("release")
 @_with_signature(
     [
+        _CTX,
         inspect.Parameter(
             "points",
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None,
             annotation=Annotated[
-                Path, typer.Argument(metavar="POINTS", help="Points: .csv or .parquet file.")
+                Path | None,
+                typer.Argument(
+                    metavar="POINTS",
+                    help="Points: .csv or .parquet file (or `points` in --config).",
+                ),
             ],
-        )
+        ),
     ]
     + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _SPEC_OPTIONS + _LEDGER_OPTIONS]
     + [
         _opt(
-            _REQUIRED,
-            Path,
+            None,
+            Path | None,
             "--out",
             help="Output release: .geojson, .parquet or .csv "
-            "(a .manifest.json is written beside it).",
+            "(a .manifest.json is written beside it). Required (here or in --config).",
         ),
         _opt(None, Path | None, "--png", help="Also draw a static map to this PNG."),
         _opt(None, str | None, "--title", help="Title stored in the manifest."),
@@ -189,28 +324,32 @@ def _with_signature(params: list[inspect.Parameter]) -> Any:
         _opt(False, bool, "--quiet", help="Print nothing but errors."),
     ]
 )
-def release_cmd(**kw: Any) -> None:
+def release_cmd(ctx: typer.Context, **kw: Any) -> None:
     """Release a differentially private map of POINTS.
 
-    Example:
+    Examples:
 
         dpmap release debts.csv --region hebei.geojson --resolution 7 --epsilon 1 --person debtor_id --value amount --bounds 0 50000 --out map.geojson --png map.png
+
+        dpmap release --config release.toml     (settings kept under version control)
     """
     from .diagnostics import Diagnostics
-    from .release import release
+    from .release import _kind_of, release
 
+    kw = _spec_kwargs(kw, ctx)
     points, out, png, quiet = kw.pop("points"), kw.pop("out"), kw.pop("png"), kw.pop("quiet")
     show_diag = kw.pop("diagnostics")
-    kw = _spec_kwargs(kw)
+    if points is None or out is None:
+        missing = "POINTS" if points is None else "--out"
+        raise SpecError(f"{missing} is required; pass it on the command line or in --config")
+    out, png = Path(out), Path(png) if png is not None else None
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
-    from .release import _kind_of
-
     _kind_of(out)  # refuse an unsupported output type before reading any data
     diag = Diagnostics()
     console = Console(stderr=True, highlight=False, quiet=quiet)
     with console.status("reading, binning, bounding and adding noise…"):
-        rel = release(str(points), diagnostics=diag, **kw)
+        rel = release(str(points), diagnostics=diag, config=kw.pop("_config", None), **kw)
     with console.status("writing…"):
         rel.to_file(out)
         if png is not None:
@@ -227,10 +366,11 @@ def release_cmd(**kw: Any) -> None:
 
 @app.command("explain")
 @_with_signature(
-    [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _SPEC_OPTIONS]
+    [_CTX]
+    + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in _SPEC_OPTIONS]
     + [_opt(False, bool, "--json", help="Print the plan as JSON.")]
 )
-def explain_cmd(**kw: Any) -> None:
+def explain_cmd(ctx: typer.Context, **kw: Any) -> None:
     """Explain a release without data: noise scale, ε per statistic, expected 95% error per cell.
 
     Example:
@@ -242,7 +382,20 @@ def explain_cmd(**kw: Any) -> None:
     from .release import explain
 
     as_json = kw.pop("json")
-    ex = explain(**_spec_kwargs(kw))
+    kw = _spec_kwargs(kw, ctx)
+    for key in (
+        "points",
+        "out",
+        "png",
+        "title",
+        "quiet",
+        "diagnostics",
+        "_config",
+        "ledger",
+        "dataset",
+    ):
+        kw.pop(key, None)
+    ex = explain(**kw)
     typer.echo(json.dumps(ex.as_dict(), indent=2, ensure_ascii=False) if as_json else str(ex))
 
 
@@ -251,23 +404,49 @@ def plot_cmd(
     release_file: Annotated[
         Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
     ],
-    png: Annotated[Path, typer.Option("--png", help="Output PNG file.")],
+    png: Annotated[Path | None, typer.Option("--png", help="Output PNG file.")] = None,
     column: Annotated[
         str, typer.Option("--column", help="Statistic to map: count, sum or mean.")
     ] = "count",
     category: Annotated[
         str | None, typer.Option("--category", help="Category to map (with a breakdown).")
     ] = None,
+    # -- interactive map (dpmap.html) --
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Output interactive map: one self-contained HTML file that works offline.",
+        ),
+    ] = None,
 ) -> None:
-    """Draw a static map (PNG) of a published release.
+    """Draw a static map (PNG) and/or an interactive map (HTML) of a published release.
 
-    Example: dpmap plot map.geojson --png map.png
+    Example: dpmap plot map.geojson --png map.png --html map.html
     """
     from .release import read_release
 
+    if png is None and html is None:
+        raise SpecError("dpmap plot needs an output: --png PATH, --html PATH, or both")
+    if png is not None and png.suffix.lower() != ".png":
+        raise SpecError(f"--png {str(png)!r} must end in .png")
+    document = None
+    if html is not None:
+        from .html import check_html_path
+
+        check_html_path(html)
     rel = read_release(release_file)
-    rel.plot(png, column=column, category=category)
-    typer.echo(f"wrote {png}")
+    if html is not None:  # built before any file is written, so a mistake writes nothing
+        from .html import html_document
+
+        document = html_document(rel.cells, rel.manifest, column=column, category=category)
+    if png is not None:
+        rel.plot(png, column=column, category=category)
+    if html is not None and document is not None:
+        from .html import save_html
+
+        save_html(document, html)
+    typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
 
 
 @app.command("demo")

@@ -51,6 +51,7 @@ class Explanation:
     plan: NoisePlan
     cells: int | None
     region: grid.Region | None
+    adaptive: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         p = self.plan
@@ -65,13 +66,17 @@ class Explanation:
             "average_cell_area_km2": grid.average_cell_area_km2(self.spec.finest),
             "cells": self.cells,
             "statistics": {
-                k: {**v.describe(), "budget_share": self.spec.queries()[k][2]}
-                for k, v in p.statistics.items()
+                k: {**v.describe(), "budget_share": share}
+                for (k, v), share in zip(
+                    p.statistics.items(), _budget_shares(self.spec, p), strict=True
+                )
             },
             "suppression_threshold": _threshold_of(self.spec, p),
         }
         if p.discovery:
             out["discovery_threshold"] = p.threshold
+        if self.adaptive is not None:
+            out["adaptive"] = self.adaptive
         return out
 
     def __str__(self) -> str:
@@ -103,6 +108,13 @@ class Explanation:
             )
         else:
             lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
+        if self.adaptive is not None:
+            a = self.adaptive
+            lines.append(
+                f"  adaptive: PrivTree split from resolution {a['root_resolution']} to "
+                f"{a['finest_resolution']}, ε = {a['tree_epsilon']:.4g} for the tree (decision "
+                f"noise scale {a['decision_scale']:.4g}); the statistics above are per leaf"
+            )
         if self.spec.hierarchical:
             lines.append(
                 "  levels are made consistent (children sum to parents) by weighted least squares; "
@@ -113,6 +125,19 @@ class Explanation:
                 f"  discovery: a cell is published only if its noisy count exceeds {d['discovery_threshold']}"
             )
         return "\n".join(lines)
+
+
+def _budget_shares(spec: ReleaseSpec, plan: NoisePlan) -> list[float | None]:
+    """Each noised statistic's share of the total budget (ε share under pure DP, else the
+    planned ρ share)."""
+    queries = spec.queries()
+    out: list[float | None] = []
+    for key, st in plan.statistics.items():
+        if plan.accounting == "pure-dp" and st.epsilon:
+            out.append(st.epsilon / plan.epsilon)
+        else:
+            out.append(queries[key][2] if key in queries else None)
+    return out
 
 
 def _threshold_of(spec: ReleaseSpec, plan: NoisePlan) -> float | None:
@@ -147,12 +172,51 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
 
     Takes the same keywords as :func:`release` (without ``points``).
     """
-    params.pop("ledger", None), params.pop("dataset", None), params.pop("diagnostics", None)
+    for key in ("ledger", "dataset", "diagnostics", "title", "integers"):
+        params.pop(key, None)
+    adaptive = bool(params.pop("adaptive", False))
+    adaptive_from = params.pop("adaptive_from", None)
+    tree_share = params.pop("tree_share", 0.5)
+    if isinstance(params.get("level_split"), list):
+        params["level_split"] = tuple(params["level_split"])
     spec = _make_spec(params)
     reg = _resolve_region(region, spec)
-    plan = plan_noise(spec, discovery=reg is None)
+    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
     cells = len(grid.region_to_cells(reg, spec.finest)) if reg is not None else None
-    return Explanation(spec=spec, plan=plan, cells=cells, region=reg)
+    return Explanation(
+        spec=spec,
+        plan=plan,
+        cells=cells,
+        region=reg,
+        adaptive=aplan.describe() if aplan is not None else None,
+    )
+
+
+def _plan_for(
+    spec: ReleaseSpec,
+    reg: grid.Region | None,
+    adaptive: bool,
+    adaptive_from: int | None,
+    tree_share: float,
+) -> tuple[NoisePlan, Any]:
+    """The calibrated noise plan of a release (and its adaptive plan, if adaptive)."""
+    if reg is None and spec.hierarchical:
+        raise SpecError(
+            "a hierarchical release (several resolutions) needs a public region; pass region=..."
+        )
+    if adaptive:
+        if reg is None or spec.categories is not None:
+            raise SpecError(
+                "adaptive=True needs a public region and no category breakdown; pass region=... "
+                "and drop category/categories"
+            )
+        from .adaptive import adaptive_noise_plan, plan_adaptive
+
+        aplan = plan_adaptive(spec, root=adaptive_from, tree_share=tree_share)
+        return adaptive_noise_plan(aplan), aplan
+    if adaptive_from is not None:
+        raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
+    return plan_noise(spec, discovery=reg is None), None
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,6 +249,7 @@ def release(
     adaptive: bool = False,
     adaptive_from: int | None = None,
     tree_share: float = 0.5,
+    config: dict[str, Any] | None = None,
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
@@ -231,6 +296,17 @@ def release(
         noise is drawn, and the release is refused if it would exceed the cap.
     title
         Optional title stored in the manifest.
+    level_split, integers
+        Hierarchical releases (``resolution=[...]``): the budget split across levels
+        (``"geometric"``, ``"even"`` or weights) and whether to publish non-negative
+        integers that still add up (display) instead of the least-squares estimates.
+    adaptive, adaptive_from, tree_share
+        Adaptive release: refine dense areas down to ``resolution`` from the coarser
+        ``adaptive_from`` (default 4 levels up), spending ``tree_share`` of ε on the split
+        (see ``docs/adaptive-privacy.md``).
+    config
+        Settings to record in the manifest (the CLI's ``--config`` file: name, sha256 and
+        contents).
 
     Returns
     -------
@@ -286,25 +362,7 @@ def release(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
         )
     reg = _resolve_region(region, spec)
-    if reg is None and spec.hierarchical:
-        raise SpecError(
-            "a hierarchical release (several resolutions) needs a public region; pass region=..."
-        )
-    aplan = None
-    if adaptive:
-        if reg is None or spec.categories is not None:
-            raise SpecError(
-                "adaptive=True needs a public region and no category breakdown; pass region=... "
-                "and drop category/categories"
-            )
-        from .adaptive import adaptive_noise_plan, plan_adaptive
-
-        aplan = plan_adaptive(spec, root=adaptive_from, tree_share=tree_share)
-        plan = adaptive_noise_plan(aplan)
-    elif adaptive_from is not None:
-        raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
-    else:
-        plan = plan_noise(spec, discovery=reg is None)
+    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
 
@@ -349,6 +407,7 @@ def release(
             spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
         )
         manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
+        manifest["config"] = config
         if aplan is not None:
             manifest["adaptive"] = aplan.describe()
             manifest["cell_selection"]["rule"] = (
@@ -578,8 +637,7 @@ def _manifest(
     import h3
     import polars
 
-    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    queries = spec.queries()
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     if reg is not None:
         selection = {
             "method": "public region",
@@ -613,17 +671,10 @@ def _manifest(
             "statement": _privacy_statement(spec, plan, created),
         },
         "statistics": {
-            k: {
-                **v.describe(),
-                "budget_share": (
-                    v.epsilon / plan.epsilon
-                    if plan.accounting == "pure-dp" and v.epsilon
-                    else queries[k][2]
-                    if k in queries
-                    else None
-                ),
-            }
-            for k, v in plan.statistics.items()
+            k: {**v.describe(), "budget_share": share}
+            for (k, v), share in zip(
+                plan.statistics.items(), _budget_shares(spec, plan), strict=True
+            )
         },
         "hierarchy": (
             {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ OTHER_CATEGORY = "other"
 MAX_ABS_BOUND = 10**12
 
 
-class _StrEnum(str, Enum):
+class _StrEnum(StrEnum):
     @classmethod
     def parse(cls, value: Any, what: str) -> Any:
         if isinstance(value, cls):
@@ -39,9 +39,6 @@ class _StrEnum(str, Enum):
         except ValueError:
             choices = ", ".join(repr(m.value) for m in cls)
             raise SpecError(f"{what} must be one of {choices}, got {value!r}") from None
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Mechanism(_StrEnum):
