@@ -169,7 +169,7 @@ def plot_release(
         moe = _numeric_column(table, moe_column)
     polygons = _cell_polygons(table)
     boundary_lines = _boundary_lines(boundaries) if boundaries is not None else None
-    resolution = _resolution_text(table, manifest)
+    resolution_text = _resolution_text(table, manifest)
     stat_label = _STAT_LABELS.get(column, f"noisy {column} per hexagon")
     if category is not None:
         stat_label = f"{stat_label}\ncategory: {category}"
@@ -265,7 +265,7 @@ def plot_release(
             *layout.caption_anchor,
             _caption(
                 manifest,
-                resolution,
+                resolution_text,
                 vmax,
                 extend,
                 layout.caption_chars,
@@ -304,7 +304,7 @@ def plot_release(
                 borderaxespad=0.0,
             )
         ax.annotate(
-            _caption(manifest, resolution, vmax, extend, 100, any_shown=bool(shown.any())),
+            _caption(manifest, resolution_text, vmax, extend, 100, any_shown=bool(shown.any())),
             xy=(0.0, 0.0),
             xycoords="axes fraction",
             xytext=(0.0, -52.0 if handles else -26.0),
