@@ -118,6 +118,7 @@ class NoisePlan:
     threshold: int | None
     _measurement: Any = field(repr=False, compare=False)
     _sum_chain: Callable[[np.ndarray], Any] | None = field(default=None, repr=False, compare=False)
+    _count_query: Any = field(default=None, repr=False, compare=False)
 
     def run_dense(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Noise every coordinate of the public domain's vectors. Draws noise."""
@@ -143,8 +144,7 @@ class NoisePlan:
             data["sum"] = dict(zip(keys.tolist(), sums.tolist(), strict=True))
         try:
             queryable = self._measurement(data)
-            count_query = self._count_query  # type: ignore[attr-defined]
-            noisy = queryable(count_query)
+            noisy = queryable(self._count_query)
             kept = np.array(sorted(noisy), dtype=np.int64)
             out = {"count": np.array([noisy[k] for k in kept.tolist()], dtype=np.int64)}
             if sums is not None:
@@ -479,8 +479,8 @@ def _plan_discovery(
             threshold=threshold,
             _measurement=meas,
             _sum_chain=sum_build,
+            _count_query=count_chain,
         )
-        object.__setattr__(plan, "_count_query", count_chain)
         return plan
 
     # Gaussian discovery: zCDP with a δ for the threshold, converted once by OpenDP
@@ -531,8 +531,8 @@ def _plan_discovery(
         threshold=threshold,
         _measurement=meas,
         _sum_chain=sum_build,
+        _count_query=count_chain,
     )
-    object.__setattr__(plan, "_count_query", count_chain)
     return plan
 
 
