@@ -88,6 +88,32 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
     return out
 
 
+def level_sensitivities(spec: ReleaseSpec, resolution: int) -> dict[str, Sensitivity]:
+    """Sensitivities of each statistic's vector at ``resolution`` of a hierarchical release.
+
+    At the finest level these are :func:`sensitivities`. A coarser cell at Δ levels above
+    has at most c = 7^Δ finest descendants, so a person's L0 cells can fall under one
+    parent: that parent's count moves by up to min(L0, c)·L∞. L1 is unchanged (L0·L∞);
+    L∞ becomes min(L0, c)·L∞; L2 is largest when the L0 cells are packed c per parent:
+    √((⌊L0/c⌋·c² + (L0 mod c)²)·L∞²) (·M for sums).
+    """
+    base = sensitivities(spec)
+    delta = spec.finest - resolution
+    if delta <= 0:
+        return base
+    children = 7**delta
+    l0, linf = spec.l0, spec.linf
+    packed = (l0 // children) * children**2 + (l0 % children) ** 2  # Σ (cells per parent)²
+    per_parent = min(l0, children)
+    out = {}
+    for stat, sens in base.items():
+        m = spec.value_magnitude if stat == "sum" else 1
+        out[stat] = Sensitivity(
+            l0=sens.l0, l1=sens.l1, l2=sqrt_up(packed * linf**2 * m**2), linf=per_parent * linf * m
+        )
+    return out
+
+
 def bound_reference(
     records: Iterable[tuple[Hashable, Hashable, Hashable, float, float]],
     *,

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
-from .bounding import Sensitivity, sensitivities
+from .bounding import Sensitivity, level_sensitivities, sensitivities
 from .errors import MechanismError
 from .spec import Mechanism, ReleaseSpec
 
@@ -232,9 +232,25 @@ def _selected_sum_chain(
     return build
 
 
+#: above this σ, OpenDP's exact discrete-Gaussian accuracy (linear time in σ) is replaced
+#: by a closed-form bound
+_GAUSSIAN_EXACT_ACCURACY_LIMIT = 1e4
+
+
 def _accuracy(mechanism: Mechanism, scale: float, alpha: float) -> float:
+    """Half-width a of the (1 − alpha) interval of the noise: P(|noise| ≥ a) ≤ alpha.
+
+    From OpenDP's accuracy helpers; for a discrete Gaussian with σ > 1e4 (where OpenDP's
+    exact sum takes time linear in σ) the bound ⌈1 + σ·z_{1−α/2}⌉, valid because the
+    discrete Gaussian's normaliser is ≥ √(2π)σ and its tail from t is at most the normal
+    tail from t − 1.
+    """
     if mechanism is Mechanism.LAPLACE:
         return float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+    if scale > _GAUSSIAN_EXACT_ACCURACY_LIMIT:
+        from statistics import NormalDist
+
+        return float(math.ceil(1 + scale * NormalDist().inv_cdf(1 - alpha / 2)))
     return float(dp.discrete_gaussian_scale_to_accuracy(scale=scale, alpha=alpha))
 
 
@@ -295,15 +311,18 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
         return _plan_discovery(spec, sens, spec.shares())
     queries = spec.queries()  # key -> (statistic, resolution, share)
     mech = spec.mechanism
+    # each noised vector's own sensitivity (coarser levels of a hierarchy can move more)
+    levels = {r: level_sensitivities(spec, r) for r in spec.levels}
+    ksens = {k: levels[r][st] for k, (st, r, _w) in queries.items()}
     if mech is Mechanism.LAPLACE:
 
         def scales_for(t: float) -> dict[str, float]:
-            return {k: sens[st].l1 / (share * t) for k, (st, _r, share) in queries.items()}
+            return {k: ksens[k].l1 / (share * t) for k, (st, _r, share) in queries.items()}
 
         def build(t: float) -> Any:
             sc = scales_for(t)
             return dp.c.make_composition(
-                [_dense_chain(k, sens[st], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
+                [_dense_chain(k, ksens[k], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
             )
 
         t = _search(build, spec.epsilon, exact=spec.epsilon)
@@ -313,10 +332,10 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
             k: _statistic(
                 k,
                 st,
-                sens[st],
+                ksens[k],
                 mech,
                 scales[k],
-                float(_dense_chain(k, sens[st], mech, scales[k]).map(1)),
+                float(_dense_chain(k, ksens[k], mech, scales[k]).map(1)),
             )
             for k, (st, _r, _w) in queries.items()
         }
@@ -336,13 +355,13 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     # Gaussian: per-vector ρ-zCDP, composed, converted once to (ε, δ)
     def gscales(rho: float) -> dict[str, float]:
         return {
-            k: sens[st].l2 / math.sqrt(2 * share * rho) for k, (st, _r, share) in queries.items()
+            k: ksens[k].l2 / math.sqrt(2 * share * rho) for k, (st, _r, share) in queries.items()
         }
 
     def zcdp(rho: float) -> Any:
         sc = gscales(rho)
         return dp.c.make_composition(
-            [_dense_chain(k, sens[st], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
+            [_dense_chain(k, ksens[k], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
         )
 
     def build_g(rho: float) -> Any:
@@ -354,14 +373,14 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     scales = gscales(rho)
     per = {}
     for k, (st, _r, _w) in queries.items():
-        chain = _dense_chain(k, sens[st], mech, scales[k])
+        chain = _dense_chain(k, ksens[k], mech, scales[k])
         # this statistic alone, converted at the release's δ (the total is composed in ρ,
         # so these ε do not add up to the total ε)
         eps_k, delta_k = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(chain), spec.delta).map(1)
         per[k] = _statistic(
             k,
             st,
-            sens[st],
+            ksens[k],
             mech,
             scales[k],
             float(eps_k),
@@ -433,7 +452,9 @@ def _plan_discovery(
             lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0],
         )
         threshold = _threshold_for(
-            lambda th: _threshold_chain(sens["count"], mech, scale_c, th), spec.delta
+            lambda th: _threshold_chain(sens["count"], mech, scale_c, th),
+            spec.delta,
+            sens["count"].linf,
         )
         count_chain = _threshold_chain(sens["count"], mech, scale_c, threshold)
         d_mids = [count_chain.map(1)]
@@ -488,7 +509,11 @@ def _plan_discovery(
 
     def compose(rho: float) -> tuple[Any, Any, Any, int, dict[str, float]]:
         scale_c = sens["count"].l2 / math.sqrt(2 * shares["count"] * rho)
-        th = _threshold_for(lambda x: _threshold_chain(sens["count"], mech, scale_c, x), delta_thr)
+        th = _threshold_for(
+            lambda x: _threshold_chain(sens["count"], mech, scale_c, x),
+            delta_thr,
+            sens["count"].linf,
+        )
         cc = _threshold_chain(sens["count"], mech, scale_c, th)
         mids = [cc.map(1)]
         scales = {"count": scale_c}
@@ -547,11 +572,14 @@ def _fit_scale(scale: float, limit: float, eps_of: Callable[[float], float]) -> 
     return scale
 
 
-def _threshold_for(build: Callable[[int], Any], delta: float) -> int:
-    """Smallest integer threshold whose threshold mechanism has δ ≤ ``delta``."""
-    lo, hi = 1, 2
+def _threshold_for(build: Callable[[int], Any], delta: float, start: int) -> int:
+    """Smallest integer threshold ≥ ``start`` whose threshold mechanism has δ ≤ ``delta``.
+
+    OpenDP refuses thresholds below the L∞ sensitivity, so the search starts there.
+    """
+    lo = hi = max(1, start)
     while build(hi).map(1)[1] > delta:
-        lo, hi = hi, hi * 2
+        lo, hi = hi + 1, hi * 2
         if hi > 2**40:
             raise MechanismError(f"no threshold reaches delta={delta!r}; pass a larger delta")
     while lo < hi:
