@@ -449,6 +449,41 @@ def plot_cmd(
     typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
 
 
+# -- around a point (dpmap.analysis) --
+@app.command("around")
+def around_cmd(
+    release_file: Annotated[
+        Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
+    ],
+    lat: Annotated[float, typer.Option("--lat", help="Latitude of the point (degrees).")],
+    lng: Annotated[float, typer.Option("--lng", help="Longitude of the point (degrees).")],
+    radius_m: Annotated[
+        float, typer.Option("--radius-m", help="Radius of the circle in metres.")
+    ] = 500.0,
+    resolution: Annotated[
+        int | None,
+        typer.Option("--resolution", help="Level of a hierarchical release (default: the finest)."),
+    ] = None,
+    noun: Annotated[
+        str, typer.Option("--noun", help="What the count counts, for the sentence (e.g. debts).")
+    ] = "records",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Totals of the whole H3 cells overlapping a circle around a point (not a count within it).
+
+    Example: dpmap around map.geojson --lat 39.1 --lng 116.15 --radius-m 500
+    """
+    import json
+
+    from .release import read_release
+
+    rel = read_release(release_file)
+    result = rel.around(lat, lng, radius_m, resolution=resolution, noun=noun)
+    typer.echo(
+        json.dumps(result.as_dict(), indent=2, ensure_ascii=False) if as_json else str(result)
+    )
+
+
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out"),

@@ -1,0 +1,913 @@
+"""Interactive HTML maps of a published dpmap release (Leaflet, built with folium).
+
+:func:`explore_release` returns a :class:`folium.Map` of one statistic per H3 hexagon:
+hexagons coloured on the same sequential scale as the static map (YlOrRd from 0 to the
+99th percentile of the published values, negative noisy values coloured as 0), a
+tooltip with each value ± its 95% margin of error, suppressed cells grey with ``///``
+hatching (never confused with 0), a legend, and a caption with the privacy guarantee
+(ε, δ, H3 resolution, date and the manifest's privacy statement).
+
+:func:`write_html` saves that map as ONE self-contained HTML file that works offline:
+Leaflet's JavaScript and CSS (with its images as ``data:`` URIs) are inlined, there is
+no base map by default, and the page makes no network request at all. A base map can
+be asked for with ``tiles=`` (e.g. ``"OpenStreetMap"``), knowing that the tiles are then
+fetched from the internet by whoever opens the file.
+
+Everything here only reads the *published* cell table and manifest: it spends no
+privacy budget and never touches the raw points. Text that comes from the user (title,
+category names) is HTML-escaped, and all data is embedded with :func:`json.dumps`, with
+``<``, ``>`` and ``&`` escaped so that nothing can close the ``<script>`` element.
+
+folium and the Leaflet files (package ``django-js-lib-leaflet``, a plain copy of
+Leaflet's ``dist/`` folder; nothing of Django is imported) are optional dependencies
+(``pip install 'dpmap[plot]'``), imported lazily.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dpmap.errors import DataFileError, SpecError, missing_extra
+from dpmap.plot import (
+    BOUNDARY_COLOR,
+    COLOR_PERCENTILE,
+    MISSING_EDGE,
+    MISSING_FACE,
+    MISSING_LABEL,
+    SUPPRESSED_FACE,
+    SUPPRESSED_LABEL,
+    _boundary_lines,
+    _cell_polygons,
+    _created_date,
+    _format_delta,
+    _format_epsilon,
+    _numeric_column,
+    _privacy_phrase,
+    _resolution_text,
+    _select_rows,
+    _suppressed_mask,
+    _title,
+)
+
+if TYPE_CHECKING:
+    import folium
+
+__all__ = ["explore_release", "html_document", "save_html", "write_html"]
+
+#: ColorBrewer YlOrRd (9 classes): the stops of matplotlib's "YlOrRd", the static map's
+#: colormap; colours are interpolated linearly in RGB between them, as matplotlib does.
+YLORRD = (
+    "#ffffcc",
+    "#ffeda0",
+    "#fed976",
+    "#feb24c",
+    "#fd8d3c",
+    "#fc4e2a",
+    "#e31a1c",
+    "#bd0026",
+    "#800026",
+)
+#: Background of the map where there is no hexagon (there is no base map by default).
+BACKGROUND = "#eef0f2"
+#: Suppressed cells: the static map's light grey, with "///" hatching a little lighter
+#: than the static map's (on screen, small hexagons of dark hatching look like data).
+SUPPRESSED_HATCH = "#a3a3a3"
+#: Ramp and swatch outlines in the legend.
+LEGEND_EDGE = "#9a9a9a"
+#: Coordinates are rounded to this many decimals (1e-5° ≈ 1.1 m): small files, no gaps,
+#: since neighbouring hexagons share their rounded vertices.
+COORD_DECIMALS = 5
+#: The package that ships Leaflet's dist/ files, and where they are inside it.
+LEAFLET_PACKAGE = "django-js-lib-leaflet"
+_LEAFLET_MODULE = "js_lib_leaflet"
+_LEAFLET_DIR = "static/js_lib_leaflet"
+
+_STAT_NAMES = ("count", "sum", "mean")
+_STAT_LABELS = {
+    "count": "noisy count per hexagon",
+    "sum": "noisy sum per hexagon",
+    "mean": "noisy mean per hexagon",
+}
+_HTML_SUFFIXES = (".html", ".htm")
+
+
+# ------------------------------------------------------------------------- public API
+
+
+def explore_release(
+    cells: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    *,
+    column: str = "count",
+    category: str | None = None,
+    tiles: Any = None,
+    attr: str | None = None,
+    title: str | None = None,
+    boundaries: Any = None,
+    width: str | int = "100%",
+    height: str | int = "100%",
+    offline: bool = True,
+    resolution: int | None = None,
+) -> folium.Map:
+    """An interactive map (a :class:`folium.Map`) of one published statistic of a release.
+
+    Parameters
+    ----------
+    cells : geopandas.GeoDataFrame
+        The published cell table (EPSG:4326), as for :func:`dpmap.plot.plot_release`.
+    manifest : mapping
+        The release manifest. ``privacy.epsilon``, ``privacy.delta``, ``privacy.measure``,
+        ``privacy.statement``, ``created``, ``resolution`` and ``title`` are read.
+    column : str, default "count"
+        The statistic to colour the hexagons by (``"count"``, ``"sum"``, ``"mean"``, ...).
+    category : str, optional
+        Required when the table has a ``category`` column: the category to map.
+    tiles : str or folium.TileLayer, optional
+        A base map (any ``tiles`` accepted by :class:`folium.Map`, e.g.
+        ``"OpenStreetMap"``). Default: none, so the map needs no network at all; with
+        tiles, whoever opens the map fetches them from the internet.
+    attr : str, optional
+        Attribution of custom ``tiles`` (a URL template needs one).
+    title : str, optional
+        Title shown on the map. Defaults to ``manifest["title"]``, else a generic title.
+    boundaries : geopandas.GeoDataFrame or geopandas.GeoSeries, optional
+        Outlines (e.g. the public region or administrative areas) drawn on top of the
+        hexagons. They must have a CRS.
+    width, height : str or int, default "100%"
+        Size of the map element (as for :class:`folium.Map`).
+    resolution : int, optional
+        For a hierarchical release (several H3 resolutions), the level to map; default
+        the finest. An adaptive release's leaves are mapped together.
+    offline : bool, default True
+        Leaflet is always inlined, and by default nothing else is linked: the page
+        makes no network request (unless `tiles` are given). folium's own markers,
+        popups and plugins need the assets folium normally links from CDNs (jQuery,
+        Bootstrap, Font Awesome, ...): pass ``offline=False`` to link them as folium
+        does, if you add such elements to the returned map. :func:`write_html` is
+        always offline.
+
+    Returns
+    -------
+    folium.Map
+        Displays inline in a notebook; :func:`write_html` writes the offline page.
+
+    Raises
+    ------
+    dpmap.errors.SpecError
+        If `column`, `category`, `boundaries`, `tiles` or the table cannot be used.
+    dpmap.errors.MissingDependencyError
+        If folium or the Leaflet files are not installed.
+    """
+    folium_mod = _import_folium()
+    layer = _prepare(
+        cells, manifest, column, category, title, boundaries, tiles is not None, resolution
+    )
+    (south, west), (north, east) = layer["config"]["bounds"]
+    span = max(east - west, (north - south) / max(math.cos(math.radians(north)), 0.05), 1e-6)
+    try:
+        fmap = folium_mod.Map(
+            location=[(south + north) / 2.0, (west + east) / 2.0],
+            zoom_start=int(min(max(math.log2(360.0 / span), 1), 18)),
+            tiles=tiles,
+            attr=attr,
+            width=width,
+            height=height,
+            zoom_control=False,  # added by our script, top right (away from the title)
+            zoom_snap=0.25 if tiles is not None else 0.1,
+            zoom_delta=0.5,
+        )
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"cannot make the map with tiles={tiles!r}: {exc}") from None
+    # Leaflet comes inlined from an installed package, in place of folium's CDN links
+    # (kept here by name only); folium's other assets are not used by anything drawn here.
+    keep_js, keep_css = ({"leaflet"}, {"leaflet_css"}) if offline else (None, None)
+    fmap.default_js = [(n, u) for n, u in fmap.default_js if keep_js is None or n in keep_js]
+    fmap.default_css = [(n, u) for n, u in fmap.default_css if keep_css is None or n in keep_css]
+    fmap.get_root().title = html.escape(layer["title"])
+    fmap.add_child(_element_classes()[1](layer, fmap.get_name()), name="dpmap_release")
+    return fmap
+
+
+def html_document(
+    cells: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    *,
+    column: str = "count",
+    category: str | None = None,
+    tiles: Any = None,
+    attr: str | None = None,
+    title: str | None = None,
+    boundaries: Any = None,
+    resolution: int | None = None,
+) -> str:
+    """The self-contained HTML page of :func:`explore_release`, as a string."""
+    fmap = explore_release(
+        cells,
+        manifest,
+        column=column,
+        category=category,
+        tiles=tiles,
+        attr=attr,
+        title=title,
+        boundaries=boundaries,
+        offline=True,
+        resolution=resolution,
+    )
+    text = str(fmap.get_root().render())
+    if re.search(r"<(script|link)\b[^>]*\b(src|href)=", text):  # pragma: no cover
+        raise SpecError("the interactive map would link an external file; please report this")
+    return text
+
+
+def save_html(document: str, path: str | os.PathLike[str]) -> Path:
+    """Write an HTML `document` to `path` (``.html``/``.htm``) atomically."""
+    from .io import atomic_write
+
+    out = check_html_path(path)
+    try:
+        with atomic_write([out]) as (tmp,):
+            tmp.write_text(document, encoding="utf-8")
+    except OSError as exc:
+        if isinstance(exc, DataFileError):
+            raise
+        raise DataFileError(f"cannot save the map to {str(out)!r}: {exc}") from exc
+    return out
+
+
+def write_html(
+    cells: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    column: str = "count",
+    category: str | None = None,
+    tiles: Any = None,
+    attr: str | None = None,
+    title: str | None = None,
+    boundaries: Any = None,
+    resolution: int | None = None,
+) -> Path:
+    """Save the interactive map as one self-contained HTML file (works offline).
+
+    The file is written to a temporary name beside `path` and renamed when complete;
+    on any error nothing is written. Arguments as for :func:`explore_release`.
+
+    Raises
+    ------
+    dpmap.errors.SpecError
+        If `path` does not end in ``.html`` (or ``.htm``), or an argument is unusable.
+    dpmap.errors.DataFileError
+        If the folder of `path` does not exist or the file cannot be written.
+    """
+    check_html_path(path)
+    document = html_document(
+        cells,
+        manifest,
+        column=column,
+        category=category,
+        tiles=tiles,
+        attr=attr,
+        title=title,
+        boundaries=boundaries,
+        resolution=resolution,
+    )
+    return save_html(document, path)
+
+
+def check_html_path(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path, or a SpecError if it does not end in .html / .htm."""
+    out = Path(os.fspath(path))
+    if out.suffix.lower() not in _HTML_SUFFIXES:
+        raise SpecError(
+            f"the interactive map is saved as HTML only, but the path {str(out)!r} has the "
+            f"suffix {out.suffix or '(none)'!r}; use a path ending in '.html'"
+        )
+    return out
+
+
+# ------------------------------------------------------------------- dependencies
+
+
+def _import_folium() -> Any:
+    try:
+        import folium
+    except ImportError:
+        raise missing_extra("folium", "plot") from None
+    return folium
+
+
+@functools.cache
+def _element_classes() -> tuple[type, type]:
+    """branca elements that insert text verbatim (never re-parsed as Jinja templates)."""
+    from branca.element import Element, MacroElement
+
+    class RawHTML(Element):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self._text = text
+
+        def render(self, **kwargs: Any) -> str:
+            return self._text
+
+    class ReleaseLayer(MacroElement):
+        """The hexagons, legend and caption; adds inlined Leaflet to the page head."""
+
+        def __init__(self, layer: dict[str, Any], map_name: str) -> None:
+            super().__init__()
+            self._name = "DpmapRelease"
+            self._head = _head_html(map_name)
+            self._body = _body_html(layer)
+            self._script = _script_js(layer, map_name)
+
+        def render(self, **kwargs: Any) -> str:
+            figure: Any = self.get_root()
+            # under the keys of folium's Leaflet links (<script src=CDN>, <link href=CDN>):
+            # they are replaced in place, so Leaflet still loads before folium's plugins
+            js, css = _leaflet_assets()
+            figure.header.add_child(RawHTML(js), name="leaflet")
+            figure.header.add_child(RawHTML(css), name="leaflet_css")
+            figure.header.add_child(RawHTML(self._head), name=self.get_name() + "_head")
+            figure.html.add_child(RawHTML(self._body), name=self.get_name())
+            figure.script.add_child(RawHTML(self._script), name=self.get_name())
+            return ""
+
+    return RawHTML, ReleaseLayer
+
+
+@functools.cache
+def _leaflet_assets() -> tuple[str, str]:
+    """Leaflet's JS with its licence, and its CSS (images as data: URIs), inline."""
+    from importlib import metadata, resources
+
+    try:
+        folder = resources.files(_LEAFLET_MODULE).joinpath(_LEAFLET_DIR)
+        js = folder.joinpath("leaflet.js").read_text(encoding="utf-8")
+        css = folder.joinpath("leaflet.css").read_text(encoding="utf-8")
+    except (ImportError, OSError):
+        raise missing_extra(LEAFLET_PACKAGE, "plot") from None
+
+    def inline_image(match: re.Match[str]) -> str:
+        name = match.group(1)
+        data = folder.joinpath("images", name).read_bytes()
+        return f"url(data:image/png;base64,{base64.b64encode(data).decode('ascii')})"
+
+    css = re.sub(r"url\(images/([\w.-]+\.png)\)", inline_image, css)
+    # the source map is not shipped with the page (and browsers would try to fetch it)
+    js = re.sub(r"\n//# sourceMappingURL=\S+\s*$", "\n", js)
+    try:
+        licence = metadata.distribution(LEAFLET_PACKAGE).read_text("LICENSE") or ""
+    except metadata.PackageNotFoundError:  # pragma: no cover - files found, metadata not
+        licence = ""
+    licence = licence.replace("*/", "* /").strip()
+    for text, closing in ((js, "</script"), (css, "</style")):
+        if closing in text.lower():  # pragma: no cover - would break the page
+            raise SpecError(f"the installed Leaflet files contain {closing!r}; cannot inline them")
+    return (
+        f"<script>\n/* Leaflet, inlined from the {LEAFLET_PACKAGE} package. Licence:\n\n"
+        f"{licence}\n*/\n{js}\n</script>\n",
+        f"<style>\n/* Leaflet CSS, inlined from the {LEAFLET_PACKAGE} package */\n{css}\n</style>\n",
+    )
+
+
+# ------------------------------------------------------------------------- the data
+
+
+def _prepare(
+    cells: pd.DataFrame,
+    manifest: Mapping[str, Any],
+    column: str,
+    category: str | None,
+    title: str | None,
+    boundaries: Any,
+    with_tiles: bool,
+    resolution: int | None,
+) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data and escaped HTML snippets."""
+    # as the static map: one level of a hierarchical release (default the finest), all
+    # the (non-overlapping) leaves of an adaptive one
+    table = _select_rows(
+        cells, category, resolution=resolution, mixed=bool(manifest.get("adaptive"))
+    )
+    values = _numeric_column(table, column)
+    suppressed = _suppressed_mask(table)
+    polygons = _cell_polygons(table)
+    if not any(len(rings) for rings in polygons):
+        raise SpecError("the release table has no cell geometries to map")
+    boundary_lines = _boundary_lines(boundaries) if boundaries is not None else None
+
+    shown = np.isfinite(values) & ~suppressed
+    colour_values = np.clip(values, 0.0, None)
+    vmax = 1.0
+    if shown.any():
+        vmax = float(np.percentile(colour_values[shown], COLOR_PERCENTILE))
+        if not vmax > 0:
+            vmax = float(max(colour_values[shown].max(), 1.0))
+    below = bool((values[shown] < 0).any())
+    above = bool((colour_values[shown] > vmax).any())
+    fills = ramp_colours(np.where(shown, colour_values, np.nan), vmax)
+
+    stats = [column] + [s for s in _STAT_NAMES if s in table.columns and s != column]
+    numeric = {}
+    for name in stats:
+        numeric[name] = _numeric_column(table, name)
+        moe = f"{name}_moe"
+        if moe in table.columns and moe != column:
+            numeric[moe] = _numeric_column(table, moe)
+    cell_ids = table["cell"].astype(str).tolist() if "cell" in table.columns else [""] * len(table)
+    columns = {name: [_json_number(v) for v in arr.tolist()] for name, arr in numeric.items()}
+    features = []
+    for i, rings in enumerate(polygons):
+        props: dict[str, Any] = {"cell": cell_ids[i]}
+        for name, col in columns.items():
+            props[name] = None if suppressed[i] else col[i]  # a suppressed cell shows no number
+        props["suppressed"] = bool(suppressed[i])
+        if fills[i] is not None:
+            props["fill"] = fills[i]
+        features.append({"type": "Feature", "geometry": _geometry(rings), "properties": props})
+    xy = np.concatenate([r for rings in polygons for r in rings])
+    west, south = np.nanmin(xy, axis=0)
+    east, north = np.nanmax(xy, axis=0)
+
+    resolution_text = _resolution_text(table, manifest)
+    map_title = _title(title, manifest, column, category)
+    stat_label = _STAT_LABELS.get(column, f"noisy {column} per hexagon")
+    config = {
+        "data": {"type": "FeatureCollection", "features": features},
+        "boundaries": _boundaries_geojson(boundary_lines) if boundary_lines else None,
+        "bounds": [[float(south), float(west)], [float(north), float(east)]],
+        "column": column,
+        "stats": stats,
+        "fillOpacity": 0.75 if with_tiles else 1.0,
+        "suppressed": {"face": SUPPRESSED_FACE, "hatch": SUPPRESSED_HATCH},
+        "missing": {"face": MISSING_FACE, "edge": MISSING_EDGE},
+        "boundaryColor": BOUNDARY_COLOR,
+        "suppressedText": SUPPRESSED_LABEL,
+        "missingText": MISSING_LABEL,
+        "categoryHtml": (
+            f" · category {html.escape(str(category))}" if category is not None else ""
+        ),
+    }
+    return {
+        "config": config,
+        "title": map_title,
+        "title_html": _title_html(map_title, stat_label, category),
+        "legend_html": _legend_html(
+            stat_label,
+            vmax,
+            below=below,
+            above=above,
+            any_shown=bool(shown.any()),
+            any_suppressed=bool(suppressed.any()),
+            any_missing=bool((~shown & ~suppressed).any()),
+        ),
+        "caption_html": _caption_html(manifest, resolution_text, vmax, below, bool(shown.any())),
+        "manifest": _finite(dict(manifest)),
+    }
+
+
+def ramp_colours(values: np.ndarray, vmax: float) -> list[str | None]:
+    """Hex colours of `values` on the YlOrRd ramp from 0 to `vmax` (NaN → None).
+
+    Values below 0 get the lowest colour, values above `vmax` the highest.
+    """
+    stops = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in YLORRD], dtype=float)
+    values = np.asarray(values, dtype=float)
+    t = np.clip(np.nan_to_num(values / vmax, nan=0.0), 0.0, 1.0) * (len(stops) - 1)
+    lower = np.minimum(np.floor(t).astype(int), len(stops) - 2)
+    frac = (t - lower)[:, None]
+    rgb = np.rint(stops[lower] * (1.0 - frac) + stops[lower + 1] * frac).astype(int)
+    out: list[str | None] = []
+    for ok, (r, g, b) in zip(np.isfinite(values).tolist(), rgb.tolist(), strict=True):
+        out.append(f"#{r:02x}{g:02x}{b:02x}" if ok else None)
+    return out
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with NaN and infinite floats as None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_number(v: float) -> float | int | None:
+    if not math.isfinite(v):
+        return None
+    if v == int(v) and abs(v) < 2**53:
+        return int(v)
+    return float(f"{v:.6g}")
+
+
+def _ring(ring: np.ndarray) -> list[list[float]]:
+    coords = np.round(np.asarray(ring, dtype=float)[:, :2], COORD_DECIMALS)
+    if len(coords) and not np.array_equal(coords[0], coords[-1]):
+        coords = np.vstack([coords, coords[:1]])  # GeoJSON rings are closed
+    rows: list[list[float]] = coords.tolist()
+    return rows
+
+
+def _geometry(rings: list[np.ndarray]) -> dict[str, Any]:
+    if len(rings) == 1:
+        return {"type": "Polygon", "coordinates": [_ring(rings[0])]}
+    return {"type": "MultiPolygon", "coordinates": [[_ring(r)] for r in rings]}
+
+
+def _boundaries_geojson(lines: list[np.ndarray]) -> dict[str, Any]:
+    coords = [np.round(np.asarray(line)[:, :2], COORD_DECIMALS).tolist() for line in lines]
+    return {"type": "MultiLineString", "coordinates": coords}
+
+
+# -------------------------------------------------------------------------- texts
+
+
+def _fmt(x: float, *, compact: bool = False) -> str:
+    """A legend number: integers with thousands separators, else 3 significant digits.
+
+    ``compact``: 250k, 1.5M, 2G from 100,000 on (for tick labels).
+    """
+    if x == 0:
+        return "0"
+    if compact and abs(x) >= 1e5:
+        for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(x) >= factor:
+                return f"{x / factor:.3g}{suffix}"
+    if abs(x) >= 1000 or float(x).is_integer():
+        return f"{round(x):,}"
+    return f"{x:.3g}"
+
+
+#: The legend's colour ramp: x offset (room for the "below 0" arrow) and width, in px.
+_RAMP_X = 9
+_RAMP_WIDTH = 210
+
+
+def _ramp_svg(*, below: bool, above: bool) -> str:
+    """The colour ramp as inline SVG, with arrows for values beyond the scale."""
+    x0, x1, h = _RAMP_X, _RAMP_X + _RAMP_WIDTH, 14
+    stops = "".join(
+        f'<stop offset="{i / (len(YLORRD) - 1):.4f}" stop-color="{c}"/>'
+        for i, c in enumerate(YLORRD)
+    )
+    arrows = ""
+    if below:
+        arrows += (
+            f'<polygon points="{x0},0.5 0.5,{h / 2} {x0},{h - 0.5}" fill="{YLORRD[0]}" '
+            f'stroke="{LEGEND_EDGE}"/>'
+        )
+    if above:
+        arrows += (
+            f'<polygon points="{x1},0.5 {x1 + x0 - 0.5},{h / 2} {x1},{h - 0.5}" '
+            f'fill="{YLORRD[-1]}" stroke="{LEGEND_EDGE}"/>'
+        )
+    return (
+        f'<svg class="dpmap-ramp" width="{x1 + x0}" height="{h}" role="img" '
+        f'aria-label="colour scale">'
+        f'<defs><linearGradient id="dpmap-ramp-gradient">{stops}</linearGradient></defs>'
+        f'<rect x="{x0}" y="0.5" width="{_RAMP_WIDTH}" height="{h - 1}" '
+        f'fill="url(#dpmap-ramp-gradient)" stroke="{LEGEND_EDGE}"/>{arrows}</svg>'
+    )
+
+
+def _nice_ticks(vmax: float) -> list[float]:
+    raw = vmax / 4.0
+    exponent = math.floor(math.log10(raw))
+    step = 10.0**exponent * min(
+        (m for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * 10.0**exponent >= raw * 0.999),
+        default=10.0,
+    )
+    count = math.floor(vmax / step * (1 + 1e-9))
+    return [round(i * step, 12) for i in range(count + 1)]
+
+
+def _title_html(title: str, stat_label: str, category: str | None) -> str:
+    sub = stat_label
+    if category is not None:
+        sub = f"{sub} · category: {category}"
+    return (
+        f'<div class="dpmap-title-main">{html.escape(title)}</div>'
+        f'<div class="dpmap-title-sub">{html.escape(sub)}</div>'
+    )
+
+
+def _legend_html(
+    stat_label: str,
+    vmax: float,
+    *,
+    below: bool,
+    above: bool,
+    any_shown: bool,
+    any_suppressed: bool,
+    any_missing: bool,
+) -> str:
+    parts = [f'<div class="dpmap-legend-title">{html.escape(stat_label)}</div>']
+    if any_shown:
+        parts.append(_ramp_svg(below=below, above=above))
+        ticks = "".join(
+            f'<span style="left:{_RAMP_X + _RAMP_WIDTH * t / vmax:.1f}px">'
+            f"{html.escape(_fmt(t, compact=True))}</span>"
+            for t in _nice_ticks(vmax)
+        )
+        parts.append(f'<div class="dpmap-ticks">{ticks}</div>')
+        notes = []
+        if below:
+            notes.append("below 0: coloured as 0")
+        if above:
+            notes.append(f"above {_fmt(vmax)}: darkest colour")
+        if notes:
+            parts.append(f'<div class="dpmap-legend-note">{html.escape("; ".join(notes))}</div>')
+    else:
+        parts.append('<div class="dpmap-legend-note">no hexagon has a published value</div>')
+    if any_suppressed:
+        parts.append(
+            '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-suppressed">'
+            f"</span>{html.escape(SUPPRESSED_LABEL)}</div>"
+        )
+    if any_missing:
+        parts.append(
+            '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-missing">'
+            f"</span>{html.escape(MISSING_LABEL)}</div>"
+        )
+    return "".join(parts)
+
+
+def _caption_html(
+    manifest: Mapping[str, Any], resolution: str, vmax: float, below: bool, any_shown: bool
+) -> str:
+    privacy = manifest.get("privacy", {}) or {}
+    eps = privacy.get("epsilon")
+    delta = float(privacy.get("delta", 0.0) or 0.0)
+    measure = str(privacy.get("measure", ""))
+    eps_text = "?" if eps is None else _format_epsilon(eps)
+    phrase = _privacy_phrase(measure, delta).strip("()")
+    headline = (
+        f"ε = {eps_text}, δ = {_format_delta(delta)} · H3 resolution {resolution} · "
+        f"{_created_date(manifest.get('created', ''))}"
+    )
+    notes = ["Each value is shown ± its 95% margin of error."]
+    if any_shown:
+        notes.append(
+            f"Colour scale from 0 to {_fmt(vmax)} (the {COLOR_PERCENTILE:g}th percentile)"
+            + ("; negative noisy values are coloured as 0." if below else ".")
+        )
+    notes.append("Differences between single hexagons may be noise.")
+    statement = str(privacy.get("statement") or "").strip()
+    out = [
+        f'<div class="dpmap-caption-head">Differentially private release ({html.escape(phrase)}):'
+        f" {html.escape(headline)}</div>",
+        f'<div class="dpmap-notes">{html.escape(" ".join(notes))}</div>',
+    ]
+    if statement:  # open on large maps (and in print), a click away on small ones
+        out.append(
+            '<details class="dpmap-statement" open><summary>Privacy statement</summary>'
+            f"<div>{html.escape(statement)}</div></details>"
+        )
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------- the page
+
+
+def _script_json(obj: Any) -> str:
+    """JSON that is safe inside <script>: nothing in it can end the element."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _head_html(map_name: str) -> str:
+    replacements = {
+        "__MAP__": map_name,
+        "__BG__": BACKGROUND,
+        "__RAMP_TOTAL__": str(_RAMP_X + _RAMP_WIDTH + _RAMP_X),
+        "__SUPPRESSED_FACE__": SUPPRESSED_FACE,
+        "__SUPPRESSED_HATCH__": SUPPRESSED_HATCH,
+        "__LEGEND_EDGE__": LEGEND_EDGE,
+        "__MISSING_FACE__": MISSING_FACE,
+        "__MISSING_EDGE__": MISSING_EDGE,
+    }
+    text = _HEAD_TEMPLATE
+    for key, value in replacements.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _body_html(layer: dict[str, Any]) -> str:
+    return (
+        '<noscript><p style="padding:1em">This interactive map needs JavaScript.</p></noscript>\n'
+        '<script type="application/json" id="dpmap-manifest">'
+        f"{_script_json(layer['manifest'])}</script>\n"
+    )
+
+
+def _script_js(layer: dict[str, Any], map_name: str) -> str:
+    config = dict(layer["config"])
+    config["titleHtml"] = layer["title_html"]
+    config["legendHtml"] = layer["legend_html"]
+    config["captionHtml"] = layer["caption_html"]
+    # the map's variable name is set by folium (map_<hex>), never from user input
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", map_name):  # pragma: no cover
+        raise SpecError(f"unexpected folium map name {map_name!r}")
+    return _SCRIPT_TEMPLATE.replace("__MAP__", map_name).replace("__CONFIG__", _script_json(config))
+
+
+_HEAD_TEMPLATE = """<style>
+#__MAP__.leaflet-container { background: __BG__; font-size: 0.75rem; }
+#__MAP__ .dpmap-box {
+  background: rgba(255, 255, 255, 0.95); color: #222; border-radius: 4px;
+  box-shadow: 0 1px 4px rgba(0, 0, 0, 0.3); padding: 8px 11px;
+  font: 12px/1.45 "Helvetica Neue", Arial, "Liberation Sans", "DejaVu Sans", sans-serif;
+}
+#__MAP__ .dpmap-title { max-width: 560px; }
+#__MAP__ .dpmap-title-main { font-size: 17px; font-weight: 600; line-height: 1.3; }
+#__MAP__ .dpmap-title-sub { color: #555; margin-top: 1px; }
+#__MAP__ .dpmap-legend { width: 250px; }
+#__MAP__ .dpmap-legend-title { font-weight: 600; margin-bottom: 5px; }
+#__MAP__ .dpmap-ramp { display: block; }
+#__MAP__ .dpmap-ticks { position: relative; height: 17px; width: __RAMP_TOTAL__px;
+  font-size: 11px; color: #333; }
+#__MAP__ .dpmap-ticks span { position: absolute; top: 0; transform: translateX(-50%);
+  white-space: nowrap; }
+#__MAP__ .dpmap-legend-note { color: #555; font-size: 11px; margin-top: 2px; }
+#__MAP__ .dpmap-legend-row { margin-top: 6px; white-space: nowrap; }
+#__MAP__ .dpmap-swatch { display: inline-block; width: 22px; height: 13px;
+  vertical-align: -2px; margin-right: 7px; box-sizing: border-box; }
+#__MAP__ .dpmap-swatch-suppressed { border: 1px solid __LEGEND_EDGE__;
+  background: repeating-linear-gradient(135deg, __SUPPRESSED_FACE__ 0 3.6px,
+    __SUPPRESSED_HATCH__ 3.6px 4.8px); }
+#__MAP__ .dpmap-swatch-missing { border: 1px solid __MISSING_EDGE__;
+  background: __MISSING_FACE__; }
+#__MAP__ .dpmap-caption { max-width: 600px; font-size: 11px; color: #333; }
+#__MAP__ .dpmap-caption-head { font-weight: 600; color: #222; margin-bottom: 3px; }
+#__MAP__ .dpmap-notes { margin-bottom: 2px; }
+#__MAP__ .dpmap-statement summary { cursor: pointer; color: #333; }
+#__MAP__ .dpmap-statement div { margin-top: 2px; }
+#__MAP__ .dpmap-notes { color: #555; }
+#__MAP__ .dpmap-tooltip { font: 12px/1.5 "Helvetica Neue", Arial, "Liberation Sans",
+  "DejaVu Sans", sans-serif; }
+#__MAP__ .dpmap-tooltip .dpmap-cell { color: #666; font-size: 11px; }
+#__MAP__ .dpmap-tooltip .dpmap-suppressed { color: #444; }
+@media print { #__MAP__ .leaflet-control-zoom { display: none; } }
+</style>
+"""
+
+_SCRIPT_TEMPLATE = """
+(function () {
+  "use strict";
+  var map = __MAP__;
+  var cfg = __CONFIG__;
+
+  function esc(s) {
+    return String(s).replace(/[&<>"']/g, function (c) {
+      return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c];
+    });
+  }
+  function fmt(x) {
+    if (x === 0) return "0";
+    if (Math.abs(x) >= 1000 || Number.isInteger(x)) return Math.round(x).toLocaleString("en-US");
+    return String(Number(x.toPrecision(3)));
+  }
+  function fmtMoe(x) {  // margins of error: 2 significant digits (whole numbers from 100)
+    if (Math.abs(x) >= 100) return Math.round(x).toLocaleString("en-US");
+    return x === 0 ? "0" : String(Number(x.toPrecision(2)));
+  }
+
+  // suppressed cells: light grey with "///" hatching, drawn with a canvas pattern
+  function hatchPattern() {
+    var ratio = window.devicePixelRatio || 1, size = Math.round(7 * ratio);
+    var tile = document.createElement("canvas");
+    tile.width = tile.height = size;
+    var g = tile.getContext("2d");
+    g.fillStyle = cfg.suppressed.face;
+    g.fillRect(0, 0, size, size);
+    g.strokeStyle = cfg.suppressed.hatch;
+    g.lineWidth = Math.max(1, ratio);
+    g.beginPath();
+    g.moveTo(0, size); g.lineTo(size, 0);
+    g.moveTo(-size / 2, size / 2); g.lineTo(size / 2, -size / 2);
+    g.moveTo(size / 2, size * 1.5); g.lineTo(size * 1.5, size / 2);
+    g.stroke();
+    var pattern = g.createPattern(tile, "repeat");
+    if (pattern && pattern.setTransform && window.DOMMatrix) {
+      pattern.setTransform(new DOMMatrix().scaleSelf(1 / ratio, 1 / ratio));
+    }
+    return pattern || cfg.suppressed.face;
+  }
+  var hatch = hatchPattern();
+
+  function style(feature) {
+    var p = feature.properties;
+    if (p.suppressed) {
+      return {fillColor: hatch, fillOpacity: 1, color: "#ffffff", weight: 0.5, opacity: 0.9};
+    }
+    if (!p.fill) {
+      return {fillColor: cfg.missing.face, fillOpacity: 1, color: cfg.missing.edge, weight: 0.6, opacity: 1};
+    }
+    return {fillColor: p.fill, fillOpacity: cfg.fillOpacity, color: "#ffffff", weight: 0.5, opacity: 0.9};
+  }
+
+  function tooltip(layer) {
+    var p = layer.feature.properties, lines = [];
+    if (p.suppressed) {
+      lines.push('<span class="dpmap-suppressed">' + esc(cfg.suppressedText) + "</span>");
+    } else {
+      cfg.stats.forEach(function (s) {
+        var v = p[s], m = p[s + "_moe"];
+        var text = esc(s) + ": " + (v == null ? esc(cfg.missingText)
+          : fmt(v) + (m == null ? "" : " \\u00b1 " + fmtMoe(m)));
+        lines.push(s === cfg.column ? "<b>" + text + "</b>" : text);
+      });
+    }
+    lines.push('<span class="dpmap-cell">H3 cell ' + esc(p.cell) + cfg.categoryHtml + "</span>");
+    return lines.join("<br>");
+  }
+
+  var renderer = L.canvas({padding: 0.5});
+  var hexagons = L.geoJSON(cfg.data, {renderer: renderer, style: style});
+  hexagons.bindTooltip(tooltip, {sticky: true, direction: "top", offset: [0, -12],
+                                 className: "dpmap-tooltip"});
+  hexagons.on("mouseover", function (e) {
+    e.layer.setStyle({color: "#1a1a1a", weight: 2, opacity: 1});
+    e.layer.bringToFront();
+  });
+  hexagons.on("mouseout", function (e) { hexagons.resetStyle(e.layer); });
+  hexagons.addTo(map);
+
+  if (cfg.boundaries) {
+    var pane = map.createPane("dpmapBoundaries");
+    pane.style.zIndex = 450;
+    pane.style.pointerEvents = "none";
+    L.geoJSON(cfg.boundaries, {pane: "dpmapBoundaries", interactive: false,
+      style: {color: cfg.boundaryColor, weight: 1.2, opacity: 0.9, fill: false}}).addTo(map);
+  }
+
+  function box(position, className, content) {
+    var control = L.control({position: position});
+    control.onAdd = function () {
+      var div = L.DomUtil.create("div", "dpmap-box " + className);
+      div.innerHTML = content;
+      L.DomEvent.disableClickPropagation(div);
+      L.DomEvent.disableScrollPropagation(div);
+      return div;
+    };
+    return control.addTo(map);
+  }
+  var title = box("topleft", "dpmap-title", cfg.titleHtml).getContainer();
+  L.control.zoom({position: "topright"}).addTo(map);
+  var caption = box("bottomleft", "dpmap-caption", cfg.captionHtml).getContainer();
+  L.control.scale({position: "bottomleft", imperial: false}).addTo(map);
+  var legend = box("bottomright", "dpmap-legend", cfg.legendHtml);
+  map.attributionControl.addAttribution("dpmap \\u00b7 H3");
+
+  // small maps (a notebook cell, a phone): the legend goes under the zoom buttons and
+  // the privacy statement starts folded; large ones show everything
+  function isNarrow() { return map.getSize().x < 720; }
+  function layout() {
+    var width = map.getSize().x, narrow = isNarrow();
+    var position = narrow ? "topright" : "bottomright";
+    if (legend.getPosition() !== position) legend.setPosition(position);
+    title.style.maxWidth = Math.max(160, Math.min(560, width - (narrow ? 70 : 120))) + "px";
+    caption.style.maxWidth = Math.max(180, Math.min(600, width - (narrow ? 40 : 320))) + "px";
+  }
+  layout();
+  map.on("resize", layout);
+  var statement = caption.querySelector("details");
+  if (statement) {
+    var size = map.getSize();
+    statement.open = size.x >= 900 && size.y >= 650;
+    window.addEventListener("beforeprint", function () { statement.open = true; });
+  }
+
+  // fit the hexagons in the part of the map not covered by the title, legend and caption
+  function fit() {
+    var size = map.getSize(), legendBox = legend.getContainer();
+    var top = title.offsetHeight + 20, bottom = caption.offsetHeight + 30;
+    if (isNarrow()) top = Math.max(top, legendBox.offsetHeight + 90);  // under the zoom buttons
+    else bottom = Math.max(bottom, legendBox.offsetHeight + 30);
+    if (size.y - top - bottom < 160) { top = 10; bottom = 10; }
+    map.fitBounds(cfg.bounds, {paddingTopLeft: [20, top], paddingBottomRight: [20, bottom],
+                               animate: false});
+  }
+  fit();
+  map.setMaxZoom(Math.max(18, Math.ceil(map.getZoom())));
+})();
+"""
