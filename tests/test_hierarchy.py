@@ -241,3 +241,19 @@ def test_hierarchical_margins_cover_95_percent() -> None:
         total += len(cells)
     assert total >= 20_000
     assert 0.935 <= hits / total <= 0.975
+
+
+def test_integer_display_keeps_unbiased_estimates() -> None:
+    """integers=True rounds what is shown; roll-ups still get the least-squares values."""
+    rel = dpmap.release(
+        _points(),
+        region=REGION,
+        resolution=[6, 7],
+        epsilon=0.5,
+        integers=True,
+        suppress_below=False,
+    )
+    est = rel.estimates
+    shown = rel.cells["count"].to_numpy(dtype=float)
+    assert not np.allclose(est["count"].to_numpy(), np.round(est["count"].to_numpy()))
+    assert np.all(shown == np.round(shown)) and np.all(shown >= 0)

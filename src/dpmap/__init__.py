@@ -12,6 +12,9 @@ Modules (the public API is re-exported here; everything else is internal):
 - ``bounding``     contribution-bounding semantics and the sensitivities they imply
 - ``mechanisms``   the only module that imports OpenDP (measurements, accounting, accuracy)
 - ``postprocess``  suppression, means, margins: noisy values only
+- ``analysis``     roll-ups to polygons (:meth:`Release.aggregate_to`), :func:`compare`,
+                   "around a point" (:meth:`Release.around`), :func:`plan_epsilon`,
+                   :func:`plan_resolution`: post-processing and planning, no budget spent
 - ``engines``      exact, noise-free bin/bound/aggregate (local: polars)
 - ``ledger``       persistent privacy budget (SQLite)
 - ``diagnostics``  PRIVATE counts for the data owner, never published
@@ -23,6 +26,7 @@ Modules (the public API is re-exported here; everything else is internal):
 """
 
 from ._version import __version__
+from .analysis import Around, EpsilonPlan, compare, plan_epsilon, plan_resolution
 from .diagnostics import Diagnostics
 from .errors import (
     BudgetError,
@@ -42,11 +46,13 @@ from .release import Explanation, Release, explain, read_release, release
 from .spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
+    "Around",
     "BudgetError",
     "BudgetExceededError",
     "DataFileError",
     "Diagnostics",
     "DpmapError",
+    "EpsilonPlan",
     "Explanation",
     "InputError",
     "Ledger",
@@ -61,7 +67,10 @@ __all__ = [
     "Selection",
     "SpecError",
     "__version__",
+    "compare",
     "explain",
+    "plan_epsilon",
+    "plan_resolution",
     "read_release",
     "release",
     "show_versions",

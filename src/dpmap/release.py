@@ -371,6 +371,7 @@ def release(
         if reservation is not None:
             reservation.mark_noise_drawn()
         ncat = len(spec.categories) if spec.categories else 1
+        shown: Estimates | None = None  # display values, when they differ from the estimates
         if aplan is not None:
             assert domain is not None
             est, cells, res_col = _adaptive(aplan, domain, aggregates.densify(domain, 1))
@@ -379,7 +380,7 @@ def release(
             noisy = plan.run_dense(
                 _level_vectors(tree, aggregates.densify(domain, ncat), ncat, spec)
             )
-            est, cells, res_col = _consistent(tree, noisy, plan, ncat, integers)
+            est, shown, cells, res_col = _consistent(tree, noisy, plan, ncat, integers)
         elif domain is not None:
             noisy = plan.run_dense(aggregates.densify(domain, ncat))
             cells, res_col = np.repeat(domain, ncat), np.full(len(domain) * ncat, spec.finest)
@@ -402,7 +403,7 @@ def release(
                 if domain is None
                 else (cells, _cat_index(len(cells), ncat))
             )
-        published = publish(est, spec.bounds, spec.suppress_below)
+        published = publish(shown or est, spec.bounds, spec.suppress_below)
         table = _cell_table(
             spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
         )
@@ -508,20 +509,26 @@ def _level_vectors(
 
 def _consistent(
     tree: hierarchy.Tree, noisy: dict[str, np.ndarray], plan: NoisePlan, ncat: int, integers: bool
-) -> tuple[Estimates, np.ndarray, np.ndarray]:
-    """Least-squares consistent estimates of every level (post-processing of noisy values)."""
+) -> tuple[Estimates, Estimates, np.ndarray, np.ndarray]:
+    """Least-squares consistent estimates of every level (post-processing of noisy values).
+
+    Returns the unbiased estimates, the values to display (the same, or non-negative
+    integers that still add up when ``integers``), the cells and their resolutions.
+    """
     spec = plan.spec
     fields: dict[str, Any] = {}
+    shown: dict[str, Any] = {}
     for stat in spec.statistics:
         keys = [f"{stat}@{r}" for r in tree.resolutions]
         y = [noisy[k].reshape(-1, ncat) for k in keys]
         x, var = hierarchy.consistent(tree, y, [plan.statistics[k].variance for k in keys])
-        if integers:
-            x = [v.astype(np.float64) for v in hierarchy.round_consistent(tree, x)]
         sd = np.sqrt(np.concatenate(var).reshape(-1))
         fields[stat] = np.concatenate(x).reshape(-1)
         fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd, Z975 * sd
         fields[f"{stat}_var"] = sd**2
+        if integers:
+            rounded = hierarchy.round_consistent(tree, x)
+            shown[stat] = np.concatenate(rounded).reshape(-1).astype(np.float64)
     cells = np.repeat(np.concatenate(tree.levels), ncat)
     res = np.repeat(
         np.concatenate(
@@ -529,7 +536,7 @@ def _consistent(
         ),
         ncat,
     )
-    return Estimates(**fields), cells, res
+    return Estimates(**fields), Estimates(**{**fields, **shown}), cells, res
 
 
 class _NoLedger:
@@ -865,6 +872,31 @@ class Release:
         from .plot import plot_release
 
         return plot_release(self._cells, self._manifest, path, **kwargs)
+
+    # -- analysis (dpmap.analysis) -------------------------------------------------------
+    def aggregate_to(
+        self, polygons: Any, by: str | None = "name", *, resolution: int | None = None
+    ) -> Any:
+        """Totals with margins over user polygons; see :func:`dpmap.analysis.aggregate_to`."""
+        from .analysis import aggregate_to
+
+        return aggregate_to(self, polygons, by, resolution=resolution)
+
+    def around(
+        self,
+        lat: float,
+        lng: float,
+        radius_m: float = 500.0,
+        *,
+        resolution: int | None = None,
+        noun: str = "records",
+    ) -> Any:
+        """Totals of the whole cells overlapping a circle; see :func:`dpmap.analysis.around`."""
+        from .analysis import around
+
+        return around(self, lat, lng, radius_m, resolution=resolution, noun=noun)
+
+    # -- end of analysis -----------------------------------------------------------------
 
     # -- interactive map (dpmap.html) ----------------------------------------------------
     def explore(
