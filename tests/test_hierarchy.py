@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import h3
 import numpy as np
 import pytest
@@ -126,7 +128,7 @@ def _points(n: int = 3000, seed: int = 0) -> pd.DataFrame:
 def _children_sum_to_parents(cells: pd.DataFrame, value: str = "count") -> None:
     by_res = {r: g.set_index("cell")[value].astype(float) for r, g in cells.groupby("resolution")}
     levels = sorted(by_res)
-    for coarse, fine in zip(levels, levels[1:], strict=False):
+    for coarse, fine in itertools.pairwise(levels):
         kids = by_res[fine]
         parents = [h3.cell_to_parent(c, coarse) for c in kids.index]
         sums = kids.groupby(parents).sum()

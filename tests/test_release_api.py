@@ -365,7 +365,7 @@ def test_manifest_is_json_and_tells_the_truth() -> None:
     assert m["versions"]["opendp"] == version("opendp")
     created = dt.datetime.fromisoformat(m["created"])
     assert created.tzinfo is not None
-    assert abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 600
+    assert abs((dt.datetime.now(dt.UTC) - created).total_seconds()) < 600
     assert m["title"] == "debt map"
     assert "ε = 1" in m["privacy"]["statement"]
     assert rel.epsilon == pytest.approx(1.0) and rel.delta == 0
