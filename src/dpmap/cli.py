@@ -283,6 +283,50 @@ def _with_signature(params: list[inspect.Parameter]) -> Any:
     return decorate
 
 
+_STAGE_TEXT = {
+    "plan": "planning the noise (OpenDP)",
+    "read and bound": "reading, checking, binning to H3 and bounding each person",
+    "noise": "adding OpenDP noise",
+    "table": "building the cell table",
+    "write": "writing the release and its manifest",
+    "map": "drawing the map",
+}
+
+
+class _Stages:
+    """Rich progress on stderr: one line per pipeline stage, with its elapsed time."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True, highlight=False)
+        # only for a person at a terminal; it clears itself, so an error stays one line
+        console.quiet = quiet or not console.is_terminal
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+
+        self._task: Any = None
+
+    def __enter__(self) -> _Stages:
+        self._progress.__enter__()
+        return self
+
+    def __call__(self, name: str) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=1)
+        self._task = self._progress.add_task(_STAGE_TEXT.get(name, name), total=1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None and exc[0] is None:
+            self._progress.update(self._task, completed=1)
+        self._progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
 _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
 
 
@@ -347,12 +391,14 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
         raise SpecError(f"--png {str(png)!r} must end in .png")
     _kind_of(out)  # refuse an unsupported output type before reading any data
     diag = Diagnostics()
-    console = Console(stderr=True, highlight=False, quiet=quiet)
-    with console.status("reading, binning, bounding and adding noise…"):
-        rel = release(str(points), diagnostics=diag, config=kw.pop("_config", None), **kw)
-    with console.status("writing…"):
+    with _Stages(quiet) as stages:
+        rel = release(
+            str(points), diagnostics=diag, config=kw.pop("_config", None), progress=stages, **kw
+        )
+        stages("write")
         rel.to_file(out)
         if png is not None:
+            stages("map")
             rel.plot(png)
     if show_diag:
         _err.print(str(diag), markup=False)

@@ -11,6 +11,7 @@ import datetime as _dt
 import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,7 @@ def release(
     adaptive_from: int | None = None,
     tree_share: float = 0.5,
     config: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
@@ -304,6 +306,9 @@ def release(
         Adaptive release: refine dense areas down to ``resolution`` from the coarser
         ``adaptive_from`` (default 4 levels up), spending ``tree_share`` of ε on the split
         (see ``docs/adaptive-privacy.md``).
+    progress
+        Called with the name of each stage as it starts ("plan", "read and bound",
+        "noise", "table"), e.g. to drive a progress display.
     config
         Settings to record in the manifest (the CLI's ``--config`` file: name, sha256 and
         contents).
@@ -362,9 +367,13 @@ def release(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
         )
     reg = _resolve_region(region, spec)
+    stage = progress or (lambda _name: None)
+    stage("plan")
     plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
+    stage("read and bound")
     aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
+    stage("noise")
 
     reservation_cm = _reserve(ledger, dataset, plan)
     with reservation_cm as reservation:
@@ -403,6 +412,7 @@ def release(
                 if domain is None
                 else (cells, _cat_index(len(cells), ncat))
             )
+        stage("table")
         published = publish(shown or est, spec.bounds, spec.suppress_below)
         table = _cell_table(
             spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
