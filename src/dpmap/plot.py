@@ -209,7 +209,7 @@ def plot_release(
         value_norm,
         boundary_lines,
         extent,
-        adjustable="datalim" if own_figure else "box",
+        adjustable="box",
     )
     cbar = _colorbar(fig, ax, _mappable(VALUE_CMAP, value_norm), extend, inset=own_figure)
     cbar.set_label(stat_label, fontsize=9)
@@ -229,7 +229,7 @@ def plot_release(
             rel_norm,
             boundary_lines,
             extent,
-            adjustable="datalim",
+            adjustable="box",
         )
         moe_ax.tick_params(labelleft=False)
         moe_cbar = _colorbar(
@@ -549,7 +549,7 @@ def _new_figure(
 
     x0, x1, y0, y1 = extent
     ground_width = (x1 - x0) * math.cos(math.radians((y0 + y1) / 2.0))
-    ratio = min(max((y1 - y0) / max(ground_width, 1e-9), 0.45), 1.5)
+    ratio = min(max((y1 - y0) / max(ground_width, 1e-9), 0.45), 2.2)
     panel_w = 5.2 if show_uncertainty else 6.0
     panel_h = panel_w * ratio
     left, cbar_room, gap, right = 0.8, 1.35, 0.3, 0.15
