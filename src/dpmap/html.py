@@ -59,6 +59,7 @@ from dpmap.plot import (
     _select_rows,
     _suppressed_mask,
     _title,
+    colour_scale,
 )
 
 if TYPE_CHECKING:
@@ -407,15 +408,7 @@ def _prepare(
         raise SpecError("the release table has no cell geometries to map")
     boundary_lines = _boundary_lines(boundaries) if boundaries is not None else None
 
-    shown = np.isfinite(values) & ~suppressed
-    colour_values = np.clip(values, 0.0, None)
-    vmax = 1.0
-    if shown.any():
-        vmax = float(np.percentile(colour_values[shown], COLOR_PERCENTILE))
-        if not vmax > 0:
-            vmax = float(max(colour_values[shown].max(), 1.0))
-    below = bool((values[shown] < 0).any())
-    above = bool((colour_values[shown] > vmax).any())
+    shown, colour_values, vmax, below, above = colour_scale(values, suppressed)
     fills = ramp_colours(np.where(shown, colour_values, np.nan), vmax)
 
     stats = [column] + [s for s in _STAT_NAMES if s in table.columns and s != column]

@@ -176,17 +176,8 @@ def plot_release(
 
     from matplotlib.colors import Normalize
 
-    # colour scale: clipped at 0, top at the 99th percentile of the published values
-    shown = np.isfinite(values) & ~suppressed
-    colour_values = np.clip(values, 0.0, None)
-    vmax = 1.0
-    if shown.any():
-        vmax = float(np.percentile(colour_values[shown], COLOR_PERCENTILE))
-        if not vmax > 0:
-            vmax = float(max(colour_values[shown].max(), 1.0))
-    extend = _extend(
-        below=bool((values[shown] < 0).any()), above=bool((colour_values[shown] > vmax).any())
-    )
+    shown, colour_values, vmax, below, above = colour_scale(values, suppressed)
+    extend = _extend(below=below, above=above)
     value_norm = Normalize(vmin=0.0, vmax=vmax)
 
     extent = _extent(polygons)
@@ -338,6 +329,27 @@ def _check_path(path: str | os.PathLike[str] | None) -> Path | None:
             f"{out.suffix or '(none)'!r}; use a path ending in '.png'"
         )
     return out
+
+
+def colour_scale(
+    values: np.ndarray, suppressed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
+    """The shared colour scale of the static and interactive maps.
+
+    Values are clipped at 0 for colour and the top of the scale is the 99th percentile
+    of the published values. Returns (shown mask, colour values, top, any value below
+    0, any value above the top).
+    """
+    shown = np.isfinite(values) & ~suppressed
+    colour_values = np.clip(values, 0.0, None)
+    vmax = 1.0
+    if shown.any():
+        vmax = float(np.percentile(colour_values[shown], COLOR_PERCENTILE))
+        if not vmax > 0:
+            vmax = float(max(colour_values[shown].max(), 1.0))
+    below = bool((values[shown] < 0).any())
+    above = bool((colour_values[shown] > vmax).any())
+    return shown, colour_values, vmax, below, above
 
 
 def _select_rows(
