@@ -176,8 +176,8 @@ def plot_release(
 
     from matplotlib.colors import Normalize
 
-    shown, colour_values, vmax, below, above = colour_scale(values, suppressed)
-    extend = _extend(below=below, above=above)
+    shown, colour_values, vmax, any_below, any_above = colour_scale(values, suppressed)
+    extend = _extend(below=any_below, above=any_above)
     value_norm = Normalize(vmin=0.0, vmax=vmax)
 
     extent = _extent(polygons)
