@@ -8,6 +8,7 @@ not silently lost; it depends only on the region and the resolution, never on da
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -273,11 +274,31 @@ def region_to_cells(region: Region, resolution: int) -> np.ndarray:
     """The public cell set: sorted int64 ids of every cell overlapping ``region``.
 
     Uses H3's ``contain="overlap"`` polyfill: a cell is included when any part of it
-    touches the region. Depends only on the region and the resolution (never on data).
+    touches the region. H3 skips a cell whose centre lies in a *hole* of the region even
+    when the rest of the cell overlaps it, so the fill is done on the region without its
+    holes and the extra cells are kept only if they really intersect the region. Depends
+    only on the region and the resolution (never on data); cached per (region,
+    resolution), read-only.
     """
-    shape = h3.geo_to_h3shape(region.geometry.__geo_interface__)
-    cells = h3np.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
-    out = np.unique(np.asarray(cells, dtype=np.uint64).astype(np.int64))
-    if len(out) == 0:  # pragma: no cover - overlap always finds at least one cell
+    return _region_to_cells(region, resolution)
+
+
+@functools.lru_cache(maxsize=16)
+def _region_to_cells(region: Region, resolution: int) -> np.ndarray:
+    def fill(geom: BaseGeometry) -> np.ndarray:
+        shape = h3.geo_to_h3shape(geom.__geo_interface__)
+        cells = h3np.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
+        return np.unique(np.asarray(cells, dtype=np.uint64).astype(np.int64))
+
+    geom = region.geometry
+    cells = fill(geom)
+    without_holes = shapely.polygons(shapely.get_exterior_ring(shapely.get_parts(geom)))
+    if any(len(p.interiors) for p in shapely.get_parts(geom)):
+        extra = np.setdiff1d(fill(shapely.union_all(without_holes)), cells)
+        if len(extra):
+            keep = shapely.intersects(cells_to_polygons(extra), geom)
+            cells = np.union1d(cells, extra[keep])
+    if len(cells) == 0:  # pragma: no cover - overlap always finds at least one cell
         raise RegionError("the region covers no H3 cell; check that it is in lon/lat degrees")
-    return out
+    cells.setflags(write=False)
+    return cells
