@@ -23,10 +23,12 @@ Modules (the public API is re-exported here; everything else is internal):
 - ``demo``         synthetic demo data built from real GeoNames places
 - ``cli``          the ``dpmap`` command line
 - ``errors``       the :class:`DpmapError` tree
+- ``audit``        :func:`audit`: empirical lower bound on ε from neighbouring datasets
 """
 
 from ._version import __version__
 from .analysis import Around, EpsilonPlan, compare, plan_epsilon, plan_resolution
+from .audit import AuditReport, audit
 from .diagnostics import Diagnostics
 from .errors import (
     BudgetError,
@@ -47,6 +49,7 @@ from .spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
     "Around",
+    "AuditReport",
     "BudgetError",
     "BudgetExceededError",
     "DataFileError",
@@ -67,6 +70,7 @@ __all__ = [
     "Selection",
     "SpecError",
     "__version__",
+    "audit",
     "compare",
     "explain",
     "plan_epsilon",

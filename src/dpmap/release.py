@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import grid, hierarchy
 from ._version import __version__
+from .adaptive import DEFAULT_TREE_SHARE
 from .diagnostics import Diagnostics
 from .engines import local
 from .errors import DataFileError, ReleaseFormatError, SpecError
@@ -157,6 +158,22 @@ def _make_spec(kw: dict[str, Any]) -> ReleaseSpec:
         raise SpecError(str(exc)) from None
 
 
+def _engine_for(points: Any, engine: str | None) -> Any:
+    """The engine module that bins, bounds and aggregates: ``engine=`` if given, else
+    Spark for a pyspark DataFrame and the local (polars) engine for anything else."""
+    if engine is None:
+        from .engines.spark import is_spark_dataframe
+
+        engine = "spark" if is_spark_dataframe(points) else "local"
+    if engine == "local":
+        return local
+    if engine == "spark":
+        from .engines import spark
+
+        return spark
+    raise SpecError(f"engine must be one of 'local', 'spark' or None (auto), got {engine!r}")
+
+
 def _resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
     if region is None:
         if spec.delta == 0:
@@ -173,11 +190,11 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
 
     Takes the same keywords as :func:`release` (without ``points``).
     """
-    for key in ("ledger", "dataset", "diagnostics", "title", "integers"):
+    for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine"):
         params.pop(key, None)
     adaptive = bool(params.pop("adaptive", False))
     adaptive_from = params.pop("adaptive_from", None)
-    tree_share = params.pop("tree_share", 0.5)
+    tree_share = params.pop("tree_share", DEFAULT_TREE_SHARE)
     if isinstance(params.get("level_split"), list):
         params["level_split"] = tuple(params["level_split"])
     spec = _make_spec(params)
@@ -249,20 +266,22 @@ def release(
     integers: bool = False,
     adaptive: bool = False,
     adaptive_from: int | None = None,
-    tree_share: float = 0.5,
+    tree_share: float = DEFAULT_TREE_SHARE,
     config: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
     title: str | None = None,
+    engine: str | None = None,
 ) -> Release:
     """Publish a differentially private H3 map of ``points``.
 
     Parameters
     ----------
     points
-        pandas / polars / GeoPandas DataFrame, polars LazyFrame, or a .csv / .parquet path.
+        pandas / polars / GeoPandas DataFrame, polars LazyFrame, pyspark DataFrame, or a
+        .csv / .parquet path.
     region
         The public area: shapely geometry, GeoDataFrame/GeoSeries, GeoJSON mapping or path.
         Every H3 cell overlapping it is published (with noise, zeros included). ``None``:
@@ -298,6 +317,10 @@ def release(
         noise is drawn, and the release is refused if it would exceed the cap.
     title
         Optional title stored in the manifest.
+    engine
+        Where the exact bin/bound/aggregate step runs: ``"local"`` (polars, one machine),
+        ``"spark"`` (needs ``pip install 'dpmap[spark]'``; reads a path with Spark) or
+        ``None``: Spark for a pyspark DataFrame, local otherwise. The noise is the same.
     level_split, integers
         Hierarchical releases (``resolution=[...]``): the budget split across levels
         (``"geometric"``, ``"even"`` or weights) and whether to publish non-negative
@@ -372,7 +395,7 @@ def release(
     plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
-    aggregates = local.bound_and_aggregate(points, spec, domain, diagnostics)
+    aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
     stage("noise")
 
     reservation_cm = _reserve(ledger, dataset, plan)

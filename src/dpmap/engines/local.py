@@ -2,43 +2,33 @@
 
 This is the exact, noise-free data plane. It never imports OpenDP and never publishes
 anything: it returns PRIVATE :class:`~dpmap.aggregates.BoundedAggregates` and fills the
-PRIVATE :class:`~dpmap.Diagnostics`.
+PRIVATE :class:`~dpmap.Diagnostics`. Validation, row preparation (cleaning, binning,
+region filter, clamping) and record priorities live in :mod:`dpmap.engines._common`,
+which the Spark engine runs on each Arrow batch, so both engines keep the same records.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 import numpy as np
 import polars as pl
-import polars_h3 as plh3
 
 from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import InputError
 from ..io import read_points
-from ..spec import OTHER_CATEGORY, ReleaseSpec, Selection
+from ..spec import ReleaseSpec
+from . import _common
+from ._common import CAT as _CAT
+from ._common import CELL as _CELL
+from ._common import LAT as _LAT
+from ._common import LNG as _LNG
+from ._common import PERSON as _PERSON
+from ._common import PRIO as _PRIO
+from ._common import VALUE as _VALUE
 
 __all__ = ["bound_and_aggregate"]
-
-# internal column names (never clash with user columns: they are renamed on entry)
-_LAT, _LNG, _PERSON, _VALUE, _CAT, _CELL, _PRIO = (
-    "__lat",
-    "__lng",
-    "__person",
-    "__value",
-    "__cat",
-    "__cell",
-    "__prio",
-)
-
-#: coordinates beyond this magnitude are metres (or feet) of a projected CRS, not degrees
-_PROJECTED_MAGNITUDE = 1_000.0
-
-
-def _numeric(dtype: pl.DataType) -> bool:
-    return bool(dtype.is_numeric())
 
 
 def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
@@ -46,30 +36,15 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     try:
         schema = lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read the points: {str(exc).splitlines()[0]}") from exc
-    roles = [
-        ("lat", spec.lat),
-        ("lng", spec.lng),
-        ("person", spec.person),
-        ("value", spec.value),
-        ("category", spec.category),
-    ]
-    for role, col in roles:
-        if col is not None and col not in schema:
-            have = ", ".join(repr(c) for c in list(schema)[:12]) + (
-                ", ..." if len(schema) > 12 else ""
-            )
-            raise InputError(
-                f"the {role} column {col!r} is not in the points (columns: {have}); pass {role}='<column>'"
-            )
-    for role, col in (("lat", spec.lat), ("lng", spec.lng), ("value", spec.value)):
-        if col is not None and not _numeric(schema[col]):
-            if lf.head(1).collect().height == 0:  # a header-only file has text dtypes
-                raise InputError("the points are empty (0 rows); pass data with at least one row")
-            raise InputError(
-                f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
-                "first, e.g. pd.to_numeric(df[col], errors='coerce')"
-            )
+        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+
+    def is_empty() -> bool:
+        try:
+            return lf.head(1).collect().height == 0
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+
+    _common.check_columns(schema, spec, is_empty)
     cols = [
         pl.col(spec.lat).cast(pl.Float64).alias(_LAT),
         pl.col(spec.lng).cast(pl.Float64).alias(_LNG),
@@ -88,43 +63,6 @@ def _scalar(x: Any) -> float:
     return float(x)
 
 
-def _check_coordinates(df: pl.DataFrame) -> pl.Series:
-    """Raise on impossible coordinates; return the mask of rows with usable ones."""
-    lat, lng = df[_LAT], df[_LNG]
-    missing = (
-        lat.is_null() | lng.is_null() | lat.is_nan().fill_null(True) | lng.is_nan().fill_null(True)
-    )
-    ok = ~missing
-    if not ok.any():
-        raise InputError(
-            "no row has usable coordinates (all are missing); check the lat/lng columns"
-        )
-    vlat, vlng = lat.filter(ok), lng.filter(ok)
-    lat_lo, lat_hi = _scalar(vlat.min()), _scalar(vlat.max())
-    lng_lo, lng_hi = _scalar(vlng.min()), _scalar(vlng.max())
-    bad_lat = not (lat_lo >= -90 and lat_hi <= 90)  # also catches ±inf
-    bad_lng = not (lng_lo >= -180 and lng_hi <= 180)
-    if bad_lat or bad_lng:
-        worst = max(abs(lat_lo), abs(lat_hi), abs(lng_lo), abs(lng_hi))
-        if np.isfinite(worst) and worst > _PROJECTED_MAGNITUDE:
-            raise InputError(
-                f"coordinates look projected (values up to {worst:.6g}, e.g. metres), not degrees; "
-                "reproject the points to EPSG:4326 (lon/lat) first, e.g. with geopandas .to_crs(4326)"
-            )
-        if bad_lat:
-            swapped = lat_lo >= -180 and lat_hi <= 180 and lng_lo >= -90 and lng_hi <= 90
-            hint = " (are lat and lng swapped?)" if swapped else ""
-            raise InputError(
-                f"latitudes must be within [-90, 90], found values from {lat_lo:.6g} to {lat_hi:.6g}"
-                f"{hint}; fix or drop those rows"
-            )
-        raise InputError(
-            f"longitudes must be within [-180, 180], found values from {lng_lo:.6g} to {lng_hi:.6g}; "
-            "fix or drop those rows"
-        )
-    return ok
-
-
 def bound_and_aggregate(
     points: Any,
     spec: ReleaseSpec,
@@ -140,61 +78,11 @@ def bound_and_aggregate(
     try:
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read the points: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
     except OSError as exc:
         raise InputError(f"cannot read the points: {exc}") from exc
-    diag.rows_read = df.height
-    if df.height == 0:
-        raise InputError("the points are empty (0 rows); pass data with at least one row")
-    ok = _check_coordinates(df)
-    diag.rows_missing_coordinates = int((~ok).sum())
-    if diag.rows_missing_coordinates:
-        df = df.filter(ok)
-
-    df = df.with_columns(
-        plh3.latlng_to_cell(_LAT, _LNG, spec.finest, return_dtype=pl.UInt64)
-        .cast(pl.Int64)
-        .alias(_CELL)
-    ).drop(_LAT, _LNG)
-    if domain is not None:
-        cells = df[_CELL].to_numpy()
-        pos = np.minimum(np.searchsorted(domain, cells), len(domain) - 1)
-        inside = pl.Series(domain[pos] == cells)
-        diag.rows_outside_region = int((~inside).sum())
-        if diag.rows_outside_region:
-            df = df.filter(inside)
-        if df.height == 0:
-            raise InputError(
-                "no point lies inside the region; check that the region covers the data and that "
-                "lat/lng are not swapped"
-            )
-    if spec.person is not None:
-        missing = df[_PERSON].is_null()
-        diag.rows_missing_person = int(missing.sum())
-        if diag.rows_missing_person:
-            df = df.filter(~missing)
-    if spec.value is not None:
-        v = df[_VALUE]
-        missing = v.is_null() | v.is_nan().fill_null(True)
-        diag.rows_missing_value = int(missing.sum())
-        if diag.rows_missing_value:
-            df = df.filter(~missing)
-        lo, hi = spec.bounds  # type: ignore[misc]
-        diag.values_clamped = int(((df[_VALUE] < lo) | (df[_VALUE] > hi)).sum())
-        # clamp, then round half up to whole units: exact integer sums, exact sensitivity
-        df = df.with_columns(
-            (pl.col(_VALUE).clip(lo, hi) + 0.5).floor().cast(pl.Int64).alias(_VALUE)
-        )
-    if spec.category is not None:
-        cats = list(spec.categories)  # type: ignore[arg-type]
-        other = cats.index(OTHER_CATEGORY)
-        mapping = {c: i for i, c in enumerate(cats)}
-        df = df.with_columns(
-            pl.col(_CAT).replace_strict(mapping, default=other, return_dtype=pl.Int64).alias(_CAT)
-        )
-        diag.rows_other_category = int((df[_CAT] == other).sum())
-    if df.height == 0:
-        raise InputError("no usable row is left after dropping rows with missing values")
+    df, counts = _common.prepare_rows(df, spec, domain)
+    _common.record_and_check(counts, diag, spec, domain is not None)
 
     before = df.height
     if spec.person is not None:
@@ -228,19 +116,8 @@ def _bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
 
 
 def _priority_for(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Expr:
-    """Priority of each record: smaller is kept first.
-
-    ``hash``: a keyed hash of the record's own fields (person, cell, category, value);
-    ``random``: a keyed hash of the row number under a fresh secret key, i.e. an
-    independent random order of the rows. Either depends on no other person's data.
-    """
-    if spec.selection is Selection.HASH:
-        key = spec.seed if spec.seed is not None else 0
-        return pl.struct([c for c in (_PERSON, _CELL, _CAT, _VALUE) if c in df.columns]).hash(
-            seed=key
-        )
-    key = spec.seed if spec.seed is not None else secrets.randbits(63)
-    return pl.int_range(pl.len(), dtype=pl.UInt64).hash(seed=key)
+    """Priority of each record: smaller is kept first (see :func:`_common.priority_expr`)."""
+    return _common.priority_expr(df.columns, spec, _common.selection_key(spec))
 
 
 def _assert_bounded(df: pl.DataFrame, spec: ReleaseSpec) -> None:
@@ -265,11 +142,8 @@ def _aggregate(df: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
     if spec.value is not None:
         aggs.append(pl.col(_VALUE).sum().cast(pl.Int64).alias("sum"))
     g = df.group_by(keys).agg(aggs).sort(keys)
-    if spec.value is not None and _scalar(g["count"].max()) * spec.value_magnitude >= 2**62:
-        raise InputError(
-            "a cell's sum could overflow 64-bit integers with these bounds; express the value column in "
-            "a larger unit (e.g. thousands) and scale the bounds to match"
-        )
+    if spec.value is not None:
+        _common.check_sum_range(int(_scalar(g["count"].max())), spec)
     return BoundedAggregates(
         cells=g[_CELL].to_numpy(),
         category=g[_CAT].to_numpy() if spec.category is not None else None,

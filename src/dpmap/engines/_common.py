@@ -1,0 +1,315 @@
+"""What the engines share: validation, row preparation and record priorities.
+
+The local engine runs these functions once on the whole (polars) frame; the Spark engine
+runs the very same functions on each Arrow batch inside a vectorised UDF and merges the
+per-batch :class:`RowCounts`. So both engines
+
+* refuse the same inputs with the same :class:`~dpmap.errors.InputError` messages
+  (:func:`check_columns`, :func:`record_and_check`),
+* drop the same rows, bin with the same H3 call and clamp/round the same way
+  (:func:`prepare_rows`), and
+* give each record the same priority for ``selection="hash"`` (:func:`priority_expr`:
+  polars' keyed hash of the record's own fields, which is computed row by row and does
+  not depend on how the rows are split into batches — a test checks that).
+
+Everything here works on PRIVATE rows; none of it imports OpenDP.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import polars as pl
+import polars_h3 as plh3
+
+from ..diagnostics import Diagnostics
+from ..errors import InputError
+from ..spec import OTHER_CATEGORY, ReleaseSpec, Selection
+
+# internal column names (never clash with user columns: they are renamed on entry)
+LAT, LNG, PERSON, VALUE, CAT, CELL, PRIO = (
+    "__lat",
+    "__lng",
+    "__person",
+    "__value",
+    "__cat",
+    "__cell",
+    "__prio",
+)
+
+#: coordinates beyond this magnitude are metres (or feet) of a projected CRS, not degrees
+PROJECTED_MAGNITUDE = 1_000.0
+
+EMPTY = "the points are empty (0 rows); pass data with at least one row"
+NO_USABLE_COORDINATES = "no row has usable coordinates (all are missing); check the lat/lng columns"
+NO_POINT_IN_REGION = (
+    "no point lies inside the region; check that the region covers the data and that "
+    "lat/lng are not swapped"
+)
+NO_USABLE_ROW = "no usable row is left after dropping rows with missing values"
+SUM_OVERFLOW = (
+    "a cell's sum could overflow 64-bit integers with these bounds; express the value column in "
+    "a larger unit (e.g. thousands) and scale the bounds to match"
+)
+
+
+_QUOTED = re.compile(r"`[^`]*`?|\"[^\"]*\"?|'[^']*'?")
+
+
+def safe_message(exc: BaseException) -> str:
+    """The first line of a parser's message, without the data it quotes."""
+    lines = str(exc).strip().splitlines()
+    return _QUOTED.sub("<value>", lines[0] if lines else type(exc).__name__)
+
+
+def is_numeric(dtype: pl.DataType) -> bool:
+    return bool(dtype.is_numeric())
+
+
+def check_columns(
+    schema: Mapping[str, pl.DataType], spec: ReleaseSpec, is_empty: Callable[[], bool]
+) -> None:
+    """Raise if a named column is missing or a numeric one is not numeric.
+
+    ``schema`` maps column names to polars dtypes (the Spark engine converts its schema
+    through Arrow); ``is_empty`` is asked only when a numeric column has a text dtype,
+    which is what a header-only CSV file has.
+    """
+    roles = [
+        ("lat", spec.lat),
+        ("lng", spec.lng),
+        ("person", spec.person),
+        ("value", spec.value),
+        ("category", spec.category),
+    ]
+    for role, col in roles:
+        if col is not None and col not in schema:
+            have = ", ".join(repr(c) for c in list(schema)[:12]) + (
+                ", ..." if len(schema) > 12 else ""
+            )
+            raise InputError(
+                f"the {role} column {col!r} is not in the points (columns: {have}); pass {role}='<column>'"
+            )
+    for role, col in (("person", spec.person), ("category", spec.category)):
+        if col is not None and schema[col] == pl.Object:
+            raise InputError(
+                f"the {role} column {col!r} holds Python objects (dtype Object); convert them to "
+                "strings or integers first, e.g. df[col].astype(str)"
+            )
+    for role, col in (("lat", spec.lat), ("lng", spec.lng), ("value", spec.value)):
+        if col is not None and not is_numeric(schema[col]):
+            if is_empty():  # a header-only file has text dtypes
+                raise InputError(EMPTY)
+            raise InputError(
+                f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
+                "first, e.g. pd.to_numeric(df[col], errors='coerce')"
+            )
+
+
+@dataclass
+class RowCounts:
+    """PRIVATE counts from :func:`prepare_rows`; batches merge with :meth:`merge`.
+
+    ``lat_lo`` … ``lng_hi`` are the extremes of the non-missing coordinates (±inf when
+    there are none), from which :func:`record_and_check` judges the coordinate ranges.
+    """
+
+    rows: int = 0
+    missing_coordinates: int = 0
+    lat_lo: float = math.inf
+    lat_hi: float = -math.inf
+    lng_lo: float = math.inf
+    lng_hi: float = -math.inf
+    outside_region: int = 0
+    missing_person: int = 0
+    missing_value: int = 0
+    values_clamped: int = 0
+    other_category: int = 0
+    rows_left: int = 0
+
+    def merge(self, other: RowCounts) -> RowCounts:
+        out = RowCounts()
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name.endswith("_lo"):
+                v: Any = min(a, b)
+            elif f.name.endswith("_hi"):
+                v = max(a, b)
+            else:
+                v = a + b
+            setattr(out, f.name, v)
+        return out
+
+    def as_floats(self) -> list[float]:
+        """As floats (exact for counts below 2**53), for shipping through a Spark column."""
+        return [float(getattr(self, f.name)) for f in fields(self)]
+
+    @classmethod
+    def from_floats(cls, values: Iterable[float]) -> RowCounts:
+        out = cls()
+        for f, v in zip(fields(cls), values, strict=True):
+            setattr(out, f.name, float(v) if f.type == "float" else int(v))
+        return out
+
+
+def _scalar(x: Any) -> float:
+    """A polars aggregate (typed as any scalar) as a float."""
+    return float(x)
+
+
+def inside_domain(cells: np.ndarray, domain: np.ndarray) -> np.ndarray:
+    """Mask of ``cells`` (int64) that belong to the sorted public cell set ``domain``."""
+    if len(domain) == 0:
+        return np.zeros(len(cells), dtype=bool)
+    pos = np.minimum(np.searchsorted(domain, cells), len(domain) - 1)
+    return np.asarray(domain[pos] == cells)
+
+
+def prepare_rows(
+    df: pl.DataFrame, spec: ReleaseSpec, domain: np.ndarray | None
+) -> tuple[pl.DataFrame, RowCounts]:
+    """Drop unusable rows, bin to H3 (int64), clamp and round values, index categories.
+
+    ``df`` has the internal columns (``LAT``, ``LNG`` as Float64, ``PERSON``, ``VALUE``
+    as Float64, ``CAT`` as String, as present); the result has ``PERSON``, ``CELL``,
+    ``CAT`` (Int64 index into the public categories) and ``VALUE`` (Int64), as present.
+    Each decision looks at one row only, so running this on batches and concatenating
+    gives the same rows as running it once. It never raises on bad data: rows with
+    impossible coordinates are left out here and :func:`record_and_check` refuses the
+    input from the counts.
+    """
+    c = RowCounts(rows=df.height)
+    lat, lng = df[LAT], df[LNG]
+    missing = (
+        lat.is_null() | lng.is_null() | lat.is_nan().fill_null(True) | lng.is_nan().fill_null(True)
+    )
+    c.missing_coordinates = int(missing.sum())
+    if c.missing_coordinates:
+        df = df.filter(~missing)
+    if df.height:
+        c.lat_lo, c.lat_hi = _scalar(df[LAT].min()), _scalar(df[LAT].max())
+        c.lng_lo, c.lng_hi = _scalar(df[LNG].min()), _scalar(df[LNG].max())
+        if not (c.lat_lo >= -90 and c.lat_hi <= 90 and c.lng_lo >= -180 and c.lng_hi <= 180):
+            # the input is refused from the counts; keep these rows away from binning
+            df = df.filter(pl.col(LAT).is_between(-90, 90) & pl.col(LNG).is_between(-180, 180))
+
+    df = df.with_columns(
+        plh3.latlng_to_cell(LAT, LNG, spec.finest, return_dtype=pl.UInt64)
+        .cast(pl.Int64)
+        .alias(CELL)
+    ).drop(LAT, LNG)
+    if domain is not None:
+        inside = pl.Series(inside_domain(df[CELL].to_numpy(), domain))
+        c.outside_region = int((~inside).sum())
+        if c.outside_region:
+            df = df.filter(inside)
+    if spec.person is not None:
+        miss = df[PERSON].is_null()
+        c.missing_person = int(miss.sum())
+        if c.missing_person:
+            df = df.filter(~miss)
+    if spec.value is not None:
+        v = df[VALUE]
+        miss = v.is_null() | v.is_nan().fill_null(True)
+        c.missing_value = int(miss.sum())
+        if c.missing_value:
+            df = df.filter(~miss)
+        lo, hi = spec.bounds  # type: ignore[misc]
+        c.values_clamped = int(((df[VALUE] < lo) | (df[VALUE] > hi)).sum())
+        # clamp, then round half up to whole units: exact integer sums, exact sensitivity
+        df = df.with_columns((pl.col(VALUE).clip(lo, hi) + 0.5).floor().cast(pl.Int64).alias(VALUE))
+    if spec.category is not None:
+        cats = list(spec.categories)  # type: ignore[arg-type]
+        other = cats.index(OTHER_CATEGORY)
+        mapping = {cat: i for i, cat in enumerate(cats)}
+        df = df.with_columns(
+            pl.col(CAT).replace_strict(mapping, default=other, return_dtype=pl.Int64).alias(CAT)
+        )
+        c.other_category = int((df[CAT] == other).sum())
+    c.rows_left = df.height
+    return df, c
+
+
+def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_domain: bool) -> None:
+    """Fill the PRIVATE diagnostics from the counts and refuse unusable inputs.
+
+    Checks, in this order: empty input, no usable coordinates, coordinates out of range
+    (projected? swapped?), no point in the region, no row left.
+    """
+    diag.rows_read = c.rows
+    if c.rows == 0:
+        raise InputError(EMPTY)
+    if c.rows == c.missing_coordinates:
+        raise InputError(NO_USABLE_COORDINATES)
+    lat_lo, lat_hi, lng_lo, lng_hi = c.lat_lo, c.lat_hi, c.lng_lo, c.lng_hi
+    bad_lat = not (lat_lo >= -90 and lat_hi <= 90)  # also catches ±inf
+    bad_lng = not (lng_lo >= -180 and lng_hi <= 180)
+    if bad_lat or bad_lng:
+        worst = max(abs(lat_lo), abs(lat_hi), abs(lng_lo), abs(lng_hi))
+        if np.isfinite(worst) and worst > PROJECTED_MAGNITUDE:
+            raise InputError(
+                f"coordinates look projected (values up to {worst:.6g}, e.g. metres), not degrees; "
+                "reproject the points to EPSG:4326 (lon/lat) first, e.g. with geopandas .to_crs(4326)"
+            )
+        if bad_lat:
+            swapped = lat_lo >= -180 and lat_hi <= 180 and lng_lo >= -90 and lng_hi <= 90
+            hint = " (are lat and lng swapped?)" if swapped else ""
+            raise InputError(
+                f"latitudes must be within [-90, 90], found values from {lat_lo:.6g} to {lat_hi:.6g}"
+                f"{hint}; fix or drop those rows"
+            )
+        raise InputError(
+            f"longitudes must be within [-180, 180], found values from {lng_lo:.6g} to {lng_hi:.6g}; "
+            "fix or drop those rows"
+        )
+    diag.rows_missing_coordinates = c.missing_coordinates
+    if has_domain:
+        diag.rows_outside_region = c.outside_region
+        if c.rows - c.missing_coordinates - c.outside_region == 0:
+            raise InputError(NO_POINT_IN_REGION)
+    if spec.person is not None:
+        diag.rows_missing_person = c.missing_person
+    if spec.value is not None:
+        diag.rows_missing_value = c.missing_value
+        diag.values_clamped = c.values_clamped
+    if spec.category is not None:
+        diag.rows_other_category = c.other_category
+    if c.rows_left == 0:
+        raise InputError(NO_USABLE_ROW)
+
+
+def selection_key(spec: ReleaseSpec) -> int:
+    """The key of the priority hash: the seed; else 0 (``hash``) or a fresh secret (``random``)."""
+    if spec.seed is not None:
+        return spec.seed
+    return 0 if spec.selection is Selection.HASH else secrets.randbits(63)
+
+
+def priority_expr(
+    columns: Iterable[str], spec: ReleaseSpec, key: int, row_id: pl.Expr | None = None
+) -> pl.Expr:
+    """Priority of each record (UInt64): smaller is kept first.
+
+    ``hash``: polars' hash, keyed with ``key``, of the record's own fields (person, cell,
+    category index, rounded value — those of them in ``columns``), so it is the same on
+    every engine and in every batch. ``random``: the keyed hash of a unique row number
+    (``row_id``, default: the position in the frame) under a fresh secret ``key``, i.e.
+    an independent random order of the rows. Either depends on no other person's data.
+    """
+    if spec.selection is Selection.HASH:
+        present = set(columns)
+        return pl.struct([c for c in (PERSON, CELL, CAT, VALUE) if c in present]).hash(seed=key)
+    ids = row_id if row_id is not None else pl.int_range(pl.len(), dtype=pl.UInt64)
+    return ids.hash(seed=key)
+
+
+def check_sum_range(max_count: int, spec: ReleaseSpec) -> None:
+    """Refuse when a cell's sum could leave the int64 range."""
+    if spec.value is not None and max_count * spec.value_magnitude >= 2**62:
+        raise InputError(SUM_OVERFLOW)

@@ -1,0 +1,441 @@
+"""The Spark engine: the exact, noise-free data plane (bin, bound, aggregate) in Spark.
+
+``dpmap.release(spark_df, ...)`` (or ``engine="spark"``, or the path of a Parquet file or
+dataset too large for memory) runs here. Like the local engine it never imports OpenDP
+and publishes nothing: it returns the PRIVATE per-cell
+:class:`~dpmap.aggregates.BoundedAggregates`, which :func:`dpmap.release` privatizes
+with exactly the code it uses for the local engine.
+
+How the work is split (one Spark job; only the per-cell aggregates reach the driver):
+
+1. **Project** the role columns under internal names (casts as in the local engine);
+   missing or non-numeric columns are refused with the local engine's messages
+   (:func:`dpmap.engines._common.check_columns`, on the schema converted through Arrow).
+2. **Prepare** each Arrow batch in a vectorised UDF (``mapInArrow``) that calls the local
+   engine's own functions on a polars frame: drop rows with missing coordinates / person /
+   value, bin with the same ``polars_h3`` call, keep rows in the public cell set (a sorted
+   int64 array shipped with the UDF, binary search), clamp and round values, index the
+   categories (:func:`~dpmap.engines._common.prepare_rows`), and compute each record's
+   priority with :func:`~dpmap.engines._common.priority_expr`. Each partition also emits
+   one summary row with its :class:`~dpmap.engines._common.RowCounts`.
+3. **Bound** with window functions, partitioned by person (one shuffle, keyed by a 64-bit
+   hash of the person followed by the person itself): ``row_number`` over (person, cell)
+   ordered by priority ≤ L∞; then the cells ranked by their smallest priority
+   (``dense_rank`` over person) ≤ L0 — the rules of :mod:`dpmap.bounding`. With
+   L0 = L∞ = 1 (the default) one window suffices: each person's smallest priority.
+4. **Aggregate** per (cell[, category]): count and sum, plus the summary rows merged
+   into one, and collect with ``toArrow()``.
+
+Engine parity. With ``selection="hash"`` a record's priority is polars' keyed hash of its
+own (person, cell, category, value), computed by the same function on the same dtypes in
+both engines; it is evaluated row by row, so batch boundaries do not matter. The two
+engines therefore keep the same records and return identical aggregates (tests check it
+on several datasets). Ties only occur between identical records, where the choice does
+not change any aggregate. Conditions: the person column must reach polars with the same
+dtype in both engines (e.g. Int64 vs Int32 ids hash differently), and the executors must
+run the same polars version as the driver. With ``selection="random"`` the engines need
+not agree: the Spark priority is the keyed hash of a per-partition row number under a
+fresh secret key (the same key for all partitions), which depends on no person's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from ..aggregates import BoundedAggregates
+from ..diagnostics import Diagnostics
+from ..errors import DataFileError, InputError, missing_extra
+from ..io import read_points
+from ..spec import ReleaseSpec, Selection
+from . import _common
+from ._common import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
+
+__all__ = ["bound_and_aggregate", "get_session", "is_spark_dataframe"]
+
+_DIAG, _RN, _CP, _CR, _FIRST, _H = "__diag", "__rn", "__cp", "__cr", "__first", "__h"
+_COUNT_FIELDS = [f.name for f in fields(_common.RowCounts)]
+_POINT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+#: settings of the session dpmap creates when none is active
+SESSION_CONFIG = {
+    "spark.master": "local[2]",
+    "spark.app.name": "dpmap",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.memory": "2g",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "65536",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# session and input
+
+
+def _pyspark() -> Any:
+    try:
+        import pyspark.sql
+    except ImportError:
+        raise missing_extra("pyspark", "spark") from None
+    return pyspark.sql
+
+
+def is_spark_dataframe(obj: Any) -> bool:
+    """Whether ``obj`` is a pyspark DataFrame (without importing pyspark)."""
+    mod = sys.modules.get("pyspark.sql")
+    return mod is not None and isinstance(obj, mod.DataFrame)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence PySpark's warning about the installed pandas version (dpmap uses Arrow)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*PySpark does not yet fully support pandas", category=FutureWarning
+        )
+        yield
+
+
+def get_session() -> Any:
+    """The active SparkSession, or a new ``local[2]`` one (:data:`SESSION_CONFIG`).
+
+    A new session runs its Python workers with this interpreter (``PYSPARK_PYTHON``,
+    unless set), so they import the same dpmap and polars as the driver.
+    """
+    sql = _pyspark()
+    active = sql.SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a local session stays on loopback
+    builder = sql.SparkSession.builder
+    for key, val in SESSION_CONFIG.items():
+        builder = builder.config(key, val)
+    with _quiet():
+        spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _read_path(spark: Any, path: str) -> Any:
+    """A Spark DataFrame over a CSV or Parquet file, or a Parquet dataset directory."""
+    remote = "://" in path
+    suffix = Path(path).suffix.lower()
+    if remote or os.path.isdir(path):
+        kind = "csv" if suffix == ".csv" else "parquet"
+    else:
+        if suffix not in _POINT_SUFFIXES:
+            raise DataFileError(
+                f"points file {path!r} has unsupported type {suffix or '(none)'!r}; use .csv or .parquet"
+            )
+        if not os.path.isfile(path):
+            raise DataFileError(f"points file {path!r} does not exist; check the path")
+        if os.path.getsize(path) == 0:
+            raise InputError(f"points file {path!r} is empty; pass a file with a header and rows")
+        kind = _POINT_SUFFIXES[suffix]
+    try:
+        if kind == "csv":
+            sdf = spark.read.csv(path, header=True, inferSchema=True)
+        else:
+            sdf = spark.read.parquet(path)
+        sdf.schema  # noqa: B018 - resolves the files now, so a bad one fails here
+    except Exception as exc:
+        raise DataFileError(
+            f"cannot read points file {path!r}: {_first_line(exc)}; check that it is a complete, "
+            "valid CSV/Parquet file (re-export it)"
+        ) from exc
+    return sdf
+
+
+def _to_spark(points: Any, spec: ReleaseSpec, spark: Any) -> Any:
+    """Any supported input as a Spark DataFrame (in-memory inputs go through Arrow)."""
+    if is_spark_dataframe(points):
+        return points
+    if isinstance(points, (str, os.PathLike)):
+        return _read_path(spark, os.fspath(points))
+    lf = read_points(points, spec)  # pandas / polars / GeoPandas, as the local engine reads them
+    try:
+        # the local engine's column checks first, then only the columns used cross over
+        _common.check_columns(lf.collect_schema(), spec, lambda: lf.head(1).collect().height == 0)
+        used = [spec.lat, spec.lng, spec.person, spec.value, spec.category]
+        df = lf.select(list(dict.fromkeys(c for c in used if c is not None))).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the points: {_first_line(exc)}") from exc
+    return spark.createDataFrame(df.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
+def _col(name: str) -> Any:
+    return _pyspark().functions.col("`" + name.replace("`", "``") + "`")
+
+
+def _polars_schema(sdf: Any, spec: ReleaseSpec) -> dict[str, pl.DataType]:
+    """Column name -> polars dtype (via Arrow) of the role columns; others as ``Null``."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    roles = {spec.lat, spec.lng, spec.person, spec.value, spec.category}
+    out: dict[str, pl.DataType] = {}
+    for f in sdf.schema.fields:
+        dtype: pl.DataType = pl.Null()
+        if f.name in roles:
+            try:
+                empty = pa.schema([pa.field("c", to_arrow_type(f.dataType))]).empty_table()
+                dtype = pl.from_arrow(empty).schema["c"]  # type: ignore[union-attr]
+            except Exception:  # a type without an Arrow/polars equivalent: not numeric
+                dtype = pl.Object()
+        out[f.name] = dtype
+    return out
+
+
+def _project(sdf: Any, spec: ReleaseSpec) -> Any:
+    """Check the columns (the local engine's messages) and select them under internal names."""
+    schema = _polars_schema(sdf, spec)
+    _common.check_columns(schema, spec, lambda: bool(sdf.isEmpty()))
+    cols = [
+        _col(spec.lat).cast("double").alias(LAT),
+        _col(spec.lng).cast("double").alias(LNG),
+    ]
+    if spec.person is not None:
+        cols.append(_col(spec.person).alias(PERSON))
+    if spec.value is not None:
+        cols.append(_col(spec.value).cast("double").alias(VALUE))
+    if spec.category is not None:
+        cols.append(_col(spec.category).cast("string").alias(CAT))
+    return sdf.select(cols)
+
+
+# ---------------------------------------------------------------------------------------
+# the plan
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The lazy Spark DataFrames of each stage (for the engine and the benchmarks)."""
+
+    projected: Any  # internal columns, as read
+    prepared: Any  # binned, filtered, clamped rows with priorities, + one summary row per partition
+    bounded: Any  # rows kept by contribution bounding (+ the summary rows)
+    aggregated: Any  # per (cell[, category]): count, sum, persons; the summary row has cell null
+
+
+def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, key: int, schema: pa.Schema) -> Any:
+    """The ``mapInArrow`` function: the local engine's row preparation on each batch."""
+    bound = spec.person is not None
+    random = spec.selection is Selection.RANDOM
+    data_names = [n for n in schema.names if n != _DIAG]
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        base = (ctx.partitionId() if ctx is not None else 0) << 40
+        total = _common.RowCounts()
+        seen = 0
+        for rb in batches:
+            df, counts = _common.prepare_rows(pl.DataFrame(pl.from_arrow(rb)), spec, domain)
+            total = total.merge(counts)
+            if df.height == 0:
+                continue
+            if bound:
+                row_id = None
+                if random:  # a unique number per row of this stage: partition and position
+                    row_id = pl.int_range(seen, seen + df.height, dtype=pl.UInt64) + base
+                prio = _common.priority_expr(df.columns, spec, key, row_id)
+                # u64 -> i64 preserving order (Spark has no unsigned longs): flip the top bit
+                df = df.with_columns(
+                    prio.xor(pl.lit(1 << 63, dtype=pl.UInt64)).reinterpret(signed=True).alias(PRIO)
+                )
+            seen += df.height
+            table = df.select(data_names).to_arrow(compat_level=pl.CompatLevel.oldest())
+            table = table.append_column(_DIAG, pa.nulls(df.height, schema.field(_DIAG).type))
+            yield from table.cast(schema).to_batches()
+        summary = {n: pa.nulls(1, schema.field(n).type) for n in data_names}
+        summary[_DIAG] = pa.array([total.as_floats()], schema.field(_DIAG).type)
+        yield pa.RecordBatch.from_pydict(summary, schema=schema)
+
+    return fn
+
+
+def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
+    """Build the lazy stages; nothing runs until the aggregates are collected."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    projected = _project(sdf, spec)
+    out_fields = []
+    if spec.person is not None:
+        out_fields.append(T.StructField(PERSON, projected.schema[PERSON].dataType, True))
+    out_fields.append(T.StructField(CELL, T.LongType(), True))
+    if spec.category is not None:
+        out_fields.append(T.StructField(CAT, T.LongType(), True))
+    if spec.value is not None:
+        out_fields.append(T.StructField(VALUE, T.LongType(), True))
+    if spec.person is not None:
+        out_fields.append(T.StructField(PRIO, T.LongType(), True))
+    out_fields.append(T.StructField(_DIAG, T.ArrayType(T.DoubleType(), False), True))
+    out_schema = T.StructType(out_fields)
+    arrow_schema = to_arrow_schema(out_schema)
+    key = _common.selection_key(spec)
+    prepared = projected.mapInArrow(_prepare_fn(spec, domain, key, arrow_schema), out_schema)
+
+    summary = F.col(_DIAG).isNotNull()
+    if spec.person is not None:
+        # Partition and sort by a 64-bit hash of the person first: Spark compares longs by
+        # their sort prefix, strings mostly not. The person itself stays in every key, so
+        # a hash collision cannot merge two persons.
+        rows = prepared.withColumn(_H, F.xxhash64(PERSON)).repartition(F.col(_H))
+        if spec.max_cells == 1 and spec.max_records_per_cell == 1:
+            # each person keeps exactly one record: their record of smallest priority
+            first = Window.partitionBy(_H, PERSON).orderBy(PRIO)
+            bounded = (
+                rows.withColumn(_RN, F.row_number().over(first))
+                .where(summary | (F.col(_RN) == 1))
+                .withColumn(_CR, F.col(_RN))
+            )
+        else:
+            by_cell = Window.partitionBy(_H, PERSON, CELL).orderBy(PRIO)
+            by_person = Window.partitionBy(_H, PERSON).orderBy(_CP, CELL)
+            bounded = (
+                rows.withColumn(_RN, F.row_number().over(by_cell))  # one shuffle, both windows
+                .withColumn(_CP, F.min(PRIO).over(by_cell))  # the cell's smallest priority
+                .where(summary | (F.col(_RN) <= spec.max_records_per_cell))
+                .withColumn(_CR, F.dense_rank().over(by_person))
+                .where(summary | (F.col(_CR) <= spec.max_cells))
+            )
+        bounded = bounded.withColumn(_FIRST, ((F.col(_RN) == 1) & (F.col(_CR) == 1)).cast("long"))
+    else:
+        bounded = prepared.withColumn(_RN, F.lit(1)).withColumn(_CR, F.lit(1))
+        bounded = bounded.withColumn(_FIRST, F.lit(0).cast("long"))
+
+    keys = [CELL] + ([CAT] if spec.category is not None else [])
+    aggs = [
+        F.count(F.lit(1)).alias("count"),
+        F.sum(_FIRST).alias("persons"),
+        F.max(_RN).alias("max_rn"),
+        F.max(_CR).alias("max_cr"),
+    ]
+    if spec.value is not None:
+        aggs += [
+            F.sum(VALUE).alias("sum"),
+            F.min(VALUE).alias("min_value"),
+            F.max(VALUE).alias("max_value"),
+        ]
+    for i, name in enumerate(_COUNT_FIELDS):
+        x = F.col(_DIAG)[i]
+        agg = F.min if name.endswith("_lo") else F.max if name.endswith("_hi") else F.sum
+        aggs.append(agg(x).alias("__d_" + name))
+    aggregated = bounded.groupBy(*keys).agg(*aggs)
+    return _Plan(projected=projected, prepared=prepared, bounded=bounded, aggregated=aggregated)
+
+
+# ---------------------------------------------------------------------------------------
+# the engine
+
+
+def bound_and_aggregate(
+    points: Any,
+    spec: ReleaseSpec,
+    domain: np.ndarray | None,
+    diagnostics: Diagnostics | None = None,
+) -> BoundedAggregates:
+    """PRIVATE exact aggregates of the bounded data, computed in Spark.
+
+    Internal: :func:`dpmap.release` privatizes the result, and tests compare it with the
+    local engine's (:func:`dpmap.engines.local.bound_and_aggregate`, same signature). Do
+    not publish it. ``points``: a pyspark DataFrame, the path of a CSV/Parquet file or a
+    Parquet dataset directory (read by Spark), or any in-memory input of the local engine
+    (sent to Spark through Arrow). ``domain``: the sorted public cell set (int64), or
+    ``None`` for private discovery. Only the per-cell aggregates are collected.
+
+    Privacy
+    -------
+    Spends no budget and adds no noise: the result is the exact input of the one OpenDP
+    measurement in :func:`dpmap.release`. It enforces the bounds the noise is calibrated
+    to (unit: one person; at most ``max_cells`` cells and ``max_records_per_cell``
+    records per cell each, values clamped to ``bounds``), choosing a person's records
+    only from that person's own records (keyed hash) or fresh randomness, as the local
+    engine does; with ``selection="hash"`` it keeps exactly the local engine's records.
+    The executors see the raw rows, the public cell set and the selection key: run it
+    only on a cluster trusted with the data. The workers must import the same dpmap and
+    polars as the driver (a session created here sets ``PYSPARK_PYTHON`` to this
+    interpreter).
+    """
+    _pyspark()
+    diag = diagnostics if diagnostics is not None else Diagnostics()
+    with _quiet():
+        spark = points.sparkSession if is_spark_dataframe(points) else get_session()
+        plan = _plan(_to_spark(points, spec, spark), spec, domain)
+        try:
+            table = plan.aggregated.toArrow()
+        except Exception as exc:
+            if "ARITHMETIC_OVERFLOW" in str(exc):  # a sum left int64 (ANSI mode)
+                raise InputError(_common.SUM_OVERFLOW) from exc
+            raise
+    return _finish(pl.DataFrame(pl.from_arrow(table)), spec, domain, diag)
+
+
+def _finish(
+    g: pl.DataFrame, spec: ReleaseSpec, domain: np.ndarray | None, diag: Diagnostics
+) -> BoundedAggregates:
+    """Split the collected table into diagnostics and aggregates; check, as the local engine."""
+    is_summary = pl.col(CELL).is_null()
+    s = g.filter(is_summary)
+    counts = _common.RowCounts()
+    if s.height:
+        counts = _common.RowCounts.from_floats(
+            0.0 if s["__d_" + n][0] is None else s["__d_" + n][0] for n in _COUNT_FIELDS
+        )
+    _common.record_and_check(counts, diag, spec, domain is not None)
+    g = g.filter(~is_summary).sort([CELL] + ([CAT] if spec.category is not None else []))
+    used = int(g["count"].sum())
+    if spec.person is not None:
+        diag.persons = int(g["persons"].sum())
+    diag.records_cut_by_bounding = counts.rows_left - used
+    diag.records_used = used
+    _assert_bounded(g, spec)
+    if spec.value is not None:
+        _common.check_sum_range(int(g["count"].max()), spec)  # type: ignore[arg-type]
+    return BoundedAggregates(
+        cells=g[CELL].to_numpy(),
+        category=g[CAT].to_numpy() if spec.category is not None else None,
+        count=g["count"].to_numpy(),
+        sum=g["sum"].to_numpy() if spec.value is not None else None,
+    )
+
+
+def _assert_bounded(g: pl.DataFrame, spec: ReleaseSpec) -> None:
+    """The bounds the noise assumes, checked on what the windows kept."""
+    if g.height == 0:
+        return
+    worst_records, worst_rank = int(g["max_rn"].max()), int(g["max_cr"].max())  # type: ignore[arg-type]
+    if worst_records > spec.linf or worst_rank > spec.l0:
+        raise AssertionError(
+            f"bounding failed: a person has {worst_rank} cells / {worst_records} records in a cell, "
+            f"bounds are {spec.max_cells} / {spec.max_records_per_cell}"
+        )
+    if spec.value is not None:
+        lo, hi = spec.bounds  # type: ignore[misc]
+        if int(g["min_value"].min()) < lo or int(g["max_value"].max()) > hi:  # type: ignore[arg-type]
+            raise AssertionError("clamping failed: a value lies outside the bounds")
