@@ -144,7 +144,13 @@ def to_region(obj: Any, *, name: str | None = None) -> Region:
     if isinstance(obj, dict):
         try:
             geom = _geometry_from_mapping(obj)
-        except (KeyError, TypeError, ValueError, shapely.errors.GEOSException) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            shapely.errors.ShapelyError,
+        ) as exc:
             raise RegionError(
                 f"the region mapping is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
                 "Feature or FeatureCollection"
@@ -192,15 +198,14 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise DataFileError(
                 f"region file {path!r} is not readable GeoJSON ({exc}); pass a valid GeoJSON file"
             ) from exc
-        crs = (
-            data.get("crs", {}).get("properties", {}).get("name", "")
-            if isinstance(data, dict)
-            else ""
-        )
+        crs_obj = data.get("crs") if isinstance(data, dict) else None
+        props = crs_obj.get("properties") if isinstance(crs_obj, dict) else None
+        crs = props.get("name", "") if isinstance(props, dict) else ""
+        crs = crs if isinstance(crs, str) else ""
         if crs and not any(tag in crs.upper() for tag in ("4326", "CRS84")):
             raise RegionError(
                 f"region file {path!r} declares CRS {crs!r}; GeoJSON regions must be in lon/lat "
@@ -215,7 +220,7 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
             TypeError,
             ValueError,
             AttributeError,
-            shapely.errors.GEOSException,
+            shapely.errors.ShapelyError,
         ) as exc:
             raise DataFileError(
                 f"region file {path!r} is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
@@ -270,6 +275,34 @@ def _checked_region(geom: BaseGeometry, *, name: str | None, source: str) -> Reg
     return Region(geometry=geom, name=name)
 
 
+#: the most public cells a release may have (each costs ~2 kB in the pipeline): enough for
+#: a province at resolution 9 (~1.8 M) or a country at resolution 7 (~2 M), refusing
+#: continent-sized fills that would exhaust memory
+MAX_PUBLIC_CELLS = 5_000_000
+
+
+def _check_cell_count(region: Region, resolution: int) -> None:
+    """Refuse a region with more than MAX_PUBLIC_CELLS cells, before making them."""
+    from pyproj import Geod
+
+    area_km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(region.geometry)[0]) / 1e6
+    n = area_km2 / _AVG_AREA_KM2[resolution]
+    if n > MAX_PUBLIC_CELLS:
+        coarser = next(
+            (
+                r
+                for r in range(resolution, -1, -1)
+                if area_km2 / _AVG_AREA_KM2[r] <= MAX_PUBLIC_CELLS
+            ),
+            0,
+        )
+        raise RegionError(
+            f"the region covers about {n:.2g} H3 cells at resolution {resolution} (limit "
+            f"{MAX_PUBLIC_CELLS:.0e}); choose a coarser resolution (resolution {coarser}: about "
+            f"{area_km2 / _AVG_AREA_KM2[coarser]:.2g} cells) or a smaller region"
+        )
+
+
 def region_to_cells(region: Region, resolution: int) -> np.ndarray:
     """The public cell set: sorted int64 ids of every cell overlapping ``region``.
 
@@ -286,9 +319,19 @@ def region_to_cells(region: Region, resolution: int) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _region_to_cells(region: Region, resolution: int) -> np.ndarray:
     def fill(geom: BaseGeometry) -> np.ndarray:
-        shape = h3.geo_to_h3shape(geom.__geo_interface__)
-        cells = h3np.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
-        return np.unique(np.asarray(cells, dtype=np.uint64).astype(np.int64))
+        # H3 reads each edge as the shorter great-circle arc: fill strips narrower than 180°
+        # of longitude, with densified edges, so the region means what it says in lon/lat
+        parts = [np.empty(0, dtype=np.uint64)]
+        for x0 in (-180, -90, 0, 90):
+            strip = geom.intersection(shapely.box(x0, -90, x0 + 90, 90))
+            for poly in shapely.get_parts(strip):
+                if poly.geom_type == "Polygon" and not poly.is_empty:
+                    shape = h3.geo_to_h3shape(shapely.segmentize(poly, 1.0).__geo_interface__)
+                    cells = h3np.h3shape_to_cells_experimental(shape, resolution, contain="overlap")
+                    parts.append(np.asarray(cells, dtype=np.uint64))
+        return np.unique(np.concatenate(parts).astype(np.int64))
+
+    _check_cell_count(region, resolution)
 
     geom = region.geometry
     cells = fill(geom)

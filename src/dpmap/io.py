@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +50,17 @@ def read_points(points: Any, spec: ReleaseSpec) -> pl.LazyFrame:
         try:
             return pl.from_pandas(points).lazy()
         except Exception as exc:  # pyarrow raises various types for mixed object columns
+            bad = []
+            for col in points.columns:
+                try:
+                    pl.from_pandas(points[[col]])
+                except Exception:
+                    bad.append(col)
+            what = (
+                f"the column(s) {bad[:5]!r} mix types" if bad else "its columns cannot be converted"
+            )
             raise InputError(
-                f"cannot convert the pandas DataFrame ({exc}); make each column a single type "
+                f"cannot convert the pandas DataFrame: {what}; make each column a single type "
                 "(e.g. df[col].astype(str) for ids)"
             ) from exc
     raise InputError(
@@ -112,8 +122,12 @@ def _from_geodataframe(gdf: Any, spec: ReleaseSpec) -> pl.LazyFrame:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a parser's message, without the data it quotes."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return _QUOTED.sub("<value>", text[0] if text else type(exc).__name__)
+
+
+_QUOTED = re.compile(r"`[^`]*`?|\"[^\"]*\"?|'[^']*'?")
 
 
 def manifest_path(path: str | os.PathLike[str]) -> Path:
@@ -131,7 +145,13 @@ def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
     """
     temps: list[Path] = []
     for p in paths:
-        if p.is_dir():
+        try:
+            is_folder = p.is_dir()
+        except OSError as exc:  # e.g. ENAMETOOLONG
+            raise DataFileError(
+                f"cannot write {str(p)!r} ({exc.strerror or exc}); choose another path"
+            ) from exc
+        if is_folder:
             raise DataFileError(f"{str(p)!r} is a folder; remove it or choose another path")
         if not p.parent.is_dir():
             raise DataFileError(
@@ -139,7 +159,12 @@ def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
             )
     try:
         for p in paths:
-            fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            try:
+                fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            except OSError as exc:
+                raise DataFileError(
+                    f"cannot write {str(p)!r} ({exc.strerror or exc}); choose another path"
+                ) from exc
             os.close(fd)
             temps.append(Path(name))
         yield temps

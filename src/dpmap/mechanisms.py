@@ -246,7 +246,12 @@ def _accuracy(mechanism: Mechanism, scale: float, alpha: float) -> float:
     tail from t − 1.
     """
     if mechanism is Mechanism.LAPLACE:
-        return float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+        a = float(dp.discrete_laplacian_scale_to_accuracy(scale=scale, alpha=alpha))
+        if not math.isfinite(a) or a < 0:  # OpenDP gives -inf for scales below ~1e-2
+            # P(|X| ≥ t) = 2qᵗ/(1+q), q = e^{-1/s}: the smallest whole t ≥ 1 with ≤ alpha
+            q = math.exp(-1.0 / scale)
+            a = float(max(1, math.ceil(scale * (math.log(2 / (1 + q)) - math.log(alpha)))))
+        return a
     if scale > _GAUSSIAN_EXACT_ACCURACY_LIMIT:
         from statistics import NormalDist
 
@@ -401,6 +406,10 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     )
 
 
+#: noise scales above this are refused (the noise would swamp any count)
+_MAX_SCALE = 2.0**52
+
+
 def _statistic(
     key: str,
     stat: str,
@@ -411,6 +420,12 @@ def _statistic(
     rho: float | None = None,
     delta: float = 0.0,
 ) -> StatisticNoise:
+    if not scale <= _MAX_SCALE:
+        raise MechanismError(
+            f"the {key} noise would have scale {scale:.3g}, more than {_MAX_SCALE:.3g} per cell: "
+            "epsilon is too small (or the bounds too large) to publish anything useful; raise "
+            "epsilon or tighten the contribution bounds"
+        )
     return StatisticNoise(
         name=key,
         distribution="discrete Laplace" if mech is Mechanism.LAPLACE else "discrete Gaussian",

@@ -220,6 +220,8 @@ class ReleaseSpec:
         set_("selection", Selection.parse(self.selection, "selection"))
         if self.seed is not None:
             set_("seed", _whole(self.seed, "seed", 0))
+            if self.seed >= 2**64:
+                raise SpecError(f"seed must be < 2**64, got {self.seed!r}")
         names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
         if len(set(names)) != len(names):
             raise SpecError(
@@ -260,6 +262,11 @@ class ReleaseSpec:
             raise SpecError(
                 f"bounds must be whole units, got ({bounds[0]!r}, {bounds[1]!r}); values are summed as "
                 "integers for exact sensitivity: express the column in a smaller unit (e.g. cents)"
+            )
+        if lo == hi == 0:
+            raise SpecError(
+                "bounds (0, 0) clamp every value to 0, so the sum would always be 0; pass bounds "
+                "that contain the values, e.g. (0, 50_000)"
             )
         if max(abs(lo), abs(hi)) > MAX_ABS_BOUND:
             raise SpecError(

@@ -1,0 +1,892 @@
+"""Empirical privacy audit: a high-confidence *lower* bound on ε, beside the claimed ε.
+
+:func:`audit` builds two neighbouring datasets and runs a release on each many times:
+
+* ``D``: a modest synthetic register in a tiny public region (an H3 cell and its six
+  neighbours near 39.1° N, 116.15° E): in six of the seven cells live ``background``
+  persons with two records each (values in the middle of the bounds); the seventh cell is
+  empty in ``D``.
+* ``D′ = D`` plus **one adversarial person** with the largest influence they can try to
+  have: ``adversary_records`` records (default 50) spread over ``max_cells + 1`` cells —
+  the empty cell first — so that both contribution bounds are exceeded, every value
+  extreme (``±10^15``, on the side of the larger bound, so that clamping gives the full
+  ``M = max(|lo|, |hi|)``).
+
+From each run it reads what an observer of the published output sees about the
+adversary's cells (the noisy counts and sums of those cells and of their H3 parents or
+adaptive leaves, their minimum, maximum and total; the suppression flags; which cells are
+published and at what resolution). For each *family* of observations — ``count``,
+``sum``, ``suppression``, ``cells`` — it chooses the event that best separates ``D`` from
+``D′`` (a threshold on one observation, either direction) on a first, *selection* part
+of the runs, and then measures that one event on the other, *evaluation* part, so the
+choice cannot flatter the estimate. With ``k₁`` of ``n`` evaluation runs in the event
+under the dataset that makes it likelier and ``k₀`` of ``n`` under the other,
+
+    ε_lb = ln( (CP_lower(k₁, n) − δ) / CP_upper(k₀, n) )
+
+with one-sided Clopper–Pearson bounds at level ``α / (2F)`` each (``F`` families,
+Bonferroni), so that ``P(ε_lb > true ε) ≤ α`` for any mechanism that satisfies its claim:
+an (ε, δ)-DP mechanism has ``P[M(D) ∈ E] ≤ e^ε P[M(D′) ∈ E] + δ`` for every event,
+in both directions. The audit **fails** iff ``ε_lb > claimed ε``; the claim is what
+:func:`dpmap.explain` plans for the same parameters (and what the manifest states).
+
+Two levels:
+
+``level="release"`` (default)
+    every run is a whole :func:`dpmap.release` (binning, bounding, noise,
+    post-processing), or ``release_fn(points, **kwargs)`` if given: every mode (flat,
+    Gaussian, discovery, hierarchical, adaptive).
+``level="mechanism"``
+    the exact bounded aggregates of ``D`` and ``D′`` are computed once by the engine and
+    only the noise step runs (``noise_fn(spec)(vectors)``, by default OpenDP's composed
+    measurement of :func:`dpmap.mechanisms.plan_noise`), ``batch`` stacked copies of the
+    aggregates per call — valid because that noise is independent per coordinate. Flat
+    releases over a region only; thousands of runs per second, enough to see ε.
+
+The audit is a test, not a proof: a pass means no violation was *found* with this
+adversary and these events; ``ε_lb`` well below ε is normal (the bound is conservative
+and the events are simple). It reads no user data: everything is synthetic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import SpecError
+
+__all__ = [
+    "AuditReport",
+    "EventResult",
+    "audit",
+    "clopper_pearson_lower",
+    "clopper_pearson_upper",
+]
+
+#: release parameters an audit accepts (the data columns, region and ledger are its own)
+AUDIT_PARAMETERS = frozenset(
+    {
+        "resolution",
+        "epsilon",
+        "delta",
+        "mechanism",
+        "bounds",
+        "max_cells",
+        "max_records_per_cell",
+        "suppress_below",
+        "count_share",
+        "selection",
+        "seed",
+        "level_split",
+        "integers",
+        "adaptive",
+        "adaptive_from",
+        "tree_share",
+    }
+)
+
+#: centre of the synthetic region (lat, lng): public, arbitrary, away from the antimeridian
+DEFAULT_CENTRE = (39.1, 116.15)
+#: the adversary's extreme value (clamped to the bounds by a correct release)
+EXTREME = 10.0**15
+#: at most this many thresholds per observation when choosing events
+MAX_THRESHOLDS = 256
+
+FAMILIES = ("count", "sum", "suppression", "cells")
+
+
+# ---------------------------------------------------------------------------------------
+# Clopper–Pearson bounds (scipy when installed, else an exact binomial-tail bisection)
+
+
+def clopper_pearson_lower(k: int, n: int, a: float) -> float:
+    """One-sided lower confidence bound on a binomial p: P(p < bound) ≤ ``a``."""
+    _check_binomial(k, n, a)
+    if k == 0:
+        return 0.0
+    try:
+        from scipy.stats import beta
+    except ImportError:  # pragma: no cover - exercised via _cp_bisect in the tests
+        return _cp_bisect(k, n, a, lower=True)
+    return float(beta.ppf(a, k, n - k + 1))
+
+
+def clopper_pearson_upper(k: int, n: int, a: float) -> float:
+    """One-sided upper confidence bound on a binomial p: P(p > bound) ≤ ``a``."""
+    _check_binomial(k, n, a)
+    if k == n:
+        return 1.0
+    try:
+        from scipy.stats import beta
+    except ImportError:  # pragma: no cover
+        return _cp_bisect(k, n, a, lower=False)
+    return float(beta.ppf(1 - a, k + 1, n - k))
+
+
+def _check_binomial(k: int, n: int, a: float) -> None:
+    if not (0 <= k <= n and n >= 1 and 0 < a < 1):
+        raise SpecError(f"invalid binomial bound request k={k}, n={n}, a={a}")
+
+
+def _cp_bisect(k: int, n: int, a: float, *, lower: bool) -> float:
+    """Clopper–Pearson by bisection on the exact binomial tail (no scipy).
+
+    lower: the p with P(X ≥ k; p) = a; upper: the p with P(X ≤ k; p) = a.
+    """
+    i = np.arange(n + 1)
+    logfact = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1)))])
+    logc = logfact[n] - logfact[i] - logfact[n - i]
+
+    def tail(p: float) -> float:
+        logpmf = logc + i * math.log(p) + (n - i) * math.log1p(-p)
+        part = logpmf[k:] if lower else logpmf[: k + 1]
+        m = part.max()
+        return float(math.exp(m) * np.exp(part - m).sum())
+
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        p = min(max(mid, 1e-300), 1 - 1e-16)
+        # P(X ≥ k; p) increases with p; P(X ≤ k; p) decreases
+        if lower:
+            lo, hi = (mid, hi) if tail(p) < a else (lo, mid)
+        else:
+            lo, hi = (mid, hi) if tail(p) > a else (lo, mid)
+    return lo if lower else hi
+
+
+def _wilson(k: np.ndarray, n: int, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score bounds (vectorised): only used to *choose* events, never to report."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """The best event of one family of observations, measured on the evaluation runs."""
+
+    family: str
+    event: str  # human-readable description
+    observation: str
+    op: str  # ">=" or "<="
+    threshold: float
+    likelier_under: str  # "D′" (with the adversary) or "D"
+    hits_likelier: int  # evaluation runs in the event under the likelier dataset
+    hits_other: int
+    runs: int  # evaluation runs per dataset
+    p_likelier_lower: float
+    p_other_upper: float
+    epsilon_lb: float
+    selection_epsilon: float  # the (approximate) score the event had on the selection runs
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "event": self.event,
+            "observation": self.observation,
+            "op": self.op,
+            "threshold": _json_number(self.threshold),
+            "likelier_under": self.likelier_under,
+            "hits_likelier": self.hits_likelier,
+            "hits_other": self.hits_other,
+            "runs": self.runs,
+            "p_likelier_lower": self.p_likelier_lower,
+            "p_other_upper": self.p_other_upper,
+            "epsilon_lb": self.epsilon_lb,
+            "selection_epsilon": self.selection_epsilon,
+        }
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What an audit found: the claimed (ε, δ) and a (1 − α)-confidence lower bound on ε."""
+
+    mode: str
+    level: str
+    claimed_epsilon: float
+    claimed_delta: float
+    epsilon_lb: float
+    alpha: float
+    runs: int  # per dataset
+    selection_runs: int
+    evaluation_runs: int
+    families: tuple[EventResult, ...]
+    seconds: float
+    parameters: dict[str, Any]
+    adversary: str
+    dataset: str
+    manifest_epsilon: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def passed(self) -> bool:
+        """True iff the lower bound does not exceed the claimed ε (no violation found)."""
+        return self.epsilon_lb <= self.claimed_epsilon
+
+    @property
+    def best(self) -> EventResult | None:
+        if not self.families:
+            return None
+        return max(self.families, key=lambda f: f.epsilon_lb)
+
+    def as_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "mode": self.mode,
+            "level": self.level,
+            "claimed_epsilon": self.claimed_epsilon,
+            "claimed_delta": self.claimed_delta,
+            "epsilon_lb": self.epsilon_lb,
+            "passed": self.passed,
+            "alpha": self.alpha,
+            "runs": self.runs,
+            "selection_runs": self.selection_runs,
+            "evaluation_runs": self.evaluation_runs,
+            "best_event": best.event if best else None,
+            "families": [f.as_dict() for f in self.families],
+            "seconds": self.seconds,
+            "parameters": {k: _jsonable(v) for k, v in self.parameters.items()},
+            "adversary": self.adversary,
+            "dataset": self.dataset,
+            "manifest_epsilon": self.manifest_epsilon,
+            "notes": list(self.notes),
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"dpmap audit — {self.mode} ({self.level} level), claimed ε = {self.claimed_epsilon:.6g}"
+            + (f", δ = {self.claimed_delta:.3g}" if self.claimed_delta else ""),
+            f"  {self.runs} runs on D and on D′ ({self.selection_runs} to choose events, "
+            f"{self.evaluation_runs} to measure them); confidence 1 − α = 1 − {self.alpha:.3g}; "
+            f"{self.seconds:.1f} s",
+            f"  D: {self.dataset}",
+            f"  D′: D + {self.adversary}",
+            "",
+            f"  {'family':<12} {'ε lower bound':>13}  {'hits D′ / D':>13}  best event",
+        ]
+        for f in self.families:
+            d1, d0 = (
+                (f.hits_likelier, f.hits_other)
+                if f.likelier_under == "D′"
+                else (f.hits_other, f.hits_likelier)
+            )
+            lines.append(f"  {f.family:<12} {f.epsilon_lb:>13.4f}  {f'{d1} / {d0}':>13}  {f.event}")
+        if not self.families:
+            lines.append("  (no observation varied between runs: nothing to measure)")
+        verdict = (
+            "PASS: no evidence that the release leaks more than it claims"
+            if self.passed
+            else "FAIL: the release leaks MORE than its claimed ε"
+        )
+        lines += [
+            "",
+            f"  ε lower bound {self.epsilon_lb:.4f} vs claimed ε {self.claimed_epsilon:.6g}: {verdict}",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _json_number(x: float) -> float | str:
+    return x if math.isfinite(x) else ("-inf" if x < 0 else "inf")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+# ---------------------------------------------------------------------------------------
+# the synthetic neighbours
+
+
+@dataclass(frozen=True)
+class _Setup:
+    region: Any  # shapely polygon (or None for discovery)
+    cells: list[str]  # the seven cells at the finest resolution, sorted
+    targets: list[str]  # the adversary's cells (the empty cell first)
+    d: pd.DataFrame
+    d_prime: pd.DataFrame
+    dataset: str
+    adversary: str
+
+
+def _neighbours(
+    spec: Any,
+    *,
+    discovery: bool,
+    threshold: int | None,
+    centre: tuple[float, float],
+    background: int | None,
+    adversary_records: int,
+    adversary_cells: int | None,
+) -> _Setup:
+    import h3
+    import shapely
+
+    finest = spec.finest
+    home = h3.latlng_to_cell(centre[0], centre[1], finest)
+    cells = sorted(h3.grid_disk(home, 1))
+    polys = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
+    edge_deg = h3.average_hexagon_edge_length(finest, unit="km") / 111.0
+    region = shapely.union_all(polys).buffer(-0.01 * edge_deg)  # overlaps exactly these cells
+    empty = cells[-1]
+    occupied = cells[:-1]
+    n_targets = min(len(cells), adversary_cells or spec.max_cells + 1)
+    targets = [empty, *occupied[: n_targets - 1]]
+
+    per_person = 2  # background records per person, all in the home cell
+    kept = min(per_person, spec.max_records_per_cell)
+    if background is None:
+        background = 10 if not discovery else max(1, math.ceil((threshold or 10) / kept))
+    lo, hi = spec.bounds if spec.bounds is not None else (0, 0)
+    rows = []
+    for ci, cell in enumerate(occupied):
+        lat, lng = h3.cell_to_latlng(cell)
+        for i in range(background):
+            for j in range(per_person):
+                v = lo + ((ci * 7 + i * 3 + j) % 5 + 3) * (hi - lo) / 10  # in [lo, hi]
+                rows.append((lat, lng, f"bg-{ci}-{i}", float(round(v))))
+    d = pd.DataFrame(rows, columns=["lat", "lng", "pid", "amount"])
+
+    extreme = EXTREME if abs(hi) >= abs(lo) else -EXTREME
+    adv = []
+    for r in range(adversary_records):
+        cell = targets[r % len(targets)]
+        lat, lng = h3.cell_to_latlng(cell)
+        adv.append((lat, lng, "adversary", extreme))
+    d_prime = pd.concat(
+        [d, pd.DataFrame(adv, columns=["lat", "lng", "pid", "amount"])], ignore_index=True
+    )
+    dataset = (
+        f"{background} persons × {per_person} records in each of {len(occupied)} of the "
+        f"{len(cells)} cells of a resolution-{finest} disk around ({centre[0]}, {centre[1]}); "
+        "the seventh cell empty"
+    )
+    adversary = (
+        f"one person with {adversary_records} records over {len(targets)} cells "
+        f"(the empty one first; the bounds keep {spec.max_cells} cell(s) × "
+        f"{spec.max_records_per_cell} record(s)), values {extreme:+.0e}"
+    )
+    return _Setup(
+        region=None if discovery else region,
+        cells=cells,
+        targets=targets,
+        d=d,
+        d_prime=d_prime,
+        dataset=dataset,
+        adversary=adversary,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# observations of one output
+
+
+class _Observer:
+    """Turns one output into named numbers about the adversary's cells."""
+
+    def __init__(self, spec: Any, targets: list[str], mode: str, adaptive_root: int | None):
+        import h3
+
+        self.spec = spec
+        self.mode = mode
+        self.targets = targets
+        finest = spec.finest
+        lowest = adaptive_root if adaptive_root is not None else min(spec.levels)
+        self.ancestors = [
+            {r: (t if r == finest else h3.cell_to_parent(t, r)) for r in range(lowest, finest + 1)}
+            for t in targets
+        ]
+        self.levels = list(range(lowest, finest + 1)) if mode == "adaptive" else list(spec.levels)
+
+    def from_release(self, rel: Any) -> dict[str, float]:
+        cells = rel.cells
+        est = rel.estimates
+        hexes = cells["cell"].astype(str).tolist()
+        res = cells["resolution"].to_numpy()
+        supp = cells["suppressed"].to_numpy(dtype=bool)
+        if est is not None:
+            count = est["count"].to_numpy(dtype=np.float64)
+            sums = est["sum"].to_numpy(dtype=np.float64) if "sum" in est else None
+        else:  # pragma: no cover - releases made by dpmap.release hold their estimates
+            count = cells["count"].astype("float64").fillna(-math.inf).to_numpy()
+            sums = cells["sum"].astype("float64").to_numpy() if "sum" in cells else None
+        rows = {(h, int(r)): i for i, (h, r) in enumerate(zip(hexes, res, strict=True))}
+        out: dict[str, float] = {"cells:rows": float(len(hexes))}
+        stats = {"count": count} if sums is None else {"count": count, "sum": sums}
+        if self.mode == "adaptive":
+            leaf_rows: list[int | None] = []
+            for anc in self.ancestors:  # the leaf holding the cell: its one published ancestor
+                found = [rows[(anc[r], r)] for r in self.levels if (anc[r], r) in rows]
+                leaf_rows.append(found[0] if found else None)
+            for name, vec in stats.items():
+                self._aggregate(
+                    out,
+                    f"{name}@leaf",
+                    [vec[i] if i is not None else None for i in leaf_rows],
+                    leaf_rows,
+                )
+            out["cells:leaf_resolution_min"] = float(
+                min(res[i] if i is not None else -1 for i in leaf_rows)
+            )
+            for j, i in enumerate(leaf_rows):
+                out[f"cells:leaf_resolution[{j}]"] = float(res[i]) if i is not None else -1.0
+                out[f"suppression:suppressed[{j}]"] = float(supp[i]) if i is not None else 1.0
+            out["suppression:suppressed_n"] = float(
+                sum(supp[i] if i is not None else 1 for i in leaf_rows)
+            )
+            return out
+        for r in self.levels:
+            idx = [rows.get((anc[r], r)) for anc in self.ancestors]
+            for name, vec in stats.items():
+                self._aggregate(
+                    out, f"{name}@r{r}", [vec[i] if i is not None else None for i in idx], idx
+                )
+            if r == self.spec.finest:
+                present = [i is not None for i in idx]
+                for j, i in enumerate(idx):
+                    out[f"suppression:suppressed[{j}]"] = float(supp[i]) if i is not None else 1.0
+                    out[f"cells:present[{j}]"] = float(present[j])
+                out["suppression:suppressed_n"] = float(
+                    sum(supp[i] if i is not None else 1 for i in idx)
+                )
+                out["cells:present_n"] = float(sum(present))
+        return out
+
+    def from_vectors(
+        self, vectors: dict[str, np.ndarray], n: int, positions: list[int]
+    ) -> dict[str, np.ndarray]:
+        """Observations of stacked copies of the domain's vectors (mechanism level), as
+        arrays with one entry per copy."""
+        out: dict[str, np.ndarray] = {}
+        for name, vec in vectors.items():
+            block = np.asarray(vec, dtype=np.float64).reshape(-1, n)[:, positions]
+            key = f"{name}@r{self.spec.finest}"
+            for j in range(len(positions)):
+                out[f"{name}:{key}[{j}]"] = block[:, j]
+            if len(positions) > 2:
+                for j in range(len(positions)):
+                    rest = np.delete(block, j, axis=1)
+                    out[f"{name}:{key}:min_without[{j}]"] = rest.min(axis=1)
+            out[f"{name}:{key}:min"] = block.min(axis=1)
+            out[f"{name}:{key}:max"] = block.max(axis=1)
+            out[f"{name}:{key}:total"] = block.sum(axis=1)
+        return out
+
+    @staticmethod
+    def _aggregate(
+        out: dict[str, float], key: str, vals: Sequence[float | None], ids: Sequence[Any]
+    ) -> None:
+        family = key.split("@")[0]
+        v = [(-math.inf if x is None else float(x)) for x in vals]
+        for j, x in enumerate(v):
+            out[f"{family}:{key}[{j}]"] = x
+        # each distinct published cell once (coarse levels: the targets share parents)
+        seen: dict[Any, float] = {}
+        for i, x in zip(ids, v, strict=True):
+            seen[i if i is not None else ("absent", len(seen))] = x
+        uniq = list(seen.values())
+        if len(v) > 2:  # the adversary keeps max_cells of its cells: each subset's minimum
+            for j in range(len(v)):
+                out[f"{family}:{key}:min_without[{j}]"] = min(v[:j] + v[j + 1 :])
+        out[f"{family}:{key}:min"] = min(uniq)
+        out[f"{family}:{key}:max"] = max(uniq)
+        out[f"{family}:{key}:total"] = float(sum(x for x in uniq if math.isfinite(x)))
+
+
+# ---------------------------------------------------------------------------------------
+# choosing and measuring events
+
+
+@dataclass(frozen=True)
+class _Event:
+    observation: str
+    op: str
+    threshold: float
+    numerator: int  # 1: likelier under D′, 0: likelier under D
+    score: float
+
+
+def _hits(x: np.ndarray, op: str, t: float) -> int:
+    return int(np.count_nonzero(x >= t) if op == ">=" else np.count_nonzero(x <= t))
+
+
+def _thresholds(pooled: np.ndarray) -> np.ndarray:
+    uniq = np.unique(pooled)
+    if len(uniq) <= MAX_THRESHOLDS:
+        return uniq
+    # quantiles, denser in the tails (where the likelihood ratio is largest)
+    u = np.linspace(-1, 1, MAX_THRESHOLDS)
+    q = 0.5 + 0.5 * np.sign(u) * np.abs(u) ** 2
+    return np.unique(np.quantile(pooled, q, method="nearest"))
+
+
+def _choose(
+    obs0: dict[str, np.ndarray],
+    obs1: dict[str, np.ndarray],
+    names: list[str],
+    delta: float,
+    z: float,
+) -> _Event | None:
+    best: _Event | None = None
+    for name in names:
+        a0, a1 = np.sort(obs0[name]), np.sort(obs1[name])
+        n0, n1 = len(a0), len(a1)
+        pooled = np.concatenate([a0, a1])
+        if pooled.min() == pooled.max():
+            continue
+        t = _thresholds(pooled)
+        ge0 = n0 - np.searchsorted(a0, t, side="left")
+        ge1 = n1 - np.searchsorted(a1, t, side="left")
+        le0 = np.searchsorted(a0, t, side="right")
+        le1 = np.searchsorted(a1, t, side="right")
+        for op, k0, k1 in ((">=", ge0, ge1), ("<=", le0, le1)):
+            for numerator, kn, kd, nn, nd in ((1, k1, k0, n1, n0), (0, k0, k1, n0, n1)):
+                lo, _ = _wilson(kn.astype(np.float64), nn, z)
+                _, hi = _wilson(kd.astype(np.float64), nd, z)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    score = np.where(lo > delta, np.log((lo - delta) / hi), -np.inf)
+                i = _plateau_middle(score, int(np.argmax(score)))
+                if best is None or score[i] > best.score:
+                    best = _Event(name, op, float(t[i]), numerator, float(score[i]))
+    return best
+
+
+def _plateau_middle(score: np.ndarray, i: int) -> int:
+    """The middle of the run of equal best scores around ``i``: when several thresholds
+    separate the selection runs equally well, the one farthest from both edges is likeliest
+    to separate the evaluation runs too."""
+    lo = hi = i
+    while lo > 0 and score[lo - 1] == score[i]:
+        lo -= 1
+    while hi < len(score) - 1 and score[hi + 1] == score[i]:
+        hi += 1
+    return (lo + hi) // 2
+
+
+def _describe(ev: _Event, targets: list[str]) -> str:
+    rest = ev.observation.split(":", 1)[1]
+    who = "D′ (with the adversary)" if ev.numerator == 1 else "D (without)"
+    if ":min_without[" in rest:
+        base, j = rest.split(":min_without[", 1)
+        what = f"min of {base} over the adversary's cells other than #{j.rstrip(']')}"
+    elif "[" in rest:
+        base, j = rest.rsplit("[", 1)
+        j = j.rstrip("]")
+        what = f"{base} of the adversary's cell #{j} ({targets[int(j)]})"
+    elif rest.endswith((":min", ":max", ":total")):
+        base, agg = rest.rsplit(":", 1)
+        what = f"{agg} of {base} over the adversary's cells"
+    else:
+        what = rest
+    thr = "−∞ (absent)" if ev.threshold == -math.inf else f"{ev.threshold:.6g}"
+    return f"{what} {'≥' if ev.op == '>=' else '≤'} {thr}, likelier under {who}"
+
+
+def _measure(
+    ev: _Event,
+    eval0: dict[str, np.ndarray],
+    eval1: dict[str, np.ndarray],
+    delta: float,
+    a_side: float,
+    family: str,
+    targets: list[str],
+) -> EventResult:
+    x_num = (eval1 if ev.numerator == 1 else eval0)[ev.observation]
+    x_den = (eval0 if ev.numerator == 1 else eval1)[ev.observation]
+    n = len(x_num)
+    k1, k0 = _hits(x_num, ev.op, ev.threshold), _hits(x_den, ev.op, ev.threshold)
+    p1 = clopper_pearson_lower(k1, n, a_side)
+    p0 = clopper_pearson_upper(k0, len(x_den), a_side)
+    eps = math.log((p1 - delta) / p0) if p1 > delta else 0.0
+    return EventResult(
+        family=family,
+        event=_describe(ev, targets),
+        observation=ev.observation,
+        op=ev.op,
+        threshold=ev.threshold,
+        likelier_under="D′" if ev.numerator == 1 else "D",
+        hits_likelier=k1,
+        hits_other=k0,
+        runs=n,
+        p_likelier_lower=p1,
+        p_other_upper=p0,
+        epsilon_lb=max(0.0, eps),
+        selection_epsilon=max(0.0, ev.score) if math.isfinite(ev.score) else 0.0,
+    )
+
+
+def _stack(observations: list[dict[str, float]], names: list[str]) -> dict[str, np.ndarray]:
+    return {
+        k: np.array([o.get(k, -math.inf) for o in observations], dtype=np.float64) for k in names
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# the audit
+
+
+def audit(
+    *,
+    runs: int = 400,
+    alpha: float = 1e-6,
+    level: str = "release",
+    discovery: bool = False,
+    release_fn: Callable[..., Any] | None = None,
+    noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
+    | None = None,
+    batch: int = 64,
+    selection_fraction: float = 0.5,
+    background: int | None = None,
+    adversary_records: int = 50,
+    adversary_cells: int | None = None,
+    centre: tuple[float, float] = DEFAULT_CENTRE,
+    progress: Callable[[int, int], None] | None = None,
+    **params: Any,
+) -> AuditReport:
+    """Audit a release configuration: run it on neighbouring datasets, bound ε from below.
+
+    Parameters
+    ----------
+    runs
+        Runs on each of ``D`` and ``D′`` (split into selection and evaluation parts).
+    alpha
+        The probability that the reported ``epsilon_lb`` exceeds the true ε of a correct
+        mechanism is at most ``alpha`` (Clopper–Pearson, Bonferroni over families and sides).
+    level
+        ``"release"``: whole releases; ``"mechanism"``: only the noise step (flat,
+        region releases), on aggregates computed once.
+    discovery
+        Audit a release without a region (cells chosen privately; needs ``delta > 0``).
+    release_fn
+        ``release_fn(points, **kwargs) -> Release`` used instead of :func:`dpmap.release`
+        (e.g. a deliberately broken one, to check that the audit catches it).
+    noise_fn
+        Mechanism level: ``noise_fn(spec)`` returns the function that noises a dict of
+        int64 vectors (default: ``plan_noise(spec).run_dense``).
+    batch
+        Mechanism level: copies of the aggregates noised per call.
+    selection_fraction
+        Share of the runs used to choose the events (the rest measure them).
+    background, adversary_records, adversary_cells, centre
+        The synthetic data (see the module docstring); ``adversary_cells`` (1..7) defaults
+        to ``max_cells + 1``.
+    **params
+        Release parameters (``resolution``, ``epsilon``, ``delta``, ``mechanism``,
+        ``bounds``, ``max_cells``, ``max_records_per_cell``, ``suppress_below``,
+        ``adaptive``, ...). A value column is audited when ``bounds`` is given.
+
+    Returns
+    -------
+    AuditReport
+        ``claimed_epsilon``, ``claimed_delta``, ``epsilon_lb``, ``passed``, the best
+        event per family, the runs and the time taken.
+    """
+    from . import explain
+    from .release import release as dpmap_release
+
+    t_start = time.perf_counter()
+    unknown = sorted(set(params) - AUDIT_PARAMETERS)
+    if unknown:
+        raise SpecError(
+            f"audit does not take {unknown}: it builds its own data, columns and region; pass "
+            f"only release parameters among {sorted(AUDIT_PARAMETERS)}"
+        )
+    for key in ("resolution", "epsilon"):
+        if key not in params:
+            raise SpecError(f"audit needs {key}=...; pass the parameters of the release to audit")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 4:
+        raise SpecError(f"runs must be a whole number ≥ 4, got {runs!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise SpecError(f"alpha must be in (0, 1), got {alpha!r}; e.g. alpha=1e-6")
+    if level not in ("release", "mechanism"):
+        raise SpecError(f"level must be 'release' or 'mechanism', got {level!r}")
+    if not 0 < selection_fraction < 1:
+        raise SpecError(f"selection_fraction must be in (0, 1), got {selection_fraction!r}")
+    if (
+        isinstance(adversary_records, bool)
+        or not isinstance(adversary_records, int)
+        or adversary_records < 1
+    ):
+        raise SpecError(f"adversary_records must be a whole number ≥ 1, got {adversary_records!r}")
+    if adversary_cells is not None and (
+        isinstance(adversary_cells, bool)
+        or not isinstance(adversary_cells, int)
+        or not 1 <= adversary_cells <= 7
+    ):
+        raise SpecError(f"adversary_cells must be a whole number 1..7, got {adversary_cells!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise SpecError(f"batch must be a whole number ≥ 1, got {batch!r}")
+
+    kwargs = dict(params)
+    if kwargs.get("bounds") is not None:
+        kwargs["bounds"] = tuple(kwargs["bounds"])
+        kwargs["value"] = "amount"
+    kwargs["person"] = "pid"
+    adaptive = bool(kwargs.get("adaptive", False))
+    # the claim: what dpmap plans (and states in every manifest) for these parameters
+    probe_region = None
+    if not discovery:
+        import shapely
+
+        probe_region = shapely.box(
+            centre[1] - 0.01, centre[0] - 0.01, centre[1] + 0.01, centre[0] + 0.01
+        )
+    ex = explain(region=probe_region, **kwargs)
+    spec = ex.spec
+    claimed_eps, claimed_delta = float(ex.plan.epsilon), float(ex.plan.delta)
+
+    if spec.hierarchical:
+        mode = "hierarchical"
+    elif adaptive:
+        mode = "adaptive"
+    elif discovery:
+        mode = "discovery"
+    else:
+        mode = "flat"
+    mode_name = f"{mode}, {spec.mechanism}" + (", count + sum" if spec.value else ", count")
+    if level == "mechanism" and mode != "flat":
+        raise SpecError(
+            "level='mechanism' audits the noise of flat releases over a region; use "
+            "level='release' for hierarchical, adaptive and discovery releases"
+        )
+
+    setup = _neighbours(
+        spec,
+        discovery=discovery,
+        threshold=ex.plan.threshold,
+        centre=centre,
+        background=background,
+        adversary_records=adversary_records,
+        adversary_cells=adversary_cells,
+    )
+    kwargs["region"] = setup.region
+    root = ex.adaptive["root_resolution"] if ex.adaptive else None
+    observer = _Observer(spec, setup.targets, mode, root)
+
+    manifest_eps: float | None = None
+    if level == "release":
+        fn = release_fn if release_fn is not None else dpmap_release
+        datasets = (setup.d, setup.d_prime)
+        per_run: list[list[dict[str, float]]] = [[], []]
+        for r in range(runs):
+            for which in (0, 1):  # interleaved, so that both see the same conditions
+                rel = fn(datasets[which], **kwargs)
+                per_run[which].append(observer.from_release(rel))
+                if manifest_eps is None:
+                    manifest_eps = float(rel.manifest["privacy"]["epsilon"])
+            if progress is not None:
+                progress(r + 1, runs)
+        names = sorted(set().union(*per_run[0], *per_run[1]))
+        obs0, obs1 = _stack(per_run[0], names), _stack(per_run[1], names)
+    else:
+        obs0, obs1 = _mechanism_runs(spec, setup, observer, runs, noise_fn, batch, progress)
+        names = sorted(obs0)
+
+    n_sel = max(2, min(runs - 2, round(runs * selection_fraction)))
+    sel0, sel1 = {k: v[:n_sel] for k, v in obs0.items()}, {k: v[:n_sel] for k, v in obs1.items()}
+    ev0, ev1 = {k: v[n_sel:] for k, v in obs0.items()}, {k: v[n_sel:] for k, v in obs1.items()}
+
+    # families with an observation that varies on the selection runs (decided before
+    # looking at the evaluation runs, so the Bonferroni count is fixed in advance)
+    fams: dict[str, list[str]] = {}
+    for name in names:
+        fam = name.split(":", 1)[0]
+        if fam not in FAMILIES:
+            continue
+        pooled = np.concatenate([sel0[name], sel1[name]])
+        if pooled.min() != pooled.max():
+            fams.setdefault(fam, []).append(name)
+    nf = max(1, len(fams))
+    a_side = alpha / (2 * nf)
+    z = NormalDist().inv_cdf(1 - a_side)
+    results = []
+    for fam in FAMILIES:
+        if fam not in fams:
+            continue
+        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z)
+        if ev is None:  # pragma: no cover - a varying observation always yields an event
+            continue
+        results.append(_measure(ev, ev0, ev1, claimed_delta, a_side, fam, setup.targets))
+    eps_lb = max((r.epsilon_lb for r in results), default=0.0)
+    notes = []
+    if manifest_eps is not None and not math.isclose(manifest_eps, claimed_eps, rel_tol=1e-9):
+        notes.append(
+            f"the releases' manifests state ε = {manifest_eps:.6g}, but dpmap plans ε = "
+            f"{claimed_eps:.6g} for these parameters (the audit holds the release to the plan)"
+        )
+    public_params = {k: v for k, v in kwargs.items() if k not in ("region",)}
+    public_params["discovery"] = discovery
+    return AuditReport(
+        mode=mode_name,
+        level=level,
+        claimed_epsilon=claimed_eps,
+        claimed_delta=claimed_delta,
+        epsilon_lb=eps_lb,
+        alpha=alpha,
+        runs=runs,
+        selection_runs=n_sel,
+        evaluation_runs=runs - n_sel,
+        families=tuple(results),
+        seconds=time.perf_counter() - t_start,
+        parameters=public_params,
+        adversary=setup.adversary,
+        dataset=setup.dataset,
+        manifest_epsilon=manifest_eps,
+        notes=tuple(notes),
+    )
+
+
+def _mechanism_runs(
+    spec: Any,
+    setup: _Setup,
+    observer: _Observer,
+    runs: int,
+    noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] | None,
+    batch: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from . import grid
+    from .engines import local
+    from .mechanisms import plan_noise
+
+    region = grid.to_region(setup.region)
+    domain = grid.region_to_cells(region, spec.finest)
+    hex_domain = list(grid.cells_to_hex(domain))
+    positions = [hex_domain.index(t) for t in setup.targets]
+    vectors = [
+        local.bound_and_aggregate(df, spec, domain).densify(domain, 1)
+        for df in (setup.d, setup.d_prime)
+    ]
+    make = noise_fn if noise_fn is not None else (lambda s: plan_noise(s).run_dense)
+    noise = make(spec)
+    parts: list[list[dict[str, np.ndarray]]] = [[], []]
+    done = 0
+    while done < runs:
+        b = min(batch, runs - done)
+        for which in (0, 1):
+            noisy = noise({k: np.tile(v, b) for k, v in vectors[which].items()})
+            parts[which].append(observer.from_vectors(noisy, len(domain), positions))
+        done += b
+        if progress is not None:
+            progress(done, runs)
+    obs0, obs1 = (
+        {k: np.concatenate([p[k] for p in parts[w]]) for k in parts[w][0]} for w in (0, 1)
+    )
+    return obs0, obs1
