@@ -87,7 +87,8 @@ def bound_and_aggregate(
     before = df.height
     if spec.person is not None:
         df = _bound(df, spec)
-        diag.persons = int(df[_PERSON].n_unique())
+        if diagnostics is not None:  # only when the data owner asked: costly on large inputs
+            diag.persons = int(df[_PERSON].n_unique())
     diag.records_cut_by_bounding = before - df.height
     diag.records_used = df.height
     return _aggregate(df, spec)
