@@ -22,8 +22,11 @@ is the difference to the previous job:
 ``bin``        + the Arrow UDF: clean rows, H3 binning, region filter, clamp, priorities
 ``bound``      + the shuffle by person and the two window functions
 ``aggregate``  + group by (cell, category): count, sum
-``collect``    + ``toArrow()`` of the per-cell table and the driver-side checks (the
-               full ``engines.spark.bound_and_aggregate``)
+``one job``    the real thing: ``engines.spark.bound_and_aggregate`` (aggregate, then
+               ``toArrow()`` of the per-cell table and the driver-side checks)
+
+Both the cumulative times and their differences are printed (``aggregate + collect`` is
+the one job minus the job up to ``bound``).
 
 Above ``--stages-up-to`` (default 2e7) only ``read`` and the one job are timed. The local
 (polars) engine's ``bound_and_aggregate`` on the same files is the baseline up to 2e7
@@ -178,7 +181,7 @@ def domain_for(resolution: int) -> np.ndarray:
 def bench_spark(
     spark: Any, folder: Path, domain: np.ndarray, stages: bool = True
 ) -> dict[str, float]:
-    """Seconds per stage (cumulative jobs, differenced) and of the one real job.
+    """Seconds of each cumulative job (up to a stage) and of the one real job.
 
     Without ``stages`` only ``read`` and the one job are run (for very large N).
     """
@@ -187,25 +190,29 @@ def bench_spark(
     spec = spec_for()
     sdf = spark.read.parquet(str(folder))
     plan = engine._plan(sdf, spec, domain)
-    cum = {"read": run_noop(plan.projected)}
+    out = {"read": run_noop(plan.projected)}
     if stages:
-        cum["bin"] = run_noop(plan.prepared)
-        cum["bound"] = run_noop(plan.bounded)
-        cum["aggregate"] = run_noop(plan.aggregated)
+        out["bin"] = run_noop(plan.prepared)
+        out["bound"] = run_noop(plan.bounded)
+        out["aggregate"] = run_noop(plan.aggregated)
     t = time.perf_counter()
     agg = engine.bound_and_aggregate(str(folder), spec, domain)
-    total = time.perf_counter() - t
-    out, prev = {}, 0.0
-    if stages:
-        cum["collect"] = total
-        for k, v in cum.items():
-            out[k] = max(v - prev, 0.0)
-            prev = v
-    else:
-        out["read"] = cum["read"]
-    out["total (one job)"] = total
+    out["one job"] = time.perf_counter() - t
     out["_keys"] = float(len(agg.cells))
     return out
+
+
+def increments(r: dict[str, float]) -> dict[str, float]:
+    """Per-stage cost: each cumulative job minus the previous one (aggregate and collect
+    together: the one job minus the job up to bounding)."""
+    if "bin" not in r:
+        return {"read": r["read"]}
+    return {
+        "read": r["read"],
+        "bin": r["bin"] - r["read"],
+        "bound": r["bound"] - r["bin"],
+        "aggregate + collect": r["one job"] - r["bound"],
+    }
 
 
 def bench_local(folder: Path, domain: np.ndarray) -> float:
@@ -319,41 +326,44 @@ def main() -> None:
         res = bench_spark(spark, folder, domain, stages=staged)
         loc = None if args.no_local or n > 2e7 else bench_local(folder, domain)
         rows.append((n, res, loc))
-        per_row = res["total (one job)"] / n
+        per_row = res["one job"] / n
         if args.domain_experiment and n == sizes[0]:
             domain_experiment(spark, folder)
         if not args.keep and n >= 5e7:
             shutil.rmtree(folder, ignore_errors=True)
 
-    stages = ["read", "bin", "bound", "aggregate", "collect", "total (one job)"]
-    print("\nSpark local[2], seconds per stage (each stage = its job minus the previous job)")
-    head = f"{'stage':<18}" + "".join(f"{f'N={n:,}':>16}" for n, _, _ in rows)
-    if len(rows) > 1:
-        head += f"{'growth (last/first)':>22}"
-    print(head)
-    for st in stages:
-        line = f"{st:<18}" + "".join(
-            f"{r[st]:>16.2f}" if st in r else f"{'-':>16}" for _, r, _ in rows
-        )
-        have = [r for _, r, _ in rows if st in r]
-        if len(have) > 1 and have[0][st] > 0:
-            line += f"{have[-1][st] / have[0][st]:>21.1f}x"
-        print(line)
-    print(
-        f"{'rows/s (one job)':<18}"
-        + "".join(f"{n / r['total (one job)']:>16,.0f}" for n, r, _ in rows)
+    def table(title: str, data: list[dict[str, float]], keys: list[str]) -> None:
+        print(title)
+        head = f"{'':<22}" + "".join(f"{f'N={n:,}':>16}" for n, _, _ in rows)
+        print(head + (f"{'growth (last/first)':>22}" if len(rows) > 1 else ""))
+        for k in keys:
+            line = f"{k:<22}" + "".join(f"{d[k]:>16.2f}" if k in d else f"{'-':>16}" for d in data)
+            have = [d[k] for d in data if k in d]
+            if len(have) > 1 and have[0] > 0:
+                line += f"{have[-1] / have[0]:>21.1f}x"
+            print(line)
+
+    results = [r for _, r, _ in rows]
+    table(
+        "\nSpark local[2]: seconds of each job, run up to and including the stage (noop sink)",
+        [{f"up to {k}" if k != "one job" else k: v for k, v in r.items()} for r in results],
+        ["up to read", "up to bin", "up to bound", "up to aggregate", "one job"],
     )
-    print(f"{'occupied keys':<18}" + "".join(f"{int(r['_keys']):>16,}" for _, r, _ in rows))
+    table(
+        "\nper stage (difference of consecutive jobs; noisy on a shared machine)",
+        [increments(r) for r in results],
+        ["read", "bin", "bound", "aggregate + collect"],
+    )
+    print(f"{'rows/s (one job)':<22}" + "".join(f"{n / r['one job']:>16,.0f}" for n, r, _ in rows))
+    print(f"{'occupied keys':<22}" + "".join(f"{int(r['_keys']):>16,}" for _, r, _ in rows))
     if any(loc is not None for _, _, loc in rows):
-        print(f"{'local engine':<18}" + "".join(
+        print(f"{'local engine (s)':<22}" + "".join(
             f"{loc:>16.2f}" if loc is not None else f"{'-':>16}" for _, _, loc in rows))  # fmt: skip
-        print(f"{'spark / local':<18}" + "".join(
-            f"{r['total (one job)'] / loc:>15.2f}x" if loc else f"{'-':>16}" for _, r, loc in rows))  # fmt: skip
+        print(f"{'spark / local':<22}" + "".join(
+            f"{r['one job'] / loc:>15.2f}x" if loc else f"{'-':>16}" for _, r, loc in rows))  # fmt: skip
     if len(rows) > 1:
         (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
-        print(
-            f"\nN grew {n1 / n0:.0f}x; the one-job total grew {r1['total (one job)'] / r0['total (one job)']:.1f}x"
-        )
+        print(f"\nN grew {n1 / n0:.0f}x; the one job grew {r1['one job'] / r0['one job']:.1f}x")
     spark.stop()
     if not args.keep:
         shutil.rmtree(warm, ignore_errors=True)
