@@ -202,7 +202,7 @@ def _polars_schema(sdf: Any, spec: ReleaseSpec) -> dict[str, pl.DataType]:
                 empty = pa.schema([pa.field("c", to_arrow_type(f.dataType))]).empty_table()
                 dtype = pl.from_arrow(empty).schema["c"]  # type: ignore[union-attr]
             except Exception:  # a type without an Arrow/polars equivalent: not numeric
-                dtype = pl.Object()
+                dtype = pl.Unknown()
         out[f.name] = dtype
     return out
 
