@@ -31,11 +31,16 @@ loads the input, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``), 
 step once and reads ``VmHWM``. "peak" is the whole process (interpreter + libraries +
 input + step); "step" is the peak minus the resident size just before the step.
 
-A per-stage breakdown of one release per N is obtained by wrapping dpmap's internal
-functions with timers (exclusive times: a stage's time excludes the wrapped stages it
-calls) with, in a separate subprocess, each stage's peak RSS; the engine's inline code (collect, bin, region filter, cleaning/clamping) is
-broken down per source statement with a line tracer limited to the engine's functions.
-``--profile FILE`` also writes a cProfile of one release at the largest N.
+A per-stage breakdown of the release per N is obtained by wrapping dpmap's internal
+functions with wall/CPU timers (exclusive: a stage's time excludes the wrapped stages it
+calls; minimum over the rounds) and, in one more subprocess, with each stage's peak RSS.
+The engine's inline code (collect, bin, region filter, cleaning/clamping, bounding) is
+broken down per source statement by a line tracer limited to the engine's functions.
+Functions missing from the installed dpmap are skipped, so the script survives
+refactorings. ``--profile FILE`` also writes a cProfile of one release at the largest N.
+
+On a shared machine compare the CPU columns too: wall times inflate with the load, and
+polars' binning uses both cores when they are free while other stages use one.
 """
 
 from __future__ import annotations
@@ -335,6 +340,7 @@ def _stage_targets() -> list[tuple[Any, str, str]]:
         (common, "inside_domain", "engine: inside_domain (region filter)"),
         (common, "record_and_check", "engine: record_and_check (diagnostics, refusals)"),
         (local, "_bound", "engine: _bound (select records)"),
+        (local, "_one_record_per_person", "engine: _one_record_per_person (L0 = L∞ = 1 path)"),
         (local, "_assert_bounded", "engine: _assert_bounded (re-check bounds)"),
         (local, "_aggregate", "engine: _aggregate (group_by cell)"),
         (BoundedAggregates, "densify", "noise: densify onto the domain"),

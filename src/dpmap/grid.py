@@ -87,15 +87,14 @@ def cells_to_polygons(cells: np.ndarray) -> np.ndarray:
     cells = np.asarray(cells, dtype=np.int64)
     if len(cells) == 0:
         return np.array([], dtype=object)
-    bnd = (
-        pl.DataFrame({"c": pl.Series(cells).cast(pl.UInt64)})
-        .select(plh3.cell_to_boundary("c").alias("b"))
-        .with_row_index("i")
-        .explode("b")
-    )
-    latlng = np.asarray(bnd["b"].to_list(), dtype=np.float64)  # (lat, lng) pairs
-    idx = bnd["i"].to_numpy()
-    rings = shapely.linearrings(latlng[:, ::-1], indices=idx)
+    bnd = pl.DataFrame({"c": pl.Series(cells).cast(pl.UInt64)}).select(plh3.cell_to_boundary("c"))[
+        "c"
+    ]
+    # flat [lat, lng, lat, lng, ...] without Python objects; a ring's vertex count varies
+    # (pentagons, cells crossing icosahedron edges), so rings are indexed from the lengths
+    flat = bnd.explode().explode().to_numpy().astype(np.float64)
+    idx = np.repeat(np.arange(len(cells)), bnd.list.len().to_numpy())
+    rings = shapely.linearrings(flat.reshape(-1, 2)[:, ::-1], indices=idx)
     return shapely.polygons(rings)
 
 

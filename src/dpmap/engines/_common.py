@@ -163,12 +163,13 @@ def _scalar(x: Any) -> float:
     return float(x)
 
 
-def inside_domain(cells: np.ndarray, domain: np.ndarray) -> np.ndarray:
-    """Mask of ``cells`` (int64) that belong to the sorted public cell set ``domain``."""
-    if len(domain) == 0:
-        return np.zeros(len(cells), dtype=bool)
-    pos = np.minimum(np.searchsorted(domain, cells), len(domain) - 1)
-    return np.asarray(domain[pos] == cells)
+def inside_domain(cells: pl.Series, domain: np.ndarray) -> pl.Series:
+    """Mask of ``cells`` (Int64) that belong to the public cell set ``domain``.
+
+    A hash lookup (polars ``is_in``): about 0.03 s CPU at 10 M rows, against 1.0 s for a
+    binary search into ~50 k cells (measured by benchmarks/bench_release.py).
+    """
+    return cells.is_in(pl.Series(domain, dtype=pl.Int64).implode())
 
 
 def prepare_rows(
@@ -205,7 +206,7 @@ def prepare_rows(
         .alias(CELL)
     ).drop(LAT, LNG)
     if domain is not None:
-        inside = pl.Series(inside_domain(df[CELL].to_numpy(), domain))
+        inside = inside_domain(df[CELL], domain)
         c.outside_region = int((~inside).sum())
         if c.outside_region:
             df = df.filter(inside)
