@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -572,17 +573,9 @@ def _consistent(
     return Estimates(**fields), Estimates(**{**fields, **shown}), cells, res
 
 
-class _NoLedger:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
     if ledger is None:
-        return _NoLedger()
+        return contextlib.nullcontext()
     from .ledger import Ledger
 
     if not isinstance(ledger, Ledger):
