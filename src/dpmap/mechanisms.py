@@ -22,7 +22,9 @@ used: all noise is sampled exactly on integers.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,18 @@ dp.enable_features("contrib", "honest-but-curious")
 _PERSONS = dp.user_distance("dpmap.AddRemovePersons")
 #: Input domain: the dict of exact aggregates an engine produced for this release.
 _AGGREGATES = dp.user_domain("dpmap.BoundedAggregates", member=lambda x: isinstance(x, dict))
+
+#: Coordinates per chunk of the parallel dense noise (see :meth:`NoisePlan.run_dense`).
+NOISE_CHUNK = 1 << 18
+
+
+def noise_workers() -> int:
+    """Threads for the dense noise: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
 
 #: Low bits of an H3 index that are all ones for resolutions ≤ 9 (digits 10..15 unused).
 _UNUSED_DIGIT_BITS = (1 << 18) - 1
@@ -120,19 +134,48 @@ class NoisePlan:
     _sum_chain: Callable[[np.ndarray], Any] | None = field(default=None, repr=False, compare=False)
     _count_query: Any = field(default=None, repr=False, compare=False)
 
-    def run_dense(self, vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Noise every coordinate of the public domain's vectors. Draws noise."""
+    def run_dense(
+        self, vectors: dict[str, np.ndarray], *, workers: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Noise every coordinate of the public domain's vectors. Draws noise.
+
+        Large vectors are cut into chunks of :data:`NOISE_CHUNK` coordinates that this
+        same OpenDP measurement noises on ``workers`` threads (default: every core this
+        process may use; OpenDP's samplers run in Rust without Python's lock). The
+        measurement adds independent noise of one fixed distribution to each coordinate,
+        so the concatenated chunks have exactly the distribution of one call on the whole
+        vectors — the one whose privacy OpenDP's map accounts (docs/noise-at-scale.md).
+        """
         assert not self.discovery
+        vecs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()}
+        longest = max((len(v) for v in vecs.values()), default=0)
+        parts = -(-longest // NOISE_CHUNK)
+        workers = noise_workers() if workers is None else workers
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        if parts <= 1 or workers == 1:
+            out = [np.asarray(v, dtype=np.int64) for v in self._invoke(vecs)]
+        else:
+            bounds = {
+                k: np.linspace(0, len(v), parts + 1).astype(np.int64) for k, v in vecs.items()
+            }
+            chunks = [
+                {k: v[bounds[k][i] : bounds[k][i + 1]] for k, v in vecs.items()}
+                for i in range(parts)
+            ]
+            with ThreadPoolExecutor(max_workers=min(workers, parts)) as pool:
+                noised = list(pool.map(self._invoke, chunks))
+            out = [
+                np.concatenate([np.asarray(c[j], dtype=np.int64) for c in noised])
+                for j in range(len(vecs))
+            ]
+        return dict(zip(self.spec.queries(), out, strict=True))
+
+    def _invoke(self, vectors: dict[str, np.ndarray]) -> list[Any]:
         try:
-            out = self._measurement(
-                {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()}
-            )
+            return list(self._measurement(vectors))
         except dp.OpenDPException as exc:  # pragma: no cover - inputs are checked before
             raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-        return {
-            name: np.asarray(vec, dtype=np.int64)
-            for name, vec in zip(self.spec.queries(), out, strict=True)
-        }
 
     def run_discovery(
         self, keys: np.ndarray, counts: np.ndarray, sums: np.ndarray | None
