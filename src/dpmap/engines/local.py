@@ -9,6 +9,7 @@ which the Spark engine runs on each Arrow batch, so both engines keep the same r
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from ._common import PERSON as _PERSON
 from ._common import PRIO as _PRIO
 from ._common import VALUE as _VALUE
 
-__all__ = ["bound_and_aggregate"]
+__all__ = ["STREAM_ABOVE_BYTES", "bound_and_aggregate"]
 
 
 def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
@@ -72,7 +73,13 @@ def bound_and_aggregate(
     """PRIVATE exact aggregates of the bounded data (see :mod:`dpmap.bounding`).
 
     ``domain``: the sorted public cell set (int64), or ``None`` for private discovery.
+    A points file larger than :data:`STREAM_ABOVE_BYTES` goes to the streaming engine
+    (:mod:`dpmap.engines.streaming`: bounded memory, the same aggregates).
     """
+    if is_large_file(points):
+        from . import streaming
+
+        return streaming.bound_and_aggregate(points, spec, domain, diagnostics)
     diag = diagnostics if diagnostics is not None else Diagnostics()
     lf = _project(read_points(points, spec), spec)
     try:
@@ -86,34 +93,80 @@ def bound_and_aggregate(
 
     before = df.height
     if spec.person is not None:
-        df = _bound(df, spec)
+        df = bound(df, spec)
         if diagnostics is not None:  # only when the data owner asked: costly on large inputs
             diag.persons = int(df[_PERSON].n_unique())
     diag.records_cut_by_bounding = before - df.height
     diag.records_used = df.height
-    return _aggregate(df, spec)
+    return finish(group(df, spec), spec)
 
 
-def _bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
-    """Keep ≤ L∞ records per (person, cell) and ≤ L0 cells per person (see dpmap.bounding)."""
+#: points files above this size are released by the streaming engine (bounded memory)
+STREAM_ABOVE_BYTES = 1 << 30
+
+
+def is_large_file(points: Any) -> bool:
+    """Whether ``points`` is the path of an existing file above :data:`STREAM_ABOVE_BYTES`."""
+    if not isinstance(points, (str, os.PathLike)):
+        return False
+    try:
+        return os.path.getsize(points) > STREAM_ABOVE_BYTES
+    except OSError:
+        return False  # read_points reports a missing file with its own message
+
+
+#: rows per bounding partition, and the most partitions (see :func:`bound`)
+_ROWS_PER_PART = 500_000
+_MAX_PARTS = 16
+
+
+def person_part(parts: int) -> pl.Expr:
+    """The partition of each record: a fixed hash of its person, so a person's records
+    are always in one partition (bounding a partition = bounding its persons)."""
+    return (pl.col(_PERSON).hash(seed=0) % parts).cast(pl.Int64)
+
+
+def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """Keep ≤ L∞ records per (person, cell) and ≤ L0 cells per person (see dpmap.bounding).
+
+    Bounding looks at one person's records at a time, so the rows are split by
+    :func:`person_part` into up to 16 partitions that polars bounds in parallel; the
+    priorities (``__prio``, computed here unless present) are per record, so the kept
+    records do not depend on the split. The result is re-checked (:func:`_assert_bounded`).
+    """
     fields = [_PERSON, _CELL] + [c for c in (_CAT, _VALUE) if c in df.columns]
-    lf = df.lazy().select(fields).with_columns(_priority_for(df, spec).alias(_PRIO))
+    if _PRIO in df.columns:
+        x = df.select(*fields, _PRIO)
+    else:
+        x = df.select(fields).with_columns(_priority_for(df, spec).alias(_PRIO))
+    parts = max(1, min(_MAX_PARTS, x.height // _ROWS_PER_PART))
+    if parts == 1:
+        out = _bound_plan(x.lazy(), spec).collect()
+    else:
+        x = x.with_columns(person_part(parts).alias("__part"))
+        plans = [
+            _bound_plan(x.lazy().filter(pl.col("__part") == i).drop("__part"), spec)
+            for i in range(parts)
+        ]
+        out = pl.concat(pl.collect_all(plans))
+    out = out.drop(_PRIO)
+    _assert_bounded(out, spec)
+    return out
+
+
+def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     l0, linf = spec.max_cells, spec.max_records_per_cell
     if l0 == 1 and linf == 1:
         # each person keeps exactly one record: their record of smallest priority
-        lf = lf.sort(_PRIO).unique(subset=[_PERSON], keep="first", maintain_order=False)
-    else:
-        lf = lf.filter(pl.col(_PRIO).rank("ordinal").over([_PERSON, _CELL]) <= linf)
-        cells = (
-            lf.group_by([_PERSON, _CELL])
-            .agg(pl.col(_PRIO).min().alias("__cp"))
-            .filter(pl.col("__cp").rank("ordinal").over(_PERSON) <= l0)
-            .select(_PERSON, _CELL)
-        )
-        lf = lf.join(cells, on=[_PERSON, _CELL], how="semi")
-    out = lf.drop(_PRIO).collect()
-    _assert_bounded(out, spec)
-    return out
+        return lf.sort(_PRIO).filter(pl.col(_PERSON).is_first_distinct())
+    lf = lf.filter(pl.col(_PRIO).rank("ordinal").over([_PERSON, _CELL]) <= linf)
+    cells = (
+        lf.group_by([_PERSON, _CELL])
+        .agg(pl.col(_PRIO).min().alias("__cp"))
+        .filter(pl.col("__cp").rank("ordinal").over(_PERSON) <= l0)
+        .select(_PERSON, _CELL)
+    )
+    return lf.join(cells, on=[_PERSON, _CELL], how="semi")
 
 
 def _priority_for(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Expr:
@@ -137,12 +190,29 @@ def _assert_bounded(df: pl.DataFrame, spec: ReleaseSpec) -> None:
             raise AssertionError("clamping failed: a value lies outside the bounds")
 
 
-def _aggregate(df: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
-    keys = [_CELL] + ([_CAT] if spec.category is not None else [])
+def _keys(spec: ReleaseSpec) -> list[str]:
+    return [_CELL] + ([_CAT] if spec.category is not None else [])
+
+
+def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """Per-key ``count`` (and ``sum``) of the rows: partial aggregates add up (:func:`merge`)."""
     aggs = [pl.len().cast(pl.Int64).alias("count")]
     if spec.value is not None:
         aggs.append(pl.col(_VALUE).sum().cast(pl.Int64).alias("sum"))
-    g = df.group_by(keys).agg(aggs).sort(keys)
+    return df.group_by(_keys(spec)).agg(aggs)
+
+
+def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
+    """The sum of partial aggregates from :func:`group` (of disjoint sets of rows)."""
+    if len(groups) == 1:
+        return groups[0]
+    sums = [pl.col(c).sum() for c in ("count", "sum") if c in groups[0].columns]
+    return pl.concat(groups).group_by(_keys(spec)).agg(sums)
+
+
+def finish(g: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
+    """Sorted aggregates from :func:`group` / :func:`merge` as :class:`BoundedAggregates`."""
+    g = g.sort(_keys(spec))
     if spec.value is not None:
         _common.check_sum_range(int(_scalar(g["count"].max())), spec)
     return BoundedAggregates(
