@@ -27,10 +27,7 @@ import pytest
 
 import dpmap
 from common import (
-    CATEGORIES,
-    FAR_AWAY,
     REGION,
-    REGION_BOUNDS,
     RESOLUTION,
     as_geodataframe,
     debtors,
@@ -42,6 +39,7 @@ from dpmap.engines import _common, local
 from dpmap.engines import spark as spark_engine
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
+from parity import BAD, PARITY, assert_same, heavy_person, random_points, spec_of
 
 pytestmark = pytest.mark.filterwarnings(
     # pyspark warns about pandas >= 3 when converting; dpmap talks to Spark through Arrow
@@ -82,16 +80,6 @@ def to_spark(spark: Any, df: pd.DataFrame | pl.DataFrame, partitions: int | None
     return sdf if partitions is None else sdf.repartition(partitions)
 
 
-def spec_of(**kw: Any) -> ReleaseSpec:
-    base: dict[str, Any] = {
-        "resolution": RESOLUTION,
-        "epsilon": 1.0,
-        "selection": "hash",
-        "seed": 20240611,
-    }
-    return ReleaseSpec(**{**base, **kw})
-
-
 def both(
     spark: Any, df: pd.DataFrame | pl.DataFrame, spec: ReleaseSpec, domain: Any = DOMAIN
 ) -> tuple[Any, Any, Diagnostics, Diagnostics]:
@@ -101,91 +89,7 @@ def both(
     return a, b, d_local, d_spark
 
 
-def assert_same(a: Any, b: Any) -> None:
-    for name in ("cells", "category", "count", "sum"):
-        x, y = getattr(a, name), getattr(b, name)
-        if x is None:
-            assert y is None, name
-            continue
-        assert x.dtype == y.dtype == np.int64, name
-        np.testing.assert_array_equal(x, y, err_msg=name)
-
-
 # ------------------------------------------------------------------------------ datasets
-
-
-def random_points(n: int = 3000, seed: int = 1) -> pd.DataFrame:
-    """Uniform points over the region and a margin around it; 600 persons with int ids."""
-    rng = np.random.default_rng(seed)
-    lng0, lat0, lng1, lat1 = REGION_BOUNDS
-    return pd.DataFrame(
-        {
-            "lat": rng.uniform(lat0 - 0.02, lat1 + 0.02, n),
-            "lng": rng.uniform(lng0 - 0.02, lng1 + 0.02, n),
-            "pid": rng.integers(0, 600, n),
-            "amount": rng.normal(500, 400, n).round(2),
-        }
-    )
-
-
-def heavy_person(n_heavy: int = 5000) -> pd.DataFrame:
-    """One person with thousands of records across many cells, among ordinary ones."""
-    rng = np.random.default_rng(7)
-    lng0, lat0, lng1, lat1 = REGION_BOUNDS
-    heavy = pd.DataFrame(
-        {
-            "lat": rng.uniform(lat0, lat1, n_heavy),
-            "lng": rng.uniform(lng0, lng1, n_heavy),
-            "pid": "the-heavy-one",
-            "amount": rng.integers(-50, 3000, n_heavy).astype(float),
-            "creditor": rng.choice(["bank", "utility", "telecom"], n_heavy),
-        }
-    )
-    others = debtors(200, 4, 6)
-    return pd.concat([heavy, others], ignore_index=True)
-
-
-def with_missing() -> pl.DataFrame:
-    """Leaky debtors plus missing ids, missing and NaN values, NaN and null coordinates."""
-    df = pl.from_pandas(leaky_debtors())
-    n = df.height
-    idx = pl.int_range(n, eager=True)
-    return df.with_columns(
-        pl.when(idx % 11 == 0).then(None).otherwise(pl.col("pid")).alias("pid"),
-        pl.when(idx % 13 == 0)
-        .then(None)
-        .when(idx % 17 == 0)
-        .then(float("nan"))
-        .otherwise(pl.col("amount").cast(pl.Float64))
-        .alias("amount"),
-        pl.when(idx % 19 == 0).then(None).otherwise(pl.col("lat")).alias("lat"),
-    )
-
-
-PARITY = {
-    "random-rows": (random_points, {}),
-    "random-persons": (random_points, {"person": "pid"}),
-    "random-values-bounds>1": (
-        random_points,
-        {"person": "pid", "value": "amount", "bounds": (0, 1000), "max_cells": 3,
-         "max_records_per_cell": 2},
-    ),
-    "categories-other": (
-        lambda: leaky_debtors(),
-        {"person": "pid", "value": "amount", "bounds": (0, 2000), "category": "creditor",
-         "categories": CATEGORIES, "max_records_per_cell": 2},
-    ),
-    "heavy-person": (
-        heavy_person,
-        {"person": "pid", "value": "amount", "bounds": (0, 2500), "max_cells": 5,
-         "max_records_per_cell": 3, "category": "creditor", "categories": CATEGORIES},
-    ),
-    "missing-everything": (
-        with_missing,
-        {"person": "pid", "value": "amount", "bounds": (-10, 1500), "max_cells": 2,
-         "max_records_per_cell": 2},
-    ),
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(PARITY))
@@ -339,29 +243,6 @@ def test_missing_pyspark_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 # ---------------------------------------------------------------------------- bad input
-
-
-def _base(**over: Any) -> pd.DataFrame:
-    df = debtors(12, 1, 2)
-    for k, v in over.items():
-        df[k] = v
-    return df
-
-
-BAD = {
-    "missing-column": (lambda: _base().drop(columns=["lat"]), {}),
-    "missing-person-column": (lambda: _base(), {"person": "who"}),
-    "text-latitude": (lambda: _base(lat="39.1"), {}),
-    "text-value": (lambda: _base(amount="12"), {"value": "amount", "bounds": (0, 10)}),
-    "empty": (lambda: _base().iloc[:0], {}),
-    "all-coordinates-missing": (lambda: _base(lat=np.nan), {}),
-    "projected": (lambda: _base(lat=4_400_000.0, lng=450_000.0), {}),
-    "swapped": (lambda: _base().rename(columns={"lat": "lng", "lng": "lat"}), {}),
-    "longitude-out-of-range": (lambda: _base(lng=200.0), {}),
-    "infinite-latitude": (lambda: _base().assign(lat=lambda d: d.lat.where(d.index > 0, np.inf)), {}),
-    "outside-region": (lambda: _base(lat=FAR_AWAY[0], lng=FAR_AWAY[1]), {}),
-    "no-usable-row": (lambda: _base(pid=None).astype({"pid": "string"}), {"person": "pid"}),
-}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(BAD))

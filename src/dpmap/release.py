@@ -172,7 +172,13 @@ def _engine_for(points: Any, engine: str | None) -> Any:
         from .engines import spark
 
         return spark
-    raise SpecError(f"engine must be one of 'local', 'spark' or None (auto), got {engine!r}")
+    if engine == "streaming":
+        from .engines import streaming
+
+        return streaming
+    raise SpecError(
+        f"engine must be one of 'local', 'streaming', 'spark' or None (auto), got {engine!r}"
+    )
 
 
 def _resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
@@ -319,9 +325,12 @@ def release(
     title
         Optional title stored in the manifest.
     engine
-        Where the exact bin/bound/aggregate step runs: ``"local"`` (polars, one machine),
+        Where the exact bin/bound/aggregate step runs: ``"local"`` (polars, one machine,
+        in memory; a points file over 1 GB is streamed), ``"streaming"`` (one machine,
+        bounded memory: reads in batches and spills private rows to a temporary folder),
         ``"spark"`` (needs ``pip install 'dpmap[spark]'``; reads a path with Spark) or
-        ``None``: Spark for a pyspark DataFrame, local otherwise. The noise is the same.
+        ``None``: Spark for a pyspark DataFrame, local otherwise. The aggregates and the
+        noise are the same.
     level_split, integers
         Hierarchical releases (``resolution=[...]``): the budget split across levels
         (``"geometric"``, ``"even"`` or weights) and whether to publish non-negative

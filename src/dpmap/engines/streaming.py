@@ -1,0 +1,150 @@
+"""The streaming engine: the local engine's exact aggregates in bounded memory.
+
+For inputs larger than memory (a 100 M-row Parquet file) on one machine. Two passes:
+
+1. **Read in batches** (polars' streaming engine, :data:`BATCH_ROWS` rows at a time) and
+   run the local engine's own row preparation on each batch
+   (:func:`~dpmap.engines._common.prepare_rows`: drop, bin, filter, clamp; each decision
+   looks at one row, so batches change nothing) and record priorities
+   (:func:`~dpmap.engines._common.priority_expr`: a keyed hash of the record's own
+   fields, or of a running row number for ``selection="random"``). The prepared rows —
+   person, cell, category, value, priority: no coordinates — are **spilled** to Arrow IPC
+   files in a private temporary folder (mode 0700, removed when the release ends, also on
+   errors), split into :data:`SPILL_BUCKETS` buckets by a hash of the person
+   (:func:`~dpmap.engines.local.person_part`), so each person's records are all in one
+   bucket. Without a person column each record is its own person and nothing is
+   spilled: the batches' per-cell counts are added up as they come.
+2. **Bound each partition** — consecutive buckets of about :data:`PART_BYTES` spilled
+   bytes — with the local engine's :func:`~dpmap.engines.local.bound` (which re-checks
+   the bounds) and aggregate it; the partitions' per-cell counts and sums are added up.
+
+Bounding a partition bounds exactly the persons in it, and the priorities do not depend
+on batches or partitions, so with ``selection="hash"`` the aggregates are identical to
+the local engine's (a test checks this); peak memory is about one batch plus one
+partition. The spilled files hold PRIVATE rows: they never leave the temporary folder,
+which honours ``TMPDIR``. A single person with more records than fit in memory would
+still have to fit in one partition.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..aggregates import BoundedAggregates
+from ..diagnostics import Diagnostics
+from ..errors import InputError
+from ..io import read_points
+from ..spec import ReleaseSpec
+from . import _common, local
+from ._common import PERSON as _PERSON
+from ._common import PRIO as _PRIO
+
+__all__ = ["BATCH_ROWS", "bound_and_aggregate"]
+
+#: rows read per batch
+BATCH_ROWS = 1_000_000
+#: buckets (by a hash of the person) the prepared rows are spilled into
+SPILL_BUCKETS = 64
+#: spilled bytes bounded at a time (~4 M rows of 32 bytes: ~1 GB of working memory)
+PART_BYTES = 128 << 20
+
+
+def bound_and_aggregate(
+    points: Any,
+    spec: ReleaseSpec,
+    domain: np.ndarray | None,
+    diagnostics: Diagnostics | None = None,
+    *,
+    batch_rows: int = BATCH_ROWS,
+    part_bytes: int = PART_BYTES,
+) -> BoundedAggregates:
+    """PRIVATE exact aggregates of the bounded data; same contract as the local engine's.
+
+    ``batch_rows``: rows read at a time; ``part_bytes``: spilled bytes bounded at a time.
+    """
+    diag = diagnostics if diagnostics is not None else Diagnostics()
+    lf = local._project(read_points(points, spec), spec)
+    key = _common.selection_key(spec)
+    counts = _common.RowCounts()
+    groups: list[pl.DataFrame] = []
+    with tempfile.TemporaryDirectory(prefix="dpmap-spill-") as tmp:
+        offset = 0
+        for i, batch in enumerate(_batches(lf, batch_rows)):
+            rows, c = _common.prepare_rows(batch, spec, domain)
+            counts = counts.merge(c)
+            if not rows.height:
+                continue
+            if spec.person is None:  # every record is its own person: nothing to bound
+                groups = _compact([*groups, local.group(rows, spec)], spec)
+                continue
+            ids = pl.int_range(offset, offset + rows.height, dtype=pl.UInt64)
+            offset += rows.height
+            rows = rows.with_columns(
+                _common.priority_expr(rows.columns, spec, key, row_id=ids).alias(_PRIO),
+                local.person_part(SPILL_BUCKETS).alias("__part"),
+            )
+            for (part,), sub in rows.partition_by(
+                "__part", as_dict=True, include_key=False
+            ).items():
+                sub.write_ipc(Path(tmp) / f"{part}-{i}.arrow")
+            del rows, batch
+        _common.record_and_check(counts, diag, spec, domain is not None)
+        used = counts.rows_left
+        if spec.person is not None:
+            used, persons = 0, 0
+            for files in _partitions(Path(tmp), part_bytes):
+                bounded = local.bound(pl.scan_ipc(files).collect(), spec)
+                used += bounded.height
+                if diagnostics is not None:
+                    persons += int(bounded[_PERSON].n_unique())
+                groups = _compact([*groups, local.group(bounded, spec)], spec)
+                del bounded
+                for f in files:
+                    f.unlink()
+            if diagnostics is not None:
+                diag.persons = persons
+    diag.records_cut_by_bounding = counts.rows_left - used
+    diag.records_used = used
+    return local.finish(local.merge(groups, spec), spec)
+
+
+def _batches(lf: pl.LazyFrame, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """The projected points in batches, with the local engine's reading errors."""
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
+    try:
+        yield from lf.collect_batches(chunk_size=batch_rows)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read the points: {exc}") from exc
+
+
+def _partitions(folder: Path, part_bytes: int) -> Iterator[list[Path]]:
+    """The spilled files, grouped into partitions of whole buckets of about ``part_bytes``.
+
+    A bucket holds whole persons, so a union of buckets does too; a bucket larger than
+    ``part_bytes`` is a partition of its own.
+    """
+    files: list[Path] = []
+    size = 0
+    for bucket in range(SPILL_BUCKETS):
+        these = sorted(folder.glob(f"{bucket}-*.arrow"))
+        files += these
+        size += sum(f.stat().st_size for f in these)
+        if files and size >= part_bytes:
+            yield files
+            files, size = [], 0
+    if files:
+        yield files
+
+
+def _compact(groups: list[pl.DataFrame], spec: ReleaseSpec) -> list[pl.DataFrame]:
+    """Keep the partial aggregates small: merge them once there are many."""
+    return [local.merge(groups, spec)] if len(groups) >= 16 else groups
