@@ -584,3 +584,36 @@ def test_engine_refuses_nothing_but_empty() -> None:
     spec = ReleaseSpec(resolution=RES, epsilon=1.0, person="p", selection="hash", seed=0)
     with pytest.raises(InputError):
         engine([(1, N_IN, 1.0, None)], spec)  # only a point outside the region
+
+
+# ------------------------------------------------------- the engine re-checks its bounds
+
+
+@pytest.mark.parametrize(("max_cells", "max_records_per_cell"), [(1, 1), (2, 1), (1, 3), (3, 2)])
+@pytest.mark.parametrize("n_persons", [40, 150_000])
+def test_engine_refuses_data_that_bounding_left_unbounded(
+    monkeypatch: pytest.MonkeyPatch, max_cells: int, max_records_per_cell: int, n_persons: int
+) -> None:
+    """If record selection were broken (here: replaced by keeping every record), the
+    re-check in ``local.bound`` raises instead of handing unbounded data to the noise —
+    with one partition and with several (600k rows are split into parallel partitions)."""
+    from dpmap.engines import _common, local
+
+    # every person: 4 records, 3 in one cell and 1 in another: 2 cells, 3 records in a cell
+    df = pl.DataFrame(
+        {
+            _common.PERSON: np.repeat(np.arange(n_persons), 4),
+            _common.CELL: np.tile([0, 0, 0, 1], n_persons)
+            + np.repeat(np.arange(n_persons), 4) * 10,
+        }
+    )
+    spec = ReleaseSpec(
+        resolution=7, epsilon=1.0, person="p", max_cells=max_cells,
+        max_records_per_cell=max_records_per_cell,
+    )  # fmt: skip
+    honest = local.bound(df, spec)  # the real selection passes its own check
+    assert honest.height <= n_persons * max_cells * max_records_per_cell
+    monkeypatch.setattr(local, "_bound_plan", lambda lf, spec: lf)
+    # 2 cells and 3 records in a cell: more than each of these bounds allows
+    with pytest.raises(AssertionError, match="bounding failed"):
+        local.bound(df, spec)
