@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import h3
 import numpy as np
@@ -430,3 +431,34 @@ def test_hierarchical_and_adaptive_from_the_cli(
         workdir / "b.geojson",
     )
     assert code == 2 and "--resolution" in err
+
+
+def test_engine_flag_reaches_the_engine(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--engine streaming (or engine = "streaming" in --config) runs the streaming engine;
+    a bad engine name exits 2 with one line and writes nothing."""
+    from dpmap.engines import streaming
+
+    calls: list[str] = []
+    original = streaming.bound_and_aggregate
+
+    def spy(points: Any, *args: Any, **kw: Any) -> Any:
+        calls.append(str(points))
+        return original(points, *args, **kw)
+
+    monkeypatch.setattr(streaming, "bound_and_aggregate", spy)
+    code, _, err = run(capsys, *base(workdir, "--person", "debtor_id"))
+    assert code == 0 and calls == [], err
+    code, _, err = run(capsys, *base(workdir, "--person", "debtor_id", "--engine", "streaming"))
+    assert code == 0, err
+    assert calls == [str(workdir / "points.csv")]
+    (workdir / "release.toml").write_text(
+        'points = "points.csv"\nregion = "region.geojson"\nresolution = 7\nepsilon = 1\n'
+        'out = "cfg.geojson"\nengine = "streaming"\n'
+    )
+    code, _, err = run(capsys, "release", "--config", workdir / "release.toml")
+    assert code == 0 and len(calls) == 2, err
+    code, _, err = run(capsys, *base(workdir, "--engine", "dask", "--out", workdir / "x.geojson"))
+    assert code == 2 and "engine must be one of" in err and len(err.strip().splitlines()) == 1
+    assert not (workdir / "x.geojson").exists()

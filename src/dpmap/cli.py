@@ -235,6 +235,7 @@ _CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | 
     "title",
     "quiet",
     "diagnostics",
+    "engine",
 }
 
 
@@ -375,6 +376,14 @@ _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotat
         _opt(None, Path | None, "--png", help="Also draw a static map to this PNG."),
         _opt(None, str | None, "--title", help="Title stored in the manifest."),
         _opt(
+            None,
+            str | None,
+            "--engine",
+            help="Where the points are read, bounded and aggregated: local (in memory; files "
+            "over 1 GB are streamed), streaming (bounded memory, for files larger than memory) "
+            "or spark (needs pip install 'dpmap[spark]'). Default: local.",
+        ),
+        _opt(
             False,
             bool,
             "--diagnostics",
@@ -460,6 +469,7 @@ def explain_cmd(ctx: typer.Context, **kw: Any) -> None:
         "_config",
         "ledger",
         "dataset",
+        "engine",
     ):
         kw.pop(key, None)
     ex = explain(**kw)
