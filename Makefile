@@ -35,7 +35,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src/dpmap
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_release.py
+	$(BIN)/python benchmarks/bench_noise.py
+	$(BIN)/python benchmarks/bench_pipelinedp.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis .mypy_cache .ruff_cache
