@@ -15,7 +15,8 @@ Modules (the public API is re-exported here; everything else is internal):
 - ``analysis``     roll-ups to polygons (:meth:`Release.aggregate_to`), :func:`compare`,
                    "around a point" (:meth:`Release.around`), :func:`plan_epsilon`,
                    :func:`plan_resolution`: post-processing and planning, no budget spent
-- ``engines``      exact, noise-free bin/bound/aggregate (local: polars; spark: PySpark)
+- ``engines``      exact, noise-free bin/bound/aggregate (local: polars in memory; streaming:
+                   polars in batches with a private spill folder; spark: PySpark)
 - ``ledger``       persistent privacy budget (SQLite)
 - ``diagnostics``  PRIVATE counts for the data owner, never published
 - ``io``           readers and writers

@@ -111,8 +111,8 @@ def is_large_file(points: Any) -> bool:
         return False
     try:
         return os.path.getsize(points) > STREAM_ABOVE_BYTES
-    except OSError:
-        return False  # read_points reports a missing file with its own message
+    except (OSError, ValueError):  # missing, not a file, a NUL in the path, ...
+        return False  # read_points reports a bad path with its own message
 
 
 #: rows per bounding partition, and the most partitions (see :func:`bound`)
