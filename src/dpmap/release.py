@@ -247,6 +247,8 @@ def _plan_for(
         return adaptive_noise_plan(aplan), aplan
     if adaptive_from is not None:
         raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
+    if isinstance(internal_share, bool) or internal_share != DEFAULT_INTERNAL_SHARE:
+        raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
     return plan_noise(spec, discovery=reg is None), None
 
 
