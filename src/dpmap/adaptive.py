@@ -65,13 +65,15 @@ DEFAULT_TREE_SHARE = 0.3
 
 #: Default share of each statistic's post-tree budget for the internal nodes (split evenly
 #: over the internal resolutions); the leaves get the rest. 0 publishes leaves only.
-#: Measured by benchmarks/utility.py (three regions, N = 1e4, 1e5, ε = 0.5, 1, 4 repetitions):
-#: every share tried (0.2, 0.35, 0.5 evenly; 0.1–0.3 on the coarsest depths only; with a
-#: coarser root or tree_share 0.2) gave a higher mean range-query error than 0 in every
-#: size class, the 1–10% rectangles included (geometric mean over settings +3% to +28%).
-#: Internal values help queries that cover whole subtrees with many leaves (the region
-#: total: standard deviation ÷ 2.7 with 0.3 at the coarsest depth), not rectangles, whose
-#: error is dominated by sparse areas where subtrees hold few leaves. So they are opt-in.
+#: Measured by benchmarks/utility.py (random rectangles, three regions): 0.2 raised the mean
+#: error by 8–10% (finest resolution UG rule + 2) and 4–5% (+1) in each size class (full
+#: run, N = 1e4..1e6, ε = 0.1..1, geometric means over settings); in exploratory
+#: runs (N = 1e4, 1e5, ε = 0.5, 1) 0.35 by 14–18% and 0.5 by 28–29%, and shares on the
+#: coarsest depths only, with a coarser root or with tree_share 0.2, were at best level on
+#: the 1–10% rectangles (−0.6% to +7%) and worse on smaller ones. The leaves lose budget
+#: everywhere while an internal value helps only queries covering its whole subtree of many
+#: leaves (the region total: standard deviation 71 → 26 in one Pennsylvania tree with 0.3
+#: at the coarsest depth). So internal values are opt-in.
 DEFAULT_INTERNAL_SHARE = 0.0
 
 
