@@ -381,7 +381,7 @@ def test_adaptive_release_with_internal_nodes_publishes_consistent_leaves() -> N
     )
     m = rel.manifest
     assert m["privacy"]["epsilon"] == pytest.approx(1.0) and m["privacy"]["epsilon"] <= 1 + 1e-12
-    assert "consistency" in m["adaptive"]
+    assert "consistency" in m["adaptive"] and "least-squares" in m["margins"]
     split = m["adaptive"]["budget_split"]
     assert set(split["internal"]) == {"4", "5", "6", "7"}
     assert {f"count_internal@{r}" for r in range(4, 8)} <= set(m["statistics"])

@@ -471,6 +471,11 @@ def release(
                 "where the noisy biased count exceeds the threshold; the tree of possible cells is "
                 "the H3 parents of the cells overlapping the region"
             )
+            if aplan.has_internal:
+                manifest["margins"] = (
+                    "95% margin of each leaf's least-squares estimate: 1.96 × its exact standard "
+                    "deviation (normal approximation)"
+                )
         estimates = _estimates_frame(table, est)
         rel = Release(table, manifest, estimates)
         if reservation is not None:
