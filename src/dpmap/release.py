@@ -348,8 +348,9 @@ def release(
         values of the tree's internal nodes (split evenly over the internal resolutions, or
         one share per resolution from ``adaptive_from`` to ``resolution − 1``) and the
         leaves get the remainder; the leaves then carry least-squares estimates consistent
-        with the internal nodes (lower variance for large areas). ``internal_share=0``
-        publishes the raw noisy leaves only.
+        with the internal nodes: lower variance for totals over whole subtrees, but higher
+        error for rectangle queries in ``benchmarks/utility.py``. ``internal_share=0`` (the
+        default) publishes the raw noisy leaves only.
     progress
         Called with the name of each stage as it starts ("plan", "read and bound",
         "noise", "table"), e.g. to drive a progress display.
