@@ -69,7 +69,8 @@ R may be a number or ``ug``/``ug+k``/``ug-k``: the "UG rule" resolution, i.e. th
 resolution whose average cell area is closest (in log) to the area of a Uniform Grid cell
 over the region, A_region·c/(N·ε) with c = 10 (N is treated as public, as UG does).
 Options after ``/`` (several allowed): ``split=geometric|even|w1,w2,..`` (level_split),
-``from=R0`` (adaptive_from), ``tree=f`` (tree_share).
+``from=R0`` (adaptive_from), ``tree=f`` (tree_share), ``internal=f`` or ``internal=f1,f2,..``
+(internal_share: in total, or one share per internal resolution, coarse to fine).
 
 UG: m = ⌈√(N·ε/10)⌉ cells per side, Lap(1/ε). AG: m₁ = max(10, ⌈¼√(N·ε/10)⌉), level-1 noise
 scale 1/(αε), α = 0.5; m₂ = 1 if the noisy count N′ ≤ 0 else ⌈√(N′(1−α)ε/5)⌉; sub-cells
@@ -125,10 +126,10 @@ FULL = dict(
     pixels=2000,
     queries=1000,
 )
-QUICK_METHODS = "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/tree=0.3 ug ag"
+QUICK_METHODS = "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 ug ag"
 DEFAULT_METHODS = (
-    "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/tree=0.3 adapt:ug+1 adapt:ug+1/tree=0.3 "
-    "ug ag"
+    "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 adapt:ug+1 "
+    "adapt:ug+1/internal=0.2 ug ag"
 )
 
 
@@ -420,6 +421,9 @@ def parse_method(spec: str, ugres: int) -> dict[str, Any]:
             out["kwargs"]["adaptive_from"] = _res_token(v, ugres)
         elif k == "tree":
             out["kwargs"]["tree_share"] = float(v)
+        elif k == "internal":
+            shares = [float(x) for x in v.split(",")]
+            out["kwargs"]["internal_share"] = shares[0] if len(shares) == 1 else shares
         else:
             raise SystemExit(f"unknown option {o!r} in {spec!r}")
     if kind == "adapt":

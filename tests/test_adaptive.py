@@ -6,12 +6,24 @@ import math
 
 import h3
 import numpy as np
+import opendp.prelude as dp
 import pandas as pd
 import pytest
 from shapely.geometry import box
 
 import dpmap
-from dpmap.adaptive import BETA, plan_adaptive, record_epsilon
+from dpmap import hierarchy
+from dpmap.adaptive import (
+    BETA,
+    AdaptiveOutput,
+    adaptive_consistent,
+    adaptive_forest,
+    adaptive_noise_plan,
+    plan_adaptive,
+    record_epsilon,
+    run_adaptive,
+)
+from dpmap.postprocess import Z95
 from dpmap.spec import ReleaseSpec
 
 REGION = box(116.0, 39.0, 116.8, 39.6)
@@ -117,6 +129,8 @@ def test_adaptive_refuses_what_it_cannot_do() -> None:
         dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, adaptive=True, adaptive_from=8)
     with pytest.raises(dpmap.SpecError, match="adaptive=True"):
         dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, adaptive_from=5)
+    with pytest.raises(dpmap.SpecError, match="adaptive=True"):
+        dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, internal_share=0.2)
     with pytest.raises(dpmap.SpecError, match="tree_share"):
         dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, adaptive=True, tree_share=1.0)
 
@@ -131,3 +145,266 @@ def test_adaptive_release_round_trips_through_a_file(tmp_path) -> None:  # type:
     pd.testing.assert_frame_equal(
         back.cells.drop(columns="geometry"), rel.cells.drop(columns="geometry")
     )
+
+
+# ---------------------------------------------------------------------------------------
+# internal nodes: accounting, consistency on the mixed-depth tree, unbiasedness, variance
+
+VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+
+
+@pytest.mark.parametrize(
+    "l0,linf,eps,tree,internal",
+    [
+        (1, 1, 1.0, 0.3, 0.4),
+        (2, 3, 0.5, 0.2, (0.1, 0.0, 0.2, 0.05)),  # one internal depth not measured
+        (3, 1, 2.0, 0.5, (0.3, 0.3, 0.3, 0.0)),
+    ],
+)
+def test_internal_accounting_is_exact(
+    l0: int, linf: int, eps: float, tree: float, internal: float | tuple[float, ...]
+) -> None:
+    """ε of every noisy vector, derived by hand from the bounds and the budget split, is
+    what OpenDP's maps report, and OpenDP's compositor adds them up to ε."""
+    spec = ReleaseSpec(
+        resolution=8,
+        epsilon=eps,
+        person="p",
+        max_cells=l0,
+        max_records_per_cell=linf,
+        value="a",
+        bounds=(-3, 10),
+        count_share=0.6,
+    )
+    plan = plan_adaptive(spec, root=None, tree_share=tree, internal_share=internal)
+    shares = (internal / 4,) * 4 if isinstance(internal, float) else internal
+    assert plan.internal == pytest.approx(shares, rel=1e-15)
+    k, m = l0 * linf, 10  # records per person; M = max(|lo|, |hi|)
+    rest = (1 - tree) * eps
+    total = k * record_epsilon(plan.lam)  # the split decisions (user measurement)
+    assert total == pytest.approx(tree * eps, rel=1e-6)
+    for stat, share, sens in (("count", 0.6, k), ("sum", 0.4, k * m)):
+        leaf_target = share * rest * (1 - sum(shares))
+        assert plan.scales[stat] == pytest.approx(sens / leaf_target, rel=1e-9)
+        hand = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=plan.scales[stat])
+        assert plan.epsilons[stat] == float(hand.map(sens))
+        assert plan.epsilons[stat] <= leaf_target
+        total += plan.epsilons[stat]
+        for d, w in enumerate(shares):
+            if w == 0:
+                assert plan.internal_scales[stat][d] is None
+                assert plan.internal_epsilons[stat][d] is None
+                continue
+            # the internal nodes of one depth are disjoint cells: the flat sensitivity
+            scale = plan.internal_scales[stat][d]
+            assert scale == pytest.approx(sens / (share * rest * w), rel=1e-9)
+            hand = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=scale)
+            assert plan.internal_epsilons[stat][d] == float(hand.map(sens))
+            total += float(hand.map(sens))
+    assert plan.epsilon == pytest.approx(total, rel=1e-12)
+    assert plan.epsilon <= eps * (1 + 1e-12) and plan.epsilon == pytest.approx(eps, rel=1e-9)
+    # the release-level plan and its manifest entry state the same split
+    noise = adaptive_noise_plan(plan)
+    assert noise.epsilon == plan.epsilon
+    for d, w in enumerate(shares):
+        key = f"count_internal@{plan.root + d}"
+        assert (key in noise.statistics) == (w > 0)
+        if w > 0:
+            assert noise.statistics[key].epsilon == plan.internal_epsilons["count"][d]
+    split = plan.describe()["budget_split"]
+    assert split["tree"] == k * record_epsilon(plan.lam)
+    assert split["internal_share"] == {str(plan.root + d): w for d, w in enumerate(shares)}
+
+
+def test_internal_share_zero_is_the_leaf_only_release() -> None:
+    spec = ReleaseSpec(resolution=8, epsilon=1.0)
+    old = plan_adaptive(spec, root=None, tree_share=0.3, internal_share=0.0)
+    assert not old.has_internal and old.epsilons["count"] == pytest.approx(0.7, rel=1e-9)
+    assert set(adaptive_noise_plan(old).statistics) == {"count"}
+    rel = dpmap.release(
+        _points(300), region=REGION, resolution=7, epsilon=1.0, adaptive=True, internal_share=0
+    )
+    assert "consistency" not in rel.manifest["adaptive"]
+    assert rel.cells["count"].dtype == "Int64"  # raw integer noisy leaves, as before
+    assert rel.estimates["count_var"].nunique() == 1
+
+
+@pytest.mark.parametrize(
+    "bad", [-0.1, 1.0, True, (0.5, 0.6, 0.0, 0.0), (0.1, 0.1), (0.1, -0.1, 0.0, 0.0), "x"]
+)
+def test_internal_share_is_validated(bad: object) -> None:
+    with pytest.raises(dpmap.SpecError, match="internal_share"):
+        dpmap.explain(region=REGION, resolution=8, epsilon=1.0, adaptive=True, internal_share=bad)
+
+
+def _drawn_tree(internal: float | tuple[float, ...] = 0.4):  # type: ignore[no-untyped-def]
+    """A plan, the public tree, exact level counts and one drawn PrivTree (noise included)."""
+    from dpmap import grid
+    from dpmap.engines import local
+
+    pts = _points(2500, seed=3)
+    spec = ReleaseSpec(resolution=7, epsilon=1.0, person="pid")
+    plan = plan_adaptive(spec, root=4, tree_share=0.3, internal_share=internal)
+    domain = grid.region_to_cells(grid.to_region(REGION), 7)
+    agg = local.bound_and_aggregate(pts, spec, domain, None).densify(domain, 1)
+    tree = hierarchy.build_tree(domain, (4, 5, 6, 7))
+    counts = hierarchy.level_totals(tree, agg["count"])
+    for _ in range(20):  # a tree with internal nodes at every depth (almost always the first)
+        out = run_adaptive(plan, tree, counts, None)
+        if all(len(a) for a in out.internal):
+            return plan, tree, counts, out
+    raise AssertionError("the dense cluster was never split down to resolution 7")
+
+
+def test_adaptive_estimates_are_consistent_on_the_mixed_tree() -> None:
+    """Every split node's estimate is the sum of its children's (to rounding), leaves lie at
+    several depths, and the published leaf values are those of the consistent tree."""
+    plan, tree, _counts, out = _drawn_tree()
+    assert len({d for d, _ in out.leaves}) >= 2
+    parent, y, var, where = adaptive_forest(plan, tree, out, "count")
+    x, P = hierarchy.consistent_forest(parent, y, var)
+    for j in range(1, len(x)):
+        n = len(x[j - 1])
+        split = np.bincount(parent[j], minlength=n) > 0
+        np.testing.assert_array_equal(
+            np.flatnonzero(split),
+            np.searchsorted(
+                np.sort(
+                    np.concatenate([out.internal[j - 1], [i for d, i in out.leaves if d == j - 1]])
+                ),
+                out.internal[j - 1],
+            ),
+        )
+        sums = np.bincount(parent[j], weights=x[j], minlength=n)
+        np.testing.assert_allclose(sums[split], x[j - 1][split], rtol=1e-12, atol=1e-9)
+    est, est_var = adaptive_consistent(plan, tree, out, "count")
+    for d in range(len(x)):
+        here = [i for i, (dd, _) in enumerate(out.leaves) if dd == d]
+        np.testing.assert_array_equal(est[here], x[d][where[d]])
+        np.testing.assert_array_equal(est_var[here], P[d][where[d]])
+    # the total over the region is the sum of the roots' estimates
+    assert est.sum() == pytest.approx(x[0].sum(), rel=1e-12)
+
+
+@pytest.mark.slow
+def test_adaptive_estimates_are_unbiased_with_the_stated_variance() -> None:
+    """Conditional on a drawn tree, each leaf's least-squares estimate has mean = truth and
+    variance = the stated one.
+
+    Exact part: the estimate is linear in the noisy values, e = Σ a_j η_j; its coefficients
+    (one consistency run per unit input) give Var = Σ a_j² Var(η_j), which must equal the
+    stated variance to rounding. Statistical part: N = 6,000 fresh OpenDP draws of every
+    noisy vector at the plan's scales; per leaf |mean error| ≤ 6.5·√(P/N) and
+    |mean(e²) − P| ≤ 7.5·√((E[e⁴] − P²)/N), with E[e⁴] = 3P² + Σ a_j⁴ (E[η_j⁴] − 3Var_j²)
+    computed exactly from the discrete Laplace moments (see test_noise_statistics.py). Both
+    are tails of means of N i.i.d. draws with finite moments. e is symmetric, so its mean is
+    normal to high accuracy (P(|Z| > 6.5) = 8e-11); e² is skewed (≤ 6.6, a single Laplace),
+    so its mean has skewness ≤ 0.085 and the Cornish–Fisher shift at 7.5 SE is ≤ 0.8 SE:
+    still beyond 6.5 SE. Each check fails a correct implementation with probability
+    < 1e-10; there are two per leaf (at most 2 × 1,356, the public cells at resolution 7:
+    < 3e-7 in all).
+    """
+    plan, tree, counts, out = _drawn_tree()
+    ndraws = 6000
+    true_leaf = np.array([counts[d][i] for d, i in out.leaves], dtype=np.float64)
+    true_int = [counts[d][idx] for d, idx in enumerate(out.internal)]
+
+    def opendp_noise(values: np.ndarray, scale: float) -> np.ndarray:
+        meas = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=scale)
+        tiled = np.repeat(np.asarray(values, dtype=np.int64), ndraws)
+        return np.asarray(meas(tiled), dtype=np.float64).reshape(len(values), ndraws)
+
+    noisy = AdaptiveOutput(
+        leaves=out.leaves,
+        internal=out.internal,
+        noisy={"count": opendp_noise(true_leaf, plan.scales["count"])},
+        noisy_internal={
+            "count": [
+                None if sc is None else opendp_noise(true_int[d], sc)
+                for d, sc in enumerate(plan.internal_scales["count"])
+            ]
+        },
+    )
+    est, est_var = adaptive_consistent(plan, tree, noisy, "count")
+    err = est - true_leaf[:, None]
+    P = adaptive_consistent(plan, tree, out, "count")[1]
+    assert np.all(np.ptp(est_var, axis=1) == 0)
+    np.testing.assert_allclose(est_var[:, 0], P)
+
+    # coefficients of each leaf estimate on every noisy value (leaves, then depths)
+    nodes = [("leaf", i) for i in range(len(out.leaves))] + [
+        (d, i)
+        for d in range(plan.depths)
+        for i in range(len(out.internal[d]))
+        if plan.internal_scales["count"][d] is not None
+    ]
+    unit = np.eye(len(nodes))
+    basis = AdaptiveOutput(
+        leaves=out.leaves,
+        internal=out.internal,
+        noisy={"count": unit[: len(out.leaves)]},
+        noisy_internal={"count": [None] * plan.depths},
+    )
+    pos = len(out.leaves)
+    for d in range(plan.depths):
+        if plan.internal_scales["count"][d] is not None:
+            n_d = len(out.internal[d])
+            basis.noisy_internal["count"][d] = unit[pos : pos + n_d]
+            pos += n_d
+    coef, _ = adaptive_consistent(plan, tree, basis, "count")  # (leaves, nodes)
+    scales = [plan.scales["count"]] * len(out.leaves) + [
+        plan.internal_scales["count"][d] for d, _ in nodes[len(out.leaves) :]
+    ]
+    q = np.exp(-1.0 / np.array(scales, dtype=np.float64))
+    var_j = 2 * q / (1 - q) ** 2
+    m4_j = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
+    np.testing.assert_allclose(coef**2 @ var_j, P, rtol=1e-9)  # the stated variance, exactly
+    m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
+    assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
+    assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))
+    # and the estimates are better than the raw leaves where internal nodes help
+    assert P.min() < plan.variance("count")
+
+
+def test_adaptive_release_with_internal_nodes_publishes_consistent_leaves() -> None:
+    rel = dpmap.release(
+        _points(),
+        region=REGION,
+        resolution=8,
+        epsilon=1.0,
+        adaptive=True,
+        internal_share=0.4,
+        person="pid",
+        value="amount",
+        bounds=(0, 100),
+        suppress_below=False,
+    )
+    m = rel.manifest
+    assert m["privacy"]["epsilon"] == pytest.approx(1.0) and m["privacy"]["epsilon"] <= 1 + 1e-12
+    assert "consistency" in m["adaptive"] and "least-squares" in m["margins"]
+    split = m["adaptive"]["budget_split"]
+    assert set(split["internal"]) == {"4", "5", "6", "7"}
+    assert {f"count_internal@{r}" for r in range(4, 8)} <= set(m["statistics"])
+    parts = [split["tree"]] + [
+        v
+        for s in ("count", "sum")
+        for v in [split["leaves"][s]] + [split["internal"][r][s] for r in split["internal"]]
+    ]
+    assert sum(parts) == pytest.approx(m["privacy"]["epsilon"], rel=1e-12)
+    cells = rel.cells
+    est = rel.estimates
+    # least-squares values (not integers), margins from their own exact variances
+    assert not np.allclose(est["count"], np.round(est["count"]))
+    np.testing.assert_allclose(
+        cells["count_moe"].to_numpy(dtype=float), Z95 * np.sqrt(est["count_var"].to_numpy())
+    )
+    assert est["count_var"].max() <= adaptive_noise_plan_var(rel) + 1e-9
+    assert abs(cells["count"].sum() - 4300) < 6 * math.sqrt(est["count_var"].sum() * 2)
+
+
+def adaptive_noise_plan_var(rel) -> float:  # type: ignore[no-untyped-def]
+    """The raw noise variance of one leaf, from the manifest (the estimates do no worse)."""
+    from dpmap.mechanisms import noise_variance
+    from dpmap.spec import Mechanism
+
+    return noise_variance(Mechanism.LAPLACE, rel.manifest["statistics"]["count"]["scale"])

@@ -689,6 +689,64 @@ def test_adaptive_release_uses_every_leaf() -> None:
         rel.aggregate_to(big, resolution=8)
 
 
+def _dense_leaf_covariance(rel: dpmap.Release) -> tuple[list[str], np.ndarray]:
+    """Covariance of an adaptive release's least-squares leaf estimates, computed directly:
+    (Hᵀ Σ⁻¹ H)⁻¹ with H mapping the leaves to every measured node (the leaves, and their
+    H3 parents at each internal resolution whose noise the manifest lists)."""
+    from dpmap.mechanisms import noise_variance
+    from dpmap.spec import Mechanism
+
+    m = rel.manifest
+    cells = rel.cells
+    leaves = cells["cell"].tolist()
+    res = cells["resolution"].to_numpy()
+    rows, var = [], []
+    stats = m["statistics"]
+    for r in range(m["adaptive"]["root_resolution"], m["adaptive"]["finest_resolution"]):
+        key = f"count_internal@{r}"
+        if key not in stats:
+            continue
+        parents: dict[str, list[int]] = {}
+        for j, (c, rr) in enumerate(zip(leaves, res, strict=True)):
+            if rr > r:
+                parents.setdefault(h3.cell_to_parent(c, r), []).append(j)
+        for kids in parents.values():
+            row = np.zeros(len(leaves))
+            row[kids] = 1.0
+            rows.append(row)
+            var.append(noise_variance(Mechanism.LAPLACE, stats[key]["scale"]))
+    H = np.vstack([np.eye(len(leaves)), *rows]) if rows else np.eye(len(leaves))
+    v = np.array([noise_variance(Mechanism.LAPLACE, stats["count"]["scale"])] * len(leaves) + var)
+    return leaves, np.linalg.inv(H.T @ (H / v[:, None]))
+
+
+def test_adaptive_release_with_internal_nodes_has_exact_margins() -> None:
+    """With noisy internal nodes the leaves are correlated least-squares estimates: their
+    stated variances and the margins of totals equal a direct dense computation."""
+    rng = np.random.default_rng(17)
+    pts = pd.DataFrame(
+        {
+            "lat": np.r_[rng.normal(39.1, 0.005, 3000), rng.uniform(39.01, 39.19, 300)],
+            "lng": np.r_[rng.normal(116.15, 0.005, 3000), rng.uniform(116.01, 116.29, 300)],
+        }
+    )
+    rel = dpmap.release(
+        pts, region=REGION, resolution=8, epsilon=1.0, adaptive=True, internal_share=0.4
+    )
+    leaves, cov = _dense_leaf_covariance(rel)
+    est = _est(rel)
+    assert est["cell"].tolist() == leaves
+    np.testing.assert_allclose(est["count_var"].to_numpy(), np.diag(cov), rtol=1e-9)
+    big = gpd.GeoDataFrame({"name": ["all"]}, geometry=[shapely.box(115, 38, 117, 40)], crs=4326)
+    out = rel.aggregate_to(big).iloc[0]
+    assert out["count"] == pytest.approx(est["count"].sum())
+    assert out["count_moe"] == pytest.approx(Z95 * math.sqrt(cov.sum()), rel=1e-9)
+    res = rel.around(39.1, 116.15, 300)
+    w = np.isin(leaves, list(res.cells)).astype(float)
+    assert w.sum() == len(res.cells) >= 1
+    assert res.count_moe == pytest.approx(Z95 * math.sqrt(w @ cov @ w), rel=1e-9)
+
+
 # ------------------------------------------------------------------------------ planning
 
 

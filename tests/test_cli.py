@@ -424,6 +424,25 @@ def test_hierarchical_and_adaptive_from_the_cli(
         "--region",
         workdir / "region.geojson",
         "--resolution",
+        "8",
+        "--adaptive",
+        "--internal-share",
+        "0.1,0,0.1,0",
+        "--epsilon",
+        "1",
+        "--out",
+        workdir / "ai.geojson",
+    )
+    assert code == 0, err
+    split = json.loads((workdir / "ai.manifest.json").read_text())["adaptive"]["budget_split"]
+    assert split["internal_share"] == {"4": 0.1, "5": 0.0, "6": 0.1, "7": 0.0}
+    code, _, err = run(
+        capsys,
+        "release",
+        workdir / "points.csv",
+        "--region",
+        workdir / "region.geojson",
+        "--resolution",
         "6,x",
         "--epsilon",
         "1",

@@ -8,7 +8,7 @@ import h3
 import numpy as np
 import pytest
 
-from dpmap.hierarchy import build_tree, consistent, round_consistent
+from dpmap.hierarchy import build_tree, consistent, consistent_forest, round_consistent
 
 
 def _leaves(resolution: int, k: int, seed: int) -> np.ndarray:
@@ -67,6 +67,106 @@ def test_two_pass_equals_dense_solver(leaves: np.ndarray, res: tuple[int, ...]) 
     for j in range(1, len(tree.levels)):  # children sum to their parent
         sums = np.bincount(tree.parent[j], weights=x[j], minlength=len(tree.levels[j - 1]))
         np.testing.assert_allclose(sums, x[j - 1], atol=1e-9)
+
+
+def _prune(tree, keep_prob: float, seed: int):  # type: ignore[no-untyped-def]
+    """A mixed-depth subtree of ``tree`` (as an adaptive release's PrivTree): each visited
+    node is split (its children visited) with probability ``keep_prob`` (the first of each
+    depth always); returns per depth
+    the parent links among visited nodes and the visited indexes."""
+    rng = np.random.default_rng(seed)
+    visited = [np.arange(len(tree.levels[0]))]
+    parent = [None]
+    for j in range(1, len(tree.levels)):
+        chosen = rng.random(len(visited[-1])) < keep_prob
+        chosen[0] = True  # at least one node per depth is split
+        split = visited[-1][chosen]
+        kids = np.flatnonzero(np.isin(tree.parent[j], split))
+        parent.append(np.searchsorted(visited[-1], tree.parent[j][kids]))
+        visited.append(kids)
+    return parent, visited
+
+
+def _dense_forest(parent, var, y):  # type: ignore[no-untyped-def]
+    """Direct generalised least squares: unknowns are the leaves, every measured node
+    observes the sum of the leaves below it."""
+    sizes = [len(v) for v in var]
+    nkids = [np.bincount(parent[j + 1], minlength=sizes[j]) for j in range(len(sizes) - 1)]
+    nkids.append(np.zeros(sizes[-1], dtype=np.int64))
+    leaves = [(j, i) for j in range(len(sizes)) for i in range(sizes[j]) if nkids[j][i] == 0]
+    offset = np.concatenate([[0], np.cumsum(sizes)])
+    H = np.zeros((offset[-1], len(leaves)))
+    for col, (j, i) in enumerate(leaves):
+        while True:
+            H[offset[j] + i, col] = 1.0
+            if j == 0:
+                break
+            i, j = parent[j][i], j - 1
+    v, yy = np.concatenate(var), np.concatenate(y)
+    m = np.isfinite(v)
+    A = H[m].T @ (H[m] / v[m][:, None])
+    theta = np.linalg.solve(A, H[m].T @ (yy[m] / v[m]))
+    return H @ theta, np.diag(H @ np.linalg.solve(A, H.T))
+
+
+@pytest.mark.parametrize(
+    "leaves,res,keep,unmeasured",
+    [
+        (_leaves(7, 6, 1), (5, 6, 7), 0.6, ()),
+        (_leaves(8, 9, 2), (5, 6, 7, 8), 0.5, (1,)),  # one internal depth not measured
+        (_pentagon_leaves(6), (4, 5, 6), 0.7, ()),  # pentagon: a node with six children
+        (_leaves(7, 4, 3), (4, 5, 6, 7), 0.8, (0, 2)),
+        (_leaves(7, 3, 7), (6, 7), 0.5, (0,)),  # border parents: fewer than 7 children
+    ],
+)
+def test_mixed_depth_least_squares_equals_dense_solver(
+    leaves: np.ndarray, res: tuple[int, ...], keep: float, unmeasured: tuple[int, ...]
+) -> None:
+    """consistent_forest on a PrivTree-like tree (leaves at several depths, per-node
+    variances, unmeasured internal depths) equals a direct GLS solve; children add up."""
+    tree = build_tree(leaves, res)
+    parent, visited = _prune(tree, keep, seed=len(leaves))
+    rng = np.random.default_rng(5)
+    var, y = [], []
+    for j, nodes in enumerate(visited):
+        v = rng.uniform(0.5, 30, len(nodes))
+        has_kids = (
+            np.bincount(parent[j + 1], minlength=len(nodes)) > 0
+            if j + 1 < len(visited)
+            else np.zeros(len(nodes), dtype=bool)
+        )
+        if j in unmeasured:
+            v[has_kids] = np.inf
+        var.append(v)
+        y.append(rng.normal(0, 5, len(nodes)))
+    assert sum(len(v) for v in visited) > len(visited[0])  # the tree was split somewhere
+    x, P = consistent_forest(parent, y, var)
+    xd, Pd = _dense_forest(parent, var, y)
+    np.testing.assert_allclose(np.concatenate(x), xd, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.concatenate(P), Pd, rtol=1e-9, atol=1e-12)
+    for j in range(1, len(x)):  # every split node equals the sum of its children, exactly
+        n = len(x[j - 1])
+        has_kids = np.bincount(parent[j], minlength=n) > 0
+        sums = np.bincount(parent[j], weights=x[j], minlength=n)
+        np.testing.assert_allclose(sums[has_kids], x[j - 1][has_kids], rtol=1e-12, atol=1e-9)
+
+
+def test_mixed_depth_least_squares_generalises_the_full_tree() -> None:
+    """On a full tree with one variance per level, consistent_forest is consistent."""
+    tree = build_tree(_leaves(7, 5, 9), (5, 6, 7))
+    rng = np.random.default_rng(3)
+    y = [rng.normal(0, 5, (len(level), 2)) for level in tree.levels]
+    lv = [9.0, 3.0, 1.5]
+    x, P = consistent(tree, y, lv)
+    xf, Pf = consistent_forest(
+        list(tree.parent),
+        y,
+        [np.full(len(level), v) for level, v in zip(tree.levels, lv, strict=True)],
+    )
+    for a, b in zip(x + P, xf + Pf, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="leaf"):  # a leaf must be measured
+        consistent_forest([None], [np.zeros(2)], [np.array([1.0, np.inf])])
 
 
 def test_pentagon_parent_has_six_children() -> None:

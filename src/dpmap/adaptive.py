@@ -13,21 +13,35 @@ records; β = 7 is H3's largest fan-out, pentagons and border parents have fewer
     for a visited node v at depth d:  b(v) = max(c(v) − d·δ, θ − δ)
         split v into its children iff b(v) + DiscreteLaplace(λ) > θ
         and v is coarser than the finest resolution; otherwise v is a leaf
-    then each leaf gets a fresh noisy count (and sum) with the rest of the budget.
+    then each leaf gets a fresh noisy count (and sum) with the rest of the budget, and,
+    if ``internal_share`` > 0, the split nodes of each measured depth get one too;
+    least squares on the tree then makes every split node equal to the sum of its
+    children (``hierarchy.consistent_forest``) and the leaves publish those estimates.
+
+Budget: ε_tree = ``tree_share``·ε; statistic s gets share_s·(1 − ``tree_share``)·ε of
+which the split nodes of depth d get the fraction ι_d (``internal_share``: one number,
+split evenly over the depths, or one per depth) and the leaves 1 − Σ ι_d. Default ι = 0
+(leaves only): measured on ``benchmarks/utility.py``, internal values did not lower the
+error of rectangle queries (see :data:`DEFAULT_INTERNAL_SHARE`).
 
 Privacy (the full argument is in ``docs/adaptive-privacy.md``): following PrivTree's proof
 with the discrete Laplace's exact tails, the split decisions are
 (1/λ)(1 + e^{1/λ}·β/(β − 1))-DP with respect to one *record* when δ ≥ λ·ln β; a person is
-at most k records, so the tree is ε_tree-DP per person by group privacy (the factor k). The leaves form a
-partition of the public cells, so one person moves the leaf-count vector by at most L0·L∞
-(L1); the leaf measurements are chosen after the tree is public, i.e. composed adaptively.
-All noise is OpenDP's; OpenDP's adaptive compositor adds ε_tree + ε_leaves. The ε_tree
-term enters through a user measurement whose privacy map is the theorem above.
+at most k records, so the tree is ε_tree-DP per person by group privacy (the factor k).
+The leaves form a partition of the public cells, and the split nodes of one depth are
+disjoint cells at one resolution, so one person moves each of these vectors by at most
+L0·L∞ in L1 (times max(|lo|, |hi|) for sums) — the sensitivity of a flat release at that
+resolution (``bounding.level_sensitivities``). They are chosen after the tree is public,
+i.e. composed adaptively; vectors of different depths overlap, so they add up
+(sequential composition). All noise is OpenDP's; OpenDP's adaptive compositor adds
+ε_tree + Σ (leaf and internal vectors). The ε_tree term enters through a user
+measurement whose privacy map is the theorem above.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +49,12 @@ import numpy as np
 import opendp.prelude as dp
 
 from . import hierarchy
-from .bounding import sensitivities
+from .bounding import level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
 from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
 from .spec import Mechanism, ReleaseSpec
 
-__all__ = ["DEFAULT_TREE_SHARE", "AdaptivePlan", "plan_adaptive"]
+__all__ = ["DEFAULT_INTERNAL_SHARE", "DEFAULT_TREE_SHARE", "AdaptivePlan", "plan_adaptive"]
 
 BETA = 7  #: the largest fan-out of H3's index tree
 
@@ -48,6 +62,19 @@ BETA = 7  #: the largest fan-out of H3's index tree
 #: regions, N = 1e4..1e6 and ε = 0.1..1: 0.3 gave lower range-query error than 0.5 in
 #: 81 of 81 settings (median −19%); 0.2 was about level, 0.1 worse at small N.
 DEFAULT_TREE_SHARE = 0.3
+
+#: Default share of each statistic's post-tree budget for the internal nodes (split evenly
+#: over the internal resolutions); the leaves get the rest. 0 publishes leaves only.
+#: Measured by benchmarks/utility.py (random rectangles, three regions): 0.2 raised the mean
+#: error by 8–10% (finest resolution UG rule + 2) and 4–5% (+1) in each size class (full
+#: run, N = 1e4..1e6, ε = 0.1..1, geometric means over settings); in exploratory
+#: runs (N = 1e4, 1e5, ε = 0.5, 1) 0.35 by 14–18% and 0.5 by 28–29%, and shares on the
+#: coarsest depths only, with a coarser root or with tree_share 0.2, were at best level on
+#: the 1–10% rectangles (−0.6% to +7%) and worse on smaller ones. The leaves lose budget
+#: everywhere while an internal value helps only queries covering its whole subtree of many
+#: leaves (the region total: standard deviation 71 → 26 in one Pennsylvania tree with 0.3
+#: at the coarsest depth). So internal values are opt-in.
+DEFAULT_INTERNAL_SHARE = 0.0
 
 
 @dataclass(frozen=True)
@@ -63,10 +90,35 @@ class AdaptivePlan:
     scales: dict[str, float]  # leaf noise scale per statistic
     epsilons: dict[str, float]  # leaf ε per statistic (from OpenDP's maps)
     epsilon: float  # total, from OpenDP's adaptive compositor
+    #: share of each statistic's post-tree budget spent on the internal nodes of each depth
+    #: (coarse to fine, one per depth 0 .. finest − root − 1; 0: that depth is not measured)
+    internal: tuple[float, ...] = ()
+    #: noise scale / ε (OpenDP's map) of the internal nodes of each depth, per statistic
+    #: (``None`` for a depth that is not measured)
+    internal_scales: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
+    internal_epsilons: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
     _leaf_sens: dict[str, int] = field(repr=False, default_factory=dict)
+    _internal_sens: dict[str, tuple[int, ...]] = field(repr=False, default_factory=dict)
+
+    @property
+    def depths(self) -> int:
+        """Number of depths with split decisions (finest − root); leaves can be at 0..depths."""
+        return self.spec.finest - self.root
+
+    @property
+    def has_internal(self) -> bool:
+        """Whether internal nodes get noisy values (then the leaves are least-squares estimates)."""
+        return any(w > 0 for w in self.internal)
+
+    def internal_variances(self, stat: str) -> list[float]:
+        """Noise variance of one internal node's value at each depth (∞: not measured)."""
+        return [
+            math.inf if sc is None else noise_variance(Mechanism.LAPLACE, sc)
+            for sc in self.internal_scales.get(stat, (None,) * self.depths)
+        ]
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "method": "PrivTree on H3's index tree (Zhang, Xiao, Xie 2016), discrete Laplace",
             "root_resolution": self.root,
             "finest_resolution": self.spec.finest,
@@ -78,8 +130,36 @@ class AdaptivePlan:
             "records_per_person": self.spec.l0 * self.spec.linf,
             "proof": "docs/adaptive-privacy.md",
         }
+        after_tree = self.spec.epsilon - self.tree_epsilon
+        out["budget_split"] = {
+            # ε of each measurement as OpenDP's compositor accounts it (they add up to ε)
+            "tree": _tree_map(self.spec.l0 * self.spec.linf, self.lam)(1),
+            "leaves": {s: self.epsilons[s] for s in self.spec.statistics},
+            "internal": {
+                str(self.root + d): {
+                    s: self.internal_epsilons[s][d] if self.internal_epsilons else None
+                    for s in self.spec.statistics
+                }
+                for d in range(self.depths)
+            },
+            "internal_share": {str(self.root + d): w for d, w in enumerate(self.internal)},
+            "rule": (
+                "ε = tree + Σ over statistics of (leaves + internal nodes of each resolution); "
+                f"statistic s gets share_s·{after_tree:.6g} after the tree, of which the internal "
+                "nodes of resolution r get internal_share[r] and the leaves the rest"
+            ),
+        }
+        if self.has_internal:
+            out["consistency"] = (
+                "the internal nodes' and leaves' noisy values are made consistent by weighted "
+                "least squares on the PrivTree (Hay et al. 2010, exact noise variances): each "
+                "internal node's estimate is the sum of its children's; the published leaves "
+                "carry these estimates, margins are 1.96 × their exact standard deviation"
+            )
+        return out
 
     def moe(self, stat: str, alpha: float = 0.05) -> float:
+        """Margin of one leaf's raw noise (the leaf estimate's when no internal node is measured)."""
         return _accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
 
     def variance(self, stat: str) -> float:
@@ -118,8 +198,57 @@ def _tree_map(records: int, lam: float) -> Any:
     return lambda d_in: float(d_in) * records * record_epsilon(lam)
 
 
-def plan_adaptive(spec: ReleaseSpec, *, root: int | None, tree_share: float) -> AdaptivePlan:
-    """Calibrate the tree and leaf noise for ``spec.epsilon`` (pure ε-DP, Laplace only)."""
+def internal_shares(internal_share: float | Sequence[float], depths: int) -> tuple[float, ...]:
+    """Share of each statistic's post-tree budget per internal depth (coarse to fine).
+
+    A number ``f`` is split evenly over the ``depths`` internal depths; a sequence gives
+    one share per depth (0 leaves a depth unmeasured). The shares must sum to less than 1:
+    the leaves get the rest.
+    """
+    if isinstance(internal_share, bool):
+        raise SpecError(f"internal_share must be a number in [0, 1), got {internal_share!r}")
+    if isinstance(internal_share, (int, float)):
+        f = float(internal_share)
+        if not (math.isfinite(f) and 0 <= f < 1):
+            raise SpecError(f"internal_share must be in [0, 1), got {internal_share!r}")
+        return tuple([f / depths] * depths) if depths else ()
+    try:
+        shares = tuple(float(w) for w in internal_share)
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"internal_share must be a number in [0, 1) or one share per internal resolution, "
+            f"got {internal_share!r}"
+        ) from None
+    if len(shares) != depths:
+        raise SpecError(
+            f"internal_share lists {len(shares)} shares; this adaptive release has {depths} "
+            f"internal resolutions (root to finest − 1): pass {depths} shares or one number"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in shares) or not sum(shares) < 1:
+        raise SpecError(
+            f"internal_share needs non-negative shares summing to less than 1, got {list(shares)!r}"
+        )
+    return shares
+
+
+def plan_adaptive(
+    spec: ReleaseSpec,
+    *,
+    root: int | None,
+    tree_share: float,
+    internal_share: float | Sequence[float] = 0.0,
+) -> AdaptivePlan:
+    """Calibrate the tree, internal-node and leaf noise for ``spec.epsilon`` (pure ε-DP).
+
+    Privacy
+    -------
+    Unit: one person. The split decisions are ``tree_share·ε``-DP (group privacy over the
+    person's ≤ L0·L∞ records, ``docs/adaptive-privacy.md``). Given the public tree, each
+    statistic's leaves, and the internal nodes of each depth, are a vector over disjoint
+    cells (L1 sensitivity L0·L∞, times M for sums, as a flat release at that resolution),
+    noised by OpenDP's discrete Laplace; everything is composed by OpenDP's adaptive
+    compositor, whose map gives the total (≤ ε). Laplace only.
+    """
     if spec.mechanism is not Mechanism.LAPLACE:
         raise SpecError("adaptive=True uses the Laplace mechanism; pass mechanism='laplace'")
     if spec.hierarchical:
@@ -132,23 +261,34 @@ def plan_adaptive(spec: ReleaseSpec, *, root: int | None, tree_share: float) -> 
             f"adaptive_from={root!r} must be a resolution coarser than {spec.finest} (0..{spec.finest - 1})"
         )
     k = spec.l0 * spec.linf
+    internal = internal_shares(internal_share, spec.finest - r0)
     eps_tree = tree_share * spec.epsilon
     lam = decision_scale(k, eps_tree)
     bias = math.ceil(lam * math.log(BETA))
     sens = sensitivities(spec)
-    eps_leaves = spec.epsilon - eps_tree
+    eps_rest = spec.epsilon - eps_tree
     shares = spec.shares()
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}
+    i_scales: dict[str, tuple[float | None, ...]] = {}
+    i_epsilons: dict[str, tuple[float | None, ...]] = {}
+    i_sens: dict[str, tuple[int, ...]] = {}
+    leaf_share = 1.0 - sum(internal)
     for stat in spec.statistics:
-        target = shares[stat] * eps_leaves
-        l1 = sens[stat].l1
-
-        def leaf_eps(sc: float, stat: str = stat, l1: int = l1) -> float:
-            return float(_leaf_chain(stat, l1, sc, []).map(1))
-
-        scales[stat] = _fit_scale(l1 / target, target, leaf_eps)
-        epsilons[stat] = float(_leaf_chain(stat, sens[stat].l1, scales[stat], []).map(1))
+        scales[stat], epsilons[stat] = _calibrate(
+            stat, sens[stat].l1, shares[stat] * eps_rest * leaf_share
+        )
+        # the internal nodes of one depth are disjoint cells at that resolution: the same
+        # sensitivity as a flat release there (bounding.level_sensitivities)
+        i_sens[stat] = tuple(
+            level_sensitivities(spec, r0 + d)[stat].l1 for d in range(len(internal))
+        )
+        fitted = [
+            _calibrate(stat, i_sens[stat][d], shares[stat] * eps_rest * w) if w > 0 else None
+            for d, w in enumerate(internal)
+        ]
+        i_scales[stat] = tuple(f[0] if f else None for f in fitted)
+        i_epsilons[stat] = tuple(f[1] if f else None for f in fitted)
     plan = AdaptivePlan(
         spec=spec,
         root=r0,
@@ -159,7 +299,11 @@ def plan_adaptive(spec: ReleaseSpec, *, root: int | None, tree_share: float) -> 
         scales=scales,
         epsilons=epsilons,
         epsilon=0.0,
+        internal=internal,
+        internal_scales=i_scales,
+        internal_epsilons=i_epsilons,
         _leaf_sens={s: sens[s].l1 for s in spec.statistics},
+        _internal_sens=i_sens,
     )
     total = float(_compositor(plan).map(1))
     if total > spec.epsilon * (1 + 1e-12):
@@ -168,6 +312,16 @@ def plan_adaptive(spec: ReleaseSpec, *, root: int | None, tree_share: float) -> 
         )  # pragma: no cover
     object.__setattr__(plan, "epsilon", total)
     return plan
+
+
+def _calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
+    """Noise scale of a vector with L1 sensitivity ``l1`` for ``target`` ε, and OpenDP's ε."""
+
+    def eps_of(sc: float) -> float:
+        return float(_leaf_chain(stat, l1, sc, []).map(1))
+
+    scale = _fit_scale(l1 / target, target, eps_of)
+    return scale, eps_of(scale)
 
 
 def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
@@ -179,13 +333,25 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
         s: _statistic(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
         for s in plan.spec.statistics
     }
+    for s in plan.spec.statistics:
+        for d, scale in enumerate(plan.internal_scales[s]):
+            if scale is None:
+                continue
+            r = plan.root + d
+            key = internal_key(s, r)
+            eps_d = plan.internal_epsilons[s][d]
+            per[key] = _statistic(
+                key, s, level_sensitivities(plan.spec, r)[s], Mechanism.LAPLACE, scale, eps_d
+            )
     return NoisePlan(
         spec=plan.spec,
         statistics=per,
         epsilon=plan.epsilon,
         delta=0.0,
         rho=None,
-        measure="pure ε-differential privacy (PrivTree split + leaf counts, composed by OpenDP)",
+        measure="pure ε-differential privacy (PrivTree split + "
+        + ("internal-node and leaf" if plan.has_internal else "leaf")
+        + " counts, composed by OpenDP)",
         accounting="pure-dp",
         discovery=False,
         threshold=None,
@@ -193,16 +359,34 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
     )
 
 
+def internal_key(stat: str, resolution: int) -> str:
+    """Name of the noisy vector of a statistic's internal nodes at ``resolution``."""
+    return f"{stat}_internal@{resolution}"
+
+
+def _queries(plan: AdaptivePlan) -> list[tuple[str, int | None, float]]:
+    """The noisy vectors after the tree, in the order they are asked:
+    (statistic, internal depth or None for the leaves, ε)."""
+    out: list[tuple[str, int | None, float]] = []
+    for s in plan.spec.statistics:
+        out.append((s, None, plan.epsilons[s]))
+        for d, eps_d in enumerate(plan.internal_epsilons.get(s, ())):
+            if eps_d is not None:
+                out.append((s, d, eps_d))
+    return out
+
+
 def _compositor(plan: AdaptivePlan) -> Any:
     tree_eps = _tree_map(plan.spec.l0 * plan.spec.linf, plan.lam)(1)
-    d_mids = [tree_eps] + [plan.epsilons[s] for s in plan.spec.statistics]
+    d_mids = [tree_eps] + [eps for _s, _d, eps in _queries(plan)]
     return dp.c.make_adaptive_composition(
         _AGGREGATES, _PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
     )
 
 
 def _leaf_chain(stat: str, l1: int, scale: float, leaves: list[tuple[int, int]]) -> Any:
-    """Leaf vector of ``stat`` (fixed public leaf list) with discrete Laplace noise."""
+    """Vector of ``stat`` over a fixed public list of disjoint tree nodes (the leaves, or
+    the internal nodes of one depth) with discrete Laplace noise."""
     t = dp.t.make_user_transformation(
         _AGGREGATES,
         _PERSONS,
@@ -218,22 +402,34 @@ def _gather(levels: list[np.ndarray], leaves: list[tuple[int, int]]) -> np.ndarr
     return np.array([levels[j][i] for j, i in leaves], dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class AdaptiveOutput:
+    """What an adaptive release drew (all noisy or public)."""
+
+    leaves: list[tuple[int, int]]  # (depth, index in tree.levels[depth]) of every leaf
+    internal: list[np.ndarray]  # per depth: indexes of the nodes that were split
+    noisy: dict[str, np.ndarray]  # statistic -> noisy leaf values (in ``leaves`` order)
+    #: statistic -> per depth noisy values of the internal nodes (None: not measured)
+    noisy_internal: dict[str, list[np.ndarray | None]]
+
+
 def run_adaptive(
     plan: AdaptivePlan,
     tree: hierarchy.Tree,
     level_counts: list[np.ndarray],
     level_sums: list[np.ndarray] | None,
-) -> tuple[list[tuple[int, int]], dict[str, np.ndarray]]:
-    """Grow the tree and noise the leaves. Draws noise. Returns (level, index) leaves."""
+) -> AdaptiveOutput:
+    """Grow the tree, then noise the leaves and the measured internal depths. Draws noise."""
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
     decision_noise = dp.m.make_laplace(_VEC_I64, dp.l1_distance(T="i64"), scale=plan.lam)
 
-    def grow(agg: dict[str, Any]) -> list[tuple[int, int]]:
+    def grow(agg: dict[str, Any]) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
         counts = agg["tree_count"]
         active = np.arange(len(tree.levels[0]))
         leaves: list[tuple[int, int]] = []
+        internal: list[np.ndarray] = []
         last = len(tree.levels) - 1
         for depth in range(last + 1):
             if depth == last:
@@ -244,10 +440,11 @@ def run_adaptive(
             noisy = np.asarray(decision_noise(b.astype(np.int64)), dtype=np.int64)
             split = noisy > plan.threshold
             leaves += [(depth, int(i)) for i in active[~split]]
+            internal.append(active[split])
             parent = tree.parent[depth + 1]
             assert parent is not None
             active = np.flatnonzero(np.isin(parent, active[split]))
-        return leaves
+        return leaves, internal
 
     tree_measure = dp.m.make_user_measurement(
         _AGGREGATES,
@@ -259,14 +456,102 @@ def run_adaptive(
     )
     try:
         queryable = _compositor(plan)(data)
-        leaves = queryable(tree_measure)
-        out = {
-            stat: np.asarray(
-                queryable(_leaf_chain(stat, plan._leaf_sens[stat], plan.scales[stat], leaves)),
-                dtype=np.int64,
-            )
-            for stat in plan.spec.statistics
+        leaves, internal = queryable(tree_measure)
+        out: dict[str, np.ndarray] = {}
+        out_internal: dict[str, list[np.ndarray | None]] = {
+            s: [None] * plan.depths for s in plan.spec.statistics
         }
+        for stat, d, _eps in _queries(plan):  # in the compositor's order
+            if d is None:
+                chain = _leaf_chain(stat, plan._leaf_sens[stat], plan.scales[stat], leaves)
+                out[stat] = np.asarray(queryable(chain), dtype=np.int64)
+            else:
+                scale = plan.internal_scales[stat][d]
+                assert scale is not None
+                nodes = [(d, int(i)) for i in internal[d]]
+                chain = _leaf_chain(stat, plan._internal_sens[stat][d], scale, nodes)
+                out_internal[stat][d] = np.asarray(queryable(chain), dtype=np.int64)
     except dp.OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-    return leaves, out
+    return AdaptiveOutput(leaves=leaves, internal=internal, noisy=out, noisy_internal=out_internal)
+
+
+# ---------------------------------------------------------------------------------------
+# post-processing: least squares on the PrivTree (noisy values and public variances only)
+
+
+def adaptive_forest(
+    plan: AdaptivePlan, tree: hierarchy.Tree, out: AdaptiveOutput, stat: str
+) -> tuple[list[np.ndarray | None], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """The PrivTree of a release as input to :func:`dpmap.hierarchy.consistent_forest`.
+
+    Per depth, the visited nodes (split nodes and leaves, sorted by their index in
+    ``tree.levels``): ``parent`` links, noisy values, noise variances (∞ for the internal
+    nodes of an unmeasured depth) and, last, the positions of the depth's leaves among
+    them (in ``out.leaves`` order). Noisy values may be ``(n,)`` or ``(n, k)``.
+    """
+    leaf_var = plan.variance(stat)
+    internal_var = plan.internal_variances(stat)
+    depth_of = np.array([j for j, _ in out.leaves], dtype=np.int64)
+    index_of = np.array([i for _, i in out.leaves], dtype=np.int64)
+    leaf_vals = np.asarray(out.noisy[stat], dtype=np.float64)
+    extra = leaf_vals.shape[1:]
+    parent: list[np.ndarray | None] = [None]
+    y: list[np.ndarray] = []
+    var: list[np.ndarray] = []
+    where: list[np.ndarray] = []
+    prev: np.ndarray | None = None
+    for d in range(len(tree.levels)):
+        leaf_here = depth_of == d
+        inner = out.internal[d] if d < len(out.internal) else np.zeros(0, dtype=np.int64)
+        n_in = len(inner)
+        noisy_in = out.noisy_internal[stat][d] if d < plan.depths else None
+        inner_vals = (
+            np.zeros((n_in, *extra))
+            if noisy_in is None
+            else np.asarray(noisy_in, dtype=np.float64).reshape(n_in, *extra)
+        )
+        inner_var = internal_var[d] if d < plan.depths else math.inf
+        nodes = np.concatenate([inner, index_of[leaf_here]])
+        order = np.argsort(nodes, kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        where.append(rank[n_in:])
+        y.append(np.concatenate([inner_vals, leaf_vals[leaf_here]])[order])
+        var.append(
+            np.concatenate([np.full(n_in, inner_var), np.full(int(leaf_here.sum()), leaf_var)])[
+                order
+            ]
+        )
+        nodes = nodes[order]
+        if d > 0:
+            assert prev is not None
+            tp = tree.parent[d]
+            assert tp is not None
+            parent.append(np.searchsorted(prev, tp[nodes]))
+        prev = nodes
+    return parent, y, var, where
+
+
+def adaptive_consistent(
+    plan: AdaptivePlan, tree: hierarchy.Tree, out: AdaptiveOutput, stat: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares leaf estimates of ``stat`` (in ``out.leaves`` order) and their exact
+    variances, from the noisy leaves and internal nodes of an adaptive release.
+
+    The PrivTree's nodes are public once the tree is drawn; they form a tree whose leaves
+    lie at several depths, and :func:`dpmap.hierarchy.consistent_forest` makes every
+    internal node equal the sum of its children with minimum variance. Post-processing of
+    noisy values only.
+    """
+    parent, y, var, where = adaptive_forest(plan, tree, out, stat)
+    x, P = hierarchy.consistent_forest(parent, y, var)
+    depth_of = np.array([j for j, _ in out.leaves], dtype=np.int64)
+    shape = np.asarray(out.noisy[stat]).shape
+    est = np.zeros(shape)
+    est_var = np.zeros(shape)
+    for d in range(len(y)):
+        here = np.flatnonzero(depth_of == d)
+        est[here] = x[d][where[d]]
+        est_var[here] = P[d][where[d]]
+    return est, est_var

@@ -24,13 +24,16 @@ Which rows
     statistic is computed per category.
 
 Margins of error (95%)
-    Normal approximation: ``1.96 · √Var``. A flat (or adaptive) release adds independent
-    noise to every row, so the variance of a weighted total is ``Σ wᵢ² varᵢ``. The
-    consistent estimates of a hierarchical release are correlated across cells; their
-    total's variance is computed **exactly**: the least-squares estimate is ``x = P y``
-    with ``P Σ = Cov(x)`` symmetric (generalised least squares), so
-    ``Var(wᵀx) = wᵀ P (Σ w)``, one run of :func:`dpmap.hierarchy.consistent` on the
-    vector ``Σ w`` (the weights scaled by each level's noise variance). For one whole cell
+    Normal approximation: ``1.96 · √Var``. A flat (or leaf-only adaptive) release adds
+    independent noise to every row, so the variance of a weighted total is ``Σ wᵢ² varᵢ``.
+    The consistent estimates of a hierarchical release, and the leaves of an adaptive
+    release with noisy internal nodes (``internal_share > 0``), are correlated across
+    cells; their total's variance is computed **exactly**: the least-squares estimate is
+    ``x = P y`` with ``P Σ = Cov(x)`` symmetric (generalised least squares), so
+    ``Var(wᵀx) = wᵀ P (Σ w)``, one run of :func:`dpmap.hierarchy.consistent` (or
+    :func:`~dpmap.hierarchy.consistent_forest` on the adaptive tree, rebuilt from the
+    leaves' H3 parents) on the vector ``Σ w`` (the weights scaled by each node's noise
+    variance). For one whole cell
     of a flat release the exact margin of the discrete noise (OpenDP's accuracy) is used.
     The normal approximation is slightly optimistic for totals of very few cells with
     Laplace noise (e.g. about 93.5% coverage for one cell with ε = 1) and accurate for
@@ -94,6 +97,17 @@ class _Hier:
 
 
 @dataclass(frozen=True)
+class _Forest:
+    """What the exact variance of an adaptive release's totals needs when its leaves are
+    least-squares estimates (internal nodes measured); all public."""
+
+    parent: list[np.ndarray | None]  # per depth: parent positions in the depth above
+    depth: np.ndarray  # depth of each used cell (row of _Rows)
+    pos: np.ndarray  # position of each used cell among its depth's nodes
+    node_var: dict[str, list[np.ndarray]]  # statistic -> per depth noise variance per node
+
+
+@dataclass(frozen=True)
 class _Rows:
     """One set of disjoint cells of a release with their estimates, as (cell × category) arrays."""
 
@@ -109,6 +123,7 @@ class _Rows:
     exact_moe: dict[str, float]  # margin of one row's noise (flat / adaptive releases)
     hier: _Hier | None
     value_name: str | None
+    forest: _Forest | None = None
 
     @property
     def ncat(self) -> int:
@@ -144,6 +159,8 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
     levels = _levels_of(m)
     hierarchical = bool(m.get("hierarchy")) and len(levels) > 1
     adaptive = bool(m.get("adaptive"))
+    # adaptive release whose leaves are least-squares estimates (correlated, per-row margins)
+    consistent_leaves = adaptive and bool((m.get("adaptive") or {}).get("consistency"))
     if resolution is not None:
         r = grid.check_resolution(resolution)
         if adaptive:
@@ -199,7 +216,7 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
         for s in stats:
             v = pd.array(sub[s], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
             values[s][codes, ki] = np.where(supp, 0.0, v)
-            if hierarchical:
+            if hierarchical or consistent_leaves:
                 moe = sub[f"{s}_moe"].to_numpy(dtype=np.float64, na_value=np.nan)
                 var = np.where(supp, 0.0, (np.nan_to_num(moe) / Z95) ** 2)
             else:
@@ -225,8 +242,9 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
             s: [_noise_variance(m["statistics"][f"{s}@{lr}"]) for lr in levels] for s in stats
         }
         hier = _Hier(tree=tree, level=j, pos=pos, level_var=level_var)
-    else:
+    elif not consistent_leaves:
         exact = {s: float(m["statistics"][s]["moe_95"]) for s in stats}
+    forest = _forest_of(m, ids, res_col, stats) if consistent_leaves and n else None
     return _Rows(
         cells=cells,
         ids=ids,
@@ -240,7 +258,42 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
         exact_moe=exact,
         hier=hier,
         value_name=(m.get("contribution_bounds") or {}).get("value"),
+        forest=forest,
     )
+
+
+def _forest_of(
+    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
+) -> _Forest:
+    """The PrivTree of an adaptive release, rebuilt from its (public) leaves: the internal
+    nodes are exactly the leaves' H3 parents from the root resolution down."""
+    root = int(m["adaptive"]["root_resolution"])
+    finest = int(m["adaptive"]["finest_resolution"])
+    nodes: list[np.ndarray] = []
+    for r in range(root, finest + 1):
+        deeper = res > r
+        parents = hierarchy.cells_to_parents(ids[deeper], r) if deeper.any() else ids[:0]
+        nodes.append(np.unique(np.concatenate([ids[res == r], parents])))
+    depth = res - root
+    pos = np.zeros(len(ids), dtype=np.int64)
+    for d in range(len(nodes)):
+        here = depth == d
+        pos[here] = np.searchsorted(nodes[d], ids[here])
+    parent: list[np.ndarray | None] = [None]
+    for d in range(1, len(nodes)):
+        up = hierarchy.cells_to_parents(nodes[d], root + d - 1)
+        parent.append(np.searchsorted(nodes[d - 1], up))
+    node_var: dict[str, list[np.ndarray]] = {}
+    for s in stats:
+        leaf_var = _noise_variance(m["statistics"][s])
+        per_depth = []
+        for d, level in enumerate(nodes):
+            entry = m["statistics"].get(f"{s}_internal@{root + d}")
+            v = np.full(len(level), math.inf if entry is None else _noise_variance(entry))
+            v[pos[depth == d]] = leaf_var
+            per_depth.append(v)
+        node_var[s] = per_depth
+    return _Forest(parent=parent, depth=depth, pos=pos, node_var=node_var)
 
 
 def _hidden_error(n_hidden: int, n_needed: int, where: str, categories: bool = False) -> SpecError:
@@ -263,11 +316,37 @@ def _totals(
     out_var = np.zeros((ngroups, rows.ncat))
     for k in range(rows.ncat):
         est[:, k] = np.bincount(group, weights=weight * vals[cell, k], minlength=ngroups)
-        if rows.hier is None:
+        if rows.hier is None and rows.forest is None:
             out_var[:, k] = np.bincount(group, weights=weight**2 * var[cell, k], minlength=ngroups)
     if rows.hier is not None:
         out_var[:] = _hier_variance(rows.hier, stat, cell, group, weight, ngroups)[:, None]
+    if rows.forest is not None:
+        out_var[:] = _forest_variance(rows.forest, stat, cell, group, weight, ngroups)[:, None]
     return est, out_var
+
+
+def _forest_variance(
+    f: _Forest, stat: str, cell: np.ndarray, group: np.ndarray, weight: np.ndarray, ngroups: int
+) -> np.ndarray:
+    """Exact Var(Σ w x) of an adaptive release's least-squares leaf estimates: wᵀ P (Σ w),
+    one run of :func:`dpmap.hierarchy.consistent_forest` per chunk of weight vectors (the
+    same identity as for hierarchical releases, on the mixed-depth tree)."""
+    var = f.node_var[stat]
+    out = np.zeros(ngroups)
+    for start in range(0, ngroups, _CHUNK):
+        stop = min(start + _CHUNK, ngroups)
+        sel = (group >= start) & (group < stop)
+        if not sel.any():
+            continue
+        u = [np.zeros((len(v), stop - start)) for v in var]
+        w = [np.zeros((len(v), stop - start)) for v in var]
+        for d in range(len(var)):
+            at = sel & (f.depth[cell] == d)
+            np.add.at(w[d], (f.pos[cell[at]], group[at] - start), weight[at])
+            u[d] = w[d] * np.where(np.isfinite(var[d]), var[d], 0.0)[:, None]
+        x, _ = hierarchy.consistent_forest(f.parent, u, var)
+        out[start:stop] = sum((w[d] * x[d]).sum(axis=0) for d in range(len(var)))
+    return np.maximum(out, 0.0)
 
 
 def _hier_variance(

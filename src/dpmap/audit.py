@@ -89,6 +89,7 @@ AUDIT_PARAMETERS = frozenset(
         "adaptive",
         "adaptive_from",
         "tree_share",
+        "internal_share",
     }
 )
 

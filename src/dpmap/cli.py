@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from ._version import __version__
-from .adaptive import DEFAULT_TREE_SHARE
+from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .cli_budget import budget_app
 from .errors import DataFileError, DpmapError, SpecError
 
@@ -164,6 +164,13 @@ _SPEC_OPTIONS = [
     ),
     _opt(
         None,
+        str | None,
+        "--internal-share",
+        help="Adaptive releases: share of the rest for noisy internal nodes, in total or one per "
+        "internal resolution (0.2 or 0.1,0.1,0,0); default 0: leaves only.",
+    ),
+    _opt(
+        None,
         Path | None,
         "--config",
         help="TOML file with these settings (keys as the long flags, with _ or -); flags given "
@@ -193,6 +200,12 @@ def _spec_kwargs(kw: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
         kw["level_split"] = [_number(w, "--level-split") for w in kw["level_split"].split(",")]
     if kw.get("level_split") is None:
         kw["level_split"] = "geometric"
+    share = kw.get("internal_share")
+    if share is None:
+        kw["internal_share"] = DEFAULT_INTERNAL_SHARE
+    elif isinstance(share, str):
+        parts = [_number(w, "--internal-share") for w in share.split(",")]
+        kw["internal_share"] = parts[0] if len(parts) == 1 else parts
     if isinstance(kw.get("categories"), list):
         kw["categories"] = ",".join(str(c) for c in kw["categories"])
     if kw.pop("no_suppress"):

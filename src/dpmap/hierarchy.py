@@ -14,6 +14,12 @@ least squares (Hay, Rastogi, Miklau, Suciu, PVLDB 2010), in two passes over the 
 The result is the minimum-variance linear unbiased estimate subject to every parent equal
 to the sum of its children. Its exact variance follows the same passes (as in a
 Rauch–Tung–Striebel smoother): P_root = V_root, P_child = V_child + (V_child/S)²·(P_parent − S).
+
+:func:`consistent_forest` runs the same passes on a *mixed-depth* tree (an adaptive
+release's PrivTree: leaves at several depths) with one variance per node; a node that was
+not measured has variance ∞ (its own weight 1/σ² is 0) and a node without children is a
+leaf (z = y, V = σ²). :func:`consistent` is the special case of a full tree with one
+variance per level.
 Everything here reads noisy values and public variances only.
 """
 
@@ -25,7 +31,14 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
-__all__ = ["Tree", "build_tree", "consistent", "level_totals", "round_consistent"]
+__all__ = [
+    "Tree",
+    "build_tree",
+    "consistent",
+    "consistent_forest",
+    "level_totals",
+    "round_consistent",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,69 @@ def consistent(
         x[j] = z[j] + gain * (x[j - 1][p] - s[j - 1][p])
         P[j] = V[j] + gain**2 * (P[j - 1][p] - S[j - 1][p])
     return x, P
+
+
+def consistent_forest(
+    parent: list[np.ndarray | None], noisy: list[np.ndarray], variances: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Weighted least squares on a tree whose leaves lie at several depths.
+
+    ``parent[j]`` (j ≥ 1) maps each node of depth j to its parent's position in depth
+    j − 1 (``parent[0]`` is ``None``: the roots); a node with no child in depth j + 1 is a
+    leaf. ``noisy[j]`` holds each node's noisy value (shape ``(n_j,)`` or ``(n_j, k)`` for
+    k independent trees side by side) and ``variances[j]`` its noise variance (shape
+    ``(n_j,)``): finite and > 0 for every leaf; ``math.inf`` for an internal node that was
+    not measured (its value is then ignored). Returns, per depth, the minimum-variance
+    unbiased estimates under "every internal node equals the sum of its children" and their
+    exact variances (the same two passes as :func:`consistent`).
+    """
+    k = len(noisy)
+    y = [np.asarray(v, dtype=np.float64) for v in noisy]
+    var = [np.asarray(v, dtype=np.float64) for v in variances]
+    z: list[np.ndarray] = [np.empty(0)] * k
+    V: list[np.ndarray] = [np.empty(0)] * k
+    s: list[np.ndarray] = [np.empty(0)] * k
+    S: list[np.ndarray] = [np.empty(0)] * k
+    for j in range(k - 1, -1, -1):
+        n = len(var[j])
+        shape = y[j].shape
+        if j + 1 < k and len(var[j + 1]):
+            p = parent[j + 1]
+            assert p is not None
+            kids = np.bincount(p, minlength=n)
+            s[j] = _sum_by(p, z[j + 1], n)
+            S[j] = _sum_by(p, V[j + 1], n)
+        else:
+            kids = np.zeros(n, dtype=np.int64)
+            s[j] = np.zeros(shape)
+            S[j] = np.zeros(shape)
+        leaf = kids == 0
+        if not np.isfinite(var[j][leaf]).all() or (var[j][leaf] <= 0).any():
+            raise ValueError("every leaf needs a finite, positive noise variance")
+        measured = np.isfinite(var[j])
+        lf = _column(leaf, shape)
+        w_own = _column(np.where(measured, 1.0 / np.where(measured, var[j], 1.0), 0.0), shape)
+        own = np.where(_column(measured, shape), y[j], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w_kids = np.where(lf, 0.0, 1.0 / np.where(lf, 1.0, S[j]))
+            V[j] = np.where(lf, _column(var[j], shape), 1.0 / (w_own + w_kids))
+            z[j] = np.where(lf, own, (own * w_own + s[j] * w_kids) * V[j])
+    x: list[np.ndarray] = [np.empty(0)] * k
+    P: list[np.ndarray] = [np.empty(0)] * k
+    x[0], P[0] = z[0], V[0]
+    for j in range(1, k):
+        p = parent[j]
+        assert p is not None
+        gain = V[j] / S[j - 1][p]
+        x[j] = z[j] + gain * (x[j - 1][p] - s[j - 1][p])
+        P[j] = V[j] + gain**2 * (P[j - 1][p] - S[j - 1][p])
+    return x, P
+
+
+def _column(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-node array broadcast against values of ``shape`` ((n,) or (n, k))."""
+    a = np.asarray(a)
+    return np.broadcast_to(a[:, None], shape) if len(shape) == 2 else a
 
 
 def _sum_by(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

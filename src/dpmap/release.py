@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import grid, hierarchy
 from ._version import __version__
-from .adaptive import DEFAULT_TREE_SHARE
+from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .diagnostics import Diagnostics
 from .engines import local
 from .errors import DataFileError, ReleaseFormatError, SpecError
@@ -74,7 +74,9 @@ class Explanation:
                     p.statistics.items(), _budget_shares(self.spec, p), strict=True
                 )
             },
-            "suppression_threshold": _threshold_of(self.spec, p),
+            "suppression_threshold": None
+            if (self.adaptive or {}).get("consistency")
+            else _threshold_of(self.spec, p),
         }
         if p.discovery:
             out["discovery_threshold"] = p.threshold
@@ -117,6 +119,12 @@ class Explanation:
                 f"  adaptive: PrivTree split from resolution {a['root_resolution']} to "
                 f"{a['finest_resolution']}, ε = {a['tree_epsilon']:.4g} for the tree (decision "
                 f"noise scale {a['decision_scale']:.4g}); the statistics above are per leaf"
+                + (
+                    " and per internal resolution; the leaves publish least-squares estimates "
+                    "consistent with the internal nodes (smaller margins than above)"
+                    if a.get("consistency")
+                    else ""
+                )
             )
         if self.spec.hierarchical:
             lines.append(
@@ -202,11 +210,12 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     adaptive = bool(params.pop("adaptive", False))
     adaptive_from = params.pop("adaptive_from", None)
     tree_share = params.pop("tree_share", DEFAULT_TREE_SHARE)
+    internal_share = params.pop("internal_share", DEFAULT_INTERNAL_SHARE)
     if isinstance(params.get("level_split"), list):
         params["level_split"] = tuple(params["level_split"])
     spec = _make_spec(params)
     reg = _resolve_region(region, spec)
-    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
+    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share, internal_share)
     cells = len(grid.region_to_cells(reg, spec.finest)) if reg is not None else None
     return Explanation(
         spec=spec,
@@ -223,6 +232,7 @@ def _plan_for(
     adaptive: bool,
     adaptive_from: int | None,
     tree_share: float,
+    internal_share: Any = DEFAULT_INTERNAL_SHARE,
 ) -> tuple[NoisePlan, Any]:
     """The calibrated noise plan of a release (and its adaptive plan, if adaptive)."""
     if reg is None and spec.hierarchical:
@@ -237,10 +247,14 @@ def _plan_for(
             )
         from .adaptive import adaptive_noise_plan, plan_adaptive
 
-        aplan = plan_adaptive(spec, root=adaptive_from, tree_share=tree_share)
+        aplan = plan_adaptive(
+            spec, root=adaptive_from, tree_share=tree_share, internal_share=internal_share
+        )
         return adaptive_noise_plan(aplan), aplan
     if adaptive_from is not None:
         raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
+    if isinstance(internal_share, bool) or internal_share != DEFAULT_INTERNAL_SHARE:
+        raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
     return plan_noise(spec, discovery=reg is None), None
 
 
@@ -274,6 +288,7 @@ def release(
     adaptive: bool = False,
     adaptive_from: int | None = None,
     tree_share: float = DEFAULT_TREE_SHARE,
+    internal_share: float | list[float] = DEFAULT_INTERNAL_SHARE,
     config: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     diagnostics: Diagnostics | None = None,
@@ -335,10 +350,16 @@ def release(
         Hierarchical releases (``resolution=[...]``): the budget split across levels
         (``"geometric"``, ``"even"`` or weights) and whether to publish non-negative
         integers that still add up (display) instead of the least-squares estimates.
-    adaptive, adaptive_from, tree_share
+    adaptive, adaptive_from, tree_share, internal_share
         Adaptive release: refine dense areas down to ``resolution`` from the coarser
         ``adaptive_from`` (default 4 levels up), spending ``tree_share`` of ε on the split
-        (see ``docs/adaptive-privacy.md``).
+        (see ``docs/adaptive-privacy.md``). Of the rest, ``internal_share`` goes to noisy
+        values of the tree's internal nodes (split evenly over the internal resolutions, or
+        one share per resolution from ``adaptive_from`` to ``resolution − 1``) and the
+        leaves get the remainder; the leaves then carry least-squares estimates consistent
+        with the internal nodes: lower variance for totals over whole subtrees, but higher
+        error for rectangle queries in ``benchmarks/utility.py``. ``internal_share=0`` (the
+        default) publishes the raw noisy leaves only.
     progress
         Called with the name of each stage as it starts ("plan", "read and bound",
         "noise", "table"), e.g. to drive a progress display.
@@ -402,7 +423,7 @@ def release(
     reg = _resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share)
+    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share, internal_share)
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
     aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
@@ -447,9 +468,10 @@ def release(
             )
         stage("table")
         published = publish(shown or est, spec.bounds, spec.suppress_below)
-        table = _cell_table(
-            spec, cells, res_col, cat_idx, published, integer=not spec.hierarchical or integers
+        integer = (not spec.hierarchical or integers) and not (
+            aplan is not None and aplan.has_internal
         )
+        table = _cell_table(spec, cells, res_col, cat_idx, published, integer=integer)
         manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
         manifest["config"] = config
         if aplan is not None:
@@ -459,6 +481,11 @@ def release(
                 "where the noisy biased count exceeds the threshold; the tree of possible cells is "
                 "the H3 parents of the cells overlapping the region"
             )
+            if aplan.has_internal:
+                manifest["margins"] = (
+                    "95% margin of each leaf's least-squares estimate: 1.96 × its exact standard "
+                    "deviation (normal approximation)"
+                )
         estimates = _estimates_frame(table, est)
         rel = Release(table, manifest, estimates)
         if reservation is not None:
@@ -493,16 +520,27 @@ def _estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
 def _adaptive(
     aplan: Any, domain: np.ndarray, finest: dict[str, np.ndarray]
 ) -> tuple[Estimates, np.ndarray, np.ndarray]:
-    from .adaptive import run_adaptive
+    from .adaptive import adaptive_consistent, run_adaptive
 
     tree = hierarchy.build_tree(domain, tuple(range(aplan.root, aplan.spec.finest + 1)))
     counts = hierarchy.level_totals(tree, finest["count"])
     sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
-    leaves, noisy = run_adaptive(aplan, tree, counts, sums)
+    out = run_adaptive(aplan, tree, counts, sums)
+    leaves = out.leaves
     order = np.lexsort(([i for _, i in leaves], [j for j, _ in leaves]))
     cells = np.array([tree.levels[j][i] for j, i in leaves], dtype=np.int64)[order]
     res = np.array([tree.resolutions[j] for j, _ in leaves], dtype=np.int64)[order]
-    has_sum = "sum" in noisy
+    has_sum = "sum" in out.noisy
+    if aplan.has_internal:
+        fields: dict[str, Any] = {}
+        for stat in aplan.spec.statistics:
+            x, var = adaptive_consistent(aplan, tree, out, stat)
+            sd = np.sqrt(var)
+            fields[stat] = x[order]
+            fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd[order], Z975 * sd[order]
+            fields[f"{stat}_var"] = var[order]
+        return Estimates(**fields), cells, res
+    noisy = out.noisy
     return (
         Estimates(
             count=noisy["count"][order],
@@ -1025,6 +1063,9 @@ def read_release(path: str | Path) -> Release:
     gdf = gdf[order]
     hier = manifest.get("hierarchy") or {}
     integer = not hier or bool(hier.get("integers"))
+    if (manifest.get("adaptive") or {}).get("consistency"):
+        integer = False  # least-squares leaf estimates of an adaptive release
+
     gdf = gpd.GeoDataFrame(
         _normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
     )
