@@ -63,6 +63,43 @@ def test_heavy_person_is_really_bounded() -> None:
     assert d_stream.persons == 201
 
 
+def test_a_person_with_very_many_records_is_read_in_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One person with 30,000 records in 3 cells makes their bucket far larger than a
+    partition: it is read in pieces cut to the L∞ first records per (person, cell), and the
+    aggregates are still exactly the local engine's."""
+    rng = np.random.default_rng(11)
+    cells = np.unique(DOMAIN)[[3, 40, 90]]
+    centres = [h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells]
+    pick = rng.integers(0, 3, 30_000)
+    heavy = pd.DataFrame(
+        {
+            "lat": [centres[i][0] for i in pick],
+            "lng": [centres[i][1] for i in pick],
+            "pid": "heavy",
+            "amount": rng.integers(0, 2000, 30_000).astype(float),
+        }
+    )
+    df = pd.concat([heavy, random_points(3000).assign(pid=lambda d: d.pid.astype(str))])
+    df = df.sample(frac=1.0, random_state=1).reset_index(drop=True)  # spread over batches
+    spec = spec_of(person="pid", value="amount", bounds=(0, 1500), max_cells=2,
+                   max_records_per_cell=3)  # fmt: skip
+    pieces: list[int] = []
+    original = local.keep_first_records
+
+    def spy(piece: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+        pieces.append(piece.height)
+        return original(piece, spec)
+
+    monkeypatch.setattr(local, "keep_first_records", spy)
+    a, b, d_local, d_stream = both(df, spec, (2_000, 40_000))
+    assert_same(a, b)
+    assert d_local == d_stream
+    assert len(pieces) >= 3  # the heavy bucket was read in pieces
+    assert int(b.count.sum()) <= 2 * 3 + 600 * 2 * 3
+
+
 def test_discovery_without_region() -> None:
     a, b, d_local, d_stream = both(random_points(), spec_of(person="pid"), (500, 1), domain=None)
     assert_same(a, b)

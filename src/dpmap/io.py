@@ -27,6 +27,13 @@ __all__ = ["atomic_write", "manifest_path", "read_points"]
 _POINT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
+def is_parquet_path(points: Any) -> bool:
+    """Whether ``points`` is a path that :func:`read_points` reads as Parquet."""
+    if not isinstance(points, (str, os.PathLike)):
+        return False
+    return _POINT_SUFFIXES.get(Path(os.fspath(points)).suffix.lower()) == "parquet"
+
+
 def read_points(points: Any, spec: ReleaseSpec) -> pl.LazyFrame:
     """Adapt any supported input to a polars LazyFrame (no validation of values yet).
 

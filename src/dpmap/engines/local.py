@@ -156,6 +156,13 @@ def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
     return out
 
 
+def keep_first_records(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """The rows (with ``__prio``) among the L∞ of smallest priority of their (person, cell):
+    a superset of what :func:`bound` keeps from any data that contains these rows."""
+    rank = pl.col(_PRIO).rank("ordinal").over([_PERSON, _CELL])
+    return df.filter(rank <= spec.max_records_per_cell)
+
+
 def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     """The records kept: per person, the L0 cells whose best record has the smallest
     priority, and in each of them the L∞ records of smallest priority."""
