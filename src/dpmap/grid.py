@@ -87,6 +87,13 @@ def cells_to_polygons(cells: np.ndarray) -> np.ndarray:
     cells = np.asarray(cells, dtype=np.int64)
     if len(cells) == 0:
         return np.array([], dtype=object)
+    unique, where = np.unique(cells, return_inverse=True)
+    if len(unique) < len(cells):  # a breakdown repeats each cell once per category
+        return _unique_cells_to_polygons(unique)[where]
+    return _unique_cells_to_polygons(cells)
+
+
+def _unique_cells_to_polygons(cells: np.ndarray) -> np.ndarray:
     bnd = pl.DataFrame({"c": pl.Series(cells).cast(pl.UInt64)}).select(plh3.cell_to_boundary("c"))[
         "c"
     ]
