@@ -43,6 +43,7 @@ Margins of error (95%)
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -325,6 +326,15 @@ def _totals(
     return est, out_var
 
 
+def _chunks_of_groups(group: np.ndarray, ngroups: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, rows of groups start..stop-1) for chunks of :data:`_CHUNK` groups with rows."""
+    for start in range(0, ngroups, _CHUNK):
+        stop = min(start + _CHUNK, ngroups)
+        sel = (group >= start) & (group < stop)
+        if sel.any():
+            yield start, stop, sel
+
+
 def _forest_variance(
     f: _Forest, stat: str, cell: np.ndarray, group: np.ndarray, weight: np.ndarray, ngroups: int
 ) -> np.ndarray:
@@ -333,11 +343,7 @@ def _forest_variance(
     same identity as for hierarchical releases, on the mixed-depth tree)."""
     var = f.node_var[stat]
     out = np.zeros(ngroups)
-    for start in range(0, ngroups, _CHUNK):
-        stop = min(start + _CHUNK, ngroups)
-        sel = (group >= start) & (group < stop)
-        if not sel.any():
-            continue
+    for start, stop, sel in _chunks_of_groups(group, ngroups):
         u = [np.zeros((len(v), stop - start)) for v in var]
         w = [np.zeros((len(v), stop - start)) for v in var]
         for d in range(len(var)):
@@ -360,11 +366,7 @@ def _hier_variance(
     tree, j, lv = h.tree, h.level, h.level_var[stat]
     nj = len(tree.levels[j])
     out = np.zeros(ngroups)
-    for start in range(0, ngroups, _CHUNK):
-        stop = min(start + _CHUNK, ngroups)
-        sel = (group >= start) & (group < stop)
-        if not sel.any():
-            continue
+    for start, stop, sel in _chunks_of_groups(group, ngroups):
         w = np.zeros((nj, stop - start))
         np.add.at(w, (h.pos[cell[sel]], group[sel] - start), weight[sel])
         u = [np.zeros((len(level), stop - start)) for level in tree.levels]
