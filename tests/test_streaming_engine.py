@@ -264,3 +264,19 @@ def test_unknown_engine_names_streaming() -> None:
 def test_batch_rows_must_be_positive() -> None:
     with pytest.raises(ValueError, match="batch_rows must be at least 1"):
         streaming.bound_and_aggregate(debtors(5, 1, 1), spec_of(), DOMAIN, batch_rows=0)
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No space for the spill files: one line naming the folder and the fix, nothing left."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def full(self: pl.DataFrame, file: Any, **kw: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_ipc", full)
+    with pytest.raises(dpmap.DataFileError) as err:
+        streaming.bound_and_aggregate(heavy_person(300), spec_of(person="pid"), DOMAIN)
+    message = str(err.value)
+    assert "No space left on device" in message and "TMPDIR" in message
+    assert str(tmp_path) in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

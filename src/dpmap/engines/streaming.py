@@ -40,7 +40,7 @@ import polars as pl
 
 from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
-from ..errors import InputError
+from ..errors import DataFileError, InputError
 from ..io import is_parquet_path, read_points
 from ..spec import ReleaseSpec
 from . import _common, local
@@ -91,10 +91,7 @@ def bound_and_aggregate(
                 _common.priority_expr(rows.columns, spec, key, row_id=ids).alias(_PRIO),
                 local.person_part(SPILL_BUCKETS).alias("__part"),
             )
-            for (part,), sub in rows.partition_by(
-                "__part", as_dict=True, include_key=False
-            ).items():
-                sub.write_ipc(Path(tmp) / f"{part}-{i}.arrow")
+            _spill(rows, Path(tmp), i)
             del rows, batch
         _common.record_and_check(counts, diag, spec, domain is not None)
         used = counts.rows_left
@@ -114,6 +111,19 @@ def bound_and_aggregate(
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
     return local.finish(local.merge(groups, spec), spec)
+
+
+def _spill(rows: pl.DataFrame, folder: Path, batch: int) -> None:
+    """Append a batch's prepared rows to the person buckets' files in ``folder``."""
+    try:
+        for (part,), sub in rows.partition_by("__part", as_dict=True, include_key=False).items():
+            sub.write_ipc(folder / f"{part}-{batch}.arrow")
+    except OSError as exc:
+        raise DataFileError(
+            f"cannot write the streaming engine's temporary files in {str(folder.parent)!r} "
+            f"({exc.strerror or exc}); set TMPDIR to a folder with free space about the size "
+            "of the points file"
+        ) from exc
 
 
 def _batches(points: Any, lf: pl.LazyFrame, batch_rows: int) -> Iterator[pl.DataFrame]:
