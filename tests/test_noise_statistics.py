@@ -469,3 +469,24 @@ def test_noise_workers_must_be_positive() -> None:
     plan = plan_noise(ReleaseSpec(resolution=7, epsilon=1.0))
     with pytest.raises(ValueError, match="workers must be at least 1"):
         plan.run_dense({"count": np.zeros(10, dtype=np.int64)}, workers=0)
+
+
+def test_every_core_gets_a_chunk_of_a_mid_sized_vector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 46k-cell map (two statistics) is noised in one chunk per thread, not in one call;
+    a vector below NOISE_PARALLEL_FROM in one call."""
+    plan = plan_noise(ReleaseSpec(resolution=7, epsilon=1.0, value="v", bounds=(0, 10)))
+    sizes: list[int] = []
+    original = mechanisms.NoisePlan._invoke
+
+    def spy(self: Any, vectors: dict[str, np.ndarray]) -> list[Any]:
+        sizes.append(len(vectors["count"]))
+        return original(self, vectors)
+
+    monkeypatch.setattr(mechanisms.NoisePlan, "_invoke", spy)
+    true = {"count": np.zeros(46_000, dtype=np.int64), "sum": np.zeros(46_000, dtype=np.int64)}
+    out = plan.run_dense(true, workers=2)
+    assert sorted(sizes) == [23_000, 23_000] and len(out["sum"]) == 46_000
+    sizes.clear()
+    small = mechanisms.NOISE_PARALLEL_FROM - 1
+    plan.run_dense({k: v[:small] for k, v in true.items()}, workers=2)
+    assert sizes == [small]

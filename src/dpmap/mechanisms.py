@@ -46,6 +46,8 @@ _AGGREGATES = dp.user_domain("dpmap.BoundedAggregates", member=lambda x: isinsta
 
 #: Coordinates per chunk of the parallel dense noise (see :meth:`NoisePlan.run_dense`).
 NOISE_CHUNK = 1 << 18
+#: Vectors shorter than this are noised in one call (threads would cost more than they save).
+NOISE_PARALLEL_FROM = 1 << 14
 
 
 def noise_workers() -> int:
@@ -139,8 +141,9 @@ class NoisePlan:
     ) -> dict[str, np.ndarray]:
         """Noise every coordinate of the public domain's vectors. Draws noise.
 
-        Large vectors are cut into chunks of :data:`NOISE_CHUNK` coordinates that this
-        same OpenDP measurement noises on ``workers`` threads (default: every core this
+        Vectors of :data:`NOISE_PARALLEL_FROM` coordinates or more are cut into at least
+        ``workers`` chunks of at most :data:`NOISE_CHUNK` coordinates that this same OpenDP
+        measurement noises on ``workers`` threads (default: every core this
         process may use; OpenDP's samplers run in Rust without Python's lock). The
         measurement adds independent noise of one fixed distribution to each coordinate,
         so the concatenated chunks have exactly the distribution of one call on the whole
@@ -149,10 +152,12 @@ class NoisePlan:
         assert not self.discovery
         vecs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()}
         longest = max((len(v) for v in vecs.values()), default=0)
-        parts = -(-longest // NOISE_CHUNK)
         workers = noise_workers() if workers is None else workers
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        parts = -(-longest // NOISE_CHUNK)
+        if longest >= NOISE_PARALLEL_FROM:
+            parts = max(parts, workers)  # at least one chunk per thread
         if parts <= 1 or workers == 1:
             out = [np.asarray(v, dtype=np.int64) for v in self._invoke(vecs)]
         else:
