@@ -76,7 +76,8 @@ def read_points(points: Any, spec: ReleaseSpec) -> pl.LazyFrame:
     )
 
 
-def _scan_file(path: str) -> pl.LazyFrame:
+def points_file_kind(path: str) -> str:
+    """``"csv"`` or ``"parquet"`` for an existing, non-empty points file; else a clear error."""
     suffix = Path(path).suffix.lower()
     if suffix not in _POINT_SUFFIXES:
         raise DataFileError(
@@ -86,15 +87,20 @@ def _scan_file(path: str) -> pl.LazyFrame:
         raise DataFileError(f"points file {path!r} does not exist; check the path")
     if os.path.getsize(path) == 0:
         raise InputError(f"points file {path!r} is empty; pass a file with a header and rows")
+    return _POINT_SUFFIXES[suffix]
+
+
+def _scan_file(path: str) -> pl.LazyFrame:
+    kind = points_file_kind(path)
     try:
-        if _POINT_SUFFIXES[suffix] == "csv":
+        if kind == "csv":
             lf = pl.scan_csv(path, infer_schema_length=10_000)
         else:
             lf = pl.scan_parquet(path)
         lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataFileError(
-            f"cannot read points file {path!r}: {_first_line(exc)}; check that it is a complete, "
+            f"cannot read points file {path!r}: {safe_message(exc)}; check that it is a complete, "
             "valid CSV/Parquet file (re-export it)"
         ) from exc
     return lf
@@ -128,7 +134,7 @@ def _from_geodataframe(gdf: Any, spec: ReleaseSpec) -> pl.LazyFrame:
         raise InputError(f"cannot convert the GeoDataFrame's columns ({exc})") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def safe_message(exc: BaseException) -> str:
     """The first line of a parser's message, without the data it quotes."""
     text = str(exc).strip().splitlines()
     return _QUOTED.sub("<value>", text[0] if text else type(exc).__name__)

@@ -18,7 +18,6 @@ Everything here works on PRIVATE rows; none of it imports OpenDP.
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -57,15 +56,6 @@ SUM_OVERFLOW = (
     "a cell's sum could overflow 64-bit integers with these bounds; express the value column in "
     "a larger unit (e.g. thousands) and scale the bounds to match"
 )
-
-
-_QUOTED = re.compile(r"`[^`]*`?|\"[^\"]*\"?|'[^']*'?")
-
-
-def safe_message(exc: BaseException) -> str:
-    """The first line of a parser's message, without the data it quotes."""
-    lines = str(exc).strip().splitlines()
-    return _QUOTED.sub("<value>", lines[0] if lines else type(exc).__name__)
 
 
 def is_numeric(dtype: pl.DataType) -> bool:
@@ -158,7 +148,7 @@ class RowCounts:
         return out
 
 
-def _scalar(x: Any) -> float:
+def as_float(x: Any) -> float:
     """A polars aggregate (typed as any scalar) as a float."""
     return float(x)
 
@@ -194,8 +184,8 @@ def prepare_rows(
     if c.missing_coordinates:
         df = df.filter(~missing)
     if df.height:
-        c.lat_lo, c.lat_hi = _scalar(df[LAT].min()), _scalar(df[LAT].max())
-        c.lng_lo, c.lng_hi = _scalar(df[LNG].min()), _scalar(df[LNG].max())
+        c.lat_lo, c.lat_hi = as_float(df[LAT].min()), as_float(df[LAT].max())
+        c.lng_lo, c.lng_hi = as_float(df[LNG].min()), as_float(df[LNG].max())
         if not (c.lat_lo >= -90 and c.lat_hi <= 90 and c.lng_lo >= -180 and c.lng_hi <= 180):
             # the input is refused from the counts; keep these rows away from binning
             df = df.filter(pl.col(LAT).is_between(-90, 90) & pl.col(LNG).is_between(-180, 180))

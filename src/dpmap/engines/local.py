@@ -18,7 +18,7 @@ import polars as pl
 from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import InputError
-from ..io import read_points
+from ..io import read_points, safe_message
 from ..spec import ReleaseSpec
 from . import _common
 from ._common import CAT as _CAT
@@ -37,13 +37,13 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     try:
         schema = lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+        raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
 
     def is_empty() -> bool:
         try:
             return lf.head(1).collect().height == 0
         except (pl.exceptions.PolarsError, OSError) as exc:
-            raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+            raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
 
     _common.check_columns(schema, spec, is_empty)
     cols = [
@@ -57,11 +57,6 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     if spec.category is not None:
         cols.append(pl.col(spec.category).cast(pl.String).alias(_CAT))
     return lf.select(cols)
-
-
-def _scalar(x: Any) -> float:
-    """A polars aggregate (typed as any scalar) as a float."""
-    return float(x)
 
 
 def bound_and_aggregate(
@@ -85,7 +80,7 @@ def bound_and_aggregate(
     try:
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+        raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
     except OSError as exc:
         raise InputError(f"cannot read the points: {exc}") from exc
     df, counts = _common.prepare_rows(df, spec, domain)
@@ -213,8 +208,8 @@ def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -
 
     ``checks``: the rows of :func:`_bound_check` for the partitions of ``df``.
     """
-    worst_records = int(_scalar(checks["records"].max() or 0))
-    worst_cells = int(_scalar(checks["cells"].max() or 0))
+    worst_records = int(_common.as_float(checks["records"].max() or 0))
+    worst_cells = int(_common.as_float(checks["cells"].max() or 0))
     if worst_records > spec.max_records_per_cell or worst_cells > spec.max_cells:
         raise AssertionError(
             f"bounding failed: a person has {worst_cells} cells / {worst_records} records in a cell "
@@ -222,7 +217,7 @@ def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -
         )
     if _VALUE in df.columns and df.height:
         lo, hi = spec.bounds  # type: ignore[misc]
-        if _scalar(df[_VALUE].min()) < lo or _scalar(df[_VALUE].max()) > hi:
+        if _common.as_float(df[_VALUE].min()) < lo or _common.as_float(df[_VALUE].max()) > hi:
             raise AssertionError("clamping failed: a value lies outside the bounds")
 
 
@@ -250,7 +245,7 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
     """Sorted aggregates from :func:`group` / :func:`merge` as :class:`BoundedAggregates`."""
     g = g.sort(_keys(spec))
     if spec.value is not None:
-        _common.check_sum_range(int(_scalar(g["count"].max())), spec)
+        _common.check_sum_range(int(_common.as_float(g["count"].max())), spec)
     return BoundedAggregates(
         cells=g[_CELL].to_numpy(),
         category=g[_CAT].to_numpy() if spec.category is not None else None,

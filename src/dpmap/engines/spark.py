@@ -56,7 +56,7 @@ import pyarrow as pa
 from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import DataFileError, InputError, missing_extra
-from ..io import read_points
+from ..io import points_file_kind, read_points
 from ..spec import ReleaseSpec, Selection
 from . import _common
 from ._common import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
@@ -65,7 +65,6 @@ __all__ = ["bound_and_aggregate", "get_session", "is_spark_dataframe"]
 
 _DIAG, _RN, _CP, _CR, _FIRST, _H = "__diag", "__rn", "__cp", "__cr", "__first", "__h"
 _COUNT_FIELDS = [f.name for f in fields(_common.RowCounts)]
-_POINT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 #: settings of the session dpmap creates when none is active
 SESSION_CONFIG = {
@@ -145,15 +144,7 @@ def _read_path(spark: Any, path: str) -> Any:
     if remote or os.path.isdir(path):
         kind = "csv" if suffix == ".csv" else "parquet"
     else:
-        if suffix not in _POINT_SUFFIXES:
-            raise DataFileError(
-                f"points file {path!r} has unsupported type {suffix or '(none)'!r}; use .csv or .parquet"
-            )
-        if not os.path.isfile(path):
-            raise DataFileError(f"points file {path!r} does not exist; check the path")
-        if os.path.getsize(path) == 0:
-            raise InputError(f"points file {path!r} is empty; pass a file with a header and rows")
-        kind = _POINT_SUFFIXES[suffix]
+        kind = points_file_kind(path)
     try:
         if kind == "csv":
             sdf = spark.read.csv(path, header=True, inferSchema=True)

@@ -41,7 +41,7 @@ import polars as pl
 from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import DataFileError, InputError
-from ..io import is_parquet_path, read_points
+from ..io import is_parquet_path, read_points, safe_message
 from ..spec import ReleaseSpec
 from . import _common, local
 from ._common import PERSON as _PERSON
@@ -148,7 +148,7 @@ def _batches(points: Any, lf: pl.LazyFrame, batch_rows: int) -> Iterator[pl.Data
         else:
             yield from lf.collect_batches(chunk_size=batch_rows)
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot read the points: {_common.safe_message(exc)}") from exc
+        raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
     except OSError as exc:
         raise InputError(f"cannot read the points: {exc}") from exc
 
