@@ -43,7 +43,7 @@ Margins of error (95%)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -726,20 +726,39 @@ def _compare_releases(a: Release, b: Release) -> Any:
             "the releases do not have the same cells although their region and resolution match; "
             "they were made by incompatible dpmap versions: compare roll-ups (aggregate_to) instead"
         )
-    data: dict[str, Any] = {k: merged[k].to_numpy() for k in keys}
-    for s in stats:
-        pre = "" if s == "count" else f"{s}_"
-        va, vb = merged[f"{s}_a"].to_numpy(np.float64), merged[f"{s}_b"].to_numpy(np.float64)
-        change = vb - va
-        moe = Z95 * np.sqrt(
-            merged[f"{s}_var_a"].to_numpy(np.float64) + merged[f"{s}_var_b"].to_numpy(np.float64)
-        )
-        data[f"{s}_a"], data[f"{s}_b"] = va, vb
-        data[f"{pre}change"], data[f"{pre}change_moe"] = change, moe
-        data[f"{pre}significant"] = np.abs(change) > moe
+    data = _change_columns(
+        merged,
+        keys,
+        stats,
+        lambda s: Z95 * np.sqrt(_col(merged, f"{s}_var_a") + _col(merged, f"{s}_var_b")),
+    )
     geom_of = a._cells.drop_duplicates("cell").set_index("cell").geometry
     geometry = geom_of.reindex(merged["cell"]).to_numpy()
     return gpd.GeoDataFrame(data, geometry=geometry, crs="EPSG:4326")
+
+
+def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(np.float64)
+
+
+def _change_columns(
+    merged: pd.DataFrame,
+    keys: list[str],
+    stats: Sequence[str],
+    margin: Callable[[str], np.ndarray],
+) -> dict[str, Any]:
+    """The key columns, then per statistic: a, b, change (b − a), its 95% margin
+    (``margin(stat)``) and whether the change exceeds it (NaN margins: not significant)."""
+    data: dict[str, Any] = {k: merged[k].to_numpy() for k in keys}
+    for s in stats:
+        pre = "" if s == "count" else f"{s}_"
+        va, vb = _col(merged, f"{s}_a"), _col(merged, f"{s}_b")
+        change, moe = vb - va, margin(s)
+        data[f"{s}_a"], data[f"{s}_b"] = va, vb
+        data[f"{pre}change"], data[f"{pre}change_moe"] = change, moe
+        with np.errstate(invalid="ignore"):
+            data[f"{pre}significant"] = np.abs(change) > moe
+    return data
 
 
 def _compare_tables(a: pd.DataFrame, b: pd.DataFrame, by: str | None) -> Any:
@@ -796,19 +815,12 @@ def _compare_tables(a: pd.DataFrame, b: pd.DataFrame, by: str | None) -> Any:
             f"the roll-ups are over different polygons (e.g. {missing!r} is in only one); roll both "
             "releases up to the same polygons"
         )
-    data: dict[str, Any] = {k: merged[k].to_numpy() for k in keys}
-    for s in stats:
-        pre = "" if s == "count" else f"{s}_"
-        va, vb = merged[f"{s}_a"].to_numpy(np.float64), merged[f"{s}_b"].to_numpy(np.float64)
-        change = vb - va
-        moe = np.sqrt(
-            merged[f"{s}_moe_a"].to_numpy(np.float64) ** 2
-            + merged[f"{s}_moe_b"].to_numpy(np.float64) ** 2
-        )
-        data[f"{s}_a"], data[f"{s}_b"] = va, vb
-        data[f"{pre}change"], data[f"{pre}change_moe"] = change, moe
-        with np.errstate(invalid="ignore"):
-            data[f"{pre}significant"] = np.abs(change) > moe
+    data = _change_columns(
+        merged,
+        keys,
+        stats,
+        lambda s: np.sqrt(_col(merged, f"{s}_moe_a") ** 2 + _col(merged, f"{s}_moe_b") ** 2),
+    )
     if isinstance(a, gpd.GeoDataFrame):
         geom = a.set_index(keys).geometry.reindex(pd.MultiIndex.from_frame(merged[keys])).to_numpy()
         out = gpd.GeoDataFrame(data, geometry=geom, crs=a.crs)

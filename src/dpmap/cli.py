@@ -241,15 +241,11 @@ def _parse_levels(value: Any) -> Any:
 
 
 #: settings a --config file may hold (the long flags, as Python names)
-_CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | {
-    "points",
-    "out",
-    "png",
-    "title",
-    "quiet",
-    "diagnostics",
-    "engine",
-}
+#: settings of `dpmap release` only (not of the release's spec): `explain` ignores them
+_RELEASE_ONLY_KEYS = ("points", "out", "png", "title", "quiet", "diagnostics", "engine")
+_CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | set(
+    _RELEASE_ONLY_KEYS
+)
 
 
 _BOOLEAN_SETTINGS = ("no_suppress", "integers", "adaptive", "quiet", "diagnostics")
@@ -472,18 +468,7 @@ def explain_cmd(ctx: typer.Context, **kw: Any) -> None:
 
     as_json = kw.pop("json")
     kw = _spec_kwargs(kw, ctx)
-    for key in (
-        "points",
-        "out",
-        "png",
-        "title",
-        "quiet",
-        "diagnostics",
-        "_config",
-        "ledger",
-        "dataset",
-        "engine",
-    ):
+    for key in (*_RELEASE_ONLY_KEYS, "_config", "ledger", "dataset"):
         kw.pop(key, None)
     ex = explain(**kw)
     typer.echo(json.dumps(ex.as_dict(), indent=2, ensure_ascii=False) if as_json else str(ex))

@@ -44,6 +44,10 @@ MAX_RESOLUTION = 9
 _AVG_AREA_KM2 = {r: h3.average_hexagon_area(r, unit="km^2") for r in range(16)}
 
 
+#: what parsing a malformed GeoJSON mapping into a geometry raises
+_GEOJSON_ERRORS = (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError)
+
+
 def check_resolution(resolution: Any) -> int:
     """Return ``resolution`` as an int in ``0..MAX_RESOLUTION`` or raise :class:`SpecError`."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
@@ -150,13 +154,7 @@ def to_region(obj: Any, *, name: str | None = None) -> Region:
     if isinstance(obj, dict):
         try:
             geom = _geometry_from_mapping(obj)
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-            shapely.errors.ShapelyError,
-        ) as exc:
+        except _GEOJSON_ERRORS as exc:
             raise RegionError(
                 f"the region mapping is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
                 "Feature or FeatureCollection"
@@ -221,13 +219,7 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
             raise DataFileError(f"region file {path!r} is not a GeoJSON object")
         try:
             geom = _geometry_from_mapping(data)
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-            shapely.errors.ShapelyError,
-        ) as exc:
+        except _GEOJSON_ERRORS as exc:
             raise DataFileError(
                 f"region file {path!r} is not valid GeoJSON ({exc}); pass a GeoJSON geometry, "
                 "Feature or FeatureCollection"
