@@ -51,10 +51,8 @@ from dpmap.plot import (
     _boundary_lines,
     _cell_polygons,
     _created_date,
-    _format_delta,
-    _format_epsilon,
     _numeric_column,
-    _privacy_phrase,
+    _privacy_terms,
     _resolution_text,
     _select_rows,
     _suppressed_mask,
@@ -641,14 +639,10 @@ def _legend_html(
 def _caption_html(
     manifest: Mapping[str, Any], resolution: str, vmax: float, below: bool, any_shown: bool
 ) -> str:
-    privacy = manifest.get("privacy", {}) or {}
-    eps = privacy.get("epsilon")
-    delta = float(privacy.get("delta", 0.0) or 0.0)
-    measure = str(privacy.get("measure", ""))
-    eps_text = "?" if eps is None else _format_epsilon(eps)
-    phrase = _privacy_phrase(measure, delta).strip("()")
+    eps_text, delta_text, phrase = _privacy_terms(manifest)
+    phrase = phrase.strip("()")
     headline = (
-        f"ε = {eps_text}, δ = {_format_delta(delta)} · H3 resolution {resolution} · "
+        f"ε = {eps_text}, δ = {delta_text} · H3 resolution {resolution} · "
         f"{_created_date(manifest.get('created', ''))}"
     )
     notes = ["Each value is shown ± its 95% margin of error."]
@@ -658,7 +652,7 @@ def _caption_html(
             + ("; negative noisy values are coloured as 0." if below else ".")
         )
     notes.append("Differences between single hexagons may be noise.")
-    statement = str(privacy.get("statement") or "").strip()
+    statement = str((manifest.get("privacy", {}) or {}).get("statement") or "").strip()
     out = [
         f'<div class="dpmap-caption-head">Differentially private release ({html.escape(phrase)}):'
         f" {html.escape(headline)}</div>",

@@ -829,6 +829,15 @@ def _created_date(created: Any) -> str:
         return text[:10]
 
 
+def _privacy_terms(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
+    """ε and δ as shown on a map, and the bracketed phrase naming the kind of privacy."""
+    privacy = manifest.get("privacy", {}) or {}
+    eps = privacy.get("epsilon")
+    delta = float(privacy.get("delta", 0.0) or 0.0)
+    eps_text = "?" if eps is None else _format_epsilon(eps)
+    return eps_text, _format_delta(delta), _privacy_phrase(str(privacy.get("measure", "")), delta)
+
+
 def _caption(
     manifest: Mapping[str, Any],
     resolution: str,
@@ -839,14 +848,9 @@ def _caption(
     any_shown: bool = True,
 ) -> str:
     """The privacy statement and reading notes, wrapped at separators to `width` chars."""
-    privacy = manifest.get("privacy", {}) or {}
-    eps = privacy.get("epsilon")
-    delta = float(privacy.get("delta", 0.0) or 0.0)
-    measure = str(privacy.get("measure", ""))
-    eps_text = "?" if eps is None else _format_epsilon(eps)
+    eps_text, delta_text, phrase = _privacy_terms(manifest)
     statement = [
-        f"Differentially private release: ε = {eps_text}, δ = {_format_delta(delta)} "
-        f"{_privacy_phrase(measure, delta)}",
+        f"Differentially private release: ε = {eps_text}, δ = {delta_text} {phrase}",
         f"H3 resolution {resolution}",
         _created_date(manifest.get("created", "")),
         "each value ± its 95% margin of error",
