@@ -62,14 +62,16 @@ Methods (``--methods``, space-separated specs)
 ----------------------------------------------
 ``flat:R``            dpmap flat release at resolution R.
 ``hier:R1,R2,...``    dpmap hierarchical release (``resolution=[...]``); ``hier:A..B`` a range.
-``adapt:R``           dpmap adaptive release (``adaptive=True``, finest resolution R).
+``adapt:R``           dpmap adaptive release (``adaptive=True``: PrivTree, finest resolution R).
+``grid:R``            dpmap adaptive-grid release (``adaptive="grid"``, finest resolution R).
 ``ug``, ``ag``        this script's Uniform Grid / Adaptive Grid (Qardaji, Yang, Li 2013) on an
                       equirectangular grid over the bbox, with OpenDP's discrete Laplace noise.
 R may be a number or ``ug``/``ug+k``/``ug-k``: the "UG rule" resolution, i.e. the H3
 resolution whose average cell area is closest (in log) to the area of a Uniform Grid cell
 over the region, A_region·c/(N·ε) with c = 10 (N is treated as public, as UG does).
 Options after ``/`` (several allowed): ``split=geometric|even|w1,w2,..`` (level_split),
-``from=R0`` (adaptive_from), ``tree=f`` (tree_share), ``internal=f`` or ``internal=f1,f2,..``
+``from=R0`` (adaptive_from), ``tree=f`` (tree_share; a grid's first-level share),
+``internal=f`` or ``internal=f1,f2,..``
 (internal_share: in total, or one share per internal resolution, coarse to fine).
 
 UG: m = ⌈√(N·ε/10)⌉ cells per side, Lap(1/ε). AG: m₁ = max(10, ⌈¼√(N·ε/10)⌉), level-1 noise
@@ -126,10 +128,10 @@ FULL = dict(
     pixels=2000,
     queries=1000,
 )
-QUICK_METHODS = "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 ug ag"
+QUICK_METHODS = "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 grid:ug+2 ug ag"
 DEFAULT_METHODS = (
-    "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 adapt:ug+1 "
-    "adapt:ug+1/internal=0.2 ug ag"
+    "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 adapt:ug+1 grid:ug+2 "
+    "grid:ug+1 ug ag"
 )
 
 
@@ -399,7 +401,7 @@ def parse_method(spec: str, ugres: int) -> dict[str, Any]:
     head, *opts = spec.split("/")
     kind, _, res = head.partition(":")
     out: dict[str, Any] = {"kind": kind, "spec": spec, "kwargs": {}}
-    if kind in ("flat", "adapt"):
+    if kind in ("flat", "adapt", "grid"):
         out["resolution"] = _res_token(res or "7", ugres)
     elif kind == "hier":
         if ".." in res:
@@ -411,6 +413,8 @@ def parse_method(spec: str, ugres: int) -> dict[str, Any]:
         out["resolution"] = levels
     elif kind not in ("ug", "ag"):
         raise SystemExit(f"unknown method {spec!r}")
+    if kind == "grid" and any(o.startswith("internal=") for o in opts):
+        raise SystemExit(f"internal= does not apply to grid releases: {spec!r}")
     for o in opts:
         k, _, v = o.partition("=")
         if k == "split":
@@ -426,8 +430,8 @@ def parse_method(spec: str, ugres: int) -> dict[str, Any]:
             out["kwargs"]["internal_share"] = shares[0] if len(shares) == 1 else shares
         else:
             raise SystemExit(f"unknown option {o!r} in {spec!r}")
-    if kind == "adapt":
-        out["kwargs"]["adaptive"] = True
+    if kind in ("adapt", "grid"):
+        out["kwargs"]["adaptive"] = True if kind == "adapt" else "grid"
         r0 = out["kwargs"].get("adaptive_from")
         if r0 is not None and r0 >= out["resolution"]:
             out["kwargs"]["adaptive_from"] = max(0, out["resolution"] - 1)
@@ -629,7 +633,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
                         # points of the region whose cell is not a public cell: dropped by dpmap
                         "points_outside_public_cells": int(tk[~np.isin(tc, public)].sum()),
                     }
-                    if m["kind"] != "adapt":
+                    if m["kind"] not in ("adapt", "grid"):
                         # per-cell error of the finest level against the true counts
                         pos = np.minimum(np.searchsorted(tc, cells), len(tc) - 1)
                         true = np.where(tc[pos] == cells, tk[pos], 0)
@@ -711,10 +715,14 @@ def _pixels(region: str, p: int) -> Pixels:
 
 
 def _family(label: str) -> str:
-    for k in ("flat", "hier", "adapt"):
+    for k in ("flat", "hier", "adapt", "grid"):
         if label.startswith(k):
             return k
     return label
+
+
+def _key(r: dict[str, Any]) -> tuple[str, int, float]:
+    return (r["region"], r["n"], r["epsilon"])
 
 
 def print_report(res: dict[str, Any], methods: list[str], reps: int = 1) -> dict[str, Any]:
@@ -793,7 +801,11 @@ def print_report(res: dict[str, Any], methods: list[str], reps: int = 1) -> dict
                     if (r["region"], r["n"], r["epsilon"], r["size"]) == (region, n, eps, size)
                 ]
                 ag = [r for r in same if r["method"] == "AG"]
-                dp_ = [r for r in same if _family(r["method"]) in ("hier", "adapt") and allowed(r)]
+                dp_ = [
+                    r
+                    for r in same
+                    if _family(r["method"]) in ("hier", "adapt", "grid") and allowed(r)
+                ]
                 if not ag or not dp_:
                     continue
                 checked += 1
@@ -818,6 +830,41 @@ def print_report(res: dict[str, Any], methods: list[str], reps: int = 1) -> dict
                 f"({len(fails)} failures of {checked})"
             )
             out[key] = {"met": not fails, "failures": fails, "checked": checked, "line": line}
+    # per method: in how many settings (ε ≥ 0.5) it beats AG, per size class, and the
+    # geometric mean of its error over AG's (a method must win a size class everywhere)
+    per_method: dict[str, dict[str, Any]] = {}
+    for spec in methods:
+        wins: dict[str, list[float]] = {size: [] for size in SIZE_NAMES}
+        for region, n, eps in keys:
+            if eps < 0.5:
+                continue
+            for size in SIZE_NAMES:
+                at = (region, n, eps, size)
+                mine = [r for r in rows if (*_key(r), r["size"]) == at and r["spec"] == spec]
+                ag = [r for r in rows if (*_key(r), r["size"]) == at and r["method"] == "AG"]
+                if mine and ag and mine[0]["method"] != "AG":
+                    wins[size].append(mine[0]["rel_error"] / ag[0]["rel_error"])
+        if any(wins.values()):
+            per_method[spec] = {
+                size: {
+                    "wins": int(sum(r < 1 for r in v)),
+                    "settings": len(v),
+                    "geomean_ratio": float(np.exp(np.mean(np.log(v)))) if v else None,
+                }
+                for size, v in wins.items()
+            }
+    if per_method:
+        print("\n=== Each method against AG at ε ≥ 0.5: wins / settings (geometric mean ratio) ===")
+        print(f"{'method':<28} " + " ".join(f"{s:>20}" for s in SIZE_NAMES))
+        for spec, by in per_method.items():
+            print(
+                f"{spec:<28} "
+                + " ".join(
+                    f"{b['wins']:>3}/{b['settings']:<3} ({b['geomean_ratio']:.3f})".rjust(20)
+                    for b in by.values()
+                )
+            )
+        out["per_method"] = per_method
     print("\n=== Targets ===")
     for k in ("target_flat", "target_ag_defaults", "target_ag"):
         if k in out:

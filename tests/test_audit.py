@@ -215,6 +215,7 @@ MODES = {
     "adaptive": ({"adaptive": True, "max_cells": 2}, 150),
     "adaptive-sum": ({"adaptive": True, "adaptive_from": 5, "bounds": (0, 10)}, 100),
     "adaptive-internal-sum": ({"adaptive": True, "internal_share": 0.4, "bounds": (0, 10)}, 100),
+    "adaptive-grid-sum": ({"adaptive": "grid", "max_cells": 2, "bounds": (0, 10)}, 100),
 }
 
 

@@ -450,6 +450,34 @@ def test_hierarchical_and_adaptive_from_the_cli(
         workdir / "b.geojson",
     )
     assert code == 2 and "--resolution" in err
+    grid_args = ["--resolution", "8", "--adaptive-method", "grid", "--epsilon", "1", "--out"]
+    code, _, err = run(
+        capsys,
+        "release",
+        workdir / "points.csv",
+        "--region",
+        workdir / "region.geojson",
+        "--adaptive",
+        *grid_args,
+        workdir / "g.geojson",
+    )
+    assert code == 0, err
+    adaptive = json.loads((workdir / "g.manifest.json").read_text())["adaptive"]
+    assert adaptive["kind"] == "grid" and adaptive["root_resolution"] == 5
+    for extra, words in (([], "add --adaptive"), (["--adaptive"], "privtree or grid")):
+        args = grid_args if extra == [] else [*grid_args[:3], "quadtree", *grid_args[4:]]
+        code, _, err = run(
+            capsys,
+            "release",
+            workdir / "points.csv",
+            "--region",
+            workdir / "region.geojson",
+            *extra,
+            *args,
+            workdir / "g2.geojson",
+        )
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+        assert not (workdir / "g2.geojson").exists()
 
 
 def test_engine_flag_reaches_the_engine(

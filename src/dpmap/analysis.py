@@ -267,7 +267,11 @@ def _forest_of(
     m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
 ) -> _Forest:
     """The PrivTree of an adaptive release, rebuilt from its (public) leaves: the internal
-    nodes are exactly the leaves' H3 parents from the root resolution down."""
+    nodes are exactly the leaves' H3 parents from the root resolution down. An adaptive
+    grid's forest has two depths: its first-level cells (the leaves' parents at the first
+    resolution, every one measured) and the leaves."""
+    if m["adaptive"].get("kind") == "grid":
+        return _grid_forest_of(m, ids, res, stats)
     root = int(m["adaptive"]["root_resolution"])
     finest = int(m["adaptive"]["finest_resolution"])
     nodes: list[np.ndarray] = []
@@ -295,6 +299,26 @@ def _forest_of(
             per_depth.append(v)
         node_var[s] = per_depth
     return _Forest(parent=parent, depth=depth, pos=pos, node_var=node_var)
+
+
+def _grid_forest_of(
+    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
+) -> _Forest:
+    root = int(m["adaptive"]["root_resolution"])
+    up = hierarchy.cells_to_parents(ids, root)
+    first = np.unique(up)
+    node_var: dict[str, list[np.ndarray]] = {}
+    for s in stats:
+        node_var[s] = [
+            np.full(len(first), _noise_variance(m["statistics"][f"{s}_internal@{root}"])),
+            np.full(len(ids), _noise_variance(m["statistics"][s])),
+        ]
+    return _Forest(
+        parent=[None, np.searchsorted(first, up)],
+        depth=np.ones(len(ids), dtype=np.int64),
+        pos=np.arange(len(ids)),
+        node_var=node_var,
+    )
 
 
 def _hidden_error(n_hidden: int, n_needed: int, where: str, categories: bool = False) -> SpecError:

@@ -155,12 +155,20 @@ _SPEC_OPTIONS = [
         "--adaptive",
         help="Adaptive release: refine dense areas down to --resolution, keep sparse areas coarse.",
     ),
+    _opt(
+        "privtree",
+        str,
+        "--adaptive-method",
+        help="Adaptive releases: privtree (default; best for small areas) or grid (a two-level "
+        "adaptive grid; best for district and regional totals).",
+    ),
     _opt(None, int | None, "--adaptive-from", help="Adaptive releases: the coarsest resolution."),
     _opt(
         DEFAULT_TREE_SHARE,
         float,
         "--tree-share",
-        help="Adaptive releases: share of ε for the split (default 0.3).",
+        help="Adaptive releases: share of ε for the split, or for a grid's first level "
+        "(default 0.3).",
     ),
     _opt(
         None,
@@ -206,6 +214,13 @@ def _spec_kwargs(kw: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     elif isinstance(share, str):
         parts = [_number(w, "--internal-share") for w in share.split(",")]
         kw["internal_share"] = parts[0] if len(parts) == 1 else parts
+    method = kw.pop("adaptive_method", None) or "privtree"
+    if method not in ("privtree", "grid"):
+        raise SpecError(f"--adaptive-method must be privtree or grid, got {method!r}")
+    if kw.get("adaptive") and method == "grid":
+        kw["adaptive"] = "grid"
+    elif method == "grid":
+        raise SpecError("--adaptive-method applies to adaptive releases; add --adaptive")
     if isinstance(kw.get("categories"), list):
         kw["categories"] = ",".join(str(c) for c in kw["categories"])
     if kw.pop("no_suppress"):

@@ -113,7 +113,15 @@ class Explanation:
             )
         else:
             lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
-        if self.adaptive is not None:
+        if self.adaptive is not None and self.adaptive.get("kind") == "grid":
+            a = self.adaptive
+            lines.append(
+                f"  adaptive grid: every cell at resolution {a['root_resolution']} is counted "
+                f"(the '_internal@' line above), then cut by its noisy count down to at most "
+                f"{a['finest_resolution']} and counted again (the lines without '@'); the "
+                "published cells carry least-squares estimates of both (smaller margins than above)"
+            )
+        elif self.adaptive is not None:
             a = self.adaptive
             lines.append(
                 f"  adaptive: PrivTree split from resolution {a['root_resolution']} to "
@@ -207,7 +215,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     """
     for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine"):
         params.pop(key, None)
-    adaptive = bool(params.pop("adaptive", False))
+    adaptive = adaptive_method(params.pop("adaptive", False))
     adaptive_from = params.pop("adaptive_from", None)
     tree_share = params.pop("tree_share", DEFAULT_TREE_SHARE)
     internal_share = params.pop("internal_share", DEFAULT_INTERNAL_SHARE)
@@ -226,10 +234,24 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     )
 
 
+def adaptive_method(adaptive: Any) -> str | None:
+    """``adaptive=`` as a method name: None (not adaptive), "privtree" or "grid"."""
+    if adaptive is False or adaptive is None:
+        return None
+    if adaptive is True or adaptive == "privtree":
+        return "privtree"
+    if adaptive == "grid":
+        return "grid"
+    raise SpecError(
+        f'adaptive must be True/"privtree" (PrivTree split), "grid" (two-level adaptive grid) '
+        f"or False, got {adaptive!r}"
+    )
+
+
 def _plan_for(
     spec: ReleaseSpec,
     reg: grid.Region | None,
-    adaptive: bool,
+    adaptive: str | None,
     adaptive_from: int | None,
     tree_share: float,
     internal_share: Any = DEFAULT_INTERNAL_SHARE,
@@ -242,9 +264,19 @@ def _plan_for(
     if adaptive:
         if reg is None or spec.categories is not None:
             raise SpecError(
-                "adaptive=True needs a public region and no category breakdown; pass region=... "
-                "and drop category/categories"
+                "adaptive releases need a public region and no category breakdown; pass "
+                "region=... and drop category/categories"
             )
+        if adaptive == "grid":
+            from .adaptive_grid import grid_noise_plan, plan_grid
+
+            if isinstance(internal_share, bool) or internal_share != DEFAULT_INTERNAL_SHARE:
+                raise SpecError(
+                    'internal_share applies to PrivTree releases (adaptive=True); adaptive="grid" '
+                    "always counts its first level: set its share with tree_share"
+                )
+            gplan = plan_grid(spec, root=adaptive_from, share=tree_share)
+            return grid_noise_plan(gplan), gplan
         from .adaptive import adaptive_noise_plan, plan_adaptive
 
         aplan = plan_adaptive(
@@ -285,7 +317,7 @@ def release(
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
     integers: bool = False,
-    adaptive: bool = False,
+    adaptive: bool | str = False,
     adaptive_from: int | None = None,
     tree_share: float = DEFAULT_TREE_SHARE,
     internal_share: float | list[float] = DEFAULT_INTERNAL_SHARE,
@@ -359,7 +391,12 @@ def release(
         leaves get the remainder; the leaves then carry least-squares estimates consistent
         with the internal nodes: lower variance for totals over whole subtrees, but higher
         error for rectangle queries in ``benchmarks/utility.py``. ``internal_share=0`` (the
-        default) publishes the raw noisy leaves only.
+        default) publishes the raw noisy leaves only. ``adaptive="grid"``: a two-level
+        adaptive grid instead (Qardaji et al. 2013 on H3, :mod:`dpmap.adaptive_grid`): all
+        cells at ``adaptive_from`` (default 3 levels up) are counted with ``tree_share`` of
+        ε, each is cut by its noisy count and counted again with the rest, and the two
+        levels are made consistent; more accurate than the PrivTree for large areas
+        (districts, regions), less for small ones.
     progress
         Called with the name of each stage as it starts ("plan", "read and bound",
         "noise", "table"), e.g. to drive a progress display.
@@ -423,7 +460,9 @@ def release(
     reg = _resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share, internal_share)
+    plan, aplan = _plan_for(
+        spec, reg, adaptive_method(adaptive), adaptive_from, tree_share, internal_share
+    )
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
     aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
@@ -477,9 +516,13 @@ def release(
         if aplan is not None:
             manifest["adaptive"] = aplan.describe()
             manifest["cell_selection"]["rule"] = (
-                f"PrivTree leaves: cells from resolution {aplan.root} down to {spec.finest}, split "
-                "where the noisy biased count exceeds the threshold; the tree of possible cells is "
-                "the H3 parents of the cells overlapping the region"
+                f"adaptive grid: every cell at resolution {aplan.root} over the region, cut "
+                f"down to at most {spec.finest} where its noisy first-level count is large; the "
+                "possible cells are the H3 parents of the cells overlapping the region"
+                if manifest["adaptive"].get("kind") == "grid"
+                else f"PrivTree leaves: cells from resolution {aplan.root} down to "
+                f"{spec.finest}, split where the noisy biased count exceeds the threshold; the "
+                "tree of possible cells is the H3 parents of the cells overlapping the region"
             )
             if aplan.has_internal:
                 manifest["margins"] = (
@@ -521,26 +564,33 @@ def _adaptive(
     aplan: Any, domain: np.ndarray, finest: dict[str, np.ndarray]
 ) -> tuple[Estimates, np.ndarray, np.ndarray]:
     from .adaptive import adaptive_consistent, run_adaptive
+    from .adaptive_grid import GridPlan, grid_consistent, run_grid
 
     tree = hierarchy.build_tree(domain, tuple(range(aplan.root, aplan.spec.finest + 1)))
     counts = hierarchy.level_totals(tree, finest["count"])
     sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
-    out = run_adaptive(aplan, tree, counts, sums)
-    leaves = out.leaves
+    consistent: Callable[[str], tuple[np.ndarray, np.ndarray]]
+    if isinstance(aplan, GridPlan):
+        gout = run_grid(aplan, tree, counts, sums)
+        leaves, noisy = gout.leaves, gout.second
+        consistent = lambda stat: grid_consistent(aplan, gout, stat)  # noqa: E731
+    else:
+        out = run_adaptive(aplan, tree, counts, sums)
+        leaves, noisy = out.leaves, out.noisy
+        consistent = lambda stat: adaptive_consistent(aplan, tree, out, stat)  # noqa: E731
     order = np.lexsort(([i for _, i in leaves], [j for j, _ in leaves]))
     cells = np.array([tree.levels[j][i] for j, i in leaves], dtype=np.int64)[order]
     res = np.array([tree.resolutions[j] for j, _ in leaves], dtype=np.int64)[order]
-    has_sum = "sum" in out.noisy
     if aplan.has_internal:
         fields: dict[str, Any] = {}
         for stat in aplan.spec.statistics:
-            x, var = adaptive_consistent(aplan, tree, out, stat)
+            x, var = consistent(stat)
             sd = np.sqrt(var)
             fields[stat] = x[order]
             fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd[order], Z975 * sd[order]
             fields[f"{stat}_var"] = var[order]
         return Estimates(**fields), cells, res
-    noisy = out.noisy
+    has_sum = "sum" in noisy
     return (
         Estimates(
             count=noisy["count"][order],
