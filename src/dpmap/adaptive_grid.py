@@ -65,9 +65,10 @@ C2 = 5.0
 #: 0.85 / 0.90 / 0.94. c₂ = 8 instead of 5 was worse (0.94 / 0.98 / 0.98).
 DEFAULT_FIRST_SHARE = 0.3
 
-#: Levels between the first level and the finest resolution by default (with the finest
-#: resolution two above the Uniform Grid rule, three levels up gave 0.81 / 0.86 / 0.91 of
-#: AG's error in the runs above, two levels up 0.97 / 1.07 / 1.05).
+#: Levels between the first level and the finest resolution by default. In the runs above,
+#: with the finest resolution two above the Uniform Grid rule (first level one below it)
+#: the error was 0.81 / 0.86 / 0.91 of AG's; one above (first level two below it)
+#: 0.97 / 1.07 / 1.05: the first level matters most, as AG's first grid does.
 DEFAULT_LEVELS = 3
 
 
