@@ -131,7 +131,7 @@ FULL = dict(
 QUICK_METHODS = "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 grid:ug+2 ug ag"
 DEFAULT_METHODS = (
     "flat:7 flat:ug hier:ug-1..ug adapt:ug+2 adapt:ug+2/internal=0.2 adapt:ug+1 grid:ug+2 "
-    "grid:ug+1 ug ag"
+    "grid:ug+3 ug ag"
 )
 
 

@@ -17,8 +17,11 @@ import dpmap
 from dpmap import hierarchy
 from dpmap.adaptive_grid import (
     C2,
+    CUT_OFFSET,
+    TOTAL_SHARE,
     GridOutput,
     grid_consistent,
+    grid_noise_plan,
     plan_grid,
     run_grid,
     second_level,
@@ -47,9 +50,12 @@ def _points(n_dense: int = 4000, seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(
-    "l0,linf,eps,share", [(1, 1, 1.0, 0.3), (2, 3, 0.5, 0.5), (4, 1, 2.0, 0.2)]
+    "l0,linf,eps,share,first",
+    [(1, 1, 1.0, 0.3, None), (2, 3, 0.5, 0.5, 5), (4, 1, 2.0, 0.2, None), (1, 2, 0.7, 0.3, 3)],
 )
-def test_grid_accounting_is_exact(l0: int, linf: int, eps: float, share: float) -> None:
+def test_grid_accounting_is_exact(
+    l0: int, linf: int, eps: float, share: float, first: int | None
+) -> None:
     spec = ReleaseSpec(
         resolution=8,
         epsilon=eps,
@@ -60,32 +66,69 @@ def test_grid_accounting_is_exact(l0: int, linf: int, eps: float, share: float) 
         bounds=(0, 10),
         count_share=0.6,
     )
-    plan = plan_grid(spec, root=None, share=share)
+    plan = plan_grid(spec, root=first, share=share)
     k = l0 * linf  # L1 of a person's counts at any resolution: merging cells cannot raise it
-    assert plan.root == 5
-    assert plan.first_epsilons["count"] == pytest.approx(0.6 * share * eps, rel=1e-9)
+    count = 0.6 * eps
+    if first is None:  # the noisy total that picks the first level takes 2% of the count's
+        assert plan.root == 2 and plan.first is None
+        assert plan.total_epsilon == pytest.approx(TOTAL_SHARE * count, rel=1e-9)
+        assert plan.total_scale == pytest.approx(k / (TOTAL_SHARE * count), rel=1e-9)
+        count *= 1 - TOTAL_SHARE
+    else:
+        assert plan.root == plan.first == first and plan.total_epsilon is None
+    assert plan.first_epsilons["count"] == pytest.approx(share * count, rel=1e-9)
+    assert plan.epsilons["count"] == pytest.approx((1 - share) * count, rel=1e-9)
     assert plan.first_epsilons["sum"] == pytest.approx(0.4 * share * eps, rel=1e-9)
-    assert plan.epsilons["count"] == pytest.approx(0.6 * (1 - share) * eps, rel=1e-9)
     assert plan.epsilons["sum"] == pytest.approx(0.4 * (1 - share) * eps, rel=1e-9)
-    assert plan.first_scales["count"] == pytest.approx(k / (0.6 * share * eps), rel=1e-9)
-    assert plan.scales["count"] == pytest.approx(k / (0.6 * (1 - share) * eps), rel=1e-9)
+    assert plan.first_scales["count"] == pytest.approx(k / (share * count), rel=1e-9)
+    assert plan.scales["count"] == pytest.approx(k / ((1 - share) * count), rel=1e-9)
     assert plan.scales["sum"] == pytest.approx(10 * k / (0.4 * (1 - share) * eps), rel=1e-9)
     # each noisy vector's ε is OpenDP's map of that vector; the compositor adds them up
     parts = list(plan.first_epsilons.values()) + list(plan.epsilons.values())
+    parts += [plan.total_epsilon] if plan.total_epsilon is not None else []
     assert plan.epsilon == pytest.approx(sum(parts), rel=1e-12)
     assert plan.epsilon <= eps * (1 + 1e-12) and plan.epsilon == pytest.approx(eps, rel=1e-9)
+    noise_plan = grid_noise_plan(plan)
+    assert sum(st.epsilon for st in noise_plan.statistics.values()) == pytest.approx(
+        plan.epsilon, rel=1e-12
+    )
 
 
 def test_cut_depth_follows_the_adaptive_grid_rule() -> None:
-    """k = round(log7(v / (c2·b))), 0 below one unit, at most finest − first."""
+    """k = ⌊log7(v / (c2·b)) + θ⌋, 0 up to one unit, at most the levels left."""
     spec = ReleaseSpec(resolution=8, epsilon=1.0)
     plan = plan_grid(spec, root=5, share=0.3)
     unit = C2 * plan.scales["count"]
     assert unit == pytest.approx(C2 / 0.7)
-    v = np.array([-50, 0, unit, 7**0.49 * unit, 7**0.51 * unit, 49 * unit, 7**9 * unit])
-    np.testing.assert_array_equal(plan.depth_of(v), [0, 0, 0, 0, 1, 2, 3])
-    # AG's m2² = N'(1 − α)ε/c2 sub-cells: with α = 0.3, ε = 1 a cell of 343 people is cut in 49
-    assert plan.depth_of(np.array([343.0]))[0] == round(math.log(343 * 0.7 / C2, 7))
+    up = 1 - CUT_OFFSET  # log7 fraction at which the cut goes one level deeper
+    t = np.array([-50, 0, 1, 7 ** (up - 0.01), 7 ** (up + 0.01), 7 ** (1 + up + 0.01), 7**9])
+    np.testing.assert_array_equal(plan.cut_depths(t * unit, 3), [0, 0, 0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(plan.cut_depths(t * unit, 1), [0, 0, 0, 0, 1, 1, 1])
+    # AG's target of m2² = N'(1 − α)ε/c2 sub-cells: a cell of 343 people at α = 0.3, ε = 1
+    # wants 48 sub-cells: 49 = 7² of them
+    assert plan.cut_depths(np.array([343.0]), 3)[0] == 2
+
+
+def test_first_level_follows_ags_first_grid() -> None:
+    """The automatic first level has about max(100, N·ε/160) cells (AG's m1²) for a total N
+    (count noise scale b = 1/ε at ε = 1): the resolution nearest in log."""
+    shape = h3.geo_to_h3shape(REGION.__geo_interface__)
+    finest = np.sort(
+        np.array(
+            [h3.str_to_int(c) for c in h3.h3shape_to_cells_experimental(shape, 8, "overlap")],
+            dtype=np.int64,
+        )
+    )
+    plan = plan_grid(ReleaseSpec(resolution=8, epsilon=1.0), root=None, share=0.3)
+    tree = hierarchy.build_tree(finest, tuple(range(plan.root, 9)))
+    sizes = {r: len(level) for r, level in zip(tree.resolutions, tree.levels, strict=True)}
+    for total in (0.0, 5e3, 16_000.0, 2e5, 5e6, 1e9):
+        want = max(100.0, total / 160)
+        assert plan.first_cells_wanted(total) == pytest.approx(want)
+        r1 = plan.choose_first(total, tree)
+        best = min(range(plan.root, 8), key=lambda r: (abs(math.log(sizes[r] / want)), r))
+        assert r1 == best and plan.root <= r1 <= 7
+    assert plan.choose_first(1e9, tree) == 7  # never the finest level itself
 
 
 def test_second_level_partitions_the_public_cells() -> None:
@@ -102,7 +145,7 @@ def test_second_level_partitions_the_public_cells() -> None:
     rng = np.random.default_rng(3)
     for _ in range(5):
         depth = rng.integers(0, 4, len(tree.levels[0]))
-        leaves, parent = second_level(tree, depth)
+        leaves, parent = second_level(tree, 0, depth)
         cells = np.array([tree.levels[d][i] for d, i in leaves], dtype=np.int64)
         assert len(set(cells.tolist())) == len(cells)
         owners = np.zeros(len(finest), dtype=np.int64)
@@ -117,9 +160,9 @@ def test_second_level_partitions_the_public_cells() -> None:
         np.testing.assert_array_equal([d for d, _ in leaves], depth[parent])
 
 
-def _drawn(res: int = 8) -> tuple:  # type: ignore[type-arg]
-    """A plan (first level three above ``res``), the public tree, exact level counts and
-    one drawn release (noise included)."""
+def _drawn(res: int = 8, first: int | None = None) -> tuple:  # type: ignore[type-arg]
+    """A plan (first level ``first``, or automatic), the public tree, exact level counts
+    and one drawn release (noise included)."""
     pts = _points()
     cells = np.array(
         [
@@ -139,37 +182,51 @@ def _drawn(res: int = 8) -> tuple:  # type: ignore[type-arg]
     pos = np.searchsorted(finest, cells)
     ok = (pos < len(finest)) & (finest[np.minimum(pos, len(finest) - 1)] == cells)
     np.add.at(counts, pos[ok], 1)
-    spec = ReleaseSpec(resolution=res, epsilon=1.0)
-    plan = plan_grid(spec, root=res - 3, share=0.3)
-    tree = hierarchy.build_tree(finest, tuple(range(res - 3, res + 1)))
+    plan = plan_grid(ReleaseSpec(resolution=res, epsilon=1.0), root=first, share=0.3)
+    tree = hierarchy.build_tree(finest, tuple(range(plan.root, res + 1)))
     level_counts = hierarchy.level_totals(tree, counts)
     out = run_grid(plan, tree, level_counts, None)
     return plan, tree, level_counts, out
 
 
 def test_grid_estimates_are_consistent_and_cut_dense_cells() -> None:
-    plan, _tree, _counts, out = _drawn()
-    depths = {d for d, _ in out.leaves}
-    assert 0 in depths and 3 in depths  # sparse cells stay whole, the cluster is cut to res 8
+    plan, tree, _counts, out = _drawn()
+    assert plan.first is None and out.total is not None
+    r1 = out.first_resolution(tree)
+    assert r1 == plan.choose_first(out.total, tree) == 6  # ~130 cells: AG's 100 for N ≈ 4300
+    depths = {d - out.first_depth for d, _ in out.leaves}
+    assert depths == {0, 1, 2}  # sparse cells stay whole, the cluster is cut to res 8
     est, var = grid_consistent(plan, out, "count")
     v = out.first["count"].astype(float)
     u = out.second["count"].astype(float)
     x, P = hierarchy.consistent_forest(
+        [None, np.zeros(len(v), dtype=np.int64), out.parent],
+        [np.array([out.total]), v, u],
+        [
+            np.array([plan.total_variance()]),
+            np.full(len(v), plan.first_variance("count")),
+            np.full(len(u), plan.variance("count")),
+        ],
+    )
+    np.testing.assert_array_equal(est, x[2])
+    np.testing.assert_allclose(
+        np.bincount(out.parent, weights=est, minlength=len(v)), x[1], rtol=1e-12, atol=1e-9
+    )
+    assert x[1].sum() == pytest.approx(x[0][0], rel=1e-12)
+    # without the total, a first-level cell's estimate has the harmonic-sum variance
+    _, P2 = hierarchy.consistent_forest(
         [None, out.parent],
         [v, u],
         [np.full(len(v), plan.first_variance("count")), np.full(len(u), plan.variance("count"))],
     )
-    np.testing.assert_allclose(
-        np.bincount(out.parent, weights=est, minlength=len(v)), x[0], rtol=1e-12, atol=1e-9
-    )
-    # a first-level cell's estimate combines both levels: its variance is the harmonic sum
     kids = np.bincount(out.parent, minlength=len(v))
     expect = 1 / (1 / plan.first_variance("count") + 1 / (kids * plan.variance("count")))
-    np.testing.assert_allclose(P[0], expect, rtol=1e-12)
-    # an uncut cell's estimate has the variance of one measurement with the whole budget
+    np.testing.assert_allclose(P2[0], expect, rtol=1e-12)
+    # the total: 1/(1/var_total + 1/Σ first-level variances)
+    assert P[0][0] == pytest.approx(1 / (1 / plan.total_variance() + 1 / expect.sum()))
+    # an uncut cell's estimate has about the variance of one measurement with the budget
     whole = kids[out.parent] == 1
-    assert whole.any()
-    np.testing.assert_allclose(var[whole], expect[out.parent[whole]], rtol=1e-12)
+    assert whole.any() and np.all(var[whole] <= expect[out.parent[whole]] * (1 + 1e-12))
     assert var.max() < plan.variance("count")
 
 
@@ -184,9 +241,10 @@ def test_grid_estimates_are_unbiased_with_the_stated_variance() -> None:
     (P < 3e-10). Two checks per cell, a few hundred cells: < 3e-7 in all. The coefficients
     also give the stated variance exactly. (OpenDP's exact sampler takes ~7 µs a draw.)"""
     plan, _tree, counts, out = _drawn(res=7)
-    assert len({d for d, _ in out.leaves}) >= 2
+    assert len({d for d, _ in out.leaves}) >= 2 and out.total is not None
     ndraws = 3000
-    true_first = counts[0].astype(np.float64)
+    true_total = np.array([counts[0].sum()], dtype=np.float64)
+    true_first = counts[out.first_depth].astype(np.float64)
     true_leaf = np.array([counts[d][i] for d, i in out.leaves], dtype=np.float64)
 
     def opendp_noise(values: np.ndarray, scale: float) -> np.ndarray:
@@ -199,19 +257,29 @@ def test_grid_estimates_are_unbiased_with_the_stated_variance() -> None:
         parent=out.parent,
         first={"count": opendp_noise(true_first, plan.first_scales["count"])},
         second={"count": opendp_noise(true_leaf, plan.scales["count"])},
+        first_depth=out.first_depth,
+        total=opendp_noise(true_total, plan.total_scale)[0],  # type: ignore[arg-type]
     )
     est, est_var = grid_consistent(plan, drawn, "count")
     P = grid_consistent(plan, out, "count")[1]
     np.testing.assert_allclose(est_var[:, 0], P)
     err = est - true_leaf[:, None]
     nf, nl = len(true_first), len(true_leaf)
-    unit = np.eye(nf + nl)
+    unit = np.eye(1 + nf + nl)
     coef, _ = grid_consistent(
         plan,
-        GridOutput(out.leaves, out.parent, {"count": unit[:nf]}, {"count": unit[nf:]}),
+        GridOutput(
+            out.leaves,
+            out.parent,
+            {"count": unit[1 : 1 + nf]},
+            {"count": unit[1 + nf :]},
+            out.first_depth,
+            unit[0],  # type: ignore[arg-type]
+        ),
         "count",
     )
-    scales = [plan.first_scales["count"]] * nf + [plan.scales["count"]] * nl
+    scales = [plan.total_scale] + [plan.first_scales["count"]] * nf
+    scales += [plan.scales["count"]] * nl
     q = np.exp(-1.0 / np.array(scales))
     var_j = 2 * q / (1 - q) ** 2
     m4_j = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
@@ -236,30 +304,32 @@ def test_grid_release_partitions_the_region_with_exact_margins() -> None:
     cells, m, est = rel.cells, rel.manifest, rel.estimates
     assert m["privacy"]["epsilon"] == pytest.approx(1.0) and m["privacy"]["epsilon"] <= 1 + 1e-12
     a = m["adaptive"]
-    assert a["kind"] == "grid" and a["root_resolution"] == 5 and a["finest_resolution"] == 8
+    assert a["kind"] == "grid" and a["root_resolution"] == 2 and a["finest_resolution"] == 8
+    assert a["first_resolution"] == 6  # AG's ~100 first-level cells over this region
     split = a["budget_split"]
     parts = [split[level][s] for level in ("first_level", "second_level") for s in ("count", "sum")]
-    assert sum(parts) == pytest.approx(m["privacy"]["epsilon"], rel=1e-12)
-    assert {"count_internal@5", "sum_internal@5"} <= set(m["statistics"])
+    assert sum(parts) + split["total_count"] == pytest.approx(m["privacy"]["epsilon"], rel=1e-12)
+    assert {"count_internal@first", "sum_internal@first", "count_total"} <= set(m["statistics"])
     assert "least-squares" in m["margins"]
-    assert cells["resolution"].between(5, 8).all() and cells["resolution"].nunique() >= 2
+    assert cells["resolution"].between(6, 8).all() and cells["resolution"].nunique() >= 2
     shape = h3.geo_to_h3shape(REGION.__geo_interface__)
     leaves = set(cells["cell"])
     for c in h3.h3shape_to_cells_experimental(shape, 8, contain="overlap"):
-        assert sum(h3.cell_to_parent(c, r) in leaves for r in range(5, 9)) == 1
+        assert sum(h3.cell_to_parent(c, r) in leaves for r in range(6, 9)) == 1
     assert h3.latlng_to_cell(39.3, 116.4, 8) in leaves  # the dense cluster is cut to res 8
     np.testing.assert_allclose(
         cells["count_moe"].to_numpy(dtype=float), Z95 * np.sqrt(est["count_var"].to_numpy())
     )
-    # a roll-up over the whole region: its variance is Σ over first-level cells of the
-    # harmonic combination of the cell's own noise and its K second-level cells' noise
+    # a roll-up over the whole region: each first-level cell's estimate combines its own
+    # noise with its K second-level cells' (harmonic sum), and the total with their sum
     everything = gpd.GeoDataFrame({"name": ["all"]}, geometry=[REGION.buffer(0.5)], crs=4326)
     total = rel.aggregate_to(everything, by="name")
-    first = np.array([h3.cell_to_parent(c, 5) for c in cells["cell"]])
+    first = np.array([h3.cell_to_parent(c, 6) for c in cells["cell"]])
     _, kids = np.unique(first, return_counts=True)
-    v1 = noise_variance(Mechanism.LAPLACE, m["statistics"]["count_internal@5"]["scale"])
+    v1 = noise_variance(Mechanism.LAPLACE, m["statistics"]["count_internal@first"]["scale"])
     v2 = noise_variance(Mechanism.LAPLACE, m["statistics"]["count"]["scale"])
-    expect = np.sum(1 / (1 / v1 + 1 / (kids * v2)))
+    vt = noise_variance(Mechanism.LAPLACE, m["statistics"]["count_total"]["scale"])
+    expect = 1 / (1 / vt + 1 / np.sum(1 / (1 / v1 + 1 / (kids * v2))))
     assert float(total["count_moe"].iloc[0]) == pytest.approx(Z95 * math.sqrt(expect), rel=1e-9)
     assert abs(float(total["count"].iloc[0]) - 4300) < 6 * math.sqrt(expect)
 
@@ -274,8 +344,13 @@ def test_grid_release_round_trips_and_explains(tmp_path) -> None:  # type: ignor
     pd.testing.assert_frame_equal(
         back.cells.drop(columns="geometry"), rel.cells.drop(columns="geometry")
     )
+    assert back.manifest["adaptive"]["first_resolution"] == 5
     text = str(dpmap.explain(region=REGION, resolution=7, epsilon=1.0, adaptive="grid"))
-    assert "adaptive grid" in text and "count_internal@4" in text
+    assert "adaptive grid" in text and "count_internal@first" in text and "count_total" in text
+    fixed = str(
+        dpmap.explain(region=REGION, resolution=7, epsilon=1.0, adaptive="grid", adaptive_from=4)
+    )
+    assert "resolution 4" in fixed and "count_internal@4" in fixed and "count_total" not in fixed
 
 
 def test_grid_refuses_what_it_cannot_do() -> None:

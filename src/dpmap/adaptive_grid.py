@@ -1,24 +1,28 @@
 """Adaptive release by a two-level grid on H3 (Adaptive Grid, Qardaji, Yang, Li, ICDE 2013).
 
 ``adaptive="grid"``: the whole region is first counted at a coarse resolution (the *first
-level*, ``adaptive_from``, default three above the finest). Each first-level cell's noisy
-count then chooses how finely that cell is cut, and the cut cells are counted again:
+level*), each first-level cell's noisy count chooses how finely that cell is cut, and the
+cut cells are counted again:
 
-    first level   v_c = count(c) + DiscreteLaplace(b₁)             every public cell c at r₁
-    depth         k_c = round(log₇(v_c / (c₂·b₂)))  clipped to [0, finest − r₁]
+    total         N = count(region) + DiscreteLaplace(b_N)    (without ``adaptive_from``)
+    first level   r₁ = ``adaptive_from``, or the resolution with about
+                  max(100, N/(16·c·b)) public cells (AG's first grid, m₁² = max(100, Nε/16c))
+                  v_c = count(c) + DiscreteLaplace(b₁)            every public cell c at r₁
+    depth         k_c = ⌊log₇(v_c / (c₂·b₂)) + θ⌋  clipped to [0, finest − r₁]
                   (k_c = 0 when v_c ≤ c₂·b₂: the cell is not cut)
-    second level  u_d = count(d) + DiscreteLaplace(b₂)             every descendant d of c
-                                                                    at r₁ + k_c (c itself if 0)
-    consistency   weighted least squares makes every c equal to the sum of its d's
+    second level  u_d = count(d) + DiscreteLaplace(b₂)            every descendant d of c
+                                                                   at r₁ + k_c (c itself if 0)
+    consistency   weighted least squares makes N equal to the sum of the v's and every c
+                  equal to the sum of its d's
 
-b₁, b₂ are the count's noise scales at the two levels and c₂ = 5 (AG's constant). It is AG's
-rule m₂² = N′(1−α)ε/c₂ on H3's seven-way tree: a second-level cell should hold about c₂·b₂
-people, i.e. c₂ times its own noise scale, so cutting a cell into 7^k trades the uniformity
-error of a big cell against the noise of 7^k small ones; the log rounding picks the
-nearest power of seven. Sparse cells stay whole (measured twice, so the consistent value
-has the variance of one measurement with the whole budget), dense ones are cut down to
-the finest resolution at most. The published map has one row per second-level cell: its
-``resolution`` column varies, as in a PrivTree release.
+b is the count's noise scale with its whole budget, b₁, b₂ its scales at the two levels,
+c = 10 and c₂ = 5 AG's constants, θ = 0.85. The depth is AG's rule m₂² = N′(1−α)ε/c₂ on
+H3's seven-way tree: a second-level cell should hold about c₂·b₂ people, i.e. c₂ times its
+own noise scale, so cutting a cell into 7^k trades the uniformity error of a big cell
+against the noise of 7^k small ones. Sparse cells stay whole (measured twice, so the
+consistent value has about the variance of one measurement with the whole budget), dense
+ones are cut down to the finest resolution at most. The published map has one row per
+second-level cell: its ``resolution`` column varies, as in a PrivTree release.
 
 Compared with the PrivTree method (``adaptive=True``) no budget goes to a separate split
 decision: the first level's counts decide the cuts *and* are published information that
@@ -26,12 +30,13 @@ the least squares uses. Large areas (districts, regions) get the first level's p
 the PrivTree refines dense spots more finely and wins on small areas
 (``benchmarks/utility.py``; README "Utility").
 
-Privacy: each level is a vector over disjoint cells (a partition of the public cells at
-one resolution, or at mixed resolutions), so one person moves it by at most the
-sensitivity of a flat release at that resolution (``bounding.level_sensitivities``). The
-second level's cells are chosen from the first level's *noisy* counts (post-processing),
-which is adaptive sequential composition: OpenDP's adaptive compositor adds the two
-levels' ε (per statistic), and its map is the release's ε. All noise is OpenDP's discrete
+Privacy: the total is one number with the count's sensitivity; each level is a vector over
+disjoint cells (a partition of the public cells at one resolution, or at mixed
+resolutions), so one person moves it by at most the sensitivity of a flat release
+(``bounding.level_sensitivities``). The first level's resolution is chosen from the noisy
+total and the second level's cells from the first level's *noisy* counts
+(post-processing), which is adaptive sequential composition: OpenDP's adaptive compositor
+adds every vector's ε, and its map is the release's ε. All noise is OpenDP's discrete
 Laplace. ``docs/adaptive-privacy.md`` has the argument.
 """
 
@@ -48,33 +53,38 @@ from . import hierarchy
 from .adaptive import _calibrate, _leaf_chain, internal_key
 from .bounding import level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
-from .mechanisms import _AGGREGATES, _PERSONS, _accuracy, noise_variance
+from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
 from .spec import Mechanism, ReleaseSpec
 
 __all__ = ["C2", "DEFAULT_FIRST_SHARE", "GridPlan", "plan_grid"]
 
 #: AG's constant c₂: a second-level cell is cut to hold about c₂ times its noise scale.
 C2 = 5.0
+#: AG's constant c of the first grid: m₁ = max(10, ¼·√(N·ε/c)) cells per side.
+C_UG = 10.0
+#: AG's floor of the first grid, 10 × 10 cells.
+MIN_FIRST_CELLS = 100
 
 #: Default share of each statistic's ε for the first level (AG uses 0.5). Measured with the
 #: random rectangles of ``benchmarks/utility.py`` (Pennsylvania and Switzerland at N = 1e4,
 #: 1e5, ε = 0.5, 1, and Hebei at two settings; six repetitions, 500 rectangles per size),
 #: as the geometric mean of the error over AG's, small / medium / large rectangles:
-#: 0.3 gave 0.87 / 0.88 / 0.90 and 0.5 gave 0.96 / 0.98 / 0.97 (first level from AG's own
-#: rule), and with dpmap's default first level 0.3 gave 0.81 / 0.86 / 0.91 and 0.4 gave
-#: 0.85 / 0.90 / 0.94. c₂ = 8 instead of 5 was worse (0.94 / 0.98 / 0.98).
+#: 0.3 gave 0.87 / 0.88 / 0.90 and 0.5 gave 0.96 / 0.98 / 0.97, and c₂ = 8 instead of 5
+#: 0.94 / 0.98 / 0.98 (first level from AG's rule, rounded cuts).
 DEFAULT_FIRST_SHARE = 0.3
 
-#: Levels between the first level and the finest resolution by default. In the runs above,
-#: with the finest resolution two above the Uniform Grid rule (first level one below it)
-#: the error was 0.81 / 0.86 / 0.91 of AG's; one above (first level two below it)
-#: 0.97 / 1.07 / 1.05: the first level matters most, as AG's first grid does.
-DEFAULT_LEVELS = 3
+#: θ of the cut rule k = ⌊log₇(v / (c₂·b₂)) + θ⌋: 0.5 rounds to the nearest power of seven;
+#: AG rounds its side up (m₂ = ⌈√…⌉). In the runs above 0.85 gave 0.82 / 0.84 / 0.88,
+#: 0.5 gave 0.87 / 0.90 / 0.90 and 1.0 (always up) 0.86 / 0.87 / 0.92.
+CUT_OFFSET = 0.85
 
+#: Share of the count's budget for the noisy total that picks the first level (only when
+#: ``adaptive_from`` is not given). The rule reads it on a log-7 scale, so a rough total
+#: will do; the total also joins the least squares as the parent of the first level.
+TOTAL_SHARE = 0.02
 
-def default_first(finest: int) -> int:
-    """First-level resolution: three above the finest (e.g. 6 for 9), at least 0."""
-    return max(0, finest - DEFAULT_LEVELS)
+#: The automatic first level is at most this many levels above the finest resolution.
+MAX_LEVELS = 6
 
 
 @dataclass(frozen=True)
@@ -82,21 +92,19 @@ class GridPlan:
     """A calibrated two-level adaptive-grid release (public; no data touched)."""
 
     spec: ReleaseSpec
-    root: int  # the first-level resolution
-    share: float  # share of each statistic's ε spent on the first level
+    root: int  # coarsest possible first level (the public tree starts here)
+    first: int | None  # the first-level resolution, or None: chosen from the noisy total
+    share: float  # share of each statistic's ε (after the total) spent on the first level
     scales: dict[str, float]  # second-level noise scale per statistic
     epsilons: dict[str, float]  # second-level ε per statistic (OpenDP's maps)
     first_scales: dict[str, float]
     first_epsilons: dict[str, float]
+    total_scale: float | None  # noise scale of the total count (automatic first level)
+    total_epsilon: float | None
     epsilon: float  # total, from OpenDP's adaptive compositor
     _sens: dict[str, int] = field(repr=False, default_factory=dict)
-    _first_sens: dict[str, int] = field(repr=False, default_factory=dict)
 
     has_internal = True  # published values are least-squares estimates
-
-    @property
-    def depths(self) -> int:
-        return self.spec.finest - self.root
 
     def variance(self, stat: str) -> float:
         """Noise variance of one second-level value."""
@@ -105,20 +113,55 @@ class GridPlan:
     def first_variance(self, stat: str) -> float:
         return noise_variance(Mechanism.LAPLACE, self.first_scales[stat])
 
+    def total_variance(self) -> float:
+        assert self.total_scale is not None
+        return noise_variance(Mechanism.LAPLACE, self.total_scale)
+
     def moe(self, stat: str, alpha: float = 0.05) -> float:
         """Margin of one second-level value's raw noise."""
         return _accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
 
-    def depth_of(self, noisy_first_counts: np.ndarray) -> np.ndarray:
-        """Levels each first-level cell is cut by, from its noisy count (post-processing)."""
+    def cut_depths(self, noisy_first_counts: np.ndarray, most: int) -> np.ndarray:
+        """Levels each first-level cell is cut by, from its noisy count (post-processing):
+        k = ⌊log₇(v / (c₂·b₂)) + θ⌋, 0 when v ≤ c₂·b₂, at most ``most``."""
         unit = C2 * self.scales["count"]
         v = np.asarray(noisy_first_counts, dtype=np.float64)
-        with np.errstate(divide="ignore"):
-            k = np.round(np.log(np.maximum(v, unit) / unit) / math.log(7.0))
-        return np.clip(k, 0, self.depths).astype(np.int64)
+        k = np.floor(np.log(np.maximum(v, unit) / unit) / math.log(7.0) + CUT_OFFSET)
+        k[v <= unit] = 0
+        return np.clip(k, 0, most).astype(np.int64)
+
+    def first_cells_wanted(self, noisy_total: float) -> float:
+        """AG's first grid, m₁² = max(100, N·ε/(16c)) cells, for the noisy total N and the
+        count's whole budget (noise scale b = L1/ε_count: N·ε/(16c) = N/(16·c·b))."""
+        b = self._sens["count"] / (self.spec.shares()["count"] * self.spec.epsilon)
+        return max(float(MIN_FIRST_CELLS), max(float(noisy_total), 0.0) / (16 * C_UG * b))
+
+    def choose_first(self, noisy_total: float, tree: hierarchy.Tree) -> int:
+        """The resolution (root .. finest − 1) whose number of public cells is nearest, in
+        log, to :meth:`first_cells_wanted` (the coarser one on a tie). Post-processing."""
+        want = math.log(self.first_cells_wanted(noisy_total))
+        have = [math.log(max(len(tree.levels[d]), 1)) for d in range(len(tree.levels) - 1)]
+        d = min(range(len(have)), key=lambda j: (abs(have[j] - want), j))
+        return tree.resolutions[d]
 
     def describe(self) -> dict[str, Any]:
         s = self.spec
+        split: dict[str, Any] = {
+            "first_level": {st: self.first_epsilons[st] for st in s.statistics},
+            "second_level": {st: self.epsilons[st] for st in s.statistics},
+        }
+        rule = (
+            "ε = Σ over statistics of (first level + second level); statistic s gets "
+            f"share_s·ε, of which the first level gets {self.share:g}"
+        )
+        if self.total_epsilon is not None:
+            split["total_count"] = self.total_epsilon
+            rule = (
+                f"ε = total count + Σ over statistics of (first level + second level); the "
+                f"total gets {TOTAL_SHARE:g} of the count's share_count·ε, and of what each "
+                f"statistic has left the first level gets {self.share:g}"
+            )
+        split["rule"] = rule
         return {
             "kind": "grid",
             "method": (
@@ -126,44 +169,44 @@ class GridPlan:
                 "2013), discrete Laplace"
             ),
             "root_resolution": self.root,
+            "first_resolution": self.first
+            if self.first is not None
+            else "chosen from the noisy total count (AG's rule)",
             "finest_resolution": s.finest,
             "first_level_share": self.share,
             "c2": C2,
             "rule": (
-                "every public cell at the first resolution gets a noisy count v; it is cut "
-                "k = round(log7(v / (c2 · second-level count noise scale))) levels down "
-                "(0 if v is below that, at most to the finest resolution) and its cells "
-                "there get a second noisy count; least squares makes each first-level cell "
-                "equal to the sum of its second-level cells"
+                "the first-level resolution is given, or the one whose number of cells over "
+                f"the region is nearest (in log) to max({MIN_FIRST_CELLS}, N/(16·{C_UG:g}·b)) "
+                "for the noisy total count N and the count's whole-budget noise scale b; every "
+                "cell there gets a noisy count v and is cut k = floor(log7(v / (c2 · "
+                f"second-level count noise scale)) + {CUT_OFFSET:g}) levels down (0 if v is "
+                "below that unit, at most to the finest resolution), and its cells there get "
+                "a second noisy count; least squares makes each first-level cell equal to the "
+                "sum of its published cells (and the total to the sum of the first level)"
             ),
             "proof": "docs/adaptive-privacy.md",
-            "budget_split": {
-                "first_level": {st: self.first_epsilons[st] for st in s.statistics},
-                "second_level": {st: self.epsilons[st] for st in s.statistics},
-                "rule": (
-                    f"ε = Σ over statistics of (first level + second level); statistic s gets "
-                    f"share_s·ε, of which the first level gets {self.share:g}"
-                ),
-            },
+            "budget_split": split,
             "consistency": (
-                "the two levels' noisy values are made consistent by weighted least squares "
-                "(Hay et al. 2010, exact noise variances): each first-level cell's estimate is "
-                "the sum of its published cells; margins are 1.96 × their exact standard "
-                "deviation"
+                "the levels' noisy values are made consistent by weighted least squares (Hay "
+                "et al. 2010, exact noise variances); margins are 1.96 × the exact standard "
+                "deviation of each published estimate"
             ),
         }
 
 
 def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
-    """Calibrate both levels' noise for ``spec.epsilon`` (pure ε-DP, Laplace only).
+    """Calibrate the total, first- and second-level noise for ``spec.epsilon`` (pure ε-DP).
 
     Privacy
     -------
-    Unit: one person. The first level is a vector over the public cells at ``root``
-    (sensitivity of a flat release there); the second level is a vector over disjoint
-    cells at mixed resolutions chosen from the first level's noisy counts (sensitivity at
-    most that of the finest level: a person's records fall in at most L0 of them). OpenDP's
-    adaptive compositor adds the levels' ε over all statistics; its map is the total (≤ ε).
+    Unit: one person. The total count has L1 sensitivity L0·L∞. The first level is a
+    vector over the public cells at one resolution, the second over disjoint cells at mixed
+    resolutions chosen from the first level's noisy counts: either has the L1 sensitivity
+    of a flat release (L0·L∞, times max(|lo|, |hi|) for sums; merging cells cannot raise
+    it, ``bounding.level_sensitivities``). OpenDP's adaptive compositor adds every vector's
+    ε; its map is the total (≤ ε). The first level's resolution, when chosen, is a function
+    of the noisy total (post-processing).
     """
     if spec.mechanism is not Mechanism.LAPLACE:
         raise SpecError('adaptive="grid" uses the Laplace mechanism; pass mechanism="laplace"')
@@ -174,34 +217,41 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
             f"tree_share (the first level's share of ε) must be strictly between 0 and 1, "
             f"got {share!r}"
         )
-    r0 = default_first(spec.finest) if root is None else int(root)
-    if not 0 <= r0 < spec.finest:
+    if root is not None and not 0 <= int(root) < spec.finest:
         raise SpecError(
             f"adaptive_from={root!r} must be a resolution coarser than {spec.finest} "
             f"(0..{spec.finest - 1})"
         )
+    first = None if root is None else int(root)
     sens = sensitivities(spec)
-    first = level_sensitivities(spec, r0)
+    for r in range(spec.finest):  # a person moves any level's vector by the same L1
+        assert all(level_sensitivities(spec, r)[st].l1 == sens[st].l1 for st in sens)
     shares = spec.shares()
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}
     f_scales: dict[str, float] = {}
     f_epsilons: dict[str, float] = {}
+    total_scale = total_eps = None
     for stat in spec.statistics:
         budget = shares[stat] * spec.epsilon
-        f_scales[stat], f_epsilons[stat] = _calibrate(stat, first[stat].l1, budget * share)
+        if stat == "count" and first is None:
+            total_scale, total_eps = _fit(_total_chain(sens[stat].l1), budget * TOTAL_SHARE)
+            budget *= 1 - TOTAL_SHARE
+        f_scales[stat], f_epsilons[stat] = _calibrate(stat, sens[stat].l1, budget * share)
         scales[stat], epsilons[stat] = _calibrate(stat, sens[stat].l1, budget * (1 - share))
     plan = GridPlan(
         spec=spec,
-        root=r0,
+        root=first if first is not None else max(0, spec.finest - MAX_LEVELS),
+        first=first,
         share=float(share),
         scales=scales,
         epsilons=epsilons,
         first_scales=f_scales,
         first_epsilons=f_epsilons,
+        total_scale=total_scale,
+        total_epsilon=total_eps,
         epsilon=0.0,
         _sens={s: sens[s].l1 for s in spec.statistics},
-        _first_sens={s: first[s].l1 for s in spec.statistics},
     )
     total = float(_compositor(plan).map(1))
     if total > spec.epsilon * (1 + 1e-12):
@@ -212,27 +262,66 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
     return plan
 
 
+def _total_chain(l1: int) -> Any:
+    """The total count over the region (one number; L1 sensitivity ``l1``), before noise."""
+    return dp.t.make_user_transformation(
+        _AGGREGATES,
+        _PERSONS,
+        _VEC_I64,
+        dp.l1_distance(T="i64"),
+        function=lambda agg: np.array([int(np.sum(agg["tree_count"][0]))], dtype=np.int64),
+        stability_map=lambda d: d * l1,
+    )
+
+
+def _fit(chain: Any, target: float) -> tuple[float, float]:
+    """Noise scale for ``target`` ε on ``chain`` (discrete Laplace), and OpenDP's ε."""
+
+    def eps_of(sc: float) -> float:
+        return float((chain >> dp.m.then_laplace(scale=sc)).map(1))
+
+    scale = _fit_scale(eps_of(1.0) / target, target, eps_of)
+    return scale, eps_of(scale)
+
+
 def _compositor(plan: GridPlan) -> Any:
     stats = plan.spec.statistics
-    d_mids = [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
+    d_mids = [plan.total_epsilon] if plan.total_epsilon is not None else []
+    d_mids += [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
     return dp.c.make_adaptive_composition(
         _AGGREGATES, _PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
     )
 
 
+def total_key() -> str:
+    return "count_total"
+
+
 def grid_noise_plan(plan: GridPlan) -> Any:
-    """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of a grid plan."""
+    """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of a grid plan.
+
+    With a fixed first level its entries are named ``<stat>_internal@<resolution>``; with
+    an automatic one ``<stat>_internal@first`` (the resolution is in the manifest's
+    ``adaptive.first_resolution`` once drawn) and ``count_total``."""
     from .mechanisms import NoisePlan, _statistic
 
     sens = sensitivities(plan.spec)
-    first = level_sensitivities(plan.spec, plan.root)
     per: dict[str, Any] = {}
     for s in plan.spec.statistics:
         per[s] = _statistic(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
     for s in plan.spec.statistics:
-        key = internal_key(s, plan.root)
+        key = first_key(s, plan.first)
         per[key] = _statistic(
-            key, s, first[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
+            key, s, sens[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
+        )
+    if plan.total_scale is not None and plan.total_epsilon is not None:
+        per[total_key()] = _statistic(
+            total_key(),
+            "count",
+            sens["count"],
+            Mechanism.LAPLACE,
+            plan.total_scale,
+            plan.total_epsilon,
         )
     return NoisePlan(
         spec=plan.spec,
@@ -240,7 +329,9 @@ def grid_noise_plan(plan: GridPlan) -> Any:
         epsilon=plan.epsilon,
         delta=0.0,
         rho=None,
-        measure="pure ε-differential privacy (first- and second-level counts, composed by OpenDP)",
+        measure="pure ε-differential privacy ("
+        + ("total, " if plan.total_scale is not None else "")
+        + "first- and second-level counts, composed by OpenDP)",
         accounting="pure-dp",
         discovery=False,
         threshold=None,
@@ -248,37 +339,41 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     )
 
 
+def first_key(stat: str, resolution: int | None) -> str:
+    """Name of a statistic's first-level entry in the manifest."""
+    return internal_key(stat, resolution) if resolution is not None else f"{stat}_internal@first"
+
+
 @dataclass(frozen=True)
 class GridOutput:
     """What a grid release drew (all noisy or public)."""
 
     leaves: list[tuple[int, int]]  # (depth, index in tree.levels[depth]), sorted
-    parent: np.ndarray  # each leaf's first-level cell (index in tree.levels[0])
+    parent: np.ndarray  # each leaf's first-level cell (index in tree.levels[first_depth])
     first: dict[str, np.ndarray]  # statistic -> noisy first-level values
     second: dict[str, np.ndarray]  # statistic -> noisy second-level values (leaves order)
+    first_depth: int = 0  # depth of the first level in the tree
+    total: float | None = None  # the noisy total count (automatic first level)
 
-
-def _first_ancestor(tree: hierarchy.Tree) -> list[np.ndarray]:
-    """Per depth, each node's depth-0 ancestor (index in tree.levels[0])."""
-    out = [np.arange(len(tree.levels[0]))]
-    for d in range(1, len(tree.levels)):
-        p = tree.parent[d]
-        assert p is not None
-        out.append(out[-1][p])
-    return out
+    def first_resolution(self, tree: hierarchy.Tree) -> int:
+        return tree.resolutions[self.first_depth]
 
 
 def second_level(
-    tree: hierarchy.Tree, depth: np.ndarray
+    tree: hierarchy.Tree, first_depth: int, cut: np.ndarray
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """The second-level cells for per-first-level-cell cut depths: (leaves, their first-level
-    cell), every first-level cell's descendants at its depth (itself at depth 0)."""
-    anc = _first_ancestor(tree)
+    """The second-level cells: every first-level cell's descendants ``cut`` levels down
+    (itself for 0), as (leaves, their first-level cell)."""
+    anc = [np.arange(len(tree.levels[first_depth]))]
+    for d in range(first_depth + 1, len(tree.levels)):
+        p = tree.parent[d]
+        assert p is not None
+        anc.append(anc[-1][p])
     leaves: list[tuple[int, int]] = []
     parents: list[np.ndarray] = []
-    for d, a in enumerate(anc):
-        here = np.flatnonzero(depth[a] == d)
-        leaves += [(d, int(i)) for i in here]
+    for j, a in enumerate(anc):
+        here = np.flatnonzero(cut[a] == j)
+        leaves += [(first_depth + j, int(i)) for i in here]
         parents.append(a[here])
     return leaves, np.concatenate(parents)
 
@@ -289,22 +384,35 @@ def run_grid(
     level_counts: list[np.ndarray],
     level_sums: list[np.ndarray] | None,
 ) -> GridOutput:
-    """Noise the first level, choose the cuts from its noisy counts, noise the second level."""
+    """The total (if the first level is automatic), the first level, the cuts from its
+    noisy counts, the second level. ``tree`` starts at ``plan.root``. Draws noise."""
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
     stats = plan.spec.statistics
-    roots = [(0, i) for i in range(len(tree.levels[0]))]
     try:
         queryable = _compositor(plan)(data)
+        total = None
+        if plan.total_scale is not None:
+            noisy = queryable(
+                _total_chain(plan._sens["count"]) >> dp.m.then_laplace(scale=plan.total_scale)
+            )
+            total = float(noisy[0])
+            r1 = plan.choose_first(total, tree)
+        else:
+            assert plan.first is not None
+            r1 = plan.first
+        d1 = r1 - plan.root
+        roots = [(d1, i) for i in range(len(tree.levels[d1]))]
         first = {
             s: np.asarray(
-                queryable(_leaf_chain(s, plan._first_sens[s], plan.first_scales[s], roots)),
+                queryable(_leaf_chain(s, plan._sens[s], plan.first_scales[s], roots)),
                 dtype=np.int64,
             )
             for s in stats
         }
-        leaves, parent = second_level(tree, plan.depth_of(first["count"]))
+        cut = plan.cut_depths(first["count"], plan.spec.finest - r1)
+        leaves, parent = second_level(tree, d1, cut)
         second = {
             s: np.asarray(
                 queryable(_leaf_chain(s, plan._sens[s], plan.scales[s], leaves)), dtype=np.int64
@@ -313,18 +421,23 @@ def run_grid(
         }
     except dp.OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-    return GridOutput(leaves=leaves, parent=parent, first=first, second=second)
+    return GridOutput(leaves, parent, first, second, first_depth=d1, total=total)
 
 
 def grid_consistent(plan: GridPlan, out: GridOutput, stat: str) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares second-level estimates of ``stat`` (``out.leaves`` order) and their exact
-    variances: every first-level cell equals the sum of its second-level cells
-    (:func:`dpmap.hierarchy.consistent_forest` on the two-level forest). Post-processing."""
+    variances: every first-level cell equals the sum of its second-level cells, and the
+    noisy total (the count's, when measured) the sum of the first level
+    (:func:`dpmap.hierarchy.consistent_forest`). Post-processing."""
     v = np.asarray(out.first[stat], dtype=np.float64)
     u = np.asarray(out.second[stat], dtype=np.float64)
-    x, P = hierarchy.consistent_forest(
-        [None, out.parent],
-        [v, u],
-        [np.full(len(v), plan.first_variance(stat)), np.full(len(u), plan.variance(stat))],
-    )
-    return x[1], P[1]
+    parent: list[np.ndarray | None] = [None, out.parent]
+    y = [v, u]
+    var = [np.full(len(v), plan.first_variance(stat)), np.full(len(u), plan.variance(stat))]
+    if stat == "count" and out.total is not None:
+        extra = v.shape[1:]
+        parent = [None, np.zeros(len(v), dtype=np.int64), out.parent]
+        y = [np.full((1, *extra), out.total), v, u]
+        var = [np.array([plan.total_variance()]), *var]
+    x, P = hierarchy.consistent_forest(parent, y, var)
+    return x[-1], P[-1]

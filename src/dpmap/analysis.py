@@ -304,18 +304,26 @@ def _forest_of(
 def _grid_forest_of(
     m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
 ) -> _Forest:
-    root = int(m["adaptive"]["root_resolution"])
-    up = hierarchy.cells_to_parents(ids, root)
+    from .adaptive_grid import first_key, total_key
+
+    r1 = int(m["adaptive"]["first_resolution"])
+    named = m["adaptive"].get("root_resolution") == r1 and f"count_internal@{r1}" in m["statistics"]
+    up = hierarchy.cells_to_parents(ids, r1)
     first = np.unique(up)
+    total = m["statistics"].get(total_key())
     node_var: dict[str, list[np.ndarray]] = {}
     for s in stats:
         node_var[s] = [
-            np.full(len(first), _noise_variance(m["statistics"][f"{s}_internal@{root}"])),
+            # the total count (∞: not measured, or not this statistic's)
+            np.array([_noise_variance(total) if total and s == "count" else math.inf]),
+            np.full(
+                len(first), _noise_variance(m["statistics"][first_key(s, r1 if named else None)])
+            ),
             np.full(len(ids), _noise_variance(m["statistics"][s])),
         ]
     return _Forest(
-        parent=[None, np.searchsorted(first, up)],
-        depth=np.ones(len(ids), dtype=np.int64),
+        parent=[None, np.zeros(len(first), dtype=np.int64), np.searchsorted(first, up)],
+        depth=np.full(len(ids), 2, dtype=np.int64),
         pos=np.arange(len(ids)),
         node_var=node_var,
     )

@@ -115,11 +115,18 @@ class Explanation:
             lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
         if self.adaptive is not None and self.adaptive.get("kind") == "grid":
             a = self.adaptive
+            first = a["first_resolution"]
+            where = (
+                f"resolution {first}"
+                if isinstance(first, int)
+                else f"the resolution (from {a['root_resolution']} up) that AG's rule picks from "
+                "a noisy total count ('count_total')"
+            )
             lines.append(
-                f"  adaptive grid: every cell at resolution {a['root_resolution']} is counted "
-                f"(the '_internal@' line above), then cut by its noisy count down to at most "
-                f"{a['finest_resolution']} and counted again (the lines without '@'); the "
-                "published cells carry least-squares estimates of both (smaller margins than above)"
+                f"  adaptive grid: every cell at {where} is counted (the '_internal@' lines "
+                f"above), then cut by its noisy count down to at most {a['finest_resolution']} "
+                "and counted again (the lines without '@'); the published cells carry "
+                "least-squares estimates of all of them (smaller margins than above)"
             )
         elif self.adaptive is not None:
             a = self.adaptive
@@ -393,10 +400,10 @@ def release(
         error for rectangle queries in ``benchmarks/utility.py``. ``internal_share=0`` (the
         default) publishes the raw noisy leaves only. ``adaptive="grid"``: a two-level
         adaptive grid instead (Qardaji et al. 2013 on H3, :mod:`dpmap.adaptive_grid`): all
-        cells at ``adaptive_from`` (default 3 levels up) are counted with ``tree_share`` of
-        ε, each is cut by its noisy count and counted again with the rest, and the two
-        levels are made consistent; more accurate than the PrivTree for large areas
-        (districts, regions), less for small ones.
+        cells at ``adaptive_from`` (default: chosen by AG's rule from a noisy total) are
+        counted with ``tree_share`` of ε, each is cut by its noisy count and counted again
+        with the rest, and the levels are made consistent; more accurate than the PrivTree
+        for large areas (districts, regions), less for small ones.
     progress
         Called with the name of each stage as it starts ("plan", "read and bound",
         "noise", "table"), e.g. to drive a progress display.
@@ -476,7 +483,7 @@ def release(
         shown: Estimates | None = None  # display values, when they differ from the estimates
         if aplan is not None:
             assert domain is not None
-            est, cells, res_col = _adaptive(aplan, domain, aggregates.densify(domain, 1))
+            est, cells, res_col, drawn = _adaptive(aplan, domain, aggregates.densify(domain, 1))
         elif domain is not None and spec.hierarchical:
             tree = hierarchy.build_tree(domain, spec.levels)
             noisy = plan.run_dense(
@@ -514,9 +521,10 @@ def release(
         manifest = _manifest(spec, plan, reg, domain, published, title, len(table), integers)
         manifest["config"] = config
         if aplan is not None:
-            manifest["adaptive"] = aplan.describe()
+            manifest["adaptive"] = {**aplan.describe(), **drawn}
             manifest["cell_selection"]["rule"] = (
-                f"adaptive grid: every cell at resolution {aplan.root} over the region, cut "
+                f"adaptive grid: every cell at resolution {drawn['first_resolution']} over the "
+                "region, cut "
                 f"down to at most {spec.finest} where its noisy first-level count is large; the "
                 "possible cells are the H3 parents of the cells overlapping the region"
                 if manifest["adaptive"].get("kind") == "grid"
@@ -562,7 +570,9 @@ def _estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
 
 def _adaptive(
     aplan: Any, domain: np.ndarray, finest: dict[str, np.ndarray]
-) -> tuple[Estimates, np.ndarray, np.ndarray]:
+) -> tuple[Estimates, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Estimates, cells and resolutions of an adaptive release, and what the manifest's
+    ``adaptive`` entry gains once noise is drawn (a grid's first resolution)."""
     from .adaptive import adaptive_consistent, run_adaptive
     from .adaptive_grid import GridPlan, grid_consistent, run_grid
 
@@ -570,9 +580,11 @@ def _adaptive(
     counts = hierarchy.level_totals(tree, finest["count"])
     sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
     consistent: Callable[[str], tuple[np.ndarray, np.ndarray]]
+    drawn: dict[str, Any] = {}
     if isinstance(aplan, GridPlan):
         gout = run_grid(aplan, tree, counts, sums)
         leaves, noisy = gout.leaves, gout.second
+        drawn["first_resolution"] = gout.first_resolution(tree)
         consistent = lambda stat: grid_consistent(aplan, gout, stat)  # noqa: E731
     else:
         out = run_adaptive(aplan, tree, counts, sums)
@@ -589,7 +601,7 @@ def _adaptive(
             fields[stat] = x[order]
             fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd[order], Z975 * sd[order]
             fields[f"{stat}_var"] = var[order]
-        return Estimates(**fields), cells, res
+        return Estimates(**fields), cells, res, drawn
     has_sum = "sum" in noisy
     return (
         Estimates(
@@ -604,6 +616,7 @@ def _adaptive(
         ),
         cells,
         res,
+        drawn,
     )
 
 
