@@ -17,7 +17,8 @@ Which rows
     Flat release: every row. Hierarchical release (several resolutions): the rows of one
     level, the finest by default or the one chosen with ``resolution=`` (the levels are
     consistent, so adding up the finest cells of a parent gives the parent's estimate).
-    Adaptive release (PrivTree leaves at mixed resolutions, a partition): every leaf.
+    Adaptive release (PrivTree leaves or adaptive-grid cells at mixed resolutions, a
+    partition): every leaf.
     Release without a public region (cells chosen privately): the published cells only;
     cells that were not published count as zero there, which biases totals downward,
     and ``coverage`` counts published cells only. With a category breakdown every
@@ -26,13 +27,14 @@ Which rows
 Margins of error (95%)
     Normal approximation: ``1.96 · √Var``. A flat (or leaf-only adaptive) release adds
     independent noise to every row, so the variance of a weighted total is ``Σ wᵢ² varᵢ``.
-    The consistent estimates of a hierarchical release, and the leaves of an adaptive
-    release with noisy internal nodes (``internal_share > 0``), are correlated across
+    The consistent estimates of a hierarchical release, the leaves of an adaptive
+    release with noisy internal nodes (``internal_share > 0``) and the cells of an
+    adaptive grid (tied to their first-level cell and the total) are correlated across
     cells; their total's variance is computed **exactly**: the least-squares estimate is
     ``x = P y`` with ``P Σ = Cov(x)`` symmetric (generalised least squares), so
     ``Var(wᵀx) = wᵀ P (Σ w)``, one run of :func:`dpmap.hierarchy.consistent` (or
-    :func:`~dpmap.hierarchy.consistent_forest` on the adaptive tree, rebuilt from the
-    leaves' H3 parents) on the vector ``Σ w`` (the weights scaled by each node's noise
+    :func:`~dpmap.hierarchy.consistent_forest` on the adaptive tree or grid forest, rebuilt
+    from the leaves' H3 parents) on the vector ``Σ w`` (the weights scaled by each node's noise
     variance). For one whole cell
     of a flat release the exact margin of the discrete noise (OpenDP's accuracy) is used.
     The normal approximation is slightly optimistic for totals of very few cells with
