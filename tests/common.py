@@ -254,3 +254,22 @@ def write_parquet(df: pd.DataFrame, folder: Path, name: str = "points.parquet") 
 def list_folder(folder: Path) -> list[str]:
     """Every entry of a folder, hidden and temporary files included, sorted."""
     return sorted(p.name for p in Path(folder).iterdir())
+
+
+#: The adaptive tests' region: about 70 × 67 km around Beijing.
+ADAPTIVE_REGION = shapely.geometry.box(116.0, 39.0, 116.8, 39.6)
+
+
+def cluster_points(n_dense: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """A dense cluster (about 1 km across) and a thin scatter of 300 over ADAPTIVE_REGION."""
+    rng = np.random.default_rng(seed)
+    lat = np.concatenate([rng.normal(39.3, 0.004, n_dense), rng.uniform(39.01, 39.59, 300)])
+    lng = np.concatenate([rng.normal(116.4, 0.004, n_dense), rng.uniform(116.01, 116.79, 300)])
+    return pd.DataFrame(
+        {
+            "pid": np.arange(len(lat)),
+            "lat": lat,
+            "lng": lng,
+            "amount": rng.uniform(0, 100, len(lat)),
+        }
+    )

@@ -9,9 +9,9 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 import pytest
-from shapely.geometry import box
 
 import dpmap
+from common import ADAPTIVE_REGION, cluster_points
 from dpmap import hierarchy
 from dpmap.adaptive import (
     BETA,
@@ -26,22 +26,8 @@ from dpmap.adaptive import (
 from dpmap.postprocess import Z95
 from dpmap.spec import ReleaseSpec
 
-REGION = box(116.0, 39.0, 116.8, 39.6)
-
-
-def _points(n_dense: int = 4000, seed: int = 0) -> pd.DataFrame:
-    """A dense cluster (about 1 km across) and a thin scatter over the region."""
-    rng = np.random.default_rng(seed)
-    lat = np.concatenate([rng.normal(39.3, 0.004, n_dense), rng.uniform(39.01, 39.59, 300)])
-    lng = np.concatenate([rng.normal(116.4, 0.004, n_dense), rng.uniform(116.01, 116.79, 300)])
-    return pd.DataFrame(
-        {
-            "pid": np.arange(len(lat)),
-            "lat": lat,
-            "lng": lng,
-            "amount": rng.uniform(0, 100, len(lat)),
-        }
-    )
+REGION = ADAPTIVE_REGION
+_points = cluster_points
 
 
 @pytest.mark.parametrize(

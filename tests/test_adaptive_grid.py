@@ -11,9 +11,9 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 import pytest
-from shapely.geometry import box
 
 import dpmap
+from common import ADAPTIVE_REGION, cluster_points
 from dpmap import hierarchy
 from dpmap.adaptive_grid import (
     C2,
@@ -30,23 +30,9 @@ from dpmap.mechanisms import noise_variance
 from dpmap.postprocess import Z95
 from dpmap.spec import Mechanism, ReleaseSpec
 
-REGION = box(116.0, 39.0, 116.8, 39.6)
+REGION = ADAPTIVE_REGION
+_points = cluster_points
 VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
-
-
-def _points(n_dense: int = 4000, seed: int = 0) -> pd.DataFrame:
-    """A dense cluster (about 1 km across) and a thin scatter over the region."""
-    rng = np.random.default_rng(seed)
-    lat = np.concatenate([rng.normal(39.3, 0.004, n_dense), rng.uniform(39.01, 39.59, 300)])
-    lng = np.concatenate([rng.normal(116.4, 0.004, n_dense), rng.uniform(116.01, 116.79, 300)])
-    return pd.DataFrame(
-        {
-            "pid": np.arange(len(lat)),
-            "lat": lat,
-            "lng": lng,
-            "amount": rng.uniform(0, 100, len(lat)),
-        }
-    )
 
 
 @pytest.mark.parametrize(

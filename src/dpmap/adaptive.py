@@ -305,10 +305,15 @@ def plan_adaptive(
         _leaf_sens={s: sens[s].l1 for s in spec.statistics},
         _internal_sens=i_sens,
     )
-    total = float(_compositor(plan).map(1))
-    if total > spec.epsilon * (1 + 1e-12):
+    return seal_epsilon(plan, _compositor(plan), spec.epsilon)
+
+
+def seal_epsilon(plan: Any, compositor: Any, epsilon: float) -> Any:
+    """Set a frozen plan's ``epsilon`` to its compositor's map (refusing more than asked)."""
+    total = float(compositor.map(1))
+    if total > epsilon * (1 + 1e-12):
         raise MechanismError(
-            f"adaptive budget {total} exceeds epsilon {spec.epsilon}"
+            f"adaptive budget {total} exceeds epsilon {epsilon}"
         )  # pragma: no cover
     object.__setattr__(plan, "epsilon", total)
     return plan

@@ -50,7 +50,7 @@ import numpy as np
 import opendp.prelude as dp
 
 from . import hierarchy
-from .adaptive import _calibrate, _leaf_chain, internal_key
+from .adaptive import _calibrate, _leaf_chain, internal_key, seal_epsilon
 from .bounding import level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
 from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
@@ -253,13 +253,7 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
         epsilon=0.0,
         _sens={s: sens[s].l1 for s in spec.statistics},
     )
-    total = float(_compositor(plan).map(1))
-    if total > spec.epsilon * (1 + 1e-12):
-        raise MechanismError(
-            f"adaptive-grid budget {total} exceeds epsilon {spec.epsilon}"
-        )  # pragma: no cover
-    object.__setattr__(plan, "epsilon", total)
-    return plan
+    return seal_epsilon(plan, _compositor(plan), spec.epsilon)
 
 
 def _total_chain(l1: int) -> Any:
