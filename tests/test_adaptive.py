@@ -113,6 +113,8 @@ def test_adaptive_refuses_what_it_cannot_do() -> None:
         )
     with pytest.raises(dpmap.SpecError, match="adaptive_from"):
         dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, adaptive=True, adaptive_from=8)
+    with pytest.raises(dpmap.SpecError, match="resolution of 1 or more"):
+        dpmap.release(pts, region=REGION, resolution=0, epsilon=1.0, adaptive=True)
     with pytest.raises(dpmap.SpecError, match="adaptive=True"):
         dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0, adaptive_from=5)
     with pytest.raises(dpmap.SpecError, match="adaptive=True"):

@@ -358,5 +358,7 @@ def test_grid_refuses_what_it_cannot_do() -> None:
             delta=1e-6,
             mechanism="gaussian",  # type: ignore[arg-type]
         )
+    with pytest.raises(dpmap.SpecError, match="resolution of 1 or more"):
+        dpmap.release(pts, region=REGION, resolution=0, epsilon=1.0, adaptive="grid")
     with pytest.raises(dpmap.SpecError, match="region"):
         dpmap.release(pts, resolution=8, epsilon=1.0, delta=1e-6, adaptive="grid")

@@ -255,6 +255,11 @@ def plan_adaptive(
         raise SpecError("adaptive=True takes one (finest) resolution, not a list")
     if not 0 < tree_share < 1:
         raise SpecError(f"tree_share must be strictly between 0 and 1, got {tree_share!r}")
+    if spec.finest < 1:
+        raise SpecError(
+            "adaptive=True needs a resolution of 1 or more (it splits from a coarser level); "
+            f"got resolution={spec.finest}"
+        )
     r0 = default_root(spec.finest) if root is None else int(root)
     if not 0 <= r0 < spec.finest:
         raise SpecError(

@@ -217,6 +217,11 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
             f"tree_share (the first level's share of ε) must be strictly between 0 and 1, "
             f"got {share!r}"
         )
+    if spec.finest < 1:
+        raise SpecError(
+            'adaptive="grid" needs a resolution of 1 or more (it starts from a coarser level); '
+            f"got resolution={spec.finest}"
+        )
     if root is not None and not 0 <= int(root) < spec.finest:
         raise SpecError(
             f"adaptive_from={root!r} must be a resolution coarser than {spec.finest} "
