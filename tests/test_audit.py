@@ -314,6 +314,10 @@ def test_cli_audit_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--resolution", "7", "--epsilon", "1", "--runs", "16"]) == 0
     out = capsys.readouterr().out
     assert "dpmap audit" in out and "claimed ε = 1" in out and "PASS" in out
+    grid = ["audit", "--resolution", "7", "--epsilon", "1", "--runs", "16", "--json"]
+    assert main([*grid, "--adaptive", "--adaptive-method", "grid"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["parameters"]["adaptive"] == "grid" and d["passed"] is True
 
 
 def test_cli_audit_json_at_the_mechanism_level(capsys: pytest.CaptureFixture[str]) -> None:
@@ -366,6 +370,8 @@ def test_cli_audit_exits_1_when_the_release_leaks(
         ["audit", "--resolution", "7", "--epsilon", "1", "--mechanism", "gaussian"],
         ["audit", "--resolution", "7", "--epsilon", "1", "--runs", "1"],
         ["audit", "--resolution", "7", "--epsilon", "1", "--no-suppress", "--suppress-below", "3"],
+        ["audit", "--resolution", "7", "--epsilon", "1", "--adaptive-method", "grid"],
+        ["audit", "--resolution", "7", "--epsilon", "1", "--adaptive", "--adaptive-method", "kd"],
     ],
 )
 def test_cli_audit_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

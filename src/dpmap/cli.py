@@ -214,13 +214,7 @@ def _spec_kwargs(kw: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     elif isinstance(share, str):
         parts = [_number(w, "--internal-share") for w in share.split(",")]
         kw["internal_share"] = parts[0] if len(parts) == 1 else parts
-    method = kw.pop("adaptive_method", None) or "privtree"
-    if method not in ("privtree", "grid"):
-        raise SpecError(f"--adaptive-method must be privtree or grid, got {method!r}")
-    if kw.get("adaptive") and method == "grid":
-        kw["adaptive"] = "grid"
-    elif method == "grid":
-        raise SpecError("--adaptive-method applies to adaptive releases; add --adaptive")
+    kw["adaptive"] = _adaptive_arg(bool(kw.get("adaptive")), kw.pop("adaptive_method", None))
     if isinstance(kw.get("categories"), list):
         kw["categories"] = ",".join(str(c) for c in kw["categories"])
     if kw.pop("no_suppress"):
@@ -232,6 +226,16 @@ def _spec_kwargs(kw: dict[str, Any], ctx: Any = None) -> dict[str, Any]:
     if kw.get("region") is not None:
         kw["region"] = str(kw["region"])
     return kw
+
+
+def _adaptive_arg(adaptive: bool, method: str | None) -> bool | str:
+    """--adaptive and --adaptive-method as the ``adaptive=`` argument of a release."""
+    method = method or "privtree"
+    if method not in ("privtree", "grid"):
+        raise SpecError(f"--adaptive-method must be privtree or grid, got {method!r}")
+    if method == "grid" and not adaptive:
+        raise SpecError("--adaptive-method applies to adaptive releases; add --adaptive")
+    return "grid" if method == "grid" else adaptive
 
 
 def _number(text: str, flag: str) -> float:
@@ -679,6 +683,10 @@ def audit_cmd(
     adaptive: Annotated[
         bool, typer.Option("--adaptive", help="Audit an adaptive release.")
     ] = False,
+    adaptive_method: Annotated[
+        str,
+        typer.Option("--adaptive-method", help="Adaptive releases: privtree (default) or grid."),
+    ] = "privtree",
     discovery: Annotated[
         bool,
         typer.Option("--discovery", help="Audit a release without a region (needs --delta > 0)."),
@@ -723,7 +731,7 @@ def audit_cmd(
         "max_cells": max_cells,
         "max_records_per_cell": max_records_per_cell,
         "suppress_below": False if no_suppress else suppress_below,
-        "adaptive": adaptive,
+        "adaptive": _adaptive_arg(adaptive, adaptive_method),
     }
     if bounds is not None:
         params["bounds"] = bounds
