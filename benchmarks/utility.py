@@ -4,7 +4,8 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/utility.py --quick                 # < 3 minutes
-    .venv/bin/python benchmarks/utility.py --json utility.json     # full: ~30 minutes on 2 cores
+    .venv/bin/python benchmarks/utility.py --json utility.json     # full: ~10 minutes on 2 cores
+    .venv/bin/python benchmarks/utility.py --report a.json b.json  # pool runs with other --seed
     .venv/bin/python benchmarks/utility.py --regions hebei --sizes 1e5 --epsilons 1 \\
         --methods "flat:ug hier:ug-1..ug+1 hier:ug-1..ug+1/split=even adapt:ug+2 ag"  # explore
 
@@ -877,6 +878,25 @@ def print_report(res: dict[str, Any], methods: list[str], reps: int = 1) -> dict
 # ---------------------------------------------------------------------------------------
 
 
+def pool_runs(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of several runs (other seeds: other data and rectangles) merged per setting,
+    method and size: the mean of their errors and the root mean square of their spreads
+    over repetitions. With the runs' repetitions added up, the report's standard errors are
+    those of the pooled mean (the variation between seeds aside)."""
+    if len(runs) == 1:
+        return runs[0]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for run in runs:
+        for r in run:
+            groups.setdefault((*_key(r), r["spec"], r["size"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        errs = [r["rel_error"] for r in rs]
+        sd = float(np.sqrt(np.mean([r["rel_error_sd"] ** 2 for r in rs])))
+        out.append({**rs[0], "rel_error": float(np.mean(errs)), "rel_error_sd": sd})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small run (< 3 minutes)")
@@ -890,15 +910,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", help=f"space-separated method specs (default {DEFAULT_METHODS!r})")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--report", help="only print the tables of a JSON file written by --json")
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        help="only print the tables of JSON files written by --json (several: runs with other "
+        "seeds, pooled: each error is the mean over the runs)",
+    )
     args = ap.parse_args(argv)
     if args.report:
-        with open(args.report, encoding="utf-8") as fh:
-            saved = json.load(fh)
+        saved = []
+        for path in args.report:
+            with open(path, encoding="utf-8") as fh:
+                saved.append(json.load(fh))
+        rows, reps = (
+            pool_runs([s["results"] for s in saved]),
+            sum(s["config"]["reps"] for s in saved),
+        )
+        if len(saved) > 1:
+            print(f"pooled {len(saved)} runs (seeds {[s['config'].get('seed') for s in saved]})")
         print_report(
-            {"rows": saved["results"], "cells": saved["per_cell"]},
-            saved["config"]["methods"],
-            saved["config"]["reps"],
+            {"rows": rows, "cells": [c for s in saved for c in s["per_cell"]]},
+            saved[0]["config"]["methods"],
+            reps,
         )
         return 0
     cfg: dict[str, Any] = dict(QUICK if args.quick else FULL)
