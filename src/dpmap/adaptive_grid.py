@@ -75,8 +75,7 @@ DEFAULT_FIRST_SHARE = 0.3
 
 #: θ of the cut rule k = ⌊log₇(v / (c₂·b₂)) + θ⌋: 0.5 rounds to the nearest power of seven;
 #: AG rounds its side up (m₂ = ⌈√…⌉). In the runs above 0.85 gave 0.82 / 0.84 / 0.88,
-#: 0.5 gave 0.87 / 0.90 / 0.90 and 1.0 (always up) 0.86 / 0.87 / 0.92 (9 of the 10
-#: settings were run).
+#: 0.5 gave 0.87 / 0.90 / 0.90 and 1.0 (always up) 0.83 / 0.84 / 0.90.
 CUT_OFFSET = 0.85
 
 #: Share of the count's budget for the noisy total that picks the first level (only when
