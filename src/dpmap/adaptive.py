@@ -336,7 +336,7 @@ def _calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
 
 def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
     """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of an adaptive plan."""
-    from .mechanisms import NoisePlan, _statistic
+    from .mechanisms import _statistic
 
     sens = sensitivities(plan.spec)
     per = {
@@ -353,19 +353,26 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
             per[key] = _statistic(
                 key, s, level_sensitivities(plan.spec, r)[s], Mechanism.LAPLACE, scale, eps_d
             )
+    parts = "PrivTree split + " + ("internal-node and leaf" if plan.has_internal else "leaf")
+    return pure_dp_plan(plan, per, parts + " counts", _compositor(plan))
+
+
+def pure_dp_plan(plan: Any, statistics: dict[str, Any], what: str, compositor: Any) -> Any:
+    """The :class:`~dpmap.mechanisms.NoisePlan` of an adaptive plan: pure ε-DP, the noisy
+    vectors ``statistics`` composed by OpenDP's ``compositor``."""
+    from .mechanisms import NoisePlan
+
     return NoisePlan(
         spec=plan.spec,
-        statistics=per,
+        statistics=statistics,
         epsilon=plan.epsilon,
         delta=0.0,
         rho=None,
-        measure="pure ε-differential privacy (PrivTree split + "
-        + ("internal-node and leaf" if plan.has_internal else "leaf")
-        + " counts, composed by OpenDP)",
+        measure=f"pure ε-differential privacy ({what}, composed by OpenDP)",
         accounting="pure-dp",
         discovery=False,
         threshold=None,
-        _measurement=_compositor(plan),
+        _measurement=compositor,
     )
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import opendp.prelude as dp
 
 from . import hierarchy
-from .adaptive import _calibrate, _leaf_chain, internal_key, seal_epsilon
+from .adaptive import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
 from .bounding import level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
 from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
@@ -302,7 +302,7 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     With a fixed first level its entries are named ``<stat>_internal@<resolution>``; with
     an automatic one ``<stat>_internal@first`` (the resolution is in the manifest's
     ``adaptive.first_resolution`` once drawn) and ``count_total``."""
-    from .mechanisms import NoisePlan, _statistic
+    from .mechanisms import _statistic
 
     sens = sensitivities(plan.spec)
     per: dict[str, Any] = {}
@@ -322,20 +322,8 @@ def grid_noise_plan(plan: GridPlan) -> Any:
             plan.total_scale,
             plan.total_epsilon,
         )
-    return NoisePlan(
-        spec=plan.spec,
-        statistics=per,
-        epsilon=plan.epsilon,
-        delta=0.0,
-        rho=None,
-        measure="pure ε-differential privacy ("
-        + ("total, " if plan.total_scale is not None else "")
-        + "first- and second-level counts, composed by OpenDP)",
-        accounting="pure-dp",
-        discovery=False,
-        threshold=None,
-        _measurement=_compositor(plan),
-    )
+    what = ("total, " if plan.total_scale is not None else "") + "first- and second-level counts"
+    return pure_dp_plan(plan, per, what, _compositor(plan))
 
 
 def first_key(stat: str, resolution: int | None) -> str:
