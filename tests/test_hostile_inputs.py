@@ -14,7 +14,7 @@ API and the CLI and checks only the outcome:
   inserted bytes), ragged rows, bad encodings, NUL bytes, empty and header-only files;
 * regions: zero-area, self-intersecting, NaN/inf vertices, holes, 3-D, collections,
   across the antimeridian, around both poles, around H3 pentagons (flat, hierarchical,
-  adaptive), wider than 180° of longitude, and huge regions at fine resolutions;
+  adaptive PrivTree and grid), wider than 180° of longitude, and huge regions at fine resolutions;
 * parameter extremes (ε from 1e-300 to 1e6, bounds of 10^18 records, seeds ≥ 2^64);
 * the CLI, in process, with generated files and flags (exit status 0 or 2, one line on
   stderr, nothing left behind), including config files with wrong types;
@@ -244,11 +244,13 @@ def hostile_frames(draw: st.DrawFn) -> tuple[Any, dict[str, Any], str]:
         params["bounds"] = (lo, lo + draw(st.integers(0, 10**6)))
     params["suppress_below"] = draw(st.sampled_from([None, False, 2.5]))
     params["epsilon"] = draw(st.sampled_from([0.1, 1.0, 7.5]))
-    kind = draw(st.sampled_from(["flat", "flat", "flat", "hierarchical", "adaptive", "discovery"]))
+    kind = draw(
+        st.sampled_from(["flat", "flat", "flat", "hierarchical", "adaptive", "grid", "discovery"])
+    )
     if kind == "hierarchical":
         params["resolution"] = [6, 7]
-    elif kind == "adaptive":
-        params["adaptive"] = True
+    elif kind in ("adaptive", "grid"):
+        params["adaptive"] = True if kind == "adaptive" else "grid"
     elif kind == "discovery":
         params["region"] = None
         params["delta"] = 1e-6
@@ -799,6 +801,7 @@ def test_regions_around_pentagons(res: int) -> None:
         assert diag.rows_outside_region == 0
         ok_or_error(points, region=region, resolution=[max(0, res - 2), res], epsilon=1.0)
         ok_or_error(points, region=region, resolution=res, epsilon=1.0, adaptive=True)
+        ok_or_error(points, region=region, resolution=res, epsilon=1.0, adaptive="grid")
         ok_or_error(points, resolution=res, epsilon=1.0, delta=1e-6)  # discovery
 
 
@@ -1110,6 +1113,7 @@ _FLAG_SETS = st.lists(
             ["--category", "creditor", "--categories", "bank,utility"],
             ["--resolution", "6,7"],
             ["--adaptive"],
+            ["--adaptive-method", "grid"],
             ["--mechanism", "gaussian"],
             ["--delta", "1e-6"],
             ["--selection", "hash", "--seed", "5"],
