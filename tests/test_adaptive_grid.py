@@ -339,6 +339,20 @@ def test_grid_release_round_trips_and_explains(tmp_path) -> None:  # type: ignor
     assert "resolution 4" in fixed and "count_internal@4" in fixed and "count_total" not in fixed
 
 
+def test_one_tree_share_default_serves_both_adaptive_methods() -> None:
+    """release(tree_share=...) has one default: the PrivTree's split share and the grid's
+    first-level share were measured separately and must stay equal, or the grid would
+    silently run with the other method's default."""
+    from dpmap.adaptive import DEFAULT_TREE_SHARE
+    from dpmap.adaptive_grid import DEFAULT_FIRST_SHARE
+    from dpmap.release import adaptive_method
+
+    assert DEFAULT_FIRST_SHARE == DEFAULT_TREE_SHARE
+    for value, method in ((True, "privtree"), (np.True_, "privtree"), ("grid", "grid")):
+        assert adaptive_method(value) == method
+    assert adaptive_method(False) is None and adaptive_method(None) is None
+
+
 def test_grid_refuses_what_it_cannot_do() -> None:
     pts = _points(100)
     kw = dict(region=REGION, resolution=8, epsilon=1.0)

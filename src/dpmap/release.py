@@ -243,12 +243,10 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
 
 def adaptive_method(adaptive: Any) -> str | None:
     """``adaptive=`` as a method name: None (not adaptive), "privtree" or "grid"."""
-    if adaptive is False or adaptive is None:
-        return None
-    if adaptive is True or adaptive == "privtree":
-        return "privtree"
-    if adaptive == "grid":
-        return "grid"
+    if adaptive is None or isinstance(adaptive, (bool, np.bool_)):
+        return "privtree" if adaptive else None
+    if adaptive in ("privtree", "grid"):
+        return str(adaptive)
     raise SpecError(
         f'adaptive must be True/"privtree" (PrivTree split), "grid" (two-level adaptive grid) '
         f"or False, got {adaptive!r}"
