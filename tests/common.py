@@ -273,3 +273,40 @@ def cluster_points(n_dense: int = 4000, seed: int = 0) -> pd.DataFrame:
             "amount": rng.uniform(0, 100, len(lat)),
         }
     )
+
+
+# --------------------------------------------------------------- noise of linear estimates
+
+
+def dlap_moments(q: Any) -> tuple[Any, Any]:
+    """Variance and fourth moment of discrete Laplace noise with q = e^{−1/scale}
+    (numbers or arrays): 2q/(1−q)² and 2q(1 + 11q + 11q² + q³)/((1+q)(1−q)⁴)."""
+    var = 2 * q / (1 - q) ** 2
+    m4 = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
+    return var, m4
+
+
+def opendp_laplace_draws(values: np.ndarray, scale: float, ndraws: int) -> np.ndarray:
+    """``ndraws`` fresh OpenDP discrete-Laplace draws around each value: shape (n, ndraws)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    meas = dp.m.make_laplace(
+        dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64"), scale=scale
+    )
+    tiled = np.repeat(np.asarray(values, dtype=np.int64), ndraws)
+    return np.asarray(meas(tiled), dtype=np.float64).reshape(len(values), ndraws)
+
+
+def check_linear_estimate(
+    err: np.ndarray, P: np.ndarray, coef: np.ndarray, scales: list[float], ndraws: int
+) -> None:
+    """Estimates e = Σ_j coef_j η_j of independent discrete-Laplace noises η_j (with the given
+    scales), drawn ``ndraws`` times (``err``: one row per estimate): the coefficients give
+    the stated variance ``P`` exactly, and per estimate |mean(e)| ≤ 6.5·√(P/N) and
+    |mean(e²) − P| ≤ 7.5·√((E[e⁴] − P²)/N), E[e⁴] = 3P² + Σ coef⁴ (E[η⁴] − 3Var²) exactly."""
+    var_j, m4_j = dlap_moments(np.exp(-1.0 / np.asarray(scales, dtype=np.float64)))
+    np.testing.assert_allclose(coef**2 @ var_j, P, rtol=1e-9)  # the stated variance, exactly
+    m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
+    assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
+    assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))

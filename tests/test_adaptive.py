@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 import dpmap
-from common import ADAPTIVE_REGION, cluster_points
+from common import (
+    ADAPTIVE_REGION,
+    check_linear_estimate,
+    cluster_points,
+    opendp_laplace_draws,
+)
 from dpmap import hierarchy
 from dpmap.adaptive import (
     BETA,
@@ -298,9 +303,7 @@ def test_adaptive_estimates_are_unbiased_with_the_stated_variance() -> None:
     true_int = [counts[d][idx] for d, idx in enumerate(out.internal)]
 
     def opendp_noise(values: np.ndarray, scale: float) -> np.ndarray:
-        meas = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=scale)
-        tiled = np.repeat(np.asarray(values, dtype=np.int64), ndraws)
-        return np.asarray(meas(tiled), dtype=np.float64).reshape(len(values), ndraws)
+        return opendp_laplace_draws(values, scale, ndraws)
 
     noisy = AdaptiveOutput(
         leaves=out.leaves,
@@ -343,13 +346,7 @@ def test_adaptive_estimates_are_unbiased_with_the_stated_variance() -> None:
     scales = [plan.scales["count"]] * len(out.leaves) + [
         plan.internal_scales["count"][d] for d, _ in nodes[len(out.leaves) :]
     ]
-    q = np.exp(-1.0 / np.array(scales, dtype=np.float64))
-    var_j = 2 * q / (1 - q) ** 2
-    m4_j = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
-    np.testing.assert_allclose(coef**2 @ var_j, P, rtol=1e-9)  # the stated variance, exactly
-    m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
-    assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
-    assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))
+    check_linear_estimate(err, P, coef, scales, ndraws)
     # and the estimates are better than the raw leaves where internal nodes help
     assert P.min() < plan.variance("count")
 

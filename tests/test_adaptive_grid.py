@@ -8,12 +8,16 @@ import math
 import geopandas as gpd
 import h3
 import numpy as np
-import opendp.prelude as dp
 import pandas as pd
 import pytest
 
 import dpmap
-from common import ADAPTIVE_REGION, cluster_points
+from common import (
+    ADAPTIVE_REGION,
+    check_linear_estimate,
+    cluster_points,
+    opendp_laplace_draws,
+)
 from dpmap import hierarchy
 from dpmap.adaptive_grid import (
     C2,
@@ -32,7 +36,6 @@ from dpmap.spec import Mechanism, ReleaseSpec
 
 REGION = ADAPTIVE_REGION
 _points = cluster_points
-VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
 
 
 @pytest.mark.parametrize(
@@ -234,9 +237,7 @@ def test_grid_estimates_are_unbiased_with_the_stated_variance() -> None:
     true_leaf = np.array([counts[d][i] for d, i in out.leaves], dtype=np.float64)
 
     def opendp_noise(values: np.ndarray, scale: float) -> np.ndarray:
-        meas = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=scale)
-        tiled = np.repeat(np.asarray(values, dtype=np.int64), ndraws)
-        return np.asarray(meas(tiled), dtype=np.float64).reshape(len(values), ndraws)
+        return opendp_laplace_draws(values, scale, ndraws)
 
     drawn = GridOutput(
         leaves=out.leaves,
@@ -266,13 +267,7 @@ def test_grid_estimates_are_unbiased_with_the_stated_variance() -> None:
     )
     scales = [plan.total_scale] + [plan.first_scales["count"]] * nf
     scales += [plan.scales["count"]] * nl
-    q = np.exp(-1.0 / np.array(scales))
-    var_j = 2 * q / (1 - q) ** 2
-    m4_j = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
-    np.testing.assert_allclose(coef**2 @ var_j, P, rtol=1e-9)
-    m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
-    assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
-    assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))
+    check_linear_estimate(err, P, coef, scales, ndraws)  # type: ignore[arg-type]
 
 
 def test_grid_release_partitions_the_region_with_exact_margins() -> None:

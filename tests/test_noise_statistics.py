@@ -40,6 +40,7 @@ import shapely
 from scipy import stats
 
 import dpmap
+from common import dlap_moments
 from dpmap import grid, mechanisms
 from dpmap.mechanisms import plan_noise
 from dpmap.spec import ReleaseSpec
@@ -55,11 +56,8 @@ TAIL = 1e-10
 
 def dlap(scale: float) -> dict[str, float]:
     q = math.exp(-1.0 / scale)
-    return {
-        "q": q,
-        "var": 2 * q / (1 - q) ** 2,
-        "m4": 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4),
-    }
+    var, m4 = dlap_moments(q)
+    return {"q": q, "var": var, "m4": m4}
 
 
 def dlap_cover(scale: float, a: float) -> float:
