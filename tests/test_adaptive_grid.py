@@ -30,6 +30,7 @@ from dpmap.adaptive_grid import (
     run_grid,
     second_level,
 )
+from dpmap.bounding import Sensitivity, level_sensitivities, sensitivities
 from dpmap.mechanisms import noise_variance
 from dpmap.postprocess import Z95
 from dpmap.spec import Mechanism, ReleaseSpec
@@ -81,6 +82,15 @@ def test_grid_accounting_is_exact(
     assert sum(st.epsilon for st in noise_plan.statistics.values()) == pytest.approx(
         plan.epsilon, rel=1e-12
     )
+    # stated sensitivities: the first level's at its (coarsest possible) resolution; the
+    # total is one number that all of a person's k records can move
+    stated = noise_plan.statistics
+    for stat in ("count", "sum"):
+        key = f"{stat}_internal@{first if first is not None else 'first'}"
+        assert stated[key].sensitivity == level_sensitivities(spec, plan.root)[stat]
+        assert stated[stat].sensitivity == sensitivities(spec)[stat]
+    if first is None:
+        assert stated["count_total"].sensitivity == Sensitivity(l0=1, l1=k, l2=k, linf=k)
 
 
 def test_cut_depth_follows_the_adaptive_grid_rule() -> None:

@@ -51,7 +51,7 @@ import opendp.prelude as dp
 
 from . import hierarchy
 from .adaptive import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
-from .bounding import level_sensitivities, sensitivities
+from .bounding import Sensitivity, level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
 from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
 from .spec import Mechanism, ReleaseSpec
@@ -305,19 +305,23 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     from .mechanisms import _statistic
 
     sens = sensitivities(plan.spec)
+    # the first level at its resolution (the coarsest possible one when it is chosen later:
+    # L2 and L∞ only grow as cells merge; L1, which the noise is calibrated to, is the same)
+    first = level_sensitivities(plan.spec, plan.root)
     per: dict[str, Any] = {}
     for s in plan.spec.statistics:
         per[s] = _statistic(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
     for s in plan.spec.statistics:
         key = first_key(s, plan.first)
         per[key] = _statistic(
-            key, s, sens[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
+            key, s, first[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
         )
     if plan.total_scale is not None and plan.total_epsilon is not None:
+        l1 = sens["count"].l1  # one number: all of a person's records can land in it
         per[total_key()] = _statistic(
             total_key(),
             "count",
-            sens["count"],
+            Sensitivity(l0=1, l1=l1, l2=float(l1), linf=l1),
             Mechanism.LAPLACE,
             plan.total_scale,
             plan.total_epsilon,
