@@ -58,6 +58,11 @@ def test_grid_accounting_is_exact(
     )
     plan = plan_grid(spec, root=first, share=share)
     k = l0 * linf  # L1 of a person's counts at any resolution: merging cells cannot raise it
+    for r in range(spec.finest):  # (both levels are calibrated to the finest level's L1)
+        assert all(
+            level_sensitivities(spec, r)[st].l1 == sensitivities(spec)[st].l1
+            for st in ("count", "sum")
+        )
     count = 0.6 * eps
     if first is None:  # the noisy total that picks the first level takes 2% of the count's
         assert plan.root == 2 and plan.first is None
@@ -336,6 +341,17 @@ def test_grid_release_round_trips_and_explains(tmp_path) -> None:  # type: ignor
         back.cells.drop(columns="geometry"), rel.cells.drop(columns="geometry")
     )
     assert back.manifest["adaptive"]["first_resolution"] == 5
+    # the read-back release's roll-up: with a fixed first level there is no total, so the
+    # region's variance is the sum of the first-level cells' harmonic combinations
+    everything = gpd.GeoDataFrame({"name": ["all"]}, geometry=[REGION.buffer(0.5)], crs=4326)
+    stats = back.manifest["statistics"]
+    assert "count_total" not in stats
+    v1 = noise_variance(Mechanism.LAPLACE, stats["count_internal@5"]["scale"])
+    v2 = noise_variance(Mechanism.LAPLACE, stats["count"]["scale"])
+    _, kids = np.unique([h3.cell_to_parent(c, 5) for c in back.cells["cell"]], return_counts=True)
+    expect = np.sum(1 / (1 / v1 + 1 / (kids * v2)))
+    total = back.aggregate_to(everything, by="name")
+    assert float(total["count_moe"].iloc[0]) == pytest.approx(Z95 * math.sqrt(expect), rel=1e-9)
     text = str(dpmap.explain(region=REGION, resolution=7, epsilon=1.0, adaptive="grid"))
     assert "adaptive grid" in text and "count_internal@first" in text and "count_total" in text
     fixed = str(

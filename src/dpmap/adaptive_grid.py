@@ -86,6 +86,9 @@ TOTAL_SHARE = 0.02
 #: The automatic first level is at most this many levels above the finest resolution.
 MAX_LEVELS = 6
 
+#: Name of the noisy total's entry in the manifest (present iff the first level was chosen).
+TOTAL_KEY = "count_total"
+
 
 @dataclass(frozen=True)
 class GridPlan:
@@ -228,9 +231,7 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
             f"(0..{spec.finest - 1})"
         )
     first = None if root is None else int(root)
-    sens = sensitivities(spec)
-    for r in range(spec.finest):  # a person moves any level's vector by the same L1
-        assert all(level_sensitivities(spec, r)[st].l1 == sens[st].l1 for st in sens)
+    sens = sensitivities(spec)  # L1 is the same at every level (bounding.level_sensitivities)
     shares = spec.shares()
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}
@@ -292,10 +293,6 @@ def _compositor(plan: GridPlan) -> Any:
     )
 
 
-def total_key() -> str:
-    return "count_total"
-
-
 def grid_noise_plan(plan: GridPlan) -> Any:
     """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of a grid plan.
 
@@ -318,8 +315,8 @@ def grid_noise_plan(plan: GridPlan) -> Any:
         )
     if plan.total_scale is not None and plan.total_epsilon is not None:
         l1 = sens["count"].l1  # one number: all of a person's records can land in it
-        per[total_key()] = _statistic(
-            total_key(),
+        per[TOTAL_KEY] = _statistic(
+            TOTAL_KEY,
             "count",
             Sensitivity(l0=1, l1=l1, l2=float(l1), linf=l1),
             Mechanism.LAPLACE,

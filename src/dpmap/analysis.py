@@ -306,21 +306,19 @@ def _forest_of(
 def _grid_forest_of(
     m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
 ) -> _Forest:
-    from .adaptive_grid import first_key, total_key
+    from .adaptive_grid import TOTAL_KEY, first_key
 
     r1 = int(m["adaptive"]["first_resolution"])
-    named = m["adaptive"].get("root_resolution") == r1 and f"count_internal@{r1}" in m["statistics"]
     up = hierarchy.cells_to_parents(ids, r1)
     first = np.unique(up)
-    total = m["statistics"].get(total_key())
+    total = m["statistics"].get(TOTAL_KEY)  # measured iff the first level was chosen from it
     node_var: dict[str, list[np.ndarray]] = {}
     for s in stats:
+        first_entry = m["statistics"][first_key(s, None if total else r1)]
         node_var[s] = [
             # the total count (∞: not measured, or not this statistic's)
             np.array([_noise_variance(total) if total and s == "count" else math.inf]),
-            np.full(
-                len(first), _noise_variance(m["statistics"][first_key(s, r1 if named else None)])
-            ),
+            np.full(len(first), _noise_variance(first_entry)),
             np.full(len(ids), _noise_variance(m["statistics"][s])),
         ]
     return _Forest(
