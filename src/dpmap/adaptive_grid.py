@@ -129,8 +129,8 @@ class GridPlan:
         k = ⌊log₇(v / (c₂·b₂)) + θ⌋, 0 when v ≤ c₂·b₂, at most ``most``."""
         unit = C2 * self.scales["count"]
         v = np.asarray(noisy_first_counts, dtype=np.float64)
+        # v ≤ unit gives log 1 = 0 and ⌊θ⌋ = 0: not cut
         k = np.floor(np.log(np.maximum(v, unit) / unit) / math.log(7.0) + CUT_OFFSET)
-        k[v <= unit] = 0
         return np.clip(k, 0, most).astype(np.int64)
 
     def first_cells_wanted(self, noisy_total: float) -> float:
