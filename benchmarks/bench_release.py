@@ -341,7 +341,7 @@ def _stage_targets() -> list[tuple[Any, str, str]]:
         (local, "bound", "engine: bound (select records, partitions in parallel)"),
         (local, "_assert_bounded", "engine: _assert_bounded (re-check bounds)"),
         (local, "group", "engine: group (group_by cell)"),
-        (local, "finish", "engine: finish (sort, to numpy)"),
+        (common, "finish", "engine: finish (sort, saturate, to numpy)"),
         (BoundedAggregates, "densify", "noise: densify onto the domain"),
         (NoisePlan, "run_dense", "noise: run_dense (OpenDP sampling)"),
         (rel, "_level_vectors", "noise: _level_vectors (hierarchy)"),

@@ -2,7 +2,8 @@
 
 Each engine's internal ``bound_and_aggregate`` must return *identical* PRIVATE aggregates
 to the local engine's on these datasets with ``selection="hash"`` and a fixed seed, and
-refuse the ``BAD`` inputs with the same error.
+refuse the ``BAD`` inputs with the same error, and return the same empty aggregates and
+diagnostics for the ``NOTHING_USABLE`` inputs.
 """
 
 from __future__ import annotations
@@ -118,17 +119,22 @@ def base(**over: Any) -> pd.DataFrame:
     return df
 
 
+#: inputs with no usable point: not refused (that would be a free answer about the data) but
+#: empty aggregates, with the same PRIVATE diagnostics on every engine
+NOTHING_USABLE = {
+    "empty": (lambda: base().iloc[:0], {}),
+    "all-coordinates-missing": (lambda: base(lat=np.nan), {}),
+    "outside-region": (lambda: base(lat=FAR_AWAY[0], lng=FAR_AWAY[1]), {}),
+    "no-usable-row": (lambda: base(pid=None).astype({"pid": "string"}), {"person": "pid"}),
+}  # fmt: skip
+
 BAD = {
     "missing-column": (lambda: base().drop(columns=["lat"]), {}),
     "missing-person-column": (lambda: base(), {"person": "who"}),
     "text-latitude": (lambda: base(lat="39.1"), {}),
     "text-value": (lambda: base(amount="12"), {"value": "amount", "bounds": (0, 10)}),
-    "empty": (lambda: base().iloc[:0], {}),
-    "all-coordinates-missing": (lambda: base(lat=np.nan), {}),
     "projected": (lambda: base(lat=4_400_000.0, lng=450_000.0), {}),
     "swapped": (lambda: base().rename(columns={"lat": "lng", "lng": "lat"}), {}),
     "longitude-out-of-range": (lambda: base(lng=200.0), {}),
     "infinite-latitude": (lambda: base().assign(lat=lambda d: d.lat.where(d.index > 0, np.inf)), {}),
-    "outside-region": (lambda: base(lat=FAR_AWAY[0], lng=FAR_AWAY[1]), {}),
-    "no-usable-row": (lambda: base(pid=None).astype({"pid": "string"}), {"person": "pid"}),
 }  # fmt: skip

@@ -38,7 +38,6 @@ from dpmap.aggregates import BoundedAggregates
 from dpmap.bounding import bound_reference, sensitivities
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines.local import bound_and_aggregate
-from dpmap.errors import InputError
 from dpmap.mechanisms import plan_noise
 from dpmap.spec import ReleaseSpec
 
@@ -580,10 +579,15 @@ def test_reference_keeps_smallest_priorities() -> None:
     assert sums == {("A", 0): 2 + 4 + 32, ("C", 0): 16}
 
 
-def test_engine_refuses_nothing_but_empty() -> None:
+def test_engine_does_not_refuse_a_region_without_points() -> None:
+    """No point in the region is not an error (that would be a free membership test):
+    the aggregates are empty, and only the PRIVATE diagnostics say why."""
     spec = ReleaseSpec(resolution=RES, epsilon=1.0, person="p", selection="hash", seed=0)
-    with pytest.raises(InputError):
-        engine([(1, N_IN, 1.0, None)], spec)  # only a point outside the region
+    diag = Diagnostics()
+    agg = engine([(1, N_IN, 1.0, None)], spec, diag)  # only a point outside the region
+    assert as_dict(agg) == {}
+    assert diag.rows_outside_region == 1
+    assert any("no point lies inside the region" in n for n in diag.private_notes)
 
 
 # ------------------------------------------------------- the engine re-checks its bounds

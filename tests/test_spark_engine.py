@@ -39,7 +39,7 @@ from dpmap.engines import _common, local
 from dpmap.engines import spark as spark_engine
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
-from parity import BAD, PARITY, assert_same, heavy_person, random_points, spec_of
+from parity import BAD, NOTHING_USABLE, PARITY, assert_same, heavy_person, random_points, spec_of
 
 pytestmark = pytest.mark.filterwarnings(
     # pyspark warns about pandas >= 3 when converting; dpmap talks to Spark through Arrow
@@ -99,6 +99,16 @@ def test_parity_bounded_aggregates(spark: Any, name: str) -> None:
     assert_same(a, b)
     assert d_local == d_spark
     assert d_spark.rows_read > 0 and d_spark.records_used == int(b.count.sum())
+
+
+@pytest.mark.parametrize("name", list(NOTHING_USABLE))
+def test_parity_nothing_usable(spark: Any, name: str) -> None:
+    """No usable point is empty aggregates (not an error) on both engines, same notes."""
+    make, kw = NOTHING_USABLE[name]
+    a, b, d_local, d_spark = both(spark, make(), spec_of(**kw))
+    assert_same(a, b)
+    assert len(b.cells) == 0
+    assert d_local == d_spark and d_spark.private_notes
 
 
 def test_parity_heavy_person_is_really_bounded(spark: Any) -> None:
@@ -175,16 +185,17 @@ def test_hash_priority_does_not_depend_on_batches() -> None:
             _common.VALUE: rng.integers(-5, 2000, n),
         }
     )
-    spec = spec_of(person="pid", value="amount", bounds=(0, 1), category="c", categories=["a"])
-    expr = _common.priority_expr(df.columns, spec, 99)
+    spec = spec_of(
+        person="pid", value="amount", bounds=(0, 1), category="c", categories=["a"], seed=99
+    )
     clean = df.filter(pl.col(_common.PERSON).is_not_null())
-    whole = clean.select(expr).to_series()
+    whole = _common.priorities(clean, spec)
     parts = []
     for start in range(0, n, 1234):
         batch = pl.DataFrame(
             pl.from_arrow(df.slice(start, 1234).to_arrow(compat_level=pl.CompatLevel.oldest()))
         ).filter(pl.col(_common.PERSON).is_not_null())
-        parts.append(batch.select(expr).to_series())
+        parts.append(_common.priorities(batch, spec))
     assert pl.concat(parts).equals(whole)
 
 
@@ -263,7 +274,7 @@ def test_bad_files_same_error(spark: Any, tmp_path: Path) -> None:
     header_only.write_text("lat,lng,pid\n")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    cases = [tmp_path / "nope.parquet", tmp_path / "points.txt", header_only, empty]
+    cases = [tmp_path / "nope.parquet", tmp_path / "points.txt", empty]
     (tmp_path / "points.txt").write_text("lat,lng\n1,2\n")
     for path in cases:
         with pytest.raises(DpmapError) as local_err:
@@ -272,6 +283,10 @@ def test_bad_files_same_error(spark: Any, tmp_path: Path) -> None:
             spark_engine.bound_and_aggregate(str(path), spec_of(), DOMAIN)
         assert type(spark_err.value) is type(local_err.value), path.name
         assert str(spark_err.value) == str(local_err.value), path.name
-    assert isinstance(spark_err.value, InputError)  # the header-only file is empty
+    assert isinstance(spark_err.value, InputError)  # the 0-byte file has no columns
+    # a header-only file is an empty dataset, not an error (a refusal would be a free answer)
+    a = local.bound_and_aggregate(str(header_only), spec_of(), DOMAIN)
+    b = spark_engine.bound_and_aggregate(str(header_only), spec_of(), DOMAIN)
+    assert len(a.cells) == len(b.cells) == 0
     with pytest.raises(DataFileError):
         spark_engine.bound_and_aggregate(str(tmp_path / "nope.parquet"), spec_of(), DOMAIN)

@@ -25,7 +25,7 @@ from dpmap import Diagnostics, DpmapError, SpecError
 from dpmap.engines import local, streaming
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
-from parity import BAD, PARITY, assert_same, heavy_person, random_points, spec_of
+from parity import BAD, NOTHING_USABLE, PARITY, assert_same, heavy_person, random_points, spec_of
 
 DOMAIN = region_to_cells(to_region(REGION), RESOLUTION)
 
@@ -131,8 +131,8 @@ def test_random_selection_still_bounds() -> None:
 
 
 def test_random_selection_keeps_a_uniform_record() -> None:
-    """Random priorities come from a running row number (unique across batches): with one
-    person holding 4 records in 4 cells and L0 = 1, each cell is kept about ¼ of the time.
+    """Random priorities are fresh per record (in every batch): with one person holding
+    4 records in 4 cells and L0 = 1, each cell is kept about ¼ of the time.
 
     400 runs; each cell's count of wins is Binomial(400, ¼): P(< 50) = 1.8e-10 and
     P(> 155) = 4.9e-10 (exact binomial tails), so < 3e-9 for the 4 cells together.
@@ -156,6 +156,15 @@ def test_count_only_is_summed_over_batches() -> None:
     a, b, d_local, d_stream = both(df, spec, (100, 1))
     assert_same(a, b)
     assert d_local == d_stream
+
+
+@pytest.mark.parametrize("name", list(NOTHING_USABLE))
+def test_nothing_usable_same_empty_aggregates(name: str) -> None:
+    make, kw = NOTHING_USABLE[name]
+    a, b, d_local, d_stream = both(make(), spec_of(**kw), (5, 1))
+    assert_same(a, b)
+    assert len(a.cells) == 0
+    assert d_local == d_stream and d_stream.private_notes
 
 
 @pytest.mark.parametrize("name", list(BAD))
@@ -213,9 +222,9 @@ def test_spilled_rows_are_private_and_removed(
     streaming.bound_and_aggregate(heavy_person(500), spec_of(person="pid"), DOMAIN, batch_rows=64)
     assert seen and all(mode == 0o700 and files > 0 for _, mode, files in seen)
     assert list(tmp_path.iterdir()) == []
-    far = debtors(20, 1, 1).assign(lat=10.0, lng=10.0)  # no point in the region: refused
-    with pytest.raises(dpmap.InputError, match="no point lies inside the region"):
-        streaming.bound_and_aggregate(far, spec_of(person="pid"), DOMAIN, batch_rows=7)
+    bad = debtors(20, 1, 1).assign(lat=100.0)  # refused: latitudes out of range
+    with pytest.raises(dpmap.InputError, match="latitudes must be within"):
+        streaming.bound_and_aggregate(bad, spec_of(person="pid"), DOMAIN, batch_rows=7)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -51,7 +51,15 @@ import opendp.prelude as dp
 from . import hierarchy
 from .bounding import level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
-from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
+from .mechanisms import (
+    _AGGREGATES,
+    _PERSONS,
+    _VEC_I64,
+    _accuracy,
+    _fit_scale,
+    check_noise_inputs,
+    noise_variance,
+)
 from .spec import Mechanism, ReleaseSpec
 
 __all__ = ["DEFAULT_INTERNAL_SHARE", "DEFAULT_TREE_SHARE", "AdaptivePlan", "plan_adaptive"]
@@ -440,6 +448,7 @@ def run_adaptive(
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
+    check_noise_inputs(data)
     decision_noise = dp.m.make_laplace(_VEC_I64, dp.l1_distance(T="i64"), scale=plan.lam)
 
     def grow(agg: dict[str, Any]) -> tuple[list[tuple[int, int]], list[np.ndarray]]:

@@ -51,9 +51,18 @@ import opendp.prelude as dp
 
 from . import hierarchy
 from .adaptive import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
+from .aggregates import exact_total
 from .bounding import Sensitivity, level_sensitivities, sensitivities
 from .errors import MechanismError, SpecError
-from .mechanisms import _AGGREGATES, _PERSONS, _VEC_I64, _accuracy, _fit_scale, noise_variance
+from .mechanisms import (
+    _AGGREGATES,
+    _PERSONS,
+    _VEC_I64,
+    _accuracy,
+    _fit_scale,
+    check_noise_inputs,
+    noise_variance,
+)
 from .spec import Mechanism, ReleaseSpec
 
 __all__ = ["C2", "DEFAULT_FIRST_SHARE", "GridPlan", "plan_grid"]
@@ -269,7 +278,7 @@ def _total_chain(l1: int) -> Any:
         _PERSONS,
         _VEC_I64,
         dp.l1_distance(T="i64"),
-        function=lambda agg: np.array([int(np.sum(agg["tree_count"][0]))], dtype=np.int64),
+        function=lambda agg: np.array([exact_total(agg["tree_count"][0])], dtype=np.int64),
         stability_map=lambda d: d * l1,
     )
 
@@ -377,6 +386,7 @@ def run_grid(
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
+    check_noise_inputs(data)
     stats = plan.spec.statistics
     try:
         queryable = _compositor(plan)(data)

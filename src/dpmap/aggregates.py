@@ -3,6 +3,16 @@
 Engines (local, and later Spark) produce a :class:`BoundedAggregates`: per occupied key
 (cell, or cell × category) the count of bounded records and the sum of their clamped
 values. It is the only thing that crosses from the data plane to the privacy layer.
+
+Saturation. Every number that reaches the noise lies in ``[-SUM_LIMIT, SUM_LIMIT]``
+(``SUM_LIMIT = 2**62``, about 4.6e18): engines form each cell's sum without overflow
+(128-bit integers) and saturate it to that range, and every coarser total (hierarchy
+levels, adaptive trees, region totals) is formed exactly and saturated again
+(:func:`saturate`, :func:`exact_total`). Saturation is 1-Lipschitz: one person moves a
+saturated value by at most as much as the unsaturated one, so the sensitivities the noise
+is calibrated to stay valid. Without it a sum could wrap around the 64-bit range, and two
+neighbouring datasets could then differ by 2**64 in one coordinate: no privacy at all.
+The headroom above the limit keeps OpenDP's integer noise from reaching the int64 edge.
 """
 
 from __future__ import annotations
@@ -11,7 +21,39 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BoundedAggregates"]
+__all__ = ["SUM_LIMIT", "BoundedAggregates", "exact_total", "in_range", "saturate"]
+
+#: every coordinate that reaches the noise lies in [-SUM_LIMIT, SUM_LIMIT]
+SUM_LIMIT = 2**62
+
+
+def saturate(values: np.ndarray) -> np.ndarray:
+    """``values`` (int64, or Python ints in an object array) clipped to ±SUM_LIMIT, int64."""
+    a = np.asarray(values)
+    if a.dtype == object:
+        flat = [min(max(int(v), -SUM_LIMIT), SUM_LIMIT) for v in a.reshape(-1)]
+        return np.array(flat, dtype=np.int64).reshape(a.shape)
+    return np.clip(a, -SUM_LIMIT, SUM_LIMIT).astype(np.int64, copy=False)
+
+
+def exact_total(values: np.ndarray) -> int:
+    """The exact sum of integer ``values`` (no wrap-around), saturated to ±SUM_LIMIT."""
+    a = np.asarray(values).reshape(-1)
+    if a.size and np.abs(a, dtype=np.float64).sum() >= 2.0**62:  # int64 could wrap: exact ints
+        total = sum(int(v) for v in a.tolist())
+    else:
+        total = int(a.sum(dtype=np.int64))
+    return min(max(total, -SUM_LIMIT), SUM_LIMIT)
+
+
+def in_range(values: np.ndarray) -> bool:
+    """Whether every value lies in [-SUM_LIMIT, SUM_LIMIT] (checked before any noise)."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return True
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"noise inputs must be integers, got dtype {a.dtype}")
+    return bool(int(a.min()) >= -SUM_LIMIT and int(a.max()) <= SUM_LIMIT)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -27,7 +69,8 @@ class BoundedAggregates:
     count
         int64 number of bounded records per key.
     sum
-        int64 sum of clamped, rounded values per key, or ``None`` without a value column.
+        int64 sum of clamped, rounded values per key, saturated to ±:data:`SUM_LIMIT`,
+        or ``None`` without a value column.
     """
 
     cells: np.ndarray

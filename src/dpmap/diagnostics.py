@@ -13,7 +13,8 @@ nothing that writes a release (files, manifest, plots) can see it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 __all__ = ["Diagnostics"]
 
@@ -35,14 +36,21 @@ class Diagnostics:
     values_clamped: int = 0
     records_cut_by_bounding: int = 0
     records_used: int = 0
+    #: cells whose exact sum lay beyond ±2**62 and was saturated before noise
+    sums_saturated: int = 0
     persons: int | None = None
+    #: what the data owner should know, e.g. "the points are empty: the release is all noise"
+    private_notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, int | None]:
+    def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __str__(self) -> str:
         lines = ["PRIVATE diagnostics (exact counts from the raw data; do not publish):"]
         lines += [
-            f"  {k.replace('_', ' ')}: {v}" for k, v in self.as_dict().items() if v is not None
+            f"  {k.replace('_', ' ')}: {v}"
+            for k, v in self.as_dict().items()
+            if v is not None and k != "private_notes"
         ]
+        lines += [f"  note: {n}" for n in self.private_notes]
         return "\n".join(lines)

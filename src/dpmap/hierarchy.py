@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
+from .aggregates import saturate
+
 __all__ = [
     "Tree",
     "build_tree",
@@ -80,8 +82,17 @@ def build_tree(finest: np.ndarray, resolutions: tuple[int, ...]) -> Tree:
 def level_totals(tree: Tree, finest: np.ndarray) -> list[np.ndarray]:
     """Exact totals of every level (coarse to fine), summed up the index tree from the
     finest level's values (shape ``(n,)`` or ``(n, k)``). Used on PRIVATE aggregates
-    before noise, and equally on public values."""
-    out = [np.asarray(finest)]
+    before noise, and equally on public values.
+
+    Integer totals never wrap around: where int64 could overflow they are formed with
+    exact Python integers, and every level is saturated to ±``SUM_LIMIT``
+    (:mod:`dpmap.aggregates`), which keeps each coordinate a 1-Lipschitz function of the
+    data, so the level sensitivities hold.
+    """
+    base = np.asarray(finest)
+    integer = base.dtype.kind in "iu"
+    wide = integer and base.size and np.abs(base, dtype=np.float64).sum() >= 2.0**62
+    out = [base.astype(object) if wide else base]
     for j in range(len(tree.levels) - 1, 0, -1):
         parent = tree.parent[j]
         assert parent is not None
@@ -89,6 +100,8 @@ def level_totals(tree: Tree, finest: np.ndarray) -> list[np.ndarray]:
         up = np.zeros((len(tree.levels[j - 1]), *level.shape[1:]), dtype=level.dtype)
         np.add.at(up, parent, level)
         out.insert(0, up)
+    if integer:
+        out = [saturate(level) for level in out]
     return out
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
+from .aggregates import in_range
 from .bounding import Sensitivity, level_sensitivities, sensitivities
 from .errors import MechanismError
 from .spec import Mechanism, ReleaseSpec
@@ -150,6 +151,7 @@ class NoisePlan:
         vectors — the one whose privacy OpenDP's map accounts (docs/noise-at-scale.md).
         """
         assert not self.discovery
+        check_noise_inputs(vectors)
         vecs = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in vectors.items()}
         longest = max((len(v) for v in vecs.values()), default=0)
         workers = noise_workers() if workers is None else workers
@@ -187,6 +189,7 @@ class NoisePlan:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Threshold the occupied keys' counts, then noise sums on the kept keys. Draws noise."""
         assert self.discovery
+        check_noise_inputs({"count": counts, "sum": sums})
         data = {"count": dict(zip(keys.tolist(), counts.tolist(), strict=True))}
         if sums is not None:
             data["sum"] = dict(zip(keys.tolist(), sums.tolist(), strict=True))
@@ -201,6 +204,19 @@ class NoisePlan:
         except dp.OpenDPException as exc:  # pragma: no cover
             raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
         return kept, out
+
+
+def check_noise_inputs(vectors: Mapping[str, Any]) -> None:
+    """Refuse (as a bug) any exact value outside ±SUM_LIMIT about to receive noise.
+
+    ``vectors`` maps names to integer arrays, lists of them (tree levels) or ``None``.
+    Engines and every total of a design saturate to that range
+    (:mod:`dpmap.aggregates`); this is the last line, right before OpenDP.
+    """
+    for name, vec in vectors.items():
+        for part in vec if isinstance(vec, list) else [vec]:
+            if part is not None and not in_range(part):
+                raise AssertionError(f"{name}: a value outside ±2**62 reached the noise step")
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .aggregates import SUM_LIMIT
+
 __all__ = ["Estimates", "Published", "mean_and_margin", "publish"]
 
 #: two-sided normal quantiles, for margins of sums of several noise draws
@@ -41,6 +43,8 @@ class Published:
     columns: dict[str, np.ndarray]
     threshold: float | None
     threshold_rule: str
+    #: published rows whose noisy sum may have reached the saturation limit
+    sums_at_limit: int = 0
 
 
 def publish(
@@ -89,8 +93,26 @@ def publish(
         )
         cols["mean"] = np.where(suppressed, np.nan, mean)
         cols["mean_moe"] = np.where(suppressed, np.nan, mean_moe)
+        at_limit = sum_at_limit(total, est.sum_moe975) & ~suppressed
+        if at_limit.any():  # a column only where it says something (a decision on noisy values)
+            cols["sum_at_limit"] = at_limit
     cols["suppressed"] = suppressed
-    return Published(columns=cols, threshold=threshold, threshold_rule=rule)
+    return Published(
+        columns=cols,
+        threshold=threshold,
+        threshold_rule=rule,
+        sums_at_limit=int(cols["sum_at_limit"].sum()) if "sum_at_limit" in cols else 0,
+    )
+
+
+def sum_at_limit(total: np.ndarray, sum_moe975: np.ndarray | float) -> np.ndarray:
+    """Rows whose noisy sum lies within its 97.5% margin of ±SUM_LIMIT.
+
+    Every exact sum is saturated to ±SUM_LIMIT before noise (:mod:`dpmap.aggregates`), so
+    near the limit the true (bounded) sum may be larger in magnitude than shown. The flag
+    reads noisy values only (post-processing).
+    """
+    return np.abs(np.asarray(total, dtype=np.float64)) >= SUM_LIMIT - np.asarray(sum_moe975)
 
 
 def mean_and_margin(

@@ -23,6 +23,7 @@ import pandas as pd
 from . import grid, hierarchy
 from ._version import __version__
 from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
+from .aggregates import SUM_LIMIT
 from .diagnostics import Diagnostics
 from .engines import local
 from .errors import DataFileError, ReleaseFormatError, SpecError
@@ -720,7 +721,7 @@ def _cell_table(
     if spec.categories is not None:
         cats = np.asarray(spec.categories, dtype=object)
         data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
-    for col in _STAT_COLUMNS:
+    for col in (*_STAT_COLUMNS, "sum_at_limit"):
         if col in pub.columns:
             data[col] = pub.columns[col]
     data["suppressed"] = pub.columns["suppressed"]
@@ -744,8 +745,9 @@ def _normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame
             df[col] = df[col].astype("float64")
     if "resolution" in df:
         df["resolution"] = df["resolution"].astype("int64")
-    if "suppressed" in df:
-        df["suppressed"] = df["suppressed"].astype(bool)
+    for col in ("suppressed", "sum_at_limit"):
+        if col in df:
+            df[col] = df[col].astype(bool)
     for col in ("cell", "category"):
         if col in df:
             df[col] = df[col].astype(object)
@@ -840,6 +842,17 @@ def _manifest(
             if spec.value
             else None,
             "selection": str(spec.selection),
+            "sum_limit": {
+                "range": [-SUM_LIMIT, SUM_LIMIT],
+                "rule": "every exact sum (cells and all coarser totals) is formed without "
+                "overflow and saturated to this range before noise; saturation cannot raise "
+                "the sensitivity",
+                "rows_at_limit": pub.sums_at_limit,
+                "flag": "column sum_at_limit (present only when some row is flagged): the noisy "
+                "sum lies within its 97.5% margin of the limit, so the true sum may be larger",
+            }
+            if spec.value
+            else None,
         },
         "resolution": list(spec.levels) if spec.hierarchical else spec.resolution,
         "cell_selection": selection,

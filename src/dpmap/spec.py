@@ -24,6 +24,12 @@ __all__ = ["OTHER_CATEGORY", "Mechanism", "ReleaseSpec", "Selection"]
 #: The bucket that receives rows whose category is not in the public ``categories`` list.
 OTHER_CATEGORY = "other"
 
+#: Most categories (``"other"`` included) a release accepts: a (cell, category) key packs
+#: the category index into the 18 low bits of the H3 index (see mechanisms.encode_keys),
+#: so at most 2**18 indices exist; the cap stays well below that, and a map with more
+#: categories than this would be all noise anyway.
+MAX_CATEGORIES = 10_000
+
 #: Largest |bound| accepted for a value column: sums stay exact in int64 for any
 #: realistic number of records per cell.
 MAX_ABS_BOUND = 10**12
@@ -51,9 +57,13 @@ class Mechanism(_StrEnum):
 class Selection(_StrEnum):
     """How a person's kept records are chosen when they exceed the contribution bounds.
 
-    ``random``: a fresh secret random priority per record (the default).
-    ``hash``: a keyed hash of the record's own content, reproducible for a given ``seed``
-    (the same records are kept on every engine and every run).
+    ``random``: a fresh random priority for every record, drawn from the operating
+    system's randomness at each release (the default). It cannot be seeded: a seeded
+    "random" order would be a function of where rows sit in the file, and one extra person
+    inserted before the others could then move which records everyone else keeps.
+    ``hash``: a keyed hash of the record's own content (person, cell, category, value),
+    reproducible for a given ``seed`` (the same records are kept on every engine, every
+    run and in any row order).
     Either way the choice depends only on that person's own records.
     """
 
@@ -222,6 +232,12 @@ class ReleaseSpec:
             set_("seed", _whole(self.seed, "seed", 0))
             if self.seed >= 2**64:
                 raise SpecError(f"seed must be < 2**64, got {self.seed!r}")
+            if self.selection is not Selection.HASH:
+                raise SpecError(
+                    f"seed={self.seed!r} applies to selection='hash' only: 'random' selection draws "
+                    "fresh randomness for every record and cannot be seeded; pass selection='hash' "
+                    "with the seed for reproducible bounding, or drop the seed"
+                )
         names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
         if len(set(names)) != len(names):
             raise SpecError(
@@ -291,6 +307,11 @@ class ReleaseSpec:
             raise SpecError(f"categories contain duplicates: {cats!r}; list each category once")
         if OTHER_CATEGORY not in cats:
             cats.append(OTHER_CATEGORY)
+        if len(cats) > MAX_CATEGORIES:
+            raise SpecError(
+                f"categories list {len(cats)} names (with {OTHER_CATEGORY!r}), more than the "
+                f"{MAX_CATEGORIES} a release can hold; group rare categories into fewer, coarser ones"
+            )
         return tuple(cats)
 
     # -- derived, public quantities -------------------------------------------------------

@@ -8,9 +8,10 @@ per-batch :class:`RowCounts`. So both engines
   (:func:`check_columns`, :func:`record_and_check`),
 * drop the same rows, bin with the same H3 call and clamp/round the same way
   (:func:`prepare_rows`), and
-* give each record the same priority for ``selection="hash"`` (:func:`priority_expr`:
+* give each record the same priority for ``selection="hash"`` (:func:`priorities`:
   polars' keyed hash of the record's own fields, which is computed row by row and does
-  not depend on how the rows are split into batches — a test checks that).
+  not depend on how the rows are split into batches or ordered — tests check that), and
+  fresh operating-system randomness per record for ``selection="random"``.
 
 Everything here works on PRIVATE rows; none of it imports OpenDP.
 """
@@ -18,7 +19,7 @@ Everything here works on PRIVATE rows; none of it imports OpenDP.
 from __future__ import annotations
 
 import math
-import secrets
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
+from ..aggregates import SUM_LIMIT, BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import InputError
 from ..spec import OTHER_CATEGORY, ReleaseSpec, Selection
@@ -45,16 +47,20 @@ LAT, LNG, PERSON, VALUE, CAT, CELL, PRIO = (
 #: coordinates beyond this magnitude are metres (or feet) of a projected CRS, not degrees
 PROJECTED_MAGNITUDE = 1_000.0
 
-EMPTY = "the points are empty (0 rows); pass data with at least one row"
-NO_USABLE_COORDINATES = "no row has usable coordinates (all are missing); check the lat/lng columns"
-NO_POINT_IN_REGION = (
-    "no point lies inside the region; check that the region covers the data and that "
-    "lat/lng are not swapped"
+# Notes for the PRIVATE diagnostics. These situations are NOT refused: refusing would be a
+# free, exact answer about the data (e.g. "does anyone live in this 50 m disc?"); the
+# release goes on as an ordinary all-noise map, charged like any other.
+EMPTY = "the points are empty (0 rows): the release is all noise"
+NO_USABLE_COORDINATES = (
+    "no row has usable coordinates (all are missing): the release is all noise; check the "
+    "lat/lng columns"
 )
-NO_USABLE_ROW = "no usable row is left after dropping rows with missing values"
-SUM_OVERFLOW = (
-    "a cell's sum could overflow 64-bit integers with these bounds; express the value column in "
-    "a larger unit (e.g. thousands) and scale the bounds to match"
+NO_POINT_IN_REGION = (
+    "no point lies inside the region: the release is all noise; check that the region covers "
+    "the data and that lat/lng are not swapped"
+)
+NO_USABLE_ROW = (
+    "no usable row is left after dropping rows with missing values: the release is all noise"
 )
 
 
@@ -94,8 +100,8 @@ def check_columns(
             )
     for role, col in (("lat", spec.lat), ("lng", spec.lng), ("value", spec.value)):
         if col is not None and not is_numeric(schema[col]):
-            if is_empty():  # a header-only file has text dtypes
-                raise InputError(EMPTY)
+            if schema[col] in (pl.String, pl.Null) and is_empty():  # a header-only file
+                continue
             raise InputError(
                 f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
                 "first, e.g. pd.to_numeric(df[col], errors='coerce')"
@@ -228,19 +234,20 @@ def prepare_rows(
 
 
 def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_domain: bool) -> None:
-    """Fill the PRIVATE diagnostics from the counts and refuse unusable inputs.
+    """Fill the PRIVATE diagnostics from the counts; refuse impossible coordinates.
 
-    Checks, in this order: empty input, no usable coordinates, coordinates out of range
-    (projected? swapped?), no point in the region, no row left.
+    An empty input, no usable coordinates, no point in the region or no row left are
+    NOT refused (the release is then all noise, see :data:`EMPTY`); a note goes to the
+    diagnostics. The one refusal that depends on the data is coordinates outside the
+    degree ranges (projected? swapped?): a map made from them would be wrong. It looks at
+    no location inside the valid range, happens before any budget is reserved, and
+    publishes nothing (the privacy promise lists it).
     """
     diag.rows_read = c.rows
-    if c.rows == 0:
-        raise InputError(EMPTY)
-    if c.rows == c.missing_coordinates:
-        raise InputError(NO_USABLE_COORDINATES)
     lat_lo, lat_hi, lng_lo, lng_hi = c.lat_lo, c.lat_hi, c.lng_lo, c.lng_hi
-    bad_lat = not (lat_lo >= -90 and lat_hi <= 90)  # also catches ±inf
-    bad_lng = not (lng_lo >= -180 and lng_hi <= 180)
+    usable = c.rows > c.missing_coordinates
+    bad_lat = usable and not (lat_lo >= -90 and lat_hi <= 90)  # also catches ±inf
+    bad_lng = usable and not (lng_lo >= -180 and lng_hi <= 180)
     if bad_lat or bad_lng:
         worst = max(abs(lat_lo), abs(lat_hi), abs(lng_lo), abs(lng_hi))
         if np.isfinite(worst) and worst > PROJECTED_MAGNITUDE:
@@ -262,8 +269,6 @@ def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_dom
     diag.rows_missing_coordinates = c.missing_coordinates
     if has_domain:
         diag.rows_outside_region = c.outside_region
-        if c.rows - c.missing_coordinates - c.outside_region == 0:
-            raise InputError(NO_POINT_IN_REGION)
     if spec.person is not None:
         diag.rows_missing_person = c.missing_person
     if spec.value is not None:
@@ -271,36 +276,59 @@ def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_dom
         diag.values_clamped = c.values_clamped
     if spec.category is not None:
         diag.rows_other_category = c.other_category
-    if c.rows_left == 0:
-        raise InputError(NO_USABLE_ROW)
+    if c.rows == 0:
+        diag.private_notes.append(EMPTY)
+    elif not usable:
+        diag.private_notes.append(NO_USABLE_COORDINATES)
+    elif has_domain and c.rows - c.missing_coordinates - c.outside_region == 0:
+        diag.private_notes.append(NO_POINT_IN_REGION)
+    elif c.rows_left == 0:
+        diag.private_notes.append(NO_USABLE_ROW)
 
 
-def selection_key(spec: ReleaseSpec) -> int:
-    """The key of the priority hash: the seed; else 0 (``hash``) or a fresh secret (``random``)."""
-    if spec.seed is not None:
-        return spec.seed
-    return 0 if spec.selection is Selection.HASH else secrets.randbits(63)
+def hash_key(spec: ReleaseSpec) -> int:
+    """The key of the priority hash for ``selection="hash"``: the seed, else 0."""
+    return spec.seed if spec.seed is not None else 0
 
 
-def priority_expr(
-    columns: Iterable[str], spec: ReleaseSpec, key: int, row_id: pl.Expr | None = None
-) -> pl.Expr:
-    """Priority of each record (UInt64): smaller is kept first.
+def priorities(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Series:
+    """Priority of each record of ``df`` (UInt64): smaller is kept first.
 
-    ``hash``: polars' hash, keyed with ``key``, of the record's own fields (person, cell,
-    category index, rounded value — those of them in ``columns``), so it is the same on
-    every engine and in every batch. ``random``: the keyed hash of a unique row number
-    (``row_id``, default: the position in the frame) under a fresh secret ``key``, i.e.
-    an independent random order of the rows. Either depends on no other person's data.
+    ``hash``: polars' hash, keyed with :func:`hash_key`, of the record's own fields
+    (person, cell, category index, rounded value — those of them in ``df``), so it is the
+    same on every engine, in every batch and in any row order. ``random``: fresh
+    randomness for every record, read from the operating system (``os.urandom``) at each
+    call, so the priorities are independent and uniform whatever the rows are and wherever
+    they sit. Neither depends on any other person's data, nor on the row's position: an
+    extra person inserted anywhere in the file leaves everyone else's kept records as
+    they were (``hash``) or as likely as they were (``random``).
     """
     if spec.selection is Selection.HASH:
-        present = set(columns)
-        return pl.struct([c for c in (PERSON, CELL, CAT, VALUE) if c in present]).hash(seed=key)
-    ids = row_id if row_id is not None else pl.int_range(pl.len(), dtype=pl.UInt64)
-    return ids.hash(seed=key)
+        present = set(df.columns)
+        fields = [c for c in (PERSON, CELL, CAT, VALUE) if c in present]
+        return df.select(pl.struct(fields).hash(seed=hash_key(spec)).alias(PRIO)).to_series()
+    fresh = np.frombuffer(os.urandom(8 * df.height), dtype=np.uint64)
+    return pl.Series(PRIO, fresh, dtype=pl.UInt64)
 
 
-def check_sum_range(max_count: int, spec: ReleaseSpec) -> None:
-    """Refuse when a cell's sum could leave the int64 range."""
-    if spec.value is not None and max_count * spec.value_magnitude >= 2**62:
-        raise InputError(SUM_OVERFLOW)
+def keys_of(spec: ReleaseSpec) -> list[str]:
+    """The grouping keys of the aggregates: the cell, and the category index if any."""
+    return [CELL] + ([CAT] if spec.category is not None else [])
+
+
+def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggregates:
+    """Per-key ``count`` (and ``sum``) rows, sorted, as :class:`BoundedAggregates`, with
+    sums saturated to ±SUM_LIMIT (see :mod:`dpmap.aggregates`); how many were saturated
+    goes to the PRIVATE diagnostics."""
+    g = g.sort(keys_of(spec))
+    sums = None
+    if spec.value is not None:
+        wide = g["sum"].cast(pl.Int128)
+        diag.sums_saturated = int((wide.abs() > SUM_LIMIT).sum())
+        sums = wide.clip(-SUM_LIMIT, SUM_LIMIT).cast(pl.Int64).to_numpy()
+    return BoundedAggregates(
+        cells=g[CELL].to_numpy(),
+        category=g[CAT].to_numpy() if spec.category is not None else None,
+        count=g["count"].to_numpy(),
+        sum=sums,
+    )

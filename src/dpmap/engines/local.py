@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..aggregates import BoundedAggregates
+from ..aggregates import SUM_LIMIT, BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import InputError
 from ..io import read_points, safe_message
@@ -93,7 +93,7 @@ def bound_and_aggregate(
             diag.persons = int(df[_PERSON].n_unique())
     diag.records_cut_by_bounding = before - df.height
     diag.records_used = df.height
-    return finish(group(df, spec), spec)
+    return _common.finish(group(df, spec), spec, diag)
 
 
 #: points files above this size are released by the streaming engine (bounded memory)
@@ -134,7 +134,8 @@ def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
     if _PRIO in df.columns:
         x = df.select(*fields, _PRIO)
     else:
-        x = df.select(fields).with_columns(_priority_for(df, spec).alias(_PRIO))
+        x = df.select(fields)
+        x = x.with_columns(_common.priorities(x, spec))
     parts = max(1, min(_MAX_PARTS, x.height // _ROWS_PER_PART))
     if parts == 1:
         kept = [_bound_plan(x.lazy(), spec).drop(_PRIO)]
@@ -180,11 +181,6 @@ def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     return lf.filter((record_rank < linf) & (cell_rank < l0)).drop("__cp")
 
 
-def _priority_for(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Expr:
-    """Priority of each record: smaller is kept first (see :func:`_common.priority_expr`)."""
-    return _common.priority_expr(df.columns, spec, _common.selection_key(spec))
-
-
 def _bound_check(kept: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     """One row: the most records a person keeps in one cell, and the most cells."""
     if spec.max_cells == 1 and spec.max_records_per_cell == 1:
@@ -221,34 +217,32 @@ def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -
             raise AssertionError("clamping failed: a value lies outside the bounds")
 
 
-def _keys(spec: ReleaseSpec) -> list[str]:
-    return [_CELL] + ([_CAT] if spec.category is not None else [])
-
-
 def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
-    """Per-key ``count`` (and ``sum``) of the rows: partial aggregates add up (:func:`merge`)."""
+    """Per-key ``count`` (and ``sum``) of the rows: partial aggregates add up (:func:`merge`).
+
+    Sums are formed in 128-bit integers when 64 bits could wrap around (more rows than
+    2**62 / M), and saturated by :func:`dpmap.engines._common.finish`.
+    """
     aggs = [pl.len().cast(pl.Int64).alias("count")]
     if spec.value is not None:
-        aggs.append(pl.col(_VALUE).sum().cast(pl.Int64).alias("sum"))
-    return df.group_by(_keys(spec)).agg(aggs)
+        value = pl.col(_VALUE)
+        if df.height * spec.value_magnitude >= SUM_LIMIT:
+            value = value.cast(pl.Int128)
+        aggs.append(value.sum().alias("sum"))
+    return df.group_by(_common.keys_of(spec)).agg(aggs)
 
 
 def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
-    """The sum of partial aggregates from :func:`group` (of disjoint sets of rows)."""
+    """The sum of partial aggregates from :func:`group` (of disjoint sets of rows; none:
+    the empty aggregates)."""
+    if not groups:
+        schema = dict.fromkeys(_common.keys_of(spec), pl.Int64)
+        if spec.value is not None:
+            schema[_VALUE] = pl.Int64
+        return group(pl.DataFrame(schema=schema), spec)
     if len(groups) == 1:
         return groups[0]
-    sums = [pl.col(c).sum() for c in ("count", "sum") if c in groups[0].columns]
-    return pl.concat(groups).group_by(_keys(spec)).agg(sums)
-
-
-def finish(g: pl.DataFrame, spec: ReleaseSpec) -> BoundedAggregates:
-    """Sorted aggregates from :func:`group` / :func:`merge` as :class:`BoundedAggregates`."""
-    g = g.sort(_keys(spec))
-    if spec.value is not None:
-        _common.check_sum_range(int(_common.as_float(g["count"].max())), spec)
-    return BoundedAggregates(
-        cells=g[_CELL].to_numpy(),
-        category=g[_CAT].to_numpy() if spec.category is not None else None,
-        count=g["count"].to_numpy(),
-        sum=g["sum"].to_numpy() if spec.value is not None else None,
-    )
+    sums = [pl.col("count").sum()]
+    if spec.value is not None:  # partial sums add up in 128 bits: no wrap-around
+        sums.append(pl.col("sum").cast(pl.Int128).sum())
+    return pl.concat(groups, how="vertical_relaxed").group_by(_common.keys_of(spec)).agg(sums)

@@ -16,7 +16,7 @@ How the work is split (one Spark job; only the per-cell aggregates reach the dri
    value, bin with the same ``polars_h3`` call, keep rows in the public cell set (a sorted
    int64 array shipped with the UDF, binary search), clamp and round values, index the
    categories (:func:`~dpmap.engines._common.prepare_rows`), and compute each record's
-   priority with :func:`~dpmap.engines._common.priority_expr`. Each partition also emits
+   priority with :func:`~dpmap.engines._common.priorities`. Each partition also emits
    one summary row with its :class:`~dpmap.engines._common.RowCounts`.
 3. **Bound** with window functions, partitioned by person (one shuffle, keyed by a 64-bit
    hash of the person followed by the person itself): ``row_number`` over (person, cell)
@@ -34,8 +34,8 @@ on several datasets). Ties only occur between identical records, where the choic
 not change any aggregate. Conditions: the person column must reach polars with the same
 dtype in both engines (e.g. Int64 vs Int32 ids hash differently), and the executors must
 run the same polars version as the driver. With ``selection="random"`` the engines need
-not agree: the Spark priority is the keyed hash of a per-partition row number under a
-fresh secret key (the same key for all partitions), which depends on no person's data.
+not agree: each executor draws fresh operating-system randomness for every record of
+each batch it prepares, which depends on no person's data and on no row position.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from ..aggregates import BoundedAggregates
 from ..diagnostics import Diagnostics
 from ..errors import DataFileError, InputError, missing_extra
 from ..io import points_file_kind, read_points
-from ..spec import ReleaseSpec, Selection
+from ..spec import ReleaseSpec
 from . import _common
 from ._common import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
 
@@ -229,34 +229,24 @@ class _Plan:
     aggregated: Any  # per (cell[, category]): count, sum, persons; the summary row has cell null
 
 
-def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, key: int, schema: pa.Schema) -> Any:
+def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, schema: pa.Schema) -> Any:
     """The ``mapInArrow`` function: the local engine's row preparation on each batch."""
     bound = spec.person is not None
-    random = spec.selection is Selection.RANDOM
     data_names = [n for n in schema.names if n != _DIAG]
 
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        ctx = TaskContext.get()
-        base = (ctx.partitionId() if ctx is not None else 0) << 40
         total = _common.RowCounts()
-        seen = 0
         for rb in batches:
             df, counts = _common.prepare_rows(pl.DataFrame(pl.from_arrow(rb)), spec, domain)
             total = total.merge(counts)
             if df.height == 0:
                 continue
-            if bound:
-                row_id = None
-                if random:  # a unique number per row of this stage: partition and position
-                    row_id = pl.int_range(seen, seen + df.height, dtype=pl.UInt64) + base
-                prio = _common.priority_expr(df.columns, spec, key, row_id)
+            if bound:  # the same priorities as the local engine (fresh ones for "random")
+                prio = _common.priorities(df, spec)
                 # u64 -> i64 preserving order (Spark has no unsigned longs): flip the top bit
                 df = df.with_columns(
-                    prio.xor(pl.lit(1 << 63, dtype=pl.UInt64)).reinterpret(signed=True).alias(PRIO)
+                    (prio ^ pl.lit(1 << 63, dtype=pl.UInt64)).reinterpret(signed=True).alias(PRIO)
                 )
-            seen += df.height
             table = df.select(data_names).to_arrow(compat_level=pl.CompatLevel.oldest())
             table = table.append_column(_DIAG, pa.nulls(df.height, schema.field(_DIAG).type))
             yield from table.cast(schema).to_batches()
@@ -288,8 +278,7 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     out_fields.append(T.StructField(_DIAG, T.ArrayType(T.DoubleType(), False), True))
     out_schema = T.StructType(out_fields)
     arrow_schema = to_arrow_schema(out_schema)
-    key = _common.selection_key(spec)
-    prepared = projected.mapInArrow(_prepare_fn(spec, domain, key, arrow_schema), out_schema)
+    prepared = projected.mapInArrow(_prepare_fn(spec, domain, arrow_schema), out_schema)
 
     summary = F.col(_DIAG).isNotNull()
     if spec.person is not None:
@@ -329,7 +318,8 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     ]
     if spec.value is not None:
         aggs += [
-            F.sum(VALUE).alias("sum"),
+            # 38-digit decimals: a cell's sum cannot wrap around (saturated in _finish)
+            F.sum(F.col(VALUE).cast("decimal(38,0)")).alias("sum"),
             F.min(VALUE).alias("min_value"),
             F.max(VALUE).alias("max_value"),
         ]
@@ -378,12 +368,7 @@ def bound_and_aggregate(
     with _quiet():
         spark = points.sparkSession if is_spark_dataframe(points) else get_session()
         plan = _plan(_to_spark(points, spec, spark), spec, domain)
-        try:
-            table = plan.aggregated.toArrow()
-        except Exception as exc:
-            if "ARITHMETIC_OVERFLOW" in str(exc):  # a sum left int64 (ANSI mode)
-                raise InputError(_common.SUM_OVERFLOW) from exc
-            raise
+        table = plan.aggregated.toArrow()
     return _finish(pl.DataFrame(pl.from_arrow(table)), spec, domain, diag)
 
 
@@ -406,14 +391,7 @@ def _finish(
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
     _assert_bounded(g, spec)
-    if spec.value is not None:
-        _common.check_sum_range(int(g["count"].max()), spec)  # type: ignore[arg-type]
-    return BoundedAggregates(
-        cells=g[CELL].to_numpy(),
-        category=g[CAT].to_numpy() if spec.category is not None else None,
-        count=g["count"].to_numpy(),
-        sum=g["sum"].to_numpy() if spec.value is not None else None,
-    )
+    return _common.finish(g, spec, diag)
 
 
 def _assert_bounded(g: pl.DataFrame, spec: ReleaseSpec) -> None:

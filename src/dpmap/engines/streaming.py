@@ -6,8 +6,8 @@ For inputs larger than memory (a 100 M-row Parquet file) on one machine. Two pas
    run the local engine's own row preparation on each batch
    (:func:`~dpmap.engines._common.prepare_rows`: drop, bin, filter, clamp; each decision
    looks at one row, so batches change nothing) and record priorities
-   (:func:`~dpmap.engines._common.priority_expr`: a keyed hash of the record's own
-   fields, or of a running row number for ``selection="random"``). The prepared rows —
+   (:func:`~dpmap.engines._common.priorities`: a keyed hash of the record's own
+   fields, or fresh operating-system randomness per record for ``selection="random"``). The prepared rows —
    person, cell, category, value, priority: no coordinates — are **spilled** to Arrow IPC
    files in a private temporary folder (mode 0700, removed when the release ends, also on
    errors), split into :data:`SPILL_BUCKETS` buckets by a hash of the person
@@ -45,7 +45,6 @@ from ..io import is_parquet_path, read_points, safe_message
 from ..spec import ReleaseSpec
 from . import _common, local
 from ._common import PERSON as _PERSON
-from ._common import PRIO as _PRIO
 
 __all__ = ["BATCH_ROWS", "bound_and_aggregate"]
 
@@ -72,11 +71,9 @@ def bound_and_aggregate(
     """
     diag = diagnostics if diagnostics is not None else Diagnostics()
     lf = local._project(read_points(points, spec), spec)
-    key = _common.selection_key(spec)
     counts = _common.RowCounts()
     groups: list[pl.DataFrame] = []
     with tempfile.TemporaryDirectory(prefix="dpmap-spill-") as tmp:
-        offset = 0
         for i, batch in enumerate(_batches(points, lf, batch_rows)):
             rows, c = _common.prepare_rows(batch, spec, domain)
             counts = counts.merge(c)
@@ -85,11 +82,8 @@ def bound_and_aggregate(
             if spec.person is None:  # every record is its own person: nothing to bound
                 groups = _compact([*groups, local.group(rows, spec)], spec)
                 continue
-            ids = pl.int_range(offset, offset + rows.height, dtype=pl.UInt64)
-            offset += rows.height
             rows = rows.with_columns(
-                _common.priority_expr(rows.columns, spec, key, row_id=ids).alias(_PRIO),
-                local.person_part(SPILL_BUCKETS).alias("__part"),
+                _common.priorities(rows, spec), local.person_part(SPILL_BUCKETS).alias("__part")
             )
             _spill(rows, Path(tmp), i)
             del rows, batch
@@ -110,7 +104,7 @@ def bound_and_aggregate(
                 diag.persons = persons
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
-    return local.finish(local.merge(groups, spec), spec)
+    return _common.finish(local.merge(groups, spec), spec, diag)
 
 
 def _spill(rows: pl.DataFrame, folder: Path, batch: int) -> None:
