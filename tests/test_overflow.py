@@ -179,3 +179,33 @@ def test_no_flag_column_where_no_sum_is_near_the_limit() -> None:
     )
     assert "sum_at_limit" not in rel.cells
     assert rel.manifest["contribution_bounds"]["sum_limit"]["rows_at_limit"] == 0
+
+
+# ------------------------------------------ the planned ε never exceeds the ε asked for
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.3, 1 / 3, 0.7, 1.1, 2.675, 1.0])
+@pytest.mark.parametrize("design", ["flat", "sum", "gaussian", "discovery", "privtree", "grid"])
+def test_planned_epsilon_is_at_most_the_decimal_asked_for(epsilon: float, design: str) -> None:
+    """The ledger charges OpenDP's reported ε at its exact binary value and compares it with
+    caps written as decimals: a float such as 0.1 sits above 1/10, so a plan calibrated to
+    the float itself would make ten releases at ε = 0.1 overrun a cap of 1. Every planner
+    targets ``spec.epsilon_budget`` instead; here OpenDP's ε ≤ the decimal, exactly."""
+    from fractions import Fraction
+
+    params: dict[str, Any] = {
+        "flat": {},
+        "sum": {"value": "amount", "bounds": (0, 1000)},
+        "gaussian": {"mechanism": "gaussian", "delta": 1e-6},
+        "discovery": {"region": None, "delta": 1e-6, "value": "amount", "bounds": (0, 9)},
+        "privtree": {"adaptive": True, "region": ADAPTIVE_REGION},
+        "grid": {"adaptive": "grid", "region": ADAPTIVE_REGION},
+    }[design]
+    plan = dpmap.explain(
+        **{"region": REGION, "resolution": RESOLUTION, "epsilon": epsilon, **params}
+    )
+    planned = plan.as_dict()["epsilon"]
+    assert Fraction(planned) <= Fraction(repr(epsilon)), (planned, epsilon)
+    assert planned >= epsilon * (1 - 1e-9)  # and no budget is wasted
+    assert 10 * Fraction(dpmap.explain(region=REGION, resolution=RESOLUTION,
+                                       epsilon=0.1).as_dict()["epsilon"]) <= 1  # fmt: skip

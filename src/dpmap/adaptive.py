@@ -59,6 +59,7 @@ from .mechanisms import (
     _fit_scale,
     check_noise_inputs,
     noise_variance,
+    within_budget,
 )
 from .spec import Mechanism, ReleaseSpec
 
@@ -275,11 +276,11 @@ def plan_adaptive(
         )
     k = spec.l0 * spec.linf
     internal = internal_shares(internal_share, spec.finest - r0)
-    eps_tree = tree_share * spec.epsilon
+    eps_tree = tree_share * spec.epsilon_budget
     lam = decision_scale(k, eps_tree)
     bias = math.ceil(lam * math.log(BETA))
     sens = sensitivities(spec)
-    eps_rest = spec.epsilon - eps_tree
+    eps_rest = spec.epsilon_budget - eps_tree
     shares = spec.shares()
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}
@@ -318,15 +319,16 @@ def plan_adaptive(
         _leaf_sens={s: sens[s].l1 for s in spec.statistics},
         _internal_sens=i_sens,
     )
-    return seal_epsilon(plan, _compositor(plan), spec.epsilon)
+    return seal_epsilon(plan, _compositor(plan), spec)
 
 
-def seal_epsilon(plan: Any, compositor: Any, epsilon: float) -> Any:
-    """Set a frozen plan's ``epsilon`` to its compositor's map (refusing more than asked)."""
+def seal_epsilon(plan: Any, compositor: Any, spec: ReleaseSpec) -> Any:
+    """Set a frozen plan's ``epsilon`` to its compositor's map (refusing more than asked:
+    never above the decimal the user wrote, see ``ReleaseSpec.epsilon_budget``)."""
     total = float(compositor.map(1))
-    if total > epsilon * (1 + 1e-12):
+    if not within_budget(total, spec.epsilon):
         raise MechanismError(
-            f"adaptive budget {total} exceeds epsilon {epsilon}"
+            f"adaptive budget {total} exceeds epsilon {spec.epsilon}"
         )  # pragma: no cover
     object.__setattr__(plan, "epsilon", total)
     return plan

@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -361,7 +362,22 @@ def _search(build: Callable[[float], Any], d_out: Any, *, exact: float | None = 
 # planning
 
 
+def within_budget(epsilon: float, requested: float) -> bool:
+    """Whether OpenDP's ``epsilon`` (exactly, as a binary fraction) is at most the decimal
+    the user wrote for ``requested`` (its ``repr``), which the ledger charges."""
+    return Fraction(epsilon) <= Fraction(repr(requested))
+
+
 def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
+    """Calibrate and compose the release's measurement (see :func:`_plan_noise`), never
+    above the ε the user asked for (:func:`within_budget`). Touches no data."""
+    plan = _plan_noise(spec, discovery=discovery)
+    if not within_budget(plan.epsilon, spec.epsilon):  # pragma: no cover - a planner bug
+        raise MechanismError(f"the planned epsilon {plan.epsilon!r} exceeds {spec.epsilon!r}")
+    return plan
+
+
+def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     """Calibrate and compose the release's measurement. Touches no data.
 
     Privacy
@@ -394,7 +410,7 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
                 [_dense_chain(k, ksens[k], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
             )
 
-        t = _search(build, spec.epsilon, exact=spec.epsilon)
+        t = _search(build, spec.epsilon_budget, exact=spec.epsilon_budget)
         scales = scales_for(t)
         meas = build(t)
         per = {
@@ -436,7 +452,7 @@ def plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     def build_g(rho: float) -> Any:
         return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(zcdp(rho)), spec.delta)
 
-    rho = _search(build_g, (spec.epsilon, spec.delta))
+    rho = _search(build_g, (spec.epsilon_budget, spec.delta))
     meas = build_g(rho)
     eps, delta = meas.map(1)
     scales = gscales(rho)
@@ -524,7 +540,7 @@ def _plan_discovery(
     has_sum = "sum" in stats
 
     if mech is Mechanism.LAPLACE:
-        eps_c = shares["count"] * spec.epsilon
+        eps_c = shares["count"] * spec.epsilon_budget
         scale_c = _fit_scale(
             sens["count"].l1 / eps_c,
             eps_c,
@@ -540,7 +556,7 @@ def _plan_discovery(
         sum_build = None
         scale_s = None
         if has_sum:
-            eps_s = spec.epsilon - float(d_mids[0][0])
+            eps_s = spec.epsilon_budget - float(d_mids[0][0])
             empty = np.array([], dtype=np.int64)
             scale_s = _fit_scale(
                 sens["sum"].l1 / eps_s,
@@ -610,7 +626,7 @@ def _plan_discovery(
         )
         return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(comp), spec.delta), cc, sb, th, scales
 
-    rho = _search(lambda r: compose(r)[0], (spec.epsilon, spec.delta))
+    rho = _search(lambda r: compose(r)[0], (spec.epsilon_budget, spec.delta))
     meas, count_chain, sum_build, threshold, scales = compose(rho)
     eps, delta = meas.map(1)
     empty = np.array([], dtype=np.int64)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -372,6 +373,23 @@ class ReleaseSpec:
         """M = max(|lo|, |hi|): the most one clamped value can move a sum."""
         assert self.bounds is not None
         return max(abs(self.bounds[0]), abs(self.bounds[1]))
+
+    @property
+    def epsilon_budget(self) -> float:
+        """The ε every planner calibrates to: at most the decimal the user wrote.
+
+        ``epsilon`` is read as the shortest decimal that rounds to it (``repr``: ``0.1`` is
+        1/10), which the ledger charges against its cap. A float such as 0.1 lies slightly
+        *above* that decimal (0.1000000000000000055...), and OpenDP's composition rounds
+        its sums up, so the target is the largest float not above the decimal, less a
+        relative 1e-12: OpenDP's reported ε — whose exact binary value the ledger records —
+        never exceeds what the user asked for (ten releases at ε = 0.1 fit a cap of 1).
+        """
+        decimal = Fraction(repr(self.epsilon))
+        below = self.epsilon
+        while Fraction(below) > decimal:
+            below = math.nextafter(below, 0.0)
+        return below * (1 - 1e-12)
 
     def shares(self) -> dict[str, float]:
         """Budget share of each statistic."""
