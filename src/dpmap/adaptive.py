@@ -276,11 +276,11 @@ def plan_adaptive(
         )
     k = spec.l0 * spec.linf
     internal = internal_shares(internal_share, spec.finest - r0)
-    eps_tree = tree_share * spec.epsilon_budget
+    eps_tree = tree_share * spec.epsilon_parts_budget
     lam = decision_scale(k, eps_tree)
     bias = math.ceil(lam * math.log(BETA))
     sens = sensitivities(spec)
-    eps_rest = spec.epsilon_budget - eps_tree
+    eps_rest = spec.epsilon_parts_budget - eps_tree
     shares = spec.shares()
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}

@@ -248,7 +248,7 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
     f_epsilons: dict[str, float] = {}
     total_scale = total_eps = None
     for stat in spec.statistics:
-        budget = shares[stat] * spec.epsilon_budget
+        budget = shares[stat] * spec.epsilon_parts_budget
         if stat == "count" and first is None:
             total_scale, total_eps = _fit(_total_chain(sens[stat].l1), budget * TOTAL_SHARE)
             budget *= 1 - TOTAL_SHARE

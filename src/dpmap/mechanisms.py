@@ -540,7 +540,7 @@ def _plan_discovery(
     has_sum = "sum" in stats
 
     if mech is Mechanism.LAPLACE:
-        eps_c = shares["count"] * spec.epsilon_budget
+        eps_c = shares["count"] * spec.epsilon_parts_budget
         scale_c = _fit_scale(
             sens["count"].l1 / eps_c,
             eps_c,
@@ -556,7 +556,7 @@ def _plan_discovery(
         sum_build = None
         scale_s = None
         if has_sum:
-            eps_s = spec.epsilon_budget - float(d_mids[0][0])
+            eps_s = spec.epsilon_parts_budget - float(d_mids[0][0])
             empty = np.array([], dtype=np.int64)
             scale_s = _fit_scale(
                 sens["sum"].l1 / eps_s,

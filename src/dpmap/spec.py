@@ -380,16 +380,22 @@ class ReleaseSpec:
 
         ``epsilon`` is read as the shortest decimal that rounds to it (``repr``: ``0.1`` is
         1/10), which the ledger charges against its cap. A float such as 0.1 lies slightly
-        *above* that decimal (0.1000000000000000055...), and OpenDP's composition rounds
-        its sums up, so the target is the largest float not above the decimal, less a
-        relative 1e-12: OpenDP's reported ε — whose exact binary value the ledger records —
-        never exceeds what the user asked for (ten releases at ε = 0.1 fit a cap of 1).
+        *above* that decimal (0.1000000000000000055...), so the target is the largest float
+        not above the decimal (0.09999999999999999 for 0.1; 1.0 and 0.25 stay as they are):
+        OpenDP's reported ε — whose exact binary value the ledger records — never exceeds
+        what the user asked for, and ten releases at ε = 0.1 fit a cap of 1.
         """
         decimal = Fraction(repr(self.epsilon))
         below = self.epsilon
         while Fraction(below) > decimal:
             below = math.nextafter(below, 0.0)
-        return below * (1 - 1e-12)
+        return below
+
+    @property
+    def epsilon_parts_budget(self) -> float:
+        """:attr:`epsilon_budget` less a relative 1e-12, for plans whose parts are fitted one
+        by one and then composed: OpenDP rounds the composed sum up by an ulp or two."""
+        return self.epsilon_budget * (1 - 1e-12)
 
     def shares(self) -> dict[str, float]:
         """Budget share of each statistic."""
