@@ -540,7 +540,7 @@ def _plan_discovery(
     has_sum = "sum" in stats
 
     if mech is Mechanism.LAPLACE:
-        eps_c = shares["count"] * spec.epsilon_parts_budget
+        eps_c = shares["count"] * spec.epsilon_budget
         scale_c = _fit_scale(
             sens["count"].l1 / eps_c,
             eps_c,
