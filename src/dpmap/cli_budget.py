@@ -95,8 +95,8 @@ def show(
         "Releases",
         "Latest release",
     ):
-        left = col in ("Dataset", "Latest release")
-        table.add_column(col, justify="left" if left else "right", no_wrap=True)
+        flush_left = col in ("Dataset", "Latest release")
+        table.add_column(col, justify="left" if flush_left else "right", no_wrap=True)
     for name in names:
         cap = book.cap(name)
         spent = book.spent(name)
