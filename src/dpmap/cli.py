@@ -523,24 +523,43 @@ def _check_outputs(
         targets.append(("--png", png))
     used = {_same_file_key(Path(p)) for p in inputs if p is not None}
     for flag, target in targets:
-        if not target.parent.is_dir():
+        try:
+            _check_target(flag, target, overwrite=overwrite, used=used)
+        except OSError as exc:  # e.g. ENAMETOOLONG from the file system
             raise DataFileError(
-                f"folder {str(target.parent)!r} does not exist; create it or choose another path"
-            )
-        if _same_file_key(target) in used:
-            raise SpecError(
-                f"{flag} {str(target)!r} is an input of this release (the points or the "
-                "ledger); choose another output path"
-            )
-        if target.is_dir():
-            raise DataFileError(f"{flag} {str(target)!r} is a folder; choose a file path")
-        if target.exists() and not overwrite:
-            raise DataFileError(
-                f"{flag} {str(target)!r} already exists; nothing was spent. Choose another "
-                "path, or pass --overwrite to replace it"
-            )
-    for folder in {t.parent for _, t in targets}:
-        _check_writable(folder)
+                f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
+            ) from None
+
+
+def _check_target(flag: str, target: Path, *, overwrite: bool, used: set[Path]) -> None:
+    import tempfile
+
+    if not target.parent.is_dir():
+        raise DataFileError(
+            f"folder {str(target.parent)!r} does not exist; create it or choose another path"
+        )
+    if _same_file_key(target) in used:
+        raise SpecError(
+            f"{flag} {str(target)!r} is an input of this release (the points or the "
+            "ledger); choose another output path"
+        )
+    if target.is_dir():
+        raise DataFileError(f"{flag} {str(target)!r} is a folder; choose a file path")
+    if target.exists() and not overwrite:
+        raise DataFileError(
+            f"{flag} {str(target)!r} already exists; nothing was spent. Choose another "
+            "path, or pass --overwrite to replace it"
+        )
+    # the very temporary file the writer will make (io.atomic_write): the folder must be
+    # writable and the temporary name (longer than the target's) must be allowed
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DataFileError(
+            f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
+        ) from None
+    os.close(fd)
+    Path(name).unlink()
 
 
 def _same_file_key(path: Path) -> Path:
@@ -548,20 +567,6 @@ def _same_file_key(path: Path) -> Path:
         return path.resolve()
     except OSError:
         return path.absolute()
-
-
-def _check_writable(folder: Path) -> None:
-    import tempfile
-
-    try:
-        fd, name = tempfile.mkstemp(prefix=".dpmap-write-check.", dir=folder)
-    except OSError as exc:
-        raise DataFileError(
-            f"cannot write to folder {str(folder)!r} ({exc.strerror or exc}); choose another "
-            "output path"
-        ) from None
-    os.close(fd)
-    Path(name).unlink()
 
 
 def _check_png_options(kw: dict[str, Any]) -> None:
