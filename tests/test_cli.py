@@ -620,7 +620,9 @@ def test_existing_outputs_are_not_overwritten_without_overwrite(
     ):
         code, _, err = run(capsys, *charged(workdir, *extra))
         assert code == 2 and len(err.strip().splitlines()) == 1, err
-        assert "already exists" in err and "--overwrite" in err and "nothing was spent" in err
+        assert err.startswith("dpmap: error: " + ("--png" if "--out" in extra else "--out"))
+        assert "already exists; nothing was spent" in err and "pass --overwrite" in err
+        assert "cannot write" not in err
     # a manifest alone is an output too
     (workdir / "lonely.manifest.json").write_text("{}")
     code, _, err = run(capsys, *charged(workdir, "--out", str(workdir / "lonely.geojson")))
@@ -737,3 +739,19 @@ def test_a_mistyped_ledger_or_dataset_is_refused_and_creates_nothing(
     assert "did you mean 'debts-2026'?" in err and "--dataset debts-2062" not in err
     assert sorted(p.name for p in workdir.iterdir()) == before
     assert book.datasets() == ["debts-2026"] and book.history("debts-2026") == []
+
+
+def test_label_in_a_config_file_is_the_title(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "release.toml").write_text(
+        'points = "points.csv"\nregion = "region.geojson"\nresolution = 7\nepsilon = 1\n'
+        'out = "cfg.geojson"\nledger = "budget.db"\ndataset = "debts-2026"\n'
+        'label = "Debtors, February 2026"\n'
+    )
+    code, _, err = run(capsys, "release", "--config", workdir / "release.toml")
+    assert code == 0, err
+    assert book.history("debts-2026")[0].label == "Debtors, February 2026"
+    assert json.loads((workdir / "cfg.manifest.json").read_text())["title"] == (
+        "Debtors, February 2026"
+    )

@@ -152,6 +152,20 @@ def test_missing_ledger_never_created_by_opening(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_missing_ledger_suggests_a_close_existing_ledger(tmp_path: Path) -> None:
+    Ledger.init(tmp_path / "budget-2026.db", DS, epsilon=1)
+    (tmp_path / "budget-2062.db.csv").write_text("not a ledger\n")  # close, but no ledger
+    with pytest.raises(DataFileError) as info:
+        Ledger(tmp_path / "budget-2062.db")
+    msg = str(info.value)
+    assert f"did you mean {str(tmp_path / 'budget-2026.db')!r}?" in msg
+    assert "budget-2062.db.csv" not in msg
+    with pytest.raises(DataFileError) as info:
+        Ledger(tmp_path / "census.db")
+    assert "did you mean" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget-2026.db", "budget-2062.db.csv"]
+
+
 def test_ledger_deleted_after_opening_is_not_recreated(ledger: Ledger) -> None:
     """A Ledger object whose file vanished fails; SQLite must not make a fresh, empty file."""
     ledger.path.unlink()

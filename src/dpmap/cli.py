@@ -300,6 +300,12 @@ def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"config file {str(path)!r}: [release] must be a table of settings")
     settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "label" in settings:  # --label is another name of --title
+        if "title" in settings:
+            raise SpecError(
+                f"config file {str(path)!r} sets both title and label (the same setting); keep one"
+            )
+        settings["title"] = settings.pop("label")
     for key, value in settings.items():
         if key in ("region", "ledger", "out", "png", "points") and not isinstance(value, str):
             raise SpecError(f"config setting {key!r} must be a path (a string), got {value!r}")
@@ -525,6 +531,8 @@ def _check_outputs(
     for flag, target in targets:
         try:
             _check_target(flag, target, overwrite=overwrite, used=used)
+        except DpmapError:  # DataFileError is an OSError too: already one clear line
+            raise
         except OSError as exc:  # e.g. ENAMETOOLONG from the file system
             raise DataFileError(
                 f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"

@@ -489,6 +489,26 @@ def _check_details(details: Mapping[str, Any] | None) -> str:
 # --------------------------------------------------------------------------- ledger
 
 
+def _nearby_ledger(path: Path) -> Path | None:
+    """The dpmap ledger in ``path``'s folder whose name is closest to ``path``'s, if any is
+    close (for "did you mean"). Reads 72 bytes of at most 200 files; never writes."""
+    folder = path.parent
+    try:
+        names = sorted(p.name for p in folder.iterdir())[:200]
+    except OSError:
+        return None
+    for name in difflib.get_close_matches(path.name, names, n=3, cutoff=0.75):
+        try:
+            with open(folder / name, "rb") as fh:
+                header = fh.read(72)
+        except OSError:
+            continue
+        mark = int.from_bytes(header[68:72], "big") if len(header) == 72 else 0
+        if header.startswith(b"SQLite format 3\x00") and mark == APPLICATION_ID:
+            return folder / name
+    return None
+
+
 class Ledger:
     """A privacy-budget ledger stored in one SQLite file.
 
@@ -546,10 +566,13 @@ class Ledger:
             )
         if not self._path.exists():
             if not create:
+                near = _nearby_ledger(self._path)
+                hint = f"; did you mean {str(near)!r}?" if near is not None else ""
                 raise DataFileError(
-                    f"ledger {self._path} does not exist (check the path: dpmap never creates a "
-                    "ledger on the way, so that a typo cannot start a fresh budget); create one "
-                    f"with: dpmap budget init {self._path} --dataset NAME --epsilon E"
+                    f"ledger {self._path} does not exist{hint} (check the path: dpmap never "
+                    "creates a ledger on the way, so that a typo cannot start a fresh budget); "
+                    f"to start a new ledger: dpmap budget init {self._path} --dataset NAME "
+                    "--epsilon E"
                 )
             if not self._path.parent.exists():
                 raise DataFileError(
