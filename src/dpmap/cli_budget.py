@@ -73,7 +73,7 @@ def show(
     ] = None,
 ) -> None:
     """Show each dataset's cap, what it has spent (rounded up) and what is left (rounded down)."""
-    book = Ledger(ledger, create=False)
+    book = Ledger(ledger)  # opens; never creates (a typo is an error)
     names = [dataset] if dataset is not None else book.datasets()
     console = _console()
     if not names:
@@ -137,7 +137,7 @@ def history(
     ] = False,
 ) -> None:
     """List every release charged to DATASET, including cancelled ones."""
-    book = Ledger(ledger, create=False)
+    book = Ledger(ledger)  # opens; never creates (a typo is an error)
     entries = book.history(dataset)
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2, ensure_ascii=False))
