@@ -569,8 +569,16 @@ def test_python_keywords_are_translated_from_the_clis_own_options() -> None:
         "--adaptive needs; pass --person <column>"
     )
     assert as_command_line("suppress_below=False publishes") == "--no-suppress publishes"
+    assert as_command_line("too large for max_cells.") == "too large for --max-cells."
     # not Python keywords: left alone
-    for text in ("ε = 1, δ = 0", "column 'max_cells' is missing", "a=b", "--dataset NAME"):
+    for text in (
+        "ε = 1, δ = 0",
+        "column 'max_cells' is missing",
+        "a=b",
+        "--dataset NAME",
+        "cannot read /data/count_share.csv",
+        "cannot read data/max_cells/x.csv",
+    ):
         assert as_command_line(text) == text
     # keywords that are no option of the command line are left alone, too
     assert as_command_line("write it with include_unbiased=False") == (

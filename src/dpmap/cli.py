@@ -998,12 +998,14 @@ def as_command_line(message: str, options: dict[str, tuple[str, bool]] | None = 
         flag, is_flag = options[name]
         return _flag_value(name, flag, is_flag, value)
 
-    message = re.sub(rf"(?<![\w\-.'\"])({names})=({_VALUE})", keyword, message)
+    # not inside a word, a quoted name or a path ("out/max_cells.csv")
+    before = r"(?<![\w\-.'\"/\\])"
+    message = re.sub(rf"{before}({names})=({_VALUE})", keyword, message)
     # bare identifiers that can only be Python names ("max_cells must be ...")
     bare = "|".join(re.escape(n) for n in options if "_" in n)
     if bare:
         message = re.sub(
-            rf"(?<![\w\-.'\"])({bare})(?![\w=])", lambda m: options[m.group(1)][0], message
+            rf"{before}({bare})(?![\w=/\\]|\.\w)", lambda m: options[m.group(1)][0], message
         )
     return message
 
