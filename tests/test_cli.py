@@ -763,3 +763,29 @@ def test_label_in_a_config_file_is_the_title(
     assert json.loads((workdir / "cfg.manifest.json").read_text())["title"] == (
         "Debtors, February 2026"
     )
+
+
+def test_a_failure_inside_the_release_after_noise_says_the_budget_was_spent(
+    workdir: Path,
+    book: dpmap.Ledger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    release_module = importlib.import_module("dpmap.release")
+
+    def boom(*args: Any, **kw: Any) -> None:
+        raise dpmap.SpecError("injected failure after noise")
+
+    monkeypatch.setattr(release_module, "publish", boom)
+    code, _, err = run(capsys, *charged(workdir))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "injected failure after noise" in err
+    assert "was spent, ledger entry #1 of dataset 'debts-2026', and nothing was written" in err
+    assert book.spent("debts-2026").epsilon == 1
+    # a failure before any noise says nothing of the kind (nothing was spent)
+    code, _, err = run(
+        capsys, *charged(workdir, "--person", "nope", "--out", workdir / "n.geojson")
+    )
+    assert code == 2 and "was spent" not in err and book.spent("debts-2026").epsilon == 1

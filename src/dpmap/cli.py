@@ -484,10 +484,15 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
     if png is not None:
         _check_png_options(kw)
     diag = Diagnostics()
+    last_entry = _last_entry(kw.get("ledger"))
     with _Stages(quiet) as stages:
-        rel = release(
-            str(points), diagnostics=diag, config=kw.pop("_config", None), progress=stages, **kw
-        )
+        try:
+            rel = release(
+                str(points), diagnostics=diag, config=kw.pop("_config", None), progress=stages, **kw
+            )
+        except DpmapError as exc:  # say so when it failed after the budget was spent
+            _note_spent(exc, kw.get("ledger"), kw.get("dataset"), last_entry)
+            raise
         stages("write")
         written = _write_paid_release(rel, out)
         map_error: BaseException | None = None
@@ -591,6 +596,41 @@ def _check_png_options(kw: dict[str, Any]) -> None:
         from .errors import missing_extra
 
         raise missing_extra("matplotlib", "plot") from None
+
+
+def _last_entry(ledger: Any) -> int | None:
+    """The newest entry id of the ledger before a release (None: no ledger, or unusable —
+    the release then reports that itself)."""
+    if ledger is None:
+        return None
+    from .ledger import Ledger
+
+    try:
+        book = Ledger(ledger)
+        return max((e.id for d in book.datasets() for e in book.history(d)), default=0)
+    except Exception:
+        return None
+
+
+def _note_spent(exc: BaseException, ledger: Any, dataset: Any, last_entry: int | None) -> None:
+    """Add to a release's error that its budget was spent, if the ledger says so (a
+    failure after noise was drawn: the spend stands, and nothing was written)."""
+    if last_entry is None or not isinstance(dataset, str):
+        return
+    from .ledger import Ledger
+
+    try:
+        entries = [e for e in Ledger(ledger).history(dataset) if e.id > last_entry and e.counts]
+    except Exception:
+        return
+    if entries:
+        e = entries[-1]
+        exc.args = (
+            f"{' '.join(str(exc).split())}. This failure came after noise was drawn: the "
+            f"release's budget (ε = {float(e.epsilon):g}) was spent, ledger entry #{e.id} of "
+            f"dataset {dataset!r}, and nothing was written",
+            *exc.args[1:],
+        )
 
 
 def _paid(rel: Any) -> str:
