@@ -158,8 +158,9 @@ def main() -> None:
     # A real ledger is kept forever (it is the record of what was spent). This example
     # starts a fresh one on every run, so that it can be run again.
     ledger_path.unlink(missing_ok=True)
-    ledger = dpmap.Ledger(ledger_path)
-    ledger.create(DATASET, epsilon=YEARLY_CAP)
+    # Ledger.init creates the file and the dataset (as `dpmap budget init` does); later
+    # runs open it with dpmap.Ledger(path), which never creates a ledger.
+    ledger = dpmap.Ledger.init(ledger_path, DATASET, epsilon=YEARLY_CAP)
     print(f"Ledger {ledger_path}: dataset {DATASET!r}, cap {ledger.cap(DATASET)}")
 
     params = dict(
@@ -208,7 +209,8 @@ def main() -> None:
     print("Ledger history:")
     for entry in ledger.history(DATASET):
         print(
-            f"  entry {entry.id}: {entry.status}, ε = {float(entry.epsilon):g}, {entry.time[:19]}"
+            f"  entry {entry.id} ({entry.label}): {entry.status}, ε = {float(entry.epsilon):g}, "
+            f"{entry.time[:19]}"
         )
     print()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import shapely
 from shapely.geometry import box
 
-from dpmap.cli import main
+import dpmap
+from dpmap.cli import _cli_options, as_command_line, main
 
 REGION = box(116.0, 39.0, 116.5, 39.4)
 
@@ -178,14 +180,24 @@ BAD = {
     "value without bounds": (["--value", "amount"], "bounds"),
     "bounds reversed": (["--value", "amount", "--bounds", "10", "0"], "bounds"),
     "bounds not whole": (["--value", "amount", "--bounds", "0", "0.5"], "whole"),
-    "max cells zero": (["--max-cells", "0"], "max_cells"),
-    "max records zero": (["--max-records-per-cell", "0"], "max_records_per_cell"),
+    "max cells zero": (["--max-cells", "0"], "--max-cells"),
+    "max records zero": (["--max-records-per-cell", "0"], "--max-records-per-cell"),
     "category without list": (["--category", "creditor"], "categories"),
     "suppress conflict": (["--suppress-below", "3", "--no-suppress"], "no-suppress"),
     "ledger without dataset": (["--ledger", "x.db"], "dataset"),
     "non-numeric values": (["--value", "creditor", "--bounds", "0", "1"], "numeric"),
     "bad output type": (["--out", "map.xlsx"], ".xlsx"),
 }
+
+
+#: a release keyword as Python spells it: ``person=``, ``max_cells`` (not quoted)
+PYTHON_KEYWORD = re.compile(
+    r"(?<![\w\-'])(?:(?:"
+    + "|".join(sorted(_cli_options(), key=len, reverse=True))
+    + r")=|(?:"
+    + "|".join(n for n in _cli_options() if "_" in n)
+    + r")(?![\w']))"
+)
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
@@ -207,6 +219,8 @@ def test_bad_flags_exit_2_with_one_line(
     assert needle.lower() in lines[0].lower()
     assert "Traceback" not in err
     assert sorted(p.name for p in workdir.iterdir()) == before  # nothing written
+    # the command line names its flags, never the Python keywords (person=, max_cells)
+    assert not PYTHON_KEYWORD.search(lines[0]), lines[0]
 
 
 def _write_points(w: Path, df: pd.DataFrame, name: str = "bad.csv") -> Path:
@@ -498,7 +512,9 @@ def test_engine_flag_reaches_the_engine(
     monkeypatch.setattr(streaming, "bound_and_aggregate", spy)
     code, _, err = run(capsys, *base(workdir, "--person", "debtor_id"))
     assert code == 0 and calls == [], err
-    code, _, err = run(capsys, *base(workdir, "--person", "debtor_id", "--engine", "streaming"))
+    code, _, err = run(
+        capsys, *base(workdir, "--person", "debtor_id", "--engine", "streaming", "--overwrite")
+    )
     assert code == 0, err
     assert calls == [str(workdir / "points.csv")]
     (workdir / "release.toml").write_text(
@@ -510,3 +526,266 @@ def test_engine_flag_reaches_the_engine(
     code, _, err = run(capsys, *base(workdir, "--engine", "dask", "--out", workdir / "x.geojson"))
     assert code == 2 and "engine must be one of" in err and len(err.strip().splitlines()) == 1
     assert not (workdir / "x.geojson").exists()
+
+
+# ------------------------------------------------------------------ Python keywords → flags
+
+
+@pytest.mark.parametrize(
+    ("extra", "flags", "keywords"),
+    [
+        (["--value", "amount"], ["--value amount", "--bounds lo hi"], ["bounds=", "value="]),
+        (["--category", "creditor"], ["--categories a,b"], ["categories=", "category="]),
+        (["--ledger", "x.db"], ["--ledger path", "--dataset name"], ["ledger=", "dataset="]),
+        (["--mechanism", "gaussian"], ["--delta 1e-6", "--mechanism laplace"], ["delta="]),
+        (["--bounds", "0", "1"], ["--value <column>"], ["value="]),
+        (["--integers"], ["--integers applies"], ["integers="]),
+    ],
+)
+def test_cli_errors_name_flags_not_python_keywords(
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    flags: list[str],
+    keywords: list[str],
+) -> None:
+    code, _, err = run(capsys, *base(workdir, *extra))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for flag in flags:
+        assert flag in err, err
+    for keyword in keywords:
+        assert keyword not in err, err
+
+
+def test_python_keywords_are_translated_from_the_clis_own_options() -> None:
+    assert as_command_line("pass bounds=(lo, hi), e.g. bounds=(0, 50_000)") == (
+        "pass --bounds lo hi, e.g. --bounds 0 50_000"
+    )
+    assert as_command_line("pass e.g. resolution=[5, 6, 7]") == "pass e.g. --resolution 5,6,7"
+    assert as_command_line("max_cells must be ≥ 1; adaptive_from applies") == (
+        "--max-cells must be ≥ 1; --adaptive-from applies"
+    )
+    assert as_command_line("adaptive=True needs; pass person='<column>'") == (
+        "--adaptive needs; pass --person <column>"
+    )
+    assert as_command_line("suppress_below=False publishes") == "--no-suppress publishes"
+    assert as_command_line("too large for max_cells.") == "too large for --max-cells."
+    # not Python keywords: left alone
+    for text in (
+        "ε = 1, δ = 0",
+        "column 'max_cells' is missing",
+        "a=b",
+        "--dataset NAME",
+        "cannot read /data/count_share.csv",
+        "cannot read data/max_cells/x.csv",
+    ):
+        assert as_command_line(text) == text
+    # keywords that are no option of the command line are left alone, too
+    assert as_command_line("write it with include_unbiased=False") == (
+        "write it with include_unbiased=False"
+    )
+
+
+# ------------------------------------------------------------------ nothing spent for nothing
+
+
+@pytest.fixture
+def book(workdir: Path) -> dpmap.Ledger:
+    return dpmap.Ledger.init(workdir / "budget.db", "debts-2026", epsilon=10)
+
+
+def charged(workdir: Path, *extra: str) -> list[str]:
+    return base(workdir, "--ledger", str(workdir / "budget.db"), "--dataset", "debts-2026", *extra)
+
+
+def test_png_with_categories_is_refused_before_anything_is_spent(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's first run: the PNG needs one category; it used to fail after ε = 1
+    was charged and the release written."""
+    before = sorted(p.name for p in workdir.iterdir())
+    args = charged(workdir, "--category", "creditor", "--categories", "bank,court")
+    code, _, err = run(capsys, *args, "--png", workdir / "cat.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--png" in err and "dpmap plot" in err
+    assert book.history("debts-2026") == []
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+def test_existing_outputs_are_not_overwritten_without_overwrite(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = workdir / "map.png"
+    assert run(capsys, *charged(workdir, "--png", png, "--label", "January"))[0] == 0
+    assert book.spent("debts-2026").epsilon == 1
+    assert book.history("debts-2026")[0].label == "January"
+    files = {p: p.read_bytes() for p in (workdir / "map.geojson", workdir / "map.manifest.json")}
+    # the same command again: refused, nothing spent, nothing touched
+    for extra in (
+        [],
+        ["--png", str(png)],
+        ["--out", str(workdir / "other.geojson"), "--png", str(png)],
+    ):
+        code, _, err = run(capsys, *charged(workdir, *extra))
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("dpmap: error: " + ("--png" if "--out" in extra else "--out"))
+        assert "already exists; nothing was spent" in err and "pass --overwrite" in err
+        assert "cannot write" not in err
+    # a manifest alone is an output too
+    (workdir / "lonely.manifest.json").write_text("{}")
+    code, _, err = run(capsys, *charged(workdir, "--out", str(workdir / "lonely.geojson")))
+    assert code == 2 and "lonely.manifest.json" in err
+    assert book.spent("debts-2026").epsilon == 1
+    assert len(book.history("debts-2026")) == 1
+    assert all(p.read_bytes() == b for p, b in files.items())
+    assert not (workdir / "other.geojson").exists() and not (workdir / "lonely.geojson").exists()
+    # --overwrite replaces them, and pays again
+    code, _, err = run(capsys, *charged(workdir, "--png", png, "--overwrite"))
+    assert code == 0, err
+    assert book.spent("debts-2026").epsilon == 2
+    assert (workdir / "map.geojson").read_bytes() != files[workdir / "map.geojson"]
+
+
+def test_an_output_that_is_an_input_is_refused(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out in ("points.csv", "budget.db"):
+        args = charged(workdir, "--out", str(workdir / out), "--overwrite")
+        if out == "budget.db":  # not a release type: refused by its suffix first
+            continue
+        code, _, err = run(capsys, *args)
+        assert code == 2 and "is an input" in err, err
+    assert book.history("debts-2026") == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("out", ["/proc/m.geojson", "{w}/" + "m" * 236 + ".geojson"])
+def test_an_unwritable_output_is_refused_before_anything_is_spent(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str], out: str
+) -> None:
+    """/proc refuses new files even to root; a 244-character name (and its manifest's) is
+    allowed, but not the writer's temporary names (14 characters longer): both used to fail
+    only after the release was paid for."""
+    code, _, err = run(capsys, *charged(workdir, "--out", out.format(w=workdir)))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot write" in err, err
+    assert book.history("debts-2026") == []
+
+
+def test_a_failed_map_after_payment_keeps_the_written_release(
+    workdir: Path,
+    book: dpmap.Ledger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dpmap.release import Release
+
+    def broken_plot(self: Release, *args: Any, **kw: Any) -> None:
+        raise dpmap.SpecError("the release table has no cells to plot")
+
+    monkeypatch.setattr(Release, "plot", broken_plot)
+    code, _, err = run(capsys, *charged(workdir, "--png", workdir / "map.png"))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "paid for" in err and "written to" in err and "dpmap plot" in err
+    assert "ledger entry #1" in err
+    assert (workdir / "map.geojson").is_file() and (workdir / "map.manifest.json").is_file()
+    assert not (workdir / "map.png").exists()
+    assert book.spent("debts-2026").epsilon == 1
+    manifest = json.loads((workdir / "map.manifest.json").read_text())
+    assert manifest["ledger"]["entry_id"] == book.history("debts-2026")[0].id
+
+    def crashing_plot(self: Release, *args: Any, **kw: Any) -> None:
+        raise RuntimeError("matplotlib crashed")
+
+    monkeypatch.setattr(Release, "plot", crashing_plot)
+    args = charged(workdir, "--out", str(workdir / "b.geojson"), "--png", str(workdir / "b.png"))
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "matplotlib crashed" in err and "written to" in err, err
+    assert (workdir / "b.geojson").is_file()
+
+
+def test_a_failed_write_after_payment_saves_the_release_elsewhere(
+    workdir: Path,
+    book: dpmap.Ledger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dpmap.release import Release
+
+    original = Release.to_file
+    rescue = workdir / "rescue"
+    rescue.mkdir()
+    monkeypatch.chdir(rescue)
+
+    def disk_full(self: Release, path: Any, **kw: Any) -> Path:
+        if Path(path).parent == workdir:
+            raise dpmap.DataFileError(f"cannot write {path!r} (No space left on device)")
+        return original(self, path, **kw)
+
+    monkeypatch.setattr(Release, "to_file", disk_full)
+    code, _, err = run(capsys, *charged(workdir, "--png", workdir / "map.png"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "No space left" in err and "paid for" in err and "saved to" in err
+    (saved,) = rescue.glob("dpmap-release-*.geojson")
+    assert str(saved) in err
+    assert (rescue / (saved.stem + ".manifest.json")).is_file()
+    assert json.loads(saved.read_text())["dpmap_manifest"]["ledger"]["dataset"] == "debts-2026"
+    assert book.spent("debts-2026").epsilon == 1
+
+
+def test_a_mistyped_ledger_or_dataset_is_refused_and_creates_nothing(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in workdir.iterdir())
+    args = base(workdir, "--ledger", str(workdir / "budegt.db"), "--dataset", "debts-2026")
+    code, _, err = run(capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "budegt.db does not exist" in err and "dpmap budget init" in err
+    args = base(workdir, "--ledger", str(workdir / "budget.db"), "--dataset", "debts-2062")
+    code, _, err = run(capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "did you mean 'debts-2026'?" in err and "--dataset debts-2062" not in err
+    assert sorted(p.name for p in workdir.iterdir()) == before
+    assert book.datasets() == ["debts-2026"] and book.history("debts-2026") == []
+
+
+def test_label_in_a_config_file_is_the_title(
+    workdir: Path, book: dpmap.Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "release.toml").write_text(
+        'points = "points.csv"\nregion = "region.geojson"\nresolution = 7\nepsilon = 1\n'
+        'out = "cfg.geojson"\nledger = "budget.db"\ndataset = "debts-2026"\n'
+        'label = "Debtors, February 2026"\n'
+    )
+    code, _, err = run(capsys, "release", "--config", workdir / "release.toml")
+    assert code == 0, err
+    assert book.history("debts-2026")[0].label == "Debtors, February 2026"
+    assert json.loads((workdir / "cfg.manifest.json").read_text())["title"] == (
+        "Debtors, February 2026"
+    )
+
+
+def test_a_failure_inside_the_release_after_noise_says_the_budget_was_spent(
+    workdir: Path,
+    book: dpmap.Ledger,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    release_module = importlib.import_module("dpmap.release")
+
+    def boom(*args: Any, **kw: Any) -> None:
+        raise dpmap.SpecError("injected failure after noise")
+
+    monkeypatch.setattr(release_module, "publish", boom)
+    code, _, err = run(capsys, *charged(workdir))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "injected failure after noise" in err
+    assert "was spent, ledger entry #1 of dataset 'debts-2026', and nothing was written" in err
+    assert book.spent("debts-2026").epsilon == 1
+    # a failure before any noise says nothing of the kind (nothing was spent)
+    code, _, err = run(
+        capsys, *charged(workdir, "--person", "nope", "--out", workdir / "n.geojson")
+    )
+    assert code == 2 and "was spent" not in err and book.spent("debts-2026").epsilon == 1

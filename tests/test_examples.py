@@ -144,10 +144,12 @@ def test_monthly_trend(tmp_path: Path) -> None:
         assert f"{month}: released (ε = 0.5); remaining this year: ε = {left}, δ = 0" in stdout
     assert "2026-07: REFUSED" in stdout
     assert "release refused: it would exceed the privacy budget" in stdout
-    ledger = dpmap.Ledger(out / "budget.db", create=False)
+    ledger = dpmap.Ledger(out / "budget.db")
     assert ledger.remaining("hebei-debtors-2026").epsilon == 0
     history = ledger.history("hebei-debtors-2026")
     assert [e.status for e in history] == ["spent"] * 6
+    # each entry says which month it was (the release's title is its label)
+    assert [e.label for e in history] == [f"Synthetic debtors in Hebei, {m}" for m in months]
 
     # comparisons: per cell with the expected false alarms, per district
     assert "flagged significant" in stdout

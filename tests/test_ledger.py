@@ -42,17 +42,18 @@ def release(ledger: Ledger, epsilon: Any, dataset: str = DS, **kw: Any) -> int:
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Ledger:
-    book = Ledger(tmp_path / "budget.db")
-    book.create(DS, epsilon=1.0, delta=1e-6)
-    return book
+    return Ledger.init(tmp_path / "budget.db", DS, epsilon=1.0, delta=1e-6)
 
 
 # ------------------------------------------------------------------ creation
 
 
-def test_created_on_first_use_and_reopened(tmp_path: Path) -> None:
+def test_created_only_when_asked_and_reopened(tmp_path: Path) -> None:
     path = tmp_path / "budget.db"
-    book = Ledger(path)
+    with pytest.raises(DataFileError, match=r"does not exist.*budget init"):
+        Ledger(path)  # opening never creates
+    assert not path.exists()
+    book = Ledger(path, create=True)
     assert path.exists()
     assert book.datasets() == []
     assert book.create(DS, epsilon=3.0, delta=1e-6) == Budget(Fraction(3), Fraction(1, 10**6))
@@ -119,46 +120,156 @@ def test_unknown_dataset(ledger: Ledger) -> None:
             call("nope")
     with pytest.raises(BudgetError, match="not in ledger"):
         reserve(ledger, "nope", epsilon=0.1)
+    assert ledger.datasets() == [DS]  # nothing was created
 
 
-def test_missing_ledger_not_created_when_create_false(tmp_path: Path) -> None:
-    with pytest.raises(DataFileError, match="does not exist"):
-        Ledger(tmp_path / "typo.db", create=False)
-    assert not (tmp_path / "typo.db").exists()
+def test_unknown_dataset_names_the_existing_ones_and_never_the_typo(ledger: Ledger) -> None:
+    ledger.create("hebei-debt-2025", epsilon=1)
+    with pytest.raises(BudgetError) as info:
+        reserve(ledger, "hebei-debt-2062", epsilon=0.1)
+    msg = str(info.value)
+    assert "did you mean 'hebei-debt-2026'?" in msg
+    assert "it has 'hebei-debt-2025', 'hebei-debt-2026'" in msg
+    # the fix offered is a new dataset under a name of the user's choice, not the typo
+    assert "--dataset NAME" in msg and "--dataset hebei-debt-2062" not in msg
+    assert "\n" not in msg
+    with pytest.raises(BudgetError) as info:
+        ledger.spent("population-census")
+    assert "did you mean" not in str(info.value)
+    assert ledger.datasets() == ["hebei-debt-2025", DS]
+
+
+def test_missing_ledger_never_created_by_opening(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    for kwargs in ({}, {"create": False}):
+        with pytest.raises(DataFileError, match=r"typo\.db does not exist.*budget init"):
+            Ledger(typo, **kwargs)
+    assert not typo.exists()
     with pytest.raises(DataFileError):
-        Ledger(tmp_path / "no-such-dir" / "budget.db")
+        Ledger(tmp_path / "no-such-dir" / "budget.db", create=True)
     with pytest.raises(DataFileError, match="directory"):
         Ledger(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_empty_file_becomes_ledger(tmp_path: Path) -> None:
+def test_missing_ledger_suggests_a_close_existing_ledger(tmp_path: Path) -> None:
+    Ledger.init(tmp_path / "budget-2026.db", DS, epsilon=1)
+    (tmp_path / "budget-2062.db.csv").write_text("not a ledger\n")  # close, but no ledger
+    with pytest.raises(DataFileError) as info:
+        Ledger(tmp_path / "budget-2062.db")
+    msg = str(info.value)
+    assert f"did you mean {str(tmp_path / 'budget-2026.db')!r}?" in msg
+    assert "budget-2062.db.csv" not in msg
+    with pytest.raises(DataFileError) as info:
+        Ledger(tmp_path / "census.db")
+    assert "did you mean" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget-2026.db", "budget-2062.db.csv"]
+
+
+def test_ledger_deleted_after_opening_is_not_recreated(ledger: Ledger) -> None:
+    """A Ledger object whose file vanished fails; SQLite must not make a fresh, empty file."""
+    ledger.path.unlink()
+    for call in (ledger.datasets, lambda: ledger.spent(DS), lambda: reserve(ledger, epsilon=0.1)):
+        with pytest.raises(DataFileError, match="does not exist"):
+            call()
+    with pytest.raises(DataFileError):
+        ledger.create("new", epsilon=1)
+    assert not ledger.path.exists()
+
+
+def test_init_creates_file_and_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "budget.db"
+    book = Ledger.init(path, DS, epsilon="0.3")
+    assert book.cap(DS) == Budget(Fraction(3, 10), Fraction(0))
+    Ledger.init(path, "other", epsilon=1)  # an existing file gets another dataset
+    assert Ledger(path).datasets() == [DS, "other"]
+    with pytest.raises(BudgetError, match="already exists"):
+        Ledger.init(path, DS, epsilon=5)
+
+
+def test_paths_with_uri_characters(tmp_path: Path) -> None:
+    """The file is opened through an SQLite URI: ?, #, % and spaces in names must not
+    change which file is used."""
+    for name in ("a b.db", "q?mode=ro.db", "hash#1.db", "pct%20.db"):
+        path = tmp_path / name
+        Ledger.init(path, DS, epsilon=1)
+        assert Ledger(path).datasets() == [DS]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a b.db", "q?mode=ro.db", "hash#1.db", "pct%20.db"]
+    )
+
+
+def test_empty_file_becomes_ledger_only_when_asked(tmp_path: Path) -> None:
     path = tmp_path / "budget.db"
     path.touch()
     with pytest.raises(BudgetError, match="empty file"):
-        Ledger(path, create=False)
-    Ledger(path).create(DS, epsilon=1)
-    assert Ledger(path, create=False).datasets() == [DS]
+        Ledger(path)
+    assert path.stat().st_size == 0
+    Ledger(path, create=True).create(DS, epsilon=1)
+    assert Ledger(path).datasets() == [DS]
 
 
 # ------------------------------------------------------------------ exact arithmetic
 
 
-def test_ten_releases_of_a_tenth_fit_exactly_and_an_eleventh_is_refused(ledger: Ledger) -> None:
+@pytest.mark.parametrize("tenth", ["0.1", Fraction(1, 10), Decimal("0.1")])
+def test_ten_releases_of_a_tenth_fit_exactly_and_an_eleventh_is_refused(
+    ledger: Ledger, tenth: Any
+) -> None:
     for _ in range(10):
-        release(ledger, 0.1)
+        release(ledger, tenth)
     assert ledger.spent(DS) == Budget(Fraction(1), Fraction(0))
     assert ledger.remaining(DS) == Budget(Fraction(0), Fraction(1, 10**6))
     assert sum([0.1] * 10) != 1.0  # the float sum would not have fitted
     before = ledger.history(DS)
     with pytest.raises(BudgetExceededError):
-        reserve(ledger, epsilon=0.1)
+        reserve(ledger, epsilon=tenth)
     assert ledger.history(DS) == before  # nothing recorded
     assert len(before) == 10
 
 
+def test_a_float_spend_is_charged_at_its_exact_binary_value(ledger: Ledger) -> None:
+    """OpenDP reports ε as a float; the float 0.1 is 1/10 + 2^-54·(1/5)... > 1/10. Charging
+    repr(0.1) = "0.1" would round the spend in the user's favour: ten such spends would
+    fit a cap of 1 although their exact sum exceeds it."""
+    binary = Fraction(0.1)
+    assert binary > Fraction(1, 10)
+    for _ in range(9):
+        release(ledger, 0.1)
+    assert ledger.spent(DS).epsilon == 9 * binary  # exact: no float sum, no decimal rounding
+    assert ledger.remaining(DS).epsilon == 1 - 9 * binary < binary
+    with pytest.raises(
+        BudgetExceededError,
+        match=r"epsilon: requested 0\.10000000000000001, remaining 0\.09999999999999995,",
+    ):
+        reserve(ledger, epsilon=0.1)  # 10 × the float 0.1 exceeds 1
+    assert len(ledger.history(DS)) == 9
+    (entry, *_) = ledger.history(DS)
+    assert entry.epsilon == binary
+
+
+def test_float_spends_exact_in_both_directions(tmp_path: Path) -> None:
+    book = Ledger.init(tmp_path / "b.db", DS, epsilon=1, delta="1e-6")
+    # a float below its decimal is charged below it (exact, not rounded either way)
+    release(book, 0.7 - 0.6)  # 0.09999999999999998 < 1/10
+    assert book.history(DS)[-1].epsilon == Fraction(0.7 - 0.6) < Fraction(1, 10)
+    # rho and delta of a spend are read the same way
+    release(book, "0.001", accounting="zcdp", rho=0.1, delta=1e-7, mechanism="gaussian")
+    last = book.history(DS)[-1]
+    assert last.rho == Fraction(0.1) and last.delta == Fraction(1e-7) != Fraction(1, 10**7)
+    assert book.spent(DS) == Budget(
+        Fraction(0.7 - 0.6) + Fraction(1, 1000), Fraction(1e-7), Fraction(0.1)
+    )
+
+
+def test_a_float_cap_is_read_as_the_decimal_written(tmp_path: Path) -> None:
+    book = Ledger.init(tmp_path / "b.db", "d", epsilon=0.3, delta=1e-6)
+    assert book.cap("d") == Budget(Fraction(3, 10), Fraction(1, 10**6))
+
+
 def test_remaining_is_exact_fraction(ledger: Ledger) -> None:
-    release(ledger, 0.1)
-    release(ledger, 0.2)
+    release(ledger, "0.1")
+    release(ledger, "0.2")
     left = ledger.remaining(DS)
     assert isinstance(left.epsilon, Fraction) and isinstance(left.delta, Fraction)
     assert left.epsilon == Fraction(7, 10)
@@ -172,15 +283,21 @@ def test_remaining_is_exact_fraction(ledger: Ledger) -> None:
 
 
 def test_amounts_stored_as_exact_strings(ledger: Ledger) -> None:
-    release(ledger, 0.1)
+    release(ledger, "0.1")
     release(ledger, Fraction(1, 3))
+    release(ledger, 0.1)
     con = sqlite3.connect(ledger.path)
     try:
         rows = con.execute("SELECT epsilon, delta, rho FROM entries ORDER BY id").fetchall()
         cap = con.execute("SELECT epsilon, delta FROM datasets").fetchall()
     finally:
         con.close()
-    assert rows == [("0.1", "0", None), ("1/3", "0", None)]
+    assert rows == [
+        ("0.1", "0", None),
+        ("1/3", "0", None),
+        ("0.1000000000000000055511151231257827021181583404541015625", "0", None),
+    ]
+    assert Fraction(rows[2][0]) == Fraction(0.1)
     assert cap == [("1", "0.000001")]
 
 
@@ -203,17 +320,19 @@ def test_numpy_floats_are_read_like_floats(ledger: Ledger) -> None:
 def test_accepts_exactly_what_fits(
     tmp_path_factory: pytest.TempPathFactory, cap: Decimal, requests: list[Decimal]
 ) -> None:
-    book = Ledger(tmp_path_factory.mktemp("h") / "b.db")
-    book.create("d", epsilon=float(cap))
+    book = Ledger.init(tmp_path_factory.mktemp("h") / "b.db", "d", epsilon=float(cap))
     total = Fraction(0)
-    for req in requests:
-        fits = total + Fraction(req) <= Fraction(cap)
+    for i, req in enumerate(requests):
+        # alternately the decimal text (charged exactly) and the float (its binary value)
+        amount: Any = str(req) if i % 2 == 0 else float(req)
+        charge = Fraction(req) if i % 2 == 0 else Fraction(float(req))
+        fits = total + charge <= Fraction(cap)
         if fits:
-            release(book, float(req), dataset="d")
-            total += Fraction(req)
+            release(book, amount, dataset="d")
+            total += charge
         else:
             with pytest.raises(BudgetExceededError):
-                reserve(book, "d", epsilon=float(req))
+                reserve(book, "d", epsilon=amount)
         assert book.spent("d").epsilon == total
         assert book.remaining("d").epsilon == Fraction(cap) - total
 
@@ -222,9 +341,9 @@ def test_accepts_exactly_what_fits(
 
 
 def test_refusal_message(ledger: Ledger) -> None:
-    release(ledger, 0.7)
+    release(ledger, "0.7")
     with pytest.raises(BudgetExceededError) as info:
-        reserve(ledger, epsilon=0.5, delta=2e-6, accounting="approx-dp")
+        reserve(ledger, epsilon="0.5", delta="2e-6", accounting="approx-dp")
     msg = str(info.value)
     assert "'hebei-debt-2026'" in msg
     assert "epsilon: requested 0.5, remaining 0.3, difference 0.2 over the remainder" in msg
@@ -243,7 +362,7 @@ def test_refusal_message(ledger: Ledger) -> None:
 def test_refusal_on_delta_alone(ledger: Ledger) -> None:
     refused = r"delta: requested 0\.00001, remaining 0\.000001"
     with pytest.raises(BudgetExceededError, match=refused):
-        reserve(ledger, epsilon=0.1, delta=1e-5, accounting="approx-dp")
+        reserve(ledger, epsilon="0.1", delta="1e-5", accounting="approx-dp")
     assert ledger.history(DS) == []
 
 
@@ -257,7 +376,7 @@ def test_refusal_when_exhausted_says_so(ledger: Ledger) -> None:
 
 
 def test_exception_before_noise_gives_budget_back(ledger: Ledger) -> None:
-    with pytest.raises(RuntimeError, match="boom"), reserve(ledger, epsilon=0.4) as r:
+    with pytest.raises(RuntimeError, match="boom"), reserve(ledger, epsilon="0.4") as r:
         assert ledger.spent(DS).epsilon == Fraction(2, 5)  # counts while reserved
         assert ledger.history(DS)[0].status == "reserved"
         raise RuntimeError("boom")
@@ -270,13 +389,13 @@ def test_exception_before_noise_gives_budget_back(ledger: Ledger) -> None:
 
 
 def test_keyboard_interrupt_before_noise_gives_budget_back(ledger: Ledger) -> None:
-    with pytest.raises(KeyboardInterrupt), reserve(ledger, epsilon=0.4):
+    with pytest.raises(KeyboardInterrupt), reserve(ledger, epsilon="0.4"):
         raise KeyboardInterrupt
     assert ledger.spent(DS).epsilon == 0
 
 
 def test_exception_after_noise_keeps_spend(ledger: Ledger) -> None:
-    with pytest.raises(RuntimeError), reserve(ledger, epsilon=0.4) as r:
+    with pytest.raises(RuntimeError), reserve(ledger, epsilon="0.4") as r:
         r.mark_noise_drawn()
         raise RuntimeError("disk full while writing the map")
     assert ledger.spent(DS).epsilon == Fraction(2, 5)
@@ -286,16 +405,16 @@ def test_exception_after_noise_keeps_spend(ledger: Ledger) -> None:
 
 
 def test_reservation_is_committed_before_the_with_block(ledger: Ledger) -> None:
-    r = reserve(ledger, epsilon=0.9)
+    r = reserve(ledger, epsilon="0.9")
     assert ledger.remaining(DS).epsilon == Fraction(1, 10)  # another process would see it too
     with pytest.raises(BudgetExceededError):
-        reserve(ledger, epsilon=0.2)
+        reserve(ledger, epsilon="0.2")
     r.cancel()
     assert ledger.remaining(DS).epsilon == 1
 
 
 def test_normal_exit_without_mark_counts_as_spent(ledger: Ledger) -> None:
-    with reserve(ledger, epsilon=0.3) as r:
+    with reserve(ledger, epsilon="0.3") as r:
         pass
     assert r.status == "spent"
     assert ledger.history(DS)[0].status == "spent"
@@ -338,9 +457,9 @@ def test_mark_after_cancel_refused(ledger: Ledger) -> None:
 
 
 def test_zcdp_entries_record_rho(ledger: Ledger) -> None:
-    release(ledger, 0.3, accounting="zcdp", rho=0.005, delta=1e-7, mechanism="gaussian")
-    release(ledger, 0.2, accounting="zcdp", rho=0.0025, delta=1e-7, mechanism="gaussian")
-    release(ledger, 0.1)
+    release(ledger, "0.3", accounting="zcdp", rho="0.005", delta="1e-7", mechanism="gaussian")
+    release(ledger, "0.2", accounting="zcdp", rho="0.0025", delta="1e-7", mechanism="gaussian")
+    release(ledger, "0.1")
     spent = ledger.spent(DS)
     assert spent == Budget(Fraction(3, 5), Fraction(2, 10**7), Fraction(75, 10**4))
     assert str(spent) == "ε = 0.6, δ = 2e-7, ρ = 0.0075"
@@ -376,6 +495,101 @@ def test_invalid_reservation_records_nothing(ledger: Ledger, kw: dict[str, Any])
     with pytest.raises(SpecError):
         reserve(ledger, **kw)
     assert ledger.history(DS) == []
+
+
+def test_label_is_recorded_and_shown(ledger: Ledger) -> None:
+    release(ledger, "0.1", label="Debtors,\n  January 2026 ")
+    release(ledger, "0.1")
+    first, second = ledger.history(DS)
+    assert first.label == "Debtors, January 2026"  # one line, white space collapsed
+    assert second.label is None
+    assert first.to_dict()["label"] == "Debtors, January 2026"
+    assert ledger.entry(first.id) == first
+
+
+@pytest.mark.parametrize("label", ["", "   ", "x" * 201, "bell\x07", 5])
+def test_invalid_label_records_nothing(ledger: Ledger, label: Any) -> None:
+    with pytest.raises(SpecError, match="label"):
+        reserve(ledger, epsilon="0.1", label=label)
+    assert ledger.history(DS) == []
+
+
+# The schema-1 tables exactly as dpmap wrote them before entries had a label.
+_SCHEMA_1 = (
+    "CREATE TABLE dpmap_schema (version INTEGER NOT NULL, created_at TEXT NOT NULL, "
+    "dpmap_version TEXT NOT NULL)",
+    "CREATE TABLE datasets (name TEXT PRIMARY KEY NOT NULL, epsilon TEXT NOT NULL, "
+    "delta TEXT NOT NULL, created_at TEXT NOT NULL, dpmap_version TEXT NOT NULL)",
+    "CREATE TABLE entries (id INTEGER PRIMARY KEY AUTOINCREMENT, dataset TEXT NOT NULL "
+    "REFERENCES datasets(name), created_at TEXT NOT NULL, status TEXT NOT NULL CHECK (status "
+    "IN ('reserved', 'spent', 'cancelled')), noise_drawn_at TEXT, finalized_at TEXT, epsilon "
+    "TEXT NOT NULL, delta TEXT NOT NULL, rho TEXT, accounting TEXT NOT NULL CHECK (accounting "
+    "IN ('pure-dp', 'approx-dp', 'zcdp')), mechanism TEXT NOT NULL, statistics TEXT NOT NULL, "
+    "resolution INTEGER, fingerprint TEXT, dpmap_version TEXT NOT NULL, details TEXT NOT NULL)",
+    "CREATE INDEX entries_by_dataset ON entries (dataset, status)",
+)
+
+
+def _schema_1_ledger(path: Path) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        con.execute("PRAGMA journal_mode = DELETE")
+        con.execute("BEGIN")
+        for statement in _SCHEMA_1:
+            con.execute(statement)
+        con.execute("INSERT INTO dpmap_schema VALUES (1, '2026-01-01T00:00:00+00:00', '0.9')")
+        con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        con.execute("PRAGMA user_version = 1")
+        con.execute("INSERT INTO datasets VALUES (?, '1', '0', 'then', '0.9')", (DS,))
+        con.execute(
+            "INSERT INTO entries (dataset, created_at, status, epsilon, delta, accounting, "
+            "mechanism, statistics, resolution, dpmap_version, details) VALUES "
+            "(?, 'then', 'spent', '0.25', '0', 'pure-dp', 'laplace', '[\"count\"]', 7, '0.9', '{}')",
+            (DS,),
+        )
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def test_schema_1_ledger_is_read_untouched_and_upgraded_on_the_first_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    _schema_1_ledger(path)
+    before = path.read_bytes()
+    book = Ledger(path)
+    (old,) = book.history(DS)
+    assert old.label is None and old.epsilon == Fraction(1, 4) and old.status == "spent"
+    assert book.remaining(DS).epsilon == Fraction(3, 4)
+    assert run("show", str(path)).exit_code == 0
+    assert path.read_bytes() == before  # reading never writes (nor upgrades)
+
+    release(book, "0.25", label="February")  # the first write upgrades, in its transaction
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert con.execute("SELECT version FROM dpmap_schema").fetchall() == [(2,)]
+    finally:
+        con.close()
+    assert [(e.label, e.epsilon) for e in book.history(DS)] == [
+        (None, Fraction(1, 4)),
+        ("February", Fraction(1, 4)),
+    ]
+    assert book.remaining(DS).epsilon == Fraction(1, 2)
+
+
+def test_schema_1_upgrade_rolls_back_with_a_refused_write(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    _schema_1_ledger(path)
+    book = Ledger(path)
+    with pytest.raises(BudgetExceededError):
+        reserve(book, epsilon=5)
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 1  # nothing committed
+    finally:
+        con.close()
 
 
 def test_budget_str_and_format_amount() -> None:
@@ -493,15 +707,27 @@ def test_cli_init_show_history(tmp_path: Path) -> None:
     assert "created" in res.output and "ε = 1, δ = 0.000001" in res.output
 
     book = Ledger(db)
-    release(book, Fraction(1, 3))
-    with pytest.raises(RuntimeError), reserve(book, epsilon=0.1):
+    release(book, Fraction(1, 3), label="Debtors, January 2026")
+    with pytest.raises(RuntimeError), reserve(book, epsilon="0.1"):
         raise RuntimeError
     res = run("show", db)
     assert res.exit_code == 0, res.output
     row = next(line for line in res.output.splitlines() if DS in line)
     cells = [c.strip() for c in row.split("│") if c.strip()]
     # dataset, cap ε, cap δ, spent ε (up), spent δ, remaining ε (down), remaining δ, ρ, releases
-    assert cells == [DS, "1", "0.000001", "0.333334", "0", "0.666666", "0.000001", "—", "1"]
+    day = book.history(DS)[0].time[:10]
+    assert cells == [
+        DS,
+        "1",
+        "0.000001",
+        "0.333334",
+        "0",
+        "0.666666",
+        "0.000001",
+        "—",
+        "1",
+        f"Debtors, January 2026 ({day})",
+    ]
     assert "rounded up" in res.output
 
     res = run("show", db, "--dataset", DS)
@@ -510,14 +736,32 @@ def test_cli_init_show_history(tmp_path: Path) -> None:
     res = run("history", db, "--dataset", DS)
     assert res.exit_code == 0, res.output
     assert "spent" in res.output and "cancelled" in res.output and "laplace" in res.output
+    assert "Debtors, January 2026" in res.output and "#2 (no label)" in res.output
 
     res = run("history", db, "--dataset", DS, "--json")
     assert res.exit_code == 0, res.output
     entries = json.loads(res.output)
-    assert [(e["status"], e["epsilon"]) for e in entries] == [
-        ("spent", "1/3"),
-        ("cancelled", "0.1"),
+    assert [(e["status"], e["epsilon"], e["label"]) for e in entries] == [
+        ("spent", "1/3", "Debtors, January 2026"),
+        ("cancelled", "0.1", None),
     ]
+
+
+@pytest.mark.parametrize("columns", ["40", "80"])
+def test_cli_show_never_cuts_names_or_amounts(tmp_path: Path, columns: str) -> None:
+    db = tmp_path / "budget.db"
+    long_name = "hebei-province-consumer-debtors-2026-monthly-maps"
+    book = Ledger.init(db, long_name, epsilon=1)
+    release(book, Fraction(1, 3), dataset=long_name, label="a rather long label for January")
+    for args in (("show", str(db)), ("history", str(db), "--dataset", long_name)):
+        res = CliRunner().invoke(_cli(), ["budget", *args], env={"COLUMNS": columns})
+        assert res.exit_code == 0, res.output
+        # the only shortened text is the fingerprint of history (on purpose, "sha256:abab…")
+        assert res.output.count("…") == (1 if args[0] == "history" else 0), res.output
+        lines = res.output.splitlines()
+        assert any(long_name in line for line in lines) or args[0] == "history"
+        assert any("0.333334" in line for line in lines)
+        assert any("a rather long label for January" in line for line in lines)
 
 
 def test_cli_init_exact_text(tmp_path: Path) -> None:
@@ -543,7 +787,7 @@ def test_cli_errors_are_dpmap_errors(
     tmp_path: Path, args: tuple[str, ...], error: type[DpmapError]
 ) -> None:
     db = tmp_path / "budget.db"
-    Ledger(db).create(DS, epsilon=1)
+    Ledger.init(db, DS, epsilon=1)
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"\x00not sqlite" * 100)
     paths = {"db": str(db), "missing": str(tmp_path / "missing.db"), "junk": str(junk)}
@@ -555,6 +799,6 @@ def test_cli_errors_are_dpmap_errors(
 
 def test_cli_show_empty_ledger(tmp_path: Path) -> None:
     db = tmp_path / "budget.db"
-    Ledger(db)
+    Ledger(db, create=True)
     res = run("show", str(db))
     assert res.exit_code == 0 and "no datasets" in res.output

@@ -58,7 +58,7 @@ def _race_worker(path: str, barrier: Any, results: Any, index: int) -> None:
 
 def test_ten_processes_race_for_a_cap_of_three(tmp_path: Path) -> None:
     path = str(tmp_path / "budget.db")
-    Ledger(path).create(DS, epsilon=3.0)
+    Ledger.init(path, DS, epsilon=3.0)
     n = 10
     barrier = CTX.Barrier(n)
     results = CTX.Queue()
@@ -116,7 +116,7 @@ def _start_and_kill(target: Any, *args: Any) -> None:
 
 def test_killed_processes_leave_their_spend_counted(tmp_path: Path) -> None:
     path = str(tmp_path / "budget.db")
-    Ledger(path).create(DS, epsilon=3.0)
+    Ledger.init(path, DS, epsilon=3.0)
 
     _start_and_kill(_killed_after_noise, path)
     _start_and_kill(_killed_before_noise, path)
@@ -164,7 +164,7 @@ def test_concurrent_creation_of_a_new_ledger(tmp_path: Path) -> None:
 def _create_worker(path: str, barrier: Any, results: Any, index: int) -> None:
     barrier.wait(timeout=20)
     try:
-        Ledger(path).create(f"d{index}", epsilon=1)
+        Ledger.init(path, f"d{index}", epsilon=1)
     except BaseException as exc:
         results.put(f"error {index}: {type(exc).__name__}: {exc}")
     else:

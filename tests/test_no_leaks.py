@@ -360,8 +360,7 @@ def test_interactive_html_map(released: Any, secrets: Secrets, tmp_path: Path) -
 
 
 def test_ledger_file(points: pd.DataFrame, secrets: Secrets, tmp_path: Path) -> None:
-    ledger = dpmap.Ledger(tmp_path / "budget.db")
-    ledger.create("debts", epsilon=5.0)
+    ledger = dpmap.Ledger.init(tmp_path / "budget.db", "debts", epsilon=5.0)
     dpmap.release(points, ledger=ledger, dataset="debts", **PARAMS)
     con = sqlite3.connect(tmp_path / "budget.db")
     try:

@@ -8,6 +8,8 @@ on stderr and exits with status 2, with no traceback and no output file left beh
 from __future__ import annotations
 
 import inspect
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +21,7 @@ from ._version import __version__
 from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .cli_budget import budget_app
 from .errors import DataFileError, DpmapError, SpecError
+from .io import manifest_path
 
 __all__ = ["app", "main"]
 
@@ -261,13 +264,22 @@ def _parse_levels(value: Any) -> Any:
 
 #: settings a --config file may hold (the long flags, as Python names)
 #: settings of `dpmap release` only (not of the release's spec): `explain` ignores them
-_RELEASE_ONLY_KEYS = ("points", "out", "png", "title", "quiet", "diagnostics", "engine")
+_RELEASE_ONLY_KEYS = (
+    "points",
+    "out",
+    "png",
+    "title",
+    "quiet",
+    "diagnostics",
+    "engine",
+    "overwrite",
+)
 _CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | set(
     _RELEASE_ONLY_KEYS
 )
 
 
-_BOOLEAN_SETTINGS = ("no_suppress", "integers", "adaptive", "quiet", "diagnostics")
+_BOOLEAN_SETTINGS = ("no_suppress", "integers", "adaptive", "quiet", "diagnostics", "overwrite")
 
 
 def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
@@ -288,6 +300,12 @@ def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"config file {str(path)!r}: [release] must be a table of settings")
     settings = {str(k).replace("-", "_"): v for k, v in data.items()}
+    if "label" in settings:  # --label is another name of --title
+        if "title" in settings:
+            raise SpecError(
+                f"config file {str(path)!r} sets both title and label (the same setting); keep one"
+            )
+        settings["title"] = settings.pop("label")
     for key, value in settings.items():
         if key in ("region", "ledger", "out", "png", "points") and not isinstance(value, str):
             raise SpecError(f"config setting {key!r} must be a path (a string), got {value!r}")
@@ -401,8 +419,28 @@ _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotat
             help="Output release: .geojson, .parquet or .csv "
             "(a .manifest.json is written beside it). Required (here or in --config).",
         ),
-        _opt(None, Path | None, "--png", help="Also draw a static map to this PNG."),
-        _opt(None, str | None, "--title", help="Title stored in the manifest."),
+        _opt(
+            None,
+            Path | None,
+            "--png",
+            help="Also draw a static map to this PNG (one map: not with --category; draw each "
+            "category afterwards with dpmap plot, which spends no budget).",
+        ),
+        _opt(
+            None,
+            str | None,
+            "--title",
+            "--label",
+            help="Title of the release: stored in the manifest, drawn on the map and recorded "
+            "as the ledger entry's label, e.g. 'Debtors, January 2026'.",
+        ),
+        _opt(
+            False,
+            bool,
+            "--overwrite",
+            help="Replace existing output files (the release, its manifest, the PNG). Without "
+            "it, an existing output stops the release before anything is spent.",
+        ),
         _opt(
             None,
             str | None,
@@ -431,41 +469,215 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
         dpmap release --config release.toml     (settings kept under version control)
     """
     from .diagnostics import Diagnostics
-    from .release import _kind_of, release
+    from .release import release
 
     kw = _spec_kwargs(kw, ctx)
     points, out, png, quiet = kw.pop("points"), kw.pop("out"), kw.pop("png"), kw.pop("quiet")
-    show_diag = kw.pop("diagnostics")
+    show_diag, overwrite = kw.pop("diagnostics"), bool(kw.pop("overwrite", False))
     if points is None or out is None:
         missing = "POINTS" if points is None else "--out"
         raise SpecError(f"{missing} is required; pass it on the command line or in --config")
     out, png = Path(out), Path(png) if png is not None else None
+    # Everything that can fail after the release is checked before it: once the release
+    # is computed, its privacy budget is spent (and charged to the ledger).
+    _check_outputs(out, png, overwrite=overwrite, inputs=(points, kw.get("ledger")))
+    if png is not None:
+        _check_png_options(kw)
+    diag = Diagnostics()
+    last_entry = _last_entry(kw.get("ledger"))
+    with _Stages(quiet) as stages:
+        try:
+            rel = release(
+                str(points), diagnostics=diag, config=kw.pop("_config", None), progress=stages, **kw
+            )
+        except DpmapError as exc:  # say so when it failed after the budget was spent
+            _note_spent(exc, kw.get("ledger"), kw.get("dataset"), last_entry)
+            raise
+        stages("write")
+        written = _write_paid_release(rel, out)
+        map_error: BaseException | None = None
+        if png is not None and written == out:
+            stages("map")
+            try:
+                rel.plot(png)
+            except Exception as exc:  # the release stands; report the map's failure below
+                map_error = exc
+    if show_diag:
+        _err.print(str(diag), markup=False)
+    if written != out:
+        raise typer.Exit(code=2)
+    if map_error is not None:
+        reason = " ".join(str(map_error).split()) or type(map_error).__name__
+        print(
+            f"dpmap: error: drawing the map {str(png)!r} failed ({reason}); {_paid(rel)} and "
+            f"written to {out} and {manifest_path(out)}. Draw the map again, without spending "
+            f"budget, with: dpmap plot {out} --png PNG",
+            file=sys.stderr,
+        )
+        raise typer.Exit(code=2 if isinstance(map_error, DpmapError) else 1)
+    if not quiet:
+        typer.echo(f"wrote {out} and {manifest_path(out)}" + (f" and {png}" if png else ""))
+        typer.echo(rel.privacy_statement)
+
+
+def _check_outputs(
+    out: Path, png: Path | None, *, overwrite: bool, inputs: tuple[Any, ...]
+) -> None:
+    """Refuse, before anything is spent, every output that could not be written."""
+    from .release import _kind_of
+
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
     _kind_of(out)  # refuse an unsupported output type before reading any data
-    for target in (out, png):  # and a missing folder, before any budget is spent
-        if target is not None and not target.parent.is_dir():
+    targets = [("--out", out), ("--out (its manifest)", manifest_path(out))]
+    if png is not None:
+        targets.append(("--png", png))
+    used = {_same_file_key(Path(p)) for p in inputs if p is not None}
+    for flag, target in targets:
+        try:
+            _check_target(flag, target, overwrite=overwrite, used=used)
+        except DpmapError:  # DataFileError is an OSError too: already one clear line
+            raise
+        except OSError as exc:  # e.g. ENAMETOOLONG from the file system
             raise DataFileError(
-                f"folder {str(target.parent)!r} does not exist; create it or choose another path"
-            )
-    diag = Diagnostics()
-    with _Stages(quiet) as stages:
-        rel = release(
-            str(points), diagnostics=diag, config=kw.pop("_config", None), progress=stages, **kw
+                f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
+            ) from None
+
+
+def _check_target(flag: str, target: Path, *, overwrite: bool, used: set[Path]) -> None:
+    import tempfile
+
+    if not target.parent.is_dir():
+        raise DataFileError(
+            f"folder {str(target.parent)!r} does not exist; create it or choose another path"
         )
-        stages("write")
+    if _same_file_key(target) in used:
+        raise SpecError(
+            f"{flag} {str(target)!r} is an input of this release (the points or the "
+            "ledger); choose another output path"
+        )
+    if target.is_dir():
+        raise DataFileError(f"{flag} {str(target)!r} is a folder; choose a file path")
+    if target.exists() and not overwrite:
+        raise DataFileError(
+            f"{flag} {str(target)!r} already exists; nothing was spent. Choose another "
+            "path, or pass --overwrite to replace it"
+        )
+    # the very temporary file the writer will make (io.atomic_write): the folder must be
+    # writable and the temporary name (longer than the target's) must be allowed
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DataFileError(
+            f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
+        ) from None
+    os.close(fd)
+    Path(name).unlink()
+
+
+def _same_file_key(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def _check_png_options(kw: dict[str, Any]) -> None:
+    """The map drawn by --png must be drawable before the release is paid for."""
+    if kw.get("category") is not None:
+        raise SpecError(
+            "--png draws one map, but --category makes one row per category; drop --png, then "
+            "draw each category from the written release (no budget spent) with: dpmap plot "
+            "OUT --png MAP.png --category NAME"
+        )
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from .errors import missing_extra
+
+        raise missing_extra("matplotlib", "plot") from None
+
+
+def _last_entry(ledger: Any) -> int | None:
+    """The newest entry id of the ledger before a release (None: no ledger, or unusable —
+    the release then reports that itself)."""
+    if ledger is None:
+        return None
+    from .ledger import Ledger
+
+    try:
+        book = Ledger(ledger)
+        return max((e.id for d in book.datasets() for e in book.history(d)), default=0)
+    except Exception:
+        return None
+
+
+def _note_spent(exc: BaseException, ledger: Any, dataset: Any, last_entry: int | None) -> None:
+    """Add to a release's error that its budget was spent, if the ledger says so (a
+    failure after noise was drawn: the spend stands, and nothing was written)."""
+    if last_entry is None or not isinstance(dataset, str):
+        return
+    from .ledger import Ledger
+
+    try:
+        entries = [e for e in Ledger(ledger).history(dataset) if e.id > last_entry and e.counts]
+    except Exception:
+        return
+    if entries:
+        e = entries[-1]
+        exc.args = (
+            f"{' '.join(str(exc).split())}. This failure came after noise was drawn: the "
+            f"release's budget (ε = {float(e.epsilon):g}) was spent, ledger entry #{e.id} of "
+            f"dataset {dataset!r}, and nothing was written",
+            *exc.args[1:],
+        )
+
+
+def _paid(rel: Any) -> str:
+    """How the release was paid for, for the messages printed after it was computed."""
+    eps = rel.manifest.get("privacy", {}).get("epsilon")
+    ledger = rel.manifest.get("ledger")
+    if ledger:
+        return (
+            f"the release was paid for (ε = {eps} charged to dataset {ledger['dataset']!r}, "
+            f"ledger entry #{ledger['entry_id']})"
+        )
+    return f"the release was computed (its ε = {eps} is spent on this data)"
+
+
+def _write_paid_release(rel: Any, out: Path) -> Path:
+    """Write a release that was paid for; if ``out`` fails, save it elsewhere and say where.
+
+    Returns the path written (``out`` unless it failed). Never raises: the budget is spent,
+    so losing the release would make the user pay again for the same map.
+    """
+    import tempfile
+    import time
+
+    try:
         rel.to_file(out)
-        if png is not None:
-            stages("map")
-            rel.plot(png)
-    if show_diag:
-        _err.print(str(diag), markup=False)
-    if not quiet:
-        typer.echo(
-            f"wrote {out} and {out.with_name(out.stem + '.manifest.json')}"
-            + (f" and {png}" if png else "")
+        return out
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+        rescue = folder / f"dpmap-release-{stamp}-{os.getpid()}{out.suffix.lower()}"
+        try:
+            rel.to_file(rescue)
+        except Exception:
+            continue
+        print(
+            f"dpmap: error: writing {out} failed ({reason}); {_paid(rel)}, so it was saved to "
+            f"{rescue} and {manifest_path(rescue)} instead: move them where they belong",
+            file=sys.stderr,
         )
-        typer.echo(rel.privacy_statement)
+        return rescue
+    print(
+        f"dpmap: error: writing {out} failed ({reason}); {_paid(rel)}, and it could not be "
+        "saved anywhere else (current folder, temporary folder)",
+        file=sys.stderr,
+    )
+    return Path()
 
 
 @app.command("explain")
@@ -754,6 +966,90 @@ def audit_cmd(
 # -- end of audit --
 
 
+# -- errors in the words of the command line -----------------------------------------
+# The Python API's messages name keywords ("pass person='<column>'", "max_cells must be
+# ..."); on the command line they are translated to the flags ("--person <column>",
+# "--max-cells"), using the CLI's own option list.
+
+_VALUE = r"""'[^']*'|"[^"]*"|\([^()]*\)|\[[^\[\]]*\]|<[^<>]*>|\.\.\.|\w+\([^()]*\)|[-+\w.]+"""
+
+
+def _cli_options() -> dict[str, tuple[str, bool]]:
+    """Python keyword → (long flag, is a boolean flag), from every command's options
+    (``release`` first, so its flags win where commands share a keyword)."""
+    root = typer.main.get_command(app)
+    commands: list[Any] = []
+
+    def visit(command: Any) -> None:
+        commands.append(command)
+        for sub in getattr(command, "commands", {}).values():
+            visit(sub)
+
+    visit(root)
+    commands.sort(key=lambda c: c.name != "release")
+    options: dict[str, tuple[str, bool]] = {}
+    for command in commands:
+        for param in command.params:
+            if getattr(param, "param_type_name", "") == "option" and param.name:
+                flag = next((o for o in param.opts if o.startswith("--")), None)
+                if flag is not None:
+                    options.setdefault(param.name, (flag, bool(param.is_flag)))
+    return options
+
+
+def _flag_value(name: str, flag: str, is_flag: bool, value: str) -> str:
+    if name == "suppress_below" and value == "False":
+        return "--no-suppress"
+    if name == "adaptive" and value.strip("'\"") in ("grid", "privtree"):
+        return f"--adaptive --adaptive-method {value.strip(chr(39) + chr(34))}"
+    if value == "True":
+        return flag if is_flag else f"{flag} true"
+    if value == "False":
+        return f"no {flag}" if is_flag else f"{flag} false"
+    if value == "None":
+        return f"no {flag}"
+    if value[:1] in "'\"" and value[-1:] == value[:1]:
+        inner = value[1:-1]
+        return (
+            f"{flag} {inner}"
+            if inner and not any(c.isspace() for c in inner)
+            else f"{flag} {value}"
+        )
+    if value[:1] in "([":  # bounds=(lo, hi) → --bounds lo hi; resolution=[5, 6] → 5,6
+        items = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
+        if not items:
+            return f"{flag} ''"
+        return f"{flag} " + (" ".join(items) if value[0] == "(" else ",".join(items))
+    call = re.fullmatch(r"\w+\(([^()]*)\)", value)  # ledger=Ledger(path) → --ledger path
+    if call:
+        return f"{flag} {call.group(1)}"
+    return f"{flag} {value}"
+
+
+def as_command_line(message: str, options: dict[str, tuple[str, bool]] | None = None) -> str:
+    """``message`` with Python keywords replaced by the command line's flags."""
+    options = _cli_options() if options is None else options
+    names = "|".join(sorted((re.escape(n) for n in options), key=len, reverse=True))
+    if not names:
+        return message
+
+    def keyword(match: re.Match[str]) -> str:
+        name, value = match.group(1), match.group(2)
+        flag, is_flag = options[name]
+        return _flag_value(name, flag, is_flag, value)
+
+    # not inside a word, a quoted name or a path ("out/max_cells.csv")
+    before = r"(?<![\w\-.'\"/\\])"
+    message = re.sub(rf"{before}({names})=({_VALUE})", keyword, message)
+    # bare identifiers that can only be Python names ("max_cells must be ...")
+    bare = "|".join(re.escape(n) for n in options if "_" in n)
+    if bare:
+        message = re.sub(
+            rf"{before}({bare})(?![\w=/\\]|\.\w)", lambda m: options[m.group(1)][0], message
+        )
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes → one line on stderr and exit status 2.
 
@@ -763,7 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=argv, prog_name="dpmap", standalone_mode=False)
     except DpmapError as exc:
-        message = " ".join(str(exc).split())
+        message = as_command_line(" ".join(str(exc).split()))
         print(f"dpmap: error: {message}", file=sys.stderr)
         return 2
     except typer.Exit as exc:

@@ -59,7 +59,7 @@ def init(
     ] = "0",
 ) -> None:
     """Create the ledger file if needed and register DATASET with its cap (never changed later)."""
-    book = Ledger(ledger)
+    book = Ledger(ledger, create=True)  # the only command that creates a ledger
     # Amounts are passed on as the text typed, so "0.1" is exactly one tenth.
     cap = book.create(dataset, epsilon=epsilon, delta=delta)
     _console().print(f"Dataset {dataset!r} created in {ledger} with cap {cap}.")
@@ -73,7 +73,7 @@ def show(
     ] = None,
 ) -> None:
     """Show each dataset's cap, what it has spent (rounded up) and what is left (rounded down)."""
-    book = Ledger(ledger, create=False)
+    book = Ledger(ledger)  # opens; never creates (a typo is an error)
     names = [dataset] if dataset is not None else book.datasets()
     console = _console()
     if not names:
@@ -93,8 +93,10 @@ def show(
         "Remaining δ",
         "ρ (zCDP)",
         "Releases",
+        "Latest release",
     ):
-        table.add_column(col, justify="left" if col == "Dataset" else "right")
+        flush_left = col in ("Dataset", "Latest release")
+        table.add_column(col, justify="left" if flush_left else "right", no_wrap=True)
     for name in names:
         cap = book.cap(name)
         spent = book.spent(name)
@@ -103,6 +105,7 @@ def show(
         counted = sum(1 for e in entries if e.counts)
         pending = sum(1 for e in entries if e.status == "reserved")
         releases = str(counted) + (f" ({pending} unfinished)" if pending else "")
+        latest = next((e for e in reversed(entries) if e.counts), None)
         table.add_row(
             name,
             format_amount(cap.epsilon, "down"),
@@ -113,8 +116,9 @@ def show(
             format_amount(left.delta, "down"),
             "—" if spent.rho is None else format_amount(spent.rho, "up"),
             releases,
+            "—" if latest is None else f"{_label(latest)} ({latest.time[:10]})",
         )
-    console.print(table)
+    _print_wide(console, table)
     console.print(
         "Spent is rounded up and remaining rounded down; accounting: sequential composition of "
         "each release's (ε, δ). Unfinished releases (status 'reserved') count as spent."
@@ -133,7 +137,7 @@ def history(
     ] = False,
 ) -> None:
     """List every release charged to DATASET, including cancelled ones."""
-    book = Ledger(ledger, create=False)
+    book = Ledger(ledger)  # opens; never creates (a typo is an error)
     entries = book.history(dataset)
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2, ensure_ascii=False))
@@ -145,6 +149,7 @@ def history(
     table = Table(title=f"Releases of {dataset!r} — {ledger}")
     for col in (
         "#",
+        "Label",
         "Time (UTC)",
         "Status",
         "Accounting",
@@ -157,10 +162,13 @@ def history(
         "Fingerprint",
         "dpmap",
     ):
-        table.add_column(col, justify="right" if col in {"#", "ε", "δ", "ρ", "Res"} else "left")
+        table.add_column(
+            col, justify="right" if col in {"#", "ε", "δ", "ρ", "Res"} else "left", no_wrap=True
+        )
     for e in entries:
         table.add_row(
             str(e.id),
+            _label(e),
             e.time,
             _status(e),
             e.accounting,
@@ -173,11 +181,25 @@ def history(
             _short(e.fingerprint),
             e.dpmap_version,
         )
-    console.print(table)
+    _print_wide(console, table)
     console.print(
         "Status: spent = noise drawn; reserved = unfinished (counts as spent); cancelled = given "
         "back before any noise (does not count). Amounts rounded up; --json shows exact values."
     )
+
+
+def _label(entry: LedgerEntry) -> str:
+    return entry.label if entry.label is not None else f"#{entry.id} (no label)"
+
+
+def _print_wide(console: Console, table: Table) -> None:
+    """Print a table at its natural width: rich would otherwise cut cells ("hebei-de…",
+    "0.33…") to fit a narrow terminal or an 80-column pipe. Names and amounts are never
+    cut; a narrow terminal wraps the lines instead."""
+    needed = console.measure(table, options=console.options.update(max_width=100_000)).maximum
+    if needed > console.width:
+        console = Console(highlight=False, width=needed)
+    console.print(table)
 
 
 def _status(entry: LedgerEntry) -> str:

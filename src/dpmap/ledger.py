@@ -4,10 +4,11 @@ The ledger is one SQLite file that holds, for every *dataset* (a body of sensiti
 that releases are computed from), a privacy-loss cap ``(ε, δ)`` and an append-only list
 of the releases charged against it::
 
-    ledger = Ledger("budget.db")                      # created on first use
-    ledger.create("hebei-debt-2026", epsilon=3.0, delta=1e-6)
+    ledger = Ledger.init("budget.db", "hebei-debt-2026", epsilon=3.0, delta=1e-6)
+    ledger = Ledger("budget.db")                      # later: open it (never created here)
     with ledger.reserve("hebei-debt-2026", epsilon=0.5, accounting="pure-dp",
-                        mechanism="laplace", statistics=["count"], resolution=7) as r:
+                        mechanism="laplace", statistics=["count"], resolution=7,
+                        label="debtors, January 2026") as r:
         ...                                           # build the measurement
         r.mark_noise_drawn()                          # from here on the spend stands
         ...                                           # draw noise, write the output
@@ -27,13 +28,27 @@ than ``(ε, δ)`` in total". It is built to fail safe:
   (kept for the audit trail, not counted). After ``mark_noise_drawn`` the spend stands,
   whatever happens. A process that dies (even by ``SIGKILL``) leaves a ``"reserved"``
   entry, which counts: the ledger cannot know whether noise was drawn, so it assumes so.
-* **Exact arithmetic.** Budgets are stored as exact decimal strings and summed as
-  :class:`fractions.Fraction`; nothing is ever summed in floating point. A float
-  argument ``x`` is read as the decimal ``repr(x)`` (the shortest decimal that rounds to
-  ``x``), which is the number the user wrote: ten releases of ``ε = 0.1`` fit a cap of
-  ``1.0`` exactly, and an eleventh is refused. (The float ``0.1`` is ``1/10`` plus about
-  ``5.6e-18``; the ledger accounts for the decimal the user asked for, the same reading
-  OpenDP users make when they pass ``0.1``.)
+* **Exact arithmetic, never rounded in the user's favour.** Budgets are stored as exact
+  strings (a decimal, or ``p/q``) and summed as :class:`fractions.Fraction`; nothing is
+  ever summed in floating point. The two kinds of amount read a float differently:
+
+  - A **spend** (:meth:`Ledger.reserve`: ``epsilon``, ``delta``, ``rho``) is a privacy
+    loss that OpenDP computed and reported as a float. It is charged at the float's
+    *exact binary value*, ``Fraction(x)``, never at the shorter decimal ``repr(x)``,
+    which can lie below it (the float ``0.1`` is ``1/10`` plus about ``5.6e-18``; ten
+    spends of that float exceed a cap of ``1``, and the ledger says so). Pass a string
+    (``"0.1"``), a :class:`~decimal.Decimal` or a :class:`~fractions.Fraction` to
+    charge a decimal exactly. :func:`dpmap.release` calibrates its noise so that
+    OpenDP's reported ε is at most the decimal ε the user asked for.
+  - A **cap** (:meth:`Ledger.create`, :meth:`Ledger.init`, ``dpmap budget init``) is a
+    policy number written by a person, so a float is read as the decimal the person
+    wrote, ``repr(x)``: ``epsilon=1.0`` is exactly ``1`` and ``epsilon=0.3`` is exactly
+    ``3/10``.
+* **Never created by accident.** ``Ledger(path)`` opens an existing ledger and never
+  creates a file (a mistyped path must not give the same data a second, fresh budget);
+  only ``Ledger(path, create=True)``, :meth:`Ledger.init` or ``dpmap budget init``
+  create one. Likewise a release never creates a dataset: an unknown name is refused,
+  with the existing names and a "did you mean" suggestion.
 * **No data.** The ledger stores only what the caller passes: parameters, statistic
   names, an output fingerprint and a small JSON ``details`` object. It never sees points
   or true counts; do not put them into ``details``.
@@ -74,11 +89,17 @@ The file is marked with ``PRAGMA application_id`` (``0x64706D70``, "dpmp"),
 ``PRAGMA user_version`` and a ``dpmap_schema`` table. A file that is not SQLite, an SQLite
 database of another application, a ledger from a newer dpmap, or a damaged ledger is
 refused with a :class:`~dpmap.errors.BudgetError` and never written to.
+
+Schema 2 added an optional ``label`` to each entry (which release it was, e.g. "debtors,
+January 2026"). A schema-1 ledger is read as it is (its entries have no label); the
+first write to it (a new dataset or a reservation) upgrades it to schema 2 inside the
+same transaction, after which older dpmap versions refuse it as "from a newer dpmap".
 """
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import numbers
@@ -105,19 +126,22 @@ __all__ = [
     "Ledger",
     "LedgerEntry",
     "Reservation",
+    "check_label",
     "format_amount",
 ]
 
 #: ``PRAGMA application_id`` of a dpmap ledger: the ASCII bytes "dpmp".
 APPLICATION_ID = 0x64706D70
 #: Version of the ledger's SQL schema (``PRAGMA user_version`` and table ``dpmap_schema``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older schemas this dpmap still reads (and upgrades on the first write).
+_READABLE_SCHEMAS = (1, 2)
 #: The accounting kinds an entry can record.
 ACCOUNTING_MODES: tuple[str, ...] = ("pure-dp", "approx-dp", "zcdp")
 
 Accounting = Literal["pure-dp", "approx-dp", "zcdp"]
 Status = Literal["reserved", "spent", "cancelled"]
-#: A number the ledger accepts: converted exactly (floats through their ``repr``).
+#: A number the ledger accepts, converted exactly (floats: see the module docstring).
 Amount = int | float | Fraction | Decimal | str
 
 _COUNTING = ("reserved", "spent")
@@ -159,7 +183,8 @@ _SCHEMA = (
         resolution      INTEGER,
         fingerprint     TEXT,
         dpmap_version   TEXT NOT NULL,
-        details         TEXT NOT NULL
+        details         TEXT NOT NULL,
+        label           TEXT
     )
     """,
     "CREATE INDEX entries_by_dataset ON entries (dataset, status)",
@@ -169,11 +194,13 @@ _SCHEMA = (
 # --------------------------------------------------------------------------- numbers
 
 
-def _exact(value: object, name: str) -> Fraction:
+def _exact(value: object, name: str, *, floats: Literal["decimal", "binary"]) -> Fraction:
     """Convert a user-supplied number to an exact :class:`~fractions.Fraction`.
 
-    Floats are read through their shortest round-tripping decimal (``repr``), strings as
-    decimals or ``"p/q"``. Booleans, NaN and infinities are refused with a SpecError.
+    ``floats="binary"`` (spends) reads a float as its exact binary value ``Fraction(x)``;
+    ``floats="decimal"`` (caps) as its shortest round-tripping decimal ``repr(x)``. Strings
+    are read as decimals or ``"p/q"``. Booleans, NaN and infinities are refused with a
+    SpecError.
     """
     if isinstance(value, bool):
         raise SpecError(f"{name} must be a number, got the boolean {value!r}")
@@ -182,11 +209,6 @@ def _exact(value: object, name: str) -> Fraction:
             return value
         if isinstance(value, numbers.Integral):
             return Fraction(int(value))
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise SpecError(f"{name} must be finite, got {value!r}")
-            # float.__repr__ also for subclasses (numpy.float64's repr is 'np.float64(…)')
-            return Fraction(float.__repr__(value))
         if isinstance(value, Decimal):
             if not value.is_finite():
                 raise SpecError(f"{name} must be finite, got {value}")
@@ -196,10 +218,13 @@ def _exact(value: object, name: str) -> Fraction:
             if text.lower().lstrip("+-") in {"nan", "inf", "infinity", "snan"}:
                 raise SpecError(f"{name} must be finite, got {value!r}")
             return Fraction(text)
-        if isinstance(value, numbers.Real):  # e.g. numpy.float32: its exact binary value
+        if isinstance(value, numbers.Real):  # float, numpy.float64, numpy.float32, ...
             as_float = float(value)
             if not math.isfinite(as_float):
                 raise SpecError(f"{name} must be finite, got {value!r}")
+            if floats == "binary":
+                return Fraction(as_float)  # exact: never below the float that was reported
+            # float.__repr__ also for subclasses (numpy.float64's repr is 'np.float64(…)')
             return Fraction(float.__repr__(as_float))
     except (ValueError, ZeroDivisionError, InvalidOperation) as exc:
         if isinstance(exc, SpecError):
@@ -221,7 +246,10 @@ def _store(x: Fraction) -> str:
     if rest != 1:
         return f"{n}/{d}"
     k = max(twos, fives)
-    text = format(Decimal(n * (10**k // d)).scaleb(-k), "f")
+    # Decimal from a (sign, digits, exponent) tuple is exact; Decimal arithmetic such as
+    # scaleb would round to the context's 28 digits (a float spend has up to ~55).
+    digits = n * (10**k // d)
+    text = format(Decimal((int(digits < 0), tuple(map(int, str(abs(digits)))), -k)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return "0" if text in {"-0", ""} else text
@@ -234,7 +262,9 @@ def _load(text: str | None) -> Fraction | None:
 def _pretty_decimal(dec: Decimal) -> str:
     if dec == dec.to_integral_value():
         return str(int(dec))
-    return format(dec.normalize(), "g").replace("E", "e")
+    with localcontext() as ctx:  # normalize() rounds to the context: keep every digit
+        ctx.prec = max(28, len(dec.as_tuple().digits) + 2)
+        return format(dec.normalize(), "g").replace("E", "e")
 
 
 def format_amount(
@@ -329,6 +359,9 @@ class LedgerEntry:
         Free-form JSON object passed by the caller.
     noise_drawn_at, finalized_at
         When :meth:`Reservation.mark_noise_drawn` / :meth:`Reservation.finalize` ran.
+    label
+        What the release was, in the caller's words (e.g. ``"debtors, January 2026"``;
+        :func:`dpmap.release` passes its ``title``), or ``None``.
     """
 
     id: int
@@ -347,6 +380,7 @@ class LedgerEntry:
     details: dict[str, Any] = field(hash=False)
     noise_drawn_at: str | None = None
     finalized_at: str | None = None
+    label: str | None = None
 
     @property
     def counts(self) -> bool:
@@ -357,6 +391,7 @@ class LedgerEntry:
         """A JSON-ready dict; amounts as exact strings."""
         return {
             "id": self.id,
+            "label": self.label,
             "dataset": self.dataset,
             "time": self.time,
             "status": self.status,
@@ -389,15 +424,19 @@ def _check_name(dataset: object) -> str:
     return dataset
 
 
-def _check_epsilon(value: object, name: str = "epsilon") -> Fraction:
-    eps = _exact(value, name)
+def _check_epsilon(
+    value: object, name: str = "epsilon", *, floats: Literal["decimal", "binary"]
+) -> Fraction:
+    eps = _exact(value, name, floats=floats)
     if eps <= 0:
         raise SpecError(f"{name} must be > 0, got {format_amount(eps)}")
     return eps
 
 
-def _check_delta(value: object, name: str = "delta") -> Fraction:
-    delta = _exact(value, name)
+def _check_delta(
+    value: object, name: str = "delta", *, floats: Literal["decimal", "binary"]
+) -> Fraction:
+    delta = _exact(value, name, floats=floats)
     if not 0 <= delta < 1:
         raise SpecError(f"{name} must satisfy 0 <= {name} < 1, got {format_amount(delta)}")
     return delta
@@ -409,6 +448,23 @@ def _check_text(value: object, name: str, limit: int = _MAX_NAME) -> str:
             f"{name} must be a non-empty string of at most {limit} characters, got {value!r}"
         )
     return value
+
+
+def check_label(label: object) -> str | None:
+    """A ledger entry's label, normalised to one line (runs of white space become one
+    space); ``None`` stays ``None``. SpecError if it is not text, is empty, is longer than
+    200 characters or holds other control characters."""
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise SpecError(f"label (the release title) must be text, got {type(label).__name__}")
+    text = " ".join(label.split())
+    if not text or len(text) > _MAX_NAME or _CONTROL.search(text):
+        raise SpecError(
+            f"label (the release title) must be 1 to {_MAX_NAME} characters of text without "
+            f"control characters, got {label[:60]!r}{'…' if len(label) > 60 else ''}"
+        )
+    return text
 
 
 def _check_details(details: Mapping[str, Any] | None) -> str:
@@ -433,20 +489,44 @@ def _check_details(details: Mapping[str, Any] | None) -> str:
 # --------------------------------------------------------------------------- ledger
 
 
+def _nearby_ledger(path: Path) -> Path | None:
+    """The dpmap ledger in ``path``'s folder whose name is closest to ``path``'s, if any is
+    close (for "did you mean"). Reads 72 bytes of at most 200 files; never writes."""
+    folder = path.parent
+    try:
+        names = sorted(p.name for p in folder.iterdir())[:200]
+    except OSError:
+        return None
+    for name in difflib.get_close_matches(path.name, names, n=3, cutoff=0.75):
+        try:
+            with open(folder / name, "rb") as fh:
+                header = fh.read(72)
+        except OSError:
+            continue
+        mark = int.from_bytes(header[68:72], "big") if len(header) == 72 else 0
+        if header.startswith(b"SQLite format 3\x00") and mark == APPLICATION_ID:
+            return folder / name
+    return None
+
+
 class Ledger:
     """A privacy-budget ledger stored in one SQLite file.
+
+    ``Ledger(path)`` opens an existing ledger; it never creates one. Create a ledger with
+    :meth:`Ledger.init` (file and first dataset, like ``dpmap budget init``) or
+    ``Ledger(path, create=True)`` (the file only; add datasets with :meth:`create`).
 
     Parameters
     ----------
     path
-        The ledger file. Created (with an empty ledger) if it does not exist and
-        ``create`` is true.
+        The ledger file.
     timeout
         Seconds a call waits for another process holding the ledger before it fails
         with a :class:`~dpmap.errors.BudgetError`.
     create
-        If false, a missing file raises :class:`~dpmap.errors.DataFileError` instead of
-        being created.
+        If true, a missing (or empty) file is made an empty ledger. If false (the
+        default), a missing file raises :class:`~dpmap.errors.DataFileError` and an
+        empty one :class:`~dpmap.errors.BudgetError`, and nothing is created.
 
     Raises
     ------
@@ -454,22 +534,25 @@ class Ledger:
         If the file exists but is not a dpmap ledger (not SQLite, another application's
         database, damaged, or from a newer dpmap). The file is left untouched.
     DataFileError
-        If the file cannot be opened or created.
+        If the file does not exist (and ``create`` is false) or cannot be opened or
+        created.
 
     Notes
     -----
     A ``Ledger`` holds no open connection: every call opens the file, runs one
     transaction and closes it, so a ``Ledger`` can be shared across threads and passed to
-    (or re-created in) other processes.
+    (or re-created in) other processes. No call other than ``Ledger(path, create=True)``
+    and :meth:`Ledger.init` creates the file: if it disappears, later calls fail.
 
     Privacy
     -------
     See the module docstring: reservations count from the moment they are made, are
-    given back only if no noise was drawn, and all sums are exact.
+    given back only if no noise was drawn, all sums are exact, and a mistyped path or
+    dataset name is refused instead of starting a fresh budget.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = True
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = False
     ) -> None:
         self._path = Path(path)
         if not (
@@ -483,9 +566,13 @@ class Ledger:
             )
         if not self._path.exists():
             if not create:
+                near = _nearby_ledger(self._path)
+                hint = f"; did you mean {str(near)!r}?" if near is not None else ""
                 raise DataFileError(
-                    f"ledger {self._path} does not exist; create it with: "
-                    f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+                    f"ledger {self._path} does not exist{hint} (check the path: dpmap never "
+                    "creates a ledger on the way, so that a typo cannot start a fresh budget); "
+                    f"to start a new ledger: dpmap budget init {self._path} --dataset NAME "
+                    "--epsilon E"
                 )
             if not self._path.parent.exists():
                 raise DataFileError(
@@ -501,6 +588,26 @@ class Ledger:
             self._initialise()
         else:
             self._verify()
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        dataset: str,
+        *,
+        epsilon: Amount,
+        delta: Amount = 0,
+        timeout: float = 30.0,
+    ) -> Ledger:
+        """Create the ledger file if needed and register ``dataset`` with its cap.
+
+        The Python form of ``dpmap budget init PATH --dataset NAME --epsilon E``. Returns
+        the ledger. Raises :class:`~dpmap.errors.BudgetError` if the dataset already
+        exists (a cap is never changed); see :meth:`create`.
+        """
+        book = cls(path, timeout=timeout, create=True)
+        book.create(dataset, epsilon=epsilon, delta=delta)
+        return book
 
     # ------------------------------------------------------------------ public API
 
@@ -543,8 +650,9 @@ class Ledger:
         data) must be created; a cap is never raised after releases were charged to it.
         """
         name = _check_name(dataset)
-        eps = _check_epsilon(epsilon)
-        dlt = _check_delta(delta)
+        # a cap is a policy number: a float is read as the decimal the user wrote
+        eps = _check_epsilon(epsilon, floats="decimal")
+        dlt = _check_delta(delta, floats="decimal")
         with self._transaction(write=True) as conn:
             row = conn.execute(
                 "SELECT epsilon, delta FROM datasets WHERE name = ?", (name,)
@@ -604,7 +712,8 @@ class Ledger:
         with self._transaction(write=False) as conn:
             self._cap(conn, dataset)
             rows = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE dataset = ? ORDER BY id", (dataset,)
+                f"SELECT {_entry_columns(conn)} FROM entries WHERE dataset = ? ORDER BY id",
+                (dataset,),
             ).fetchall()
         return [_entry_from_row(row) for row in rows]
 
@@ -612,7 +721,7 @@ class Ledger:
         """One entry by id."""
         with self._transaction(write=False) as conn:
             row = conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id = ?", (entry_id,)
+                f"SELECT {_entry_columns(conn)} FROM entries WHERE id = ?", (entry_id,)
             ).fetchone()
         if row is None:
             raise BudgetError(f"ledger {self._path} has no entry {entry_id}")
@@ -630,6 +739,7 @@ class Ledger:
         statistics: Sequence[str],
         resolution: int | None = None,
         details: Mapping[str, Any] | None = None,
+        label: str | None = None,
     ) -> Reservation:
         """Reserve privacy budget for one release, or refuse.
 
@@ -651,6 +761,9 @@ class Ledger:
         mechanism, statistics, resolution, details
             Recorded for the audit trail. ``details`` is a small JSON object: release
             parameters only, never data.
+        label
+            Which release this is, for people reading the history (e.g. ``"debtors,
+            January 2026"``); at most 200 characters, one line. Public text: never data.
 
         Returns
         -------
@@ -677,15 +790,16 @@ class Ledger:
             raise SpecError(
                 f"accounting must be one of {', '.join(ACCOUNTING_MODES)}; got {accounting!r}"
             )
-        eps = _check_epsilon(epsilon)
-        dlt = _check_delta(delta)
+        # a spend is what OpenDP reported: a float is charged at its exact binary value
+        eps = _check_epsilon(epsilon, floats="binary")
+        dlt = _check_delta(delta, floats="binary")
         rho_q: Fraction | None = None
         if accounting == "zcdp":
             if rho is None:
                 raise SpecError(
                     "a zcdp release must pass rho (and the (epsilon, delta) OpenDP converted it to)"
                 )
-            rho_q = _exact(rho, "rho")
+            rho_q = _exact(rho, "rho", floats="binary")
             if rho_q <= 0:
                 raise SpecError(f"rho must be > 0, got {format_amount(rho_q)}")
             if dlt == 0:
@@ -714,6 +828,7 @@ class Ledger:
             )
         res = None if resolution is None else int(resolution)
         details_json = _check_details(details)
+        label = check_label(label)
         requested = Budget(eps, dlt, rho_q)
 
         with self._transaction(write=True) as conn:
@@ -725,8 +840,8 @@ class Ledger:
             cur = conn.execute(
                 "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
                 "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
-                "details) "
-                "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                "details, label) "
+                "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
                 (
                     name,
                     _now(),
@@ -739,6 +854,7 @@ class Ledger:
                     res,
                     __version__,
                     details_json,
+                    label,
                 ),
             )
             entry_id = cur.lastrowid
@@ -748,14 +864,18 @@ class Ledger:
     # ------------------------------------------------------------------ internals
 
     def _exceeded(self, name: str, requested: Budget, remaining: Budget) -> BudgetExceededError:
+        # Shown to 17 significant digits (a float's precision), each rounded against the user: requested and the
+        # excess up, remaining down (a float spend's exact binary value has ~55 digits).
         def part(symbol: str, req: Fraction, rem: Fraction) -> str:
             diff = req - rem
             verdict = (
-                f"{format_amount(diff)} over the remainder" if diff > 0 else "within the remainder"
+                f"{format_amount(diff, 'up', 17)} over the remainder"
+                if diff > 0
+                else "within the remainder"
             )
             return (
-                f"{symbol}: requested {format_amount(req)}, remaining {format_amount(rem)}, "
-                f"difference {verdict}"
+                f"{symbol}: requested {format_amount(req, 'up', 17)}, remaining "
+                f"{format_amount(rem, 'down', 17)}, difference {verdict}"
             )
 
         if remaining.epsilon <= 0 or (requested.delta > 0 and remaining.delta <= 0):
@@ -766,8 +886,12 @@ class Ledger:
             )
         else:
             step = (
-                f"request at most ε = {format_amount(remaining.epsilon)}"
-                + (f" and δ = {format_amount(remaining.delta)}" if requested.delta > 0 else "")
+                f"request at most ε = {format_amount(remaining.epsilon, 'down', 17)}"
+                + (
+                    f" and δ = {format_amount(remaining.delta, 'down', 17)}"
+                    if requested.delta > 0
+                    else ""
+                )
                 + " (e.g. fewer statistics or a smaller epsilon), "
                 "or publish new data under a new dataset"
             )
@@ -786,15 +910,30 @@ class Ledger:
             "SELECT epsilon, delta FROM datasets WHERE name = ?", (dataset,)
         ).fetchone()
         if row is None:
-            known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name LIMIT 6")]
-            listing = ", ".join(repr(k) for k in known[:5]) + (", ..." if len(known) > 5 else "")
-            raise BudgetError(
-                f"dataset {dataset!r} is not in ledger {self._path} "
-                f"({'known: ' + listing if known else 'the ledger has no datasets'}); "
-                "create it first "
-                f"with: dpmap budget init {self._path} --dataset {dataset} --epsilon E"
-            )
+            raise self._unknown(conn, dataset)
         return Budget(Fraction(row[0]), Fraction(row[1]))
+
+    def _unknown(self, conn: sqlite3.Connection, dataset: object) -> BudgetError:
+        """The error for a dataset that is not in the ledger: never suggest creating the
+        name that was typed (a typo must not get a fresh budget); name the existing ones."""
+        known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+        if not known:
+            listing = "the ledger has no datasets yet"
+        else:
+            shown = ", ".join(repr(k) for k in known[:10])
+            more = f" and {len(known) - 10} more" if len(known) > 10 else ""
+            listing = f"it has {shown}{more}"
+        close = (
+            difflib.get_close_matches(dataset, known, n=1, cutoff=0.6)
+            if isinstance(dataset, str)
+            else []
+        )
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        return BudgetError(
+            f"dataset {dataset!r} is not in ledger {self._path} ({listing}){hint} A release "
+            "never creates a dataset: if this is new data, register it with its own cap: "
+            f"dpmap budget init {self._path} --dataset NAME --epsilon E"
+        )
 
     def _spent(self, conn: sqlite3.Connection, dataset: str) -> Budget:
         eps = Fraction(0)
@@ -833,10 +972,18 @@ class Ledger:
             return DataFileError(f"cannot use ledger {self._path}: {msg}")
         return BudgetError(f"ledger {self._path} cannot be used: {msg}")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        # mode=rw: SQLite never creates the file (a ledger deleted or moved after it was
+        # opened is an error, not a fresh, empty budget); only _initialise passes rwc.
+        uri = f"{self._path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
         try:
-            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None)
+            conn = sqlite3.connect(uri, timeout=self._timeout, isolation_level=None, uri=True)
         except sqlite3.Error as exc:
+            if not create and not self._path.exists():
+                raise DataFileError(
+                    f"ledger {self._path} does not exist (any more); check the path, or create "
+                    f"a ledger with: dpmap budget init {self._path} --dataset NAME --epsilon E"
+                ) from exc
             raise self._translate(exc) from exc
         try:
             conn.execute("PRAGMA foreign_keys = ON")
@@ -855,7 +1002,7 @@ class Ledger:
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                self._check_identity(conn, initialise=initialise)
+                self._check_identity(conn, initialise=initialise, write=write)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -868,7 +1015,7 @@ class Ledger:
         finally:
             conn.close()
 
-    def _check_identity(self, conn: sqlite3.Connection, *, initialise: bool) -> None:
+    def _check_identity(self, conn: sqlite3.Connection, *, initialise: bool, write: bool) -> None:
         # Under BEGIN IMMEDIATE nobody else can write, so an empty file stays empty. (SQLite's
         # page_count is 1 inside a write transaction on an empty file, hence the file size.)
         if self._path.stat().st_size == 0:
@@ -903,15 +1050,21 @@ class Ledger:
             rows = conn.execute("SELECT version FROM dpmap_schema").fetchall()
         except sqlite3.OperationalError:
             rows = []
-        if version != SCHEMA_VERSION or rows != [(SCHEMA_VERSION,)]:
+        if version not in _READABLE_SCHEMAS or rows != [(version,)]:
             raise self._not_a_ledger(
                 f"it carries the dpmap mark but its schema is unrecognised (version {version})"
             )
+        if version == 1 and write:
+            # schema 1 → 2: entries gain a label. Inside this write transaction, so the
+            # upgrade and the write that needed it commit (or roll back) together.
+            conn.execute("ALTER TABLE entries ADD COLUMN label TEXT")
+            conn.execute("UPDATE dpmap_schema SET version = ?", (SCHEMA_VERSION,))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _initialise(self) -> None:
         # An empty or missing file: make it a ledger. The page count is checked again under
         # the write lock, so two processes creating the same ledger at once are fine.
-        conn = self._connect()
+        conn = self._connect(create=True)
         try:
             if self._path.stat().st_size == 0:
                 conn.execute("PRAGMA journal_mode = DELETE")
@@ -938,6 +1091,12 @@ _ENTRY_COLUMNS = (
 )
 
 
+def _entry_columns(conn: sqlite3.Connection) -> str:
+    """The SELECT list of an entry; a schema-1 ledger (read, not upgraded) has no label."""
+    has_label = any(r[1] == "label" for r in conn.execute("PRAGMA table_info(entries)"))
+    return _ENTRY_COLUMNS + (", label" if has_label else ", NULL")
+
+
 def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
     (
         eid,
@@ -956,6 +1115,7 @@ def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
         details,
         drawn,
         final,
+        label,
     ) = row
     return LedgerEntry(
         id=int(eid),
@@ -974,6 +1134,7 @@ def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
         details=json.loads(details),
         noise_drawn_at=drawn,
         finalized_at=final,
+        label=label,
     )
 
 

@@ -373,10 +373,12 @@ def release(
     diagnostics
         A :class:`Diagnostics` to fill with PRIVATE counts about the input (never published).
     ledger, dataset
-        A :class:`~dpmap.Ledger` and dataset name: the budget is reserved there before any
-        noise is drawn, and the release is refused if it would exceed the cap.
+        A :class:`~dpmap.Ledger` (or the path of a ledger file) and dataset name: the
+        budget is reserved there before any noise is drawn, and the release is refused if
+        it would exceed the cap. Both must exist (``dpmap budget init``): a release never
+        creates a ledger or a dataset, and checks both before reading any data.
     title
-        Optional title stored in the manifest.
+        Optional title stored in the manifest and as the ledger entry's label.
     engine
         Where the exact bin/bound/aggregate step runs: ``"local"`` (polars, one machine,
         in memory; a points file over 1 GB is streamed), ``"streaming"`` (one machine,
@@ -463,6 +465,7 @@ def release(
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
         )
+    ledger = _open_ledger(ledger, dataset, title)  # both must exist: checked before any data
     reg = _resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
@@ -474,7 +477,7 @@ def release(
     aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
     stage("noise")
 
-    reservation_cm = _reserve(ledger, dataset, plan)
+    reservation_cm = _reserve(ledger, dataset, plan, title)
     with reservation_cm as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
@@ -682,13 +685,36 @@ def _consistent(
     return Estimates(**fields), Estimates(**{**fields, **shown}), cells, res
 
 
-def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
+def _open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
+    """The release's ledger, opened and checked before any data is read or noise drawn.
+
+    A release never creates a ledger or a dataset: a missing ledger file, a dataset not
+    in it (with a "did you mean") or an unusable title (the entry's label) is an error here.
+    """
+    if ledger is None:
+        return None
+    from .ledger import Ledger, check_label
+
+    if not (isinstance(ledger, (Ledger, str)) or hasattr(ledger, "__fspath__")):
+        raise SpecError(
+            f"ledger must be a dpmap.Ledger or the path of a ledger file, "
+            f"got {type(ledger).__name__}"
+        )
+    if not isinstance(dataset, str):
+        raise SpecError(f"dataset must be the name of a dataset in the ledger, got {dataset!r}")
+    book = ledger if isinstance(ledger, Ledger) else Ledger(ledger)  # never creates a file
+    book.cap(dataset)  # the dataset must exist: BudgetError naming the existing ones
+    check_label(title)
+    return book
+
+
+def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None = None) -> Any:
     if ledger is None:
         return contextlib.nullcontext()
     from .ledger import Ledger
 
     if not isinstance(ledger, Ledger):
-        ledger = Ledger(ledger)
+        ledger = Ledger(ledger)  # opens an existing ledger; never creates one
     spec = plan.spec
     return ledger.reserve(
         dataset,
@@ -700,6 +726,7 @@ def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan) -> Any:
         statistics=list(spec.statistics),
         resolution=spec.finest,
         details={"measure": plan.measure, "discovery": plan.discovery, "levels": list(spec.levels)},
+        label=title,  # the release's title: which release this entry was
     )
 
 
