@@ -23,16 +23,20 @@ Conversions
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
 import polars as pl
+import pytest
 import shapely
 from shapely.geometry import mapping
 
@@ -310,3 +314,29 @@ def check_linear_estimate(
     m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
     assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
     assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))
+
+
+# ------------------------------------------------------------- skips that CI must not take
+
+
+def under_ci() -> bool:
+    """Whether the environment variable ``CI`` is set (to anything but "", 0, false, no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str, *, module: bool = False) -> NoReturn:
+    """Skip with ``reason`` — or, when ``CI`` is set, fail: CI installs everything the
+    suite needs (``.ci/run``: Chromium, a Java runtime, the ``dev`` extra), so a test
+    that would skip there is a broken CI, not an optional test. ``module=True`` at
+    module level (a collection error under CI)."""
+    if under_ci():
+        pytest.fail(f"{reason} — CI is set, so this test must run, not skip", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def import_or_skip(name: str, reason: str | None = None) -> ModuleType:
+    """``pytest.importorskip`` at module level, but a failure when ``CI`` is set."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(reason or f"could not import {name!r}: {exc}", module=True)
