@@ -9,6 +9,7 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 import pytest
+from scipy import stats
 
 import dpmap
 from common import (
@@ -393,3 +394,106 @@ def adaptive_noise_plan_var(rel) -> float:  # type: ignore[no-untyped-def]
     from dpmap.spec import Mechanism
 
     return noise_variance(Mechanism.LAPLACE, rel.manifest["statistics"]["count"]["scale"])
+
+
+# ---------------------------------------------------------------------------------------
+# the split decisions: each node splits with the probability the noise implies
+
+
+def split_probability(b: np.ndarray, lam: float, threshold: int = 0) -> np.ndarray:
+    """P(b + η > θ) for OpenDP's discrete Laplace η of scale λ (P(η = j) ∝ α^{|j|},
+    α = e^{−1/λ}): with m = θ − b + 1, P(η ≥ m) = α^m/(1 + α) for m ≥ 1 and
+    1 − α^{1−m}/(1 + α) for m ≤ 0 (docs/adaptive-privacy.md, "Proof")."""
+    alpha = math.exp(-1.0 / lam)
+    m = threshold - np.asarray(b, dtype=np.float64) + 1
+    return np.where(m >= 1, alpha**m / (1 + alpha), 1 - alpha ** (1 - m) / (1 + alpha))
+
+
+#: the false-failure budget of one tail of one checked value (≤ 48 tails here: < 1e-8)
+SPLIT_TAIL = 2e-10
+
+
+def _split_tree() -> tuple[hierarchy.Tree, list[np.ndarray]]:
+    """A public tree over the whole globe: the 122 resolution-0 cells, all their children,
+    and below each child a single chain (its centre child at resolution 2, that one's at 3),
+    so every resolution-1 node has one child and the tree stays small (122 + 3 × 842)."""
+    kids = [c for r0 in h3.get_res0_cells() for c in h3.cell_to_children(r0, 1)]
+    finest = [h3.cell_to_center_child(h3.cell_to_center_child(c, 2), 3) for c in kids]
+    tree = hierarchy.build_tree(
+        np.sort(np.array([h3.str_to_int(c) for c in finest], dtype=np.int64)), (0, 1, 2, 3)
+    )
+    return tree, [np.zeros(len(level), dtype=np.int64) for level in tree.levels]
+
+
+def test_split_decisions_have_the_mechanisms_probabilities() -> None:
+    """Drive the real split (``run_adaptive``, OpenDP's noise) many times on nodes whose
+    biased count b = max(c − d·δ, θ − δ) is set to chosen values around the threshold θ = 0
+    — at depth 0 (no bias), depth 1 (b = c − δ) and depth 2 (where c − 2δ < θ − δ is floored)
+    — and check that each value's split frequency is the probability the mechanism implies,
+    P(b + η > θ) (:func:`split_probability`, exact).
+
+    A node is under test only where every ancestor has count 10⁶, so it is visited with
+    probability 1 − O(α^{10⁶}); the decisions of different nodes and runs are independent
+    draws, so the number of splits among the n trials of one b is Binomial(n, p(b)). The
+    acceptance region is its exact two-sided [F⁻¹(t), F̄⁻¹(t)], t = 2e-10 per tail, for
+    each of ≤ 24 (depth, b) pairs: a correct implementation fails with probability < 1e-8.
+
+    Deliberately broken (and restored) in src/dpmap/adaptive.py: deciding on the exact
+    biased count (no noise) fails every value; so do dropping the depth bias or the floor
+    (the values at depth 1 or 2), and a decision scale 0.85× or 1.15× the plan's fails
+    several of the values with many trials.
+    """
+    tree, counts = _split_tree()
+    spec = ReleaseSpec(resolution=3, epsilon=2.0)
+    plan = plan_adaptive(spec, root=0, tree_share=0.3)
+    lam, delta = plan.lam, plan.bias
+    assert plan.threshold == 0 and 3 < lam < 6 and delta == math.ceil(lam * math.log(BETA))
+    big = 10**6
+    n0 = len(tree.levels[0])
+    p1, p2 = tree.parent[1], tree.parent[2]
+    assert p1 is not None and p2 is not None
+    # roots: a third are under test at depth 0, the others always split
+    role = np.arange(n0) % 3
+    c0 = np.array([0, 1, 2, 3, 5, 8, 13, 20])
+    counts[0][:] = big
+    test0 = np.flatnonzero(role == 0)
+    counts[0][test0] = c0[np.arange(len(test0)) % len(c0)]
+    # depth 1: the children of role-1 roots are under test (b = c − δ, from −δ to +12)
+    off1 = np.array([-delta, -delta + 1, -6, -3, -2, -1, 0, 1, 2, 4, 12])
+    test1 = np.flatnonzero(role[p1] == 1)
+    counts[1][:] = big
+    counts[1][test1] = delta + off1[np.arange(len(test1)) % len(off1)]
+    counts[1][role[p1] == 0] = 0  # children of the depth-0 tests: not tallied
+    # depth 2: under the role-2 roots' children (which always split); c = 0 and c = δ are
+    # floored to b = θ − δ, c = 2δ + x gives b = x
+    off2 = np.array([0, delta, 2 * delta - 3, 2 * delta, 2 * delta + 1, 2 * delta + 3])
+    test2 = np.flatnonzero(role[p1[p2]] == 2)
+    counts[2][test2] = off2[np.arange(len(test2)) % len(off2)]
+    tests = [
+        (0, test0, counts[0][test0]),
+        (1, test1, counts[1][test1] - delta),
+        (2, test2, np.maximum(counts[2][test2] - 2 * delta, -delta)),
+    ]
+    runs = 250
+    trials: dict[tuple[int, int], list[int]] = {}
+    for _ in range(runs):
+        out = run_adaptive(plan, tree, counts, None)
+        for depth, nodes, b in tests:
+            visited = np.union1d(out.internal[depth], [i for d, i in out.leaves if d == depth])
+            assert np.isin(nodes, visited).all()  # every ancestor had 10⁶ and split
+            split = np.isin(nodes, out.internal[depth])
+            for value in np.unique(b):
+                tally = trials.setdefault((depth, int(value)), [0, 0])
+                tally[0] += int((b == value).sum())
+                tally[1] += int(split[b == value].sum())
+    assert len(trials) <= 24
+    bad = []
+    for (depth, b), (n, k) in sorted(trials.items()):
+        p = float(split_probability(np.array([b]), lam)[0])
+        lo, hi = stats.binom.ppf(SPLIT_TAIL, n, p), stats.binom.isf(SPLIT_TAIL, n, p)
+        if not lo <= k <= hi:
+            bad.append(f"depth {depth}, b = {b}: {k}/{n} = {k / n:.4f} split, expected {p:.4f}")
+    assert not bad, "; ".join(bad)
+    # the values span the threshold: from rarely to almost surely split
+    probs = [float(split_probability(np.array([b]), lam)[0]) for _d, b in trials]
+    assert min(probs) < 0.1 and max(probs) > 0.9
