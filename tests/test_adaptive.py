@@ -102,12 +102,13 @@ def test_adaptive_release_partitions_the_region_and_refines_dense_areas() -> Non
     # and the released leaves are mostly coarse where nobody lives
     assert (cells["resolution"] < 8).sum() > 0
     # the total estimates the 4,300 people in the region: the leaves' noise is independent
-    # discrete Laplace of the stated scale, so the total's sd is √(leaves · Var) exactly and
-    # a mean of hundreds of such draws is normal to high accuracy: P(|Z| > 6.5) = 8e-11.
-    # (One total cannot tell the noise's size; test_adaptive_release_noise_has_the_stated_scale
-    # checks that on many leaves.)
+    # discrete Laplace of the stated scale, so the total's sd is √(leaves · Var) exactly;
+    # Chernoff's bound for a sum of n ≥ 50 i.i.d. Laplace, min over t of
+    # e^{−7.5·t·√(2n)}(1 − t²)^{−n}, is < 1e-10 per tail at 7.5 sd. (One total cannot
+    # tell the noise's size; test_adaptive_release_noise_has_the_stated_scale does.)
     var = dlap_moments(math.exp(-1 / m["statistics"]["count"]["scale"]))[0]
-    assert abs(cells["count"].sum() - 4300) <= 6.5 * math.sqrt(len(cells) * var)
+    assert len(cells) >= 50
+    assert abs(cells["count"].sum() - 4300) <= 7.5 * math.sqrt(len(cells) * var)
 
 
 def _truth_by_cell(pts: pd.DataFrame, resolutions: range) -> dict[str, int]:
