@@ -339,16 +339,17 @@ def test_hierarchical_margins_cover_95_percent() -> None:
     H has mean μ̂ and variance v̂. The R = 80 real releases' hits H_r (each point its own
     person, so the truth is the exact count) are i.i.d. with the same law, so
     |mean(H_r) − μ̂| ≤ 6.5·√(v̂/R + v̂/M): H is a sum of 1,027 indicators, dependent only
-    within one resolution-5 subtree (≈ 30 independent blocks; v̂ ≈ 69 against 58 for
-    independent cells), so means of 80 such sums are normal to high accuracy and
-    P(|Z| > 6.5) = 8e-11 (v̂ from 4,000 draws is within ±8% of v at 3.5 sd; the 6.5 leaves
-    room for that).
+    within one resolution-5 subtree (28 independent blocks per release; v̂ ≈ 69 against
+    58 for independent cells). The 80 releases' total is a sum over 2,240 independent
+    bounded blocks with ≈ 4,900 misses in all: its skewness is ≲ 0.03, a Cornish–Fisher
+    shift of ≲ 0.2 sd at 6.5; v̂ from 4,000 draws is within ±8% of v (at 3.5 of its sd), so
+    the effective bound is ≥ 6.0 sd: P < 2e-9 (4e-9 with v̂'s own tail).
 
     Power: the window is ≈ ±0.006 in coverage (nominal ≈ 0.941), while noise at 0.85× /
     1.15× the stated scales moves the coverage to ≈ 0.965 / 0.912 (simulated here too,
     and asserted to be more than twice the half-width away; the old window [0.935, 0.975]
-    passed 0.85×). Deliberately broken
-    (and restored) in mechanisms.NoisePlan.run_dense: noise × 0.85 and × 1.15 both fail.
+    passed 0.85×). Deliberately broken (and restored) in mechanisms.NoisePlan.run_dense:
+    noise × 0.85 and × 1.15 both fail.
     """
     from dpmap import grid
     from dpmap.hierarchy import build_tree as _build
