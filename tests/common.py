@@ -23,16 +23,20 @@ Conversions
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, NoReturn
 
 import geopandas as gpd
 import h3
 import numpy as np
 import pandas as pd
 import polars as pl
+import pytest
 import shapely
 from shapely.geometry import mapping
 
@@ -310,3 +314,54 @@ def check_linear_estimate(
     m4 = 3 * P**2 + coef**4 @ (m4_j - 3 * var_j**2)
     assert np.all(np.abs(err.mean(axis=1)) <= 6.5 * np.sqrt(P / ndraws))
     assert np.all(np.abs((err**2).mean(axis=1) - P) <= 7.5 * np.sqrt((m4 - P**2) / ndraws))
+
+
+# ------------------------------------------------------------- skips that CI must not take
+
+
+def under_ci() -> bool:
+    """Whether the environment variable ``CI`` is set (to anything but "", 0, false, no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_or_fail(reason: str, *, module: bool = False) -> NoReturn:
+    """Skip with ``reason`` — or, when ``CI`` is set, fail: CI installs everything the
+    suite needs (``.ci/run``: Chromium, a Java runtime, the ``dev`` extra), so a test
+    that would skip there is a broken CI, not an optional test. ``module=True`` at
+    module level (a collection error under CI)."""
+    if under_ci():
+        pytest.fail(f"{reason} — CI is set, so this test must run, not skip", pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def import_or_skip(name: str, reason: str | None = None) -> ModuleType:
+    """``pytest.importorskip`` at module level, but a failure when ``CI`` is set."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        skip_or_fail(reason or f"could not import {name!r}: {exc}", module=True)
+
+
+def check_dlap_noise(err: Any, scale: float, what: str = "noise") -> None:
+    """``err`` (noisy − true, ≥ 10,000 independent draws) is discrete Laplace noise of
+    ``scale``: two-sided, |mean| ≤ 6.5·√(Var/N) and |mean(err²) − Var| ≤ 7.5·√((E[X⁴] −
+    Var²)/N), with Var and E[X⁴] exact (:func:`dlap_moments`). The mean of N ≥ 1e4 i.i.d.
+    draws with all moments finite is normal to high accuracy: P(|Z| > 6.5) = 8e-11; err² has
+    skewness ≤ 6.6 (a Laplace), so its mean has skewness ≤ 0.066 and the Cornish–Fisher
+    shift at 7.5 SE is ≤ 0.62 SE, still beyond 6.5 SE. Each call fails a correct
+    implementation with probability < 2e-10.
+
+    Power: err² has relative standard deviation √((E[X⁴] − Var²))/Var ≤ √5, so with
+    N ≥ 20,000 the second-moment window is ±7.5·√(5/N) ≤ ±0.119·Var, while noise at 0.85×
+    or 1.15× the scale moves Var by −28% / +32% (and noiseless output by −100%)."""
+    err = np.asarray(err, dtype=np.float64).ravel()
+    n = len(err)
+    assert n >= 10_000, f"{what}: only {n} draws"
+    var, m4 = dlap_moments(np.exp(-1.0 / scale))
+    mean, m2 = float(err.mean()), float((err**2).mean())
+    assert abs(mean) <= 6.5 * np.sqrt(var / n), f"{what}: mean {mean:.4g} (sd {var**0.5:.4g})"
+    se = float(np.sqrt((m4 - var**2) / n))
+    assert abs(m2 - var) <= 7.5 * se, (
+        f"{what}: mean square {m2:.5g}, expected {var:.5g} ± {7.5 * se:.3g} "
+        f"(scale {scale:.5g}; the data look like scale ≈ {scale * (m2 / var) ** 0.5:.4g})"
+    )

@@ -9,12 +9,15 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 import pytest
+from scipy import stats
 
 import dpmap
 from common import (
     ADAPTIVE_REGION,
+    check_dlap_noise,
     check_linear_estimate,
     cluster_points,
+    dlap_moments,
     opendp_laplace_draws,
 )
 from dpmap import hierarchy
@@ -98,8 +101,57 @@ def test_adaptive_release_partitions_the_region_and_refines_dense_areas() -> Non
     assert centre in leaves
     # and the released leaves are mostly coarse where nobody lives
     assert (cells["resolution"] < 8).sum() > 0
-    # totals are unbiased estimates of the people in the region
-    assert abs(cells["count"].sum() - 4300) < 6 * np.sqrt(len(cells) * 2 * 4.0**2)
+    # the total estimates the 4,300 people in the region: the leaves' noise is independent
+    # discrete Laplace of the stated scale, so the total's sd is √(leaves · Var) exactly;
+    # Chernoff's bound for a sum of n ≥ 50 i.i.d. Laplace, min over t of
+    # e^{−7.5·t·√(2n)}(1 − t²)^{−n}, is < 1e-10 per tail at 7.5 sd. (One total cannot
+    # tell the noise's size; test_adaptive_release_noise_has_the_stated_scale does.)
+    var = dlap_moments(math.exp(-1 / m["statistics"]["count"]["scale"]))[0]
+    assert len(cells) >= 50
+    assert abs(cells["count"].sum() - 4300) <= 7.5 * math.sqrt(len(cells) * var)
+
+
+def _truth_by_cell(pts: pd.DataFrame, resolutions: range) -> dict[str, int]:
+    """Exact count of points under every cell at ``resolutions`` (each point its own person)."""
+    out: dict[str, int] = {}
+    for lat, lng in zip(pts["lat"], pts["lng"], strict=True):
+        finest = h3.latlng_to_cell(lat, lng, resolutions[-1])
+        for r in resolutions:
+            key = h3.cell_to_parent(finest, r)
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+@pytest.mark.slow
+def test_adaptive_release_noise_has_the_stated_scale() -> None:
+    """Published leaf counts (``internal_share=0``: the raw noisy leaves) minus the exact
+    count under each leaf, over 130 releases (≥ 20,000 leaves): mean 0 and mean square =
+    the discrete Laplace variance at the manifest's scale, both two-sided
+    (:func:`common.check_dlap_noise`: < 2e-10 false failure; catches 0.85× / 1.15× the
+    scale, and a noiseless release). Deliberately broken (and restored): the leaf noise
+    of ``run_adaptive`` at 0.85×, 1.15× and 0× the scale — each fails here."""
+    pts = _points()
+    truth = _truth_by_cell(pts, range(4, 9))
+    errs: list[np.ndarray] = []
+    scale = None
+    for _ in range(130):
+        rel = dpmap.release(
+            pts,
+            region=REGION,
+            resolution=8,
+            epsilon=1.0,
+            adaptive=True,
+            person="pid",
+            suppress_below=False,
+        )
+        cells = rel.cells
+        scale = rel.manifest["statistics"]["count"]["scale"]
+        true = np.array([truth.get(c, 0) for c in cells["cell"]], dtype=np.float64)
+        errs.append(cells["count"].to_numpy(dtype=np.float64) - true)
+    assert scale == pytest.approx(1 / 0.7, rel=1e-9)  # the count gets (1 − 0.3)·ε, L1 = 1
+    err = np.concatenate(errs)
+    assert len(err) >= 20_000
+    check_dlap_noise(err, scale, "adaptive leaf counts")
 
 
 def test_adaptive_refuses_what_it_cannot_do() -> None:
@@ -384,7 +436,52 @@ def test_adaptive_release_with_internal_nodes_publishes_consistent_leaves() -> N
         cells["count_moe"].to_numpy(dtype=float), Z95 * np.sqrt(est["count_var"].to_numpy())
     )
     assert est["count_var"].max() <= adaptive_noise_plan_var(rel) + 1e-9
-    assert abs(cells["count"].sum() - 4300) < 6 * math.sqrt(est["count_var"].sum() * 2)
+    # (that the estimates are centred on the truth with these variances:
+    # test_adaptive_internal_release_has_the_stated_variances, on many releases)
+
+
+@pytest.mark.slow
+def test_adaptive_internal_release_has_the_stated_variances() -> None:
+    """With internal nodes the leaves are least-squares estimates with stated variances
+    (``count_var``, from which the margins come). Over R = 160 releases, z = (estimate −
+    exact count)/√count_var has E[z] = 0 and E[z²] = 1 for every leaf, whatever the tree;
+    the leaves of one release are correlated (they share internal nodes), so the unit of
+    independence is the release: S_r = mean of z² over its leaves and M_r = mean of z are
+    i.i.d. over releases with E[S_r] = 1 and E[M_r] = 0 exactly. Two-sided t-tests on R
+    releases, |S̄ − 1| ≤ 7.5·sd(S)/√R and |M̄| ≤ 7.5·sd(M)/√R: for R = 160 the Student
+    tail at 7.5 is < 1e-11, and S_r (a mean of ≈ 100 z² with finite moments) has skewness
+    ≲ 1, so the mean's Cornish–Fisher shift at 7.5 SE is ≲ 0.7 SE: < 1e-9 per check.
+    Power: S̄'s standard error is ≤ 0.02 (measured sd(S): 0.13 at 0.85×, 0.25 at 1.15×),
+    the window ≤ ±0.15,
+    while noise at 0.85× / 1.15× the stated scales gives E[S] = 0.72 / 1.32. Deliberately
+    broken (and restored): the internal and leaf noise of run_adaptive at 0.85× and 1.15×
+    (each fails here)."""
+    pts = _points()
+    truth = _truth_by_cell(pts, range(4, 9))
+    s_r, m_r = [], []
+    for _ in range(160):
+        rel = dpmap.release(
+            pts,
+            region=REGION,
+            resolution=8,
+            epsilon=1.0,
+            adaptive=True,
+            internal_share=0.4,
+            person="pid",
+            suppress_below=False,
+        )
+        est = rel.estimates
+        true = np.array([truth.get(c, 0) for c in rel.cells["cell"]], dtype=np.float64)
+        z = (est["count"].to_numpy(dtype=np.float64) - true) / np.sqrt(
+            est["count_var"].to_numpy(dtype=np.float64)
+        )
+        s_r.append(float((z**2).mean()))
+        m_r.append(float(z.mean()))
+    s, m = np.array(s_r), np.array(m_r)
+    r = len(s)
+    assert abs(s.mean() - 1) <= 7.5 * s.std(ddof=1) / math.sqrt(r), (s.mean(), s.std(ddof=1))
+    assert abs(m.mean()) <= 7.5 * m.std(ddof=1) / math.sqrt(r), (m.mean(), m.std(ddof=1))
+    assert s.std(ddof=1) / math.sqrt(r) < 0.03  # the window is narrow enough to have power
 
 
 def adaptive_noise_plan_var(rel) -> float:  # type: ignore[no-untyped-def]
@@ -393,3 +490,106 @@ def adaptive_noise_plan_var(rel) -> float:  # type: ignore[no-untyped-def]
     from dpmap.spec import Mechanism
 
     return noise_variance(Mechanism.LAPLACE, rel.manifest["statistics"]["count"]["scale"])
+
+
+# ---------------------------------------------------------------------------------------
+# the split decisions: each node splits with the probability the noise implies
+
+
+def split_probability(b: np.ndarray, lam: float, threshold: int = 0) -> np.ndarray:
+    """P(b + η > θ) for OpenDP's discrete Laplace η of scale λ (P(η = j) ∝ α^{|j|},
+    α = e^{−1/λ}): with m = θ − b + 1, P(η ≥ m) = α^m/(1 + α) for m ≥ 1 and
+    1 − α^{1−m}/(1 + α) for m ≤ 0 (docs/adaptive-privacy.md, "Proof")."""
+    alpha = math.exp(-1.0 / lam)
+    m = threshold - np.asarray(b, dtype=np.float64) + 1
+    return np.where(m >= 1, alpha**m / (1 + alpha), 1 - alpha ** (1 - m) / (1 + alpha))
+
+
+#: the false-failure budget of one tail of one checked value (≤ 48 tails here: < 1e-8)
+SPLIT_TAIL = 2e-10
+
+
+def _split_tree() -> tuple[hierarchy.Tree, list[np.ndarray]]:
+    """A public tree over the whole globe: the 122 resolution-0 cells, all their children,
+    and below each child a single chain (its centre child at resolution 2, that one's at 3),
+    so every resolution-1 node has one child and the tree stays small (122 + 3 × 842)."""
+    kids = [c for r0 in h3.get_res0_cells() for c in h3.cell_to_children(r0, 1)]
+    finest = [h3.cell_to_center_child(h3.cell_to_center_child(c, 2), 3) for c in kids]
+    tree = hierarchy.build_tree(
+        np.sort(np.array([h3.str_to_int(c) for c in finest], dtype=np.int64)), (0, 1, 2, 3)
+    )
+    return tree, [np.zeros(len(level), dtype=np.int64) for level in tree.levels]
+
+
+def test_split_decisions_have_the_mechanisms_probabilities() -> None:
+    """Drive the real split (``run_adaptive``, OpenDP's noise) many times on nodes whose
+    biased count b = max(c − d·δ, θ − δ) is set to chosen values around the threshold θ = 0
+    — at depth 0 (no bias), depth 1 (b = c − δ) and depth 2 (where c − 2δ < θ − δ is floored)
+    — and check that each value's split frequency is the probability the mechanism implies,
+    P(b + η > θ) (:func:`split_probability`, exact).
+
+    A node is under test only where every ancestor has count 10⁶, so it is visited with
+    probability 1 − O(α^{10⁶}); the decisions of different nodes and runs are independent
+    draws, so the number of splits among the n trials of one b is Binomial(n, p(b)). The
+    acceptance region is its exact two-sided [F⁻¹(t), F̄⁻¹(t)], t = 2e-10 per tail, for
+    each of ≤ 24 (depth, b) pairs: a correct implementation fails with probability < 1e-8.
+
+    Deliberately broken (and restored) in src/dpmap/adaptive.py: deciding on the exact
+    biased count (no noise) fails every value; so do dropping the depth bias or the floor
+    (the values at depth 1 or 2), and a decision scale 0.85× or 1.15× the plan's fails
+    several of the values with many trials.
+    """
+    tree, counts = _split_tree()
+    spec = ReleaseSpec(resolution=3, epsilon=2.0)
+    plan = plan_adaptive(spec, root=0, tree_share=0.3)
+    lam, delta = plan.lam, plan.bias
+    assert plan.threshold == 0 and 3 < lam < 6 and delta == math.ceil(lam * math.log(BETA))
+    big = 10**6
+    n0 = len(tree.levels[0])
+    p1, p2 = tree.parent[1], tree.parent[2]
+    assert p1 is not None and p2 is not None
+    # roots: a third are under test at depth 0, the others always split
+    role = np.arange(n0) % 3
+    c0 = np.array([0, 1, 2, 3, 5, 8, 13, 20])
+    counts[0][:] = big
+    test0 = np.flatnonzero(role == 0)
+    counts[0][test0] = c0[np.arange(len(test0)) % len(c0)]
+    # depth 1: the children of role-1 roots are under test (b = c − δ, from −δ to +12)
+    off1 = np.array([-delta, -delta + 1, -6, -3, -2, -1, 0, 1, 2, 4, 12])
+    test1 = np.flatnonzero(role[p1] == 1)
+    counts[1][:] = big
+    counts[1][test1] = delta + off1[np.arange(len(test1)) % len(off1)]
+    counts[1][role[p1] == 0] = 0  # children of the depth-0 tests: not tallied
+    # depth 2: under the role-2 roots' children (which always split); c = 0 and c = δ are
+    # floored to b = θ − δ, c = 2δ + x gives b = x
+    off2 = np.array([0, delta, 2 * delta - 3, 2 * delta, 2 * delta + 1, 2 * delta + 3])
+    test2 = np.flatnonzero(role[p1[p2]] == 2)
+    counts[2][test2] = off2[np.arange(len(test2)) % len(off2)]
+    tests = [
+        (0, test0, counts[0][test0]),
+        (1, test1, counts[1][test1] - delta),
+        (2, test2, np.maximum(counts[2][test2] - 2 * delta, -delta)),
+    ]
+    runs = 250
+    trials: dict[tuple[int, int], list[int]] = {}
+    for _ in range(runs):
+        out = run_adaptive(plan, tree, counts, None)
+        for depth, nodes, b in tests:
+            visited = np.union1d(out.internal[depth], [i for d, i in out.leaves if d == depth])
+            assert np.isin(nodes, visited).all()  # every ancestor had 10⁶ and split
+            split = np.isin(nodes, out.internal[depth])
+            for value in np.unique(b):
+                tally = trials.setdefault((depth, int(value)), [0, 0])
+                tally[0] += int((b == value).sum())
+                tally[1] += int(split[b == value].sum())
+    assert len(trials) <= 24
+    bad = []
+    for (depth, b), (n, k) in sorted(trials.items()):
+        p = float(split_probability(np.array([b]), lam)[0])
+        lo, hi = stats.binom.ppf(SPLIT_TAIL, n, p), stats.binom.isf(SPLIT_TAIL, n, p)
+        if not lo <= k <= hi:
+            bad.append(f"depth {depth}, b = {b}: {k}/{n} = {k / n:.4f} split, expected {p:.4f}")
+    assert not bad, "; ".join(bad)
+    # the values span the threshold: from rarely to almost surely split
+    probs = [float(split_probability(np.array([b]), lam)[0]) for _d, b in trials]
+    assert min(probs) < 0.1 and max(probs) > 0.9

@@ -8,7 +8,8 @@ category, count, sum) and identical PRIVATE diagnostics; bad inputs must raise t
 :class:`dpmap.DpmapError` subclass with the same message.
 
 Spark runs in one shared session (started once, ~5-15 s). The tests skip, with the
-reason, when pyspark or Java is missing; CI installs the ``spark`` extra.
+reason, when pyspark or Java is missing — and fail instead when the environment variable
+``CI`` is set (``.ci/run`` installs a Java runtime and the ``spark`` extra).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from common import (
     as_geodataframe,
     debtors,
     leaky_debtors,
+    skip_or_fail,
     write_parquet,
 )
 from dpmap import DataFileError, Diagnostics, DpmapError, InputError, SpecError
@@ -51,16 +53,18 @@ DOMAIN = region_to_cells(to_region(REGION), RESOLUTION)
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'dpmap[spark]')")
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        skip_or_fail("pyspark is not installed (pip install 'dpmap[spark]')")
     if shutil.which("java") is None and not _java_home():
-        pytest.skip("Java is not installed; the Spark engine needs a JVM (Java 17+)")
-    from pyspark.sql import SparkSession
+        skip_or_fail("Java is not installed; the Spark engine needs a JVM (Java 17+)")
 
     created = SparkSession.getActiveSession() is None
     try:
         session = spark_engine.get_session()
     except Exception as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(f"cannot start a local Spark session: {exc}")
+        skip_or_fail(f"cannot start a local Spark session: {exc}")
     yield session
     if created:
         session.stop()

@@ -90,11 +90,28 @@ def points_file_kind(path: str) -> str:
     return _POINT_SUFFIXES[suffix]
 
 
+#: How much of a CSV file is read to tell its line endings (a header and some rows).
+_EOL_SAMPLE = 1 << 20
+
+
+def csv_line_ending(path: str) -> str:
+    """``"\r"`` for a file with old Mac (CR-only) line endings, else ``"\n"`` (which also
+    reads CRLF: polars drops the ``\r``). Polars splits lines on one byte only, so a CR-only
+    file would otherwise read as a single header line and 0 rows. Decided from the first
+    MiB (a carriage return and no line feed there), without reading the file twice."""
+    try:
+        with open(path, "rb") as fh:
+            sample = fh.read(_EOL_SAMPLE)
+    except OSError:
+        return "\n"  # the scan reports an unreadable file with its own message
+    return "\r" if b"\r" in sample and b"\n" not in sample else "\n"
+
+
 def _scan_file(path: str) -> pl.LazyFrame:
     kind = points_file_kind(path)
     try:
         if kind == "csv":
-            lf = pl.scan_csv(path, infer_schema_length=10_000)
+            lf = pl.scan_csv(path, infer_schema_length=10_000, eol_char=csv_line_ending(path))
         else:
             lf = pl.scan_parquet(path)
         lf.collect_schema()
