@@ -32,7 +32,14 @@ import polars as pl
 import pytest
 
 import dpmap
-from common import REGION, RESOLUTION, cell_centre, interior_cells
+from common import (
+    REGION,
+    RESOLUTION,
+    cell_centre,
+    import_or_skip,
+    interior_cells,
+    skip_or_fail,
+)
 from dpmap.aggregates import BoundedAggregates
 from dpmap.bounding import sensitivities
 from dpmap.engines import _common, local, streaming
@@ -125,21 +132,13 @@ def dense(agg: BoundedAggregates, spec: ReleaseSpec) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- engines
 
 
-def _java() -> bool:
-    home = os.environ.get("JAVA_HOME")
-    return shutil.which("java") is not None or (
-        bool(home) and os.path.exists(os.path.join(home, "bin", "java"))
-    )
-
-
 @pytest.fixture(scope="module")
 def spark_session() -> Iterator[Any]:
-    if os.environ.get("CI"):  # CI installs Java and pyspark: a skip there would hide a hole
-        assert _java(), "CI must provide Java for the Spark engine"
-    else:
-        pytest.importorskip("pyspark", reason="pyspark is not installed")
-        if not _java():
-            pytest.skip("Java is not installed; the Spark engine needs a JVM")
+    """A local Spark session (skipped where pyspark or Java is missing; a failure under CI)."""
+    import_or_skip("pyspark", "pyspark is not installed (pip install 'dpmap[spark]')")
+    home = os.environ.get("JAVA_HOME")
+    if shutil.which("java") is None and not (home and os.path.exists(f"{home}/bin/java")):
+        skip_or_fail("Java is not installed; the Spark engine needs a JVM")
     from dpmap.engines import spark as spark_engine
 
     yield spark_engine.get_session()

@@ -54,9 +54,7 @@ PARAMS = dict(region=REGION, resolution=RESOLUTION, epsilon=1.0, person="pid")
 
 
 def _ledger(tmp_path: Path, cap: float = 10.0) -> dpmap.Ledger:
-    ledger = dpmap.Ledger(tmp_path / "budget.db")
-    ledger.create("d", epsilon=cap)
-    return ledger
+    return dpmap.Ledger.init(tmp_path / "budget.db", "d", epsilon=cap)
 
 
 @pytest.mark.parametrize("case", list(EMPTY_LIKE), ids=list(EMPTY_LIKE))
@@ -150,7 +148,8 @@ def test_private_discovery_of_an_empty_input_publishes_no_cell() -> None:
     assert rel.delta > 0
 
 
-def test_cli_releases_a_header_only_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["header-only", "no-point-inside"])
+def test_cli_releases_an_input_without_usable_points(tmp_path: Path, kind: str) -> None:
     from typer.testing import CliRunner
 
     from common import write_region_geojson
@@ -158,11 +157,16 @@ def test_cli_releases_a_header_only_file(tmp_path: Path) -> None:
 
     region = write_region_geojson(tmp_path)
     out = tmp_path / "out.geojson"
+    if kind == "header-only":
+        points = _header_only(tmp_path)
+    else:
+        points = tmp_path / "far.csv"
+        _points().assign(lat=10.0, lng=10.0).to_csv(points, index=False)
     result = CliRunner().invoke(
         app,
         [
             "release",
-            str(_header_only(tmp_path)),
+            str(points),
             "--region",
             str(region),
             "--resolution",

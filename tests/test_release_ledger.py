@@ -124,17 +124,15 @@ def test_cli_release_with_ledger(
     assert manifest["ledger"]["dataset"] == "d"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OpenDP reports the float 0.1 for ε = 0.1, which the ledger charges at its exact "
-    "binary value (> 1/10); the noise calibration that keeps OpenDP's ε at or below the "
-    "decimal ε is another change (remove this mark when it lands)",
-)
 def test_ten_releases_of_a_tenth_fit_a_cap_of_one(tmp_path: Path, points: pd.DataFrame) -> None:
+    """The ledger charges OpenDP's ε at its exact binary value; the planners keep it at or
+    below the decimal asked for (0.1 = 1/10), so ten fit a cap of 1 and an eleventh not."""
     ledger = dpmap.Ledger.init(tmp_path / "budget.db", "d", epsilon=1.0)
     for _ in range(10):
         dpmap.release(points, region=REGION, resolution=7, epsilon=0.1, ledger=ledger, dataset="d")
     assert ledger.spent("d").epsilon <= 1
+    with pytest.raises(dpmap.BudgetExceededError):
+        dpmap.release(points, region=REGION, resolution=7, epsilon=0.1, ledger=ledger, dataset="d")
 
 
 # ------------------------------------------------------------------ reserved before noise
