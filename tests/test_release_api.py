@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -180,16 +181,28 @@ def test_suppress_below_false_publishes_every_value() -> None:
     assert "none" in rel.manifest["suppression"]["rule"]
 
 
-def test_default_threshold_is_the_count_margin_of_error() -> None:
+def test_default_threshold_is_map_wide() -> None:
+    """The default hides noisy counts below the smallest k whose chance of showing in an
+    empty cell is at most min(2.5%, 1/rows): with discrete Laplace noise of scale b that is
+    the smallest k with e^(−k/b)/(1 + e^(−1/b)) ≤ α (computed here independently)."""
     rel = _release()
     m = rel.manifest
-    moe = m["statistics"]["count"]["moe_95"]
-    assert m["suppression"]["threshold"] == pytest.approx(moe)
+    rows = len(rel.cells)
+    b = m["statistics"]["count"]["scale"]
+    alpha = min(0.025, 1 / rows)
+    k = next(k for k in range(1, 1000) if math.exp(-k / b) / (1 + math.exp(-1 / b)) <= alpha)
+    assert m["suppression"]["threshold"] == k
     assert m["suppression"]["default"] is True
-    published = rel.cells["count_moe"].dropna().unique()
-    assert published == pytest.approx([moe])
+    expected = rows * math.exp(-k / b) / (1 + math.exp(-1 / b))
+    assert m["suppression"]["expected_phantom_rows"] == pytest.approx(expected)
+    assert expected <= 1
+    assert (rel.cells.loc[~rel.cells["suppressed"], "count"] >= k).all()
+    assert (rel.cells.loc[rel.cells["suppressed"], "count"].isna()).all()
     plan = dpmap.explain(region=REGION, resolution=RESOLUTION, epsilon=1.0).as_dict()
-    assert plan["suppression_threshold"] == pytest.approx(moe)
+    assert plan["suppression_threshold"] == k
+    assert plan["phantom_rows_expected"] == pytest.approx(expected)
+    text = str(dpmap.explain(region=REGION, resolution=RESOLUTION, epsilon=1.0))
+    assert f"smallest count shown is {k}" in text and "by chance" in text
 
 
 def test_explicit_threshold_is_applied_to_noisy_counts() -> None:
@@ -358,9 +371,10 @@ def test_manifest_is_json_and_tells_the_truth() -> None:
         assert st["moe_95"] > 0
     assert m["parameters"]["mechanism"] == "laplace"
     assert m["cell_selection"]["region"]["fingerprint"] == to_region(REGION).fingerprint
-    assert m["suppression"]["rule"] and m["suppression"]["threshold"] == pytest.approx(
-        m["statistics"]["count"]["moe_95"]
+    assert m["suppression"]["rule"] and m["suppression"]["threshold"] > (
+        m["statistics"]["count"]["moe_95"]  # map-wide: stricter than one cell's margin
     )
+    assert m["suppression"]["expected_phantom_rows"] <= 1
     assert m["versions"]["dpmap"] == dpmap.__version__
     assert m["versions"]["opendp"] == version("opendp")
     created = dt.datetime.fromisoformat(m["created"])

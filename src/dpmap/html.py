@@ -58,6 +58,7 @@ from dpmap.plot import (
     _suppressed_mask,
     _title,
     colour_scale,
+    suppression_note,
 )
 
 if TYPE_CHECKING:
@@ -651,6 +652,9 @@ def _caption_html(
             f"Colour scale from 0 to {_fmt(vmax)} (the {COLOR_PERCENTILE:g}th percentile)"
             + ("; negative noisy values are coloured as 0." if below else ".")
         )
+    hidden = suppression_note(manifest)
+    if hidden:
+        notes.append(hidden[0].upper() + hidden[1:] + ".")
     notes.append("Differences between single hexagons may be noise.")
     statement = str((manifest.get("privacy", {}) or {}).get("statement") or "").strip()
     out = [

@@ -838,6 +838,27 @@ def _privacy_terms(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
     return eps_text, _format_delta(delta), _privacy_phrase(str(privacy.get("measure", "")), delta)
 
 
+def suppression_note(manifest: Mapping[str, Any]) -> str | None:
+    """How hidden hexagons were chosen, in words for a map caption (None: nothing hidden)."""
+    sup = manifest.get("suppression", {}) or {}
+    threshold, phantoms = sup.get("threshold"), sup.get("expected_phantom_rows")
+    if "none" in str(sup.get("rule", "")).split(":")[0]:
+        return None
+    if sup.get("default") and phantoms is not None:
+        below = (
+            f"a noisy count below {threshold:.4g}"
+            if threshold is not None
+            else "an estimate within a map-wide multiple of its noise"
+        )
+        return (
+            f"hexagons with {below} are hidden (at most about 1 truly empty hexagon per map "
+            "is expected to show by chance); a hidden hexagon is not a zero"
+        )
+    if threshold is not None:
+        return f"hexagons with a noisy count below {threshold:.4g} are hidden (not zero)"
+    return "hexagons whose noisy count is below its own margin of error are hidden (not zero)"
+
+
 def _caption(
     manifest: Mapping[str, Any],
     resolution: str,
@@ -862,6 +883,9 @@ def _caption(
         notes = ["No hexagon has a published value"]
     if extend in {"min", "both"}:
         notes.append("negative noisy values are coloured as 0")
+    hidden = suppression_note(manifest)
+    if hidden:
+        notes.append(hidden)
     notes.append("differences between single hexagons may be noise.")
     return "\n".join(_join_wrapped(statement, " · ", width) + _join_wrapped(notes, "; ", width))
 

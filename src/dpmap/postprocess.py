@@ -6,7 +6,9 @@ parameters, so none of it costs privacy budget (the post-processing property of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -43,33 +45,135 @@ class Published:
     columns: dict[str, np.ndarray]
     threshold: float | None
     threshold_rule: str
+    #: rows expected to be shown by chance if every row were truly empty (default rule)
+    expected_phantom_rows: float | None = None
     #: published rows whose noisy sum may have reached the saturation limit
     sums_at_limit: int = 0
 
 
+#: the default suppression shows, on average, at most this many truly empty rows per map
+PHANTOM_ROWS = 1.0
+#: ... and gives no single truly empty row more than this chance of being shown
+PHANTOM_ROW_CHANCE = 0.025
+
+
+@dataclass(frozen=True)
+class CountNoise:
+    """What :func:`publish` needs to know of the noise on the published counts (public).
+
+    ``kind`` is ``"laplace"`` or ``"gaussian"``. ``scale``: the discrete noise's scale
+    when every row carries exactly one draw of it (flat releases, PrivTree leaves without
+    internal nodes); ``None`` when rows are least-squares combinations of several draws
+    with their own variances (hierarchical and adaptive-grid releases).
+    """
+
+    kind: str
+    scale: float | None = None
+
+
+def phantom_chance(rows: int) -> float:
+    """The chance a truly empty row may have of being shown: at most 1/``rows`` (so at most
+    one phantom row per map on average) and at most 2.5%."""
+    return min(PHANTOM_ROW_CHANCE, PHANTOM_ROWS / max(rows, 1))
+
+
+def discrete_tail(kind: str, scale: float, k: np.ndarray) -> np.ndarray:
+    """P(X ≥ k) for the integer noise X (k ≥ 1): exact for the discrete Laplace,
+    P(X = x) ∝ exp(−|x|/scale), whose tail is q^k / (1 + q) with q = exp(−1/scale); for the
+    discrete Gaussian, P(X = x) ∝ exp(−x²/(2·scale²)), summed numerically (the normal
+    tail at k − ½ beyond 10⁴ of scale, where the two agree to many digits)."""
+    k = np.atleast_1d(np.asarray(k, dtype=np.float64))
+    if kind == "laplace":
+        q = math.exp(-1.0 / scale)
+        return np.exp(-k / scale) / (1.0 + q)
+    if scale > 1e4:
+        return np.asarray([NormalDist(0, scale).cdf(-(x - 0.5)) for x in k])
+    top = math.ceil(40 * scale) + 2
+    x = np.arange(-top, top + 1, dtype=np.float64)
+    w = np.exp(-(x**2) / (2 * scale**2))
+    tail = np.cumsum(w[::-1])[::-1] / w.sum()  # tail[i] = P(X >= x[i])
+    idx = np.clip(k.astype(np.int64) + top, 0, len(x) - 1)
+    return np.where(k > top, 0.0, tail[idx])
+
+
+def phantom_threshold(noise: CountNoise, rows: int) -> tuple[int, float]:
+    """The smallest whole count k ≥ 1 such that a truly empty row shows a noisy count ≥ k
+    with chance at most :func:`phantom_chance` (``rows``), and the expected number of rows
+    shown if every row were empty (rows · P(X ≥ k)). Needs the discrete scale."""
+    assert noise.scale is not None
+    alpha = phantom_chance(rows)
+    if noise.kind == "laplace":
+        q = math.exp(-1.0 / noise.scale)
+        guess = max(1, math.ceil(noise.scale * math.log(1.0 / (alpha * (1.0 + q)))) - 2)
+    else:
+        guess = max(1, math.floor(NormalDist(0, noise.scale).inv_cdf(1 - alpha)) - 2)
+    ks = np.arange(guess, guess + 8 + int(4 * noise.scale))
+    tails = discrete_tail(noise.kind, noise.scale, ks)
+    k = int(ks[np.argmax(tails <= alpha)])
+    return k, float(rows * tails[ks == k][0])
+
+
+def phantom_factor(kind: str, rows: int) -> float:
+    """Rows whose noise is a least-squares combination (standard deviation sd each) are hidden
+    below ``factor · sd``: the normal quantile for Gaussian noise; for Laplace noise the
+    quantile of a Laplace law of the same variance, whose tail is heavier than the tail of
+    any such combination (its moment generating function dominates theirs)."""
+    alpha = phantom_chance(rows)
+    if kind == "laplace":
+        return math.log(1.0 / (2.0 * alpha)) / math.sqrt(2.0)  # b = sd/√2, P(X ≥ t) = ½e^{−t/b}
+    return NormalDist().inv_cdf(1.0 - alpha)
+
+
 def publish(
-    est: Estimates, bounds: tuple[int, int] | None, suppress_below: float | bool | None
+    est: Estimates,
+    bounds: tuple[int, int] | None,
+    suppress_below: float | bool | None,
+    noise: CountNoise | None = None,
 ) -> Published:
     """Suppression flags, means and margins from noisy estimates and public parameters.
 
-    ``suppress_below``: ``None`` hides rows whose noisy count is below their own 95%
-    margin of error (statistically indistinguishable from an empty cell); a number hides
-    rows below it; ``False`` publishes every value.
+    ``suppress_below``: ``None`` (the default) hides rows whose noisy count is below a
+    map-wide threshold chosen so that, on average, at most one truly empty row of the whole
+    map is shown (:func:`phantom_threshold`; with ``noise=None`` — private cell discovery,
+    whose threshold mechanism already keeps empty cells out — rows below their own 95%
+    margin); a number hides rows below it; ``False`` publishes every value.
     """
     count = np.asarray(est.count, dtype=np.float64)
     n = len(count)
     count_moe = np.broadcast_to(np.asarray(est.count_moe, dtype=np.float64), (n,))
+    expected: float | None = None
     if suppress_below is False:
         threshold, rule = None, "none: every noisy value is published (unbiased; may be negative)"
         suppressed = np.zeros(n, dtype=bool)
-    elif suppress_below is None:
+    elif suppress_below is None and noise is None:
         uniform = np.ptp(count_moe) == 0 if n else True
         threshold = float(count_moe[0]) if n and uniform else None
         rule = (
-            "default: rows whose noisy count is below its own 95% margin of error are "
-            "published with null numbers"
+            "default for private cell discovery: rows whose noisy count is below its own 95% "
+            "margin of error are published with null numbers"
         )
         suppressed = count < count_moe
+    elif suppress_below is None:
+        assert noise is not None
+        alpha = phantom_chance(n)
+        if noise.scale is not None:
+            k, expected = phantom_threshold(noise, n)
+            threshold = float(k)
+            suppressed = count < k
+            how = f"below {k}"
+        else:
+            sd = np.sqrt(np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,)))
+            factor = phantom_factor(noise.kind, n)
+            threshold = None
+            suppressed = count < factor * sd
+            expected = n * alpha
+            how = f"below {factor:.3g} × its standard deviation"
+        rule = (
+            f"default: rows whose noisy count is {how} are published with null numbers, so "
+            f"that a truly empty row is shown with chance at most {alpha:.3g} and, over all "
+            f"{n} rows, at most {min(n * alpha, PHANTOM_ROWS):.3g} truly empty row is expected "
+            "to show by chance"
+        )
     else:
         threshold = float(suppress_below)
         rule = "rows whose noisy count is below the threshold are published with null numbers"
@@ -101,6 +205,7 @@ def publish(
         columns=cols,
         threshold=threshold,
         threshold_rule=rule,
+        expected_phantom_rows=expected,
         sums_at_limit=int(cols["sum_at_limit"].sum()) if "sum_at_limit" in cols else 0,
     )
 

@@ -29,7 +29,15 @@ from .engines import local
 from .errors import DataFileError, ReleaseFormatError, SpecError
 from .io import atomic_write, manifest_path, read_manifest
 from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
-from .postprocess import Z95, Z975, Estimates, publish
+from .postprocess import (
+    Z95,
+    Z975,
+    CountNoise,
+    Estimates,
+    phantom_chance,
+    phantom_threshold,
+    publish,
+)
 from .spec import ReleaseSpec
 
 __all__ = ["Explanation", "Release", "explain", "read_release", "release"]
@@ -57,6 +65,17 @@ class Explanation:
     region: grid.Region | None
     adaptive: dict[str, Any] | None = None
 
+    @property
+    def rows(self) -> int | None:
+        """Published rows (cells × categories, every level), when known before the data."""
+        if self.cells is None or self.adaptive is not None:
+            return None
+        ncat = len(self.spec.categories) if self.spec.categories else 1
+        if not self.spec.hierarchical:
+            return self.cells * ncat
+        assert self.region is not None
+        return ncat * sum(len(grid.region_to_cells(self.region, r)) for r in self.spec.levels)
+
     def as_dict(self) -> dict[str, Any]:
         p = self.plan
         out: dict[str, Any] = {
@@ -75,10 +94,20 @@ class Explanation:
                     p.statistics.items(), _budget_shares(self.spec, p), strict=True
                 )
             },
-            "suppression_threshold": None
-            if (self.adaptive or {}).get("consistency")
-            else _threshold_of(self.spec, p),
         }
+        rows = self.rows
+        threshold, expected = (
+            (None, None)
+            if self.adaptive is not None
+            and (self.adaptive.get("consistency") or self.spec.suppress_below is None)
+            else _threshold_of(self.spec, p, rows)
+        )
+        out["suppression_threshold"] = threshold
+        out["rows"] = rows
+        if self.spec.suppress_below is None and not p.discovery:
+            out["phantom_rows_expected"] = (
+                expected if expected is not None else (rows or 0) * phantom_chance(rows or 1)
+            )
         if p.discovery:
             out["discovery_threshold"] = p.threshold
         if self.adaptive is not None:
@@ -106,14 +135,27 @@ class Explanation:
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
         t = d["suppression_threshold"]
+        phantoms = d.get("phantom_rows_expected")
         if self.spec.suppress_below is False:
             lines.append("  suppression: off (every noisy value is published)")
-        elif t is None:
+        elif self.spec.suppress_below is not None:
+            lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
+        elif self.plan.discovery:
             lines.append(
-                "  suppression: cells whose estimate is below its own 95% margin are hidden"
+                "  suppression: cells whose noisy count is below its own 95% margin are hidden"
+            )
+        elif t is not None:
+            lines.append(
+                f"  suppression: cells with noisy count < {t:.6g} are hidden, so the smallest "
+                f"count shown is {t:.6g}; if every cell were empty, about {phantoms:.2g} of the "
+                f"{d['rows']:,} would show by chance (at most 1 per map: no phantom hot spots)"
             )
         else:
-            lines.append(f"  suppression: cells with noisy count < {t:.6g} are hidden")
+            lines.append(
+                "  suppression: cells whose estimate is below a map-wide multiple of its own "
+                "standard deviation are hidden, so that at most 1 truly empty cell per map is "
+                "expected to show by chance (no phantom hot spots)"
+            )
         if self.adaptive is not None and self.adaptive.get("kind") == "grid":
             a = self.adaptive
             first = a["first_resolution"]
@@ -167,13 +209,37 @@ def _budget_shares(spec: ReleaseSpec, plan: NoisePlan) -> list[float | None]:
     return out
 
 
-def _threshold_of(spec: ReleaseSpec, plan: NoisePlan) -> float | None:
-    """The suppression threshold when it is one number (None when off or per cell)."""
-    if spec.suppress_below is False:
+def _count_noise(
+    spec: ReleaseSpec, plan: NoisePlan, aplan: Any, *, discovery: bool
+) -> CountNoise | None:
+    """What the default suppression needs of the count noise (None: private discovery)."""
+    if discovery:
         return None
+    kind = str(spec.mechanism)
+    if aplan is not None:
+        scale = None if aplan.has_internal else aplan.scales["count"]
+        return CountNoise(kind, scale)
+    if spec.hierarchical:
+        return CountNoise(kind, None)  # least-squares estimates: one variance per row
+    return CountNoise(kind, plan.statistics["count"].scale)
+
+
+def _threshold_of(
+    spec: ReleaseSpec, plan: NoisePlan, rows: int | None
+) -> tuple[float | None, float | None]:
+    """The suppression threshold when it is one number (None when off or per row), and the
+    number of truly empty rows expected to show by chance (default rule)."""
+    if spec.suppress_below is False:
+        return None, None
     if spec.suppress_below is None:
-        return None if spec.hierarchical else plan.statistics["count"].moe95
-    return float(spec.suppress_below)
+        if plan.discovery:
+            return plan.statistics["count"].moe95, None
+        if spec.hierarchical or rows is None:
+            return None, None
+        noise = CountNoise(str(spec.mechanism), plan.statistics["count"].scale)
+        k, expected = phantom_threshold(noise, rows)
+        return float(k), expected
+    return float(spec.suppress_below), None
 
 
 def _make_spec(kw: dict[str, Any]) -> ReleaseSpec:
@@ -515,7 +581,8 @@ def release(
                 else (cells, _cat_index(len(cells), ncat))
             )
         stage("table")
-        published = publish(shown or est, spec.bounds, spec.suppress_below)
+        noise = _count_noise(spec, plan, aplan, discovery=domain is None)
+        published = publish(shown or est, spec.bounds, spec.suppress_below, noise)
         integer = (not spec.hierarchical or integers) and not (
             aplan is not None and aplan.has_internal
         )
@@ -888,6 +955,7 @@ def _manifest(
             "rule": pub.threshold_rule,
             "threshold": pub.threshold,
             "default": spec.suppress_below is None,
+            "expected_phantom_rows": pub.expected_phantom_rows,
         },
         "mean": (
             "noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
