@@ -63,6 +63,7 @@ from hypothesis import strategies as st
 
 import dpmap
 from common import (
+    FAR_AWAY,
     REGION,
     cell_centre,
     debtors,
@@ -333,6 +334,49 @@ def test_parameter_ranges_that_are_accepted_give_valid_releases(params: dict[str
     elif isinstance(result, DpmapError):
         # sums saturate instead of overflowing: only a planner refusal (noise too large)
         assert isinstance(result, dpmap.MechanismError), str(result)
+
+
+_DESIGNS = {
+    "flat": {},
+    "categories": {"category": "creditor", "categories": ["bank", "utility"]},
+    "hierarchical": {"resolution": [RES - 1, RES]},
+    "privtree": {"adaptive": True},
+    "grid": {"adaptive": "grid"},
+    "discovery": {"region": None, "delta": 1e-6},
+}
+
+
+@fuzz(40)
+@given(
+    design=st.sampled_from(list(_DESIGNS)),
+    keep=st.sampled_from(["none", "outside-region", "no-person", "no-value", "one"]),
+    value=st.sampled_from([0.0, 1e12, -1e12, 2.0**63, -(2.0**63), NAN, INF]),
+    selection=st.sampled_from([{"selection": "random"}, {"selection": "hash", "seed": 2**63}]),
+)
+def test_empty_inputs_empty_regions_and_extreme_sums_are_releases(
+    design: str, keep: str, value: float, selection: dict[str, Any]
+) -> None:
+    """No data-dependent refusal: whatever is (or is not) left of the rows, every design
+    gives an ordinary release over its public cells; values at the limits of float64 and
+    int64 are clamped and sums saturate (never an overflow refusal)."""
+    df = debtors(30, 3, 4).assign(amount=value)
+    if keep == "none":
+        df = df.iloc[:0]
+    elif keep == "outside-region":
+        df = df.assign(lat=FAR_AWAY[0], lng=FAR_AWAY[1])
+    elif keep == "no-person":
+        df = df.assign(pid=None)
+    elif keep == "no-value":
+        df = df.assign(amount=NAN)
+    elif keep == "one":
+        df = df.iloc[:1]
+    params = base_params(
+        person="pid", value="amount", bounds=(-(10**12), 10**12), **selection, **_DESIGNS[design]
+    )
+    result = ok_or_error(df, **params)
+    assert isinstance(result, dpmap.Release), f"{design}/{keep}: {result}"
+    if params.get("region") is not None and not params.get("adaptive"):
+        assert set(REGION_CELLS) <= set(result.cells["cell"])
 
 
 # ---------------------------------------------------------------------------------------
