@@ -7,13 +7,14 @@ cut cells are counted again:
     total         N = count(region) + DiscreteLaplace(b_N)    (without ``adaptive_from``)
     first level   r₁ = ``adaptive_from``, or the resolution with about
                   max(100, N/(16·c·b)) public cells (AG's first grid, m₁² = max(100, Nε/16c))
-                  v_c = count(c) + DiscreteLaplace(b₁)            every public cell c at r₁
-    depth         k_c = ⌊log₇(v_c / (c₂·b₂)) + θ⌋  clipped to [0, finest − r₁]
-                  (k_c = 0 when v_c ≤ c₂·b₂: the cell is not cut)
+                  d_c = count(c) + DiscreteLaplace(b_d)           decisions, every cell c at r₁
+                  v_c = count(c) + DiscreteLaplace(b₁)            values, drawn apart
+    depth         k_c = ⌊log₇(d_c / (c₂·b₂)) + θ⌋  clipped to [0, finest − r₁]
+                  (k_c = 0 when d_c ≤ c₂·b₂: the cell is not cut)
     second level  u_d = count(d) + DiscreteLaplace(b₂)            every descendant d of c
                                                                    at r₁ + k_c (c itself if 0)
-    consistency   weighted least squares makes N equal to the sum of the v's and every c
-                  equal to the sum of its d's
+    consistency   weighted least squares of the v's and u's makes every c equal to the
+                  sum of its second-level cells (N and the d's only choose the cells)
 
 b is the count's noise scale with its whole budget, b₁, b₂ its scales at the two levels,
 c = 10 and c₂ = 5 AG's constants, θ = 0.85. The depth is AG's rule m₂² = N′(1−α)ε/c₂ on
@@ -24,19 +25,19 @@ consistent value has about the variance of one measurement with the whole budget
 ones are cut down to the finest resolution at most. The published map has one row per
 second-level cell: its ``resolution`` column varies, as in a PrivTree release.
 
-Compared with the PrivTree method (``adaptive=True``) no budget goes to a separate split
-decision: the first level's counts decide the cuts *and* are published information that
-the least squares uses. Large areas (districts, regions) get the first level's precision;
-the PrivTree refines dense spots more finely and wins on small areas
+Compared with the PrivTree method (``adaptive=True``) the first level's counts are also
+published information that the least squares uses; unlike AG's original design they do
+not decide the cuts themselves (separate decision counts do, see :data:`DECISION_SHARE`:
+reusing one draw for both biases the estimates). Large areas (districts, regions) get the
+first level's precision; the PrivTree refines dense spots more finely and wins on small areas
 (``benchmarks/utility.py``; README "Utility").
 
 Privacy: the total is one number with the count's sensitivity; each level is a vector over
 disjoint cells (a partition of the public cells at one resolution, or at mixed
 resolutions), so one person moves it by at most the sensitivity of a flat release
 (``bounding.level_sensitivities``). The first level's resolution is chosen from the noisy
-total and the second level's cells from the first level's *noisy* counts
-(post-processing), which is adaptive sequential composition: OpenDP's adaptive compositor
-adds every vector's ε, and its map is the release's ε. All noise is OpenDP's discrete
+total and the second level's cells from the *noisy* decision counts (post-processing),
+which is adaptive sequential composition: OpenDP's adaptive compositor adds every vector's ε, and its map is the release's ε. All noise is OpenDP's discrete
 Laplace. ``docs/adaptive-privacy.md`` has the argument.
 """
 
@@ -98,6 +99,15 @@ MAX_LEVELS = 6
 #: Name of the noisy total's entry in the manifest (present iff the first level was chosen).
 TOTAL_KEY = "count_total"
 
+#: Share of the count's first-level budget spent on the *decision* counts that choose the
+#: cuts; the rest buys the first-level counts that join the least squares. Two independent
+#: draws keep the estimates unbiased: with one draw deciding the cuts and entering the least
+#: squares (AG's original design), a cell's noise and the weight its value gets are
+#: correlated (cells pushed up by their noise are cut into more cells, whose sum then leans
+#: on that value), which biased whole-region totals by +1.4 standard deviations (95%
+#: intervals covered 69%). Not tuned: 0.5 splits the first level evenly.
+DECISION_SHARE = 0.5
+
 
 @dataclass(frozen=True)
 class GridPlan:
@@ -111,6 +121,8 @@ class GridPlan:
     epsilons: dict[str, float]  # second-level ε per statistic (OpenDP's maps)
     first_scales: dict[str, float]
     first_epsilons: dict[str, float]
+    decision_scale: float  # noise scale of the first-level decision counts
+    decision_epsilon: float
     total_scale: float | None  # noise scale of the total count (automatic first level)
     total_epsilon: float | None
     epsilon: float  # total, from OpenDP's adaptive compositor
@@ -159,19 +171,22 @@ class GridPlan:
     def describe(self) -> dict[str, Any]:
         s = self.spec
         split: dict[str, Any] = {
+            "decision": self.decision_epsilon,
             "first_level": {st: self.first_epsilons[st] for st in s.statistics},
             "second_level": {st: self.epsilons[st] for st in s.statistics},
         }
         rule = (
-            "ε = Σ over statistics of (first level + second level); statistic s gets "
-            f"share_s·ε, of which the first level gets {self.share:g}"
+            "ε = count decisions + Σ over statistics of (first level + second level); "
+            f"statistic s gets share_s·ε, of which the first level gets {self.share:g} (for "
+            f"the count, {DECISION_SHARE:g} of that goes to the decision counts)"
         )
         if self.total_epsilon is not None:
             split["total_count"] = self.total_epsilon
             rule = (
-                f"ε = total count + Σ over statistics of (first level + second level); the "
-                f"total gets {TOTAL_SHARE:g} of the count's share_count·ε, and of what each "
-                f"statistic has left the first level gets {self.share:g}"
+                "ε = total count + count decisions + Σ over statistics of (first level + "
+                f"second level); the total gets {TOTAL_SHARE:g} of the count's share_count·ε, "
+                f"and of what each statistic has left the first level gets {self.share:g} "
+                f"(for the count, {DECISION_SHARE:g} of that goes to the decision counts)"
             )
         split["rule"] = rule
         return {
@@ -191,11 +206,14 @@ class GridPlan:
                 "the first-level resolution is given, or the one whose number of cells over "
                 f"the region is nearest (in log) to max({MIN_FIRST_CELLS}, N/(16·{C_UG:g}·b)) "
                 "for the noisy total count N and the count's whole-budget noise scale b; every "
-                "cell there gets a noisy count v and is cut k = floor(log7(v / (c2 · "
-                f"second-level count noise scale)) + {CUT_OFFSET:g}) levels down (0 if v is "
+                "cell there gets a noisy decision count d and is cut k = floor(log7(d / (c2 · "
+                f"second-level count noise scale)) + {CUT_OFFSET:g}) levels down (0 if d is "
                 "below that unit, at most to the finest resolution), and its cells there get "
-                "a second noisy count; least squares makes each first-level cell equal to the "
-                "sum of its published cells (and the total to the sum of the first level)"
+                "a second noisy count; every first-level cell also gets noisy counts v, "
+                "independent of the decisions, and least squares makes each first-level cell "
+                "equal to the sum of its published cells. The decision counts and the total "
+                "only choose the cells: they do not enter the estimates, which keeps these "
+                "unbiased"
             ),
             "proof": "docs/adaptive-privacy.md",
             "budget_split": split,
@@ -214,7 +232,7 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
     -------
     Unit: one person. The total count has L1 sensitivity L0·L∞. The first level is a
     vector over the public cells at one resolution, the second over disjoint cells at mixed
-    resolutions chosen from the first level's noisy counts: either has the L1 sensitivity
+    resolutions chosen from the noisy decision counts: either has the L1 sensitivity
     of a flat release (L0·L∞, times max(|lo|, |hi|) for sums; merging cells cannot raise
     it, ``bounding.level_sensitivities``). OpenDP's adaptive compositor adds every vector's
     ε; its map is the total (≤ ε). The first level's resolution, when chosen, is a function
@@ -247,12 +265,20 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
     f_scales: dict[str, float] = {}
     f_epsilons: dict[str, float] = {}
     total_scale = total_eps = None
+    decision_scale = decision_eps = 0.0
     for stat in spec.statistics:
         budget = shares[stat] * spec.epsilon_parts_budget
-        if stat == "count" and first is None:
-            total_scale, total_eps = _fit(_total_chain(sens[stat].l1), budget * TOTAL_SHARE)
-            budget *= 1 - TOTAL_SHARE
-        f_scales[stat], f_epsilons[stat] = _calibrate(stat, sens[stat].l1, budget * share)
+        first_budget = budget * share
+        if stat == "count":
+            if first is None:
+                total_scale, total_eps = _fit(_total_chain(sens[stat].l1), budget * TOTAL_SHARE)
+                budget *= 1 - TOTAL_SHARE
+                first_budget = budget * share
+            decision_scale, decision_eps = _calibrate(
+                stat, sens[stat].l1, first_budget * DECISION_SHARE
+            )
+            first_budget *= 1 - DECISION_SHARE
+        f_scales[stat], f_epsilons[stat] = _calibrate(stat, sens[stat].l1, first_budget)
         scales[stat], epsilons[stat] = _calibrate(stat, sens[stat].l1, budget * (1 - share))
     plan = GridPlan(
         spec=spec,
@@ -263,6 +289,8 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
         epsilons=epsilons,
         first_scales=f_scales,
         first_epsilons=f_epsilons,
+        decision_scale=decision_scale,
+        decision_epsilon=decision_eps,
         total_scale=total_scale,
         total_epsilon=total_eps,
         epsilon=0.0,
@@ -296,6 +324,7 @@ def _fit(chain: Any, target: float) -> tuple[float, float]:
 def _compositor(plan: GridPlan) -> Any:
     stats = plan.spec.statistics
     d_mids = [plan.total_epsilon] if plan.total_epsilon is not None else []
+    d_mids += [plan.decision_epsilon]
     d_mids += [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
     return dp.c.make_adaptive_composition(
         _AGGREGATES, _PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
@@ -322,6 +351,10 @@ def grid_noise_plan(plan: GridPlan) -> Any:
         per[key] = _statistic(
             key, s, first[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
         )
+    key = decision_key(plan.first)
+    per[key] = _statistic(
+        key, "count", first["count"], Mechanism.LAPLACE, plan.decision_scale, plan.decision_epsilon
+    )
     if plan.total_scale is not None and plan.total_epsilon is not None:
         l1 = sens["count"].l1  # one number: all of a person's records can land in it
         per[TOTAL_KEY] = _statistic(
@@ -332,13 +365,20 @@ def grid_noise_plan(plan: GridPlan) -> Any:
             plan.total_scale,
             plan.total_epsilon,
         )
-    what = ("total, " if plan.total_scale is not None else "") + "first- and second-level counts"
+    what = (
+        "total, " if plan.total_scale is not None else ""
+    ) + "decision, first- and second-level counts"
     return pure_dp_plan(plan, per, what, _compositor(plan))
 
 
 def first_key(stat: str, resolution: int | None) -> str:
     """Name of a statistic's first-level entry in the manifest."""
     return internal_key(stat, resolution) if resolution is not None else f"{stat}_internal@first"
+
+
+def decision_key(resolution: int | None) -> str:
+    """Name of the first-level decision counts' entry in the manifest."""
+    return f"count_decision@{resolution if resolution is not None else 'first'}"
 
 
 @dataclass(frozen=True)
@@ -351,6 +391,7 @@ class GridOutput:
     second: dict[str, np.ndarray]  # statistic -> noisy second-level values (leaves order)
     first_depth: int = 0  # depth of the first level in the tree
     total: float | None = None  # the noisy total count (automatic first level)
+    decision: np.ndarray | None = None  # the noisy first-level counts that chose the cuts
 
     def first_resolution(self, tree: hierarchy.Tree) -> int:
         return tree.resolutions[self.first_depth]
@@ -381,8 +422,9 @@ def run_grid(
     level_counts: list[np.ndarray],
     level_sums: list[np.ndarray] | None,
 ) -> GridOutput:
-    """The total (if the first level is automatic), the first level, the cuts from its
-    noisy counts, the second level. ``tree`` starts at ``plan.root``. Draws noise."""
+    """The total (if the first level is automatic), the first-level decision counts and the
+    cuts they choose, the first level, the second level. ``tree`` starts at ``plan.root``.
+    Draws noise."""
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
@@ -402,6 +444,10 @@ def run_grid(
             r1 = plan.first
         d1 = r1 - plan.root
         roots = [(d1, i) for i in range(len(tree.levels[d1]))]
+        decision = np.asarray(
+            queryable(_leaf_chain("count", plan._sens["count"], plan.decision_scale, roots)),
+            dtype=np.int64,
+        )
         first = {
             s: np.asarray(
                 queryable(_leaf_chain(s, plan._sens[s], plan.first_scales[s], roots)),
@@ -409,7 +455,7 @@ def run_grid(
             )
             for s in stats
         }
-        cut = plan.cut_depths(first["count"], plan.spec.finest - r1)
+        cut = plan.cut_depths(decision, plan.spec.finest - r1)
         leaves, parent = second_level(tree, d1, cut)
         second = {
             s: np.asarray(
@@ -419,23 +465,22 @@ def run_grid(
         }
     except dp.OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-    return GridOutput(leaves, parent, first, second, first_depth=d1, total=total)
+    return GridOutput(leaves, parent, first, second, first_depth=d1, total=total, decision=decision)
 
 
 def grid_consistent(plan: GridPlan, out: GridOutput, stat: str) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares second-level estimates of ``stat`` (``out.leaves`` order) and their exact
-    variances: every first-level cell equals the sum of its second-level cells, and the
-    noisy total (the count's, when measured) the sum of the first level
-    (:func:`dpmap.hierarchy.consistent_forest`). Post-processing."""
+    variances: every first-level cell equals the sum of its second-level cells
+    (:func:`dpmap.hierarchy.consistent_forest`). Post-processing.
+
+    Only draws whose noise is independent of the choice of cells enter: the first-level
+    values ``v`` and the second-level values. The decision counts and the total chose the
+    cells, so given that choice their noise is not centred on zero; used here they would
+    bias the estimates (see :data:`DECISION_SHARE`)."""
     v = np.asarray(out.first[stat], dtype=np.float64)
     u = np.asarray(out.second[stat], dtype=np.float64)
     parent: list[np.ndarray | None] = [None, out.parent]
     y = [v, u]
     var = [np.full(len(v), plan.first_variance(stat)), np.full(len(u), plan.variance(stat))]
-    if stat == "count" and out.total is not None:
-        extra = v.shape[1:]
-        parent = [None, np.zeros(len(v), dtype=np.int64), out.parent]
-        y = [np.full((1, *extra), out.total), v, u]
-        var = [np.array([plan.total_variance()]), *var]
     x, P = hierarchy.consistent_forest(parent, y, var)
     return x[-1], P[-1]

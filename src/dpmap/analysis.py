@@ -316,8 +316,8 @@ def _grid_forest_of(
     for s in stats:
         first_entry = m["statistics"][first_key(s, None if total else r1)]
         node_var[s] = [
-            # the total count (∞: not measured, or not this statistic's)
-            np.array([_noise_variance(total) if total and s == "count" else math.inf]),
+            # the total count chose the first level: it is not part of the estimates (∞)
+            np.array([math.inf]),
             np.full(len(first), _noise_variance(first_entry)),
             np.full(len(ids), _noise_variance(m["statistics"][s])),
         ]
