@@ -124,3 +124,22 @@ def test_least_squares_rows_show_at_most_one_empty_row_per_map(extra: dict[str, 
         total += int((~rel.cells["suppressed"].to_numpy() & empty).sum())
     assert total <= stats.poisson.ppf(1 - TAIL, 30)
     assert rel.manifest["suppression"]["expected_phantom_rows"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("kind", "scale", "rows"),
+    [("laplace", 1.0, 12_849), ("laplace", 3e12, 10**6), ("gaussian", 3.0, 10_000),
+     ("gaussian", 9e3, 100), ("gaussian", 5e9, 10**6), ("laplace", 0.05, 1)],
+)  # fmt: skip
+def test_phantom_threshold_is_the_smallest_count_within_the_chance(
+    kind: str, scale: float, rows: int
+) -> None:
+    """Any scale the planner accepts (a table of the noise would not fit in memory at 3e12):
+    P(X ≥ k) ≤ min(2.5%, 1/rows) < P(X ≥ k − 1), and the expected phantoms follow."""
+    from dpmap.postprocess import CountNoise, phantom_threshold
+
+    k, expected = phantom_threshold(CountNoise(kind, scale), rows)
+    alpha = min(0.025, 1 / rows)
+    tail = discrete_tail(kind, scale, np.array([k - 1, k]))
+    assert k >= 1 and tail[1] <= alpha and (k == 1 or tail[0] > alpha)
+    assert expected == pytest.approx(rows * tail[1])

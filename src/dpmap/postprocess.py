@@ -6,6 +6,7 @@ parameters, so none of it costs privacy budget (the post-processing property of 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -88,29 +89,40 @@ def discrete_tail(kind: str, scale: float, k: np.ndarray) -> np.ndarray:
         return np.exp(-k / scale) / (1.0 + q)
     if scale > 1e4:
         return np.asarray([NormalDist(0, scale).cdf(-(x - 0.5)) for x in k])
+    top, tail = _gaussian_tails(scale)
+    idx = np.clip(k.astype(np.int64) + top, 0, len(tail) - 1)
+    return np.where(k > top, 0.0, tail[idx])
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian_tails(scale: float) -> tuple[int, np.ndarray]:
+    """P(X ≥ x) of the discrete Gaussian for x = −top … top (``tail[x + top]``)."""
     top = math.ceil(40 * scale) + 2
     x = np.arange(-top, top + 1, dtype=np.float64)
     w = np.exp(-(x**2) / (2 * scale**2))
-    tail = np.cumsum(w[::-1])[::-1] / w.sum()  # tail[i] = P(X >= x[i])
-    idx = np.clip(k.astype(np.int64) + top, 0, len(x) - 1)
-    return np.where(k > top, 0.0, tail[idx])
+    return top, np.cumsum(w[::-1])[::-1] / w.sum()
 
 
 def phantom_threshold(noise: CountNoise, rows: int) -> tuple[int, float]:
     """The smallest whole count k ≥ 1 such that a truly empty row shows a noisy count ≥ k
     with chance at most :func:`phantom_chance` (``rows``), and the expected number of rows
-    shown if every row were empty (rows · P(X ≥ k)). Needs the discrete scale."""
+    shown if every row were empty (rows · P(X ≥ k)). Needs the discrete scale. The tail
+    decreases in k, so k is found by bisection (any scale: no table of the noise)."""
     assert noise.scale is not None
     alpha = phantom_chance(rows)
-    if noise.kind == "laplace":
-        q = math.exp(-1.0 / noise.scale)
-        guess = max(1, math.ceil(noise.scale * math.log(1.0 / (alpha * (1.0 + q)))) - 2)
-    else:
-        guess = max(1, math.floor(NormalDist(0, noise.scale).inv_cdf(1 - alpha)) - 2)
-    ks = np.arange(guess, guess + 8 + int(4 * noise.scale))
-    tails = discrete_tail(noise.kind, noise.scale, ks)
-    k = int(ks[np.argmax(tails <= alpha)])
-    return k, float(rows * tails[ks == k][0])
+
+    def tail(k: int) -> float:
+        return float(discrete_tail(noise.kind, noise.scale, np.array([k]))[0])  # type: ignore[arg-type]
+
+    lo, hi = 1, 2
+    while tail(hi) > alpha:  # P(X ≥ hi) > α: the threshold lies above
+        lo, hi = hi, hi * 2
+    if tail(lo) <= alpha:
+        return lo, rows * tail(lo)
+    while hi - lo > 1:  # invariant: tail(lo) > α ≥ tail(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tail(mid) > alpha else (lo, mid)
+    return hi, rows * tail(hi)
 
 
 def phantom_factor(kind: str, rows: int) -> float:
