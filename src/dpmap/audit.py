@@ -100,7 +100,9 @@ EXTREME = 10.0**15
 #: at most this many thresholds per observation when choosing events
 MAX_THRESHOLDS = 256
 
-FAMILIES = ("count", "sum", "suppression", "cells")
+FAMILIES = ("count", "sum", "suppression", "cells", "score")
+#: the observations pooled into the ``score`` family (see :func:`_score_observations`)
+SCORED = ("count", "sum")
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,6 +235,17 @@ class AuditReport:
     dataset: str
     manifest_epsilon: float | None = None
     notes: tuple[str, ...] = field(default=())
+    #: the largest ε_lb these runs could ever certify (every evaluation run in an event
+    #: under one dataset, none under the other, at the same levels)
+    epsilon_ceiling: float = math.inf
+    #: the fewest runs per dataset whose ceiling exceeds the claimed ε (same α, families
+    #: and selection share)
+    runs_needed: int = 0
+
+    @property
+    def can_detect(self) -> bool:
+        """Whether these runs could certify a violation of the claim at all."""
+        return self.epsilon_ceiling > self.claimed_epsilon
 
     @property
     def passed(self) -> bool:
@@ -266,6 +279,9 @@ class AuditReport:
             "dataset": self.dataset,
             "manifest_epsilon": self.manifest_epsilon,
             "notes": list(self.notes),
+            "epsilon_ceiling": _json_number(self.epsilon_ceiling),
+            "can_detect": self.can_detect,
+            "runs_needed": self.runs_needed,
         }
 
     def __str__(self) -> str:
@@ -297,7 +313,16 @@ class AuditReport:
         lines += [
             "",
             f"  ε lower bound {self.epsilon_lb:.4f} vs claimed ε {self.claimed_epsilon:.6g}: {verdict}",
+            f"  power: the most these {self.evaluation_runs} evaluation runs could certify is "
+            f"ε = {self.epsilon_ceiling:.4f} (every run in the event under one dataset, none "
+            "under the other)",
         ]
+        if not self.can_detect:
+            lines.append(
+                f"  WARNING: that is not above the claimed ε = {self.claimed_epsilon:.6g}, so this "
+                "audit CANNOT detect a violation of the claim, however large; use at least "
+                f"{self.runs_needed} runs"
+            )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -336,6 +361,8 @@ def _neighbours(
     background: int | None,
     adversary_records: int,
     adversary_cells: int | None,
+    rng: np.random.Generator,
+    shuffle: bool,
 ) -> _Setup:
     import h3
     import shapely
@@ -349,7 +376,12 @@ def _neighbours(
     empty = cells[-1]
     occupied = cells[:-1]
     n_targets = min(len(cells), adversary_cells or spec.max_cells + 1)
-    targets = [empty, *occupied[: n_targets - 1]]
+    # the main cells (occupied in D: visible in every mode, discovery included) first, then
+    # the empty cell; the records go to the main cells, one to each cell beyond max_cells
+    main = min(n_targets, spec.max_cells)
+    targets = [*occupied[:main], *([empty] if n_targets > main else []), *occupied[main:]][
+        :n_targets
+    ]
 
     per_person = 2  # background records per person, all in the home cell
     kept = min(per_person, spec.max_records_per_cell)
@@ -363,26 +395,54 @@ def _neighbours(
             for j in range(per_person):
                 v = lo + ((ci * 7 + i * 3 + j) % 5 + 3) * (hi - lo) / 10  # in [lo, hi]
                 rows.append((lat, lng, f"bg-{ci}-{i}", float(round(v))))
-    d = pd.DataFrame(rows, columns=["lat", "lng", "pid", "amount"])
+    columns = ["lat", "lng", "pid", "amount"]
+    d = pd.DataFrame(rows, columns=columns)
+    if shuffle:
+        d = d.iloc[rng.permutation(len(d))].reset_index(drop=True)
 
     extreme = EXTREME if abs(hi) >= abs(lo) else -EXTREME
-    adv = []
-    for r in range(adversary_records):
-        cell = targets[r % len(targets)]
-        lat, lng = h3.cell_to_latlng(cell)
-        adv.append((lat, lng, "adversary", extreme))
-    d_prime = pd.concat(
-        [d, pd.DataFrame(adv, columns=["lat", "lng", "pid", "amount"])], ignore_index=True
-    )
+    # one record in each cell beyond the main ones (so that the L0 bound is exceeded while
+    # the main cells are kept with probability ≥ 1 − (extra cells)/records under random
+    # selection: a nearly fixed contribution, the strongest test of the noise), the rest
+    # spread over the main cells (far above the L∞ bound)
+    extra = n_targets - main
+    if adversary_records < n_targets:
+        raise SpecError(
+            f"adversary_records={adversary_records} cannot cover the adversary's {n_targets} "
+            f"cells; pass adversary_records ≥ {n_targets} (or fewer adversary_cells)"
+        )
+    per_target = [0] * n_targets
+    for r in range(max(adversary_records - extra, 0)):
+        per_target[r % main] += 1
+    for t in range(main, n_targets):
+        per_target[t] = 1
+    adv = [
+        (*h3.cell_to_latlng(cell), "adversary", extreme)
+        for cell, k in zip(targets, per_target, strict=True)
+        for _ in range(k)
+    ]
+    adv_df = pd.DataFrame(adv, columns=columns).iloc[rng.permutation(len(adv))]
+    # D′: D's rows in the same order with the adversary's rows at random positions among
+    # them (one draw per audit: every run tests the same neighbouring pair)
+    n = len(d) + len(adv_df)
+    at = np.sort(rng.choice(n, size=len(adv_df), replace=False))
+    mine = np.zeros(n, dtype=bool)
+    mine[at] = True
+    order = np.empty(n, dtype=np.int64)
+    order[~mine] = np.arange(len(d))
+    order[mine] = len(d) + np.arange(len(adv_df))
+    d_prime = pd.concat([d, adv_df], ignore_index=True).iloc[order].reset_index(drop=True)
     dataset = (
         f"{background} persons × {per_person} records in each of {len(occupied)} of the "
         f"{len(cells)} cells of a resolution-{finest} disk around ({centre[0]}, {centre[1]}); "
-        "the seventh cell empty"
+        "the seventh cell empty" + ("; rows shuffled" if shuffle else "")
     )
+    spread = " + ".join(str(k) for k in per_target)
     adversary = (
-        f"one person with {adversary_records} records over {len(targets)} cells "
-        f"(the empty one first; the bounds keep {spec.max_cells} cell(s) × "
-        f"{spec.max_records_per_cell} record(s)), values {extreme:+.0e}"
+        f"one person with {len(adv)} records ({spread}) in {len(targets)} cells"
+        + (" (the last one empty in D)" if extra else "")
+        + f", at random positions among D's rows; the bounds keep {spec.max_cells} cell(s) × "
+        f"{spec.max_records_per_cell} record(s); values {extreme:+.0e}"
     )
     return _Setup(
         region=None if discovery else region,
@@ -544,7 +604,12 @@ def _choose(
     names: list[str],
     delta: float,
     z: float,
+    n_eval: int,
 ) -> _Event | None:
+    """The event with the best predicted bound on ``n_eval`` evaluation runs: each side's
+    hit rate on the selection runs (smoothed by ½ a hit, so that 0 of a few runs is not
+    taken for certain) scaled to ``n_eval`` runs, then Wilson bounds at the audit's level
+    — the bound the event would get if the evaluation runs behaved like the selection."""
     best: _Event | None = None
     for name in names:
         a0, a1 = np.sort(obs0[name]), np.sort(obs1[name])
@@ -559,8 +624,8 @@ def _choose(
         le1 = np.searchsorted(a1, t, side="right")
         for op, k0, k1 in ((">=", ge0, ge1), ("<=", le0, le1)):
             for numerator, kn, kd, nn, nd in ((1, k1, k0, n1, n0), (0, k0, k1, n0, n1)):
-                lo, _ = _wilson(kn.astype(np.float64), nn, z)
-                _, hi = _wilson(kd.astype(np.float64), nd, z)
+                lo, _ = _wilson((kn + 0.5) / (nn + 1) * n_eval, n_eval, z)
+                _, hi = _wilson((kd + 0.5) / (nd + 1) * n_eval, n_eval, z)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     score = np.where(lo > delta, np.log((lo - delta) / hi), -np.inf)
                 i = _plateau_middle(score, int(np.argmax(score)))
@@ -582,9 +647,11 @@ def _plateau_middle(score: np.ndarray, i: int) -> int:
 
 
 def _describe(ev: _Event, targets: list[str]) -> str:
-    rest = ev.observation.split(":", 1)[1]
+    fam, rest = ev.observation.split(":", 1)
     who = "D′ (with the adversary)" if ev.numerator == 1 else "D (without)"
-    if ":min_without[" in rest:
+    if fam == "score":
+        what = f"pooled {'Laplace' if rest == 'laplace' else 'Gaussian'} log-likelihood score"
+    elif ":min_without[" in rest:
         base, j = rest.split(":min_without[", 1)
         what = f"min of {base} over the adversary's cells other than #{j.rstrip(']')}"
     elif "[" in rest:
@@ -639,6 +706,74 @@ def _stack(observations: list[dict[str, float]], names: list[str]) -> dict[str, 
     }
 
 
+def _score_observations(
+    obs0: dict[str, np.ndarray], obs1: dict[str, np.ndarray], names: list[str], n_sel: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Two pooled observations per run: the sum over every count and sum observation of
+    its log-likelihood ratio, as if it were Laplace (``score:laplace``) or Gaussian
+    (``score:linear``) noise around the medians of the two datasets.
+
+    One threshold on a single observation sees only the share of ε spent on that
+    statistic (and one cell); the likelihood ratio of everything the observer sees is
+    the most powerful test (Neyman–Pearson), and these sums approximate it. Their
+    centres and spreads come from the *selection* runs only, so the score is a fixed
+    function when the evaluation runs are measured: the guarantee is unchanged.
+    Absent values (−∞) count as one below the smallest value seen.
+    """
+    lap = [np.zeros(len(next(iter(o.values())))) if o else np.zeros(0) for o in (obs0, obs1)]
+    lin = [x.copy() for x in lap]
+    used = 0
+    for name in names:
+        if name.split(":", 1)[0] not in SCORED:
+            continue
+        sel = np.concatenate([obs0[name][:n_sel], obs1[name][:n_sel]])
+        finite = sel[np.isfinite(sel)]
+        if finite.size == 0:
+            continue
+        floor = float(finite.min()) - 1.0
+        y = [np.where(np.isfinite(o[name]), o[name], floor) for o in (obs0, obs1)]
+        m0, m1 = float(np.median(y[0][:n_sel])), float(np.median(y[1][:n_sel]))
+        if m0 == m1:
+            continue
+        gap = abs(m1 - m0)
+        mad = (np.abs(y[0][:n_sel] - m0).mean() + np.abs(y[1][:n_sel] - m1).mean()) / 2
+        var = (y[0][:n_sel].var() + y[1][:n_sel].var()) / 2
+        b = max(float(mad), 1e-6 * gap)
+        v = max(float(var), (1e-6 * gap) ** 2)
+        for w in (0, 1):
+            lap[w] += (np.abs(y[w] - m0) - np.abs(y[w] - m1)) / b
+            lin[w] += (y[w] - (m0 + m1) / 2) * (m1 - m0) / v
+        used += 1
+    if not used:
+        return {}
+    return {"score:laplace": (lap[0], lap[1]), "score:linear": (lin[0], lin[1])}
+
+
+def epsilon_ceiling(evaluation_runs: int, a_side: float, delta: float = 0.0) -> float:
+    """The largest ε lower bound an audit can report with ``evaluation_runs`` runs per
+    dataset and one-sided level ``a_side``: every run in the event under one dataset,
+    none under the other, ``ln((CP_lower(n, n) − δ) / CP_upper(0, n))`` (0 if not positive)."""
+    u = a_side ** (1.0 / evaluation_runs)  # CP_lower(n, n, a) = a^(1/n) = 1 − CP_upper(0, n, a)
+    if u - delta <= 0 or u >= 1:
+        return 0.0
+    return max(0.0, math.log((u - delta) / (1.0 - u)))
+
+
+def runs_needed(epsilon: float, a_side: float, delta: float, selection_fraction: float) -> int:
+    """The fewest runs per dataset whose ceiling (:func:`epsilon_ceiling`) exceeds ``epsilon``,
+    with the same levels and the same share of selection runs."""
+    target = (math.exp(epsilon) + delta) / (1.0 + math.exp(epsilon))  # u > target
+    n_eval = math.floor(math.log(a_side) / math.log(target)) + 1
+    runs = max(4, math.floor(n_eval / (1 - selection_fraction)) - 2)
+    while runs - _selection_runs(runs, selection_fraction) < n_eval:
+        runs += 1
+    return runs
+
+
+def _selection_runs(runs: int, selection_fraction: float) -> int:
+    return max(2, min(runs - 2, round(runs * selection_fraction)))
+
+
 # ---------------------------------------------------------------------------------------
 # the audit
 
@@ -653,11 +788,13 @@ def audit(
     noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
     | None = None,
     batch: int = 64,
-    selection_fraction: float = 0.5,
+    selection_fraction: float = 0.25,
     background: int | None = None,
-    adversary_records: int = 50,
+    adversary_records: int = 200,
     adversary_cells: int | None = None,
     centre: tuple[float, float] = DEFAULT_CENTRE,
+    data_seed: int | None = None,
+    shuffle: bool = False,
     progress: Callable[[int, int], None] | None = None,
     **params: Any,
 ) -> AuditReport:
@@ -734,6 +871,14 @@ def audit(
         raise SpecError(f"adversary_cells must be a whole number 1..7, got {adversary_cells!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise SpecError(f"batch must be a whole number ≥ 1, got {batch!r}")
+    if data_seed is not None and (
+        isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0
+    ):
+        raise SpecError(f"data_seed must be a whole number ≥ 0 or None (fresh), got {data_seed!r}")
+    # the synthetic data's own randomness (where the adversary's rows go): never the noise,
+    # which OpenDP draws inside every release
+    seeds = np.random.SeedSequence(data_seed)
+    rng = np.random.default_rng(seeds)
 
     kwargs = dict(params)
     if kwargs.get("bounds") is not None:
@@ -776,6 +921,8 @@ def audit(
         background=background,
         adversary_records=adversary_records,
         adversary_cells=adversary_cells,
+        rng=rng,
+        shuffle=bool(shuffle),
     )
     kwargs["region"] = setup.region
     root = ex.adaptive["root_resolution"] if ex.adaptive else None
@@ -800,7 +947,10 @@ def audit(
         obs0, obs1 = _mechanism_runs(spec, setup, observer, runs, noise_fn, batch, progress)
         names = sorted(obs0)
 
-    n_sel = max(2, min(runs - 2, round(runs * selection_fraction)))
+    n_sel = _selection_runs(runs, selection_fraction)
+    for key, (s0, s1) in _score_observations(obs0, obs1, names, n_sel).items():
+        obs0[key], obs1[key] = s0, s1
+        names.append(key)
     sel0, sel1 = {k: v[:n_sel] for k, v in obs0.items()}, {k: v[:n_sel] for k, v in obs1.items()}
     ev0, ev1 = {k: v[n_sel:] for k, v in obs0.items()}, {k: v[n_sel:] for k, v in obs1.items()}
 
@@ -821,11 +971,13 @@ def audit(
     for fam in FAMILIES:
         if fam not in fams:
             continue
-        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z)
+        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z, runs - n_sel)
         if ev is None:  # pragma: no cover - a varying observation always yields an event
             continue
         results.append(_measure(ev, ev0, ev1, claimed_delta, a_side, fam, setup.targets))
     eps_lb = max((r.epsilon_lb for r in results), default=0.0)
+    ceiling = epsilon_ceiling(runs - n_sel, a_side, claimed_delta)
+    needed = runs_needed(claimed_eps, a_side, claimed_delta, selection_fraction)
     notes = []
     if manifest_eps is not None and not math.isclose(manifest_eps, claimed_eps, rel_tol=1e-9):
         notes.append(
@@ -834,6 +986,8 @@ def audit(
         )
     public_params = {k: v for k, v in kwargs.items() if k not in ("region",)}
     public_params["discovery"] = discovery
+    public_params["data_seed"] = seeds.entropy
+    public_params["shuffle"] = bool(shuffle)
     return AuditReport(
         mode=mode_name,
         level=level,
@@ -851,6 +1005,8 @@ def audit(
         dataset=setup.dataset,
         manifest_epsilon=manifest_eps,
         notes=tuple(notes),
+        epsilon_ceiling=ceiling,
+        runs_needed=needed,
     )
 
 
