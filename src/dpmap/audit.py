@@ -7,20 +7,40 @@
   persons with two records each (values in the middle of the bounds); the seventh cell is
   empty in ``D``.
 * ``D′ = D`` plus **one adversarial person** with the largest influence they can try to
-  have: ``adversary_records`` records (default 50) spread over ``max_cells + 1`` cells —
-  the empty cell first — so that both contribution bounds are exceeded, every value
-  extreme (``±10^15``, on the side of the larger bound, so that clamping gives the full
-  ``M = max(|lo|, |hi|)``).
+  have: ``adversary_records`` records (default 200) in ``max_cells + 1`` cells — all but
+  one of them in ``max_cells`` occupied cells, far above the per-cell bound, and one in
+  the cell that is empty in ``D`` — so that both contribution bounds are exceeded, every
+  value extreme (``±10^15``, on the side of the larger bound, so that clamping gives the
+  full ``M = max(|lo|, |hi|)``). Concentrating the records makes the adversary's bounded
+  contribution nearly fixed (random selection keeps the main cells with probability
+  ≥ 1 − 1/200), which is the strongest test of the noise; without bounding, ~200 records
+  in one cell separate ``D`` from ``D′`` in every run.
+
+The adversary's rows sit at **random positions** among ``D``'s rows (``D``'s own order is
+kept; ``shuffle=True`` also shuffles it), drawn once per audit from a
+``numpy.random.Generator`` seeded by ``data_seed`` (fresh from the OS when ``None``; the
+seed used is recorded in the report). One draw per audit rather than per run: every run
+then tests the *same* neighbouring pair, and an (ε, δ) guarantee must hold for that pair
+exactly; fresh positions per run would test the average over positions, a mixture whose
+leakage can only be smaller than that of its worst pair (convexity), so a leak that shows
+for some orders only would be diluted. Different audits (seeds) try different orders.
+This is synthetic data only: the noise always comes from OpenDP inside the release.
 
 From each run it reads what an observer of the published output sees about the
 adversary's cells (the noisy counts and sums of those cells and of their H3 parents or
 adaptive leaves, their minimum, maximum and total; the suppression flags; which cells are
 published and at what resolution). For each *family* of observations — ``count``,
-``sum``, ``suppression``, ``cells`` — it chooses the event that best separates ``D`` from
-``D′`` (a threshold on one observation, either direction) on a first, *selection* part
-of the runs, and then measures that one event on the other, *evaluation* part, so the
-choice cannot flatter the estimate. With ``k₁`` of ``n`` evaluation runs in the event
-under the dataset that makes it likelier and ``k₀`` of ``n`` under the other,
+``sum``, ``suppression``, ``cells``, and ``score`` — it chooses the event that best
+separates ``D`` from ``D′`` (a threshold on one observation, either direction) on a
+first, *selection* part of the runs (by default a fifth), and then measures that one
+event on the other, *evaluation* part, so the choice cannot flatter the estimate. The
+event is chosen for the bound it would get on the evaluation runs (selection hit rates
+scaled to the evaluation size). ``score`` pools everything: the sum over every count and
+sum observation of its log-likelihood ratio, Laplace- or Gaussian-shaped around the two
+datasets' medians on the selection runs — an approximation of the most powerful
+(Neyman–Pearson) test, which sees the whole ε rather than one statistic's share. With
+``k₁`` of ``n`` evaluation runs in the event under the dataset that makes it likelier and
+``k₀`` of ``n`` under the other,
 
     ε_lb = ln( (CP_lower(k₁, n) − δ) / CP_upper(k₀, n) )
 
@@ -29,6 +49,16 @@ Bonferroni), so that ``P(ε_lb > true ε) ≤ α`` for any mechanism that satisf
 an (ε, δ)-DP mechanism has ``P[M(D) ∈ E] ≤ e^ε P[M(D′) ∈ E] + δ`` for every event,
 in both directions. The audit **fails** iff ``ε_lb > claimed ε``; the claim is what
 :func:`dpmap.explain` plans for the same parameters (and what the manifest states).
+
+**Power.** The report also states ``epsilon_ceiling``, the largest ``ε_lb`` these runs
+could ever certify (all ``n`` evaluation runs in the event under one dataset, none under
+the other: ``ln((α'^{1/n} − δ) / (1 − α'^{1/n}))`` with ``α' = α/(2F)``), and
+``runs_needed``, the fewest runs whose ceiling exceeds the claim. An audit whose ceiling
+is not above the claimed ε cannot detect any violation, however large; its report says
+so in a WARNING line. Roughly, ``ε_lb ≤ ln(n / ln(1/α'))``: at α = 1e-6, 100 evaluation
+runs cannot show more than ≈ 1.7. Even with enough runs, a claim is only tested as far as
+some event separates the datasets: a Gaussian mechanism planned for (1, 1e-6) with ¼ of
+its noise is (1, 0.087)-DP and needs ≈ 10⁴ runs to be flagged (``tests/test_audit.py``).
 
 Two levels:
 
@@ -589,13 +619,20 @@ def _hits(x: np.ndarray, op: str, t: float) -> int:
 
 
 def _thresholds(pooled: np.ndarray) -> np.ndarray:
+    """Candidate thresholds: midway between consecutive distinct values of the selection
+    runs (at most :data:`MAX_THRESHOLDS`), so that a threshold separating the selection
+    runs lies in the middle of the gap rather than on its edge, where about one evaluation
+    run in (selection runs + 1) would fall on the wrong side. Between "absent" (−∞) and the
+    smallest value seen: that value − 1."""
     uniq = np.unique(pooled)
-    if len(uniq) <= MAX_THRESHOLDS:
-        return uniq
-    # quantiles, denser in the tails (where the likelihood ratio is largest)
-    u = np.linspace(-1, 1, MAX_THRESHOLDS)
-    q = 0.5 + 0.5 * np.sign(u) * np.abs(u) ** 2
-    return np.unique(np.quantile(pooled, q, method="nearest"))
+    if len(uniq) > MAX_THRESHOLDS + 1:
+        # quantiles, denser in the tails (where the likelihood ratio is largest)
+        u = np.linspace(-1, 1, MAX_THRESHOLDS + 1)
+        q = 0.5 + 0.5 * np.sign(u) * np.abs(u) ** 2
+        uniq = np.unique(np.quantile(pooled, q, method="nearest"))
+    left, right = uniq[:-1], uniq[1:]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(left), (left + right) / 2, right - 1.0)
 
 
 def _choose(
@@ -788,7 +825,7 @@ def audit(
     noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
     | None = None,
     batch: int = 64,
-    selection_fraction: float = 0.25,
+    selection_fraction: float = 0.2,
     background: int | None = None,
     adversary_records: int = 200,
     adversary_cells: int | None = None,
@@ -825,6 +862,10 @@ def audit(
     background, adversary_records, adversary_cells, centre
         The synthetic data (see the module docstring); ``adversary_cells`` (1..7) defaults
         to ``max_cells + 1``.
+    data_seed, shuffle
+        Seed of the audit's own randomness (where the adversary's rows go among ``D``'s;
+        ``None``: fresh from the OS, recorded in the report), and whether ``D``'s rows are
+        shuffled too. Never the noise, which OpenDP draws in every release.
     **params
         Release parameters (``resolution``, ``epsilon``, ``delta``, ``mechanism``,
         ``bounds``, ``max_cells``, ``max_records_per_cell``, ``suppress_below``,
@@ -834,7 +875,8 @@ def audit(
     -------
     AuditReport
         ``claimed_epsilon``, ``claimed_delta``, ``epsilon_lb``, ``passed``, the best
-        event per family, the runs and the time taken.
+        event per family, the power (``epsilon_ceiling``, ``can_detect``,
+        ``runs_needed``), the runs and the time taken.
     """
     from . import explain
     from .release import release as dpmap_release
