@@ -176,7 +176,7 @@ def test_report_warns_when_the_runs_cannot_detect_a_violation() -> None:
     assert report.epsilon_ceiling < report.claimed_epsilon and not report.can_detect
     text = str(report)
     assert "WARNING" in text and "CANNOT detect a violation" in text
-    assert f"use at least {report.runs_needed} runs" in text
+    assert f"at least {report.runs_needed} runs are needed" in text
     d = report.as_dict()
     assert d["can_detect"] is False and d["epsilon_ceiling"] == report.epsilon_ceiling
     # with the runs it asks for, the warning goes away

@@ -350,8 +350,9 @@ class AuditReport:
         if not self.can_detect:
             lines.append(
                 f"  WARNING: that is not above the claimed ε = {self.claimed_epsilon:.6g}, so this "
-                "audit CANNOT detect a violation of the claim, however large; use at least "
-                f"{self.runs_needed} runs"
+                "audit CANNOT detect a violation of the claim, however large; at least "
+                f"{self.runs_needed} runs are needed before any violation could show (several "
+                "times more to see a small one)"
             )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
