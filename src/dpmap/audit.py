@@ -7,20 +7,40 @@
   persons with two records each (values in the middle of the bounds); the seventh cell is
   empty in ``D``.
 * ``D′ = D`` plus **one adversarial person** with the largest influence they can try to
-  have: ``adversary_records`` records (default 50) spread over ``max_cells + 1`` cells —
-  the empty cell first — so that both contribution bounds are exceeded, every value
-  extreme (``±10^15``, on the side of the larger bound, so that clamping gives the full
-  ``M = max(|lo|, |hi|)``).
+  have: ``adversary_records`` records (default 200) in ``max_cells + 1`` cells — all but
+  one of them in ``max_cells`` occupied cells, far above the per-cell bound, and one in
+  the cell that is empty in ``D`` — so that both contribution bounds are exceeded, every
+  value extreme (``±10^15``, on the side of the larger bound, so that clamping gives the
+  full ``M = max(|lo|, |hi|)``). Concentrating the records makes the adversary's bounded
+  contribution nearly fixed (random selection keeps the main cells with probability
+  ≥ 1 − 1/200), which is the strongest test of the noise; without bounding, ~200 records
+  in one cell separate ``D`` from ``D′`` in every run.
+
+The adversary's rows sit at **random positions** among ``D``'s rows (``D``'s own order is
+kept; ``shuffle=True`` also shuffles it), drawn once per audit from a
+``numpy.random.Generator`` seeded by ``data_seed`` (fresh from the OS when ``None``; the
+seed used is recorded in the report). One draw per audit rather than per run: every run
+then tests the *same* neighbouring pair, and an (ε, δ) guarantee must hold for that pair
+exactly; fresh positions per run would test the average over positions, a mixture whose
+leakage can only be smaller than that of its worst pair (convexity), so a leak that shows
+for some orders only would be diluted. Different audits (seeds) try different orders.
+This is synthetic data only: the noise always comes from OpenDP inside the release.
 
 From each run it reads what an observer of the published output sees about the
 adversary's cells (the noisy counts and sums of those cells and of their H3 parents or
 adaptive leaves, their minimum, maximum and total; the suppression flags; which cells are
 published and at what resolution). For each *family* of observations — ``count``,
-``sum``, ``suppression``, ``cells`` — it chooses the event that best separates ``D`` from
-``D′`` (a threshold on one observation, either direction) on a first, *selection* part
-of the runs, and then measures that one event on the other, *evaluation* part, so the
-choice cannot flatter the estimate. With ``k₁`` of ``n`` evaluation runs in the event
-under the dataset that makes it likelier and ``k₀`` of ``n`` under the other,
+``sum``, ``suppression``, ``cells``, and ``score`` — it chooses the event that best
+separates ``D`` from ``D′`` (a threshold on one observation, either direction) on a
+first, *selection* part of the runs (by default a fifth), and then measures that one
+event on the other, *evaluation* part, so the choice cannot flatter the estimate. The
+event is chosen for the bound it would get on the evaluation runs (selection hit rates
+scaled to the evaluation size). ``score`` pools everything: the sum over every count and
+sum observation of its log-likelihood ratio, Laplace- or Gaussian-shaped around the two
+datasets' medians on the selection runs — an approximation of the most powerful
+(Neyman–Pearson) test, which sees the whole ε rather than one statistic's share. With
+``k₁`` of ``n`` evaluation runs in the event under the dataset that makes it likelier and
+``k₀`` of ``n`` under the other,
 
     ε_lb = ln( (CP_lower(k₁, n) − δ) / CP_upper(k₀, n) )
 
@@ -29,6 +49,16 @@ Bonferroni), so that ``P(ε_lb > true ε) ≤ α`` for any mechanism that satisf
 an (ε, δ)-DP mechanism has ``P[M(D) ∈ E] ≤ e^ε P[M(D′) ∈ E] + δ`` for every event,
 in both directions. The audit **fails** iff ``ε_lb > claimed ε``; the claim is what
 :func:`dpmap.explain` plans for the same parameters (and what the manifest states).
+
+**Power.** The report also states ``epsilon_ceiling``, the largest ``ε_lb`` these runs
+could ever certify (all ``n`` evaluation runs in the event under one dataset, none under
+the other: ``ln((α'^{1/n} − δ) / (1 − α'^{1/n}))`` with ``α' = α/(2F)``), and
+``runs_needed``, the fewest runs whose ceiling exceeds the claim. An audit whose ceiling
+is not above the claimed ε cannot detect any violation, however large; its report says
+so in a WARNING line. Roughly, ``ε_lb ≤ ln(n / ln(1/α'))``: at α = 1e-6, 100 evaluation
+runs cannot show more than ≈ 1.7. Even with enough runs, a claim is only tested as far as
+some event separates the datasets: a Gaussian mechanism planned for (1, 1e-6) with ¼ of
+its noise is (1, 0.087)-DP and needs ≈ 10⁴ runs to be flagged (``tests/test_audit.py``).
 
 Two levels:
 
@@ -100,7 +130,9 @@ EXTREME = 10.0**15
 #: at most this many thresholds per observation when choosing events
 MAX_THRESHOLDS = 256
 
-FAMILIES = ("count", "sum", "suppression", "cells")
+FAMILIES = ("count", "sum", "suppression", "cells", "score")
+#: the observations pooled into the ``score`` family (see :func:`_score_observations`)
+SCORED = ("count", "sum")
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,6 +265,17 @@ class AuditReport:
     dataset: str
     manifest_epsilon: float | None = None
     notes: tuple[str, ...] = field(default=())
+    #: the largest ε_lb these runs could ever certify (every evaluation run in an event
+    #: under one dataset, none under the other, at the same levels)
+    epsilon_ceiling: float = math.inf
+    #: the fewest runs per dataset whose ceiling exceeds the claimed ε (same α and
+    #: selection share, every family measured)
+    runs_needed: int = 0
+
+    @property
+    def can_detect(self) -> bool:
+        """Whether these runs could certify a violation of the claim at all."""
+        return self.epsilon_ceiling > self.claimed_epsilon
 
     @property
     def passed(self) -> bool:
@@ -266,6 +309,9 @@ class AuditReport:
             "dataset": self.dataset,
             "manifest_epsilon": self.manifest_epsilon,
             "notes": list(self.notes),
+            "epsilon_ceiling": _json_number(self.epsilon_ceiling),
+            "can_detect": self.can_detect,
+            "runs_needed": self.runs_needed,
         }
 
     def __str__(self) -> str:
@@ -297,7 +343,17 @@ class AuditReport:
         lines += [
             "",
             f"  ε lower bound {self.epsilon_lb:.4f} vs claimed ε {self.claimed_epsilon:.6g}: {verdict}",
+            f"  power: the most these {self.evaluation_runs} evaluation runs could certify is "
+            f"ε = {self.epsilon_ceiling:.4f} (every run in the event under one dataset, none "
+            "under the other)",
         ]
+        if not self.can_detect:
+            lines.append(
+                f"  WARNING: that is not above the claimed ε = {self.claimed_epsilon:.6g}, so this "
+                "audit CANNOT detect a violation of the claim, however large; at least "
+                f"{self.runs_needed} runs are needed before any violation could show (several "
+                "times more to see a small one)"
+            )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -336,6 +392,8 @@ def _neighbours(
     background: int | None,
     adversary_records: int,
     adversary_cells: int | None,
+    rng: np.random.Generator,
+    shuffle: bool,
 ) -> _Setup:
     import h3
     import shapely
@@ -349,7 +407,12 @@ def _neighbours(
     empty = cells[-1]
     occupied = cells[:-1]
     n_targets = min(len(cells), adversary_cells or spec.max_cells + 1)
-    targets = [empty, *occupied[: n_targets - 1]]
+    # the main cells (occupied in D: visible in every mode, discovery included) first, then
+    # the empty cell; the records go to the main cells, one to each cell beyond max_cells
+    main = min(n_targets, spec.max_cells)
+    targets = [*occupied[:main], *([empty] if n_targets > main else []), *occupied[main:]][
+        :n_targets
+    ]
 
     per_person = 2  # background records per person, all in the home cell
     kept = min(per_person, spec.max_records_per_cell)
@@ -363,26 +426,54 @@ def _neighbours(
             for j in range(per_person):
                 v = lo + ((ci * 7 + i * 3 + j) % 5 + 3) * (hi - lo) / 10  # in [lo, hi]
                 rows.append((lat, lng, f"bg-{ci}-{i}", float(round(v))))
-    d = pd.DataFrame(rows, columns=["lat", "lng", "pid", "amount"])
+    columns = ["lat", "lng", "pid", "amount"]
+    d = pd.DataFrame(rows, columns=columns)
+    if shuffle:
+        d = d.iloc[rng.permutation(len(d))].reset_index(drop=True)
 
     extreme = EXTREME if abs(hi) >= abs(lo) else -EXTREME
-    adv = []
-    for r in range(adversary_records):
-        cell = targets[r % len(targets)]
-        lat, lng = h3.cell_to_latlng(cell)
-        adv.append((lat, lng, "adversary", extreme))
-    d_prime = pd.concat(
-        [d, pd.DataFrame(adv, columns=["lat", "lng", "pid", "amount"])], ignore_index=True
-    )
+    # one record in each cell beyond the main ones (so that the L0 bound is exceeded while
+    # the main cells are kept with probability ≥ 1 − (extra cells)/records under random
+    # selection: a nearly fixed contribution, the strongest test of the noise), the rest
+    # spread over the main cells (far above the L∞ bound)
+    extra = n_targets - main
+    if adversary_records < n_targets:
+        raise SpecError(
+            f"adversary_records={adversary_records} cannot cover the adversary's {n_targets} "
+            f"cells; pass adversary_records ≥ {n_targets} (or fewer adversary_cells)"
+        )
+    per_target = [0] * n_targets
+    for r in range(max(adversary_records - extra, 0)):
+        per_target[r % main] += 1
+    for t in range(main, n_targets):
+        per_target[t] = 1
+    adv = [
+        (*h3.cell_to_latlng(cell), "adversary", extreme)
+        for cell, k in zip(targets, per_target, strict=True)
+        for _ in range(k)
+    ]
+    adv_df = pd.DataFrame(adv, columns=columns).iloc[rng.permutation(len(adv))]
+    # D′: D's rows in the same order with the adversary's rows at random positions among
+    # them (one draw per audit: every run tests the same neighbouring pair)
+    n = len(d) + len(adv_df)
+    at = np.sort(rng.choice(n, size=len(adv_df), replace=False))
+    mine = np.zeros(n, dtype=bool)
+    mine[at] = True
+    order = np.empty(n, dtype=np.int64)
+    order[~mine] = np.arange(len(d))
+    order[mine] = len(d) + np.arange(len(adv_df))
+    d_prime = pd.concat([d, adv_df], ignore_index=True).iloc[order].reset_index(drop=True)
     dataset = (
         f"{background} persons × {per_person} records in each of {len(occupied)} of the "
         f"{len(cells)} cells of a resolution-{finest} disk around ({centre[0]}, {centre[1]}); "
-        "the seventh cell empty"
+        "the seventh cell empty" + ("; rows shuffled" if shuffle else "")
     )
+    spread = " + ".join(str(k) for k in per_target)
     adversary = (
-        f"one person with {adversary_records} records over {len(targets)} cells "
-        f"(the empty one first; the bounds keep {spec.max_cells} cell(s) × "
-        f"{spec.max_records_per_cell} record(s)), values {extreme:+.0e}"
+        f"one person with {len(adv)} records ({spread}) in {len(targets)} cells"
+        + (" (the last one empty in D)" if extra else "")
+        + f", at random positions among D's rows; the bounds keep {spec.max_cells} cell(s) × "
+        f"{spec.max_records_per_cell} record(s); values {extreme:+.0e}"
     )
     return _Setup(
         region=None if discovery else region,
@@ -529,13 +620,20 @@ def _hits(x: np.ndarray, op: str, t: float) -> int:
 
 
 def _thresholds(pooled: np.ndarray) -> np.ndarray:
+    """Candidate thresholds: midway between consecutive distinct values of the selection
+    runs (at most :data:`MAX_THRESHOLDS`), so that a threshold separating the selection
+    runs lies in the middle of the gap rather than on its edge, where about one evaluation
+    run in (selection runs + 1) would fall on the wrong side. Between "absent" (−∞) and the
+    smallest value seen: that value − 1."""
     uniq = np.unique(pooled)
-    if len(uniq) <= MAX_THRESHOLDS:
-        return uniq
-    # quantiles, denser in the tails (where the likelihood ratio is largest)
-    u = np.linspace(-1, 1, MAX_THRESHOLDS)
-    q = 0.5 + 0.5 * np.sign(u) * np.abs(u) ** 2
-    return np.unique(np.quantile(pooled, q, method="nearest"))
+    if len(uniq) > MAX_THRESHOLDS + 1:
+        # quantiles, denser in the tails (where the likelihood ratio is largest)
+        u = np.linspace(-1, 1, MAX_THRESHOLDS + 1)
+        q = 0.5 + 0.5 * np.sign(u) * np.abs(u) ** 2
+        uniq = np.unique(np.quantile(pooled, q, method="nearest"))
+    left, right = uniq[:-1], uniq[1:]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(left), (left + right) / 2, right - 1.0)
 
 
 def _choose(
@@ -544,7 +642,12 @@ def _choose(
     names: list[str],
     delta: float,
     z: float,
+    n_eval: int,
 ) -> _Event | None:
+    """The event with the best predicted bound on ``n_eval`` evaluation runs: each side's
+    hit rate on the selection runs (smoothed by ½ a hit, so that 0 of a few runs is not
+    taken for certain) scaled to ``n_eval`` runs, then Wilson bounds at the audit's level
+    — the bound the event would get if the evaluation runs behaved like the selection."""
     best: _Event | None = None
     for name in names:
         a0, a1 = np.sort(obs0[name]), np.sort(obs1[name])
@@ -559,8 +662,8 @@ def _choose(
         le1 = np.searchsorted(a1, t, side="right")
         for op, k0, k1 in ((">=", ge0, ge1), ("<=", le0, le1)):
             for numerator, kn, kd, nn, nd in ((1, k1, k0, n1, n0), (0, k0, k1, n0, n1)):
-                lo, _ = _wilson(kn.astype(np.float64), nn, z)
-                _, hi = _wilson(kd.astype(np.float64), nd, z)
+                lo, _ = _wilson((kn + 0.5) / (nn + 1) * n_eval, n_eval, z)
+                _, hi = _wilson((kd + 0.5) / (nd + 1) * n_eval, n_eval, z)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     score = np.where(lo > delta, np.log((lo - delta) / hi), -np.inf)
                 i = _plateau_middle(score, int(np.argmax(score)))
@@ -582,9 +685,11 @@ def _plateau_middle(score: np.ndarray, i: int) -> int:
 
 
 def _describe(ev: _Event, targets: list[str]) -> str:
-    rest = ev.observation.split(":", 1)[1]
+    fam, rest = ev.observation.split(":", 1)
     who = "D′ (with the adversary)" if ev.numerator == 1 else "D (without)"
-    if ":min_without[" in rest:
+    if fam == "score":
+        what = f"pooled {'Laplace' if rest == 'laplace' else 'Gaussian'} log-likelihood score"
+    elif ":min_without[" in rest:
         base, j = rest.split(":min_without[", 1)
         what = f"min of {base} over the adversary's cells other than #{j.rstrip(']')}"
     elif "[" in rest:
@@ -639,6 +744,74 @@ def _stack(observations: list[dict[str, float]], names: list[str]) -> dict[str, 
     }
 
 
+def _score_observations(
+    obs0: dict[str, np.ndarray], obs1: dict[str, np.ndarray], names: list[str], n_sel: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Two pooled observations per run: the sum over every count and sum observation of
+    its log-likelihood ratio, as if it were Laplace (``score:laplace``) or Gaussian
+    (``score:linear``) noise around the medians of the two datasets.
+
+    One threshold on a single observation sees only the share of ε spent on that
+    statistic (and one cell); the likelihood ratio of everything the observer sees is
+    the most powerful test (Neyman–Pearson), and these sums approximate it. Their
+    centres and spreads come from the *selection* runs only, so the score is a fixed
+    function when the evaluation runs are measured: the guarantee is unchanged.
+    Absent values (−∞) count as one below the smallest value seen.
+    """
+    lap = [np.zeros(len(next(iter(o.values())))) if o else np.zeros(0) for o in (obs0, obs1)]
+    lin = [x.copy() for x in lap]
+    used = 0
+    for name in names:
+        if name.split(":", 1)[0] not in SCORED:
+            continue
+        sel = np.concatenate([obs0[name][:n_sel], obs1[name][:n_sel]])
+        finite = sel[np.isfinite(sel)]
+        if finite.size == 0:
+            continue
+        floor = float(finite.min()) - 1.0
+        y = [np.where(np.isfinite(o[name]), o[name], floor) for o in (obs0, obs1)]
+        m0, m1 = float(np.median(y[0][:n_sel])), float(np.median(y[1][:n_sel]))
+        if m0 == m1:
+            continue
+        gap = abs(m1 - m0)
+        mad = (np.abs(y[0][:n_sel] - m0).mean() + np.abs(y[1][:n_sel] - m1).mean()) / 2
+        var = (y[0][:n_sel].var() + y[1][:n_sel].var()) / 2
+        b = max(float(mad), 1e-6 * gap)
+        v = max(float(var), (1e-6 * gap) ** 2)
+        for w in (0, 1):
+            lap[w] += (np.abs(y[w] - m0) - np.abs(y[w] - m1)) / b
+            lin[w] += (y[w] - (m0 + m1) / 2) * (m1 - m0) / v
+        used += 1
+    if not used:
+        return {}
+    return {"score:laplace": (lap[0], lap[1]), "score:linear": (lin[0], lin[1])}
+
+
+def epsilon_ceiling(evaluation_runs: int, a_side: float, delta: float = 0.0) -> float:
+    """The largest ε lower bound an audit can report with ``evaluation_runs`` runs per
+    dataset and one-sided level ``a_side``: every run in the event under one dataset,
+    none under the other, ``ln((CP_lower(n, n) − δ) / CP_upper(0, n))`` (0 if not positive)."""
+    u = a_side ** (1.0 / evaluation_runs)  # CP_lower(n, n, a) = a^(1/n) = 1 − CP_upper(0, n, a)
+    if u - delta <= 0 or u >= 1:
+        return 0.0
+    return max(0.0, math.log((u - delta) / (1.0 - u)))
+
+
+def runs_needed(epsilon: float, a_side: float, delta: float, selection_fraction: float) -> int:
+    """The fewest runs per dataset whose ceiling (:func:`epsilon_ceiling`) exceeds ``epsilon``,
+    with the same levels and the same share of selection runs."""
+    target = (math.exp(epsilon) + delta) / (1.0 + math.exp(epsilon))  # u > target
+    n_eval = math.floor(math.log(a_side) / math.log(target)) + 1
+    runs = max(4, math.floor(n_eval / (1 - selection_fraction)) - 2)
+    while runs - _selection_runs(runs, selection_fraction) < n_eval:
+        runs += 1
+    return runs
+
+
+def _selection_runs(runs: int, selection_fraction: float) -> int:
+    return max(2, min(runs - 2, round(runs * selection_fraction)))
+
+
 # ---------------------------------------------------------------------------------------
 # the audit
 
@@ -653,11 +826,13 @@ def audit(
     noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
     | None = None,
     batch: int = 64,
-    selection_fraction: float = 0.5,
+    selection_fraction: float = 0.2,
     background: int | None = None,
-    adversary_records: int = 50,
+    adversary_records: int = 200,
     adversary_cells: int | None = None,
     centre: tuple[float, float] = DEFAULT_CENTRE,
+    data_seed: int | None = None,
+    shuffle: bool = False,
     progress: Callable[[int, int], None] | None = None,
     **params: Any,
 ) -> AuditReport:
@@ -688,6 +863,10 @@ def audit(
     background, adversary_records, adversary_cells, centre
         The synthetic data (see the module docstring); ``adversary_cells`` (1..7) defaults
         to ``max_cells + 1``.
+    data_seed, shuffle
+        Seed of the audit's own randomness (where the adversary's rows go among ``D``'s;
+        ``None``: fresh from the OS, recorded in the report), and whether ``D``'s rows are
+        shuffled too. Never the noise, which OpenDP draws in every release.
     **params
         Release parameters (``resolution``, ``epsilon``, ``delta``, ``mechanism``,
         ``bounds``, ``max_cells``, ``max_records_per_cell``, ``suppress_below``,
@@ -697,7 +876,8 @@ def audit(
     -------
     AuditReport
         ``claimed_epsilon``, ``claimed_delta``, ``epsilon_lb``, ``passed``, the best
-        event per family, the runs and the time taken.
+        event per family, the power (``epsilon_ceiling``, ``can_detect``,
+        ``runs_needed``), the runs and the time taken.
     """
     from . import explain
     from .release import release as dpmap_release
@@ -734,6 +914,14 @@ def audit(
         raise SpecError(f"adversary_cells must be a whole number 1..7, got {adversary_cells!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise SpecError(f"batch must be a whole number ≥ 1, got {batch!r}")
+    if data_seed is not None and (
+        isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0
+    ):
+        raise SpecError(f"data_seed must be a whole number ≥ 0 or None (fresh), got {data_seed!r}")
+    # the synthetic data's own randomness (where the adversary's rows go): never the noise,
+    # which OpenDP draws inside every release
+    seeds = np.random.SeedSequence(data_seed)
+    rng = np.random.default_rng(seeds)
 
     kwargs = dict(params)
     if kwargs.get("bounds") is not None:
@@ -776,6 +964,8 @@ def audit(
         background=background,
         adversary_records=adversary_records,
         adversary_cells=adversary_cells,
+        rng=rng,
+        shuffle=bool(shuffle),
     )
     kwargs["region"] = setup.region
     root = ex.adaptive["root_resolution"] if ex.adaptive else None
@@ -800,7 +990,10 @@ def audit(
         obs0, obs1 = _mechanism_runs(spec, setup, observer, runs, noise_fn, batch, progress)
         names = sorted(obs0)
 
-    n_sel = max(2, min(runs - 2, round(runs * selection_fraction)))
+    n_sel = _selection_runs(runs, selection_fraction)
+    for key, (s0, s1) in _score_observations(obs0, obs1, names, n_sel).items():
+        obs0[key], obs1[key] = s0, s1
+        names.append(key)
     sel0, sel1 = {k: v[:n_sel] for k, v in obs0.items()}, {k: v[:n_sel] for k, v in obs1.items()}
     ev0, ev1 = {k: v[n_sel:] for k, v in obs0.items()}, {k: v[n_sel:] for k, v in obs1.items()}
 
@@ -821,11 +1014,16 @@ def audit(
     for fam in FAMILIES:
         if fam not in fams:
             continue
-        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z)
+        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z, runs - n_sel)
         if ev is None:  # pragma: no cover - a varying observation always yields an event
             continue
         results.append(_measure(ev, ev0, ev1, claimed_delta, a_side, fam, setup.targets))
     eps_lb = max((r.epsilon_lb for r in results), default=0.0)
+    ceiling = epsilon_ceiling(runs - n_sel, a_side, claimed_delta)
+    # at the level of every family measured: enough whichever observations vary
+    needed = runs_needed(
+        claimed_eps, alpha / (2 * len(FAMILIES)), claimed_delta, selection_fraction
+    )
     notes = []
     if manifest_eps is not None and not math.isclose(manifest_eps, claimed_eps, rel_tol=1e-9):
         notes.append(
@@ -834,6 +1032,8 @@ def audit(
         )
     public_params = {k: v for k, v in kwargs.items() if k not in ("region",)}
     public_params["discovery"] = discovery
+    public_params["data_seed"] = seeds.entropy
+    public_params["shuffle"] = bool(shuffle)
     return AuditReport(
         mode=mode_name,
         level=level,
@@ -851,6 +1051,8 @@ def audit(
         dataset=setup.dataset,
         manifest_epsilon=manifest_eps,
         notes=tuple(notes),
+        epsilon_ceiling=ceiling,
+        runs_needed=needed,
     )
 
 

@@ -919,9 +919,9 @@ def audit_cmd(
 ) -> None:
     """Audit the privacy of a release configuration empirically, on SYNTHETIC data.
 
-    Builds a tiny public region (an H3 cell and its six neighbours near 39.1 N, 116.15 E), a dataset D (ten persons with two records in six of the cells) and D′ = D plus one adversarial person (50 records over max-cells + 1 cells, extreme values), and runs the release --runs times on each.
+    Builds a tiny public region (an H3 cell and its six neighbours near 39.1 N, 116.15 E), a dataset D (ten persons with two records in six of the cells) and D′ = D plus one adversarial person (200 records, all but one in max-cells cells and one in one more cell, at random positions among D's rows, extreme values), and runs the release --runs times on each.
 
-    The best separating events (count, sum, suppression, published cells) are chosen on half of the runs and measured on the other half; the result is a (1 − alpha)-confidence lower bound on ε, printed beside the claimed ε.
+    The best separating events (count, sum, suppression, published cells, a pooled likelihood-ratio score) are chosen on a fifth of the runs and measured on the rest; the result is a (1 − alpha)-confidence lower bound on ε, printed beside the claimed ε and beside the most the runs could ever certify (with a warning when that is not above the claim).
 
     Exit status 1 if the bound exceeds the claim (the release leaks more than it says), 0 otherwise.
 
