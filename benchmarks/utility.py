@@ -77,7 +77,8 @@ Options after ``/`` (several allowed): ``split=geometric|even|w1,w2,..`` (level_
 
 UG: m = ⌈√(N·ε/10)⌉ cells per side, Lap(1/ε). AG: m₁ = max(10, ⌈¼√(N·ε/10)⌉), level-1 noise
 scale 1/(αε), α = 0.5; m₂ = 1 if the noisy count N′ ≤ 0 else ⌈√(N′(1−α)ε/5)⌉; sub-cells
-noise scale 1/((1−α)ε); then the constrained-inference step of METHODS.md. Both use
+noise scale 1/((1−α)ε); then AG's constrained inference (weighted least squares between
+the two levels, as in Hay et al. 2010). Both use
 ``opendp.prelude.make_laplace`` on integer count vectors (discrete Laplace).
 
 Notes
