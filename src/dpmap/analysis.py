@@ -79,7 +79,19 @@ _STATS = ("count", "sum")
 #: polygons are densified to this edge length (degrees) before their area is measured
 _SEGMENT_DEG = 0.05
 #: columns produced by aggregate_to that are not keys
-_RESULT_COLUMNS = {"category", "count", "count_moe", "sum", "sum_moe", "coverage", "cells"}
+_RESULT_COLUMNS = {
+    "category",
+    "count",
+    "count_moe",
+    "count_lo",
+    "count_hi",
+    "sum",
+    "sum_moe",
+    "sum_lo",
+    "sum_hi",
+    "coverage",
+    "cells",
+}
 _CHUNK = 64  # weight vectors per run of the hierarchical variance
 #: shares of a cell below this (or above 1 minus this) are floating-point slivers of a shared edge
 _SNAP = 1e-6
@@ -127,6 +139,7 @@ class _Rows:
     hier: _Hier | None
     value_name: str | None
     forest: _Forest | None = None
+    value_bounds: tuple[float, float] | None = None  # public bounds of the summed value
 
     @property
     def ncat(self) -> int:
@@ -262,7 +275,13 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
         hier=hier,
         value_name=(m.get("contribution_bounds") or {}).get("value"),
         forest=forest,
+        value_bounds=_bounds_of(m),
     )
+
+
+def _bounds_of(m: dict[str, Any]) -> tuple[float, float] | None:
+    b = (m.get("contribution_bounds") or {}).get("bounds")
+    return (float(b[0]), float(b[1])) if b else None
 
 
 def _forest_of(
@@ -416,6 +435,64 @@ def _margins(
     if single is not None and stat in rows.exact_moe:
         moe = np.where(single[:, None], rows.exact_moe[stat], moe)
     return moe
+
+
+def _value_range(rows: _Rows) -> tuple[float, float]:
+    """The range every record's published value lies in: the public bounds, widened to
+    whole units (values are clamped to the bounds, then rounded half up)."""
+    if rows.value_bounds is None:
+        return (-math.inf, math.inf)
+    a, b = rows.value_bounds
+    return (float(math.floor(a)), float(math.ceil(b)))
+
+
+def _interval(
+    rows: _Rows, stat: str, cell: np.ndarray, group: np.ndarray, whole: np.ndarray, ngroups: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An honest 95% interval for each polygon's true total: the apportioning error of the
+    cells its border splits and the noise, as ``(lo, hi)`` arrays (ngroups, ncat).
+
+    Every record lies in exactly one cell, so a polygon's true count T lies between L,
+    the true count of the cells wholly inside it, and U, that of every cell touching it.
+    ``lo = L̂ − m(L)`` and ``hi = Û + m(U)``, with m the one-sided 97.5% margin (z = 1.96 ·
+    the exact standard deviation of the noisy total, or OpenDP's exact margin of one whole
+    cell of a flat release): P(T < lo) ≤ P(L < L̂ − m(L)) ≤ 2.5% and P(T > hi) ≤ 2.5%, so
+    the interval misses T with probability at most 5% (union bound; it is conservative,
+    more so the more records the border cells hold). Both ends are then moved to the
+    range T can take (a count is ≥ 0), which can only help coverage.
+
+    Sums of values in ``[a, b]``: with a ≥ 0 the same bounds hold (S_inside ≤ S ≤
+    S_touching); with b ≤ 0 they swap. When a < 0 < b the records of the border cells can
+    pull either way, so ``S_inside + a·C_border ≤ S ≤ S_inside + b·C_border`` with
+    C_border the count of the border cells (its noise is independent of the sum's).
+    """
+    inner = whole.nonzero()[0]
+    ones = np.ones(len(cell))
+    n_in = np.bincount(group[inner], minlength=ngroups)
+    n_all = np.bincount(group, minlength=ngroups)
+    low_v, high_v = _value_range(rows) if stat == "sum" else (0.0, math.inf)
+
+    def total(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _totals(rows, stat, cell[sel], group[sel], ones[sel], ngroups)
+
+    def one_sided(var: np.ndarray, n: np.ndarray) -> np.ndarray:
+        return _margins(rows, stat, var, n == 1)
+
+    inside, var_in = total(inner)
+    if low_v >= 0 or high_v <= 0:
+        touching, var_all = total(np.arange(len(cell)))
+        lo_in = inside - one_sided(var_in, n_in)
+        hi_in = inside + one_sided(var_in, n_in)
+        lo_all = touching - one_sided(var_all, n_all)
+        hi_all = touching + one_sided(var_all, n_all)
+        if low_v >= 0:
+            return np.maximum(lo_in, 0.0), np.maximum(hi_all, 0.0)
+        return np.minimum(lo_all, 0.0), np.minimum(hi_in, 0.0)
+    border = (~whole).nonzero()[0]
+    c_border, c_var = _totals(rows, "count", cell[border], group[border], ones[border], ngroups)
+    lo = inside + low_v * c_border - Z95 * np.sqrt(var_in + low_v**2 * c_var)
+    hi = inside + high_v * c_border + Z95 * np.sqrt(var_in + high_v**2 * c_var)
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------------------
@@ -612,11 +689,15 @@ def aggregate_to(
     if rows.categories is not None:
         data["category"] = np.tile(np.asarray(rows.categories, dtype=object), npoly)
     empty = np.repeat(ncells == 0, ncat)
+    whole = weight == 1.0  # cells wholly inside their polygon (weights are snapped)
     for stat in rows.stats:
         est, var = _totals(rows, stat, cell, group, weight, npoly)
         moe = _margins(rows, stat, var, single)
+        lo, hi = _interval(rows, stat, cell, group, whole, npoly)
         data[stat] = np.where(empty, np.nan, est.reshape(-1))
         data[f"{stat}_moe"] = np.where(empty, np.nan, moe.reshape(-1))
+        data[f"{stat}_lo"] = np.where(empty, np.nan, lo.reshape(-1))
+        data[f"{stat}_hi"] = np.where(empty, np.nan, hi.reshape(-1))
     data["coverage"] = np.repeat(coverage, ncat)
     data["cells"] = np.repeat(ncells, ncat).astype(np.int64)
     out = gpd.GeoDataFrame(data, geometry=np.repeat(polys, ncat), crs="EPSG:4326")
