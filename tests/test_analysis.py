@@ -9,6 +9,7 @@ least 6 standard errors (the arithmetic is stated next to each), so they cannot 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -1038,6 +1039,76 @@ def test_plan_resolution_picks_the_finest_that_meets_the_target() -> None:
         dpmap.plan_resolution(target_moe=0.5, epsilon=0.01, area_km2=1e6)
 
 
+def _disc(lat: float, lng: float, radius_km: float) -> Any:
+    az = np.linspace(0.0, 360.0, 256, endpoint=False)
+    lons, lats, _ = GEOD.fwd(
+        np.full(256, lng), np.full(256, lat), az, np.full(256, radius_km * 1000.0)
+    )
+    return shapely.Polygon(np.column_stack([lons, lats]))
+
+
+@pytest.mark.parametrize("radius_km,resolution", [(2.0, 7), (5.0, 7), (5.0, 8), (12.0, 6)])
+def test_plan_border_share_matches_real_h3_overlays(radius_km: float, resolution: int) -> None:
+    """The planner's border share (records in cells cut by an area's border per record in
+    the area, from public geometry only) against real H3 cells around discs near the test
+    region, measured as (cells cut by the disc's border) x their mean area / the disc's
+    area (geodesic areas, independent of dpmap's projection). The planner uses the average cell (larger than cells at 39° N),
+    so it may overstate the share; it must not understate it by more than 25%, nor overstate
+    it by more than 2×."""
+    rng = np.random.default_rng(24)
+    measured = []
+    for _ in range(4):
+        disc = _disc(39.1 + rng.uniform(-0.05, 0.05), 116.15 + rng.uniform(-0.05, 0.05), radius_km)
+        cells = list(h3.geo_to_cells(disc.buffer(0.3).__geo_interface__, resolution))
+        polys = np.array([cell_polygon(c) for c in cells])
+        shared = np.array([_geo_area(disc.intersection(p)) / _geo_area(p) for p in polys])
+        cut = (shared > 1e-6) & (shared < 1 - 1e-6)
+        mean_cell = np.mean([_geo_area(p) for p in polys])
+        measured.append(cut.sum() * mean_cell / _geo_area(disc))
+    area = math.pi * radius_km**2
+    plan = dpmap.plan_epsilon(target_moe=1e6, resolution=resolution, area_km2=area)
+    assert plan.border_share is not None and plan.perimeter_km == pytest.approx(
+        2 * math.pi * radius_km
+    )
+    assert 0.75 * np.mean(measured) <= plan.border_share <= 2.0 * np.mean(measured)
+    assert "cells cut by the area's border hold about" in str(plan)
+
+
+def test_plan_resolution_weighs_noise_against_the_border_error() -> None:
+    """Finer cells: more noise; coarser cells: more records in cells cut by the border.
+    With a public guess of the area's total the plan targets the expected half-width of
+    [count_lo, count_hi] and picks a coarser resolution than the noise alone would."""
+    noise_only = dpmap.plan_resolution(target_moe=45, epsilon=1.0, area_km2=200)
+    assert noise_only.expected_total is None and noise_only.resolution == 8
+    plan = dpmap.plan_resolution(target_moe=45, epsilon=1.0, area_km2=200, expected_total=50)
+    assert plan.resolution == 7 and plan.expected_total == 50 and plan.moe <= 45
+    noise = dpmap.explain(region=REGION, resolution=7, epsilon=1.0).plan.statistics["count"]
+
+    def halfwidth(r: int) -> float:
+        return analysis._interval_halfwidth(noise, 200.0, 2 * math.sqrt(math.pi * 200), r, 50)[0]
+
+    assert plan.moe == pytest.approx(halfwidth(7)) and halfwidth(8) > 45
+    shares = [analysis._border_geometry(200.0, 50.13, r)[2] for r in range(4, 10)]
+    assert all(a > b for a, b in itertools.pairwise(shares))  # coarser: larger
+    text = str(plan)
+    assert "expected 95% interval (noise and cells cut by the border)" in text
+    assert "expected in cells cut by the border" in text and json.dumps(plan.as_dict())
+    # a longer border (a non-compact district) cuts more cells
+    long = dpmap.plan_epsilon(
+        target_moe=1e4, resolution=7, area_km2=200, expected_total=50, perimeter_km=150
+    )
+    assert plan.border_share is not None and long.border_share is not None
+    assert long.border_share > 2 * plan.border_share
+    # when no resolution can do it, the error says which is closest and why
+    with pytest.raises(dpmap.SpecError, match=r"narrowest expected 95% interval .* no ε helps"):
+        dpmap.plan_resolution(target_moe=30, epsilon=1.0, area_km2=200, expected_total=5000)
+    # plan_epsilon: the border part does not shrink with ε
+    with pytest.raises(dpmap.SpecError, match="whatever ε"):
+        dpmap.plan_epsilon(target_moe=60, resolution=6, area_km2=200, expected_total=1000)
+    eps = dpmap.plan_epsilon(target_moe=60, resolution=8, area_km2=200, expected_total=100)
+    assert eps.moe <= 60 and eps.noise_moe is not None and eps.noise_moe < eps.moe
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
@@ -1049,6 +1120,20 @@ def test_plan_resolution_picks_the_finest_that_meets_the_target() -> None:
         (dict(target_moe=5, resolution=12), "resolution"),
         (dict(target_moe=5, area_km2=-1), "area_km2 must be > 0"),
         (dict(target_moe=5, no_such_option=1), "no_such_option"),
+        (dict(target_moe=5, expected_total=100), "pass area_km2= too"),
+        (dict(target_moe=5, area_km2=100, perimeter_km=1), "shorter than any shape"),
+        (dict(target_moe=5, area_km2=100, expected_total=-1), "expected_total must be"),
+        (
+            dict(
+                target_moe=500,
+                area_km2=100,
+                expected_total=10,
+                statistic="sum",
+                value="v",
+                bounds=(-5, 5),
+            ),
+            "values ≥ 0",
+        ),
     ],
 )
 def test_plan_epsilon_errors(kw: dict[str, Any], match: str) -> None:

@@ -1375,7 +1375,16 @@ class EpsilonPlan:
 
     ``moe`` is the 95% margin of error reached (≤ ``target_moe``): of one cell's value, or
     with ``area_km2`` of the total over an area of that size (``cells`` cells of average
-    size at ``resolution``).
+    size at ``resolution``). With ``expected_total`` it is the expected half-width of the
+    honest 95% interval ``[count_lo, count_hi]`` of :func:`aggregate_to` for that area,
+    which adds the records of the cells its border cuts to the noise; ``noise_moe`` is
+    then the noise-only margin.
+
+    ``border_share`` (with ``area_km2``): the expected records in the cells cut by the
+    area's border per record in the area, if records are spread evenly — from the public
+    geometry only (the area, its ``perimeter_km`` and the average cell at ``resolution``):
+    the width of the interval for the area's true total, U − L, is about
+    ``border_share × total``.
     """
 
     epsilon: float
@@ -1387,6 +1396,10 @@ class EpsilonPlan:
     delta: float
     area_km2: float | None = None
     cells: float | None = None
+    border_share: float | None = None
+    perimeter_km: float | None = None
+    expected_total: float | None = None
+    noise_moe: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -1406,10 +1419,33 @@ class EpsilonPlan:
         )
         delta = f", δ = {self.delta:.3g}" if self.delta else ""
         levels = "/".join(map(str, res)) if isinstance(res, tuple) else str(res)
-        return (
-            f"ε = {self.epsilon:.4g}{delta} ({self.mechanism}) gives a 95% margin of error of "
+        what = (
+            "a 95% margin of error"
+            if self.expected_total is None
+            else "an expected 95% interval (noise and cells cut by the border)"
+        )
+        text = (
+            f"ε = {self.epsilon:.4g}{delta} ({self.mechanism}) gives {what} of "
             f"±{self.moe:.4g} (target ±{self.target_moe:.4g}) on {where} at H3 resolution {levels} "
             f"(average cell {_fmt_area(grid.average_cell_area_km2(finest))} km²)"
+        )
+        if self.border_share is None:
+            return text
+        share = (
+            f"{self.border_share:.0%}" if self.border_share < 10 else f"{self.border_share:.3g}×"
+        )
+        if self.expected_total is None:
+            return text + (
+                f"; that margin covers the noise only: the cells cut by the area's border hold "
+                f"about {share} as many records as the area (even spread assumed), which widens "
+                "the 95% interval for its true total (count_lo … count_hi of aggregate_to); pass "
+                "expected_total= to plan for that interval"
+            )
+        border = self.border_share * self.expected_total
+        return text + (
+            f": noise ±{self.moe - border / 2:.4g} plus half the ≈{border:.4g} expected in cells "
+            f"cut by the border ({share} of the {self.expected_total:.4g} expected in the area, "
+            "even spread assumed)"
         )
 
 
@@ -1454,6 +1490,39 @@ def _margin(noise: Any, cells: float | None) -> float:
     return float(Z95 * math.sqrt(cells * noise.variance))
 
 
+def _border_geometry(area: float, perimeter: float, r: int) -> tuple[float, float, float]:
+    """Expected numbers of cells touching and wholly inside an area, and its border share
+    ((touching − inside) × cell area / area), from public geometry only.
+
+    The cells are taken as regular hexagons of the average area ``a`` at ``r`` (half mean
+    width ρ = 3e/π, e the edge), the area as a shape of ``area`` and ``perimeter`` placed
+    at random: E[cells touching] = (area + perimeter·ρ + a) / a (Steiner's formula for
+    the Minkowski sum; exact for a disc), E[cells inside] ≈ (area − perimeter·ρ + a) / a
+    when the area is wide enough to hold a cell (area > perimeter·ρ/2), else 0. Checked
+    against H3 overlays of discs of 1-20 km radius at resolutions 5-8: the share is within
+    about 20% (H3 cells away from the equator are smaller than average, which the
+    average-cell figure overstates, i.e. conservatively)."""
+    ac = grid.average_cell_area_km2(r)
+    rho = 3 * math.sqrt(2 * ac / (3 * math.sqrt(3))) / math.pi
+    touching = (area + perimeter * rho + ac) / ac
+    inside = max(0.0, (area - perimeter * rho + ac) / ac) if area > perimeter * rho / 2 else 0.0
+    return touching, inside, (touching - inside) * ac / area
+
+
+def _interval_halfwidth(
+    noise: Any, area: float, perimeter: float, r: int, expected_total: float
+) -> tuple[float, float]:
+    """(expected half-width of [lo, hi], border share) for a roll-up of ``area`` at ``r``:
+    ½·(E[U − L] + m(L) + m(U)) with E[U − L] = expected_total × border share and m the
+    one-sided 97.5% noise margins of the cells inside and touching (normal approximation)."""
+    touching, inside, share = _border_geometry(area, perimeter, r)
+
+    def m(n: float) -> float:
+        return n * float(noise.moe95) if n <= 1 else Z95 * math.sqrt(n * noise.variance)
+
+    return 0.5 * (expected_total * share + m(inside) + m(touching)), share
+
+
 def _check_target(target_moe: Any, area_km2: Any) -> tuple[float, float | None]:
     target = _finite(target_moe, "target_moe")
     if target <= 0:
@@ -1466,6 +1535,48 @@ def _check_target(target_moe: Any, area_km2: Any) -> tuple[float, float | None]:
     return target, area
 
 
+def _check_border(
+    area: float | None,
+    perimeter_km: Any,
+    expected_total: Any,
+    statistic: str,
+    params: dict[str, Any],
+) -> tuple[float | None, float | None]:
+    """(perimeter, expected_total), checked; the perimeter defaults to a disc's."""
+    if area is None:
+        if perimeter_km is not None or expected_total is not None:
+            raise SpecError(
+                "perimeter_km= and expected_total= describe the area whose total is planned; "
+                "pass area_km2= too"
+            )
+        return None, None
+    shortest = 2 * math.sqrt(math.pi * area)  # a disc: the shortest border for the area
+    perimeter = shortest
+    if perimeter_km is not None:
+        perimeter = _finite(perimeter_km, "perimeter_km")
+        if perimeter < shortest * (1 - 1e-9):
+            raise SpecError(
+                f"perimeter_km={perimeter_km!r} is shorter than any shape of {area:g} km² can have "
+                f"(a disc's, {shortest:.4g} km); pass the length of the area's border in km"
+            )
+    total = None
+    if expected_total is not None:
+        total = _finite(expected_total, "expected_total")
+        if total < 0:
+            raise SpecError(
+                f"expected_total must be ≥ 0 (a rough public guess of the area's true total), "
+                f"got {expected_total!r}"
+            )
+        bounds = params.get("bounds")
+        if statistic == "sum" and bounds is not None and float(bounds[0]) < 0:
+            raise SpecError(
+                "expected_total= plans the border error of sums of values ≥ 0; with bounds "
+                f"{tuple(bounds)} the border cells' records can pull either way: plan the count "
+                "(statistic='count') instead"
+            )
+    return perimeter, total
+
+
 def plan_epsilon(
     *,
     target_moe: float,
@@ -1473,6 +1584,8 @@ def plan_epsilon(
     statistic: str = "count",
     area_km2: float | None = None,
     rtol: float = 1e-6,
+    expected_total: float | None = None,
+    perimeter_km: float | None = None,
     **params: Any,
 ) -> EpsilonPlan:
     """The smallest ε whose 95% margin of error meets ``target_moe``, without data.
@@ -1489,7 +1602,16 @@ def plan_epsilon(
     area_km2
         Optional: target the margin of the *total* over an area of this size instead of
         one cell. With n = area_km2 / average cell area at ``resolution`` (at least 1),
-        the margin is 1.96·√(n·var) (independent noise per cell, normal approximation).
+        the margin is 1.96·√(n·var) (independent noise per cell, normal approximation) —
+        the noise only. The plan's ``border_share`` says how much the cells cut by the
+        area's border widen the honest interval for its true total.
+    expected_total, perimeter_km
+        With ``area_km2``: a rough public guess of the area's true total (e.g. from last
+        year's published figures; never the private data) makes the target apply to the
+        expected half-width of the honest interval ``[count_lo, count_hi]`` of
+        :func:`aggregate_to`, noise *and* cells cut by the border (see
+        :func:`plan_resolution`). ``perimeter_km``: the length of the area's border
+        (default: a disc's, the shortest possible; real districts have longer borders).
     resolution
         H3 resolution (a list plans a hierarchical release, judged by the finest level's
         noise before consistency, an upper bound). ``None`` together with ``epsilon=`` and
@@ -1507,7 +1629,13 @@ def plan_epsilon(
             )
         eps = params.pop("epsilon")
         return plan_resolution(
-            target_moe=target_moe, epsilon=eps, area_km2=area_km2, statistic=statistic, **params
+            target_moe=target_moe,
+            epsilon=eps,
+            area_km2=area_km2,
+            statistic=statistic,
+            expected_total=expected_total,
+            perimeter_km=perimeter_km,
+            **params,
         )
     if "epsilon" in params:
         raise SpecError(
@@ -1517,16 +1645,33 @@ def plan_epsilon(
     if not 0 < rtol < 0.1:
         raise SpecError(f"rtol must be in (0, 0.1), got {rtol!r}")
     params = _plan_spec(params, statistic)
+    perimeter, total = _check_border(area, perimeter_km, expected_total, statistic, params)
     if area is not None and isinstance(resolution, (list, tuple)):
         raise SpecError(
             "area_km2 plans the total over an area of a flat release; pass one resolution"
         )
     cells = None
+    share = None
+    r = -1
     if area is not None:
-        cells = area / grid.average_cell_area_km2(grid.check_resolution(resolution))
+        r = grid.check_resolution(resolution)
+        cells = area / grid.average_cell_area_km2(r)
+        assert perimeter is not None
+        share = _border_geometry(area, perimeter, r)[2]
+        if total is not None and 0.5 * total * share >= target:
+            raise SpecError(
+                f"at resolution {r} the cells cut by the border of a {area:g} km² area hold about "
+                f"{total * share:.4g} of its expected {total:g}, so the 95% interval for its total "
+                f"is at least ±{0.5 * total * share:.4g} whatever ε, above the target "
+                f"±{target:g}; choose a finer resolution (plan_resolution picks one) or raise "
+                "target_moe"
+            )
 
     def moe(eps: float) -> float:
-        return _margin(_noise_at(params, eps, resolution, statistic)[0], cells)
+        noise = _noise_at(params, eps, resolution, statistic)[0]
+        if total is None or area is None or perimeter is None:
+            return _margin(noise, cells)
+        return _interval_halfwidth(noise, area, perimeter, r, total)[0]
 
     m1 = moe(1.0)
     guess = max(m1 / target, 1e-9)  # margins scale about like 1/ε
@@ -1555,11 +1700,10 @@ def plan_epsilon(
         else:
             lo = mid
     noise, plan = _noise_at(params, hi, resolution, statistic)
-    reached = _margin(noise, cells)
     res = tuple(resolution) if isinstance(resolution, (list, tuple)) else int(resolution)
     return EpsilonPlan(
         epsilon=hi,
-        moe=reached,
+        moe=moe(hi),
         target_moe=target,
         statistic=statistic,
         resolution=res if not (isinstance(res, tuple) and len(res) == 1) else res[0],
@@ -1567,6 +1711,10 @@ def plan_epsilon(
         delta=float(plan.delta),
         area_km2=area,
         cells=max(cells, 1.0) if cells is not None else None,
+        border_share=share,
+        perimeter_km=perimeter,
+        expected_total=total,
+        noise_moe=_margin(noise, cells) if total is not None else None,
     )
 
 
@@ -1576,15 +1724,29 @@ def plan_resolution(
     epsilon: float,
     area_km2: float,
     statistic: str = "count",
+    expected_total: float | None = None,
+    perimeter_km: float | None = None,
     **params: Any,
 ) -> EpsilonPlan:
     """The finest resolution (≤ 9) at which the total over ``area_km2`` meets ``target_moe``.
 
     At a fixed ε every cell gets the same noise whatever the resolution, so finer cells
-    mean more noise draws in an area of a given size: the margin of the area's total is
-    1.96·√(n·var) with n = max(1, area_km2 / average cell area), and the finest resolution
-    whose margin is ≤ ``target_moe`` is returned (the one cell's exact margin when the
-    area fits in one cell). Other keywords as for :func:`plan_epsilon`.
+    mean more noise draws in an area of a given size: the noise margin of the area's
+    total is 1.96·√(n·var) with n = max(1, area_km2 / average cell area) (the one cell's
+    exact margin when the area fits in one cell). Coarser cells, on the other hand, make
+    the error at the area's border larger: a roll-up (:func:`aggregate_to`) can only say
+    that the true total lies between the cells wholly inside the area and all cells
+    touching it, and the cells its border cuts hold a share ``border_share`` of the
+    area's records (estimated from the public geometry alone; see :class:`EpsilonPlan`).
+
+    Without ``expected_total`` the finest resolution whose noise margin meets the target
+    is returned — among those, the one with the smallest border error — and the plan
+    reports its ``border_share``. With ``expected_total`` (a rough *public* guess of the
+    area's total) the target applies to the expected half-width of the honest interval,
+    ½·(expected_total·border_share + m(inside) + m(touching)): the finest resolution that
+    meets it is returned, or an error names the narrowest interval any resolution reaches.
+    ``perimeter_km``: the length of the area's border (default: a disc's, the shortest; a
+    longer border cuts more cells). Other keywords as for :func:`plan_epsilon`.
 
     Privacy
     -------
@@ -1596,14 +1758,20 @@ def plan_resolution(
     if area is None:
         raise SpecError("plan_resolution needs area_km2=<the size of the area whose total matters>")
     params = _plan_spec(params, statistic)
+    perimeter, total = _check_border(area, perimeter_km, expected_total, statistic, params)
+    assert perimeter is not None
     eps = _finite(epsilon, "epsilon")
-    best = None
     # the noise of one cell does not depend on the resolution (the sensitivities do not):
     # plan once, then count cells
     noise, plan = _noise_at(params, eps, grid.MAX_RESOLUTION, statistic)
+    best: tuple[float, int] | None = None
     for r in range(grid.MAX_RESOLUTION, -1, -1):
         cells = area / grid.average_cell_area_km2(r)
-        reached = _margin(noise, cells)
+        noise_moe = _margin(noise, cells)
+        share = _border_geometry(area, perimeter, r)[2]
+        reached = (
+            noise_moe if total is None else _interval_halfwidth(noise, area, perimeter, r, total)[0]
+        )
         if reached <= target:
             return EpsilonPlan(
                 epsilon=float(plan.epsilon),
@@ -1615,9 +1783,30 @@ def plan_resolution(
                 delta=float(plan.delta),
                 area_km2=area,
                 cells=max(cells, 1.0),
+                border_share=share,
+                perimeter_km=perimeter,
+                expected_total=total,
+                noise_moe=noise_moe if total is not None else None,
             )
-        best = reached
+        if best is None or reached < best[0]:
+            best = (reached, r)
+    assert best is not None
+    if total is None:
+        raise SpecError(
+            f"at ε = {eps:g} even resolution 0 gives a margin of ±{best[0]:.4g} on the total over "
+            f"{area:g} km², above the target ±{target:g}; raise epsilon (see plan_epsilon) or the "
+            "target"
+        )
+    finest_border = 0.5 * total * _border_geometry(area, perimeter, grid.MAX_RESOLUTION)[2]
+    fix = (
+        "no ε helps: a roll-up of cells cannot reach it (even the finest cells leave "
+        f"±{finest_border:.4g} from the border alone); release the area's total directly or "
+        "raise the target"
+        if finest_border >= target
+        else "raise epsilon (see plan_epsilon) or the target"
+    )
     raise SpecError(
-        f"at ε = {eps:g} even resolution 0 gives a margin of ±{best:.4g} on the total over "
-        f"{area:g} km², above the target ±{target:g}; raise epsilon (see plan_epsilon) or the target"
+        f"at ε = {eps:g} no resolution reaches ±{target:g} on the total over {area:g} km² with "
+        f"about {total:g} expected in it: the narrowest expected 95% interval is ±{best[0]:.4g} "
+        f"at resolution {best[1]} (finer cells add noise, coarser cells add border error); {fix}"
     )
