@@ -847,7 +847,10 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
     Two roll-ups (results of :func:`aggregate_to`)
         Matched on the ``by`` column (``by=`` or the one :func:`aggregate_to` recorded)
         and ``category``: ``count_a``, ``count_b``, ``change``, ``change_moe`` =
-        √(moe_a² + moe_b²), ``significant`` (and the same for sums).
+        √(moe_a² + moe_b²), ``significant`` (and the same for sums). These margins are
+        the noise-only ``count_moe`` of the roll-ups: the error of apportioning cells cut
+        by a border is not included (it cancels only as far as the records in those cells
+        are spread the same way in both releases).
 
     Raises :class:`SpecError` for releases of different regions, resolutions or
     categories, for releases whose cells were chosen privately (they differ between
