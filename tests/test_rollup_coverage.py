@@ -24,8 +24,9 @@ Tolerance (false failure < 1e-8 per run)
     designs × three checks × two sides stay < 1e-8. For the mixed zones coverage above 0.95
     is expected (conservative by construction), so only the lower side is tested there, and
     the width is checked separately against what the construction needs. For whole-cell
-    zones of a flat release the miss probability is known exactly (discrete Laplace noise),
-    and that check is two-sided: a quarter or three times the right margin both fail it.
+    zones of a flat release the miss probability is known exactly (discrete Laplace noise)
+    and that check is two-sided (it catches a quarter of the right margin; three times the
+    right margin is caught by the width check, the two-sided window being ±0.038 here).
 """
 
 from __future__ import annotations
