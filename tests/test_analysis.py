@@ -265,6 +265,12 @@ def test_rollup_interval_of_sums_of_values_of_both_signs() -> None:
     # the true sum of the part lies in [−50, 100] × (records of the cut cell) for any data:
     # the bounds do not assume the values are ≥ 0 (a negative lower end is kept)
     assert part["sum_lo"] < 0
+    # whole cells only (no border cell): their sum ± its exact one-sided margin, not clamped
+    only = rel.aggregate_to(
+        gpd.GeoDataFrame({"name": ["w"]}, geometry=[_union(whole)], crs=4326)
+    ).iloc[0]
+    q3 = analysis._laplace_sum_quantile(rel.manifest["statistics"]["sum"]["scale"], 3)
+    assert only["sum_lo"] == pytest.approx(s_in - q3) and only["sum_hi"] == pytest.approx(s_in + q3)
 
 
 def test_coverage_of_polygons_partly_or_wholly_outside() -> None:

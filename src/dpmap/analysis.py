@@ -525,9 +525,10 @@ def _interval(
 
     Every record lies in exactly one cell, so a polygon's true count T lies between L,
     the true count of the cells wholly inside it, and U, that of every cell touching it.
-    ``lo = L̂ − m(L)`` and ``hi = Û + m(U)``, with m the one-sided 97.5% margin (z = 1.96 ·
-    the exact standard deviation of the noisy total, or OpenDP's exact margin of one whole
-    cell of a flat release): P(T < lo) ≤ P(L < L̂ − m(L)) ≤ 2.5% and P(T > hi) ≤ 2.5%, so
+    ``lo = L̂ − m(L)`` and ``hi = Û + m(U)``, with m the one-sided 97.5% margin (for a flat
+    release with Laplace noise the exact quantile of the summed noise of k cells,
+    OpenDP's exact margin for one cell; else z = 1.96 · the exact standard deviation of
+    the noisy total, a normal approximation): P(T < lo) ≤ P(L < L̂ − m(L)) ≤ 2.5% and P(T > hi) ≤ 2.5%, so
     the interval misses T with probability at most 5% (union bound; it is conservative,
     more so the more records the border cells hold). Both ends are then moved to the
     range T can take (a count is ≥ 0), which can only help coverage.
@@ -571,7 +572,10 @@ def _interval(
     c_border, c_var = _totals(rows, "count", cell[border], group[border], ones[border], ngroups)
     lo = inside + low_v * c_border - Z95 * np.sqrt(var_in + low_v**2 * c_var)
     hi = inside + high_v * c_border + Z95 * np.sqrt(var_in + high_v**2 * c_var)
-    return lo, hi
+    # no border cells: the sum of the cells inside alone, with its exact margin
+    none = (np.bincount(group[border], minlength=ngroups) == 0)[:, None]
+    m_in = one_sided(var_in, n_in)
+    return np.where(none, inside - m_in, lo), np.where(none, inside + m_in, hi)
 
 
 # ---------------------------------------------------------------------------------------
