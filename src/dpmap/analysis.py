@@ -738,7 +738,8 @@ def aggregate_to(
     ``count`` is a point estimate inside it and ``count_moe`` is the margin of the
     **noise only** (kept for backward compatibility): ``count ± count_moe`` is not a 95%
     interval for the true count when the border splits cells (in a simulation with
-    clustered points it covered 2% of zones at resolution 6 and 34% at resolution 8).
+    clustered points it covered 2% of zones at resolution 6 and about a third at
+    resolution 8, flat, hierarchical or adaptive grid; ``[count_lo, count_hi]`` ≥ 99%).
 
     Method
     ------
