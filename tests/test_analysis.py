@@ -347,10 +347,12 @@ def test_hierarchical_rollup_uses_one_level_with_the_exact_correlated_variance()
     assert out["count_moe"] == pytest.approx(Z95 * math.sqrt(est.loc[parent, "count_var"]))
     naive = Z95 * math.sqrt(est.loc[kids, "count_var"].sum())  # ignores the correlations
     assert out["count_moe"] < naive
-    # the interval: whole cells only, so L = U = the parent, with its exact variance
+    # the interval: whole cells only, so L = U = the parent, with its exact variance and
+    # the one-sided 97.5% point of one Laplace draw (−ln 0.05 / √2 standard deviations)
     sd = math.sqrt(est.loc[parent, "count_var"])
-    assert out["count_lo"] == pytest.approx(max(0.0, est.loc[parent, "count"] - Z95 * sd))
-    assert out["count_hi"] == pytest.approx(max(0.0, est.loc[parent, "count"] + Z95 * sd))
+    z = -math.log(0.05) / math.sqrt(2)
+    assert out["count_lo"] == pytest.approx(max(0.0, est.loc[parent, "count"] - z * sd))
+    assert out["count_hi"] == pytest.approx(max(0.0, est.loc[parent, "count"] + z * sd))
     # a polygon inside one fine cell: L = 0, U = that cell (exact variance of its estimate)
     small = gpd.GeoDataFrame(
         {"name": ["in"]}, geometry=[cell_polygon(kids[0]).buffer(-0.002)], crs=4326
@@ -358,7 +360,7 @@ def test_hierarchical_rollup_uses_one_level_with_the_exact_correlated_variance()
     tiny = rel.aggregate_to(small).iloc[0]
     assert tiny["count_lo"] == 0.0
     u, u_sd = est.loc[kids[0], "count"], math.sqrt(est.loc[kids[0], "count_var"])
-    assert tiny["count_hi"] == pytest.approx(max(0.0, u + Z95 * u_sd))
+    assert tiny["count_hi"] == pytest.approx(max(0.0, u + z * u_sd))
     # a coarser level on request
     coarse = rel.aggregate_to(polys, resolution=6).iloc[0]
     assert coarse["cells"] >= 1 and coarse["coverage"] == pytest.approx(1.0, abs=1e-6)

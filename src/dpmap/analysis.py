@@ -98,6 +98,8 @@ _RESULT_COLUMNS = {
     "cells",
 }
 _CHUNK = 64  # weight vectors per run of the hierarchical variance
+#: one-sided 97.5% quantile of a Laplace variable in standard deviations: −ln(0.05)/√2
+_Z_LAPLACE = -math.log(0.05) / math.sqrt(2.0)
 #: shares of a cell below this (or above 1 minus this) are floating-point slivers of a shared edge
 _SNAP = 1e-6
 
@@ -147,6 +149,8 @@ class _Rows:
     value_bounds: tuple[float, float] | None = None  # public bounds of the summed value
     #: statistic -> discrete Laplace scale of every row's independent noise (flat releases)
     laplace_scale: dict[str, float] | None = None
+    #: least-squares estimates (hierarchical / consistent adaptive) of Laplace noise
+    laplace_ls: bool = False
 
     @property
     def ncat(self) -> int:
@@ -290,6 +294,10 @@ def _rows_of(rel: Release, resolution: Any = None) -> _Rows:
         forest=forest,
         value_bounds=_bounds_of(m),
         laplace_scale=laplace,
+        laplace_ls=(hier is not None or forest is not None)
+        and any(
+            "laplace" in str(e.get("distribution", "")).lower() for e in m["statistics"].values()
+        ),
     )
 
 
@@ -527,8 +535,8 @@ def _interval(
     the true count of the cells wholly inside it, and U, that of every cell touching it.
     ``lo = L̂ − m(L)`` and ``hi = Û + m(U)``, with m the one-sided 97.5% margin (for a flat
     release with Laplace noise the exact quantile of the summed noise of k cells,
-    OpenDP's exact margin for one cell; else z = 1.96 · the exact standard deviation of
-    the noisy total, a normal approximation): P(T < lo) ≤ P(L < L̂ − m(L)) ≤ 2.5% and P(T > hi) ≤ 2.5%, so
+    OpenDP's exact margin for one cell; for least-squares estimates of Laplace noise
+    2.118 · the exact standard deviation; else 1.96 · it): P(T < lo) ≤ P(L < L̂ − m(L)) ≤ 2.5% and P(T > hi) ≤ 2.5%, so
     the interval misses T with probability at most 5% (union bound; it is conservative,
     more so the more records the border cells hold). Both ends are then moved to the
     range T can take (a count is ≥ 0), which can only help coverage.
@@ -549,6 +557,11 @@ def _interval(
 
     def one_sided(var: np.ndarray, n: np.ndarray) -> np.ndarray:
         moe = _margins(rows, stat, var, n == 1)
+        if rows.laplace_ls:
+            # least-squares combinations of Laplace noise: the standardised one-sided 97.5%
+            # quantile of one Laplace draw, −ln(0.05)/√2 = 2.118 (sums of several draws
+            # have lighter tails: 2.03 for 3, 1.97 for 20), instead of the normal 1.96
+            return moe * (_Z_LAPLACE / Z95)
         scale = (rows.laplace_scale or {}).get(stat)
         if scale is None:
             return moe
@@ -757,8 +770,11 @@ def aggregate_to(
     cell touching** it (a polygon inside one cell: L = 0, U = that cell), whatever the
     data. ``count_lo = L̂ − m(L)`` and ``count_hi = Û + m(U)``, with m a one-sided 97.5%
     margin: the exact quantile of the summed discrete Laplace noise of a flat (or
-    leaf-only adaptive) release, else 1.96 × the exact standard deviation (normal
-    approximation). Each end misses with probability ≤ 2.5%, so the interval misses T
+    leaf-only adaptive) release; for the least-squares estimates of hierarchical and
+    consistent adaptive releases with Laplace noise, 2.118 × the exact standard deviation
+    (the one-sided 97.5% point of a single Laplace draw, whose tail is the heaviest of
+    their combinations; the normal 1.96 fell short, about 94% for whole cells); with
+    Gaussian noise 1.96 × the exact standard deviation. Each end misses with probability ≤ 2.5%, so the interval misses T
     with probability ≤ 5% (union bound); it is conservative, more so the more records
     the border cells hold. Both ends are moved into [0, ∞) (a true count is never
     negative), which can only add coverage. Sums: with public bounds ``lo ≥ 0`` the same
