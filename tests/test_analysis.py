@@ -9,6 +9,7 @@ least 6 standard errors (the arithmetic is stated next to each), so they cannot 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 from pathlib import Path
@@ -105,14 +106,23 @@ def test_rollup_is_the_sum_of_unbiased_estimates_per_category() -> None:
         "category",
         "count",
         "count_moe",
+        "count_lo",
+        "count_hi",
         "sum",
         "sum_moe",
+        "sum_lo",
+        "sum_hi",
         "coverage",
         "cells",
         "geometry",
     ]
     assert out.crs == "EPSG:4326" and len(out) == 5 * 3
+    st = rel.manifest["statistics"]
     for i, g in enumerate(groups):
+        # polygons made of whole cells: inside = touching = g, so the interval is the noise
+        # interval of their total, one-sided 97.5% each way (exact discrete Laplace quantile)
+        q_count = analysis._laplace_sum_quantile(st["count"]["scale"], len(g))
+        q_sum = analysis._laplace_sum_quantile(st["sum"]["scale"], len(g))
         for cat in (*CATEGORIES, "other"):
             row = out[(out["name"] == f"g{i}") & (out["category"] == cat)].iloc[0]
             mine = est[est["cell"].isin(g) & (est["category"] == cat)]
@@ -122,6 +132,11 @@ def test_rollup_is_the_sum_of_unbiased_estimates_per_category() -> None:
             assert row["count_moe"] == pytest.approx(Z95 * math.sqrt(mine["count_var"].sum()))
             assert row["sum_moe"] == pytest.approx(Z95 * math.sqrt(mine["sum_var"].sum()))
             assert row["coverage"] == pytest.approx(1.0, abs=1e-9)
+            c, s_ = mine["count"].sum(), mine["sum"].sum()
+            assert row["count_lo"] == pytest.approx(max(0.0, c - q_count), abs=1e-9)
+            assert row["count_hi"] == pytest.approx(max(0.0, c + q_count), abs=1e-9)
+            assert row["sum_lo"] == pytest.approx(max(0.0, s_ - q_sum), abs=1e-6)
+            assert row["sum_hi"] == pytest.approx(max(0.0, s_ + q_sum), abs=1e-6)
 
 
 def test_a_cell_split_by_a_border_is_apportioned_by_area() -> None:
@@ -151,6 +166,111 @@ def test_a_cell_split_by_a_border_is_apportioned_by_area() -> None:
     assert out.loc["whole", "count"] == pytest.approx(row["count"])
     exact = rel.manifest["statistics"]["count"]["moe_95"]
     assert out.loc["whole", "count_moe"] == pytest.approx(exact)
+    # the interval: a part of a cell holds between 0 (no whole cell inside: L = 0 exactly)
+    # and all of that cell's records (U), whatever the share of its area
+    for part in ("west", "east"):
+        assert out.loc[part, "count_lo"] == 0.0
+        assert out.loc[part, "count_hi"] == pytest.approx(max(0.0, row["count"] + exact))
+    assert out.loc["whole", "count_lo"] == pytest.approx(max(0.0, row["count"] - exact))
+    assert out.loc["whole", "count_hi"] == pytest.approx(max(0.0, row["count"] + exact))
+
+
+@pytest.mark.parametrize("scale", [0.8, 2.0, 7.5])
+def test_laplace_sum_quantile_is_the_exact_one_sided_quantile(scale: float) -> None:
+    """Against a direct convolution of the discrete Laplace pmf: P(X > q) ≤ 2.5% < P(X > q−1)."""
+    x = np.arange(-400, 401)
+    one = np.exp(-np.abs(x) / scale)
+    one /= one.sum()
+    pmf = one.copy()
+    for k in range(1, 9):
+        if k > 1:
+            pmf = np.convolve(pmf, one)
+        support = np.arange(len(pmf)) - (len(pmf) - 1) // 2
+        q = analysis._laplace_sum_quantile(scale, k)
+        assert pmf[support > q].sum() <= 0.025 < pmf[support > q - 1].sum()
+    # large scales (sums): scaled from a fitting lattice, within a unit per 1000 of the
+    # continuous Laplace limit; k = 1: −ln(0.05)/√2 standard deviations
+    big = analysis._laplace_sum_quantile(50_000.0, 1)
+    assert big == pytest.approx(-math.log(0.05) * 50_000.0, rel=1e-3)
+
+
+def _split_polygons(rel: dpmap.Release) -> tuple[gpd.GeoDataFrame, list[str], str]:
+    """'mixed': three whole cells plus the western 30% of a fourth; 'part': only that part."""
+    cells = interior_cells(12)
+    whole = cells[:3]
+    cut_cell = next(c for c in cells[3:] if not any(h3.are_neighbor_cells(c, w) for w in whole))
+    poly = cell_polygon(cut_cell)
+    x0, y0, x1, y1 = poly.bounds
+    part = poly.intersection(shapely.box(x0 - 1, y0 - 1, x0 + 0.3 * (x1 - x0), y1 + 1))
+    mixed = shapely.union_all([_union(whole), part])
+    polys = gpd.GeoDataFrame({"name": ["mixed", "part"]}, geometry=[mixed, part], crs=4326)
+    return polys, whole, cut_cell
+
+
+def test_rollup_interval_bounds_inside_and_touching_cells() -> None:
+    """count_lo/count_hi: L̂ − m(L) with L the cells wholly inside, Û + m(U) with U every cell
+    touching; exact one-sided quantiles for a flat Laplace release; clamped at 0."""
+    rel = dpmap.release(
+        _points(600, 22),
+        region=REGION,
+        resolution=7,
+        epsilon=1.0,
+        value="amount",
+        bounds=(0, 100),
+        suppress_below=False,
+    )
+    polys, whole, cut = _split_polygons(rel)
+    out = rel.aggregate_to(polys).set_index("name")
+    est = _est(rel).set_index("cell")
+    st = rel.manifest["statistics"]
+    for stat in ("count", "sum"):
+        inside = est.loc[whole, stat].sum()
+        touching = inside + est.loc[cut, stat]
+        q3 = analysis._laplace_sum_quantile(st[stat]["scale"], 3)
+        q4 = analysis._laplace_sum_quantile(st[stat]["scale"], 4)
+        row = out.loc["mixed"]
+        assert row[f"{stat}_lo"] == pytest.approx(max(0.0, inside - q3))
+        assert row[f"{stat}_hi"] == pytest.approx(max(0.0, touching + q4))
+        assert out.loc["part", f"{stat}_lo"] == 0.0  # nothing wholly inside: L = 0, no noise
+        assert out.loc["part", f"{stat}_hi"] == pytest.approx(
+            max(0.0, est.loc[cut, stat] + st[stat]["moe_95"])
+        )
+
+
+def test_rollup_interval_of_sums_of_values_of_both_signs() -> None:
+    """Bounds (−50, 100): the records of a border cell can pull the sum either way, so
+    sum_lo/hi = S_inside + (−50 | 100)·C_border ∓ 1.96·√(Var S_inside + b²·Var C_border)."""
+    rng = np.random.default_rng(23)
+    pts = _points(600, 23).assign(amount=rng.integers(-50, 101, 600))
+    rel = dpmap.release(
+        pts,
+        region=REGION,
+        resolution=7,
+        epsilon=1.0,
+        value="amount",
+        bounds=(-50, 100),
+        suppress_below=False,
+    )
+    polys, whole, cut = _split_polygons(rel)
+    out = rel.aggregate_to(polys).set_index("name")
+    est = _est(rel).set_index("cell")
+    s_in, v_in = est.loc[whole, "sum"].sum(), est.loc[whole, "sum_var"].sum()
+    c_b, v_b = est.loc[cut, "count"], est.loc[cut, "count_var"]
+    row = out.loc["mixed"]
+    assert row["sum_lo"] == pytest.approx(s_in - 50 * c_b - Z95 * math.sqrt(v_in + 2500 * v_b))
+    assert row["sum_hi"] == pytest.approx(s_in + 100 * c_b + Z95 * math.sqrt(v_in + 1e4 * v_b))
+    part = out.loc["part"]  # no whole cell: S_inside = 0 exactly
+    assert part["sum_lo"] == pytest.approx(-50 * c_b - Z95 * math.sqrt(2500 * v_b))
+    assert part["sum_hi"] == pytest.approx(100 * c_b + Z95 * math.sqrt(1e4 * v_b))
+    # the true sum of the part lies in [−50, 100] × (records of the cut cell) for any data:
+    # the bounds do not assume the values are ≥ 0 (a negative lower end is kept)
+    assert part["sum_lo"] < 0
+    # whole cells only (no border cell): their sum ± its exact one-sided margin, not clamped
+    only = rel.aggregate_to(
+        gpd.GeoDataFrame({"name": ["w"]}, geometry=[_union(whole)], crs=4326)
+    ).iloc[0]
+    q3 = analysis._laplace_sum_quantile(rel.manifest["statistics"]["sum"]["scale"], 3)
+    assert only["sum_lo"] == pytest.approx(s_in - q3) and only["sum_hi"] == pytest.approx(s_in + q3)
 
 
 def test_coverage_of_polygons_partly_or_wholly_outside() -> None:
@@ -227,6 +347,20 @@ def test_hierarchical_rollup_uses_one_level_with_the_exact_correlated_variance()
     assert out["count_moe"] == pytest.approx(Z95 * math.sqrt(est.loc[parent, "count_var"]))
     naive = Z95 * math.sqrt(est.loc[kids, "count_var"].sum())  # ignores the correlations
     assert out["count_moe"] < naive
+    # the interval: whole cells only, so L = U = the parent, with its exact variance and
+    # the one-sided 97.5% point of one Laplace draw (−ln 0.05 / √2 standard deviations)
+    sd = math.sqrt(est.loc[parent, "count_var"])
+    z = -math.log(0.05) / math.sqrt(2)
+    assert out["count_lo"] == pytest.approx(max(0.0, est.loc[parent, "count"] - z * sd))
+    assert out["count_hi"] == pytest.approx(max(0.0, est.loc[parent, "count"] + z * sd))
+    # a polygon inside one fine cell: L = 0, U = that cell (exact variance of its estimate)
+    small = gpd.GeoDataFrame(
+        {"name": ["in"]}, geometry=[cell_polygon(kids[0]).buffer(-0.002)], crs=4326
+    )
+    tiny = rel.aggregate_to(small).iloc[0]
+    assert tiny["count_lo"] == 0.0
+    u, u_sd = est.loc[kids[0], "count"], math.sqrt(est.loc[kids[0], "count_var"])
+    assert tiny["count_hi"] == pytest.approx(max(0.0, u + z * u_sd))
     # a coarser level on request
     coarse = rel.aggregate_to(polys, resolution=6).iloc[0]
     assert coarse["cells"] >= 1 and coarse["coverage"] == pytest.approx(1.0, abs=1e-6)
@@ -270,7 +404,7 @@ def sparse_release() -> dpmap.Release:
 
 
 def test_a_file_without_unbiased_values_refuses_hidden_cells(
-    sparse_release: dpmap.Release, tmp_path: Path
+    sparse_release: dpmap.Release, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rel = sparse_release
     assert rel.cells["suppressed"].mean() > 0.3
@@ -287,8 +421,32 @@ def test_a_file_without_unbiased_values_refuses_hidden_cells(
     with pytest.raises(dpmap.SpecError, match=r"include_unbiased=True.*suppress_below=False"):
         plain.aggregate_to(polys)
     hidden_cell = rel.cells.loc[rel.cells["suppressed"], "cell"].iloc[0]
-    with pytest.raises(dpmap.SpecError, match="hides 1 of the 1 cells needed around"):
+    # around() answers the public: plain words; the publisher's fix only in a note
+    with pytest.raises(dpmap.SpecError) as info:
         plain.around(*cell_centre(hidden_cell), radius_m=1)
+    public = str(info.value)
+    assert public.startswith("this map cannot answer for this place: the map cell needed")
+    assert "the publisher did not include the numbers needed" in public
+    assert "to_file" not in public and "include_unbiased" not in public and "\n" not in public
+    note = " ".join(getattr(info.value, "__notes__", []))
+    assert "1 of the 1 cells needed are suppressed" in note
+    assert "to_file(..., include_unbiased=True)" in note and "suppress_below=False" in note
+    plain_path = tmp_path / "plain.geojson"
+    code = main(
+        [
+            "around",
+            str(plain_path),
+            "--lat",
+            str(cell_centre(hidden_cell)[0]),
+            "--lng",
+            str(cell_centre(hidden_cell)[1]),
+            "--radius-m",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "publisher did not include" in err
+    assert "include_unbiased" not in err and "Traceback" not in err
     with pytest.raises(dpmap.SpecError, match="release a hides"):
         dpmap.compare(plain, full)
     # with the unbiased columns, a file gives exactly the in-memory answer
@@ -573,11 +731,89 @@ def test_around_takes_exactly_the_cells_overlapping_the_disk(
     assert text.startswith("about ") and " debts in " in text
     assert f"whole H3 cell{'s' if len(res.cells) > 1 else ''} (" in text
     distance = f"{radius:g} m" if radius < 1000 else f"{radius / 1000:g} km"
-    assert text.endswith(
+    # one display rule for every number (amounts are ≥ 0 here): negative totals shown as 0
+    shown = (
         f"not a count within {distance}; their amount adds up to about "
-        f"{analysis._fmt(res.sum, 0)} ± {analysis._fmt(res.sum_moe, 0)}"
-    ) or ("reaches beyond" in text)
+        f"{analysis._fmt(max(res.sum, 0.0), 0)} ± {analysis._fmt(res.sum_moe, 0)}"
+    )
+    moved = res.count < 0 or res.sum < 0
+    rule = " (noisy totals below 0 are shown as 0)"
+    assert text.endswith(shown + rule if moved else shown) or ("reaches beyond" in text)
     assert res.coverage == pytest.approx(1.0, abs=1e-3)
+
+
+def _around_with(res: analysis.Around, **values: Any) -> analysis.Around:
+    return dataclasses.replace(res, **values)
+
+
+def test_around_applies_one_display_rule_to_every_number() -> None:
+    """The issue's sentence: "about 0 ± 24 debtors … amount about 72,119" came from a
+    clamped count next to an unclamped amount. Every number shown now follows one rule,
+    stated in the sentence; the dict keeps the unbiased values."""
+    rel = dpmap.release(
+        _points(300, 21),
+        region=REGION,
+        resolution=7,
+        epsilon=1.0,
+        value="amount",
+        bounds=(0, 100),
+        suppress_below=False,
+    )
+    lat, lng = cell_centre(interior_cells(4)[0])
+    base = rel.around(lat, lng, 1200, noun="debtors")
+    res = _around_with(base, count=-6.0, sum=-207_318.0, sum_moe=24_000.0)
+    text = str(res)
+    assert text.startswith(f"about 0 ± {analysis._fmt(res.count_moe, 0)} debtors")
+    assert "amount adds up to about 0 ± 24,000" in text and "207,318" not in text
+    assert text.endswith("(noisy totals below 0 are shown as 0)")
+    d = res.as_dict()
+    assert d["count"] == -6.0 and d["sum"] == -207_318.0  # unbiased, for adding up
+    assert d["display"] == {"count": 0.0, "sum": 0.0}
+    assert d["display_rule"] == "noisy totals below 0 are shown as 0"
+    assert d["statement"] == text
+    # a positive sum next to a negative count: both shown by the same rule
+    mixed = _around_with(base, count=-6.0, sum=72_119.0, sum_moe=24_000.0)
+    assert "about 0 ±" in str(mixed) and "about 72,119 ± 24,000" in str(mixed)
+    assert str(mixed).endswith("(noisy totals below 0 are shown as 0)")
+    # nothing moved: no rule in the sentence
+    plain = _around_with(base, count=12.0, sum=900.0)
+    assert "shown as 0" not in str(plain) and plain.as_dict()["display"]["count"] == 12.0
+    # values of both signs: sums can be negative and are shown as they are; counts clamped
+    signed = _around_with(base, count=-2.0, sum=-5_000.0, value_bounds=(-100.0, 100.0))
+    assert "about 0 ±" in str(signed) and "adds up to about -5,000" in str(signed)
+    assert str(signed).endswith(f"({signed.display_rule})") and "sums can be negative" in str(
+        signed
+    )
+    assert signed.as_dict()["display"] == {"count": 0.0, "sum": -5_000.0}
+
+
+def test_around_categories_follow_the_same_display_rule() -> None:
+    pts = debtors(300, 1, 8)
+    rel = dpmap.release(
+        pts,
+        region=REGION,
+        resolution=7,
+        epsilon=1.0,
+        person="pid",
+        value="amount",
+        bounds=(0, 2000),
+        category="creditor",
+        categories=list(CATEGORIES),
+        suppress_below=False,
+    )
+    lat, lng = cell_centre(interior_cells(8)[2])
+    base = rel.around(lat, lng, 900)
+    assert base.categories is not None
+    cats = tuple(
+        dataclasses.replace(c, count=-3.0, sum=-40.0) if k == 0 else c
+        for k, c in enumerate(base.categories)
+    )
+    res = _around_with(base, categories=cats)
+    first = str(res).split("\n")[1]
+    assert first.startswith(f"  {CATEGORIES[0]}: about 0 ±") and "amount about 0 ±" in first
+    assert "(noisy totals below 0 are shown as 0)" in str(res).split("\n")[0]
+    d = res.as_dict()["categories"][0]
+    assert d["count"] == -3.0 and d["display"] == {"count": 0.0, "sum": 0.0}
 
 
 def test_around_near_the_edge_and_outside() -> None:
@@ -811,6 +1047,76 @@ def test_plan_resolution_picks_the_finest_that_meets_the_target() -> None:
         dpmap.plan_resolution(target_moe=0.5, epsilon=0.01, area_km2=1e6)
 
 
+def _disc(lat: float, lng: float, radius_km: float) -> Any:
+    az = np.linspace(0.0, 360.0, 256, endpoint=False)
+    lons, lats, _ = GEOD.fwd(
+        np.full(256, lng), np.full(256, lat), az, np.full(256, radius_km * 1000.0)
+    )
+    return shapely.Polygon(np.column_stack([lons, lats]))
+
+
+@pytest.mark.parametrize("radius_km,resolution", [(2.0, 7), (5.0, 7), (5.0, 8), (12.0, 6)])
+def test_plan_border_share_matches_real_h3_overlays(radius_km: float, resolution: int) -> None:
+    """The planner's border share (records in cells cut by an area's border per record in
+    the area, from public geometry only) against real H3 cells around discs near the test
+    region, measured as (cells cut by the disc's border) x their mean area / the disc's
+    area (geodesic areas, independent of dpmap's projection). The planner uses the average cell (larger than cells at 39° N),
+    so it may overstate the share; it must not understate it by more than 25%, nor overstate
+    it by more than 2×."""
+    rng = np.random.default_rng(24)
+    measured = []
+    for _ in range(4):
+        disc = _disc(39.1 + rng.uniform(-0.05, 0.05), 116.15 + rng.uniform(-0.05, 0.05), radius_km)
+        cells = list(h3.geo_to_cells(disc.buffer(0.3).__geo_interface__, resolution))
+        polys = np.array([cell_polygon(c) for c in cells])
+        shared = np.array([_geo_area(disc.intersection(p)) / _geo_area(p) for p in polys])
+        cut = (shared > 1e-6) & (shared < 1 - 1e-6)
+        mean_cell = np.mean([_geo_area(p) for p in polys])
+        measured.append(cut.sum() * mean_cell / _geo_area(disc))
+    area = math.pi * radius_km**2
+    plan = dpmap.plan_epsilon(target_moe=1e6, resolution=resolution, area_km2=area)
+    assert plan.border_share is not None and plan.perimeter_km == pytest.approx(
+        2 * math.pi * radius_km
+    )
+    assert 0.75 * np.mean(measured) <= plan.border_share <= 2.0 * np.mean(measured)
+    assert "cells cut by the area's border hold about" in str(plan)
+
+
+def test_plan_resolution_weighs_noise_against_the_border_error() -> None:
+    """Finer cells: more noise; coarser cells: more records in cells cut by the border.
+    With a public guess of the area's total the plan targets the expected half-width of
+    [count_lo, count_hi] and picks a coarser resolution than the noise alone would."""
+    noise_only = dpmap.plan_resolution(target_moe=45, epsilon=1.0, area_km2=200)
+    assert noise_only.expected_total is None and noise_only.resolution == 8
+    plan = dpmap.plan_resolution(target_moe=45, epsilon=1.0, area_km2=200, expected_total=50)
+    assert plan.resolution == 7 and plan.expected_total == 50 and plan.moe <= 45
+    noise = dpmap.explain(region=REGION, resolution=7, epsilon=1.0).plan.statistics["count"]
+
+    def halfwidth(r: int) -> float:
+        return analysis._interval_halfwidth(noise, 200.0, 2 * math.sqrt(math.pi * 200), r, 50)[0]
+
+    assert plan.moe == pytest.approx(halfwidth(7)) and halfwidth(8) > 45
+    shares = [analysis._border_geometry(200.0, 50.13, r)[2] for r in range(4, 10)]
+    assert all(a > b for a, b in itertools.pairwise(shares))  # coarser: larger
+    text = str(plan)
+    assert "expected 95% interval (noise and cells cut by the border)" in text
+    assert "expected in cells cut by the border" in text and json.dumps(plan.as_dict())
+    # a longer border (a non-compact district) cuts more cells
+    long = dpmap.plan_epsilon(
+        target_moe=1e4, resolution=7, area_km2=200, expected_total=50, perimeter_km=150
+    )
+    assert plan.border_share is not None and long.border_share is not None
+    assert long.border_share > 2 * plan.border_share
+    # when no resolution can do it, the error says which is closest and why
+    with pytest.raises(dpmap.SpecError, match=r"narrowest expected 95% interval .* no ε helps"):
+        dpmap.plan_resolution(target_moe=30, epsilon=1.0, area_km2=200, expected_total=5000)
+    # plan_epsilon: the border part does not shrink with ε
+    with pytest.raises(dpmap.SpecError, match="whatever ε"):
+        dpmap.plan_epsilon(target_moe=60, resolution=6, area_km2=200, expected_total=1000)
+    eps = dpmap.plan_epsilon(target_moe=60, resolution=8, area_km2=200, expected_total=100)
+    assert eps.moe <= 60 and eps.noise_moe is not None and eps.noise_moe < eps.moe
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [
@@ -822,6 +1128,20 @@ def test_plan_resolution_picks_the_finest_that_meets_the_target() -> None:
         (dict(target_moe=5, resolution=12), "resolution"),
         (dict(target_moe=5, area_km2=-1), "area_km2 must be > 0"),
         (dict(target_moe=5, no_such_option=1), "no_such_option"),
+        (dict(target_moe=5, expected_total=100), "pass area_km2= too"),
+        (dict(target_moe=5, area_km2=100, perimeter_km=1), "shorter than any shape"),
+        (dict(target_moe=5, area_km2=100, expected_total=-1), "expected_total must be"),
+        (
+            dict(
+                target_moe=500,
+                area_km2=100,
+                expected_total=10,
+                statistic="sum",
+                value="v",
+                bounds=(-5, 5),
+            ),
+            "values ≥ 0",
+        ),
     ],
 )
 def test_plan_epsilon_errors(kw: dict[str, Any], match: str) -> None:
