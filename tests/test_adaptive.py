@@ -31,7 +31,7 @@ from dpmap.adaptive import (
     record_epsilon,
     run_adaptive,
 )
-from dpmap.postprocess import Z95
+from dpmap.postprocess import Z95_LAPLACE
 from dpmap.spec import ReleaseSpec
 
 REGION = ADAPTIVE_REGION
@@ -433,7 +433,7 @@ def test_adaptive_release_with_internal_nodes_publishes_consistent_leaves() -> N
     # least-squares values (not integers), margins from their own exact variances
     assert not np.allclose(est["count"], np.round(est["count"]))
     np.testing.assert_allclose(
-        cells["count_moe"].to_numpy(dtype=float), Z95 * np.sqrt(est["count_var"].to_numpy())
+        cells["count_moe"].to_numpy(dtype=float), Z95_LAPLACE * np.sqrt(est["count_var"].to_numpy())
     )
     assert est["count_var"].max() <= adaptive_noise_plan_var(rel) + 1e-9
     # (that the estimates are centred on the truth with these variances:

@@ -35,7 +35,7 @@ from dpmap.adaptive_grid import (
 )
 from dpmap.bounding import Sensitivity, level_sensitivities, sensitivities
 from dpmap.mechanisms import noise_variance
-from dpmap.postprocess import Z95
+from dpmap.postprocess import Z95, Z95_LAPLACE
 from dpmap.spec import Mechanism, ReleaseSpec
 
 REGION = ADAPTIVE_REGION
@@ -320,7 +320,7 @@ def test_grid_release_partitions_the_region_with_exact_margins() -> None:
         assert sum(h3.cell_to_parent(c, r) in leaves for r in range(6, 9)) == 1
     assert h3.latlng_to_cell(39.3, 116.4, 8) in leaves  # the dense cluster is cut to res 8
     np.testing.assert_allclose(
-        cells["count_moe"].to_numpy(dtype=float), Z95 * np.sqrt(est["count_var"].to_numpy())
+        cells["count_moe"].to_numpy(dtype=float), Z95_LAPLACE * np.sqrt(est["count_var"].to_numpy())
     )
     # a roll-up over the whole region: each first-level cell's estimate combines its own
     # noise with its K second-level cells' (harmonic sum); the total only chose the level

@@ -163,7 +163,8 @@ class AdaptivePlan:
                 "the internal nodes' and leaves' noisy values are made consistent by weighted "
                 "least squares on the PrivTree (Hay et al. 2010, exact noise variances): each "
                 "internal node's estimate is the sum of its children's; the published leaves "
-                "carry these estimates, margins are 1.96 × their exact standard deviation"
+                "carry these estimates, margins are 2.118 × their exact standard deviation (the 95% "
+                "point of one Laplace draw)"
             )
         return out
 

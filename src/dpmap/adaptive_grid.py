@@ -219,7 +219,7 @@ class GridPlan:
             "budget_split": split,
             "consistency": (
                 "the levels' noisy values are made consistent by weighted least squares (Hay "
-                "et al. 2010, exact noise variances); margins are 1.96 × the exact standard "
+                "et al. 2010, exact noise variances); margins are 2.118 × the exact standard "
                 "deviation of each published estimate"
             ),
         }

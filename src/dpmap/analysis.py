@@ -59,7 +59,7 @@ import pandas as pd
 
 from . import grid, hierarchy
 from .errors import MechanismError, SpecError
-from .postprocess import Z95
+from .postprocess import Z95, Z95_LAPLACE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .release import Release
@@ -99,7 +99,7 @@ _RESULT_COLUMNS = {
 }
 _CHUNK = 64  # weight vectors per run of the hierarchical variance
 #: one-sided 97.5% quantile of a Laplace variable in standard deviations: −ln(0.05)/√2
-_Z_LAPLACE = -math.log(0.05) / math.sqrt(2.0)
+
 #: shares of a cell below this (or above 1 minus this) are floating-point slivers of a shared edge
 _SNAP = 1e-6
 
@@ -561,7 +561,7 @@ def _interval(
             # least-squares combinations of Laplace noise: the standardised one-sided 97.5%
             # quantile of one Laplace draw, −ln(0.05)/√2 = 2.118 (sums of several draws
             # have lighter tails: 2.03 for 3, 1.97 for 20), instead of the normal 1.96
-            return moe * (_Z_LAPLACE / Z95)
+            return moe * (Z95_LAPLACE / Z95)
         scale = (rows.laplace_scale or {}).get(stat)
         if scale is None:
             return moe

@@ -19,6 +19,16 @@ __all__ = ["Estimates", "Published", "mean_and_margin", "publish"]
 
 #: two-sided normal quantiles, for margins of sums of several noise draws
 Z95, Z975 = 1.959963984540054, 2.241402727604947
+#: the same for one Laplace draw, in standard deviations (ln 20/√2, ln 40/√2): margins of
+#: least-squares combinations of Laplace noise use these, whose tails are heavier than any
+#: such combination's (a normal 1.96 covers only about 94% of a hierarchical map's cells)
+Z95_LAPLACE, Z975_LAPLACE = math.log(20.0) / math.sqrt(2.0), math.log(40.0) / math.sqrt(2.0)
+
+
+def margin_factors(kind: str) -> tuple[float, float]:
+    """Standard deviations in a 95% and a 97.5% margin of a least-squares estimate whose
+    noise is a combination of ``kind`` ("laplace" or "gaussian") draws."""
+    return (Z95_LAPLACE, Z975_LAPLACE) if kind == "laplace" else (Z95, Z975)
 
 
 @dataclass(frozen=True)

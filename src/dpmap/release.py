@@ -30,15 +30,14 @@ from .errors import DataFileError, ReleaseFormatError, SpecError
 from .io import atomic_write, manifest_path, read_manifest
 from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
 from .postprocess import (
-    Z95,
-    Z975,
     CountNoise,
     Estimates,
+    margin_factors,
     phantom_chance,
     phantom_threshold,
     publish,
 )
-from .spec import ReleaseSpec
+from .spec import Mechanism, ReleaseSpec
 
 __all__ = ["Explanation", "Release", "explain", "read_release", "release"]
 
@@ -603,8 +602,9 @@ def release(
             )
             if aplan.has_internal:
                 manifest["margins"] = (
-                    "95% margin of each leaf's least-squares estimate: 1.96 × its exact standard "
-                    "deviation (normal approximation)"
+                    "95% margin of each leaf's least-squares estimate: 2.118 × its exact standard "
+                    "deviation (the 95% point of one Laplace draw, whose tails are heavier than "
+                    "those of any combination of draws: at least 95% coverage)"
                 )
         estimates = _estimates_frame(table, est)
         rel = Release(table, manifest, estimates)
@@ -668,7 +668,8 @@ def _adaptive(
             x, var = consistent(stat)
             sd = np.sqrt(var)
             fields[stat] = x[order]
-            fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd[order], Z975 * sd[order]
+            z95, z975 = margin_factors("laplace")  # adaptive releases use Laplace noise
+            fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = z95 * sd[order], z975 * sd[order]
             fields[f"{stat}_var"] = var[order]
         return Estimates(**fields), cells, res, drawn
     has_sum = "sum" in noisy
@@ -737,7 +738,8 @@ def _consistent(
         x, var = hierarchy.consistent(tree, y, [plan.statistics[k].variance for k in keys])
         sd = np.sqrt(np.concatenate(var).reshape(-1))
         fields[stat] = np.concatenate(x).reshape(-1)
-        fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = Z95 * sd, Z975 * sd
+        z95, z975 = margin_factors(str(spec.mechanism))
+        fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = z95 * sd, z975 * sd
         fields[f"{stat}_var"] = sd**2
         if integers:
             rounded = hierarchy.round_consistent(tree, x)
@@ -921,8 +923,13 @@ def _manifest(
                 "consistency": "weighted least squares (Hay et al. 2010), two passes; children sum to "
                 "their parent exactly",
                 "integers": integers,
-                "margins": "1.96 × the exact standard deviation of the consistent estimate (normal "
-                "approximation)",
+                "margins": (
+                    "2.118 × the exact standard deviation of the consistent estimate (the 95% "
+                    "point of one Laplace draw: at least 95% coverage)"
+                    if spec.mechanism is Mechanism.LAPLACE
+                    else "1.96 × the exact standard deviation of the consistent estimate "
+                    "(Gaussian noise)"
+                ),
             }
             if spec.hierarchical
             else None
