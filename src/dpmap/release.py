@@ -1056,6 +1056,14 @@ class Release:
 
         return aggregate_to(self, polygons, by, resolution=resolution)
 
+    def table(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
+        """Press-ready table of the cells, or of ``zones`` (rolled up with :meth:`aggregate_to`);
+        see :func:`dpmap.table.press_table`."""
+        from .table import press_table
+
+        source = self if zones is None else self.aggregate_to(zones, by)
+        return press_table(source, release=self, **options)
+
     def around(
         self,
         lat: float,
