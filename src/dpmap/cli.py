@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from ._version import __version__
 from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .cli_budget import budget_app
-from .errors import DataFileError, DpmapError, SpecError
+from .errors import DataFileError, DpmapError, DpmapWarning, SpecError
 from .io import manifest_path
 
 __all__ = ["app", "main"]
@@ -1419,6 +1420,25 @@ def as_command_line(message: str, options: dict[str, tuple[str, bool]] | None = 
     return message
 
 
+_showwarning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """dpmap's own warnings as one line on stderr; others as Python prints them."""
+    if issubclass(category, DpmapWarning):
+        text = as_command_line(" ".join(str(message).split()))
+        print(f"dpmap: warning: {text}", file=sys.stderr)
+    else:
+        _showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes → one line on stderr and exit status 2.
 
@@ -1426,7 +1446,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="dpmap", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DpmapWarning)  # every time, never as an error
+            warnings.showwarning = _show_warning
+            result = command.main(args=argv, prog_name="dpmap", standalone_mode=False)
     except DpmapError as exc:
         message = as_command_line(" ".join(str(exc).split()))
         print(f"dpmap: error: {message}", file=sys.stderr)

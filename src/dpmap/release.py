@@ -26,7 +26,7 @@ from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .aggregates import SUM_LIMIT
 from .diagnostics import Diagnostics
 from .engines import local
-from .errors import DataFileError, ReleaseFormatError, SpecError
+from .errors import DataFileError, ReleaseFormatError, SpecError, warn_negligible_noise
 from .io import atomic_write, manifest_path, read_manifest
 from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
 from .postprocess import Z95, Z975, Estimates, publish
@@ -472,6 +472,7 @@ def release(
     plan, aplan = _plan_for(
         spec, reg, adaptive_method(adaptive), adaptive_from, tree_share, internal_share
     )
+    warn_negligible_noise(plan)  # ε so large that the counts are essentially exact
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
     aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
