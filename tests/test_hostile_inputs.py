@@ -808,6 +808,7 @@ def test_bug_extreme_parameters_end_in_a_dpmap_error_or_a_release(case: str) -> 
 
 
 @pytest.mark.parametrize("epsilon", [1e3, 1e4, 1e6])
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # huge ε on purpose
 def test_bug_huge_epsilon_gives_finite_margins_and_strict_json(
     epsilon: float, tmp_path: Path
 ) -> None:
