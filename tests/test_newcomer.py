@@ -120,3 +120,15 @@ def test_no_warning_where_the_noise_is_not_negligible(params: dict[str, object])
 def test_the_geodataframe_region_path_is_unchanged() -> None:
     r = grid.to_region(gpd.GeoDataFrame(geometry=[REGION], crs="EPSG:4326").to_crs("EPSG:4269"))
     assert r.geometry.symmetric_difference(REGION).area < 1e-9 * REGION.area
+
+
+def test_explain_and_manifest_say_what_a_count_counts() -> None:
+    params = {"region": REGION, "resolution": 7, "epsilon": 1.0, "person": "pid"}
+    many = dpmap.explain(**params, max_records_per_cell=3)
+    assert "count counts records, not people" in str(many)
+    one = dpmap.explain(**params)
+    assert "count counts people" in str(one)
+    rel = dpmap.release(debtors(), **params, max_records_per_cell=3)
+    assert rel.manifest["contribution_bounds"]["count_counts"].startswith("records, not people")
+    rows = dpmap.release(debtors(), region=REGION, resolution=7, epsilon=1.0)
+    assert rows.manifest["contribution_bounds"]["count_counts"].startswith("rows")

@@ -31,6 +31,7 @@ from .io import atomic_write, manifest_path, read_manifest
 from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
 from .postprocess import Z95, Z975, Estimates, publish
 from .spec import ReleaseSpec
+from .table import count_unit
 
 __all__ = ["Explanation", "Release", "explain", "read_release", "release"]
 
@@ -105,6 +106,7 @@ class Explanation:
                 f" / L2 {s['sensitivity']['l2']:.6g}, {priv} (share {s['budget_share']:.3g}),"
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
+        lines.append(f"  count counts {count_unit(self.spec.person, self.spec.linf, self.spec.l0)}")
         t = d["suppression_threshold"]
         if self.spec.suppress_below is False:
             lines.append("  suppression: off (every noisy value is published)")
@@ -864,6 +866,7 @@ def _manifest(
         "contribution_bounds": {
             "max_cells": spec.l0,
             "max_records_per_cell": spec.linf,
+            "count_counts": count_unit(spec.person, spec.linf, spec.l0),
             "value": spec.value,
             "bounds": list(spec.bounds) if spec.bounds else None,
             "value_rule": "clamped to bounds, then rounded half up to whole units"

@@ -55,7 +55,14 @@ from .postprocess import Z95, Z975, mean_and_margin
 if TYPE_CHECKING:  # pragma: no cover
     from .release import Release
 
-__all__ = ["HIDDEN", "RELIABILITY_SCHEME", "PressTable", "press_table", "reliability"]
+__all__ = [
+    "HIDDEN",
+    "RELIABILITY_SCHEME",
+    "PressTable",
+    "count_unit",
+    "press_table",
+    "reliability",
+]
 
 #: display value of a suppressed row (never a zero)
 HIDDEN = "hidden"
@@ -109,6 +116,20 @@ def _check_bands(cv_bands: Any) -> tuple[float, float]:
             f"cv_bands must be two increasing positive numbers, e.g. (0.15, 0.30); got {cv_bands!r}"
         )
     return lo, hi
+
+
+def count_unit(person: str | None, max_records_per_cell: int, max_cells: int = 1) -> str:
+    """What a published count counts, in words (for the manifest and ``explain``)."""
+    if person is None:
+        return "rows: every row is treated as a different person"
+    if int(max_records_per_cell) > 1:
+        return (
+            f"records, not people: each person adds up to {int(max_records_per_cell)} records "
+            "per cell (max_records_per_cell), so a count of 10 may be fewer than 10 people"
+        )
+    return "people: each person counts at most once per cell" + (
+        f" (and in at most {int(max_cells)} cells)" if int(max_cells) > 1 else ""
+    )
 
 
 # ---------------------------------------------------------------------------------------
