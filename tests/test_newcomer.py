@@ -100,6 +100,8 @@ def test_a_huge_epsilon_warns_that_the_noise_is_negligible() -> None:
         dpmap.release(debtors(), region=REGION, resolution=7, epsilon=1e6)
     with pytest.warns(NegligibleNoiseWarning, match=r"use ε ≤ 10"):
         dpmap.release(debtors(), region=REGION, resolution=[6, 7], epsilon=50)
+    with pytest.warns(NegligibleNoiseWarning, match=r"ε = 1e\+06"):  # before any data, too
+        dpmap.explain(region=REGION, resolution=7, epsilon=1e6)
 
 
 @pytest.mark.parametrize(

@@ -1171,6 +1171,13 @@ def demo_cmd(
         float, typer.Option("--epsilon", help="Privacy budget of the release.")
     ] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 0,
+    include_unbiased: Annotated[
+        bool,
+        typer.Option(
+            "--include-unbiased",
+            help="Also write the unbiased noisy estimates of every row (for adding up areas).",
+        ),
+    ] = False,
 ) -> None:
     """Release a map of SYNTHETIC debtors in Hebei province (built from real GeoNames places).
 
@@ -1217,7 +1224,7 @@ def demo_cmd(
         )
     map_path, png_path = out / "hebei_debt_map.geojson", out / "hebei_debt_map.png"
     with console.status("writing the release and the map…"):
-        rel.to_file(map_path)
+        rel.to_file(map_path, include_unbiased=include_unbiased)
         rel.plot(png_path)
     cells = rel.cells
     typer.echo(DEMO_DATA_NOTICE)

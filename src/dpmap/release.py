@@ -234,6 +234,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     spec = _make_spec(params)
     reg = _resolve_region(region, spec)
     plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share, internal_share)
+    warn_negligible_noise(plan)
     cells = len(grid.region_to_cells(reg, spec.finest)) if reg is not None else None
     return Explanation(
         spec=spec,
