@@ -1015,6 +1015,11 @@ def test_total_map_values_add_up_the_categories(
 ) -> None:
     from dpmap.table import category_total_cells
 
+    # 300 more debtors in one place, so that one total is surely shown (its count is about
+    # 300, its threshold about 20) while the sparse cells' totals are hidden
+    points = pd.read_csv(workdir / "points.csv")
+    crowd = points.head(300).assign(lat=39.2, lng=116.2, debtor_id=[f"C{i}" for i in range(300)])
+    pd.concat([points, crowd]).to_csv(workdir / "points.csv", index=False)
     assert run(capsys, *_categorised(workdir, "map.geojson", "--include-unbiased"))[0] == 0
     rel = dpmap.read_release(workdir / "map.geojson")
     tot = category_total_cells(rel)

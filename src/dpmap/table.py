@@ -28,7 +28,10 @@ Totals across categories
     of that sum, ``1.96·√(Σ var)``. The noise is drawn independently for every (cell,
     category), and the least-squares step of a hierarchical release works category by
     category, so the variances add (adaptive releases have no categories). A total is
-    shown or hidden by the release's own suppression rule applied to the total. When the
+    shown or hidden by the release's suppression rule applied to the total: a fixed
+    threshold as it is; the default rule as a table-wide multiple of the total's standard
+    deviation (:func:`total_factor`: at most about one truly empty total per table shows
+    by chance; in a release without a region, below the total's own margin). When the
     release was read from a file without its unbiased estimates and some category of a
     cell is hidden, the total is hidden too (the hidden value is not in the file).
 
@@ -388,7 +391,10 @@ def _rules(
         + ("cell" if kind == "cells" else "zone")
         + " adds up the categories' unbiased estimates; its margin is 1.96·√(sum of the "
         "variances) (independent noise per category); rounded categories need not add up "
-        "to the rounded total"
+        "to the rounded total. With the release's default suppression a total is hidden "
+        "when its count is below a table-wide multiple of its standard deviation, so that at "
+        "most about one truly empty total shows by chance; with a fixed threshold, below "
+        "that threshold"
     )
     return rules
 
@@ -523,8 +529,11 @@ def _category_totals(
     rule = m.get("suppression") or {}
     if not unbiased:  # the hidden categories' values are not in the file
         hide = tot["any_hidden"].to_numpy(dtype=bool)
+    elif rule.get("default") and (m.get("cell_selection") or {}).get("region") is None:
+        hide = count < tot["count_moe"].to_numpy()  # private discovery: below its own margin
     elif rule.get("default"):
-        hide = count < tot["count_moe"].to_numpy()
+        sd = np.sqrt(tot["count_var"].to_numpy())
+        hide = count < total_factor(_mechanism(m), n) * sd
     elif rule.get("threshold") is not None:
         hide = count < float(rule["threshold"])
     else:
@@ -550,6 +559,30 @@ def _category_totals(
         tot["mean_shown"] = tot["mean"] = np.where(hide, np.nan, mean)
         tot["mean_moe"] = np.where(hide, np.nan, mean_moe)
     return tot.drop(columns="any_hidden")
+
+
+#: a total hidden by the default rule: at most this chance for a truly empty total, and at
+#: most about one truly empty total per table expected to show by chance
+PHANTOM_CHANCE, PHANTOM_ROWS = 0.025, 1.0
+
+
+def total_factor(mechanism: str, rows: int) -> float:
+    """Totals whose count is below ``factor × its standard deviation`` are hidden (the
+    default rule): a truly empty total is shown with chance at most
+    α = min(2.5%, 1/``rows``), so at most about one of ``rows`` truly empty totals shows by
+    chance. A total's noise is a sum of independent discrete draws; for Laplace noise the
+    factor is the quantile of a Laplace law of the same variance (its tail is heavier than
+    that of any such sum), for Gaussian noise the normal quantile."""
+    alpha = min(PHANTOM_CHANCE, PHANTOM_ROWS / max(int(rows), 1))
+    if mechanism == "gaussian":
+        from statistics import NormalDist
+
+        return NormalDist().inv_cdf(1.0 - alpha)
+    return math.log(1.0 / (2.0 * alpha)) / math.sqrt(2.0)  # b = sd/√2, P(X ≥ t) = ½e^(−t/b)
+
+
+def _mechanism(m: dict[str, Any]) -> str:
+    return "gaussian" if (m.get("parameters") or {}).get("mechanism") == "gaussian" else "laplace"
 
 
 def _interleave(rows: pd.DataFrame, totals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
