@@ -572,8 +572,12 @@ def test_python_keywords_are_translated_from_the_clis_own_options() -> None:
     ):
         assert as_command_line(text) == text
     # keywords that are no option of the command line are left alone, too
-    assert as_command_line("write it with include_unbiased=False") == (
-        "write it with include_unbiased=False"
+    assert as_command_line("draw it with show_uncertainty=False") == (
+        "draw it with show_uncertainty=False"
+    )
+    # include_unbiased became a flag of dpmap release (--include-unbiased)
+    assert as_command_line("write it with include_unbiased=True") == (
+        "write it with --include-unbiased"
     )
 
 
@@ -780,3 +784,283 @@ def test_a_failure_inside_the_release_after_noise_says_the_budget_was_spent(
         capsys, *charged(workdir, "--person", "nope", "--out", workdir / "n.geojson")
     )
     assert code == 2 and "was spent" not in err and book.spent("debts-2026").epsilon == 1
+
+
+# -- press tables, roll-ups, comparisons, total maps, and small things (CLI parity) --
+
+
+def _zones_file(w: Path) -> Path:
+    west, east = box(116.0, 39.0, 116.25, 39.4), box(116.25, 39.0, 116.5, 39.4)
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"name": n},
+                "geometry": json.loads(shapely.to_geojson(g)),
+            }
+            for n, g in (("west", west), ("east", east))
+        ],
+    }
+    path = w / "zones.geojson"
+    path.write_text(json.dumps(fc))
+    return path
+
+
+def _categorised(w: Path, out: str = "map.geojson", *extra: str) -> list[str]:
+    args = base(w, "--person", "debtor_id", "--value", "amount", "--bounds", "0", "50000")
+    args[args.index("--out") + 1] = str(w / out)
+    return [*args, "--category", "creditor", "--categories", "bank,microloan", *extra]
+
+
+def test_include_unbiased_writes_the_unbiased_estimates(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, *base(workdir, "--include-unbiased"))
+    assert code == 0, err
+    rel = dpmap.read_release(workdir / "map.geojson")
+    assert rel.estimates is not None
+    assert {"count_unbiased", "count_var"} <= set(
+        json.loads((workdir / "map.geojson").read_text())["features"][0]["properties"]
+    )
+    # suppressed cells carry their unbiased values too
+    assert rel.cells["suppressed"].any()
+    assert rel.estimates.loc[rel.cells["suppressed"].to_numpy(), "count"].notna().all()
+
+
+def test_dpmap_table_writes_a_press_table_with_its_statement(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, *_categorised(workdir, "map.geojson", "--include-unbiased"))[0] == 0
+    out = workdir / "press.csv"
+    code, stdout, err = run(capsys, "table", workdir / "map.geojson", "--out", out)
+    assert code == 0, err
+    table = pd.read_csv(out, dtype=str)
+    assert set(table["category"]) == {"bank", "microloan", "other", "total"}
+    assert (table.loc[table["suppressed"] == "True", "count_display"] == "hidden").all()
+    shown = table.loc[table["suppressed"] == "False", "count_display"].astype(int)
+    assert (shown >= 0).all()
+    assert set(table["count_reliability"]) <= {
+        "reliable",
+        "use with caution",
+        "unreliable",
+        "hidden",
+    }
+    assert (workdir / "press.manifest.json").is_file() and (workdir / "press.notes.txt").is_file()
+    assert "ε = 1" in stdout
+    # by zones
+    zones = _zones_file(workdir)
+    code, _, err = run(
+        capsys,
+        "table",
+        workdir / "map.geojson",
+        "--zones",
+        zones,
+        "--by",
+        "name",
+        "--out",
+        workdir / "zones.csv",
+        "--sum-unit",
+        "1000",
+    )
+    assert code == 0, err
+    z = pd.read_csv(workdir / "zones.csv")
+    assert list(z["name"]) == ["west"] * 4 + ["east"] * 4
+    assert (z["sum_display"] % 1000 == 0).all()
+    # an existing output is refused, nothing else written
+    code, _, err = run(capsys, "table", workdir / "map.geojson", "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+
+
+def test_dpmap_aggregate_and_compare(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zones = _zones_file(workdir)
+    for name in ("a.geojson", "b.geojson"):
+        args = base(workdir, "--include-unbiased")
+        args[args.index("--out") + 1] = str(workdir / name)
+        assert run(capsys, *args)[0] == 0
+    code, _, err = run(
+        capsys,
+        "aggregate",
+        workdir / "a.geojson",
+        "--zones",
+        zones,
+        "--by",
+        "name",
+        "--out",
+        workdir / "agg_a.csv",
+    )
+    assert code == 0, err
+    agg = pd.read_csv(workdir / "agg_a.csv")
+    expected = dpmap.read_release(workdir / "a.geojson").aggregate_to(gpd_read(zones), by="name")
+    assert list(agg["name"]) == ["west", "east"]
+    assert np.allclose(agg["count"], expected["count"]) and np.allclose(
+        agg["count_moe"], expected["count_moe"]
+    )
+    meta = json.loads((workdir / "agg_a.manifest.json").read_text())
+    assert meta["by"] == "name" and meta["release_manifest"]["privacy"]["epsilon"] == 1.0
+    # cell by cell
+    code, _, err = run(
+        capsys,
+        "compare",
+        workdir / "a.geojson",
+        workdir / "b.geojson",
+        "--out",
+        workdir / "cmp.csv",
+    )
+    assert code == 0, err
+    cmp = pd.read_csv(workdir / "cmp.csv")
+    assert {"count_a", "count_b", "change", "change_moe", "significant"} <= set(cmp.columns)
+    assert len(cmp) == len(dpmap.read_release(workdir / "a.geojson").cells)
+    # zone by zone, from the releases or from two written roll-ups
+    code, _, err = run(
+        capsys,
+        "compare",
+        workdir / "a.geojson",
+        workdir / "b.geojson",
+        "--zones",
+        zones,
+        "--by",
+        "name",
+        "--out",
+        workdir / "cmpz.csv",
+    )
+    assert code == 0, err
+    assert (
+        run(
+            capsys,
+            "aggregate",
+            workdir / "b.geojson",
+            "--zones",
+            zones,
+            "--by",
+            "name",
+            "--out",
+            workdir / "agg_b.geojson",
+        )[0]
+        == 0
+    )
+    code, _, err = run(
+        capsys,
+        "compare",
+        workdir / "agg_a.csv",
+        workdir / "agg_b.geojson",
+        "--out",
+        workdir / "cmpr.csv",
+    )
+    assert code == 0, err
+    pd.testing.assert_frame_equal(
+        pd.read_csv(workdir / "cmpz.csv").drop(columns="geometry"),
+        pd.read_csv(workdir / "cmpr.csv").drop(columns="geometry"),
+    )
+    # mistakes: one line, exit 2, nothing written
+    code, _, err = run(
+        capsys,
+        "aggregate",
+        workdir / "a.geojson",
+        "--zones",
+        zones,
+        "--by",
+        "nom",
+        "--out",
+        workdir / "bad.csv",
+    )
+    assert code == 2 and err.count("\n") == 1 and "'nom'" in err
+    assert not (workdir / "bad.csv").exists() and not (workdir / "bad.manifest.json").exists()
+    code, _, err = run(
+        capsys, "compare", workdir / "a.geojson", workdir / "b.geojson", "--out", workdir / "x.xlsx"
+    )
+    assert code == 2 and ".xlsx" in err
+
+
+def gpd_read(path: Path) -> Any:
+    import geopandas as gpd
+
+    return gpd.read_file(path)
+
+
+def test_dpmap_plot_of_a_categorised_release_maps_the_total(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, *_categorised(workdir))[0] == 0
+    release_file = workdir / "map.geojson"
+    code, _, err = run(capsys, "plot", release_file, "--png", workdir / "total.png")
+    assert code == 0, err
+    assert "mapping their total" in err and "--category NAME" in err
+    assert (workdir / "total.png").stat().st_size > 1000
+    code, _, err = run(
+        capsys,
+        "plot",
+        release_file,
+        "--category",
+        "all",
+        "--png",
+        workdir / "all.png",
+        "--html",
+        workdir / "all.html",
+    )
+    assert code == 0 and err == "", err
+    assert "total of all categories" in (workdir / "all.html").read_text()
+    code, _, err = run(
+        capsys, "plot", release_file, "--category", "bank", "--png", workdir / "bank.png"
+    )
+    assert code == 0 and err == "", err
+    code, _, err = run(
+        capsys, "plot", release_file, "--category", "nope", "--png", workdir / "nope.png"
+    )
+    assert code == 2 and "'nope'" in err and not (workdir / "nope.png").exists()
+
+
+def test_total_map_values_add_up_the_categories(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpmap.table import category_total_cells
+
+    # 300 more debtors in one place, so that one total is surely shown (its count is about
+    # 300, its threshold about 20) while the sparse cells' totals are hidden
+    points = pd.read_csv(workdir / "points.csv")
+    crowd = points.head(300).assign(lat=39.2, lng=116.2, debtor_id=[f"C{i}" for i in range(300)])
+    pd.concat([points, crowd]).to_csv(workdir / "points.csv", index=False)
+    assert run(capsys, *_categorised(workdir, "map.geojson", "--include-unbiased"))[0] == 0
+    rel = dpmap.read_release(workdir / "map.geojson")
+    tot = category_total_cells(rel)
+    est = rel.estimates
+    assert est is not None
+    sums = est.groupby("cell")["count"].sum()
+    shown = ~tot["suppressed"].to_numpy()
+    assert shown.any()
+    assert np.allclose(tot.loc[shown, "count"], sums.loc[tot.loc[shown, "cell"]].to_numpy())
+    assert tot.loc[~shown, "count"].isna().all()  # a hidden total is null on the map, not 0
+
+
+def test_engine_help_shows_the_spark_extra(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run(capsys, "release", "--help")
+    assert code == 0
+    assert "pip install 'dpmap[spark]'" in out
+
+
+def test_a_huge_epsilon_warns_on_stderr_in_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base(workdir)
+    args[args.index("--epsilon") + 1] = "1e6"
+    code, _, err = run(capsys, *args)
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("dpmap: warning:")]
+    assert len(lines) == 1
+    assert "ε = 1e+06 gives a 95% margin of ±0.00 per cell" in lines[0]
+    assert "ε ≤ 10" in lines[0]
+
+
+def test_did_you_mean_in_the_words_of_the_command_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    df = pd.read_csv(workdir / "points.csv").rename(columns={"lat": "latitude", "lng": "longitude"})
+    df.to_csv(workdir / "renamed.csv", index=False)
+    args = base(workdir)
+    args[1] = str(workdir / "renamed.csv")
+    code, _, err = run(capsys, *args)
+    assert code == 2 and err.count("\n") == 1
+    assert "did you mean 'latitude'? pass --lat latitude" in err

@@ -612,6 +612,7 @@ def test_paths_that_are_not_files(tmp_path: Path) -> None:
 #: noise is discrete Laplace of scale 1/40, which is 0 except with probability
 #: 2q/(1 + q) < 1e-17 (q = e^{−40}): < 1e-14 over every value of these releases. So the
 #: published counts are the exact bounded counts, and can be compared with the input.
+#: (dpmap warns about such an ε, NegligibleNoiseWarning: the tests using EXACT ignore it.)
 EXACT = {"epsilon": 40.0, "suppress_below": False}
 
 
@@ -645,6 +646,7 @@ def true_counts(df: pd.DataFrame, *, person: bool, by: str | None = None) -> dic
 _HOME = debtors(60, 2, 4, spread=False)
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 @pytest.mark.parametrize("ending", ["lf", "crlf", "cr-only"])
 def test_csv_line_endings_all_read_correctly(ending: str, tmp_path: Path) -> None:
     """A CSV saved with old-Mac (CR-only) line endings used to read as one header line and
@@ -670,6 +672,7 @@ def _forms(df: pd.DataFrame, tmp_path: Path) -> dict[str, Any]:
     return {"pandas": df, "polars": frame, "lazy": frame.lazy(), "parquet": path}
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 def test_float32_coordinates(tmp_path: Path) -> None:
     """float32 latitude/longitude (about 0.4 m of precision here) count in the cells the
     float32 values lie in — at cell centres, the same cells as the float64 ones."""
@@ -681,6 +684,7 @@ def test_float32_coordinates(tmp_path: Path) -> None:
         assert exact_counts(points, person="pid") == want, form
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 def test_categorical_person_ids(tmp_path: Path) -> None:
     """Person ids of a categorical dtype (pandas "category", polars Categorical, Parquet
     dictionary columns) identify persons like the strings: with L∞ = 1 each of the 60
@@ -694,6 +698,7 @@ def test_categorical_person_ids(tmp_path: Path) -> None:
     assert exact_counts(frame, person="pid") == want
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 def test_categorical_category_column(tmp_path: Path) -> None:
     """A category column of a categorical dtype: counts per public category, and the rows
     of categories outside the public list under "other"."""
@@ -847,6 +852,7 @@ def test_bug_extreme_parameters_end_in_a_dpmap_error_or_a_release(case: str) -> 
 
 
 @pytest.mark.parametrize("epsilon", [1e3, 1e4, 1e6])
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # huge ε on purpose
 def test_bug_huge_epsilon_gives_finite_margins_and_strict_json(
     epsilon: float, tmp_path: Path
 ) -> None:
@@ -949,6 +955,7 @@ def _leaf_truth(latlngs: list[tuple[float, float]], cells: pd.Series, k: int = 3
     ]
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 def test_regions_around_the_poles() -> None:
     """Caps around both poles (the pole itself among the points): every point counts, in
     its own cell, exactly (near-noiseless releases, see EXACT)."""
@@ -969,6 +976,7 @@ def test_regions_around_the_poles() -> None:
             assert got == _cell_truth(pts, res), (res, got)
 
 
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # EXACT
 @pytest.mark.parametrize("res", [0, 1, 3, 5, 7, 9])
 def test_regions_around_pentagons(res: int) -> None:
     """A pentagon and its five neighbours as the region, a point at each centre: flat,

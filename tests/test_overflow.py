@@ -121,6 +121,7 @@ DESIGNS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("design", list(DESIGNS))
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")  # ε = 100 on purpose
 def test_no_value_reaching_the_noise_overflows(
     design: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

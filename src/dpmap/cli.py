@@ -8,9 +8,11 @@ on stderr and exits with status 2, with no traceback and no output file left beh
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +22,7 @@ from rich.console import Console
 from ._version import __version__
 from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .cli_budget import budget_app
-from .errors import DataFileError, DpmapError, SpecError
+from .errors import DataFileError, DpmapError, DpmapWarning, SpecError
 from .io import manifest_path
 
 __all__ = ["app", "main"]
@@ -40,6 +42,8 @@ app = typer.Typer(
 app.add_typer(budget_app, name="budget")
 
 _err = Console(stderr=True, highlight=False)
+#: --category value of dpmap plot that maps the total of every category
+ALL_CATEGORIES = "all"
 
 
 def _version_callback(value: bool) -> None:
@@ -273,13 +277,22 @@ _RELEASE_ONLY_KEYS = (
     "diagnostics",
     "engine",
     "overwrite",
+    "include_unbiased",
 )
 _CONFIG_KEYS = {p.name for p in _SPEC_OPTIONS + _LEDGER_OPTIONS} - {"config"} | set(
     _RELEASE_ONLY_KEYS
 )
 
 
-_BOOLEAN_SETTINGS = ("no_suppress", "integers", "adaptive", "quiet", "diagnostics", "overwrite")
+_BOOLEAN_SETTINGS = (
+    "no_suppress",
+    "integers",
+    "adaptive",
+    "quiet",
+    "diagnostics",
+    "overwrite",
+    "include_unbiased",
+)
 
 
 def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
@@ -447,7 +460,15 @@ _CTX = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotat
             "--engine",
             help="Where the points are read, bounded and aggregated: local (in memory; files "
             "over 1 GB are streamed), streaming (bounded memory, for files larger than memory) "
-            "or spark (needs pip install 'dpmap[spark]'). Default: local.",
+            "or spark (needs pip install 'dpmap\\[spark]'). Default: local.",
+        ),
+        _opt(
+            False,
+            bool,
+            "--include-unbiased",
+            help="Also write the unbiased noisy estimates of every row, suppressed ones "
+            "included (count_unbiased, count_var, ...), so that readers can add up areas "
+            "without the bias of suppression. No extra privacy cost.",
         ),
         _opt(
             False,
@@ -474,6 +495,7 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
     kw = _spec_kwargs(kw, ctx)
     points, out, png, quiet = kw.pop("points"), kw.pop("out"), kw.pop("png"), kw.pop("quiet")
     show_diag, overwrite = kw.pop("diagnostics"), bool(kw.pop("overwrite", False))
+    include_unbiased = bool(kw.pop("include_unbiased", False))
     if points is None or out is None:
         missing = "POINTS" if points is None else "--out"
         raise SpecError(f"{missing} is required; pass it on the command line or in --config")
@@ -494,7 +516,7 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
             _note_spent(exc, kw.get("ledger"), kw.get("dataset"), last_entry)
             raise
         stages("write")
-        written = _write_paid_release(rel, out)
+        written = _write_paid_release(rel, out, include_unbiased=include_unbiased)
         map_error: BaseException | None = None
         if png is not None and written == out:
             stages("map")
@@ -645,7 +667,7 @@ def _paid(rel: Any) -> str:
     return f"the release was computed (its ε = {eps} is spent on this data)"
 
 
-def _write_paid_release(rel: Any, out: Path) -> Path:
+def _write_paid_release(rel: Any, out: Path, *, include_unbiased: bool = False) -> Path:
     """Write a release that was paid for; if ``out`` fails, save it elsewhere and say where.
 
     Returns the path written (``out`` unless it failed). Never raises: the budget is spent,
@@ -655,7 +677,7 @@ def _write_paid_release(rel: Any, out: Path) -> Path:
     import time
 
     try:
-        rel.to_file(out)
+        rel.to_file(out, include_unbiased=include_unbiased)
         return out
     except Exception as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -663,7 +685,7 @@ def _write_paid_release(rel: Any, out: Path) -> Path:
     for folder in (Path.cwd(), Path(tempfile.gettempdir())):
         rescue = folder / f"dpmap-release-{stamp}-{os.getpid()}{out.suffix.lower()}"
         try:
-            rel.to_file(rescue)
+            rel.to_file(rescue, include_unbiased=include_unbiased)
         except Exception:
             continue
         print(
@@ -715,7 +737,12 @@ def plot_cmd(
         str, typer.Option("--column", help="Statistic to map: count, sum or mean.")
     ] = "count",
     category: Annotated[
-        str | None, typer.Option("--category", help="Category to map (with a breakdown).")
+        str | None,
+        typer.Option(
+            "--category",
+            help="Category to map (with a breakdown), or 'all' for the total of every category "
+            "(the default for a release with categories).",
+        ),
     ] = None,
     # -- interactive map (dpmap.html) --
     html: Annotated[
@@ -742,17 +769,360 @@ def plot_cmd(
 
         check_html_path(html)
     rel = read_release(release_file)
+    cells, manifest, title = rel.cells, rel.manifest, None
+    has_cat = "category" in cells.columns
+    named = set(cells["category"].astype(str)) if has_cat else set()
+    if has_cat and category is None:  # the total, as a map of the whole release should be
+        names = ", ".join(str(c) for c in manifest.get("categories") or sorted(named))
+        print(
+            f"dpmap: note: the release has one row per category ({names}); mapping their "
+            "total. Map one category with --category NAME.",
+            file=sys.stderr,
+        )
+    if category is None or (category == ALL_CATEGORIES and ALL_CATEGORIES not in named):
+        if has_cat:
+            from .table import category_total_cells
+
+            cells = category_total_cells(rel)
+            title = f"{manifest.get('title') or 'dpmap release'} — total of all categories"
+        category = None  # a release without a breakdown is its own total
     if html is not None:  # built before any file is written, so a mistake writes nothing
         from .html import html_document
 
-        document = html_document(rel.cells, rel.manifest, column=column, category=category)
+        document = html_document(cells, manifest, column=column, category=category, title=title)
     if png is not None:
-        rel.plot(png, column=column, category=category)
+        from .plot import plot_release
+
+        plot_release(cells, manifest, png, column=column, category=category, title=title)
     if html is not None and document is not None:
         from .html import save_html
 
         save_html(document, html)
     typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
+
+
+# -- press tables, roll-ups and comparisons of published releases (post-processing) --
+
+
+def _read_zones(path: Path) -> Any:
+    """Zone polygons (GeoJSON, GeoPackage, shapefile, GeoParquet) as a GeoDataFrame."""
+    import geopandas as gpd
+
+    if not path.is_file():
+        raise DataFileError(f"--zones file {str(path)!r} does not exist; check the path")
+    try:
+        if path.suffix.lower() == ".parquet":
+            return gpd.read_parquet(path)
+        return gpd.read_file(path)
+    except Exception as exc:  # pyogrio/pyarrow raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataFileError(
+            f"cannot read --zones file {str(path)!r}: {first}; pass a GeoJSON, GeoPackage, "
+            "shapefile or GeoParquet file of polygons"
+        ) from None
+
+
+def _check_new_files(
+    targets: list[tuple[str, Path]], *, overwrite: bool, inputs: tuple[Any, ...]
+) -> None:
+    """Refuse, before any work, outputs that exist (without --overwrite) or cannot be written."""
+    used = {_same_file_key(Path(p)) for p in inputs if p is not None}
+    for flag, target in targets:
+        try:
+            _check_target(flag, target, overwrite=overwrite, used=used)
+        except DpmapError:
+            raise
+        except OSError as exc:
+            raise DataFileError(
+                f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
+            ) from None
+
+
+_TABLE_KINDS = {".csv": "csv", ".geojson": "geojson", ".json": "geojson", ".parquet": "parquet"}
+
+
+def _table_kind(out: Path) -> str:
+    kind = _TABLE_KINDS.get(out.suffix.lower())
+    if kind is None:
+        raise DataFileError(
+            f"cannot write {str(out)!r} as {out.suffix or '(no suffix)'!r}; use .csv, .geojson "
+            "or .parquet"
+        )
+    return kind
+
+
+def _write_table(gdf: Any, out: Path, manifest: dict[str, Any]) -> None:
+    """A roll-up or comparison (GeoDataFrame) and its manifest, both or neither."""
+    import json
+
+    import pandas as pd
+
+    from .io import atomic_write
+
+    kind = _table_kind(out)
+    text = json.dumps(manifest, indent=2, ensure_ascii=False)
+    with atomic_write([out, manifest_path(out)]) as (tmp, tmp_manifest):
+        if kind == "geojson":
+            tmp.write_text(gdf.to_json(drop_id=True, na="null"), encoding="utf-8")
+        elif kind == "parquet":
+            gdf.to_parquet(tmp, index=False)
+        else:
+            df = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+            df["geometry"] = gdf.geometry.to_wkt(rounding_precision=-1)
+            df.to_csv(tmp, index=False)
+        tmp_manifest.write_text(text + "\n", encoding="utf-8")
+
+
+def _read_rollup(path: Path) -> Any:
+    """A roll-up written by ``dpmap aggregate`` (its manifest says so), else None."""
+    import json
+
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    mpath = manifest_path(path)
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8")) if mpath.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or "dpmap_rollup" not in meta:
+        return None
+    kind = _table_kind(path)
+    try:
+        if kind == "geojson":
+            gdf = gpd.read_file(path)
+        elif kind == "parquet":
+            gdf = gpd.read_parquet(path)
+        else:
+            by = str(meta.get("by"))
+            df = pd.read_csv(path, dtype={by: str, "category": str})
+            gdf = gpd.GeoDataFrame(
+                df.drop(columns="geometry"),
+                geometry=shapely.from_wkt(df["geometry"].to_numpy()),
+                crs="EPSG:4326",
+            )
+    except Exception as exc:
+        raise DataFileError(f"cannot read the roll-up {str(path)!r} ({exc})") from None
+    gdf.attrs["dpmap_by"] = meta.get("by")
+    return gdf
+
+
+def _release_summary(rel: Any, path: Path) -> dict[str, Any]:
+    return {
+        "file": path.name,
+        "fingerprint": rel.fingerprint,
+        "title": rel.manifest.get("title"),
+        "privacy_statement": rel.privacy_statement,
+    }
+
+
+@app.command("table")
+def table_cmd(
+    release_file: Annotated[
+        Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Output table (.csv); a .manifest.json and a .notes.txt go beside it."
+        ),
+    ],
+    zones: Annotated[
+        Path | None,
+        typer.Option("--zones", help="Polygons to add the cells up in (e.g. counties)."),
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="Column naming each zone.")] = "name",
+    sum_unit: Annotated[
+        float | None,
+        typer.Option(
+            "--sum-unit", help="Round sums to this unit (default: 3 significant figures)."
+        ),
+    ] = None,
+    mean_unit: Annotated[
+        float | None,
+        typer.Option(
+            "--mean-unit", help="Round means to this unit (default: 3 significant figures)."
+        ),
+    ] = None,
+    no_unbiased: Annotated[
+        bool,
+        typer.Option(
+            "--no-unbiased", help="Leave out the unrounded unbiased columns (display values only)."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+) -> None:
+    """A press-ready table: rounded, non-negative, reliability-flagged, with totals.
+
+    Counts are rounded to whole records, sums and means to 3 significant figures; suppressed
+    rows read 'hidden' (never 0); each row gets a reliability flag from its coefficient of
+    variation; a 'total' row per cell or zone adds up the categories. The privacy statement
+    and the manifest are written beside the table. No budget is spent.
+
+    Example: dpmap table map.geojson --zones counties.gpkg --by name --out counties.csv
+    """
+    from .release import read_release
+    from .table import notes_path
+
+    if out.suffix.lower() != ".csv":
+        raise SpecError(f"--out {str(out)!r} must end in .csv (a press table is a CSV file)")
+    _check_new_files(
+        [
+            ("--out", out),
+            ("--out (its manifest)", manifest_path(out)),
+            ("--out (its notes)", notes_path(out)),
+        ],
+        overwrite=overwrite,
+        inputs=(release_file, zones),
+    )
+    rel = read_release(release_file)
+    polygons = _read_zones(zones) if zones is not None else None
+    table = rel.table(
+        polygons, by, sum_unit=sum_unit, mean_unit=mean_unit, unbiased=not no_unbiased
+    )
+    written = table.to_file(out)
+    typer.echo("wrote " + ", ".join(str(p) for p in written))
+    typer.echo(rel.privacy_statement)
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    release_file: Annotated[
+        Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
+    ],
+    zones: Annotated[
+        Path, typer.Option("--zones", help="Polygons to add the cells up in (e.g. counties).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output (.csv, .geojson or .parquet) + .manifest.json."),
+    ],
+    by: Annotated[str, typer.Option("--by", help="Column naming each zone.")] = "name",
+    resolution: Annotated[
+        int | None,
+        typer.Option("--resolution", help="Level of a hierarchical release (default: the finest)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+) -> None:
+    """Totals with 95% margins over your polygons (districts, postcodes, ...).
+
+    Adds up the unbiased estimates of the cells overlapping each zone, weighted by the
+    share of each cell inside it. No budget is spent.
+
+    Example: dpmap aggregate map.geojson --zones counties.gpkg --by name --out counties.csv
+    """
+    from .release import read_release
+
+    _table_kind(out)
+    _check_new_files(
+        [("--out", out), ("--out (its manifest)", manifest_path(out))],
+        overwrite=overwrite,
+        inputs=(release_file, zones),
+    )
+    rel = read_release(release_file)
+    rollup = rel.aggregate_to(_read_zones(zones), by, resolution=resolution)
+    _write_table(
+        rollup,
+        out,
+        {
+            "dpmap_rollup": 1,
+            "zones": zones.name,
+            "by": by,
+            "resolution": resolution,
+            "method": "unbiased cell estimates weighted by the share of each cell's area in the "
+            "zone; 95% margins from the noise variances (dpmap.analysis.aggregate_to)",
+            "release": _release_summary(rel, release_file),
+            "release_manifest": rel.manifest,
+        },
+    )
+    typer.echo(f"wrote {out} and {manifest_path(out)} ({len(rollup)} rows)")
+    typer.echo(rel.privacy_statement)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Annotated[Path, typer.Argument(metavar="A", help="The earlier release (or roll-up).")],
+    b: Annotated[Path, typer.Argument(metavar="B", help="The later release (or roll-up).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Output (.csv, .geojson or .parquet) + .manifest.json."),
+    ],
+    zones: Annotated[
+        Path | None,
+        typer.Option("--zones", help="Roll both releases up to these polygons, then compare."),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option("--by", help="Column naming each zone (with --zones, or of two roll-ups)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+) -> None:
+    """Change from A to B with 95% margins, cell by cell or zone by zone.
+
+    A and B are releases of the same region and resolution (compared cell by cell), or
+    with --zones rolled up to the same polygons first, or two roll-ups written by dpmap
+    aggregate. No budget is spent (each release has already spent its own).
+
+    Example: dpmap compare january.geojson june.geojson --out change.csv
+    """
+    from .analysis import compare
+    from .release import read_release
+
+    _table_kind(out)
+    _check_new_files(
+        [("--out", out), ("--out (its manifest)", manifest_path(out))],
+        overwrite=overwrite,
+        inputs=(a, b, zones),
+    )
+    rollups = [_read_rollup(p) for p in (a, b)]
+    sources: list[Any] = []
+    if any(r is not None for r in rollups):
+        if not all(r is not None for r in rollups) or zones is not None:
+            raise SpecError(
+                "compare two releases, or two roll-ups written by dpmap aggregate (without "
+                "--zones); got one of each"
+            )
+        result = compare(rollups[0], rollups[1], by=by)
+        for p in (a, b):
+            meta = json.loads(manifest_path(p).read_text(encoding="utf-8"))
+            sources.append({"file": p.name, "rollup_of": meta.get("release")})
+    else:
+        ra, rb = read_release(a), read_release(b)
+        sources = [_release_summary(ra, a), _release_summary(rb, b)]
+        if zones is not None:
+            polygons = _read_zones(zones)
+            key = by or "name"
+            result = compare(ra.aggregate_to(polygons, key), rb.aggregate_to(polygons, key))
+        else:
+            if by is not None:
+                raise SpecError("--by applies with --zones (or to two roll-ups); add --zones FILE")
+            result = compare(ra, rb)
+    _write_table(
+        result,
+        out,
+        {
+            "dpmap_comparison": 1,
+            "a": sources[0],
+            "b": sources[1],
+            "zones": zones.name if zones is not None else None,
+            "method": "change = b − a of the unbiased estimates; 95% margin of the change from "
+            "both releases' noise (independent releases); significant: |change| > margin "
+            "(expect about 5% false alarms among unchanged rows)",
+            "privacy": "post-processing of two releases; publishing both spends both budgets",
+        },
+    )
+    n_sig = int(result["significant"].sum()) if "significant" in result else 0
+    typer.echo(
+        f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change "
+        "larger than its 95% margin)"
+    )
 
 
 # -- around a point (dpmap.analysis) --
@@ -801,6 +1171,13 @@ def demo_cmd(
         float, typer.Option("--epsilon", help="Privacy budget of the release.")
     ] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 0,
+    include_unbiased: Annotated[
+        bool,
+        typer.Option(
+            "--include-unbiased",
+            help="Also write the unbiased noisy estimates of every row (for adding up areas).",
+        ),
+    ] = False,
 ) -> None:
     """Release a map of SYNTHETIC debtors in Hebei province (built from real GeoNames places).
 
@@ -847,7 +1224,7 @@ def demo_cmd(
         )
     map_path, png_path = out / "hebei_debt_map.geojson", out / "hebei_debt_map.png"
     with console.status("writing the release and the map…"):
-        rel.to_file(map_path)
+        rel.to_file(map_path, include_unbiased=include_unbiased)
         rel.plot(png_path)
     cells = rel.cells
     typer.echo(DEMO_DATA_NOTICE)
@@ -1050,6 +1427,25 @@ def as_command_line(message: str, options: dict[str, tuple[str, bool]] | None = 
     return message
 
 
+_showwarning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """dpmap's own warnings as one line on stderr; others as Python prints them."""
+    if issubclass(category, DpmapWarning):
+        text = as_command_line(" ".join(str(message).split()))
+        print(f"dpmap: warning: {text}", file=sys.stderr)
+    else:
+        _showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user mistakes → one line on stderr and exit status 2.
 
@@ -1057,7 +1453,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="dpmap", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DpmapWarning)  # every time, never as an error
+            warnings.showwarning = _show_warning
+            result = command.main(args=argv, prog_name="dpmap", standalone_mode=False)
     except DpmapError as exc:
         message = as_command_line(" ".join(str(exc).split()))
         print(f"dpmap: error: {message}", file=sys.stderr)

@@ -15,18 +15,29 @@ subclass the matching builtin, so ``except ValueError`` keeps working::
     └── MissingDependencyError (ImportError)  an optional extra is not installed
 
 Messages follow one recipe: what happened, the values involved, and the next step.
+
+Warnings (the release goes ahead; the command line prints them as ``dpmap: warning: ...``)::
+
+    DpmapWarning (UserWarning)
+    └── NegligibleNoiseWarning           ε so large that the noise is negligible
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
 
 __all__ = [
     "BudgetError",
     "BudgetExceededError",
     "DataFileError",
     "DpmapError",
+    "DpmapWarning",
     "InputError",
     "MechanismError",
     "MissingDependencyError",
+    "NegligibleNoiseWarning",
     "RegionError",
     "ReleaseFormatError",
     "SpecError",
@@ -87,4 +98,49 @@ def missing_extra(package: str, extra: str) -> MissingDependencyError:
     return MissingDependencyError(
         f"this feature needs the optional package {package!r}, which is not installed; "
         f"install it with: pip install 'dpmap[{extra}]'"
+    )
+
+
+class DpmapWarning(UserWarning):
+    """Base class of every warning dpmap issues on purpose."""
+
+
+class NegligibleNoiseWarning(DpmapWarning):
+    """ε is so large that the noise is negligible: the map shows essentially exact counts.
+
+    Issued when ε > :data:`NEGLIGIBLE_EPSILON` *and* the noise of every cell count has a
+    95% margin (1.96 standard deviations) below :data:`NEGLIGIBLE_MARGIN`, half a record:
+    the noise then rounds away, and nearly every published count is the true (bounded) count.
+    """
+
+
+#: above this total ε, a release whose counts have negligible noise is warned about
+NEGLIGIBLE_EPSILON = 10.0
+#: a count noise's 95% margin (1.96 standard deviations) below this, half a record, is negligible
+NEGLIGIBLE_MARGIN = 0.5
+_Z95 = 1.959963984540054
+
+
+def warn_negligible_noise(plan: Any, stacklevel: int = 3) -> None:
+    """Warn (:class:`NegligibleNoiseWarning`) when a release's noise plan is essentially exact.
+
+    ``plan`` is a :class:`dpmap.mechanisms.NoisePlan`: its total ``epsilon`` and the noise
+    variances of its cell counts (statistics ``count`` and ``count@<resolution>``) are read.
+    The margin is 1.96 standard deviations: OpenDP's exact margin of integer noise is
+    reported as at least one record, so it cannot show that the noise vanishes.
+    """
+    eps = float(plan.epsilon)
+    margins = [
+        _Z95 * math.sqrt(max(float(s.variance), 0.0))
+        for k, s in plan.statistics.items()
+        if k == "count" or k.startswith("count@")
+    ]
+    if not margins or eps <= NEGLIGIBLE_EPSILON or max(margins) >= NEGLIGIBLE_MARGIN:
+        return
+    warnings.warn(
+        f"ε = {eps:g} gives a 95% margin of ±{max(margins):.2f} per cell on the counts: the map "
+        f"is essentially the exact counts; for a privacy guarantee that means something use "
+        f"ε ≤ {NEGLIGIBLE_EPSILON:g} (common: 0.1–2)",
+        NegligibleNoiseWarning,
+        stacklevel=stacklevel,
     )

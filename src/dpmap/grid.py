@@ -210,11 +210,8 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
         props = crs_obj.get("properties") if isinstance(crs_obj, dict) else None
         crs = props.get("name", "") if isinstance(props, dict) else ""
         crs = crs if isinstance(crs, str) else ""
-        if crs and not any(tag in crs.upper() for tag in ("4326", "CRS84")):
-            raise RegionError(
-                f"region file {path!r} declares CRS {crs!r}; GeoJSON regions must be in lon/lat "
-                "degrees (EPSG:4326): reproject it first"
-            )
+        if crs and not _is_wgs84_name(crs):  # another CRS: read and reproject as GeoPackages are
+            return _region_with_crs(path, crs, name=name)
         if not isinstance(data, dict):
             raise DataFileError(f"region file {path!r} is not a GeoJSON object")
         try:
@@ -243,6 +240,38 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
         f"region file {path!r} has an unsupported type; use GeoJSON (.geojson), GeoParquet, "
         "GeoPackage or a shapefile"
     )
+
+
+def _is_wgs84_name(crs: str) -> bool:
+    """A GeoJSON ``crs`` name meaning lon/lat WGS 84 (EPSG:4326, OGC CRS84 and their URNs)."""
+    tail = crs.upper().replace("::", ":").rstrip(":").rsplit(":", 1)[-1]
+    return tail in ("4326", "CRS84")
+
+
+def _region_with_crs(path: str, crs: str, *, name: str | None) -> Region:
+    """A GeoJSON region that declares a CRS other than WGS 84 (e.g. NAD83, EPSG:4269, or
+    a projected one): read with that CRS and reprojected to EPSG:4326."""
+    import geopandas as gpd
+    import pyproj
+
+    try:
+        pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError:
+        raise RegionError(
+            f"region file {path!r} declares CRS {crs!r}, which is not a known coordinate "
+            'reference system; fix its "crs" member (e.g. "urn:ogc:def:crs:EPSG::4269") or '
+            "remove it if the coordinates are lon/lat WGS 84"
+        ) from None
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataFileError(
+            f"cannot read region file {path!r}: {first}; pass a valid GeoJSON file"
+        ) from exc
+    if gdf.crs is None:  # pragma: no cover - GDAL reads every CRS pyproj knows
+        gdf = gdf.set_crs(crs)
+    return to_region(gdf, name=name or os.path.basename(path))
 
 
 def _checked_region(geom: BaseGeometry, *, name: str | None, source: str) -> Region:

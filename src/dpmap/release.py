@@ -26,7 +26,7 @@ from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .aggregates import SUM_LIMIT
 from .diagnostics import Diagnostics
 from .engines import local
-from .errors import DataFileError, ReleaseFormatError, SpecError
+from .errors import DataFileError, ReleaseFormatError, SpecError, warn_negligible_noise
 from .io import atomic_write, manifest_path, read_manifest
 from .mechanisms import NoisePlan, decode_keys, encode_keys, opendp_version, plan_noise
 from .postprocess import (
@@ -38,6 +38,7 @@ from .postprocess import (
     publish,
 )
 from .spec import Mechanism, ReleaseSpec
+from .table import count_unit
 
 __all__ = ["Explanation", "Release", "explain", "read_release", "release"]
 
@@ -133,6 +134,7 @@ class Explanation:
                 f" / L2 {s['sensitivity']['l2']:.6g}, {priv} (share {s['budget_share']:.3g}),"
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
+        lines.append(f"  count counts {count_unit(self.spec.person, self.spec.linf, self.spec.l0)}")
         t = d["suppression_threshold"]
         phantoms = d.get("phantom_rows_expected")
         if self.spec.suppress_below is False:
@@ -297,6 +299,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     spec = _make_spec(params)
     reg = _resolve_region(region, spec)
     plan, aplan = _plan_for(spec, reg, adaptive, adaptive_from, tree_share, internal_share)
+    warn_negligible_noise(plan)
     cells = len(grid.region_to_cells(reg, spec.finest)) if reg is not None else None
     return Explanation(
         spec=spec,
@@ -537,6 +540,7 @@ def release(
     plan, aplan = _plan_for(
         spec, reg, adaptive_method(adaptive), adaptive_from, tree_share, internal_share
     )
+    warn_negligible_noise(plan)  # ε so large that the counts are essentially exact
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
     aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
@@ -937,6 +941,7 @@ def _manifest(
         "contribution_bounds": {
             "max_cells": spec.l0,
             "max_records_per_cell": spec.linf,
+            "count_counts": count_unit(spec.person, spec.linf, spec.l0),
             "value": spec.value,
             "bounds": list(spec.bounds) if spec.bounds else None,
             "value_rule": "clamped to bounds, then rounded half up to whole units"
@@ -1130,6 +1135,14 @@ class Release:
         from .analysis import aggregate_to
 
         return aggregate_to(self, polygons, by, resolution=resolution)
+
+    def table(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
+        """Press-ready table of the cells, or of ``zones`` (rolled up with :meth:`aggregate_to`);
+        see :func:`dpmap.table.press_table`."""
+        from .table import press_table
+
+        source = self if zones is None else self.aggregate_to(zones, by)
+        return press_table(source, release=self, **options)
 
     def around(
         self,

@@ -68,6 +68,30 @@ def is_numeric(dtype: pl.DataType) -> bool:
     return bool(dtype.is_numeric())
 
 
+#: usual names of the coordinate columns, for "did you mean" (compared case-insensitively)
+_USUAL_NAMES = {
+    "lat": ("lat", "latitude", "lat_deg", "y"),
+    "lng": ("lng", "lon", "long", "longitude", "lng_deg", "lon_deg", "x"),
+}
+
+
+def _did_you_mean(role: str, wanted: str, columns: list[str]) -> str | None:
+    """The column the user most likely meant: a usual name of the role (``latitude`` for
+    lat, ``lon``/``long``/``longitude`` for lng, ``y``/``x``), else the closest spelling."""
+    import difflib
+
+    by_lower: dict[str, str] = {}
+    for c in columns:
+        by_lower.setdefault(str(c).lower(), str(c))
+    if wanted.lower() in by_lower:  # the same name in another case
+        return by_lower[wanted.lower()]
+    for usual in _USUAL_NAMES.get(role, ()):
+        if usual in by_lower:
+            return by_lower[usual]
+    close = difflib.get_close_matches(wanted.lower(), list(by_lower), n=1, cutoff=0.75)
+    return by_lower[close[0]] if close else None
+
+
 def check_columns(
     schema: Mapping[str, pl.DataType], spec: ReleaseSpec, is_empty: Callable[[], bool]
 ) -> None:
@@ -89,8 +113,14 @@ def check_columns(
             have = ", ".join(repr(c) for c in list(schema)[:12]) + (
                 ", ..." if len(schema) > 12 else ""
             )
+            guess = _did_you_mean(role, col, list(schema))
+            hint = (
+                f"did you mean {guess!r}? pass {role}={guess!r}"
+                if guess is not None
+                else f"pass {role}='<column>'"
+            )
             raise InputError(
-                f"the {role} column {col!r} is not in the points (columns: {have}); pass {role}='<column>'"
+                f"the {role} column {col!r} is not in the points (columns: {have}); {hint}"
             )
     for role, col in (("person", spec.person), ("category", spec.category)):
         if col is not None and schema[col] == pl.Object:
