@@ -6,8 +6,9 @@ What this example shows:
    New Jersey from the US Census TIGER/Line boundaries shipped by ``bokeh-sampledata``
    (NAD83 degrees, reprojected by dpmap);
 2. a release at H3 resolution 7 (cells of about 5 km²) of synthetic debtors;
-3. ``rel.aggregate_to(counties, by="county")``: totals per county with 95% margins of
-   error and the share of each county that the released cells cover. This is
+3. ``rel.aggregate_to(counties, by="county")``: totals per county with honest 95%
+   intervals (``count_lo``–``count_hi``: the noise *and* the cells cut by the county's
+   border) and the share of each county that the released cells cover. This is
    post-processing of the published numbers: it costs no privacy budget, and anyone
    holding the release can do it with their own polygons;
 4. how the roll-up compares with the true counts — which we know only because the data
@@ -174,27 +175,28 @@ def main() -> None:
     rollup["true_count"] = rollup["county"].map(true).fillna(0).astype(int)
 
     top = rollup.sort_values("count", ascending=False).head(10)
-    print("Top 10 counties by estimated number of debtors (95% margins of error):")
-    print(f"  {'county':<12} {'estimate':>16} {'coverage':>9} {'cells':>6}   {'true*':>7}")
+    print("Top 10 counties by estimated number of debtors (95% intervals):")
+    print(
+        f"  {'county':<12} {'estimate':>9} {'95% interval':>17} {'coverage':>9} {'cells':>6}"
+        f"   {'true*':>7}"
+    )
     for row in top.itertuples():
         print(
-            f"  {row.county:<12} {row.count:>8,.0f} ± {row.count_moe:>5,.0f} "
+            f"  {row.county:<12} {row.count:>9,.0f} {row.count_lo:>8,.0f}–{row.count_hi:<8,.0f} "
             f"{row.coverage:>9.1%} {row.cells:>6}   {row.true_count:>7,}"
         )
     print(
         "  * true counts: known only because the data is synthetic.\n"
-        "  The margin covers the noise only. A cell cut by a border adds the share of its\n"
-        "  AREA that lies inside the county, although its people may all live on one side:\n"
-        "  along coasts and rivers (Hudson County, say) that underestimates, and the margin\n"
-        "  does not cover it. Coverage below 100%: part of the county lies outside the\n"
+        "  The estimate adds the share of each border cell's AREA that lies inside the county,\n"
+        "  although its people may all live on one side; the interval runs from the cells\n"
+        "  wholly inside to all cells touching the county (plus the noise), so it holds\n"
+        "  wherever the people live. Coverage below 100%: part of the county lies outside the\n"
         "  released cells (county and state outlines were simplified separately)."
     )
     whole = rel.aggregate_to(state, by="state").iloc[0]
     print(
-        f"Whole state: {whole['count']:,.0f} ± {whole['count_moe']:,.0f} debtors "
-        f"(true: {len(points):,}).\n"
-        "  Cells on the coast and on the state line add only their share inside the state,\n"
-        "  although all the synthetic people live inside it."
+        f"Whole state: {whole['count']:,.0f} debtors, 95% interval {whole['count_lo']:,.0f}–"
+        f"{whole['count_hi']:,.0f} (true: {len(points):,})."
     )
     rollup_path = out / "nj_county_rollup.geojson"
     rollup.drop(columns="true_count").to_file(rollup_path, driver="GeoJSON")  # publishable
