@@ -806,20 +806,15 @@ def plot_cmd(
 
 def _read_zones(path: Path) -> Any:
     """Zone polygons (GeoJSON, GeoPackage, shapefile, GeoParquet) as a GeoDataFrame."""
-    import geopandas as gpd
+    from .grid import read_polygon_file
 
     if not path.is_file():
         raise DataFileError(f"--zones file {str(path)!r} does not exist; check the path")
-    try:
-        if path.suffix.lower() == ".parquet":
-            return gpd.read_parquet(path)
-        return gpd.read_file(path)
-    except Exception as exc:  # pyogrio/pyarrow raise many types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataFileError(
-            f"cannot read --zones file {str(path)!r}: {first}; pass a GeoJSON, GeoPackage, "
-            "shapefile or GeoParquet file of polygons"
-        ) from None
+    return read_polygon_file(
+        path,
+        f"--zones file {str(path)!r}",
+        "pass a GeoJSON, GeoPackage, shapefile or GeoParquet file of polygons",
+    )
 
 
 def _check_new_files(

@@ -225,16 +225,11 @@ def _region_from_path(path: str, *, name: str | None) -> Region:
             geom, name=name or os.path.basename(path), source=f"region file {path!r}"
         )
     if lower.endswith((".parquet", ".gpkg", ".shp", ".fgb")):
-        import geopandas as gpd
-
-        try:
-            gdf = gpd.read_parquet(path) if lower.endswith(".parquet") else gpd.read_file(path)
-        except Exception as exc:  # pyogrio/pyarrow raise many types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataFileError(
-                f"cannot read region file {path!r}: {first}; check that it is a valid "
-                "GeoParquet/GeoPackage/shapefile"
-            ) from exc
+        gdf = read_polygon_file(
+            path,
+            f"region file {path!r}",
+            "check that it is a valid GeoParquet/GeoPackage/shapefile",
+        )
         return to_region(gdf, name=name or os.path.basename(path))
     raise DataFileError(
         f"region file {path!r} has an unsupported type; use GeoJSON (.geojson), GeoParquet, "
@@ -372,3 +367,18 @@ def _region_to_cells(region: Region, resolution: int) -> np.ndarray:
         raise RegionError("the region covers no H3 cell; check that it is in lon/lat degrees")
     cells.setflags(write=False)
     return cells
+
+
+def read_polygon_file(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """A GeoParquet file or anything GDAL reads (GeoJSON, GeoPackage, shapefile, ...) as a
+    GeoDataFrame; a file that cannot be read is a one-line DataFileError naming ``what``
+    (e.g. "region file 'x.gpkg'") and ``fix``."""
+    import geopandas as gpd
+
+    try:
+        if str(path).lower().endswith(".parquet"):
+            return gpd.read_parquet(path)
+        return gpd.read_file(path)
+    except Exception as exc:  # pyogrio/pyarrow raise many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataFileError(f"cannot read {what}: {first}; {fix}") from None
