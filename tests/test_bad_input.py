@@ -351,6 +351,13 @@ CASES = [
         ["duplicates", "'bank'"],
         ["once"],
     ),
+    Case(  # the (cell, category) key keeps the category index in 18 bits of the H3 index
+        "too-many-categories",
+        kw(category="creditor", categories=[f"c{i}" for i in range(10_000)]),
+        SpecError,
+        ["10001", "10000"],
+        ["coarser"],
+    ),
     # ------------------------------------------------------------------ region
     Case(
         "region-empty", kw(region=shapely.Polygon()), RegionError, ["empty"], ["pass the polygon"]
