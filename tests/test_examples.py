@@ -113,11 +113,12 @@ def test_us_county_rollup(tmp_path: Path) -> None:
     assert "Top 10 counties" in stdout
     assert "Whole state:" in stdout
     top = stdout.split("Top 10 counties", 1)[1].splitlines()[2:12]
-    assert all(" ± " in line and "%" in line for line in top), top
+    assert all("–" in line and "%" in line for line in top), top  # the 95% interval
 
     rollup = gpd.read_file(out / "nj_county_rollup.geojson")
     assert len(rollup) == 21
-    assert {"county", "count", "count_moe", "coverage", "cells"} <= set(rollup.columns)
+    assert {"county", "count", "count_lo", "count_hi", "coverage", "cells"} <= set(rollup.columns)
+    assert (rollup["count_lo"] <= rollup["count_hi"]).all()
     assert "true_count" not in rollup.columns  # the true counts are never written
     assert (rollup["coverage"] > 0.9).all()
     assert (rollup["count_moe"] > 0).all()
