@@ -241,8 +241,13 @@ def test_roll_up_tables_total_each_zone(rel: dpmap.Release) -> None:
         part = rollup[rollup["name"] == zone]
         tot = t[(t["name"] == zone) & (t["category"] == "total")].iloc[0]
         assert tot["count_unbiased"] == pytest.approx(part["count"].sum())
-        assert tot["count_moe"] == pytest.approx(math.sqrt((part["count_moe"] ** 2).sum()))
-        assert tot["sum_moe"] == pytest.approx(math.sqrt((part["sum_moe"] ** 2).sum()))
+        # the noise of the sum, or the half-width of the total's 95% interval (border
+        # included, test_roll_up_tables_show_the_honest_interval), whichever is larger
+        for s in ("count", "sum"):
+            noise = math.sqrt((part[f"{s}_moe"] ** 2).sum())
+            est = part[s].sum()
+            half = max(est - part[f"{s}_lo"].sum(), part[f"{s}_hi"].sum() - est)
+            assert tot[f"{s}_moe"] == pytest.approx(max(noise, half))
     assert not t["suppressed"].any()  # zones are flagged, never hidden
     assert all(isinstance(v, int) and v >= 0 for v in t["count_display"])
     # the same through the Release method
@@ -250,14 +255,34 @@ def test_roll_up_tables_total_each_zone(rel: dpmap.Release) -> None:
     pd.testing.assert_frame_equal(same, t)
 
 
-def test_roll_up_interval_columns_are_kept_when_present(rel: dpmap.Release) -> None:
+def test_roll_up_tables_show_the_honest_interval(rel: dpmap.Release) -> None:
+    """A roll-up's 95% interval (count_lo..count_hi) covers the cells cut by a zone's border
+    as well as the noise; the press table shows it (widened outwards when rounded), and the
+    margin it prints and judges reliability by is the interval's larger half-width — never
+    the noise-only count_moe, which can be far narrower."""
     rollup = rel.aggregate_to(_zones(), by="name")
-    rollup["count_lo"] = rollup["count"] - rollup["count_moe"]
-    rollup["count_hi"] = rollup["count"] + rollup["count_moe"]
+    assert {"count_lo", "count_hi"} <= set(rollup.columns)
     t = press_table(rollup, release=rel, totals=False).table
+    half = np.fmax(rollup["count"] - rollup["count_lo"], rollup["count_hi"] - rollup["count"])
+    assert (half > rollup["count_moe"]).any()  # the border matters for these zones
+    np.testing.assert_allclose(t["count_moe"], np.fmax(half, rollup["count_moe"]))
     assert np.allclose(t["count_lo"], rollup["count_lo"])
     assert np.allclose(t["count_hi"], rollup["count_hi"])
+    assert (t["count_moe_display"].astype(float) >= t["count_moe"] - 1e-9).all()
+    assert (t["count_lo_display"].astype(float) <= np.maximum(rollup["count_lo"], 0)).all()
+    assert (t["count_hi_display"].astype(float) >= rollup["count_hi"]).all()
+    _cv, label = reliability(t["count_unbiased"], t["count_moe"])
+    assert list(t["count_reliability"]) == list(label)
     assert "total" not in set(t["category"])
+    made = press_table(rollup, release=rel)
+    assert "border" in made.manifest["rules"]["intervals"] and "border" in made.notes
+    # a zone's total across categories: the sums of the categories' interval ends
+    # (conservative), and a margin that covers them
+    tot = made.table[made.table["category"] == "total"].set_index("name")
+    for zone, part in rollup.groupby("name"):
+        assert tot.loc[zone, "count_lo"] == pytest.approx(part["count_lo"].sum())
+        assert tot.loc[zone, "count_hi"] == pytest.approx(part["count_hi"].sum())
+        assert tot.loc[zone, "count_moe"] >= part["count_hi"].sum() - part["count"].sum() - 1e-9
 
 
 def test_a_roll_up_needs_its_release() -> None:

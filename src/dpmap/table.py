@@ -200,6 +200,28 @@ def _display(
     return out_v, out_m
 
 
+def _interval_display(
+    lo: np.ndarray, hi: np.ndarray, hidden: np.ndarray, nodata: np.ndarray, *, floor_zero: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ends of a 95% interval for display: widened outwards to three significant figures
+    of the larger end (never narrowed), the lower end not below 0 where values cannot be."""
+    units = _unit_of(np.fmax(np.abs(lo), np.abs(hi)), 3, 1.0)
+    low = np.round(np.floor(np.round(lo / units, 9)) * units, 10)
+    high = _ceil_to(hi, units)
+    if floor_zero:
+        low = np.maximum(low, 0.0)
+    out_lo = np.empty(len(lo), dtype=object)
+    out_hi = np.empty(len(lo), dtype=object)
+    for i in range(len(lo)):
+        if hidden[i]:
+            out_lo[i] = out_hi[i] = HIDDEN
+        elif nodata[i] or np.isnan(low[i]) or np.isnan(high[i]):
+            out_lo[i] = out_hi[i] = NO_DATA if nodata[i] else ""
+        else:
+            out_lo[i], out_hi[i] = _as_number(low[i] + 0.0), _as_number(high[i] + 0.0)
+    return out_lo, out_hi
+
+
 # ---------------------------------------------------------------------------------------
 # the table
 
@@ -211,7 +233,9 @@ class PressTable:
     ``table``: one row per cell or zone (× category, plus a ``"total"`` row per cell/zone
     when there are categories). For each statistic ``s`` (count, [sum, mean]):
     ``s_display`` and ``s_moe_display`` (rounded, never negative; "hidden" for a suppressed
-    row), ``s_reliability``, then the unrounded ``s_unbiased``, ``s_moe`` and ``s_cv``.
+    row), for a roll-up ``s_lo_display``/``s_hi_display`` (its 95% interval, border error
+    included, which also sets the margin shown), ``s_reliability``, then the unrounded
+    ``s_unbiased``, ``s_moe`` and ``s_cv``.
     """
 
     table: pd.DataFrame
@@ -314,6 +338,13 @@ def press_table(
         shown_base = long[f"{s}_shown"].to_numpy(dtype=np.float64)
         est = long[s].to_numpy(dtype=np.float64)
         moe = long[f"{s}_moe"].to_numpy(dtype=np.float64)
+        interval = f"{s}_lo" in long.columns and f"{s}_hi" in long.columns
+        if interval:
+            # a roll-up's honest 95% interval covers the cells cut by the zone's border as
+            # well as the noise: the margin shown (and judged) is its larger half-width
+            lo = long[f"{s}_lo"].to_numpy(dtype=np.float64)
+            hi = long[f"{s}_hi"].to_numpy(dtype=np.float64)
+            moe = np.fmax(np.fmax(est - lo, hi - est), moe)
         disp, disp_moe = _display(
             shown_base,
             moe,
@@ -327,6 +358,10 @@ def press_table(
         label = np.where(hidden, HIDDEN, np.where(nodata, NO_DATA, label)).astype(object)
         out[f"{s}_display"] = disp
         out[f"{s}_moe_display"] = disp_moe
+        if interval:
+            out[f"{s}_lo_display"], out[f"{s}_hi_display"] = _interval_display(
+                lo, hi, hidden, nodata, floor_zero=s != "mean"
+            )
         out[f"{s}_reliability"] = label
         extra[f"{s}_unbiased"] = est
         extra[f"{s}_moe"] = moe
@@ -382,6 +417,13 @@ def _rules(
         "unbiased": "the *_unbiased columns are the unrounded noisy estimates (may be "
         "fractional or negative): add those up, never the display values",
     }
+    if kind == "zones":
+        rules["intervals"] = (
+            "zones rolled up from H3 cells: *_lo_display – *_hi_display is the 95% interval "
+            "that covers both the noise and the cells cut by the zone's border; the margin "
+            "shown (± *_moe_display) and the reliability flag use its larger half-width, "
+            "not the noise alone"
+        )
     if "sum" in stats:
         rules["sum"] = unit_rule(sum_unit, "sums") + "; shown as 0 when negative"
     if "mean" in stats:
@@ -419,14 +461,19 @@ def _notes(
         "",
         "How to read this table:",
     ]
-    order = ["count", "sum", "mean", "reliability", "hidden", "totals"]
+    order = ["count", "sum", "mean", "intervals", "reliability", "hidden", "totals"]
     if unbiased:
         order.append("unbiased")
     lines += [f"- {rules[k]}" for k in order if k in rules]
     lines += [f"- {e}" for e in extra]
     lines.append(
-        "- margins are 95% margins of error of the added noise: the true (bounded) value lies "
-        "within ± the margin in about 19 of 20 rows"
+        "- margins are 95% margins of error"
+        + (
+            " (for zones, of the noise and the border together)"
+            if "intervals" in rules
+            else " of the added noise"
+        )
+        + ": the true (bounded) value lies within ± the margin in at least 19 of 20 rows"
     )
     return "\n".join(lines)
 
@@ -621,6 +668,17 @@ def _rollup_frame(rollup: pd.DataFrame, totals: bool) -> tuple[pd.DataFrame, lis
         g = df.groupby(by, sort=False)
         agg: dict[str, Any] = {s: (s, lambda x: x.sum(min_count=1)) for s in stats}
         agg.update({f"{s}_moe": (f"{s}_moe", _root_sum_squares) for s in stats})
+        # the total's 95% interval: the sums of the categories' ends. The border part (cells
+        # inside vs touching) adds up exactly; the noise margins add up to at least the
+        # margin of the summed noise, so the total's interval is conservative
+        agg.update(
+            {
+                f"{s}_{b}": (f"{s}_{b}", lambda x: x.sum(min_count=1))
+                for s in stats
+                for b in ("lo", "hi")
+                if f"{s}_{b}" in df.columns
+            }
+        )
         agg.update({c: (c, "first") for c in ("coverage", "cells") if c in df.columns})
         agg["nodata"] = ("nodata", "all")
         tot = g.agg(**agg).reset_index()
