@@ -303,3 +303,25 @@ def test_unsuppressed_missing_value_is_drawn_as_no_value(release):
     assert missing is not None and len(missing.get_paths()) == 1
     legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert "no published value" in legend_texts
+
+
+def test_release_methods_map_the_total_of_a_categorised_release(tmp_path):
+    """``rel.plot()``, ``rel.to_html()`` without a category map the total of the categories
+    (as ``dpmap plot`` does) instead of refusing; ``category=`` still picks one."""
+    import dpmap
+    from common import REGION, debtors
+
+    rel = dpmap.release(
+        debtors(60, 2, 4), region=REGION, resolution=7, epsilon=1.0, person="pid",
+        category="creditor", categories=["bank", "utility"],
+    )  # fmt: skip
+    cells = rel.cells.drop_duplicates("cell")
+    fig = rel.plot(show_uncertainty=False)
+    assert "total of all categories" in fig._suptitle.get_text()
+    ax = fig.axes[0]
+    drawn = sum(len(c.get_paths()) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
+    assert drawn == len(cells)  # one hexagon per cell, not per (cell, category)
+    one = rel.plot(category="bank", show_uncertainty=False)
+    assert "total" not in one._suptitle.get_text()
+    out = rel.to_html(tmp_path / "total.html")
+    assert "total of all categories" in out.read_text("utf-8")

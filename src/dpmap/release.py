@@ -1122,10 +1122,27 @@ class Release:
         return path
 
     def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
-        """Static map (matplotlib); see :func:`dpmap.plot.plot_release`."""
+        """Static map (matplotlib); see :func:`dpmap.plot.plot_release`. A release with
+        categories maps their total unless ``category=`` names one (as ``dpmap plot``)."""
         from .plot import plot_release
 
-        return plot_release(self._cells, self._manifest, path, **kwargs)
+        cells, kwargs["category"] = self._cells_to_map(kwargs.get("category"), kwargs)
+        return plot_release(cells, self._manifest, path, **kwargs)
+
+    def _cells_to_map(self, category: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """The rows a map of ``category`` draws: with a category breakdown and no category
+        (or ``"all"``, when no category has that name), the total of all categories (and a
+        title that says so, unless one is given)."""
+        cells = self._cells
+        if "category" not in cells.columns or category not in (None, "all"):
+            return cells, category
+        if category == "all" and "all" in set(cells["category"].astype(str)):
+            return cells, category
+        from .table import category_total_cells
+
+        base = self._manifest.get("title") or "dpmap release"
+        kwargs.setdefault("title", f"{base} — total of all categories")
+        return category_total_cells(self), None
 
     # -- analysis (dpmap.analysis) -------------------------------------------------------
     def aggregate_to(
@@ -1164,22 +1181,25 @@ class Release:
     def explore(
         self, column: str = "count", category: str | None = None, tiles: Any = None, **kwargs: Any
     ) -> Any:
-        """Interactive map (a ``folium.Map``); see :func:`dpmap.html.explore_release`."""
+        """Interactive map (a ``folium.Map``); see :func:`dpmap.html.explore_release`. A
+        release with categories maps their total unless ``category=`` names one."""
         from .html import explore_release
 
+        cells, category = self._cells_to_map(category, kwargs)
         return explore_release(
-            self._cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
+            cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
         )
 
     def to_html(
         self, path: str | Path, column: str = "count", category: str | None = None, **kwargs: Any
     ) -> Path:
-        """Self-contained interactive HTML map (works offline); see :func:`dpmap.html.write_html`."""
+        """Self-contained interactive HTML map (works offline); see
+        :func:`dpmap.html.write_html`. A release with categories maps their total unless
+        ``category=`` names one."""
         from .html import write_html
 
-        return write_html(
-            self._cells, self._manifest, path, column=column, category=category, **kwargs
-        )
+        cells, category = self._cells_to_map(category, kwargs)
+        return write_html(cells, self._manifest, path, column=column, category=category, **kwargs)
 
     # -- end of interactive map ----------------------------------------------------------
 
