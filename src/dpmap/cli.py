@@ -23,7 +23,7 @@ from ._version import __version__
 from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from .cli_budget import budget_app
 from .errors import DataFileError, DpmapError, DpmapWarning, SpecError
-from .io import manifest_path
+from .io import manifest_path, temp_beside
 
 __all__ = ["app", "main"]
 
@@ -567,8 +567,6 @@ def _check_outputs(
 
 
 def _check_target(flag: str, target: Path, *, overwrite: bool, used: set[Path]) -> None:
-    import tempfile
-
     if not target.parent.is_dir():
         raise DataFileError(
             f"folder {str(target.parent)!r} does not exist; create it or choose another path"
@@ -587,14 +585,7 @@ def _check_target(flag: str, target: Path, *, overwrite: bool, used: set[Path]) 
         )
     # the very temporary file the writer will make (io.atomic_write): the folder must be
     # writable and the temporary name (longer than the target's) must be allowed
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise DataFileError(
-            f"cannot write {flag} {str(target)!r} ({exc.strerror or exc}); choose another path"
-        ) from None
-    os.close(fd)
-    Path(name).unlink()
+    temp_beside(target, f"{flag} {str(target)!r}").unlink()
 
 
 def _same_file_key(path: Path) -> Path:

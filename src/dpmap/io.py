@@ -166,6 +166,21 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.stem + ".manifest.json")
 
 
+def temp_beside(target: Path, what: str) -> Path:
+    """Create (empty, mode 0600) the temporary file :func:`atomic_write` writes ``target``
+    through, and return its path; a folder that refuses it is a one-line DataFileError
+    naming ``what``. The CLI calls it (and removes the file) to check an output before
+    any budget is spent."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DataFileError(
+            f"cannot write {what} ({exc.strerror or exc}); choose another path"
+        ) from exc
+    os.close(fd)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
     """Yield temporary paths; on success move them all onto their targets, else leave nothing.
@@ -189,14 +204,7 @@ def atomic_write(paths: list[Path]) -> Iterator[list[Path]]:
             )
     try:
         for p in paths:
-            try:
-                fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            except OSError as exc:
-                raise DataFileError(
-                    f"cannot write {str(p)!r} ({exc.strerror or exc}); choose another path"
-                ) from exc
-            os.close(fd)
-            temps.append(Path(name))
+            temps.append(temp_beside(p, repr(str(p))))
         yield temps
         umask = _umask()
         for tmp in temps:  # mkstemp makes 0600 files; a published file gets the usual mode
