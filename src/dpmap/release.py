@@ -95,19 +95,19 @@ class Explanation:
                 )
             },
         }
-        rows = self.rows
+        rows = self.rows  # None for adaptive releases: their leaves are drawn with the noise
         threshold, expected = (
             (None, None)
-            if self.adaptive is not None
-            and (self.adaptive.get("consistency") or self.spec.suppress_below is None)
+            if (self.adaptive or {}).get("consistency")
             else _threshold_of(self.spec, p, rows)
         )
         out["suppression_threshold"] = threshold
         out["rows"] = rows
         if self.spec.suppress_below is None and not p.discovery:
-            out["phantom_rows_expected"] = (
-                expected if expected is not None else (rows or 0) * phantom_chance(rows or 1)
-            )
+            # per-row rule (least squares): rows · α; unknown rows: at most 1 by construction
+            if expected is None and rows is not None:
+                expected = rows * phantom_chance(rows)
+            out["phantom_rows_expected"] = expected
         if p.discovery:
             out["discovery_threshold"] = p.threshold
         if self.adaptive is not None:
@@ -235,9 +235,9 @@ def _threshold_of(
     if spec.suppress_below is None:
         if plan.discovery:
             return plan.statistics["count"].moe95, None
-        if spec.hierarchical or rows is None:
-            return None, None
-        noise = CountNoise(str(spec.mechanism), plan.statistics["count"].scale)
+        noise = _count_noise(spec, plan, None, discovery=False)
+        if noise is None or noise.scale is None or rows is None:
+            return None, None  # a per-row rule, or rows unknown before the data
         k, expected = phantom_threshold(noise, rows)
         return float(k), expected
     return float(spec.suppress_below), None
