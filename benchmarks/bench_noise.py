@@ -9,7 +9,7 @@ Run from the repository root::
 
 A measurement script, not a test: it asserts nothing about timings. For each domain size
 n (a country at resolution 7 has ~2 M cells; at resolution 8, ~15–20 M) it plans the noise
-of a flat release with ``dpmap.mechanisms.plan_noise`` (ε = 1, one record per person,
+of a flat release with ``dpmap._privacy.noise.plan_noise`` (ε = 1, one record per person,
 count only; ``--sum`` adds a bounded sum) and noises an all-zero count vector of length n
 (the cost does not depend on the values) with:
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dpmap.mechanisms import NOISE_CHUNK, noise_workers, plan_noise
+from dpmap._privacy.noise import NOISE_CHUNK, noise_workers, plan_noise
 from dpmap.spec import ReleaseSpec
 
 

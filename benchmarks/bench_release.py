@@ -317,9 +317,9 @@ def measure_memory(step: str, path: Path, stage_memory: bool = False) -> dict[st
 def _stage_targets() -> list[tuple[Any, str, str]]:
     """(owner, attribute, label) of the internal functions to time; missing ones are skipped."""
     from dpmap import grid
+    from dpmap._privacy.noise import NoisePlan
     from dpmap.aggregates import BoundedAggregates
     from dpmap.engines import local
-    from dpmap.mechanisms import NoisePlan
 
     rel = _release_module()
     common = _engine_common()
@@ -415,12 +415,12 @@ def stage_timers(
 
 
 def _engine_common() -> Any:
-    """dpmap.engines._common if this dpmap has it (helpers shared by the engines), else a stub."""
+    """dpmap.engines.frames if this dpmap has it (helpers shared by the engines), else a stub."""
     import importlib
     import types
 
     try:
-        return importlib.import_module("dpmap.engines._common")
+        return importlib.import_module("dpmap.engines.frames")
     except ImportError:
         return types.SimpleNamespace()
 
@@ -428,7 +428,9 @@ def _engine_common() -> Any:
 def _release_module() -> Any:
     import importlib
 
-    return importlib.import_module("dpmap.release")  # `from dpmap import release` is the function
+    return importlib.import_module(
+        "dpmap.release.pipeline"
+    )  # `from dpmap import release` is the function
 
 
 def stage_breakdown(df: pl.DataFrame, runs: int) -> dict[str, Any]:

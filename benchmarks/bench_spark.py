@@ -232,7 +232,7 @@ def domain_experiment(spark: Any, folder: Path) -> None:
     """Region filter with ~0.76 M public cells: binary search in the UDF vs broadcast join."""
     from pyspark.sql import functions as F
 
-    from dpmap.engines import _common
+    from dpmap.engines import frames
     from dpmap.engines import spark as engine
 
     t = time.perf_counter()
@@ -246,9 +246,9 @@ def domain_experiment(spark: Any, folder: Path) -> None:
     spec = dataclasses.replace(spec, resolution=8)
     sdf = spark.read.parquet(str(folder))
     search = run_noop(engine._plan(sdf, spec, big).prepared)
-    cells = spark.createDataFrame(pl.DataFrame({_common.CELL: big}).to_arrow())
+    cells = spark.createDataFrame(pl.DataFrame({frames.CELL: big}).to_arrow())
     joined = engine._plan(sdf, spec, None).prepared.join(
-        F.broadcast(cells), on=_common.CELL, how="left_semi"
+        F.broadcast(cells), on=frames.CELL, how="left_semi"
     )
     join = run_noop(joined)
     none = run_noop(engine._plan(sdf, spec, None).prepared)

@@ -271,7 +271,7 @@ class Pixels:
             return self.h3(finest)
         key = (finest, res)
         if key not in self._anc:
-            from dpmap.hierarchy import cells_to_parents
+            from dpmap.designs.hierarchy import cells_to_parents
 
             self._anc[key] = cells_to_parents(self.h3(finest), res)
         return self._anc[key]

@@ -20,8 +20,9 @@ from common import (
     dlap_moments,
     opendp_laplace_draws,
 )
-from dpmap import hierarchy
-from dpmap.adaptive import (
+from dpmap._privacy.postprocess import Z95_LAPLACE
+from dpmap.designs import hierarchy
+from dpmap.designs.privtree import (
     BETA,
     AdaptiveOutput,
     adaptive_consistent,
@@ -31,7 +32,6 @@ from dpmap.adaptive import (
     record_epsilon,
     run_adaptive,
 )
-from dpmap.postprocess import Z95_LAPLACE
 from dpmap.spec import ReleaseSpec
 
 REGION = ADAPTIVE_REGION
@@ -486,7 +486,7 @@ def test_adaptive_internal_release_has_the_stated_variances() -> None:
 
 def adaptive_noise_plan_var(rel) -> float:  # type: ignore[no-untyped-def]
     """The raw noise variance of one leaf, from the manifest (the estimates do no worse)."""
-    from dpmap.mechanisms import noise_variance
+    from dpmap._privacy.noise import noise_variance
     from dpmap.spec import Mechanism
 
     return noise_variance(Mechanism.LAPLACE, rel.manifest["statistics"]["count"]["scale"])

@@ -20,8 +20,11 @@ from common import (
     cluster_points,
     opendp_laplace_draws,
 )
-from dpmap import hierarchy
-from dpmap.adaptive_grid import (
+from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
+from dpmap._privacy.noise import noise_variance
+from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
+from dpmap.designs import hierarchy
+from dpmap.designs.adaptive_grid import (
     C2,
     CUT_OFFSET,
     DECISION_SHARE,
@@ -33,9 +36,6 @@ from dpmap.adaptive_grid import (
     run_grid,
     second_level,
 )
-from dpmap.bounding import Sensitivity, level_sensitivities, sensitivities
-from dpmap.mechanisms import noise_variance
-from dpmap.postprocess import Z95, Z95_LAPLACE
 from dpmap.spec import Mechanism, ReleaseSpec
 
 REGION = ADAPTIVE_REGION
@@ -374,9 +374,9 @@ def test_one_tree_share_default_serves_both_adaptive_methods() -> None:
     """release(tree_share=...) has one default: the PrivTree's split share and the grid's
     first-level share were measured separately and must stay equal, or the grid would
     silently run with the other method's default."""
-    from dpmap.adaptive import DEFAULT_TREE_SHARE
-    from dpmap.adaptive_grid import DEFAULT_FIRST_SHARE
-    from dpmap.release import adaptive_method
+    from dpmap.designs.adaptive_grid import DEFAULT_FIRST_SHARE
+    from dpmap.designs.privtree import DEFAULT_TREE_SHARE
+    from dpmap.release.planning import adaptive_method
 
     assert DEFAULT_FIRST_SHARE == DEFAULT_TREE_SHARE
     for value, method in ((True, "privtree"), (np.True_, "privtree"), ("grid", "grid")):

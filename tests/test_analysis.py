@@ -25,9 +25,10 @@ from pyproj import Geod
 
 import dpmap
 from common import CATEGORIES, REGION, cell_centre, cell_polygon, debtors, interior_cells
-from dpmap import analysis
+from dpmap._privacy.postprocess import Z95
+from dpmap.analysis import nearby, totals
 from dpmap.cli import main
-from dpmap.postprocess import Z95
+from dpmap.release import targets
 
 GEOD = Geod(ellps="WGS84")
 #: points are drawn a little inside the region, so each lies in a released cell
@@ -121,8 +122,8 @@ def test_rollup_is_the_sum_of_unbiased_estimates_per_category() -> None:
     for i, g in enumerate(groups):
         # polygons made of whole cells: inside = touching = g, so the interval is the noise
         # interval of their total, one-sided 97.5% each way (exact discrete Laplace quantile)
-        q_count = analysis._laplace_sum_quantile(st["count"]["scale"], len(g))
-        q_sum = analysis._laplace_sum_quantile(st["sum"]["scale"], len(g))
+        q_count = totals._laplace_sum_quantile(st["count"]["scale"], len(g))
+        q_sum = totals._laplace_sum_quantile(st["sum"]["scale"], len(g))
         for cat in (*CATEGORIES, "other"):
             row = out[(out["name"] == f"g{i}") & (out["category"] == cat)].iloc[0]
             mine = est[est["cell"].isin(g) & (est["category"] == cat)]
@@ -186,11 +187,11 @@ def test_laplace_sum_quantile_is_the_exact_one_sided_quantile(scale: float) -> N
         if k > 1:
             pmf = np.convolve(pmf, one)
         support = np.arange(len(pmf)) - (len(pmf) - 1) // 2
-        q = analysis._laplace_sum_quantile(scale, k)
+        q = totals._laplace_sum_quantile(scale, k)
         assert pmf[support > q].sum() <= 0.025 < pmf[support > q - 1].sum()
     # large scales (sums): scaled from a fitting lattice, within a unit per 1000 of the
     # continuous Laplace limit; k = 1: −ln(0.05)/√2 standard deviations
-    big = analysis._laplace_sum_quantile(50_000.0, 1)
+    big = totals._laplace_sum_quantile(50_000.0, 1)
     assert big == pytest.approx(-math.log(0.05) * 50_000.0, rel=1e-3)
 
 
@@ -226,8 +227,8 @@ def test_rollup_interval_bounds_inside_and_touching_cells() -> None:
     for stat in ("count", "sum"):
         inside = est.loc[whole, stat].sum()
         touching = inside + est.loc[cut, stat]
-        q3 = analysis._laplace_sum_quantile(st[stat]["scale"], 3)
-        q4 = analysis._laplace_sum_quantile(st[stat]["scale"], 4)
+        q3 = totals._laplace_sum_quantile(st[stat]["scale"], 3)
+        q4 = totals._laplace_sum_quantile(st[stat]["scale"], 4)
         row = out.loc["mixed"]
         assert row[f"{stat}_lo"] == pytest.approx(max(0.0, inside - q3))
         assert row[f"{stat}_hi"] == pytest.approx(max(0.0, touching + q4))
@@ -269,7 +270,7 @@ def test_rollup_interval_of_sums_of_values_of_both_signs() -> None:
     only = rel.aggregate_to(
         gpd.GeoDataFrame({"name": ["w"]}, geometry=[_union(whole)], crs=4326)
     ).iloc[0]
-    q3 = analysis._laplace_sum_quantile(rel.manifest["statistics"]["sum"]["scale"], 3)
+    q3 = totals._laplace_sum_quantile(rel.manifest["statistics"]["sum"]["scale"], 3)
     assert only["sum_lo"] == pytest.approx(s_in - q3) and only["sum_hi"] == pytest.approx(s_in + q3)
 
 
@@ -368,7 +369,7 @@ def test_hierarchical_rollup_uses_one_level_with_the_exact_correlated_variance()
 
 def test_hierarchical_variance_matches_a_dense_solver() -> None:
     rel = dpmap.release(_points(400, 6), region=REGION, resolution=[5, 6, 7], epsilon=1.0)
-    rows = analysis._rows_of(rel)
+    rows = totals.rows_of(rel)
     h = rows.hier
     assert h is not None
     tree = h.tree
@@ -390,7 +391,7 @@ def test_hierarchical_variance_matches_a_dense_solver() -> None:
     exact = np.einsum("im,ij,jm->m", W, cov, W)
     cell = np.repeat(np.arange(len(rows.cells)), 6)
     group = np.tile(np.arange(6), len(rows.cells))
-    mine = analysis._hier_variance(h, "count", cell, group, W.reshape(-1), 6)
+    mine = totals._hier_variance(h, "count", cell, group, W.reshape(-1), 6)
     np.testing.assert_allclose(mine, exact, rtol=1e-9)
 
 
@@ -702,7 +703,7 @@ def test_around_takes_exactly_the_cells_overlapping_the_disk(
     res = rel.around(lat, lng, radius, noun="debts")
     cells = rel.cells
     # brute force over every released cell with the same disk polygon
-    disk = analysis._disk(lat, lng, radius)
+    disk = nearby._disk(lat, lng, radius)
     brute = sorted(cells.loc[shapely.intersects(cells.geometry.to_numpy(), disk), "cell"])
     assert list(res.cells) == brute
     # and independently, by geodesic distance (cells within 0.3% of the radius are ambiguous)
@@ -734,7 +735,7 @@ def test_around_takes_exactly_the_cells_overlapping_the_disk(
     # one display rule for every number (amounts are ≥ 0 here): negative totals shown as 0
     shown = (
         f"not a count within {distance}; their amount adds up to about "
-        f"{analysis._fmt(max(res.sum, 0.0), 0)} ± {analysis._fmt(res.sum_moe, 0)}"
+        f"{nearby._fmt(max(res.sum, 0.0), 0)} ± {nearby._fmt(res.sum_moe, 0)}"
     )
     moved = res.count < 0 or res.sum < 0
     rule = " (noisy totals below 0 are shown as 0)"
@@ -742,7 +743,7 @@ def test_around_takes_exactly_the_cells_overlapping_the_disk(
     assert res.coverage == pytest.approx(1.0, abs=1e-3)
 
 
-def _around_with(res: analysis.Around, **values: Any) -> analysis.Around:
+def _around_with(res: nearby.Around, **values: Any) -> nearby.Around:
     return dataclasses.replace(res, **values)
 
 
@@ -763,7 +764,7 @@ def test_around_applies_one_display_rule_to_every_number() -> None:
     base = rel.around(lat, lng, 1200, noun="debtors")
     res = _around_with(base, count=-6.0, sum=-207_318.0, sum_moe=24_000.0)
     text = str(res)
-    assert text.startswith(f"about 0 ± {analysis._fmt(res.count_moe, 0)} debtors")
+    assert text.startswith(f"about 0 ± {nearby._fmt(res.count_moe, 0)} debtors")
     assert "amount adds up to about 0 ± 24,000" in text and "207,318" not in text
     assert text.endswith("(noisy totals below 0 are shown as 0)")
     d = res.as_dict()
@@ -897,7 +898,7 @@ def test_around_from_the_command_line(
 
 def test_adaptive_release_uses_every_leaf() -> None:
     """Adaptive releases (PrivTree leaves at mixed resolutions) are added up leaf by leaf."""
-    pytest.importorskip("dpmap.adaptive")
+    pytest.importorskip("dpmap.designs.privtree")
     rng = np.random.default_rng(16)
     pts = pd.DataFrame(
         {
@@ -914,7 +915,7 @@ def test_adaptive_release_uses_every_leaf() -> None:
     assert out["count"] == pytest.approx(est["count"].sum())
     assert out["count_moe"] == pytest.approx(Z95 * math.sqrt(est["count_var"].sum()))
     res = rel.around(39.1, 116.15, 300)
-    disk = analysis._disk(39.1, 116.15, 300)
+    disk = nearby._disk(39.1, 116.15, 300)
     cells = rel.cells
     brute = sorted(cells.loc[shapely.intersects(cells.geometry.to_numpy(), disk), "cell"])
     assert list(res.cells) == brute
@@ -929,7 +930,7 @@ def _dense_leaf_covariance(rel: dpmap.Release) -> tuple[list[str], np.ndarray]:
     """Covariance of an adaptive release's least-squares leaf estimates, computed directly:
     (Hᵀ Σ⁻¹ H)⁻¹ with H mapping the leaves to every measured node (the leaves, and their
     H3 parents at each internal resolution whose noise the manifest lists)."""
-    from dpmap.mechanisms import noise_variance
+    from dpmap._privacy.noise import noise_variance
     from dpmap.spec import Mechanism
 
     m = rel.manifest
@@ -1093,10 +1094,10 @@ def test_plan_resolution_weighs_noise_against_the_border_error() -> None:
     noise = dpmap.explain(region=REGION, resolution=7, epsilon=1.0).plan.statistics["count"]
 
     def halfwidth(r: int) -> float:
-        return analysis._interval_halfwidth(noise, 200.0, 2 * math.sqrt(math.pi * 200), r, 50)[0]
+        return targets._interval_halfwidth(noise, 200.0, 2 * math.sqrt(math.pi * 200), r, 50)[0]
 
     assert plan.moe == pytest.approx(halfwidth(7)) and halfwidth(8) > 45
-    shares = [analysis._border_geometry(200.0, 50.13, r)[2] for r in range(4, 10)]
+    shares = [targets._border_geometry(200.0, 50.13, r)[2] for r in range(4, 10)]
     assert all(a > b for a, b in itertools.pairwise(shares))  # coarser: larger
     text = str(plan)
     assert "expected 95% interval (noise and cells cut by the border)" in text

@@ -63,6 +63,7 @@ from scipy.stats import beta, binom, norm
 import dpmap
 import dpmap.engines.local
 from dpmap import SpecError
+from dpmap._privacy.noise import plan_noise
 from dpmap.audit import (
     AuditReport,
     _cp_bisect,
@@ -74,7 +75,6 @@ from dpmap.audit import (
     runs_needed,
 )
 from dpmap.cli import main
-from dpmap.mechanisms import plan_noise
 
 ALPHA = 1e-8
 #: the audit's synthetic-data randomness (positions of the adversary's rows): fixed, so a
@@ -415,12 +415,13 @@ def cached_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     production (adaptive releases build their OpenDP chains from the plan at run time);
     test_gaussian_end_to_end_without_caching runs a few releases without the cache.
     """
-    module = sys.modules["dpmap.release"]
-    cache = functools.lru_cache(maxsize=None)(module.plan_noise)
+    planning = sys.modules["dpmap.release.planning"]
+    module = sys.modules["dpmap.release.pipeline"]
+    cache = functools.lru_cache(maxsize=None)(planning.plan_noise)
     monkeypatch.setattr(
-        module, "plan_noise", lambda spec, *, discovery=False: cache(spec, discovery=discovery)
+        planning, "plan_noise", lambda spec, *, discovery=False: cache(spec, discovery=discovery)
     )
-    real_plan_for = module._plan_for
+    real_plan_for = module.plan_for
     adaptive_plans: dict[Any, Any] = {}
 
     def plan_for(spec: Any, reg: Any, adaptive: Any, *rest: Any) -> Any:
@@ -436,7 +437,7 @@ def cached_plans(monkeypatch: pytest.MonkeyPatch) -> None:
             adaptive_plans[key] = real_plan_for(spec, reg, adaptive, *rest)
         return adaptive_plans[key]
 
-    monkeypatch.setattr(module, "_plan_for", plan_for)
+    monkeypatch.setattr(module, "plan_for", plan_for)
 
 
 #: mode → (release parameters, runs per dataset, whether the ¼-noise mutation is tested).
@@ -685,9 +686,9 @@ def test_cli_audit_json_at_the_mechanism_level(capsys: pytest.CaptureFixture[str
 def test_cli_audit_exits_1_when_the_release_leaks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = sys.modules["dpmap.release"].release
+    real = sys.modules["dpmap.release.pipeline"].release
     monkeypatch.setattr(
-        sys.modules["dpmap.release"],
+        sys.modules["dpmap.release.pipeline"],
         "release",
         lambda points, **kw: real(points, **{**kw, "person": None}),
     )

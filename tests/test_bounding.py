@@ -1,6 +1,6 @@
 """Property-based tests of contribution bounding: the engine, the reference, and SENSITIVITY.
 
-The noise is calibrated to :func:`dpmap.bounding.sensitivities`. These tests check that the
+The noise is calibrated to :func:`dpmap._privacy.bounding.sensitivities`. These tests check that the
 local engine (:func:`dpmap.engines.local.bound_and_aggregate`) never lets one person move
 the aggregate vectors further than that table says:
 
@@ -33,12 +33,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpmap import hierarchy
+from dpmap._privacy.bounding import bound_reference, sensitivities
+from dpmap._privacy.noise import plan_noise
 from dpmap.aggregates import BoundedAggregates
-from dpmap.bounding import bound_reference, sensitivities
+from dpmap.designs import hierarchy
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines.local import bound_and_aggregate
-from dpmap.mechanisms import plan_noise
 from dpmap.spec import ReleaseSpec
 
 # ---------------------------------------------------------------------------------- domain
@@ -87,7 +87,7 @@ def n_categories(spec: ReleaseSpec) -> int:
 
 
 def usable(spec: ReleaseSpec, row: Row) -> bool:
-    """Rule 1 of dpmap.bounding: in the public cell set, person and value present."""
+    """Rule 1 of dpmap._privacy.bounding: in the public cell set, person and value present."""
     person, cell, value, _ = row
     if cell >= N_IN:
         return False
@@ -601,14 +601,13 @@ def test_engine_refuses_data_that_bounding_left_unbounded(
     """If record selection were broken (here: replaced by keeping every record), the
     re-check in ``local.bound`` raises instead of handing unbounded data to the noise —
     with one partition and with several (600k rows are split into parallel partitions)."""
-    from dpmap.engines import _common, local
+    from dpmap.engines import frames, local
 
     # every person: 4 records, 3 in one cell and 1 in another: 2 cells, 3 records in a cell
     df = pl.DataFrame(
         {
-            _common.PERSON: np.repeat(np.arange(n_persons), 4),
-            _common.CELL: np.tile([0, 0, 0, 1], n_persons)
-            + np.repeat(np.arange(n_persons), 4) * 10,
+            frames.PERSON: np.repeat(np.arange(n_persons), 4),
+            frames.CELL: np.tile([0, 0, 0, 1], n_persons) + np.repeat(np.arange(n_persons), 4) * 10,
         }
     )
     spec = ReleaseSpec(

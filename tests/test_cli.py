@@ -17,7 +17,7 @@ import shapely
 from shapely.geometry import box
 
 import dpmap
-from dpmap.cli import _cli_options, as_command_line, main
+from dpmap.cli.app import _cli_options, as_command_line, main
 
 REGION = box(116.0, 39.0, 116.5, 39.4)
 
@@ -768,7 +768,7 @@ def test_a_failure_inside_the_release_after_noise_says_the_budget_was_spent(
 ) -> None:
     import importlib
 
-    release_module = importlib.import_module("dpmap.release")
+    release_module = importlib.import_module("dpmap.release.pipeline")
 
     def boom(*args: Any, **kw: Any) -> None:
         raise dpmap.SpecError("injected failure after noise")
@@ -1013,7 +1013,7 @@ def test_dpmap_plot_of_a_categorised_release_maps_the_total(
 def test_total_map_values_add_up_the_categories(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dpmap.table import category_total_cells
+    from dpmap.analysis.tables import category_total_cells
 
     # 300 more debtors in one place, so that one total is surely shown (its count is about
     # 300, its threshold about 20) while the sparse cells' totals are hidden

@@ -9,7 +9,7 @@ import h3
 import numpy as np
 import pytest
 
-from dpmap.hierarchy import build_tree, consistent, consistent_forest, round_consistent
+from dpmap.designs.hierarchy import build_tree, consistent, consistent_forest, round_consistent
 
 
 def _leaves(resolution: int, k: int, seed: int) -> np.ndarray:
@@ -208,7 +208,7 @@ import pandas as pd  # noqa: E402
 from shapely.geometry import box  # noqa: E402
 
 import dpmap  # noqa: E402
-from dpmap.mechanisms import noise_variance, plan_noise  # noqa: E402
+from dpmap._privacy.noise import noise_variance, plan_noise  # noqa: E402
 from dpmap.spec import Mechanism, ReleaseSpec  # noqa: E402
 
 REGION = box(116.0, 39.0, 116.6, 39.5)
@@ -353,7 +353,7 @@ def test_hierarchical_margins_cover_95_percent() -> None:
     noise × 0.85 and × 1.15 both fail.
     """
     from dpmap import grid
-    from dpmap.hierarchy import build_tree as _build
+    from dpmap.designs.hierarchy import build_tree as _build
 
     pts = _points(4000, seed=5)
     truth: dict[str, int] = {}

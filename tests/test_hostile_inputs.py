@@ -485,7 +485,7 @@ def test_hostile_files(case: str, tmp_path: Path) -> None:
 def test_bug_ragged_csv_with_text_in_a_coordinate_column(tmp_path: Path) -> None:
     """BUG: polars.exceptions.ComputeError escapes ("found more fields than defined in
     'Schema'"). Fix: src/dpmap/engines/local.py, _project — the ``is_empty`` callback
-    ``lambda: lf.head(1).collect().height == 0`` passed to ``_common.check_columns`` runs
+    ``lambda: lf.head(1).collect().height == 0`` passed to ``frames.check_columns`` runs
     outside any try; wrap it so that ``pl.exceptions.PolarsError`` / ``OSError`` become
     ``InputError(f"cannot read the points: {first line}")`` (as ``collect()`` already does
     in bound_and_aggregate)."""
@@ -773,7 +773,7 @@ def _polars_or_none(df: pd.DataFrame) -> pl.DataFrame | None:
 def test_bug_polars_object_ids() -> None:
     """BUG: a polars column of Python objects (dtype Object) as the person column raises
     polars.exceptions.InvalidOperationError ("`arg_unique`/`n_unique` operation not
-    supported for dtype `object`"). Fix: src/dpmap/engines/_common.py, check_columns —
+    supported for dtype `object`"). Fix: src/dpmap/engines/frames.py, check_columns —
     refuse ``schema[spec.person]`` (and ``schema[spec.category]``) of dtype ``pl.Object``
     with ``InputError("the person column 'pid' holds Python objects (dtype Object);
     convert the ids to strings or integers first, e.g. df[col].astype(str)")``."""

@@ -1,4 +1,4 @@
-"""Tests of dpmap.html: the interactive (Leaflet) map of a published release.
+"""Tests of dpmap.maps.interactive: the interactive (Leaflet) map of a published release.
 
 These read the written file as text: it must be self-contained (Leaflet inlined, nothing
 loaded from the network), carry one feature per row, style suppressed cells apart from
@@ -24,10 +24,10 @@ folium = pytest.importorskip("folium")
 pytest.importorskip("js_lib_leaflet")
 
 import dpmap  # noqa: E402
-from dpmap import html as dhtml  # noqa: E402
 from dpmap.cli import main  # noqa: E402
 from dpmap.errors import DataFileError, MissingDependencyError, SpecError  # noqa: E402
-from dpmap.html import explore_release, ramp_colours, write_html  # noqa: E402
+from dpmap.maps import interactive as dhtml  # noqa: E402
+from dpmap.maps.interactive import explore_release, ramp_colours, write_html  # noqa: E402
 
 CENTER = h3.latlng_to_cell(52.52, 13.405, 7)
 EVIL = "<script>alert(1)</script>"

@@ -40,7 +40,7 @@ import_or_skip("folium")
 import_or_skip("js_lib_leaflet")
 mpl_image = import_or_skip("matplotlib.image")
 
-from dpmap.html import write_html  # noqa: E402
+from dpmap.maps.interactive import write_html  # noqa: E402
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None

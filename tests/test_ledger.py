@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dpmap.cli_budget import budget_app
+from dpmap.cli.budget import budget_app
 from dpmap.errors import BudgetError, BudgetExceededError, DataFileError, DpmapError, SpecError
 from dpmap.ledger import APPLICATION_ID, SCHEMA_VERSION, Budget, Ledger, format_amount
 

@@ -40,9 +40,9 @@ from common import (
     interior_cells,
     skip_or_fail,
 )
+from dpmap._privacy.bounding import sensitivities
 from dpmap.aggregates import BoundedAggregates
-from dpmap.bounding import sensitivities
-from dpmap.engines import _common, local, streaming
+from dpmap.engines import frames, local, streaming
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
 
@@ -287,9 +287,9 @@ def test_random_priorities_read_no_data() -> None:
     different draws, and the draws are uniform 64-bit numbers (top-bit frequency over 2e5
     draws within ±6.1 sd of ½: false failure < 1.1e-9)."""
     spec = ReleaseSpec(resolution=RESOLUTION, epsilon=1.0, person="pid")
-    df = pd.DataFrame({_common.PERSON: ["a"] * 200_000, _common.CELL: 1})
+    df = pd.DataFrame({frames.PERSON: ["a"] * 200_000, frames.CELL: 1})
     frame = pl.from_pandas(df)
-    a, b = _common.priorities(frame, spec), _common.priorities(frame, spec)
+    a, b = frames.priorities(frame, spec), frames.priorities(frame, spec)
     assert len(a) == len(frame) and a.dtype == pl.UInt64
     assert (a != b).mean() > 0.999
     top = (a.to_numpy() >> np.uint64(63)).mean()

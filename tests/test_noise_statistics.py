@@ -41,8 +41,9 @@ from scipy import stats
 
 import dpmap
 from common import dlap_moments
-from dpmap import grid, mechanisms
-from dpmap.mechanisms import plan_noise
+from dpmap import grid
+from dpmap._privacy import noise as mechanisms
+from dpmap._privacy.noise import plan_noise
 from dpmap.spec import ReleaseSpec
 
 Z_MEAN = 6.5

@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 
 import dpmap
 from common import ADAPTIVE_REGION, REGION, RESOLUTION, cell_centre, interior_cells
-from dpmap import hierarchy, mechanisms
 from dpmap import spec as spec_module
+from dpmap._privacy import noise as mechanisms
 from dpmap.aggregates import SUM_LIMIT, exact_total, in_range, saturate
+from dpmap.designs import hierarchy
 from dpmap.grid import region_to_cells, to_region
 
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)

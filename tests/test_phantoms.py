@@ -26,9 +26,9 @@ from scipy import stats
 
 import dpmap
 from common import REGION, cell_centre
+from dpmap._privacy.postprocess import discrete_tail
 from dpmap.engines import local
 from dpmap.grid import region_to_cells, to_region
-from dpmap.postprocess import discrete_tail
 from dpmap.spec import ReleaseSpec
 
 RES = 8  # about 1,300 public cells over the test region: almost all empty
@@ -136,7 +136,7 @@ def test_phantom_threshold_is_the_smallest_count_within_the_chance(
 ) -> None:
     """Any scale the planner accepts (a table of the noise would not fit in memory at 3e12):
     P(X ≥ k) ≤ min(2.5%, 1/rows) < P(X ≥ k − 1), and the expected phantoms follow."""
-    from dpmap.postprocess import CountNoise, phantom_threshold
+    from dpmap._privacy.postprocess import CountNoise, phantom_threshold
 
     k, expected = phantom_threshold(CountNoise(kind, scale), rows)
     alpha = min(0.025, 1 / rows)

@@ -1,4 +1,4 @@
-"""Tests of dpmap.plot: static maps of a published release."""
+"""Tests of dpmap.maps.static: static maps of a published release."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 
 from dpmap.errors import MissingDependencyError, SpecError  # noqa: E402
-from dpmap.plot import plot_release  # noqa: E402
+from dpmap.maps.static import plot_release  # noqa: E402
 
 CENTER = h3.latlng_to_cell(52.52, 13.405, 7)
 

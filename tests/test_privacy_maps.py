@@ -1,7 +1,7 @@
 """EXACT privacy-map tests: the ε / δ / ρ dpmap reports and its noise scales are hand-derived.
 
 For every combination of contribution bounds, value bounds, budget and budget split, the
-numbers returned by :func:`dpmap.mechanisms.plan_noise` (and shown by :func:`dpmap.explain`)
+numbers returned by :func:`dpmap._privacy.noise.plan_noise` (and shown by :func:`dpmap.explain`)
 are recomputed here from the DESIGN's sensitivity table:
 
     L0 = max_cells, L∞ = max_records_per_cell (both 1 when person=None), M = max(|lo|, |hi|)
@@ -34,11 +34,11 @@ import pytest
 import shapely
 
 import dpmap
-import dpmap.mechanisms as mech_mod
+import dpmap._privacy.noise as mech_mod
 from dpmap import grid
-from dpmap.bounding import sensitivities
+from dpmap._privacy.bounding import sensitivities
+from dpmap._privacy.noise import _threshold_chain, plan_noise
 from dpmap.errors import MechanismError, SpecError
-from dpmap.mechanisms import _threshold_chain, plan_noise
 from dpmap.spec import OTHER_CATEGORY, Mechanism, ReleaseSpec
 
 dp.enable_features("contrib")
@@ -374,7 +374,7 @@ def test_gaussian_plan_with_large_value_bounds_finishes() -> None:
     """
     code = (
         "from dpmap.spec import ReleaseSpec\n"
-        "from dpmap.mechanisms import plan_noise\n"
+        "from dpmap._privacy.noise import plan_noise\n"
         "s = ReleaseSpec(resolution=7, epsilon=0.5, delta=1e-6, mechanism='gaussian', person='p',"
         " max_cells=2, value='v', bounds=(0, 10**9))\n"
         "p = plan_noise(s)\n"

@@ -13,10 +13,10 @@ import pytest
 from shapely.geometry import box
 
 import dpmap
-from dpmap import mechanisms
+from dpmap._privacy import noise as mechanisms
 from dpmap.cli import main
 
-release_module = importlib.import_module("dpmap.release")  # dpmap.release is the function
+release_module = importlib.import_module("dpmap.release.pipeline")  # dpmap.release is the function
 
 REGION = box(116.0, 39.0, 116.3, 39.2)
 

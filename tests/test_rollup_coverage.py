@@ -44,8 +44,8 @@ import shapely
 
 import dpmap
 from common import REGION, REGION_BOUNDS
-from dpmap import analysis
-from dpmap.mechanisms import noise_variance
+from dpmap._privacy.noise import noise_variance
+from dpmap.analysis import totals
 from dpmap.spec import Mechanism
 
 RUNS = 250
@@ -211,7 +211,7 @@ def test_rollup_intervals_cover_the_true_zone_count(data: dict[str, Any], design
     else:
         st = first.manifest["statistics"]["count"]
         k = len(groups[0])
-        margin = st["moe_95"] if k == 1 else analysis._laplace_sum_quantile(st["scale"], k)
+        margin = st["moe_95"] if k == 1 else totals._laplace_sum_quantile(st["scale"], k)
         p = _exact_tail(st["scale"], k, margin)
         assert p <= 0.025  # one-sided 97.5% (OpenDP's two-sided 95% margin for one cell)
         expected = float(np.mean(np.where(whole_truth > 0, 1 - 2 * p, 1 - p)))
@@ -230,7 +230,7 @@ def test_rollup_intervals_cover_the_true_zone_count(data: dict[str, Any], design
         def m(k: int) -> float:  # the one-sided 97.5% noise margin of k whole cells
             if k <= 1:
                 return 0.0 if k == 0 else st["moe_95"]
-            return analysis._laplace_sum_quantile(st["scale"], k)
+            return totals._laplace_sum_quantile(st["scale"], k)
 
         need = np.array(
             [

@@ -37,7 +37,7 @@ from common import (
     write_parquet,
 )
 from dpmap import DataFileError, Diagnostics, DpmapError, InputError, SpecError
-from dpmap.engines import _common, local
+from dpmap.engines import frames, local
 from dpmap.engines import spark as spark_engine
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
@@ -183,23 +183,23 @@ def test_hash_priority_does_not_depend_on_batches() -> None:
     n = 20_000
     df = pl.DataFrame(
         {
-            _common.PERSON: [f"p{i}" if i % 31 else None for i in rng.integers(0, 900, n)],
-            _common.CELL: rng.integers(0, 2**62, n),
-            _common.CAT: rng.integers(0, 3, n),
-            _common.VALUE: rng.integers(-5, 2000, n),
+            frames.PERSON: [f"p{i}" if i % 31 else None for i in rng.integers(0, 900, n)],
+            frames.CELL: rng.integers(0, 2**62, n),
+            frames.CAT: rng.integers(0, 3, n),
+            frames.VALUE: rng.integers(-5, 2000, n),
         }
     )
     spec = spec_of(
         person="pid", value="amount", bounds=(0, 1), category="c", categories=["a"], seed=99
     )
-    clean = df.filter(pl.col(_common.PERSON).is_not_null())
-    whole = _common.priorities(clean, spec)
+    clean = df.filter(pl.col(frames.PERSON).is_not_null())
+    whole = frames.priorities(clean, spec)
     parts = []
     for start in range(0, n, 1234):
         batch = pl.DataFrame(
             pl.from_arrow(df.slice(start, 1234).to_arrow(compat_level=pl.CompatLevel.oldest()))
-        ).filter(pl.col(_common.PERSON).is_not_null())
-        parts.append(_common.priorities(batch, spec))
+        ).filter(pl.col(frames.PERSON).is_not_null())
+        parts.append(frames.priorities(batch, spec))
     assert pl.concat(parts).equals(whole)
 
 

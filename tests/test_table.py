@@ -1,4 +1,4 @@
-"""Press-ready tables (dpmap.table, Release.table): rounding, non-negative display values,
+"""Press-ready tables (dpmap.analysis.tables, Release.table): rounding, non-negative display values,
 reliability flags, hidden rows that are never zero, totals across categories, and the
 privacy statement and manifest written beside the table."""
 
@@ -17,9 +17,9 @@ from scipy.stats import binom
 
 import dpmap
 from common import REGION, debtors
+from dpmap._privacy.postprocess import Z95
+from dpmap.analysis.tables import HIDDEN, PressTable, press_table, reliability
 from dpmap.errors import SpecError
-from dpmap.postprocess import Z95
-from dpmap.table import HIDDEN, PressTable, press_table, reliability
 
 CATS = ["bank", "utility"]
 
@@ -83,7 +83,7 @@ def test_display_values_are_rounded_non_negative_or_hidden(rel: dpmap.Release) -
 
 
 def test_rounding_rules_and_units() -> None:
-    from dpmap.table import _display
+    from dpmap.analysis.tables import _display
 
     values = np.array([123_456.0, -5_000.0, 12.0, 0.4])
     moes = np.array([23_966.0, 23_966.0, 23_966.0, 3.2])

@@ -27,11 +27,11 @@ Modules (the public API is re-exported here; everything else is internal):
 - ``audit``        :func:`audit`: empirical lower bound on ε from neighbouring datasets
 """
 
-from ._version import __version__
-from .analysis import Around, EpsilonPlan, compare, plan_epsilon, plan_resolution
-from .audit import AuditReport, audit
-from .diagnostics import Diagnostics
-from .errors import (
+from dpmap._version import __version__
+from dpmap.analysis import Around, compare
+from dpmap.audit import AuditReport, audit
+from dpmap.diagnostics import Diagnostics
+from dpmap.errors import (
     BudgetError,
     BudgetExceededError,
     DataFileError,
@@ -43,10 +43,19 @@ from .errors import (
     ReleaseFormatError,
     SpecError,
 )
-from .grid import Region, to_region
-from .ledger import Ledger
-from .release import Explanation, Release, explain, read_release, release
-from .spec import Mechanism, ReleaseSpec, Selection
+from dpmap.grid import Region, to_region
+from dpmap.ledger import Ledger
+from dpmap.release import (
+    EpsilonPlan,
+    Explanation,
+    Release,
+    explain,
+    plan_epsilon,
+    plan_resolution,
+    read_release,
+    release,
+)
+from dpmap.spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
     "Around",

@@ -69,7 +69,7 @@ Two levels:
 ``level="mechanism"``
     the exact bounded aggregates of ``D`` and ``D′`` are computed once by the engine and
     only the noise step runs (``noise_fn(spec)(vectors)``, by default OpenDP's composed
-    measurement of :func:`dpmap.mechanisms.plan_noise`), ``batch`` stacked copies of the
+    measurement of :func:`dpmap._privacy.noise.plan_noise`), ``batch`` stacked copies of the
     aggregates per call — valid because that noise is independent per coordinate. Flat
     releases over a region only; thousands of runs per second, enough to see ε.
 
@@ -90,7 +90,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import SpecError
+from dpmap.errors import SpecError
 
 __all__ = [
     "AuditReport",
@@ -879,8 +879,8 @@ def audit(
         event per family, the power (``epsilon_ceiling``, ``can_detect``,
         ``runs_needed``), the runs and the time taken.
     """
-    from . import explain
-    from .release import release as dpmap_release
+    from dpmap import explain
+    from dpmap.release import release as dpmap_release
 
     t_start = time.perf_counter()
     unknown = sorted(set(params) - AUDIT_PARAMETERS)
@@ -1065,9 +1065,9 @@ def _mechanism_runs(
     batch: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    from . import grid
-    from .engines import local
-    from .mechanisms import plan_noise
+    from dpmap import grid
+    from dpmap._privacy.noise import plan_noise
+    from dpmap.engines import local
 
     region = grid.to_region(setup.region)
     domain = grid.region_to_cells(region, spec.finest)

@@ -124,7 +124,7 @@ _Z95 = 1.959963984540054
 def warn_negligible_noise(plan: Any, stacklevel: int = 3) -> None:
     """Warn (:class:`NegligibleNoiseWarning`) when a release's noise plan is essentially exact.
 
-    ``plan`` is a :class:`dpmap.mechanisms.NoisePlan`: its total ``epsilon`` and the noise
+    ``plan`` is a :class:`dpmap._privacy.noise.NoisePlan`: its total ``epsilon`` and the noise
     variances of its cell counts (statistics ``count`` and ``count@<resolution>``) are read.
     The margin is 1.96 standard deviations: OpenDP's exact margin of integer noise is
     reported as at least one record, so it cannot show that the noise vanishes.

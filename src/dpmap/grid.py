@@ -24,7 +24,7 @@ import shapely
 from h3.api import numpy_int as h3np
 from shapely.geometry.base import BaseGeometry
 
-from .errors import DataFileError, RegionError, SpecError
+from dpmap.errors import DataFileError, RegionError, SpecError
 
 __all__ = [
     "MAX_RESOLUTION",

@@ -19,8 +19,8 @@ from typing import Any
 
 import polars as pl
 
-from .errors import DataFileError, InputError, ReleaseFormatError
-from .spec import ReleaseSpec
+from dpmap.errors import DataFileError, InputError, ReleaseFormatError
+from dpmap.spec import ReleaseSpec
 
 __all__ = ["atomic_write", "manifest_path", "read_points"]
 

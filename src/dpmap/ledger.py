@@ -115,8 +115,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ._version import __version__
-from .errors import BudgetError, BudgetExceededError, DataFileError, SpecError
+from dpmap._version import __version__
+from dpmap.errors import BudgetError, BudgetExceededError, DataFileError, SpecError
 
 __all__ = [
     "ACCOUNTING_MODES",

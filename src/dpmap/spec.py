@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
-from .grid import check_resolution
+from dpmap.errors import SpecError
+from dpmap.grid import check_resolution
 
 __all__ = ["OTHER_CATEGORY", "Mechanism", "ReleaseSpec", "Selection"]
 

@@ -3,7 +3,7 @@
 This is the exact, noise-free data plane. It never imports OpenDP and never publishes
 anything: it returns PRIVATE :class:`~dpmap.aggregates.BoundedAggregates` and fills the
 PRIVATE :class:`~dpmap.Diagnostics`. Validation, row preparation (cleaning, binning,
-region filter, clamping) and record priorities live in :mod:`dpmap.engines._common`,
+region filter, clamping) and record priorities live in :mod:`dpmap.engines.frames`,
 which the Spark engine runs on each Arrow batch, so both engines keep the same records.
 """
 
@@ -15,19 +15,19 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..aggregates import SUM_LIMIT, BoundedAggregates
-from ..diagnostics import Diagnostics
-from ..errors import InputError
-from ..io import read_points, safe_message
-from ..spec import ReleaseSpec
-from . import _common
-from ._common import CAT as _CAT
-from ._common import CELL as _CELL
-from ._common import LAT as _LAT
-from ._common import LNG as _LNG
-from ._common import PERSON as _PERSON
-from ._common import PRIO as _PRIO
-from ._common import VALUE as _VALUE
+from dpmap.aggregates import SUM_LIMIT, BoundedAggregates
+from dpmap.diagnostics import Diagnostics
+from dpmap.engines import frames
+from dpmap.engines.frames import CAT as _CAT
+from dpmap.engines.frames import CELL as _CELL
+from dpmap.engines.frames import LAT as _LAT
+from dpmap.engines.frames import LNG as _LNG
+from dpmap.engines.frames import PERSON as _PERSON
+from dpmap.engines.frames import PRIO as _PRIO
+from dpmap.engines.frames import VALUE as _VALUE
+from dpmap.errors import InputError
+from dpmap.io import read_points, safe_message
+from dpmap.spec import ReleaseSpec
 
 __all__ = ["STREAM_ABOVE_BYTES", "bound_and_aggregate"]
 
@@ -45,7 +45,7 @@ def _project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
 
-    _common.check_columns(schema, spec, is_empty)
+    frames.check_columns(schema, spec, is_empty)
     cols = [
         pl.col(spec.lat).cast(pl.Float64).alias(_LAT),
         pl.col(spec.lng).cast(pl.Float64).alias(_LNG),
@@ -65,14 +65,14 @@ def bound_and_aggregate(
     domain: np.ndarray | None,
     diagnostics: Diagnostics | None = None,
 ) -> BoundedAggregates:
-    """PRIVATE exact aggregates of the bounded data (see :mod:`dpmap.bounding`).
+    """PRIVATE exact aggregates of the bounded data (see :mod:`dpmap._privacy.bounding`).
 
     ``domain``: the sorted public cell set (int64), or ``None`` for private discovery.
     A points file larger than :data:`STREAM_ABOVE_BYTES` goes to the streaming engine
     (:mod:`dpmap.engines.streaming`: bounded memory, the same aggregates).
     """
     if is_large_file(points):
-        from . import streaming
+        from dpmap.engines import streaming
 
         return streaming.bound_and_aggregate(points, spec, domain, diagnostics)
     diag = diagnostics if diagnostics is not None else Diagnostics()
@@ -83,8 +83,8 @@ def bound_and_aggregate(
         raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
     except OSError as exc:
         raise InputError(f"cannot read the points: {exc}") from exc
-    df, counts = _common.prepare_rows(df, spec, domain)
-    _common.record_and_check(counts, diag, spec, domain is not None)
+    df, counts = frames.prepare_rows(df, spec, domain)
+    frames.record_and_check(counts, diag, spec, domain is not None)
 
     before = df.height
     if spec.person is not None:
@@ -93,7 +93,7 @@ def bound_and_aggregate(
             diag.persons = int(df[_PERSON].n_unique())
     diag.records_cut_by_bounding = before - df.height
     diag.records_used = df.height
-    return _common.finish(group(df, spec), spec, diag)
+    return frames.finish(group(df, spec), spec, diag)
 
 
 #: points files above this size are released by the streaming engine (bounded memory)
@@ -122,7 +122,7 @@ def person_part(parts: int) -> pl.Expr:
 
 
 def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
-    """Keep ≤ L∞ records per (person, cell) and ≤ L0 cells per person (see dpmap.bounding).
+    """Keep ≤ L∞ records per (person, cell) and ≤ L0 cells per person (see dpmap._privacy.bounding).
 
     Bounding looks at one person's records at a time, so the rows are split by
     :func:`person_part` into up to 16 partitions that polars bounds in parallel; the
@@ -135,7 +135,7 @@ def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         x = df.select(*fields, _PRIO)
     else:
         x = df.select(fields)
-        x = x.with_columns(_common.priorities(x, spec))
+        x = x.with_columns(frames.priorities(x, spec))
     parts = max(1, min(_MAX_PARTS, x.height // _ROWS_PER_PART))
     if parts == 1:
         kept = [_bound_plan(x.lazy(), spec).drop(_PRIO)]
@@ -204,8 +204,8 @@ def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -
 
     ``checks``: the rows of :func:`_bound_check` for the partitions of ``df``.
     """
-    worst_records = int(_common.as_float(checks["records"].max() or 0))
-    worst_cells = int(_common.as_float(checks["cells"].max() or 0))
+    worst_records = int(frames.as_float(checks["records"].max() or 0))
+    worst_cells = int(frames.as_float(checks["cells"].max() or 0))
     if worst_records > spec.max_records_per_cell or worst_cells > spec.max_cells:
         raise AssertionError(
             f"bounding failed: a person has {worst_cells} cells / {worst_records} records in a cell "
@@ -213,7 +213,7 @@ def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -
         )
     if _VALUE in df.columns and df.height:
         lo, hi = spec.bounds  # type: ignore[misc]
-        if _common.as_float(df[_VALUE].min()) < lo or _common.as_float(df[_VALUE].max()) > hi:
+        if frames.as_float(df[_VALUE].min()) < lo or frames.as_float(df[_VALUE].max()) > hi:
             raise AssertionError("clamping failed: a value lies outside the bounds")
 
 
@@ -221,7 +221,7 @@ def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
     """Per-key ``count`` (and ``sum``) of the rows: partial aggregates add up (:func:`merge`).
 
     Sums are formed in 128-bit integers when 64 bits could wrap around (more rows than
-    2**62 / M), and saturated by :func:`dpmap.engines._common.finish`.
+    2**62 / M), and saturated by :func:`dpmap.engines.frames.finish`.
     """
     aggs = [pl.len().cast(pl.Int64).alias("count")]
     if spec.value is not None:
@@ -229,14 +229,14 @@ def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         if df.height * spec.value_magnitude >= SUM_LIMIT:
             value = value.cast(pl.Int128)
         aggs.append(value.sum().alias("sum"))
-    return df.group_by(_common.keys_of(spec)).agg(aggs)
+    return df.group_by(frames.keys_of(spec)).agg(aggs)
 
 
 def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
     """The sum of partial aggregates from :func:`group` (of disjoint sets of rows; none:
     the empty aggregates)."""
     if not groups:
-        schema = dict.fromkeys(_common.keys_of(spec), pl.Int64)
+        schema = dict.fromkeys(frames.keys_of(spec), pl.Int64)
         if spec.value is not None:
             schema[_VALUE] = pl.Int64
         return group(pl.DataFrame(schema=schema), spec)
@@ -245,4 +245,4 @@ def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
     sums = [pl.col("count").sum()]
     if spec.value is not None:  # partial sums add up in 128 bits: no wrap-around
         sums.append(pl.col("sum").cast(pl.Int128).sum())
-    return pl.concat(groups, how="vertical_relaxed").group_by(_common.keys_of(spec)).agg(sums)
+    return pl.concat(groups, how="vertical_relaxed").group_by(frames.keys_of(spec)).agg(sums)

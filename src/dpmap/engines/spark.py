@@ -10,18 +10,18 @@ How the work is split (one Spark job; only the per-cell aggregates reach the dri
 
 1. **Project** the role columns under internal names (casts as in the local engine);
    missing or non-numeric columns are refused with the local engine's messages
-   (:func:`dpmap.engines._common.check_columns`, on the schema converted through Arrow).
+   (:func:`dpmap.engines.frames.check_columns`, on the schema converted through Arrow).
 2. **Prepare** each Arrow batch in a vectorised UDF (``mapInArrow``) that calls the local
    engine's own functions on a polars frame: drop rows with missing coordinates / person /
    value, bin with the same ``polars_h3`` call, keep rows in the public cell set (a sorted
    int64 array shipped with the UDF, binary search), clamp and round values, index the
-   categories (:func:`~dpmap.engines._common.prepare_rows`), and compute each record's
-   priority with :func:`~dpmap.engines._common.priorities`. Each partition also emits
-   one summary row with its :class:`~dpmap.engines._common.RowCounts`.
+   categories (:func:`~dpmap.engines.frames.prepare_rows`), and compute each record's
+   priority with :func:`~dpmap.engines.frames.priorities`. Each partition also emits
+   one summary row with its :class:`~dpmap.engines.frames.RowCounts`.
 3. **Bound** with window functions, partitioned by person (one shuffle, keyed by a 64-bit
    hash of the person followed by the person itself): ``row_number`` over (person, cell)
    ordered by priority ≤ L∞; then the cells ranked by their smallest priority
-   (``dense_rank`` over person) ≤ L0 — the rules of :mod:`dpmap.bounding`. With
+   (``dense_rank`` over person) ≤ L0 — the rules of :mod:`dpmap._privacy.bounding`. With
    L0 = L∞ = 1 (the default) one window suffices: each person's smallest priority.
 4. **Aggregate** per (cell[, category]): count and sum, plus the summary rows merged
    into one, and collect with ``toArrow()``.
@@ -53,18 +53,18 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ..aggregates import BoundedAggregates
-from ..diagnostics import Diagnostics
-from ..errors import DataFileError, InputError, missing_extra
-from ..io import points_file_kind, read_points
-from ..spec import ReleaseSpec
-from . import _common
-from ._common import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
+from dpmap.aggregates import BoundedAggregates
+from dpmap.diagnostics import Diagnostics
+from dpmap.engines import frames
+from dpmap.engines.frames import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
+from dpmap.errors import DataFileError, InputError, missing_extra
+from dpmap.io import points_file_kind, read_points
+from dpmap.spec import ReleaseSpec
 
 __all__ = ["bound_and_aggregate", "get_session", "is_spark_dataframe"]
 
 _DIAG, _RN, _CP, _CR, _FIRST, _H = "__diag", "__rn", "__cp", "__cr", "__first", "__h"
-_COUNT_FIELDS = [f.name for f in fields(_common.RowCounts)]
+_COUNT_FIELDS = [f.name for f in fields(frames.RowCounts)]
 
 #: settings of the session dpmap creates when none is active
 SESSION_CONFIG = {
@@ -168,7 +168,7 @@ def _to_spark(points: Any, spec: ReleaseSpec, spark: Any) -> Any:
     lf = read_points(points, spec)  # pandas / polars / GeoPandas, as the local engine reads them
     try:
         # the local engine's column checks first, then only the columns used cross over
-        _common.check_columns(lf.collect_schema(), spec, lambda: lf.head(1).collect().height == 0)
+        frames.check_columns(lf.collect_schema(), spec, lambda: lf.head(1).collect().height == 0)
         used = [spec.lat, spec.lng, spec.person, spec.value, spec.category]
         df = lf.select(list(dict.fromkeys(c for c in used if c is not None))).collect()
     except pl.exceptions.PolarsError as exc:
@@ -201,7 +201,7 @@ def _polars_schema(sdf: Any, spec: ReleaseSpec) -> dict[str, pl.DataType]:
 def _project(sdf: Any, spec: ReleaseSpec) -> Any:
     """Check the columns (the local engine's messages) and select them under internal names."""
     schema = _polars_schema(sdf, spec)
-    _common.check_columns(schema, spec, lambda: bool(sdf.isEmpty()))
+    frames.check_columns(schema, spec, lambda: bool(sdf.isEmpty()))
     cols = [
         _col(spec.lat).cast("double").alias(LAT),
         _col(spec.lng).cast("double").alias(LNG),
@@ -235,14 +235,14 @@ def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, schema: pa.Schema)
     data_names = [n for n in schema.names if n != _DIAG]
 
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        total = _common.RowCounts()
+        total = frames.RowCounts()
         for rb in batches:
-            df, counts = _common.prepare_rows(pl.DataFrame(pl.from_arrow(rb)), spec, domain)
+            df, counts = frames.prepare_rows(pl.DataFrame(pl.from_arrow(rb)), spec, domain)
             total = total.merge(counts)
             if df.height == 0:
                 continue
             if bound:  # the same priorities as the local engine (fresh ones for "random")
-                prio = _common.priorities(df, spec)
+                prio = frames.priorities(df, spec)
                 # u64 -> i64 preserving order (Spark has no unsigned longs): flip the top bit
                 df = df.with_columns(
                     (prio ^ pl.lit(1 << 63, dtype=pl.UInt64)).reinterpret(signed=True).alias(PRIO)
@@ -378,12 +378,12 @@ def _finish(
     """Split the collected table into diagnostics and aggregates; check, as the local engine."""
     is_summary = pl.col(CELL).is_null()
     s = g.filter(is_summary)
-    counts = _common.RowCounts()
+    counts = frames.RowCounts()
     if s.height:
-        counts = _common.RowCounts.from_floats(
+        counts = frames.RowCounts.from_floats(
             0.0 if s["__d_" + n][0] is None else s["__d_" + n][0] for n in _COUNT_FIELDS
         )
-    _common.record_and_check(counts, diag, spec, domain is not None)
+    frames.record_and_check(counts, diag, spec, domain is not None)
     g = g.filter(~is_summary).sort([CELL] + ([CAT] if spec.category is not None else []))
     used = int(g["count"].sum())
     if spec.person is not None:
@@ -391,7 +391,7 @@ def _finish(
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
     _assert_bounded(g, spec)
-    return _common.finish(g, spec, diag)
+    return frames.finish(g, spec, diag)
 
 
 def _assert_bounded(g: pl.DataFrame, spec: ReleaseSpec) -> None:

@@ -4,9 +4,9 @@ For inputs larger than memory (a 100 M-row Parquet file) on one machine. Two pas
 
 1. **Read in batches** (:data:`BATCH_ROWS` rows at a time; :func:`_batches`) and
    run the local engine's own row preparation on each batch
-   (:func:`~dpmap.engines._common.prepare_rows`: drop, bin, filter, clamp; each decision
+   (:func:`~dpmap.engines.frames.prepare_rows`: drop, bin, filter, clamp; each decision
    looks at one row, so batches change nothing) and record priorities
-   (:func:`~dpmap.engines._common.priorities`: a keyed hash of the record's own
+   (:func:`~dpmap.engines.frames.priorities`: a keyed hash of the record's own
    fields, or fresh operating-system randomness per record for ``selection="random"``). The prepared rows —
    person, cell, category, value, priority: no coordinates — are **spilled** to Arrow IPC
    files in a private temporary folder (mode 0700, removed when the release ends, also on
@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..aggregates import BoundedAggregates
-from ..diagnostics import Diagnostics
-from ..errors import DataFileError, InputError
-from ..io import is_parquet_path, read_points, safe_message
-from ..spec import ReleaseSpec
-from . import _common, local
-from ._common import PERSON as _PERSON
+from dpmap.aggregates import BoundedAggregates
+from dpmap.diagnostics import Diagnostics
+from dpmap.engines import frames, local
+from dpmap.engines.frames import PERSON as _PERSON
+from dpmap.errors import DataFileError, InputError
+from dpmap.io import is_parquet_path, read_points, safe_message
+from dpmap.spec import ReleaseSpec
 
 __all__ = ["BATCH_ROWS", "bound_and_aggregate"]
 
@@ -71,11 +71,11 @@ def bound_and_aggregate(
     """
     diag = diagnostics if diagnostics is not None else Diagnostics()
     lf = local._project(read_points(points, spec), spec)
-    counts = _common.RowCounts()
+    counts = frames.RowCounts()
     groups: list[pl.DataFrame] = []
     with tempfile.TemporaryDirectory(prefix="dpmap-spill-") as tmp:
         for i, batch in enumerate(_batches(points, lf, batch_rows)):
-            rows, c = _common.prepare_rows(batch, spec, domain)
+            rows, c = frames.prepare_rows(batch, spec, domain)
             counts = counts.merge(c)
             if not rows.height:
                 continue
@@ -83,11 +83,11 @@ def bound_and_aggregate(
                 groups = _compact([*groups, local.group(rows, spec)], spec)
                 continue
             rows = rows.with_columns(
-                _common.priorities(rows, spec), local.person_part(SPILL_BUCKETS).alias("__part")
+                frames.priorities(rows, spec), local.person_part(SPILL_BUCKETS).alias("__part")
             )
             _spill(rows, Path(tmp), i)
             del rows, batch
-        _common.record_and_check(counts, diag, spec, domain is not None)
+        frames.record_and_check(counts, diag, spec, domain is not None)
         used = counts.rows_left
         if spec.person is not None:
             used, persons = 0, 0
@@ -104,7 +104,7 @@ def bound_and_aggregate(
                 diag.persons = persons
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
-    return _common.finish(local.merge(groups, spec), spec, diag)
+    return frames.finish(local.merge(groups, spec), spec, diag)
 
 
 def _spill(rows: pl.DataFrame, folder: Path, batch: int) -> None:

@@ -919,7 +919,7 @@ def _title(
 
 
 def _save_png(fig: Any, out: Path, dpi: int) -> None:
-    from .io import atomic_write
+    from dpmap.io import atomic_write
 
     try:
         with atomic_write([out]) as (tmp,):

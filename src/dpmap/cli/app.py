@@ -19,11 +19,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ._version import __version__
-from .adaptive import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
-from .cli_budget import budget_app
-from .errors import DataFileError, DpmapError, DpmapWarning, SpecError
-from .io import manifest_path, temp_beside
+from dpmap._version import __version__
+from dpmap.cli.budget import budget_app
+from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
+from dpmap.errors import DataFileError, DpmapError, DpmapWarning, SpecError
+from dpmap.io import manifest_path, temp_beside
 
 __all__ = ["app", "main"]
 
@@ -489,8 +489,8 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
 
         dpmap release --config release.toml     (settings kept under version control)
     """
-    from .diagnostics import Diagnostics
-    from .release import release
+    from dpmap.diagnostics import Diagnostics
+    from dpmap.release import release
 
     kw = _spec_kwargs(kw, ctx)
     points, out, png, quiet = kw.pop("points"), kw.pop("out"), kw.pop("png"), kw.pop("quiet")
@@ -546,7 +546,7 @@ def _check_outputs(
     out: Path, png: Path | None, *, overwrite: bool, inputs: tuple[Any, ...]
 ) -> None:
     """Refuse, before anything is spent, every output that could not be written."""
-    from .release import _kind_of
+    from dpmap.release import _kind_of
 
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
@@ -606,7 +606,7 @@ def _check_png_options(kw: dict[str, Any]) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        from .errors import missing_extra
+        from dpmap.errors import missing_extra
 
         raise missing_extra("matplotlib", "plot") from None
 
@@ -616,7 +616,7 @@ def _last_entry(ledger: Any) -> int | None:
     the release then reports that itself)."""
     if ledger is None:
         return None
-    from .ledger import Ledger
+    from dpmap.ledger import Ledger
 
     try:
         book = Ledger(ledger)
@@ -630,7 +630,7 @@ def _note_spent(exc: BaseException, ledger: Any, dataset: Any, last_entry: int |
     failure after noise was drawn: the spend stands, and nothing was written)."""
     if last_entry is None or not isinstance(dataset, str):
         return
-    from .ledger import Ledger
+    from dpmap.ledger import Ledger
 
     try:
         entries = [e for e in Ledger(ledger).history(dataset) if e.id > last_entry and e.counts]
@@ -708,7 +708,7 @@ def explain_cmd(ctx: typer.Context, **kw: Any) -> None:
     """
     import json
 
-    from .release import explain
+    from dpmap.release import explain
 
     as_json = kw.pop("json")
     kw = _spec_kwargs(kw, ctx)
@@ -735,7 +735,7 @@ def plot_cmd(
             "(the default for a release with categories).",
         ),
     ] = None,
-    # -- interactive map (dpmap.html) --
+    # -- interactive map (dpmap.maps.interactive) --
     html: Annotated[
         Path | None,
         typer.Option(
@@ -748,7 +748,7 @@ def plot_cmd(
 
     Example: dpmap plot map.geojson --png map.png --html map.html
     """
-    from .release import read_release
+    from dpmap.release import read_release
 
     if png is None and html is None:
         raise SpecError("dpmap plot needs an output: --png PATH, --html PATH, or both")
@@ -756,7 +756,7 @@ def plot_cmd(
         raise SpecError(f"--png {str(png)!r} must end in .png")
     document = None
     if html is not None:
-        from .html import check_html_path
+        from dpmap.maps.interactive import check_html_path
 
         check_html_path(html)
     rel = read_release(release_file)
@@ -772,21 +772,21 @@ def plot_cmd(
         )
     if category is None or (category == ALL_CATEGORIES and ALL_CATEGORIES not in named):
         if has_cat:
-            from .table import category_total_cells
+            from dpmap.analysis.tables import category_total_cells
 
             cells = category_total_cells(rel)
             title = f"{manifest.get('title') or 'dpmap release'} — total of all categories"
         category = None  # a release without a breakdown is its own total
     if html is not None:  # built before any file is written, so a mistake writes nothing
-        from .html import html_document
+        from dpmap.maps.interactive import html_document
 
         document = html_document(cells, manifest, column=column, category=category, title=title)
     if png is not None:
-        from .plot import plot_release
+        from dpmap.maps.static import plot_release
 
         plot_release(cells, manifest, png, column=column, category=category, title=title)
     if html is not None and document is not None:
-        from .html import save_html
+        from dpmap.maps.interactive import save_html
 
         save_html(document, html)
     typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
@@ -797,7 +797,7 @@ def plot_cmd(
 
 def _read_zones(path: Path) -> Any:
     """Zone polygons (GeoJSON, GeoPackage, shapefile, GeoParquet) as a GeoDataFrame."""
-    from .grid import read_polygon_file
+    from dpmap.grid import read_polygon_file
 
     if not path.is_file():
         raise DataFileError(f"--zones file {str(path)!r} does not exist; check the path")
@@ -843,7 +843,7 @@ def _write_table(gdf: Any, out: Path, manifest: dict[str, Any]) -> None:
 
     import pandas as pd
 
-    from .io import atomic_write
+    from dpmap.io import atomic_write
 
     kind = _table_kind(out)
     text = json.dumps(manifest, indent=2, ensure_ascii=False)
@@ -950,8 +950,8 @@ def table_cmd(
 
     Example: dpmap table map.geojson --zones counties.gpkg --by name --out counties.csv
     """
-    from .release import read_release
-    from .table import notes_path
+    from dpmap.analysis.tables import notes_path
+    from dpmap.release import read_release
 
     if out.suffix.lower() != ".csv":
         raise SpecError(f"--out {str(out)!r} must end in .csv (a press table is a CSV file)")
@@ -1002,7 +1002,7 @@ def aggregate_cmd(
 
     Example: dpmap aggregate map.geojson --zones counties.gpkg --by name --out counties.csv
     """
-    from .release import read_release
+    from dpmap.release import read_release
 
     _table_kind(out)
     _check_new_files(
@@ -1058,8 +1058,8 @@ def compare_cmd(
 
     Example: dpmap compare january.geojson june.geojson --out change.csv
     """
-    from .analysis import compare
-    from .release import read_release
+    from dpmap.analysis import compare
+    from dpmap.release import read_release
 
     _table_kind(out)
     _check_new_files(
@@ -1137,7 +1137,7 @@ def around_cmd(
     """
     import json
 
-    from .release import read_release
+    from dpmap.release import read_release
 
     rel = read_release(release_file)
     result = rel.around(lat, lng, radius_m, resolution=resolution, noun=noun)
@@ -1169,9 +1169,9 @@ def demo_cmd(
 
     Writes the synthetic input, the region, the release (GeoJSON + manifest) and a PNG map to --out.
     """
-    from .demo import DEMO_DATA_NOTICE, hebei_region, synthetic_debtors
-    from .io import atomic_write
-    from .release import release
+    from dpmap.demo import DEMO_DATA_NOTICE, hebei_region, synthetic_debtors
+    from dpmap.io import atomic_write
+    from dpmap.release import release
 
     if not out.exists():
         out.mkdir(parents=True)
@@ -1292,7 +1292,7 @@ def audit_cmd(
     """
     import json
 
-    from .audit import audit
+    from dpmap.audit import audit
 
     if no_suppress and suppress_below is not None:
         raise SpecError(
@@ -1462,7 +1462,3 @@ def main(argv: list[str] | None = None) -> int:
         print("dpmap: aborted", file=sys.stderr)
         return 130
     return result if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

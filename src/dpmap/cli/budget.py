@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .ledger import Ledger, LedgerEntry, format_amount
+from dpmap.ledger import Ledger, LedgerEntry, format_amount
 
 __all__ = ["budget_app"]
 

@@ -48,10 +48,8 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
-from . import hierarchy
-from .bounding import level_sensitivities, sensitivities
-from .errors import MechanismError, SpecError
-from .mechanisms import (
+from dpmap._privacy.bounding import level_sensitivities, sensitivities
+from dpmap._privacy.noise import (
     _AGGREGATES,
     _PERSONS,
     _VEC_I64,
@@ -61,7 +59,9 @@ from .mechanisms import (
     noise_variance,
     within_budget,
 )
-from .spec import Mechanism, ReleaseSpec
+from dpmap.designs import hierarchy
+from dpmap.errors import MechanismError, SpecError
+from dpmap.spec import Mechanism, ReleaseSpec
 
 __all__ = ["DEFAULT_INTERNAL_SHARE", "DEFAULT_TREE_SHARE", "AdaptivePlan", "plan_adaptive"]
 
@@ -346,8 +346,8 @@ def _calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
 
 
 def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
-    """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of an adaptive plan."""
-    from .mechanisms import _statistic
+    """The release-level summary (a :class:`~dpmap._privacy.noise.NoisePlan`) of an adaptive plan."""
+    from dpmap._privacy.noise import _statistic
 
     sens = sensitivities(plan.spec)
     per = {
@@ -369,9 +369,9 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
 
 
 def pure_dp_plan(plan: Any, statistics: dict[str, Any], what: str, compositor: Any) -> Any:
-    """The :class:`~dpmap.mechanisms.NoisePlan` of an adaptive plan: pure ε-DP, the noisy
+    """The :class:`~dpmap._privacy.noise.NoisePlan` of an adaptive plan: pure ε-DP, the noisy
     vectors ``statistics`` composed by OpenDP's ``compositor``."""
-    from .mechanisms import NoisePlan
+    from dpmap._privacy.noise import NoisePlan
 
     return NoisePlan(
         spec=plan.spec,
@@ -512,7 +512,7 @@ def run_adaptive(
 def adaptive_forest(
     plan: AdaptivePlan, tree: hierarchy.Tree, out: AdaptiveOutput, stat: str
 ) -> tuple[list[np.ndarray | None], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """The PrivTree of a release as input to :func:`dpmap.hierarchy.consistent_forest`.
+    """The PrivTree of a release as input to :func:`dpmap.designs.hierarchy.consistent_forest`.
 
     Per depth, the visited nodes (split nodes and leaves, sorted by their index in
     ``tree.levels``): ``parent`` links, noisy values, noise variances (∞ for the internal
@@ -569,7 +569,7 @@ def adaptive_consistent(
     variances, from the noisy leaves and internal nodes of an adaptive release.
 
     The PrivTree's nodes are public once the tree is drawn; they form a tree whose leaves
-    lie at several depths, and :func:`dpmap.hierarchy.consistent_forest` makes every
+    lie at several depths, and :func:`dpmap.designs.hierarchy.consistent_forest` makes every
     internal node equal the sum of its children with minimum variance. Post-processing of
     noisy values only.
     """

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap.errors import DataFileError, SpecError, missing_extra
-from dpmap.plot import (
+from dpmap.maps.static import (
     BOUNDARY_COLOR,
     COLOR_PERCENTILE,
     MISSING_EDGE,
@@ -126,7 +126,7 @@ def explore_release(
     Parameters
     ----------
     cells : geopandas.GeoDataFrame
-        The published cell table (EPSG:4326), as for :func:`dpmap.plot.plot_release`.
+        The published cell table (EPSG:4326), as for :func:`dpmap.maps.static.plot_release`.
     manifest : mapping
         The release manifest. ``privacy.epsilon``, ``privacy.delta``, ``privacy.measure``,
         ``privacy.statement``, ``created``, ``resolution`` and ``title`` are read.
@@ -233,7 +233,7 @@ def html_document(
 
 def save_html(document: str, path: str | os.PathLike[str]) -> Path:
     """Write an HTML `document` to `path` (``.html``/``.htm``) atomically."""
-    from .io import atomic_write
+    from dpmap.io import atomic_write
 
     out = check_html_path(path)
     try:

@@ -30,7 +30,7 @@ Totals across categories
     category, so the variances add (adaptive releases have no categories). A total is
     shown or hidden by the release's suppression rule applied to the total: a fixed
     threshold as it is; the default rule as a table-wide multiple of the total's standard
-    deviation (:func:`dpmap.postprocess.phantom_factor`: at most about one truly empty total per table shows
+    deviation (:func:`dpmap._privacy.postprocess.phantom_factor`: at most about one truly empty total per table shows
     by chance; in a release without a region, below the total's own margin). When the
     release was read from a file without its unbiased estimates and some category of a
     cell is hidden, the total is hidden too (the hidden value is not in the file).
@@ -52,11 +52,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .errors import SpecError
-from .postprocess import Z95, Z975, mean_and_margin, phantom_factor
+from dpmap._privacy.postprocess import Z95, Z975, mean_and_margin, phantom_factor
+from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .release import Release
+    from dpmap.release import Release
 
 __all__ = [
     "HIDDEN",
@@ -81,7 +81,7 @@ RELIABILITY_SCHEME = (
     "(CV < {lo:.0%}), use with caution ({lo:.0%} ≤ CV ≤ {hi:.0%}), unreliable (CV > {hi:.0%}, "
     "or an estimate ≤ 0); hidden: suppressed by the release (not a zero)"
 )
-_STATS = ("count", "sum", "mean")
+STATS = ("count", "sum", "mean")
 
 
 def reliability(
@@ -251,8 +251,8 @@ class PressTable:
         The three files are written to temporary names and renamed only when all are
         complete. Returns the paths written.
         """
-        from .errors import DataFileError
-        from .io import atomic_write, manifest_path
+        from dpmap.errors import DataFileError
+        from dpmap.io import atomic_write, manifest_path
 
         path = Path(path)
         if path.suffix.lower() != ".csv":
@@ -303,7 +303,7 @@ def press_table(
         Keep the unrounded unbiased values (``*_unbiased``, ``*_moe``, ``*_cv``) beside
         the display values (for analysts who add them up); ``False`` leaves them out.
     """
-    from .release import Release
+    from dpmap.release import Release
 
     bands = _check_bands(cv_bands)
     for name, unit in (("sum_unit", sum_unit), ("mean_unit", mean_unit)):
@@ -331,7 +331,7 @@ def press_table(
         )
     out = pd.DataFrame({k: long[k].to_numpy() for k in keys})
     extra: dict[str, Any] = {}
-    stats = [s for s in _STATS if s in long.columns]
+    stats = [s for s in STATS if s in long.columns]
     for s in stats:
         hidden = long["hidden"].to_numpy(dtype=bool)
         nodata = long["nodata"].to_numpy(dtype=bool)
@@ -517,7 +517,7 @@ def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], l
             if hierarchical:
                 df[f"{s}_var"] = (moe / Z95) ** 2
             else:
-                df[f"{s}_var"] = _noise_variance(m["statistics"][s])
+                df[f"{s}_var"] = manifest_noise_variance(m["statistics"][s])
         df[f"{s}_moe"] = moe
     if "mean" in cells.columns:
         df["mean_shown"] = cells["mean"].to_numpy(dtype=np.float64)
@@ -541,9 +541,9 @@ def _floats(series: pd.Series) -> np.ndarray:
     return pd.array(series, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _noise_variance(entry: dict[str, Any]) -> float:
-    from .mechanisms import noise_variance
-    from .spec import Mechanism
+def manifest_noise_variance(entry: dict[str, Any]) -> float:
+    from dpmap._privacy.noise import noise_variance
+    from dpmap.spec import Mechanism
 
     gaussian = "gaussian" in str(entry["distribution"]).lower()
     return noise_variance(

@@ -50,12 +50,8 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
-from . import hierarchy
-from .adaptive import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
-from .aggregates import exact_total
-from .bounding import Sensitivity, level_sensitivities, sensitivities
-from .errors import MechanismError, SpecError
-from .mechanisms import (
+from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
+from dpmap._privacy.noise import (
     _AGGREGATES,
     _PERSONS,
     _VEC_I64,
@@ -64,7 +60,11 @@ from .mechanisms import (
     check_noise_inputs,
     noise_variance,
 )
-from .spec import Mechanism, ReleaseSpec
+from dpmap.aggregates import exact_total
+from dpmap.designs import hierarchy
+from dpmap.designs.privtree import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
+from dpmap.errors import MechanismError, SpecError
+from dpmap.spec import Mechanism, ReleaseSpec
 
 __all__ = ["C2", "DEFAULT_FIRST_SHARE", "GridPlan", "plan_grid"]
 
@@ -332,12 +332,12 @@ def _compositor(plan: GridPlan) -> Any:
 
 
 def grid_noise_plan(plan: GridPlan) -> Any:
-    """The release-level summary (a :class:`~dpmap.mechanisms.NoisePlan`) of a grid plan.
+    """The release-level summary (a :class:`~dpmap._privacy.noise.NoisePlan`) of a grid plan.
 
     With a fixed first level its entries are named ``<stat>_internal@<resolution>``; with
     an automatic one ``<stat>_internal@first`` (the resolution is in the manifest's
     ``adaptive.first_resolution`` once drawn) and ``count_total``."""
-    from .mechanisms import _statistic
+    from dpmap._privacy.noise import _statistic
 
     sens = sensitivities(plan.spec)
     # the first level at its resolution (the coarsest possible one when it is chosen later:
@@ -471,7 +471,7 @@ def run_grid(
 def grid_consistent(plan: GridPlan, out: GridOutput, stat: str) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares second-level estimates of ``stat`` (``out.leaves`` order) and their exact
     variances: every first-level cell equals the sum of its second-level cells
-    (:func:`dpmap.hierarchy.consistent_forest`). Post-processing.
+    (:func:`dpmap.designs.hierarchy.consistent_forest`). Post-processing.
 
     Only draws whose noise is independent of the choice of cells enter: the first-level
     values ``v`` and the second-level values. The decision counts and the total chose the

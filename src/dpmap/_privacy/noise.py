@@ -10,7 +10,7 @@ removed (``d_in = 1``). Each statistic is a chain
 
 and the chains are composed with OpenDP's composition combinators. The ε (and δ, ρ)
 that dpmap reports is what OpenDP's privacy map returns for ``d_in = 1``. The
-stability maps are the sensitivities of :func:`dpmap.bounding.sensitivities` — the
+stability maps are the sensitivities of :func:`dpmap._privacy.bounding.sensitivities` — the
 single place they are derived, checked by property tests against the engines.
 
 OpenDP features enabled: ``contrib`` (OpenDP's vetted-but-not-yet-proven components)
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
-from .aggregates import in_range
-from .bounding import Sensitivity, level_sensitivities, sensitivities
-from .errors import MechanismError
-from .spec import Mechanism, ReleaseSpec
+from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
+from dpmap.aggregates import in_range
+from dpmap.errors import MechanismError
+from dpmap.spec import Mechanism, ReleaseSpec
 
 __all__ = ["NoisePlan", "StatisticNoise", "opendp_version", "plan_noise"]
 

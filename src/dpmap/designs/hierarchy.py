@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
-from .aggregates import saturate
+from dpmap.aggregates import saturate
 
 __all__ = [
     "Tree",

@@ -13,7 +13,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .aggregates import SUM_LIMIT
+from dpmap.aggregates import SUM_LIMIT
 
 __all__ = ["Estimates", "Published", "mean_and_margin", "publish"]
 

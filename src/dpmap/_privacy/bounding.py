@@ -30,7 +30,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .spec import ReleaseSpec
+from dpmap.spec import ReleaseSpec
 
 __all__ = ["Sensitivity", "bound_reference", "sensitivities"]
 

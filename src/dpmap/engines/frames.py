@@ -28,10 +28,10 @@ import numpy as np
 import polars as pl
 import polars_h3 as plh3
 
-from ..aggregates import SUM_LIMIT, BoundedAggregates
-from ..diagnostics import Diagnostics
-from ..errors import InputError
-from ..spec import OTHER_CATEGORY, ReleaseSpec, Selection
+from dpmap.aggregates import SUM_LIMIT, BoundedAggregates
+from dpmap.diagnostics import Diagnostics
+from dpmap.errors import InputError
+from dpmap.spec import OTHER_CATEGORY, ReleaseSpec, Selection
 
 # internal column names (never clash with user columns: they are renamed on entry)
 LAT, LNG, PERSON, VALUE, CAT, CELL, PRIO = (

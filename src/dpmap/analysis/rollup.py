@@ -1,0 +1,147 @@
+"""Roll-ups: a release's cells added up to public zones, with honest 95% intervals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dpmap.analysis.totals import (
+    Rows,
+    hidden_error,
+    rows_of,
+    total_interval,
+    total_margins,
+    weighted_totals,
+)
+from dpmap.analysis.zones import SEGMENT_DEG, equal_area, overlay, zone_polygons
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dpmap.release import Release
+
+
+def aggregate_to(
+    rel: Release, polygons: Any, by: str | None = "name", *, resolution: int | None = None
+) -> Any:
+    """Add up a release's cells within user polygons (districts, postcodes, ...).
+
+    Parameters
+    ----------
+    rel
+        A :class:`~dpmap.Release`.
+    polygons
+        GeoDataFrame (or GeoSeries) of Polygons/MultiPolygons in any CRS (reprojected to
+        EPSG:4326; one without a CRS is refused). Polygons may overlap each other.
+    by
+        Column naming each polygon (unique); ``None``: the index.
+    resolution
+        Hierarchical releases only: which level to add up (default: the finest).
+
+    Returns
+    -------
+    GeoDataFrame (EPSG:4326), one row per polygon (× category, in the release's order):
+    ``by``, [``category``], ``count``, ``count_moe``, ``count_lo``, ``count_hi``,
+    [``sum``, ``sum_moe``, ``sum_lo``, ``sum_hi``], ``coverage`` (share of the polygon's
+    area covered by released cells), ``cells`` (released cells sharing area with it) and
+    the polygon's ``geometry``. A polygon that no released cell touches has null numbers
+    and coverage 0.
+
+    ``count_lo`` … ``count_hi`` is the **95% interval** for the polygon's true count: it
+    covers both the noise and the error of apportioning the cells its border splits.
+    ``count`` is a point estimate inside it and ``count_moe`` is the margin of the
+    **noise only** (kept for backward compatibility): ``count ± count_moe`` is not a 95%
+    interval for the true count when the border splits cells (in a simulation with
+    clustered points it covered 2% of zones at resolution 6 and about a third at
+    resolution 8, flat, hierarchical or adaptive grid; ``[count_lo, count_hi]`` ≥ 99%).
+
+    Method
+    ------
+    Point estimate: each cell contributes its unbiased noisy estimate times ``w`` = the
+    share of the cell's area inside the polygon (areas in the equal-area projection
+    :data:`EQUAL_AREA_CRS`), i.e. points are assumed spread evenly within a cell that a
+    border splits. Only the part of the polygon covered by released cells is counted.
+    ``count_moe``: ``1.96·√Var`` of that estimate (normal approximation; the exact
+    variance of the correlated estimates of hierarchical and consistent adaptive
+    releases, see the module docstring; the exact discrete margin for a polygon holding
+    one whole cell of a flat release).
+
+    Interval: every record lies in exactly one cell, so the true count T lies between L,
+    the count of the cells **wholly inside** the polygon, and U, the count of **every
+    cell touching** it (a polygon inside one cell: L = 0, U = that cell), whatever the
+    data. ``count_lo = L̂ − m(L)`` and ``count_hi = Û + m(U)``, with m a one-sided 97.5%
+    margin: the exact quantile of the summed discrete Laplace noise of a flat (or
+    leaf-only adaptive) release; for the least-squares estimates of hierarchical and
+    consistent adaptive releases with Laplace noise, 2.118 × the exact standard deviation
+    (the one-sided 97.5% point of a single Laplace draw, whose tail is the heaviest of
+    their combinations; the normal 1.96 fell short, about 94% for whole cells); with
+    Gaussian noise 1.96 × the exact standard deviation. Each end misses with probability ≤ 2.5%, so the interval misses T
+    with probability ≤ 5% (union bound); it is conservative, more so the more records
+    the border cells hold. Both ends are moved into [0, ∞) (a true count is never
+    negative), which can only add coverage. Sums: with public bounds ``lo ≥ 0`` the same
+    (sum of the cells inside ≤ true sum ≤ sum of the cells touching; clamped at 0);
+    ``hi ≤ 0`` mirrored; when ``lo < 0 < hi`` the border cells' records can pull either
+    way, so ``sum_lo``/``sum_hi`` = sum inside + ``lo``/``hi`` × count of the border cells
+    (values widened to whole units), ∓ 1.96·√(Var sum + bound² · Var count) (count and
+    sum noise are independent), not clamped. Its width is what a roll-up of cells can
+    honestly say: ``count_hi − count_lo`` grows with the records in border cells, so
+    coarse cells give wide intervals for small polygons (see :func:`plan_resolution`).
+    A release without a public region counts unpublished cells as zero, so there the
+    interval (like the estimate) holds for the published cells only.
+
+    Privacy
+    -------
+    Post-processing of the release's noisy values: no data read, no budget spent.
+    """
+    import geopandas as gpd
+
+    rows = rows_of(rel, resolution)
+    polys, keys, name = zone_polygons(polygons, by)
+    npoly = len(polys)
+    if len(rows.cells):
+        cell, group, weight, area = overlay(rows.geometry, polys)
+    else:  # pragma: no cover - a release always has cells over a region
+        cell = group = np.zeros(0, dtype=np.int64)
+        weight = area = np.zeros(0)
+    _check_hidden(rows, cell, group, keys)
+    import shapely
+
+    poly_area = equal_area(shapely.segmentize(polys, SEGMENT_DEG))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coverage = np.bincount(group, weights=area, minlength=npoly) / poly_area
+    coverage = np.clip(np.nan_to_num(coverage), 0.0, 1.0)
+    ncells = np.bincount(group, minlength=npoly)
+    single = (ncells == 1) & (np.bincount(group, weights=weight, minlength=npoly) == 1.0)
+    ncat = rows.ncat
+    data: dict[str, Any] = {name: np.repeat(keys.to_numpy(), ncat)}
+    if rows.categories is not None:
+        data["category"] = np.tile(np.asarray(rows.categories, dtype=object), npoly)
+    empty = np.repeat(ncells == 0, ncat)
+    whole = weight == 1.0  # cells wholly inside their polygon (weights are snapped)
+    for stat in rows.stats:
+        est, var = weighted_totals(rows, stat, cell, group, weight, npoly)
+        moe = total_margins(rows, stat, var, single)
+        lo, hi = total_interval(rows, stat, cell, group, whole, npoly)
+        data[stat] = np.where(empty, np.nan, est.reshape(-1))
+        data[f"{stat}_moe"] = np.where(empty, np.nan, moe.reshape(-1))
+        data[f"{stat}_lo"] = np.where(empty, np.nan, lo.reshape(-1))
+        data[f"{stat}_hi"] = np.where(empty, np.nan, hi.reshape(-1))
+    data["coverage"] = np.repeat(coverage, ncat)
+    data["cells"] = np.repeat(ncells, ncat).astype(np.int64)
+    out = gpd.GeoDataFrame(data, geometry=np.repeat(polys, ncat), crs="EPSG:4326")
+    out.attrs["dpmap_by"] = name
+    return out
+
+
+def _check_hidden(rows: Rows, cell: np.ndarray, group: np.ndarray, keys: pd.Series) -> None:
+    if rows.unbiased or not rows.hidden.any():
+        return
+    hid = rows.hidden[cell]  # (pairs, ncat)
+    if hid.any():
+        where_ = keys.iloc[int(group[np.flatnonzero(hid.any(axis=1))[0]])]
+        raise hidden_error(
+            int(hid.sum()),
+            int(hid.size),
+            f"for these polygons (e.g. in {where_!r})",
+            rows.categories is not None,
+        )

@@ -1,0 +1,1 @@
+"""Maps of releases: static images (matplotlib) and offline interactive HTML (folium)."""

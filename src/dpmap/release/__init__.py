@@ -1,0 +1,22 @@
+"""The release pipeline and the immutable :class:`Release` with its manifest.
+
+``points → validate → bin (H3) → bound per person → aggregate (engine, exact, PRIVATE)
+→ one composed OpenDP measurement (the only noise, the only accounting)
+→ post-processing (suppression, means, margins) → Release (cells + manifest)``
+"""
+
+from dpmap.release.pipeline import release
+from dpmap.release.planning import Explanation, explain
+from dpmap.release.result import Release, read_release
+from dpmap.release.targets import EpsilonPlan, plan_epsilon, plan_resolution
+
+__all__ = [
+    "EpsilonPlan",
+    "Explanation",
+    "Release",
+    "explain",
+    "plan_epsilon",
+    "plan_resolution",
+    "read_release",
+    "release",
+]

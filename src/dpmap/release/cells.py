@@ -1,0 +1,91 @@
+"""The published cell table and the unbiased estimates beside it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dpmap import grid
+from dpmap._privacy.postprocess import (
+    Estimates,
+)
+from dpmap.spec import ReleaseSpec
+
+_STAT_COLUMNS = ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe")
+
+
+KEY_COLUMNS = ("cell", "resolution", "category")
+
+
+#: columns of the unbiased estimates (written to files only on request)
+UNBIASED_COLUMNS = {
+    "count": "count_unbiased",
+    "count_var": "count_var",
+    "sum": "sum_unbiased",
+    "sum_var": "sum_var",
+}
+
+
+def estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
+    """Unbiased noisy estimates and their noise variances for every row (suppressed included)."""
+    n = len(table)
+    out = pd.DataFrame({c: table[c].to_numpy() for c in KEY_COLUMNS if c in table})
+    out["count"] = np.asarray(est.count, dtype=np.float64)
+    out["count_var"] = np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,))
+    if est.sum is not None:
+        out["sum"] = np.asarray(est.sum, dtype=np.float64)
+        out["sum_var"] = np.broadcast_to(np.asarray(est.sum_var, dtype=np.float64), (n,))
+    return out
+
+
+def cell_table(
+    spec: ReleaseSpec,
+    cells: np.ndarray,
+    res: np.ndarray,
+    cat_idx: np.ndarray | None,
+    pub: Any,
+    *,
+    integer: bool,
+) -> Any:
+    import geopandas as gpd
+
+    data: dict[str, Any] = {
+        "cell": grid.cells_to_hex(cells).astype(object),
+        "resolution": np.asarray(res, dtype=np.int64),
+    }
+    if spec.categories is not None:
+        cats = np.asarray(spec.categories, dtype=object)
+        data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
+    for col in (*_STAT_COLUMNS, "sum_at_limit"):
+        if col in pub.columns:
+            data[col] = pub.columns[col]
+    data["suppressed"] = pub.columns["suppressed"]
+    df = normalise_dtypes(pd.DataFrame(data), integer=integer)
+    return gpd.GeoDataFrame(df, geometry=grid.cells_to_polygons(cells), crs="EPSG:4326")
+
+
+def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
+    """The schema's dtypes: integer counts/sums (nullable; float for the least-squares
+    estimates of a hierarchical release), float margins/means, bool flags."""
+    for col in ("count", "sum"):
+        if col in df:
+            values = df[col].astype("float64")
+            df[col] = (
+                pd.array(np.round(values), dtype="Float64").astype("Int64")
+                if integer
+                else pd.array(values, dtype="Float64")
+            )
+    for col in ("count_moe", "sum_moe", "mean", "mean_moe"):
+        if col in df:
+            df[col] = df[col].astype("float64")
+    if "resolution" in df:
+        df["resolution"] = df["resolution"].astype("int64")
+    for col in ("suppressed", "sum_at_limit"):
+        if col in df:
+            df[col] = df[col].astype(bool)
+    for col in ("cell", "category"):
+        if col in df:
+            df[col] = df[col].astype(object)
+    return df

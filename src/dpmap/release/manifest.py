@@ -1,0 +1,157 @@
+"""The manifest: everything public about a release, written beside its cells."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from typing import Any
+
+import numpy as np
+
+from dpmap import grid
+from dpmap._privacy.noise import NoisePlan, opendp_version
+from dpmap._version import __version__
+from dpmap.aggregates import SUM_LIMIT
+from dpmap.analysis.tables import count_unit
+from dpmap.release.planning import budget_shares
+from dpmap.spec import Mechanism, ReleaseSpec
+
+#: version of the file/manifest format
+FORMAT_VERSION = 1
+
+
+def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
+    unit = f"one person (all rows with the same {spec.person!r})" if spec.person else "one row"
+    delta = "" if plan.delta == 0 else f", δ = {plan.delta:.3g}"
+    return (
+        f"This map satisfies {plan.measure} with ε = {plan.epsilon:.4g}{delta} for {unit}: "
+        f"whatever it shows would have been almost as likely had any single person's records been "
+        f"left out. Each person counts in at most {spec.l0} cell(s), {spec.linf} record(s) per cell"
+        + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
+        + f". Noise from OpenDP; H3 resolution {'/'.join(map(str, spec.levels))}; released {created[:10]}."
+    )
+
+
+def build_manifest(
+    spec: ReleaseSpec,
+    plan: NoisePlan,
+    reg: grid.Region | None,
+    domain: np.ndarray | None,
+    pub: Any,
+    title: str | None,
+    rows: int,
+    integers: bool = False,
+) -> dict[str, Any]:
+    import geopandas
+    import h3
+    import polars
+
+    created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+    if reg is not None:
+        selection = {
+            "method": "public region",
+            "rule": f"every H3 cell at resolution {spec.finest} overlapping the region, all noised"
+            + (", and their H3 parents at the coarser levels" if spec.hierarchical else ""),
+            "region": reg.describe(),
+            "cells": 0 if domain is None else len(domain),
+        }
+    else:
+        selection = {
+            "method": "private discovery",
+            "rule": f"OpenDP {plan.spec.mechanism} threshold: a cell is published only if its noisy "
+            f"count exceeds {plan.threshold}",
+            "threshold": plan.threshold,
+            "region": None,
+        }
+    return {
+        "dpmap_release": FORMAT_VERSION,
+        "title": title,
+        "created": created,
+        "privacy": {
+            "unit": f"person identified by column {spec.person!r}"
+            if spec.person
+            else "row (each row is one person)",
+            "neighbouring": "datasets differing by adding or removing all records of one person",
+            "measure": plan.measure,
+            "accounting": plan.accounting,
+            "epsilon": plan.epsilon,
+            "delta": plan.delta,
+            "rho": plan.rho,
+            "statement": _privacy_statement(spec, plan, created),
+        },
+        "statistics": {
+            k: {**v.describe(), "budget_share": share}
+            for (k, v), share in zip(
+                plan.statistics.items(), budget_shares(spec, plan), strict=True
+            )
+        },
+        "hierarchy": (
+            {
+                "levels": list(spec.levels),
+                "level_split": {str(r): w for r, w in spec.level_shares().items()},
+                "tree": "coarser cells are the H3 parents (cell_to_parent) of the finest public cells",
+                "consistency": "weighted least squares (Hay et al. 2010), two passes; children sum to "
+                "their parent exactly",
+                "integers": integers,
+                "margins": (
+                    "2.118 × the exact standard deviation of the consistent estimate (the 95% "
+                    "point of one Laplace draw: at least 95% coverage)"
+                    if spec.mechanism is Mechanism.LAPLACE
+                    else "1.96 × the exact standard deviation of the consistent estimate "
+                    "(Gaussian noise)"
+                ),
+            }
+            if spec.hierarchical
+            else None
+        ),
+        "contribution_bounds": {
+            "max_cells": spec.l0,
+            "max_records_per_cell": spec.linf,
+            "count_counts": count_unit(spec.person, spec.linf, spec.l0),
+            "value": spec.value,
+            "bounds": list(spec.bounds) if spec.bounds else None,
+            "value_rule": "clamped to bounds, then rounded half up to whole units"
+            if spec.value
+            else None,
+            "selection": str(spec.selection),
+            "sum_limit": {
+                "range": [-SUM_LIMIT, SUM_LIMIT],
+                "rule": "every exact sum (cells and all coarser totals) is formed without "
+                "overflow and saturated to this range before noise; saturation cannot raise "
+                "the sensitivity",
+                "rows_at_limit": pub.sums_at_limit,
+                "flag": "column sum_at_limit (present only when some row is flagged): the noisy "
+                "sum lies within its 97.5% margin of the limit, so the true sum may be larger",
+            }
+            if spec.value
+            else None,
+        },
+        "resolution": list(spec.levels) if spec.hierarchical else spec.resolution,
+        "cell_selection": selection,
+        "categories": list(spec.categories) if spec.categories else None,
+        "suppression": {
+            "rule": pub.threshold_rule,
+            "threshold": pub.threshold,
+            "default": spec.suppress_below is None,
+            "expected_phantom_rows": pub.expected_phantom_rows,
+        },
+        "mean": (
+            "noisy sum / noisy count clamped to the bounds; null when the noisy count < 1; margin from "
+            "97.5% intervals of sum and count (Bonferroni), conservative"
+        )
+        if spec.value
+        else None,
+        "margins": "95% margin of error of the noise on each published number (from OpenDP's accuracy helpers)",
+        "parameters": spec.public_dict(),
+        "columns": None,
+        "rows": rows,
+        "versions": {
+            "dpmap": __version__,
+            "opendp": opendp_version(),
+            "h3": h3.__version__,
+            "polars": polars.__version__,
+            "geopandas": geopandas.__version__,
+            "python": platform.python_version(),
+        },
+        "ledger": None,
+    }

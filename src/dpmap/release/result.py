@@ -1,0 +1,307 @@
+"""The immutable Release: cells, manifest, files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
+from dpmap.io import atomic_write, manifest_path, read_manifest
+from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
+
+
+class Release:
+    """An immutable differentially private map release: a cell table and its manifest.
+
+    Attributes
+    ----------
+    cells
+        GeoDataFrame (EPSG:4326), one row per public cell (× category): ``cell``,
+        ``resolution``, ``count``, ``count_moe``, [``sum``, ``sum_moe``, ``mean``,
+        ``mean_moe``], ``suppressed``, ``geometry``. A copy on every access.
+    manifest
+        JSON-serialisable dict describing the guarantee and the parameters (a copy).
+    """
+
+    __slots__ = ("_cells", "_estimates", "_manifest")
+    _cells: Any
+    _manifest: dict[str, Any]
+    _estimates: pd.DataFrame | None
+
+    def __init__(
+        self, cells: Any, manifest: dict[str, Any], estimates: pd.DataFrame | None = None
+    ) -> None:
+        manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serialisable
+        manifest["columns"] = [c for c in cells.columns]
+        object.__setattr__(self, "_cells", cells)
+        object.__setattr__(self, "_manifest", manifest)
+        object.__setattr__(self, "_estimates", estimates)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Release is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("a Release is immutable")
+
+    @property
+    def cells(self) -> Any:
+        return self._cells.copy()
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self._manifest))
+
+    @property
+    def estimates(self) -> pd.DataFrame | None:
+        """Unbiased noisy estimates and noise variances of every row, suppressed ones included.
+
+        Columns: ``cell``, ``resolution``, [``category``], ``count``, ``count_var``,
+        [``sum``, ``sum_var``]. These are the values to add up over areas (suppression
+        hides small noisy counts and so biases sums upward); they are noisy outputs of the
+        same measurement, so using them costs no privacy. ``None`` for a release read from a
+        file written without them (see :meth:`to_file`), in which case the published
+        values of unsuppressed rows are used where possible.
+        """
+        return None if self._estimates is None else self._estimates.copy()
+
+    @property
+    def epsilon(self) -> float:
+        return float(self._manifest["privacy"]["epsilon"])
+
+    @property
+    def delta(self) -> float:
+        return float(self._manifest["privacy"]["delta"])
+
+    @property
+    def privacy_statement(self) -> str:
+        return str(self._manifest["privacy"]["statement"])
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the published table (cells and numbers), to identify this output."""
+        cols = [c for c in self._cells.columns if c != "geometry"]
+        csv = self._cells[cols].to_csv(index=False).encode()
+        return "sha256:" + hashlib.sha256(csv).hexdigest()
+
+    def __repr__(self) -> str:
+        m = self._manifest
+        return (
+            f"<dpmap.Release: {len(self._cells)} rows at H3 resolution {m['resolution']}, "
+            f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
+            f"{int(self._cells['suppressed'].sum())} suppressed>"
+        )
+
+    # -- output --------------------------------------------------------------------------
+    def to_file(self, path: str | Path, *, include_unbiased: bool = False) -> Path:
+        """Write the release (``.geojson``, ``.parquet`` or ``.csv``) and ``<name>.manifest.json``.
+
+        Both files are written to temporary names and renamed only when complete.
+        Private diagnostics are never written (a Release does not hold any).
+
+        ``include_unbiased=True`` adds the unbiased noisy estimates of every row (suppressed
+        rows included) as ``count_unbiased``, ``count_var`` [``sum_unbiased``, ``sum_var``],
+        so that readers can add up areas without the bias of suppression. They are noisy
+        values of the same release: no privacy cost, but they show what suppression hides
+        from the display.
+        """
+        path = Path(path)
+        kind = _kind_of(path)
+        targets = [path, manifest_path(path)]
+        table = self._cells
+        manifest = self._manifest
+        if include_unbiased:
+            if self._estimates is None:
+                raise SpecError(
+                    "this release holds no unbiased estimates (it was read from a file written "
+                    "without them); write it with include_unbiased=False"
+                )
+            table = table.copy()
+            for col, name in UNBIASED_COLUMNS.items():
+                if col in self._estimates:
+                    table.insert(len(table.columns) - 1, name, self._estimates[col].to_numpy())
+            manifest = {
+                **manifest,
+                "unbiased_columns": [
+                    UNBIASED_COLUMNS[c] for c in UNBIASED_COLUMNS if c in self._estimates
+                ],
+            }
+        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False)
+        with atomic_write(targets) as (tmp_data, tmp_manifest):
+            if kind == "geojson":
+                obj = json.loads(table.to_json(drop_id=True, na="null"))
+                obj["dpmap_manifest"] = manifest
+                tmp_data.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+            elif kind == "parquet":
+                _write_geoparquet(table, tmp_data, manifest_text)
+            else:
+                df = pd.DataFrame(table.drop(columns="geometry"))
+                df["geometry"] = table.geometry.to_wkt(rounding_precision=-1)
+                df.to_csv(tmp_data, index=False)
+            tmp_manifest.write_text(manifest_text + "\n", encoding="utf-8")
+        return path
+
+    def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
+        """Static map (matplotlib); see :func:`dpmap.maps.static.plot_release`. A release with
+        categories maps their total unless ``category=`` names one (as ``dpmap plot``)."""
+        from dpmap.maps.static import plot_release
+
+        cells, kwargs["category"] = self._cells_to_map(kwargs.get("category"), kwargs)
+        return plot_release(cells, self._manifest, path, **kwargs)
+
+    def _cells_to_map(self, category: Any, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+        """The rows a map of ``category`` draws: with a category breakdown and no category
+        (or ``"all"``, when no category has that name), the total of all categories (and a
+        title that says so, unless one is given)."""
+        cells = self._cells
+        if "category" not in cells.columns or category not in (None, "all"):
+            return cells, category
+        if category == "all" and "all" in set(cells["category"].astype(str)):
+            return cells, category
+        from dpmap.analysis.tables import category_total_cells
+
+        base = self._manifest.get("title") or "dpmap release"
+        kwargs.setdefault("title", f"{base} — total of all categories")
+        return category_total_cells(self), None
+
+    # -- analysis (dpmap.analysis) -------------------------------------------------------
+    def aggregate_to(
+        self, polygons: Any, by: str | None = "name", *, resolution: int | None = None
+    ) -> Any:
+        """Totals with margins over user polygons; see :func:`dpmap.analysis.aggregate_to`."""
+        from dpmap.analysis import aggregate_to
+
+        return aggregate_to(self, polygons, by, resolution=resolution)
+
+    def table(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
+        """Press-ready table of the cells, or of ``zones`` (rolled up with :meth:`aggregate_to`);
+        see :func:`dpmap.analysis.tables.press_table`."""
+        from dpmap.analysis.tables import press_table
+
+        source = self if zones is None else self.aggregate_to(zones, by)
+        return press_table(source, release=self, **options)
+
+    def around(
+        self,
+        lat: float,
+        lng: float,
+        radius_m: float = 500.0,
+        *,
+        resolution: int | None = None,
+        noun: str = "records",
+    ) -> Any:
+        """Totals of the whole cells overlapping a circle; see :func:`dpmap.analysis.nearby`."""
+        from dpmap.analysis import around
+
+        return around(self, lat, lng, radius_m, resolution=resolution, noun=noun)
+
+    # -- end of analysis -----------------------------------------------------------------
+
+    # -- interactive map (dpmap.maps.interactive) ----------------------------------------------------
+    def explore(
+        self, column: str = "count", category: str | None = None, tiles: Any = None, **kwargs: Any
+    ) -> Any:
+        """Interactive map (a ``folium.Map``); see :func:`dpmap.maps.interactive.explore_release`. A
+        release with categories maps their total unless ``category=`` names one."""
+        from dpmap.maps.interactive import explore_release
+
+        cells, category = self._cells_to_map(category, kwargs)
+        return explore_release(
+            cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
+        )
+
+    def to_html(
+        self, path: str | Path, column: str = "count", category: str | None = None, **kwargs: Any
+    ) -> Path:
+        """Self-contained interactive HTML map (works offline); see
+        :func:`dpmap.maps.interactive.write_html`. A release with categories maps their total unless
+        ``category=`` names one."""
+        from dpmap.maps.interactive import write_html
+
+        cells, category = self._cells_to_map(category, kwargs)
+        return write_html(cells, self._manifest, path, column=column, category=category, **kwargs)
+
+
+def _kind_of(path: Path) -> str:
+    suffix = path.suffix.lower()
+    kinds = {".geojson": "geojson", ".json": "geojson", ".parquet": "parquet", ".csv": "csv"}
+    if suffix not in kinds:
+        raise DataFileError(
+            f"cannot write a release as {suffix or '(no suffix)'!r} ({str(path)!r}); use .geojson, .parquet or .csv"
+        )
+    return kinds[suffix]
+
+
+def _write_geoparquet(gdf: Any, path: Path, manifest_text: str) -> None:
+    import pyarrow.parquet as pq
+
+    gdf.to_parquet(path, index=False)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata or {})
+    meta[b"dpmap_manifest"] = manifest_text.encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def read_release(path: str | Path) -> Release:
+    """Read a published release (GeoJSON, GeoParquet or CSV with its manifest)."""
+    import geopandas as gpd
+    import shapely
+
+    path = Path(path)
+    kind = _kind_of(path)
+    if not path.is_file():
+        raise DataFileError(f"release file {str(path)!r} does not exist; check the path")
+    mpath = manifest_path(path)
+    try:
+        if kind == "geojson":
+            with open(path, encoding="utf-8") as fh:
+                obj = json.load(fh)
+            embedded = obj.pop("dpmap_manifest", None) if isinstance(obj, dict) else None
+            gdf = gpd.GeoDataFrame.from_features(obj["features"], crs="EPSG:4326")
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            gdf = gpd.read_parquet(path)
+            raw = (pq.read_schema(path).metadata or {}).get(b"dpmap_manifest")
+            embedded = json.loads(raw) if raw else None
+        else:
+            df = pd.read_csv(path, dtype={"cell": str, "category": str})
+            gdf = gpd.GeoDataFrame(
+                df.drop(columns="geometry"),
+                geometry=shapely.from_wkt(df["geometry"].to_numpy()),
+                crs="EPSG:4326",
+            )
+            embedded = None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReleaseFormatError(f"{str(path)!r} is not a readable dpmap release ({exc})") from exc
+    manifest = read_manifest(mpath) if (mpath.exists() or embedded is None) else embedded
+    missing = {"cell", "count", "suppressed"} - set(gdf.columns)
+    if missing:
+        raise ReleaseFormatError(
+            f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release"
+        )
+    unbiased = {
+        c: gdf[n].astype("float64").to_numpy()
+        for c, n in UNBIASED_COLUMNS.items()
+        if n in gdf.columns
+    }
+    manifest.pop("unbiased_columns", None)
+    order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
+    gdf = gdf[order]
+    hier = manifest.get("hierarchy") or {}
+    integer = not hier or bool(hier.get("integers"))
+    if (manifest.get("adaptive") or {}).get("consistency"):
+        integer = False  # least-squares leaf estimates of an adaptive release
+
+    gdf = gpd.GeoDataFrame(
+        normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
+    )
+    estimates = None
+    if unbiased:
+        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in KEY_COLUMNS if c in gdf})
+        for col, values in unbiased.items():
+            estimates[col] = values
+    return Release(gdf, manifest, estimates)
