@@ -13,7 +13,7 @@
     ``make_gaussian`` and the two threshold mechanisms) draws at ¼ of the scale it was
     asked for, while its privacy map still answers for the planned scale — so the plan,
     the claim and the manifests are unchanged and only the noise shrinks (true ε ≈ 4×);
-  - ``no_bounding``: the engine's bound step (``dpmap.engines.local.bound``) returns its
+  - ``no_bounding``: the engine's bound step (``dpmap.engines.bounding.bound``) returns its
     input, so the adversary's 199 records in one cell all count.
 
   A missed detection is a false failure of these tests; each mode's run count is sized
@@ -61,6 +61,7 @@ import pytest
 from scipy.stats import beta, binom, norm
 
 import dpmap
+import dpmap.engines.bounding
 import dpmap.engines.local
 from dpmap import SpecError
 from dpmap._privacy.noise import plan_noise
@@ -361,7 +362,7 @@ def quarter_noise(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def no_bounding(monkeypatch: pytest.MonkeyPatch) -> None:
     """BROKEN on purpose: the engine keeps every record of every person."""
-    monkeypatch.setattr(dpmap.engines.local, "bound", lambda df, spec: df)
+    monkeypatch.setattr(dpmap.engines.bounding, "bound", lambda df, spec: df)
 
 
 def test_quarter_noise_fixture_draws_a_quarter_of_the_noise(quarter_noise: None) -> None:

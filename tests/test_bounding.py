@@ -599,9 +599,10 @@ def test_engine_refuses_data_that_bounding_left_unbounded(
     monkeypatch: pytest.MonkeyPatch, max_cells: int, max_records_per_cell: int, n_persons: int
 ) -> None:
     """If record selection were broken (here: replaced by keeping every record), the
-    re-check in ``local.bound`` raises instead of handing unbounded data to the noise —
+    re-check in ``bounding.bound`` raises instead of handing unbounded data to the noise —
     with one partition and with several (600k rows are split into parallel partitions)."""
-    from dpmap.engines import frames, local
+    from dpmap.engines import bounding as engine_bounding
+    from dpmap.engines import frames
 
     # every person: 4 records, 3 in one cell and 1 in another: 2 cells, 3 records in a cell
     df = pl.DataFrame(
@@ -614,9 +615,9 @@ def test_engine_refuses_data_that_bounding_left_unbounded(
         resolution=7, epsilon=1.0, person="p", max_cells=max_cells,
         max_records_per_cell=max_records_per_cell,
     )  # fmt: skip
-    honest = local.bound(df, spec)  # the real selection passes its own check
+    honest = engine_bounding.bound(df, spec)  # the real selection passes its own check
     assert honest.height <= n_persons * max_cells * max_records_per_cell
-    monkeypatch.setattr(local, "_bound_plan", lambda lf, spec: lf)
+    monkeypatch.setattr(engine_bounding, "_bound_plan", lambda lf, spec: lf)
     # 2 cells and 3 records in a cell: more than each of these bounds allows
     with pytest.raises(AssertionError, match="bounding failed"):
-        local.bound(df, spec)
+        engine_bounding.bound(df, spec)

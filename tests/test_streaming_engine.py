@@ -21,8 +21,8 @@ import pytest
 
 import dpmap
 from common import REGION, RESOLUTION, debtors, write_parquet
-from dpmap import Diagnostics, DpmapError, SpecError
-from dpmap.engines import local, streaming
+from dpmap import Diagnostics, DpmapError, SpecError, engines
+from dpmap.engines import bounding, local, streaming
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
 from parity import BAD, NOTHING_USABLE, PARITY, assert_same, heavy_person, random_points, spec_of
@@ -86,13 +86,13 @@ def test_a_person_with_very_many_records_is_read_in_pieces(
     spec = spec_of(person="pid", value="amount", bounds=(0, 1500), max_cells=2,
                    max_records_per_cell=3)  # fmt: skip
     pieces: list[int] = []
-    original = local.keep_first_records
+    original = bounding.keep_first_records
 
     def spy(piece: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         pieces.append(piece.height)
         return original(piece, spec)
 
-    monkeypatch.setattr(local, "keep_first_records", spy)
+    monkeypatch.setattr(bounding, "keep_first_records", spy)
     a, b, d_local, d_stream = both(df, spec, (2_000, 40_000))
     assert_same(a, b)
     assert d_local == d_stream
@@ -211,14 +211,14 @@ def test_spilled_rows_are_private_and_removed(
     """The spill folder is mode 0700 while it exists and gone afterwards, also after an error."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     seen: list[tuple[Path, int, int]] = []
-    original = local.bound
+    original = bounding.bound
 
     def spy(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         (folder,) = tmp_path.iterdir()
         seen.append((folder, folder.stat().st_mode & 0o777, len(list(folder.iterdir()))))
         return original(df, spec)
 
-    monkeypatch.setattr(local, "bound", spy)
+    monkeypatch.setattr(bounding, "bound", spy)
     streaming.bound_and_aggregate(heavy_person(500), spec_of(person="pid"), DOMAIN, batch_rows=64)
     assert seen and all(mode == 0o700 and files > 0 for _, mode, files in seen)
     assert list(tmp_path.iterdir()) == []
@@ -241,10 +241,14 @@ def test_large_files_are_streamed_automatically(
 
     monkeypatch.setattr(streaming, "bound_and_aggregate", spy)
     spec = spec_of(person="pid")
+    assert engines.engine_for(str(path), None) is local
+    assert engines.engine_for(str(path), "local") is local
     small = local.bound_and_aggregate(str(path), spec, DOMAIN)
-    assert calls == []
     monkeypatch.setattr(local, "STREAM_ABOVE_BYTES", 100)
-    large = local.bound_and_aggregate(str(path), spec, DOMAIN)
+    assert engines.engine_for(str(path), None) is streaming
+    assert engines.engine_for(str(path), "local") is streaming  # bounded memory regardless
+    assert calls == []
+    large = engines.engine_for(str(path), None).bound_and_aggregate(str(path), spec, DOMAIN)
     assert calls == [str(path)]
     assert_same(small, large)
 

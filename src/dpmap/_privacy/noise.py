@@ -42,9 +42,9 @@ __all__ = ["NoisePlan", "StatisticNoise", "opendp_version", "plan_noise"]
 dp.enable_features("contrib", "honest-but-curious")
 
 #: Input metric of every dpmap measurement: how many persons were added or removed.
-_PERSONS = dp.user_distance("dpmap.AddRemovePersons")
+PERSONS = dp.user_distance("dpmap.AddRemovePersons")
 #: Input domain: the dict of exact aggregates an engine produced for this release.
-_AGGREGATES = dp.user_domain("dpmap.BoundedAggregates", member=lambda x: isinstance(x, dict))
+AGGREGATES = dp.user_domain("dpmap.BoundedAggregates", member=lambda x: isinstance(x, dict))
 
 #: Coordinates per chunk of the parallel dense noise (see :meth:`NoisePlan.run_dense`).
 NOISE_CHUNK = 1 << 18
@@ -229,8 +229,8 @@ def _pick(
 ) -> Any:
     """User transformation: select one statistic from the aggregates, with its stability."""
     return dp.t.make_user_transformation(
-        _AGGREGATES,
-        _PERSONS,
+        AGGREGATES,
+        PERSONS,
         output_domain,
         output_metric,
         function=lambda agg: agg[name],
@@ -238,14 +238,14 @@ def _pick(
     )
 
 
-_VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
 
 
 def _dense_chain(name: str, sens: Sensitivity, mechanism: Mechanism, scale: float) -> Any:
     if mechanism is Mechanism.LAPLACE:
-        t = _pick(name, _VEC_I64, dp.l1_distance(T="i64"), lambda d: d * sens.l1)
+        t = _pick(name, VEC_I64, dp.l1_distance(T="i64"), lambda d: d * sens.l1)
         return t >> dp.m.then_laplace(scale=scale)
-    t = _pick(name, _VEC_I64, dp.l2_distance(T="f64"), lambda d: float(d) * sens.l2)
+    t = _pick(name, VEC_I64, dp.l2_distance(T="f64"), lambda d: float(d) * sens.l2)
     return t >> dp.m.then_gaussian(scale=scale)
 
 
@@ -276,18 +276,18 @@ def _selected_sum_chain(
         keys = kept.tolist()
         if mechanism is Mechanism.LAPLACE:
             t = dp.t.make_user_transformation(
-                _AGGREGATES,
-                _PERSONS,
-                _VEC_I64,
+                AGGREGATES,
+                PERSONS,
+                VEC_I64,
                 dp.l1_distance(T="i64"),
                 function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
                 stability_map=lambda d: d * sens.l1,
             )
             return dp.c.make_approximate(t >> dp.m.then_laplace(scale=scale))
         t = dp.t.make_user_transformation(
-            _AGGREGATES,
-            _PERSONS,
-            _VEC_I64,
+            AGGREGATES,
+            PERSONS,
+            VEC_I64,
             dp.l2_distance(T="f64"),
             function=lambda agg: np.array([agg["sum"].get(k, 0) for k in keys], dtype=np.int64),
             stability_map=lambda d: float(d) * sens.l2,
@@ -302,7 +302,7 @@ def _selected_sum_chain(
 _GAUSSIAN_EXACT_ACCURACY_LIMIT = 1e4
 
 
-def _accuracy(mechanism: Mechanism, scale: float, alpha: float) -> float:
+def accuracy(mechanism: Mechanism, scale: float, alpha: float) -> float:
     """Half-width a of the (1 − alpha) interval of the noise: P(|noise| ≥ a) ≤ alpha.
 
     From OpenDP's accuracy helpers; for a discrete Gaussian with σ > 1e4 (where OpenDP's
@@ -414,7 +414,7 @@ def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
         scales = scales_for(t)
         meas = build(t)
         per = {
-            k: _statistic(
+            k: statistic_noise(
                 k,
                 st,
                 ksens[k],
@@ -462,7 +462,7 @@ def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
         # this statistic alone, converted at the release's δ (the total is composed in ρ,
         # so these ε do not add up to the total ε)
         eps_k, delta_k = dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(chain), spec.delta).map(1)
-        per[k] = _statistic(
+        per[k] = statistic_noise(
             k,
             st,
             ksens[k],
@@ -490,7 +490,7 @@ def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
 _MAX_SCALE = 2.0**52
 
 
-def _statistic(
+def statistic_noise(
     key: str,
     stat: str,
     sens: Sensitivity,
@@ -513,8 +513,8 @@ def _statistic(
         scale=scale,
         epsilon=epsilon,
         rho=rho,
-        moe95=_accuracy(mech, scale, 0.05),
-        moe975=_accuracy(mech, scale, 0.025),
+        moe95=accuracy(mech, scale, 0.05),
+        moe975=accuracy(mech, scale, 0.025),
         variance=noise_variance(mech, scale),
         delta=delta,
     )
@@ -541,7 +541,7 @@ def _plan_discovery(
 
     if mech is Mechanism.LAPLACE:
         eps_c = shares["count"] * spec.epsilon_budget
-        scale_c = _fit_scale(
+        scale_c = fit_scale(
             sens["count"].l1 / eps_c,
             eps_c,
             lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0],
@@ -558,7 +558,7 @@ def _plan_discovery(
         if has_sum:
             eps_s = spec.epsilon_parts_budget - float(d_mids[0][0])
             empty = np.array([], dtype=np.int64)
-            scale_s = _fit_scale(
+            scale_s = fit_scale(
                 sens["sum"].l1 / eps_s,
                 eps_s,
                 lambda sc: _selected_sum_chain(sens["sum"], mech, sc)(empty).map(1)[0],
@@ -566,11 +566,11 @@ def _plan_discovery(
             sum_build = _selected_sum_chain(sens["sum"], mech, scale_s)
             d_mids.append(sum_build(empty).map(1))
         meas = dp.c.make_adaptive_composition(
-            _AGGREGATES, _PERSONS, dp.approximate(dp.max_divergence()), d_in=1, d_mids=d_mids
+            AGGREGATES, PERSONS, dp.approximate(dp.max_divergence()), d_in=1, d_mids=d_mids
         )
         eps, delta = meas.map(1)
         per = {
-            "count": _statistic(
+            "count": statistic_noise(
                 "count",
                 "count",
                 sens["count"],
@@ -582,7 +582,9 @@ def _plan_discovery(
         }
         if has_sum:
             assert scale_s is not None
-            per["sum"] = _statistic("sum", "sum", sens["sum"], mech, scale_s, float(d_mids[1][0]))
+            per["sum"] = statistic_noise(
+                "sum", "sum", sens["sum"], mech, scale_s, float(d_mids[1][0])
+            )
         plan = NoisePlan(
             spec=spec,
             statistics=per,
@@ -618,8 +620,8 @@ def _plan_discovery(
             sb = _selected_sum_chain(sens["sum"], mech, scales["sum"])
             mids.append(sb(np.array([], dtype=np.int64)).map(1))
         comp = dp.c.make_adaptive_composition(
-            _AGGREGATES,
-            _PERSONS,
+            AGGREGATES,
+            PERSONS,
             dp.approximate(dp.zero_concentrated_divergence()),
             d_in=1,
             d_mids=mids,
@@ -635,7 +637,9 @@ def _plan_discovery(
         rhos["sum"] = float(sum_build(empty).map(1)[0])
     deltas = {"count": float(count_chain.map(1)[1]), "sum": 0.0}
     per = {
-        st: _statistic(st, st, sens[st], mech, scales[st], None, rho=rhos[st], delta=deltas[st])
+        st: statistic_noise(
+            st, st, sens[st], mech, scales[st], None, rho=rhos[st], delta=deltas[st]
+        )
         for st in stats
     }
     plan = NoisePlan(
@@ -656,7 +660,7 @@ def _plan_discovery(
     return plan
 
 
-def _fit_scale(scale: float, limit: float, eps_of: Callable[[float], float]) -> float:
+def fit_scale(scale: float, limit: float, eps_of: Callable[[float], float]) -> float:
     """Widen ``scale`` by the few ulps OpenDP's conservative rounding may need to fit ``limit``."""
     for _ in range(64):
         if eps_of(scale) <= limit:

@@ -46,8 +46,8 @@ Margins of error (95%)
     totals of many cells.
 """
 
-from dpmap.analysis.nearby import Around, CategoryAround, around
 from dpmap.analysis.changes import compare
+from dpmap.analysis.nearby import Around, CategoryAround, around
 from dpmap.analysis.rollup import aggregate_to
 
 __all__ = ["Around", "CategoryAround", "aggregate_to", "around", "compare"]

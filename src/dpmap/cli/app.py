@@ -546,11 +546,11 @@ def _check_outputs(
     out: Path, png: Path | None, *, overwrite: bool, inputs: tuple[Any, ...]
 ) -> None:
     """Refuse, before anything is spent, every output that could not be written."""
-    from dpmap.release import _kind_of
+    from dpmap.release.result import release_kind
 
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
-    _kind_of(out)  # refuse an unsupported output type before reading any data
+    release_kind(out)  # refuse an unsupported output type before reading any data
     targets = [("--out", out), ("--out (its manifest)", manifest_path(out))]
     if png is not None:
         targets.append(("--png", png))

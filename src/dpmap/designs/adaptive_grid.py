@@ -52,17 +52,17 @@ import opendp.prelude as dp
 
 from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
-    _AGGREGATES,
-    _PERSONS,
-    _VEC_I64,
-    _accuracy,
-    _fit_scale,
+    AGGREGATES,
+    PERSONS,
+    VEC_I64,
+    accuracy,
     check_noise_inputs,
+    fit_scale,
     noise_variance,
 )
 from dpmap.aggregates import exact_total
 from dpmap.designs import hierarchy
-from dpmap.designs.privtree import _calibrate, _leaf_chain, internal_key, pure_dp_plan, seal_epsilon
+from dpmap.designs.privtree import calibrate, internal_key, leaf_chain, pure_dp_plan, seal_epsilon
 from dpmap.errors import MechanismError, SpecError
 from dpmap.spec import Mechanism, ReleaseSpec
 
@@ -143,7 +143,7 @@ class GridPlan:
 
     def moe(self, stat: str, alpha: float = 0.05) -> float:
         """Margin of one second-level value's raw noise."""
-        return _accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
+        return accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
 
     def cut_depths(self, noisy_first_counts: np.ndarray, most: int) -> np.ndarray:
         """Levels each first-level cell is cut by, from its noisy count (post-processing):
@@ -274,12 +274,12 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
                 total_scale, total_eps = _fit(_total_chain(sens[stat].l1), budget * TOTAL_SHARE)
                 budget *= 1 - TOTAL_SHARE
                 first_budget = budget * share
-            decision_scale, decision_eps = _calibrate(
+            decision_scale, decision_eps = calibrate(
                 stat, sens[stat].l1, first_budget * DECISION_SHARE
             )
             first_budget *= 1 - DECISION_SHARE
-        f_scales[stat], f_epsilons[stat] = _calibrate(stat, sens[stat].l1, first_budget)
-        scales[stat], epsilons[stat] = _calibrate(stat, sens[stat].l1, budget * (1 - share))
+        f_scales[stat], f_epsilons[stat] = calibrate(stat, sens[stat].l1, first_budget)
+        scales[stat], epsilons[stat] = calibrate(stat, sens[stat].l1, budget * (1 - share))
     plan = GridPlan(
         spec=spec,
         root=first if first is not None else max(0, spec.finest - MAX_LEVELS),
@@ -302,9 +302,9 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
 def _total_chain(l1: int) -> Any:
     """The total count over the region (one number; L1 sensitivity ``l1``), before noise."""
     return dp.t.make_user_transformation(
-        _AGGREGATES,
-        _PERSONS,
-        _VEC_I64,
+        AGGREGATES,
+        PERSONS,
+        VEC_I64,
         dp.l1_distance(T="i64"),
         function=lambda agg: np.array([exact_total(agg["tree_count"][0])], dtype=np.int64),
         stability_map=lambda d: d * l1,
@@ -317,7 +317,7 @@ def _fit(chain: Any, target: float) -> tuple[float, float]:
     def eps_of(sc: float) -> float:
         return float((chain >> dp.m.then_laplace(scale=sc)).map(1))
 
-    scale = _fit_scale(eps_of(1.0) / target, target, eps_of)
+    scale = fit_scale(eps_of(1.0) / target, target, eps_of)
     return scale, eps_of(scale)
 
 
@@ -327,7 +327,7 @@ def _compositor(plan: GridPlan) -> Any:
     d_mids += [plan.decision_epsilon]
     d_mids += [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
     return dp.c.make_adaptive_composition(
-        _AGGREGATES, _PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
+        AGGREGATES, PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
     )
 
 
@@ -337,7 +337,7 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     With a fixed first level its entries are named ``<stat>_internal@<resolution>``; with
     an automatic one ``<stat>_internal@first`` (the resolution is in the manifest's
     ``adaptive.first_resolution`` once drawn) and ``count_total``."""
-    from dpmap._privacy.noise import _statistic
+    from dpmap._privacy.noise import statistic_noise
 
     sens = sensitivities(plan.spec)
     # the first level at its resolution (the coarsest possible one when it is chosen later:
@@ -345,19 +345,19 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     first = level_sensitivities(plan.spec, plan.root)
     per: dict[str, Any] = {}
     for s in plan.spec.statistics:
-        per[s] = _statistic(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
+        per[s] = statistic_noise(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
     for s in plan.spec.statistics:
         key = first_key(s, plan.first)
-        per[key] = _statistic(
+        per[key] = statistic_noise(
             key, s, first[s], Mechanism.LAPLACE, plan.first_scales[s], plan.first_epsilons[s]
         )
     key = decision_key(plan.first)
-    per[key] = _statistic(
+    per[key] = statistic_noise(
         key, "count", first["count"], Mechanism.LAPLACE, plan.decision_scale, plan.decision_epsilon
     )
     if plan.total_scale is not None and plan.total_epsilon is not None:
         l1 = sens["count"].l1  # one number: all of a person's records can land in it
-        per[TOTAL_KEY] = _statistic(
+        per[TOTAL_KEY] = statistic_noise(
             TOTAL_KEY,
             "count",
             Sensitivity(l0=1, l1=l1, l2=float(l1), linf=l1),
@@ -445,12 +445,12 @@ def run_grid(
         d1 = r1 - plan.root
         roots = [(d1, i) for i in range(len(tree.levels[d1]))]
         decision = np.asarray(
-            queryable(_leaf_chain("count", plan._sens["count"], plan.decision_scale, roots)),
+            queryable(leaf_chain("count", plan._sens["count"], plan.decision_scale, roots)),
             dtype=np.int64,
         )
         first = {
             s: np.asarray(
-                queryable(_leaf_chain(s, plan._sens[s], plan.first_scales[s], roots)),
+                queryable(leaf_chain(s, plan._sens[s], plan.first_scales[s], roots)),
                 dtype=np.int64,
             )
             for s in stats
@@ -459,7 +459,7 @@ def run_grid(
         leaves, parent = second_level(tree, d1, cut)
         second = {
             s: np.asarray(
-                queryable(_leaf_chain(s, plan._sens[s], plan.scales[s], leaves)), dtype=np.int64
+                queryable(leaf_chain(s, plan._sens[s], plan.scales[s], leaves)), dtype=np.int64
             )
             for s in stats
         }

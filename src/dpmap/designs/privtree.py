@@ -50,12 +50,12 @@ import opendp.prelude as dp
 
 from dpmap._privacy.bounding import level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
-    _AGGREGATES,
-    _PERSONS,
-    _VEC_I64,
-    _accuracy,
-    _fit_scale,
+    AGGREGATES,
+    PERSONS,
+    VEC_I64,
+    accuracy,
     check_noise_inputs,
+    fit_scale,
     noise_variance,
     within_budget,
 )
@@ -170,7 +170,7 @@ class AdaptivePlan:
 
     def moe(self, stat: str, alpha: float = 0.05) -> float:
         """Margin of one leaf's raw noise (the leaf estimate's when no internal node is measured)."""
-        return _accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
+        return accuracy(Mechanism.LAPLACE, self.scales[stat], alpha)
 
     def variance(self, stat: str) -> float:
         return noise_variance(Mechanism.LAPLACE, self.scales[stat])
@@ -290,7 +290,7 @@ def plan_adaptive(
     i_sens: dict[str, tuple[int, ...]] = {}
     leaf_share = 1.0 - sum(internal)
     for stat in spec.statistics:
-        scales[stat], epsilons[stat] = _calibrate(
+        scales[stat], epsilons[stat] = calibrate(
             stat, sens[stat].l1, shares[stat] * eps_rest * leaf_share
         )
         # the internal nodes of one depth are disjoint cells at that resolution: the same
@@ -299,7 +299,7 @@ def plan_adaptive(
             level_sensitivities(spec, r0 + d)[stat].l1 for d in range(len(internal))
         )
         fitted = [
-            _calibrate(stat, i_sens[stat][d], shares[stat] * eps_rest * w) if w > 0 else None
+            calibrate(stat, i_sens[stat][d], shares[stat] * eps_rest * w) if w > 0 else None
             for d, w in enumerate(internal)
         ]
         i_scales[stat] = tuple(f[0] if f else None for f in fitted)
@@ -335,23 +335,23 @@ def seal_epsilon(plan: Any, compositor: Any, spec: ReleaseSpec) -> Any:
     return plan
 
 
-def _calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
+def calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
     """Noise scale of a vector with L1 sensitivity ``l1`` for ``target`` ε, and OpenDP's ε."""
 
     def eps_of(sc: float) -> float:
-        return float(_leaf_chain(stat, l1, sc, []).map(1))
+        return float(leaf_chain(stat, l1, sc, []).map(1))
 
-    scale = _fit_scale(l1 / target, target, eps_of)
+    scale = fit_scale(l1 / target, target, eps_of)
     return scale, eps_of(scale)
 
 
 def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
     """The release-level summary (a :class:`~dpmap._privacy.noise.NoisePlan`) of an adaptive plan."""
-    from dpmap._privacy.noise import _statistic
+    from dpmap._privacy.noise import statistic_noise
 
     sens = sensitivities(plan.spec)
     per = {
-        s: _statistic(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
+        s: statistic_noise(s, s, sens[s], Mechanism.LAPLACE, plan.scales[s], plan.epsilons[s])
         for s in plan.spec.statistics
     }
     for s in plan.spec.statistics:
@@ -361,7 +361,7 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
             r = plan.root + d
             key = internal_key(s, r)
             eps_d = plan.internal_epsilons[s][d]
-            per[key] = _statistic(
+            per[key] = statistic_noise(
                 key, s, level_sensitivities(plan.spec, r)[s], Mechanism.LAPLACE, scale, eps_d
             )
     parts = "PrivTree split + " + ("internal-node and leaf" if plan.has_internal else "leaf")
@@ -408,17 +408,17 @@ def _compositor(plan: AdaptivePlan) -> Any:
     tree_eps = _tree_map(plan.spec.l0 * plan.spec.linf, plan.lam)(1)
     d_mids = [tree_eps] + [eps for _s, _d, eps in _queries(plan)]
     return dp.c.make_adaptive_composition(
-        _AGGREGATES, _PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
+        AGGREGATES, PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
     )
 
 
-def _leaf_chain(stat: str, l1: int, scale: float, leaves: list[tuple[int, int]]) -> Any:
+def leaf_chain(stat: str, l1: int, scale: float, leaves: list[tuple[int, int]]) -> Any:
     """Vector of ``stat`` over a fixed public list of disjoint tree nodes (the leaves, or
     the internal nodes of one depth) with discrete Laplace noise."""
     t = dp.t.make_user_transformation(
-        _AGGREGATES,
-        _PERSONS,
-        _VEC_I64,
+        AGGREGATES,
+        PERSONS,
+        VEC_I64,
         dp.l1_distance(T="i64"),
         function=lambda agg: _gather(agg[f"tree_{stat}"], leaves),
         stability_map=lambda d: d * l1,
@@ -452,7 +452,7 @@ def run_adaptive(
     if level_sums is not None:
         data["tree_sum"] = level_sums
     check_noise_inputs(data)
-    decision_noise = dp.m.make_laplace(_VEC_I64, dp.l1_distance(T="i64"), scale=plan.lam)
+    decision_noise = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=plan.lam)
 
     def grow(agg: dict[str, Any]) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
         counts = agg["tree_count"]
@@ -476,8 +476,8 @@ def run_adaptive(
         return leaves, internal
 
     tree_measure = dp.m.make_user_measurement(
-        _AGGREGATES,
-        _PERSONS,
+        AGGREGATES,
+        PERSONS,
         dp.max_divergence(),
         function=grow,
         privacy_map=_tree_map(plan.spec.l0 * plan.spec.linf, plan.lam),
@@ -492,13 +492,13 @@ def run_adaptive(
         }
         for stat, d, _eps in _queries(plan):  # in the compositor's order
             if d is None:
-                chain = _leaf_chain(stat, plan._leaf_sens[stat], plan.scales[stat], leaves)
+                chain = leaf_chain(stat, plan._leaf_sens[stat], plan.scales[stat], leaves)
                 out[stat] = np.asarray(queryable(chain), dtype=np.int64)
             else:
                 scale = plan.internal_scales[stat][d]
                 assert scale is not None
                 nodes = [(d, int(i)) for i in internal[d]]
-                chain = _leaf_chain(stat, plan._internal_sens[stat][d], scale, nodes)
+                chain = leaf_chain(stat, plan._internal_sens[stat][d], scale, nodes)
                 out_internal[stat][d] = np.asarray(queryable(chain), dtype=np.int64)
     except dp.OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc

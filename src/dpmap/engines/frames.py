@@ -31,6 +31,7 @@ import polars_h3 as plh3
 from dpmap.aggregates import SUM_LIMIT, BoundedAggregates
 from dpmap.diagnostics import Diagnostics
 from dpmap.errors import InputError
+from dpmap.io import safe_message
 from dpmap.spec import OTHER_CATEGORY, ReleaseSpec, Selection
 
 # internal column names (never clash with user columns: they are renamed on entry)
@@ -362,3 +363,30 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
         count=g["count"].to_numpy(),
         sum=sums,
     )
+
+
+def project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
+    """Check the columns and select them under internal names."""
+    try:
+        schema = lf.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
+
+    def is_empty() -> bool:
+        try:
+            return lf.head(1).collect().height == 0
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise InputError(f"cannot read the points: {safe_message(exc)}") from exc
+
+    check_columns(schema, spec, is_empty)
+    cols = [
+        pl.col(spec.lat).cast(pl.Float64).alias(LAT),
+        pl.col(spec.lng).cast(pl.Float64).alias(LNG),
+    ]
+    if spec.person is not None:
+        cols.append(pl.col(spec.person).alias(PERSON))
+    if spec.value is not None:
+        cols.append(pl.col(spec.value).cast(pl.Float64).alias(VALUE))
+    if spec.category is not None:
+        cols.append(pl.col(spec.category).cast(pl.String).alias(CAT))
+    return lf.select(cols)

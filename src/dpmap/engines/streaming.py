@@ -11,11 +11,11 @@ For inputs larger than memory (a 100 M-row Parquet file) on one machine. Two pas
    person, cell, category, value, priority: no coordinates — are **spilled** to Arrow IPC
    files in a private temporary folder (mode 0700, removed when the release ends, also on
    errors), split into :data:`SPILL_BUCKETS` buckets by a hash of the person
-   (:func:`~dpmap.engines.local.person_part`), so each person's records are all in one
+   (:func:`~dpmap.engines.bounding.person_part`), so each person's records are all in one
    bucket. Without a person column each record is its own person and nothing is
    spilled: the batches' per-cell counts are added up as they come.
 2. **Bound each partition** — consecutive buckets of about :data:`PART_BYTES` spilled
-   bytes — with the local engine's :func:`~dpmap.engines.local.bound` (which re-checks
+   bytes — with the local engine's :func:`~dpmap.engines.bounding.bound` (which re-checks
    the bounds) and aggregate it; the partitions' per-cell counts and sums are added up.
 
 Bounding a partition bounds exactly the persons in it, and the priorities do not depend
@@ -40,7 +40,7 @@ import polars as pl
 
 from dpmap.aggregates import BoundedAggregates
 from dpmap.diagnostics import Diagnostics
-from dpmap.engines import frames, local
+from dpmap.engines import bounding, frames
 from dpmap.engines.frames import PERSON as _PERSON
 from dpmap.errors import DataFileError, InputError
 from dpmap.io import is_parquet_path, read_points, safe_message
@@ -70,7 +70,7 @@ def bound_and_aggregate(
     ``batch_rows``: rows read at a time; ``part_bytes``: spilled bytes bounded at a time.
     """
     diag = diagnostics if diagnostics is not None else Diagnostics()
-    lf = local._project(read_points(points, spec), spec)
+    lf = frames.project(read_points(points, spec), spec)
     counts = frames.RowCounts()
     groups: list[pl.DataFrame] = []
     with tempfile.TemporaryDirectory(prefix="dpmap-spill-") as tmp:
@@ -80,10 +80,10 @@ def bound_and_aggregate(
             if not rows.height:
                 continue
             if spec.person is None:  # every record is its own person: nothing to bound
-                groups = _compact([*groups, local.group(rows, spec)], spec)
+                groups = _compact([*groups, bounding.group(rows, spec)], spec)
                 continue
             rows = rows.with_columns(
-                frames.priorities(rows, spec), local.person_part(SPILL_BUCKETS).alias("__part")
+                frames.priorities(rows, spec), bounding.person_part(SPILL_BUCKETS).alias("__part")
             )
             _spill(rows, Path(tmp), i)
             del rows, batch
@@ -92,11 +92,11 @@ def bound_and_aggregate(
         if spec.person is not None:
             used, persons = 0, 0
             for files in _partitions(Path(tmp), part_bytes):
-                bounded = local.bound(_read_partition(files, spec, part_bytes), spec)
+                bounded = bounding.bound(_read_partition(files, spec, part_bytes), spec)
                 used += bounded.height
                 if diagnostics is not None:
                     persons += int(bounded[_PERSON].n_unique())
-                groups = _compact([*groups, local.group(bounded, spec)], spec)
+                groups = _compact([*groups, bounding.group(bounded, spec)], spec)
                 del bounded
                 for f in files:
                     f.unlink()
@@ -104,7 +104,7 @@ def bound_and_aggregate(
                 diag.persons = persons
     diag.records_cut_by_bounding = counts.rows_left - used
     diag.records_used = used
-    return frames.finish(local.merge(groups, spec), spec, diag)
+    return frames.finish(bounding.merge(groups, spec), spec, diag)
 
 
 def _spill(rows: pl.DataFrame, folder: Path, batch: int) -> None:
@@ -186,11 +186,11 @@ def _read_partition(files: list[Path], spec: ReleaseSpec, part_bytes: int) -> pl
         chunk.append(f)
         size += n
         if size >= part_bytes or f is files[-1]:
-            pieces.append(local.keep_first_records(pl.scan_ipc(chunk).collect(), spec))
+            pieces.append(bounding.keep_first_records(pl.scan_ipc(chunk).collect(), spec))
             chunk, size = [], 0
     return pl.concat(pieces)
 
 
 def _compact(groups: list[pl.DataFrame], spec: ReleaseSpec) -> list[pl.DataFrame]:
     """Keep the partial aggregates small: merge them once there are many."""
-    return [local.merge(groups, spec)] if len(groups) >= 16 else groups
+    return [bounding.merge(groups, spec)] if len(groups) >= 16 else groups

@@ -18,35 +18,13 @@ from dpmap._privacy.postprocess import (
 from dpmap.designs import hierarchy
 from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from dpmap.diagnostics import Diagnostics
-from dpmap.engines import local
+from dpmap.engines import engine_for
 from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.release.cells import cell_table, estimates_frame
 from dpmap.release.manifest import build_manifest
 from dpmap.release.planning import adaptive_method, count_noise, make_spec, plan_for, resolve_region
 from dpmap.release.result import Release
 from dpmap.spec import ReleaseSpec
-
-
-def _engine_for(points: Any, engine: str | None) -> Any:
-    """The engine module that bins, bounds and aggregates: ``engine=`` if given, else
-    Spark for a pyspark DataFrame and the local (polars) engine for anything else."""
-    if engine is None:
-        from dpmap.engines.spark import is_spark_dataframe
-
-        engine = "spark" if is_spark_dataframe(points) else "local"
-    if engine == "local":
-        return local
-    if engine == "spark":
-        from dpmap.engines import spark
-
-        return spark
-    if engine == "streaming":
-        from dpmap.engines import streaming
-
-        return streaming
-    raise SpecError(
-        f"engine must be one of 'local', 'streaming', 'spark' or None (auto), got {engine!r}"
-    )
 
 
 def release(
@@ -224,7 +202,7 @@ def release(
     warn_negligible_noise(plan)  # ε so large that the counts are essentially exact
     domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
     stage("read and bound")
-    aggregates = _engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
+    aggregates = engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
     stage("noise")
 
     reservation_cm = _reserve(ledger, dataset, plan, title)

@@ -109,7 +109,7 @@ class Release:
         from the display.
         """
         path = Path(path)
-        kind = _kind_of(path)
+        kind = release_kind(path)
         targets = [path, manifest_path(path)]
         table = self._cells
         manifest = self._manifest
@@ -225,7 +225,9 @@ class Release:
         return write_html(cells, self._manifest, path, column=column, category=category, **kwargs)
 
 
-def _kind_of(path: Path) -> str:
+def release_kind(path: Path) -> str:
+    """The file type of a release written to ``path`` (from its suffix): refused before any
+    data is read when dpmap cannot write it."""
     suffix = path.suffix.lower()
     kinds = {".geojson": "geojson", ".json": "geojson", ".parquet": "parquet", ".csv": "csv"}
     if suffix not in kinds:
@@ -251,7 +253,7 @@ def read_release(path: str | Path) -> Release:
     import shapely
 
     path = Path(path)
-    kind = _kind_of(path)
+    kind = release_kind(path)
     if not path.is_file():
         raise DataFileError(f"release file {str(path)!r} does not exist; check the path")
     mpath = manifest_path(path)

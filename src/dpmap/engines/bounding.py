@@ -1,0 +1,164 @@
+"""Bounding each person's contribution, and adding up what is kept (polars, exact, PRIVATE).
+
+The local and streaming engines call these on whole frames or on partitions of persons; the
+Spark engine runs the same row preparation (:mod:`dpmap.engines.frames`) and bounds with
+Spark's window functions to the same rule. The rule: per person, the ``max_cells`` cells whose
+best record has the smallest priority, and in each of them the ``max_records_per_cell``
+records of smallest priority (priorities: :func:`dpmap.engines.frames.priorities`). The result
+is re-checked against the bounds before it leaves (:func:`bound`), so the noise never sees
+unbounded data.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from dpmap.aggregates import SUM_LIMIT
+from dpmap.engines import frames
+from dpmap.engines.frames import CAT as _CAT
+from dpmap.engines.frames import CELL as _CELL
+from dpmap.engines.frames import PERSON as _PERSON
+from dpmap.engines.frames import PRIO as _PRIO
+from dpmap.engines.frames import VALUE as _VALUE
+from dpmap.spec import ReleaseSpec
+
+__all__ = ["bound", "group", "keep_first_records", "merge", "person_part"]
+
+
+#: rows per bounding partition, and the most partitions (see :func:`bound`)
+_ROWS_PER_PART = 500_000
+
+_MAX_PARTS = 16
+
+
+def person_part(parts: int) -> pl.Expr:
+    """The partition of each record: a fixed hash of its person, so a person's records
+    are always in one partition (bounding a partition = bounding its persons)."""
+    return (pl.col(_PERSON).hash(seed=0) % parts).cast(pl.Int64)
+
+
+def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """Keep ≤ L∞ records per (person, cell) and ≤ L0 cells per person (see dpmap._privacy.bounding).
+
+    Bounding looks at one person's records at a time, so the rows are split by
+    :func:`person_part` into up to 16 partitions that polars bounds in parallel; the
+    priorities (``__prio``, computed here unless present) are per record, so the kept
+    records do not depend on the split. Each partition's result is re-checked against
+    the bounds in the same parallel pass (:func:`_bound_check`).
+    """
+    fields = [_PERSON, _CELL] + [c for c in (_CAT, _VALUE) if c in df.columns]
+    if _PRIO in df.columns:
+        x = df.select(*fields, _PRIO)
+    else:
+        x = df.select(fields)
+        x = x.with_columns(frames.priorities(x, spec))
+    parts = max(1, min(_MAX_PARTS, x.height // _ROWS_PER_PART))
+    if parts == 1:
+        kept = [_bound_plan(x.lazy(), spec).drop(_PRIO)]
+    else:
+        x = x.with_columns(person_part(parts).alias("__part"))
+        kept = [
+            _bound_plan(x.lazy().filter(pl.col("__part") == i).drop("__part"), spec).drop(_PRIO)
+            for i in range(parts)
+        ]
+    # one pass: polars computes each partition once for its rows and for its check
+    done = pl.collect_all(kept + [_bound_check(k, spec) for k in kept])
+    out = pl.concat(done[: len(kept)])
+    _assert_bounded(pl.concat(done[len(kept) :]), out, spec)
+    return out
+
+
+def keep_first_records(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """The rows (with ``__prio``) among the L∞ of smallest priority of their (person, cell):
+    a superset of what :func:`bound` keeps from any data that contains these rows."""
+    rank = pl.col(_PRIO).rank("ordinal").over([_PERSON, _CELL])
+    return df.filter(rank <= spec.max_records_per_cell)
+
+
+def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
+    """The records kept: per person, the L0 cells whose best record has the smallest
+    priority, and in each of them the L∞ records of smallest priority."""
+    l0, linf = spec.max_cells, spec.max_records_per_cell
+    if l0 == 1 and linf == 1:
+        # each person keeps exactly one record: their record of smallest priority
+        return lf.sort(_PRIO).filter(pl.col(_PERSON).is_first_distinct())
+    # One sort instead of window ranks, a group-by and a join (2x faster at 10 M rows):
+    # order each person's records by their cell's best priority, then cell, then priority;
+    # a record's rank in its cell and its cell's rank in its person are then distances
+    # to the start of its run of equal (person, cell) / person.
+    lf = lf.with_columns(pl.col(_PRIO).min().over([_PERSON, _CELL]).alias("__cp"))
+    lf = lf.sort([_PERSON, "__cp", _CELL, _PRIO])
+    new_person = (pl.col(_PERSON) != pl.col(_PERSON).shift(1)).fill_null(True)
+    new_cell = new_person | (pl.col(_CELL) != pl.col(_CELL).shift(1)).fill_null(True)
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    record_rank = row - pl.when(new_cell).then(row).forward_fill()
+    cells_so_far = new_cell.cast(pl.Int64).cum_sum()
+    cell_rank = cells_so_far - pl.when(new_person).then(cells_so_far).forward_fill()
+    return lf.filter((record_rank < linf) & (cell_rank < l0)).drop("__cp")
+
+
+def _bound_check(kept: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
+    """One row: the most records a person keeps in one cell, and the most cells."""
+    if spec.max_cells == 1 and spec.max_records_per_cell == 1:
+        # one record per person satisfies both bounds; it holds iff no person repeats
+        # (counting distinct persons is much cheaper than grouping by person and cell)
+        most = (
+            pl.when(pl.len() == pl.col(_PERSON).n_unique())
+            .then(pl.len().clip(upper_bound=1))
+            .otherwise(2)
+        )
+        return kept.select(most.alias("records"), most.alias("cells"))
+    per_cell = kept.group_by([_PERSON, _CELL]).len()
+    return per_cell.select(
+        pl.col("len").max().fill_null(0).alias("records"),
+        pl.col(_PERSON).unique_counts().max().fill_null(0).alias("cells"),
+    )
+
+
+def _assert_bounded(checks: pl.DataFrame, df: pl.DataFrame, spec: ReleaseSpec) -> None:
+    """The sensitivity the noise assumes, checked against the bounded data itself.
+
+    ``checks``: the rows of :func:`_bound_check` for the partitions of ``df``.
+    """
+    worst_records = int(frames.as_float(checks["records"].max() or 0))
+    worst_cells = int(frames.as_float(checks["cells"].max() or 0))
+    if worst_records > spec.max_records_per_cell or worst_cells > spec.max_cells:
+        raise AssertionError(
+            f"bounding failed: a person has {worst_cells} cells / {worst_records} records in a cell "
+            f"(at least), bounds are {spec.max_cells} / {spec.max_records_per_cell}"
+        )
+    if _VALUE in df.columns and df.height:
+        lo, hi = spec.bounds  # type: ignore[misc]
+        if frames.as_float(df[_VALUE].min()) < lo or frames.as_float(df[_VALUE].max()) > hi:
+            raise AssertionError("clamping failed: a value lies outside the bounds")
+
+
+def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
+    """Per-key ``count`` (and ``sum``) of the rows: partial aggregates add up (:func:`merge`).
+
+    Sums are formed in 128-bit integers when 64 bits could wrap around (more rows than
+    2**62 / M), and saturated by :func:`dpmap.engines.frames.finish`.
+    """
+    aggs = [pl.len().cast(pl.Int64).alias("count")]
+    if spec.value is not None:
+        value = pl.col(_VALUE)
+        if df.height * spec.value_magnitude >= SUM_LIMIT:
+            value = value.cast(pl.Int128)
+        aggs.append(value.sum().alias("sum"))
+    return df.group_by(frames.keys_of(spec)).agg(aggs)
+
+
+def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
+    """The sum of partial aggregates from :func:`group` (of disjoint sets of rows; none:
+    the empty aggregates)."""
+    if not groups:
+        schema = dict.fromkeys(frames.keys_of(spec), pl.Int64)
+        if spec.value is not None:
+            schema[_VALUE] = pl.Int64
+        return group(pl.DataFrame(schema=schema), spec)
+    if len(groups) == 1:
+        return groups[0]
+    sums = [pl.col("count").sum()]
+    if spec.value is not None:  # partial sums add up in 128 bits: no wrap-around
+        sums.append(pl.col("sum").cast(pl.Int128).sum())
+    return pl.concat(groups, how="vertical_relaxed").group_by(frames.keys_of(spec)).agg(sums)
