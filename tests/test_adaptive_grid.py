@@ -374,9 +374,9 @@ def test_one_tree_share_default_serves_both_adaptive_methods() -> None:
     """release(tree_share=...) has one default: the PrivTree's split share and the grid's
     first-level share were measured separately and must stay equal, or the grid would
     silently run with the other method's default."""
+    from dpmap.designs import adaptive_method
     from dpmap.designs.adaptive_grid import DEFAULT_FIRST_SHARE
     from dpmap.designs.privtree import DEFAULT_TREE_SHARE
-    from dpmap.release.planning import adaptive_method
 
     assert DEFAULT_FIRST_SHARE == DEFAULT_TREE_SHARE
     for value, method in ((True, "privtree"), (np.True_, "privtree"), ("grid", "grid")):

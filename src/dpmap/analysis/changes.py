@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from dpmap._privacy.postprocess import Z95
-from dpmap.analysis.totals import STATS, levels_of, manifest_noise_variance
+from dpmap.analysis.totals import STATS, levels_of
 from dpmap.analysis.zones import RESULT_COLUMNS
+from dpmap.designs.base import manifest_noise_variance
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -13,7 +13,14 @@ import pandas as pd
 
 from dpmap import grid
 from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
-from dpmap.designs import hierarchy
+from dpmap.designs import design_of, hierarchy
+from dpmap.designs.base import (
+    Correlation,
+    ForestCorrelation,
+    RowsInfo,
+    TreeCorrelation,
+    manifest_noise_variance,
+)
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,27 +31,6 @@ STATS = ("count", "sum")
 
 
 _CHUNK = 64  # weight vectors per run of the hierarchical variance
-
-
-@dataclass(frozen=True)
-class _Hier:
-    """What the exact variance of a hierarchical release's totals needs (all public)."""
-
-    tree: hierarchy.Tree
-    level: int  # position of the used resolution in tree.levels
-    pos: np.ndarray  # position of each used cell in tree.levels[level]
-    level_var: dict[str, list[float]]  # statistic -> noise variance of each level
-
-
-@dataclass(frozen=True)
-class _Forest:
-    """What the exact variance of an adaptive release's totals needs when its leaves are
-    least-squares estimates (internal nodes measured); all public."""
-
-    parent: list[np.ndarray | None]  # per depth: parent positions in the depth above
-    depth: np.ndarray  # depth of each used cell (row of Rows)
-    pos: np.ndarray  # position of each used cell among its depth's nodes
-    node_var: dict[str, list[np.ndarray]]  # statistic -> per depth noise variance per node
 
 
 @dataclass(frozen=True)
@@ -60,15 +46,29 @@ class Rows:
     variances: dict[str, np.ndarray]  # statistic -> (n, ncat)
     hidden: np.ndarray  # (n, ncat) suppressed with no unbiased value available
     unbiased: bool
-    exact_moe: dict[str, float]  # margin of one row's noise (flat / adaptive releases)
-    hier: _Hier | None
+    corr: Correlation  # how the rows' errors relate (from the release's design)
     value_name: str | None
-    forest: _Forest | None = None
     value_bounds: tuple[float, float] | None = None  # public bounds of the summed value
-    #: statistic -> discrete Laplace scale of every row's independent noise (flat releases)
-    laplace_scale: dict[str, float] | None = None
-    #: least-squares estimates (hierarchical / consistent adaptive) of Laplace noise
-    laplace_ls: bool = False
+
+    @property
+    def hier(self) -> TreeCorrelation | None:
+        return self.corr.tree
+
+    @property
+    def forest(self) -> ForestCorrelation | None:
+        return self.corr.forest
+
+    @property
+    def exact_moe(self) -> dict[str, float]:
+        return self.corr.exact_moe
+
+    @property
+    def laplace_scale(self) -> dict[str, float]:
+        return self.corr.laplace_scale
+
+    @property
+    def laplace_ls(self) -> bool:
+        return self.corr.laplace_ls
 
     @property
     def ncat(self) -> int:
@@ -84,209 +84,114 @@ def levels_of(manifest: dict[str, Any]) -> list[int]:
     return [int(v) for v in r] if isinstance(r, list) else [int(r)]  # type: ignore[arg-type]
 
 
-def manifest_noise_variance(entry: dict[str, Any]) -> float:
-    """Variance of one value's noise from a manifest statistic entry (as the release computed it)."""
-    from dpmap._privacy.noise import noise_variance
-    from dpmap.spec import Mechanism
+def _level_used(m: dict[str, Any], design: Any, resolution: Any) -> int:
+    """The resolution whose cells are added up: ``resolution=`` or the finest."""
+    levels = levels_of(m)
+    if resolution is None:
+        return levels[-1]
+    r = grid.check_resolution(resolution)
+    if design.mixed_resolutions:
+        raise SpecError(
+            "resolution= does not apply to an adaptive release: its cells are a partition at "
+            "mixed resolutions and all of them are used; drop resolution="
+        )
+    if r not in levels:
+        raise SpecError(
+            f"this release has no cells at resolution {r}; it has resolution(s) {levels}: pass "
+            f"one of them or drop resolution= (the finest level, {levels[-1]}, is the default)"
+        )
+    return r
 
-    mech = (
-        Mechanism.GAUSSIAN
-        if "gaussian" in str(entry["distribution"]).lower()
-        else Mechanism.LAPLACE
-    )
-    return noise_variance(mech, float(entry["scale"]))
+
+def _category_index(categories: tuple[str, ...] | None, frame: Any) -> np.ndarray:
+    if categories is None:
+        return np.zeros(len(frame), dtype=np.int64)
+    idx = pd.Index(categories).get_indexer(frame["category"].astype(str))
+    if (idx < 0).any():
+        raise SpecError(
+            "the release lists categories that its manifest does not declare; the file was "
+            "edited or is damaged: read it again from the publisher's copy"
+        )
+    return idx
+
+
+def _finest_cells(design: Any, source: Any, levels: list[int]) -> np.ndarray:
+    """Every finest-level cell the release published (only several-level designs need it)."""
+    if not design.several_levels:
+        return np.zeros(0, dtype=np.int64)
+    fine = source[source["resolution"].to_numpy() == levels[-1]]["cell"].astype(object)
+    return np.unique(grid.hex_to_cells(pd.unique(fine)))
 
 
 def rows_of(rel: Release, resolution: Any = None) -> Rows:
-    m = rel._manifest
-    table = rel._cells
-    est = rel._estimates
-    levels = levels_of(m)
-    hierarchical = bool(m.get("hierarchy")) and len(levels) > 1
-    adaptive = bool(m.get("adaptive"))
-    # adaptive release whose leaves are least-squares estimates (correlated, per-row margins)
-    consistent_leaves = adaptive and bool((m.get("adaptive") or {}).get("consistency"))
-    if resolution is not None:
-        r = grid.check_resolution(resolution)
-        if adaptive:
-            raise SpecError(
-                "resolution= does not apply to an adaptive release: its cells are a partition at "
-                "mixed resolutions and all of them are used; drop resolution="
-            )
-        if r not in levels:
-            raise SpecError(
-                f"this release has no cells at resolution {r}; it has resolution(s) {levels}: pass "
-                f"one of them or drop resolution= (the finest level, {levels[-1]}, is the default)"
-            )
-    else:
-        r = levels[-1]
-    sub = table[table["resolution"].to_numpy() == r] if hierarchical else table
+    """The disjoint cells of ``rel`` to add up, with their estimates and how their errors relate
+    (asked of the release's design, :func:`dpmap.designs.design_of`)."""
+    m, table, est = rel.manifest, rel.cells, rel.estimates
+    design = design_of(m)
+    r = _level_used(m, design, resolution)
+    one_level = design.several_levels
+    sub = table[table["resolution"].to_numpy() == r] if one_level else table
     codes, uniq = pd.factorize(sub["cell"].astype(object))
     first = np.unique(codes, return_index=True)[1]
     cells = np.asarray(uniq, dtype=object)
-    geometry = np.asarray(sub.geometry.to_numpy(), dtype=object)[first]
     res_col = np.asarray(sub["resolution"].to_numpy(), dtype=np.int64)[first]
     cats = m.get("categories")
     categories = tuple(str(c) for c in cats) if cats else None
-    ncat = len(categories) if categories else 1
     stats = tuple(s for s in STATS if s in table.columns)
-
-    def cat_index(frame: Any) -> np.ndarray:
-        if categories is None:
-            return np.zeros(len(frame), dtype=np.int64)
-        idx = pd.Index(categories).get_indexer(frame["category"].astype(str))
-        if (idx < 0).any():
-            raise SpecError(
-                "the release lists categories that its manifest does not declare; the file was "
-                "edited or is damaged: read it again from the publisher's copy"
-            )
-        return idx
-
-    n = len(cells)
+    n, ncat = len(cells), len(categories) if categories else 1
+    ids = grid.hex_to_cells(cells) if n else np.zeros(0, dtype=np.int64)
+    info = RowsInfo(
+        ids,
+        res_col,
+        stats,
+        r,
+        _finest_cells(design, est if est is not None else table, levels_of(m)),
+    )
+    corr = design.correlation(m, info)
     values = {s: np.zeros((n, ncat)) for s in stats}
     variances = {s: np.zeros((n, ncat)) for s in stats}
     hidden = np.zeros((n, ncat), dtype=bool)
     if est is not None:
-        e = est[est["resolution"].to_numpy() == r] if hierarchical else est
+        e = est[est["resolution"].to_numpy() == r] if one_level else est
         ci = pd.Index(uniq).get_indexer(e["cell"].astype(object))
-        ki = cat_index(e)
+        ki = _category_index(categories, e)
         if (ci < 0).any():  # pragma: no cover - the estimates are built from the same table
             raise SpecError("the release's estimates do not match its cells; read it again")
         for s in stats:
             values[s][ci, ki] = e[s].to_numpy(dtype=np.float64)
             variances[s][ci, ki] = e[f"{s}_var"].to_numpy(dtype=np.float64)
     else:
-        ki = cat_index(sub)
+        ki = _category_index(categories, sub)
         supp = sub["suppressed"].to_numpy(dtype=bool)
         for s in stats:
             v = pd.array(sub[s], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
             values[s][codes, ki] = np.where(supp, 0.0, v)
-            if hierarchical or consistent_leaves:
+            if corr.independent:
+                var = np.full(len(sub), manifest_noise_variance(m["statistics"][s]))
+            else:
                 moe = sub[f"{s}_moe"].to_numpy(dtype=np.float64, na_value=np.nan)
                 var = np.where(supp, 0.0, (np.nan_to_num(moe) / Z95) ** 2)
-            else:
-                var = np.full(len(sub), manifest_noise_variance(m["statistics"][s]))
             variances[s][codes, ki] = var
         hidden[codes, ki] = supp
-    ids = grid.hex_to_cells(cells) if n else np.zeros(0, dtype=np.int64)
-    hier = None
-    exact: dict[str, float] = {}
-    laplace: dict[str, float] = {}
-    if hierarchical:
-        fine_src = est if est is not None else table
-        fine = fine_src[fine_src["resolution"].to_numpy() == levels[-1]]["cell"].astype(object)
-        finest = np.unique(grid.hex_to_cells(pd.unique(fine)))
-        tree = hierarchy.build_tree(finest, tuple(levels))
-        j = levels.index(r)
-        pos = np.searchsorted(tree.levels[j], ids)
-        if n and (pos.max() >= len(tree.levels[j]) or (tree.levels[j][pos] != ids).any()):
-            raise SpecError(  # pragma: no cover - the levels are built from the same cells
-                "the release's coarser cells are not the H3 parents of its finest cells; the "
-                "file was edited or is damaged"
-            )
-        level_var = {
-            s: [manifest_noise_variance(m["statistics"][f"{s}@{lr}"]) for lr in levels]
-            for s in stats
-        }
-        hier = _Hier(tree=tree, level=j, pos=pos, level_var=level_var)
-    elif not consistent_leaves:
-        exact = {s: float(m["statistics"][s]["moe_95"]) for s in stats}
-        laplace = {
-            s: float(m["statistics"][s]["scale"])
-            for s in stats
-            if "laplace" in str(m["statistics"][s]["distribution"]).lower()
-        }
-    forest = _forest_of(m, ids, res_col, stats) if consistent_leaves and n else None
     return Rows(
         cells=cells,
         ids=ids,
         resolutions=res_col,
-        geometry=geometry,
+        geometry=np.asarray(sub.geometry.to_numpy(), dtype=object)[first],
         categories=categories,
         values=values,
         variances=variances,
         hidden=hidden,
         unbiased=est is not None,
-        exact_moe=exact,
-        hier=hier,
+        corr=corr,
         value_name=(m.get("contribution_bounds") or {}).get("value"),
-        forest=forest,
         value_bounds=_bounds_of(m),
-        laplace_scale=laplace,
-        laplace_ls=(hier is not None or forest is not None)
-        and any(
-            "laplace" in str(e.get("distribution", "")).lower() for e in m["statistics"].values()
-        ),
     )
 
 
 def _bounds_of(m: dict[str, Any]) -> tuple[float, float] | None:
     b = (m.get("contribution_bounds") or {}).get("bounds")
     return (float(b[0]), float(b[1])) if b else None
-
-
-def _forest_of(
-    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
-) -> _Forest:
-    """The PrivTree of an adaptive release, rebuilt from its (public) leaves: the internal
-    nodes are exactly the leaves' H3 parents from the root resolution down. An adaptive
-    grid's forest has two depths: its first-level cells (the leaves' parents at the first
-    resolution, every one measured) and the leaves."""
-    if m["adaptive"].get("kind") == "grid":
-        return _grid_forest_of(m, ids, res, stats)
-    root = int(m["adaptive"]["root_resolution"])
-    finest = int(m["adaptive"]["finest_resolution"])
-    nodes: list[np.ndarray] = []
-    for r in range(root, finest + 1):
-        deeper = res > r
-        parents = hierarchy.cells_to_parents(ids[deeper], r) if deeper.any() else ids[:0]
-        nodes.append(np.unique(np.concatenate([ids[res == r], parents])))
-    depth = res - root
-    pos = np.zeros(len(ids), dtype=np.int64)
-    for d in range(len(nodes)):
-        here = depth == d
-        pos[here] = np.searchsorted(nodes[d], ids[here])
-    parent: list[np.ndarray | None] = [None]
-    for d in range(1, len(nodes)):
-        up = hierarchy.cells_to_parents(nodes[d], root + d - 1)
-        parent.append(np.searchsorted(nodes[d - 1], up))
-    node_var: dict[str, list[np.ndarray]] = {}
-    for s in stats:
-        leaf_var = manifest_noise_variance(m["statistics"][s])
-        per_depth = []
-        for d, level in enumerate(nodes):
-            entry = m["statistics"].get(f"{s}_internal@{root + d}")
-            v = np.full(len(level), math.inf if entry is None else manifest_noise_variance(entry))
-            v[pos[depth == d]] = leaf_var
-            per_depth.append(v)
-        node_var[s] = per_depth
-    return _Forest(parent=parent, depth=depth, pos=pos, node_var=node_var)
-
-
-def _grid_forest_of(
-    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
-) -> _Forest:
-    from dpmap.designs.adaptive_grid import TOTAL_KEY, first_key
-
-    r1 = int(m["adaptive"]["first_resolution"])
-    up = hierarchy.cells_to_parents(ids, r1)
-    first = np.unique(up)
-    total = m["statistics"].get(TOTAL_KEY)  # measured iff the first level was chosen from it
-    node_var: dict[str, list[np.ndarray]] = {}
-    for s in stats:
-        first_entry = m["statistics"][first_key(s, None if total else r1)]
-        node_var[s] = [
-            # the total count chose the first level: it is not part of the estimates (∞)
-            np.array([math.inf]),
-            np.full(len(first), manifest_noise_variance(first_entry)),
-            np.full(len(ids), manifest_noise_variance(m["statistics"][s])),
-        ]
-    return _Forest(
-        parent=[None, np.zeros(len(first), dtype=np.int64), np.searchsorted(first, up)],
-        depth=np.full(len(ids), 2, dtype=np.int64),
-        pos=np.arange(len(ids)),
-        node_var=node_var,
-    )
 
 
 def hidden_error(n_hidden: int, n_needed: int, where: str, categories: bool = False) -> SpecError:
@@ -354,7 +259,12 @@ def _chunks_of_groups(group: np.ndarray, ngroups: int) -> Iterator[tuple[int, in
 
 
 def _forest_variance(
-    f: _Forest, stat: str, cell: np.ndarray, group: np.ndarray, weight: np.ndarray, ngroups: int
+    f: ForestCorrelation,
+    stat: str,
+    cell: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    ngroups: int,
 ) -> np.ndarray:
     """Exact Var(Σ w x) of an adaptive release's least-squares leaf estimates: wᵀ P (Σ w),
     one run of :func:`dpmap.designs.hierarchy.consistent_forest` per chunk of weight vectors (the
@@ -374,7 +284,12 @@ def _forest_variance(
 
 
 def _hier_variance(
-    h: _Hier, stat: str, cell: np.ndarray, group: np.ndarray, weight: np.ndarray, ngroups: int
+    h: TreeCorrelation,
+    stat: str,
+    cell: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    ngroups: int,
 ) -> np.ndarray:
     """Exact Var(Σ w x) of consistent estimates: wᵀ P (Σ w), one consistency run per chunk.
 

@@ -1,5 +1,88 @@
-"""Release designs: which noisy vectors a release measures and how it turns them into estimates.
+"""Release designs: which noisy vectors a release measures and how they become estimates.
 
-One module per design. :mod:`~dpmap.designs.hierarchy` holds the H3 tree arithmetic (level
-totals, weighted least squares) that several designs and the analyses share.
+Every design follows the :class:`~dpmap.designs.base.Design` protocol, one module each:
+
+- :mod:`~dpmap.designs.flat`: every public cell of a region at one resolution.
+- :mod:`~dpmap.designs.discovery`: no public region; OpenDP's threshold chooses the cells (δ > 0).
+- :mod:`~dpmap.designs.hierarchical`: several resolutions, consistent by least squares.
+- :mod:`~dpmap.designs.privtree`: PrivTree's adaptive split of H3's index tree.
+- :mod:`~dpmap.designs.adaptive_grid`: a two-level adaptive grid on H3's index tree.
+
+:mod:`~dpmap.designs.adaptive` holds what the two adaptive designs share and
+:mod:`~dpmap.designs.hierarchy` the H3 tree arithmetic (level totals, weighted least squares)
+that designs and analyses share. :func:`design_for` is the one place where a release's
+parameters choose its design, :func:`design_of` the one place where a manifest names it.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dpmap import grid
+from dpmap.designs.adaptive_grid import AdaptiveGrid
+from dpmap.designs.base import Design, DesignOptions
+from dpmap.designs.discovery import Discovery
+from dpmap.designs.flat import Flat
+from dpmap.designs.hierarchical import Hierarchical
+from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, PrivTree
+from dpmap.errors import ReleaseFormatError, SpecError
+from dpmap.spec import ReleaseSpec
+
+__all__ = ["DESIGNS", "Design", "DesignOptions", "check_options", "design_for", "design_of"]
+
+#: every design, in the order in which they are asked whether parameters (or a manifest)
+#: are theirs: the first that says yes is the one
+DESIGNS: tuple[type[Any], ...] = (AdaptiveGrid, PrivTree, Hierarchical, Discovery, Flat)
+
+
+def adaptive_method(adaptive: Any) -> str | None:
+    """``adaptive=`` as a method name: None (not adaptive), "privtree" or "grid"."""
+    if adaptive is None or isinstance(adaptive, (bool, np.bool_)):
+        return "privtree" if adaptive else None
+    if adaptive in ("privtree", "grid"):
+        return str(adaptive)
+    raise SpecError(
+        f'adaptive must be True/"privtree" (PrivTree split), "grid" (two-level adaptive grid) '
+        f"or False, got {adaptive!r}"
+    )
+
+
+def check_options(spec: ReleaseSpec, options: DesignOptions) -> None:
+    """Refuse options that no design could use with ``spec`` (before any ledger or data)."""
+    if options.integers and not spec.hierarchical:
+        raise SpecError(
+            "integers=True applies to hierarchical releases (resolution=[...]); flat releases "
+            "already publish integer counts"
+        )
+
+
+def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> Design:
+    """The planned design of a release with these public parameters (no data touched)."""
+    if region is None and spec.hierarchical:
+        raise SpecError(
+            "a hierarchical release (several resolutions) needs a public region; pass region=..."
+        )
+    if options.adaptive is None:
+        if options.adaptive_from is not None:
+            raise SpecError("adaptive_from applies to adaptive releases; pass adaptive=True")
+        internal = options.internal_share
+        if internal is not None and (
+            isinstance(internal, bool) or internal != DEFAULT_INTERNAL_SHARE
+        ):
+            raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
+    design = next(d for d in DESIGNS if d.wants(spec, region, options))
+    return design.plan(spec, region, options)  # type: ignore[no-any-return]
+
+
+def design_of(manifest: dict[str, Any]) -> type[Any]:
+    """The design of a written release, from its manifest (this format or an older one)."""
+    kind = manifest.get("design")
+    for design in DESIGNS:
+        if design.kind == kind or (kind is None and design.recognises(manifest)):
+            return design
+    raise ReleaseFormatError(
+        f"the release's manifest names an unknown design {kind!r}; it was written by a newer "
+        "dpmap or edited: upgrade dpmap (pip install -U dpmap) or read the publisher's copy"
+    )

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
+from dpmap import grid
 from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
     AGGREGATES,
@@ -62,11 +63,27 @@ from dpmap._privacy.noise import (
 )
 from dpmap.aggregates import exact_total
 from dpmap.designs import hierarchy
-from dpmap.designs.privtree import calibrate, internal_key, leaf_chain, pure_dp_plan, seal_epsilon
+from dpmap.designs.adaptive import Adaptive, LeafRun
+from dpmap.designs.base import (
+    Correlation,
+    DesignOptions,
+    ForestCorrelation,
+    Measured,
+    RowsInfo,
+    manifest_noise_variance,
+)
+from dpmap.designs.privtree import (
+    DEFAULT_INTERNAL_SHARE,
+    calibrate,
+    internal_key,
+    leaf_chain,
+    pure_dp_plan,
+    seal_epsilon,
+)
 from dpmap.errors import MechanismError, SpecError
 from dpmap.spec import Mechanism, ReleaseSpec
 
-__all__ = ["C2", "DEFAULT_FIRST_SHARE", "GridPlan", "plan_grid"]
+__all__ = ["C2", "DEFAULT_FIRST_SHARE", "AdaptiveGrid", "GridPlan", "plan_grid"]
 
 #: AG's constant c₂: a second-level cell is cut to hold about c₂ times its noise scale.
 C2 = 5.0
@@ -484,3 +501,99 @@ def grid_consistent(plan: GridPlan, out: GridOutput, stat: str) -> tuple[np.ndar
     var = [np.full(len(v), plan.first_variance(stat)), np.full(len(u), plan.variance(stat))]
     x, P = hierarchy.consistent_forest(parent, y, var)
     return x[-1], P[-1]
+
+
+def grid_forest(
+    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
+) -> ForestCorrelation:
+    """An adaptive grid's forest, rebuilt from its (public) cells: two depths, its first-level
+    cells (the cells' parents at the first resolution, every one measured) and the cells."""
+
+    r1 = int(m["adaptive"]["first_resolution"])
+    up = hierarchy.cells_to_parents(ids, r1)
+    first = np.unique(up)
+    total = m["statistics"].get(TOTAL_KEY)  # measured iff the first level was chosen from it
+    node_var: dict[str, list[np.ndarray]] = {}
+    for s in stats:
+        first_entry = m["statistics"][first_key(s, None if total else r1)]
+        node_var[s] = [
+            # the total count chose the first level: it is not part of the estimates (∞)
+            np.array([math.inf]),
+            np.full(len(first), manifest_noise_variance(first_entry)),
+            np.full(len(ids), manifest_noise_variance(m["statistics"][s])),
+        ]
+    return ForestCorrelation(
+        parent=[None, np.zeros(len(first), dtype=np.int64), np.searchsorted(first, up)],
+        depth=np.full(len(ids), 2, dtype=np.int64),
+        pos=np.arange(len(ids)),
+        node_var=node_var,
+    )
+
+
+class AdaptiveGrid(Adaptive):
+    """The two-level adaptive grid (Qardaji, Yang, Li 2013) on H3's index tree: every cell
+    of a first level is counted, cut by its noisy count and counted again at the finer level;
+    least squares makes the levels consistent (see the module docstring)."""
+
+    kind = "grid"
+
+    @classmethod
+    def wants(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> bool:
+        return options.adaptive == "grid"
+
+    @classmethod
+    def plan(
+        cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions
+    ) -> AdaptiveGrid:
+        reg = cls.check(spec, region)
+        internal = options.internal_share
+        if internal is not None and (
+            isinstance(internal, bool) or internal != DEFAULT_INTERNAL_SHARE
+        ):
+            raise SpecError(
+                'internal_share applies to PrivTree releases (adaptive=True); adaptive="grid" '
+                "always counts its first level: set its share with tree_share"
+            )
+        share = DEFAULT_FIRST_SHARE if options.tree_share is None else options.tree_share
+        gplan = plan_grid(spec, root=options.adaptive_from, share=share)
+        return cls(spec, reg, grid_noise_plan(gplan), gplan)
+
+    def explain_lines(self) -> list[str]:
+        a = self.aplan.describe()
+        first = a["first_resolution"]
+        where = (
+            f"resolution {first}"
+            if isinstance(first, int)
+            else f"the resolution (from {a['root_resolution']} up) that AG's rule picks from "
+            "a noisy total count ('count_total')"
+        )
+        return [
+            f"  adaptive grid: every cell at {where} is counted (the '_internal@' lines "
+            f"above), then cut by its noisy count down to at most {a['finest_resolution']} "
+            "and counted again (the lines without '@'); the published cells carry "
+            "least-squares estimates of all of them (smaller margins than above)"
+        ]
+
+    def run(self, tree: hierarchy.Tree, counts: Any, sums: Any) -> LeafRun:
+        out = run_grid(self.aplan, tree, counts, sums)
+        drawn = {"first_resolution": out.first_resolution(tree)}
+        return out.leaves, out.second, drawn, lambda stat: grid_consistent(self.aplan, out, stat)
+
+    def selection_rule(self, measured: Measured) -> str:
+        return (
+            f"adaptive grid: every cell at resolution {measured.drawn['first_resolution']} over "
+            f"the region, cut down to at most {self.spec.finest} where its noisy first-level "
+            "count is large; the possible cells are the H3 parents of the cells overlapping the "
+            "region"
+        )
+
+    @classmethod
+    def recognises(cls, manifest: dict[str, Any]) -> bool:
+        return (manifest.get("adaptive") or {}).get("kind") == "grid"
+
+    @classmethod
+    def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
+        if not len(rows.ids):
+            return Correlation(forest=None)
+        forest = grid_forest(manifest, rows.ids, rows.resolutions, rows.stats)
+        return Correlation(forest=forest, laplace_ls=True)

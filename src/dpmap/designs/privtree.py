@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import opendp.prelude as dp
 
+from dpmap import grid
 from dpmap._privacy.bounding import level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
     AGGREGATES,
@@ -60,10 +61,26 @@ from dpmap._privacy.noise import (
     within_budget,
 )
 from dpmap.designs import hierarchy
+from dpmap.designs.adaptive import Adaptive, LeafRun
+from dpmap.designs.base import (
+    Correlation,
+    DesignOptions,
+    ForestCorrelation,
+    Measured,
+    RowsInfo,
+    manifest_noise_variance,
+)
+from dpmap.designs.flat import independent_correlation
 from dpmap.errors import MechanismError, SpecError
 from dpmap.spec import Mechanism, ReleaseSpec
 
-__all__ = ["DEFAULT_INTERNAL_SHARE", "DEFAULT_TREE_SHARE", "AdaptivePlan", "plan_adaptive"]
+__all__ = [
+    "DEFAULT_INTERNAL_SHARE",
+    "DEFAULT_TREE_SHARE",
+    "AdaptivePlan",
+    "PrivTree",
+    "plan_adaptive",
+]
 
 BETA = 7  #: the largest fan-out of H3's index tree
 
@@ -584,3 +601,106 @@ def adaptive_consistent(
         est[here] = x[d][where[d]]
         est_var[here] = P[d][where[d]]
     return est, est_var
+
+
+def privtree_forest(
+    m: dict[str, Any], ids: np.ndarray, res: np.ndarray, stats: tuple[str, ...]
+) -> ForestCorrelation:
+    """The PrivTree of an adaptive release, rebuilt from its (public) leaves: the internal
+    nodes are exactly the leaves' H3 parents from the root resolution down."""
+    root = int(m["adaptive"]["root_resolution"])
+    finest = int(m["adaptive"]["finest_resolution"])
+    nodes: list[np.ndarray] = []
+    for r in range(root, finest + 1):
+        deeper = res > r
+        parents = hierarchy.cells_to_parents(ids[deeper], r) if deeper.any() else ids[:0]
+        nodes.append(np.unique(np.concatenate([ids[res == r], parents])))
+    depth = res - root
+    pos = np.zeros(len(ids), dtype=np.int64)
+    for d in range(len(nodes)):
+        here = depth == d
+        pos[here] = np.searchsorted(nodes[d], ids[here])
+    parent: list[np.ndarray | None] = [None]
+    for d in range(1, len(nodes)):
+        up = hierarchy.cells_to_parents(nodes[d], root + d - 1)
+        parent.append(np.searchsorted(nodes[d - 1], up))
+    node_var: dict[str, list[np.ndarray]] = {}
+    for s in stats:
+        leaf_var = manifest_noise_variance(m["statistics"][s])
+        per_depth = []
+        for d, level in enumerate(nodes):
+            entry = m["statistics"].get(f"{s}_internal@{root + d}")
+            v = np.full(len(level), math.inf if entry is None else manifest_noise_variance(entry))
+            v[pos[depth == d]] = leaf_var
+            per_depth.append(v)
+        node_var[s] = per_depth
+    return ForestCorrelation(parent=parent, depth=depth, pos=pos, node_var=node_var)
+
+
+class PrivTree(Adaptive):
+    """The PrivTree design (Zhang, Xiao, Xie 2016) on H3's index tree: cells are split from a
+    coarse root while their noisy, depth-biased count exceeds a threshold; the leaves are
+    published (see the module docstring and ``docs/adaptive-privacy.md``)."""
+
+    kind = "privtree"
+
+    @classmethod
+    def wants(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> bool:
+        return options.adaptive == "privtree"
+
+    @classmethod
+    def plan(
+        cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions
+    ) -> PrivTree:
+        reg = cls.check(spec, region)
+        tree_share, internal_share = cls.options_of(
+            options, DEFAULT_TREE_SHARE, DEFAULT_INTERNAL_SHARE
+        )
+        aplan = plan_adaptive(
+            spec, root=options.adaptive_from, tree_share=tree_share, internal_share=internal_share
+        )
+        return cls(spec, reg, adaptive_noise_plan(aplan), aplan)
+
+    def explain_lines(self) -> list[str]:
+        a = self.aplan.describe()
+        return [
+            f"  adaptive: PrivTree split from resolution {a['root_resolution']} to "
+            f"{a['finest_resolution']}, ε = {a['tree_epsilon']:.4g} for the tree (decision "
+            f"noise scale {a['decision_scale']:.4g}); the statistics above are per leaf"
+            + (
+                " and per internal resolution; the leaves publish least-squares estimates "
+                "consistent with the internal nodes (smaller margins than above)"
+                if a.get("consistency")
+                else ""
+            )
+        ]
+
+    def run(self, tree: hierarchy.Tree, counts: Any, sums: Any) -> LeafRun:
+        out = run_adaptive(self.aplan, tree, counts, sums)
+        return (
+            out.leaves,
+            out.noisy,
+            {},
+            lambda stat: adaptive_consistent(self.aplan, tree, out, stat),
+        )
+
+    def selection_rule(self, measured: Measured) -> str:
+        return (
+            f"PrivTree leaves: cells from resolution {self.aplan.root} down to "
+            f"{self.spec.finest}, split where the noisy biased count exceeds the threshold; the "
+            "tree of possible cells is the H3 parents of the cells overlapping the region"
+        )
+
+    @classmethod
+    def recognises(cls, manifest: dict[str, Any]) -> bool:
+        adaptive = manifest.get("adaptive") or {}
+        return bool(adaptive) and adaptive.get("kind") != "grid"
+
+    @classmethod
+    def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
+        if not manifest["adaptive"].get("consistency"):
+            return independent_correlation(manifest, rows.stats)
+        if not len(rows.ids):
+            return Correlation(forest=None)
+        forest = privtree_forest(manifest, rows.ids, rows.resolutions, rows.stats)
+        return Correlation(forest=forest, laplace_ls=True)

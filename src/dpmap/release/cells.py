@@ -11,6 +11,7 @@ from dpmap import grid
 from dpmap._privacy.postprocess import (
     Estimates,
 )
+from dpmap.designs.base import Measured
 from dpmap.spec import ReleaseSpec
 
 _STAT_COLUMNS = ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe")
@@ -40,17 +41,11 @@ def estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
     return out
 
 
-def cell_table(
-    spec: ReleaseSpec,
-    cells: np.ndarray,
-    res: np.ndarray,
-    cat_idx: np.ndarray | None,
-    pub: Any,
-    *,
-    integer: bool,
-) -> Any:
+def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool) -> Any:
+    """The published table: one row per cell (× category) with the published values."""
     import geopandas as gpd
 
+    cells, res, cat_idx = measured.cells, measured.resolutions, measured.category
     data: dict[str, Any] = {
         "cell": grid.cells_to_hex(cells).astype(object),
         "resolution": np.asarray(res, dtype=np.int64),

@@ -6,15 +6,13 @@ import datetime as _dt
 import platform
 from typing import Any
 
-import numpy as np
-
-from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, opendp_version
 from dpmap._version import __version__
 from dpmap.aggregates import SUM_LIMIT
 from dpmap.analysis.tables import count_unit
+from dpmap.designs.base import Design, Measured
 from dpmap.release.planning import budget_shares
-from dpmap.spec import Mechanism, ReleaseSpec
+from dpmap.spec import ReleaseSpec
 
 #: version of the file/manifest format
 FORMAT_VERSION = 1
@@ -33,36 +31,35 @@ def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
 
 
 def build_manifest(
-    spec: ReleaseSpec,
-    plan: NoisePlan,
-    reg: grid.Region | None,
-    domain: np.ndarray | None,
+    design: Design,
+    measured: Measured,
     pub: Any,
     title: str | None,
     rows: int,
-    integers: bool = False,
+    config: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest of a release: public parameters, the noise, and the design's entries."""
+    spec, plan = design.spec, design.noise
+    entries = design.manifest_entries(measured)
+    manifest = _common_entries(spec, plan, pub, title, rows)
+    manifest["design"] = design.kind
+    manifest["cell_selection"] = entries["cell_selection"]
+    manifest["hierarchy"] = entries.get("hierarchy")
+    manifest["margins"] = entries.get("margins", manifest["margins"])
+    manifest["config"] = config
+    if "adaptive" in entries:
+        manifest["adaptive"] = entries["adaptive"]
+    return manifest
+
+
+def _common_entries(
+    spec: ReleaseSpec, plan: NoisePlan, pub: Any, title: str | None, rows: int
 ) -> dict[str, Any]:
     import geopandas
     import h3
     import polars
 
     created = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-    if reg is not None:
-        selection = {
-            "method": "public region",
-            "rule": f"every H3 cell at resolution {spec.finest} overlapping the region, all noised"
-            + (", and their H3 parents at the coarser levels" if spec.hierarchical else ""),
-            "region": reg.describe(),
-            "cells": 0 if domain is None else len(domain),
-        }
-    else:
-        selection = {
-            "method": "private discovery",
-            "rule": f"OpenDP {plan.spec.mechanism} threshold: a cell is published only if its noisy "
-            f"count exceeds {plan.threshold}",
-            "threshold": plan.threshold,
-            "region": None,
-        }
     return {
         "dpmap_release": FORMAT_VERSION,
         "title": title,
@@ -85,25 +82,7 @@ def build_manifest(
                 plan.statistics.items(), budget_shares(spec, plan), strict=True
             )
         },
-        "hierarchy": (
-            {
-                "levels": list(spec.levels),
-                "level_split": {str(r): w for r, w in spec.level_shares().items()},
-                "tree": "coarser cells are the H3 parents (cell_to_parent) of the finest public cells",
-                "consistency": "weighted least squares (Hay et al. 2010), two passes; children sum to "
-                "their parent exactly",
-                "integers": integers,
-                "margins": (
-                    "2.118 × the exact standard deviation of the consistent estimate (the 95% "
-                    "point of one Laplace draw: at least 95% coverage)"
-                    if spec.mechanism is Mechanism.LAPLACE
-                    else "1.96 × the exact standard deviation of the consistent estimate "
-                    "(Gaussian noise)"
-                ),
-            }
-            if spec.hierarchical
-            else None
-        ),
+        "hierarchy": None,
         "contribution_bounds": {
             "max_cells": spec.l0,
             "max_records_per_cell": spec.linf,
@@ -127,7 +106,7 @@ def build_manifest(
             else None,
         },
         "resolution": list(spec.levels) if spec.hierarchical else spec.resolution,
-        "cell_selection": selection,
+        "cell_selection": None,
         "categories": list(spec.categories) if spec.categories else None,
         "suppression": {
             "rule": pub.threshold_rule,

@@ -6,25 +6,21 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from dpmap import grid
-from dpmap._privacy.noise import NoisePlan, decode_keys, encode_keys
-from dpmap._privacy.postprocess import (
-    Estimates,
-    margin_factors,
-    publish,
-)
-from dpmap.designs import hierarchy
+from dpmap._privacy.noise import NoisePlan
+from dpmap._privacy.postprocess import publish
+from dpmap.designs import check_options, design_for
+from dpmap.designs.base import Design, Measured
 from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines import engine_for
 from dpmap.errors import SpecError, warn_negligible_noise
+from dpmap.ledger import Ledger, check_label
 from dpmap.release.cells import cell_table, estimates_frame
 from dpmap.release.manifest import build_manifest
-from dpmap.release.planning import adaptive_method, count_noise, make_spec, plan_for, resolve_region
+from dpmap.release.planning import design_options, make_spec, resolve_region
 from dpmap.release.result import Release
-from dpmap.spec import ReleaseSpec
+
+__all__ = ["release"]
 
 
 def release(
@@ -183,219 +179,50 @@ def release(
             level_split=tuple(level_split) if isinstance(level_split, list) else level_split,
         )
     )
-    if integers and not spec.hierarchical:
-        raise SpecError(
-            "integers=True applies to hierarchical releases (resolution=[...]); flat releases "
-            "already publish integer counts"
-        )
+    options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
+    check_options(spec, options)
     if (ledger is None) != (dataset is None):
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
         )
-    ledger = _open_ledger(ledger, dataset, title)  # both must exist: checked before any data
+    book = open_ledger(ledger, dataset, title)  # both must exist: checked before any data
     reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    plan, aplan = plan_for(
-        spec, reg, adaptive_method(adaptive), adaptive_from, tree_share, internal_share
-    )
-    warn_negligible_noise(plan)  # ε so large that the counts are essentially exact
-    domain = grid.region_to_cells(reg, spec.finest) if reg is not None else None
+    design = design_for(spec, reg, options)
+    warn_negligible_noise(design.noise)  # ε so large that the counts are essentially exact
     stage("read and bound")
-    aggregates = engine_for(points, engine).bound_and_aggregate(points, spec, domain, diagnostics)
+    engine_module = engine_for(points, engine)
+    aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
-
-    reservation_cm = _reserve(ledger, dataset, plan, title)
-    with reservation_cm as reservation:
+    with reserve(book, dataset, design.noise, title) as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
-        ncat = len(spec.categories) if spec.categories else 1
-        shown: Estimates | None = None  # display values, when they differ from the estimates
-        if aplan is not None:
-            assert domain is not None
-            est, cells, res_col, drawn = _adaptive(aplan, domain, aggregates.densify(domain, 1))
-        elif domain is not None and spec.hierarchical:
-            tree = hierarchy.build_tree(domain, spec.levels)
-            noisy = plan.run_dense(
-                _level_vectors(tree, aggregates.densify(domain, ncat), ncat, spec)
-            )
-            est, shown, cells, res_col = _consistent(tree, noisy, plan, ncat, integers)
-        elif domain is not None:
-            noisy = plan.run_dense(aggregates.densify(domain, ncat))
-            cells, res_col = np.repeat(domain, ncat), np.full(len(domain) * ncat, spec.finest)
-            est = _flat_estimates(plan, noisy)
-        else:
-            keys = encode_keys(aggregates.cells, aggregates.category)
-            order = np.argsort(keys)
-            kept, noisy = plan.run_discovery(
-                keys[order],
-                aggregates.count[order],
-                aggregates.sum[order] if aggregates.sum is not None else None,
-            )
-            cells, res_col = kept, np.full(len(kept), spec.finest)
-            est = _flat_estimates(plan, noisy)
+        measured = design.measure(aggregates)
         del aggregates
-        cat_idx = None
-        if spec.categories is not None:
-            cells, cat_idx = (
-                decode_keys(cells, True)
-                if domain is None
-                else (cells, _cat_index(len(cells), ncat))
-            )
         stage("table")
-        noise = count_noise(spec, plan, aplan, discovery=domain is None)
-        published = publish(shown or est, spec.bounds, spec.suppress_below, noise)
-        integer = (not spec.hierarchical or integers) and not (
-            aplan is not None and aplan.has_internal
-        )
-        table = cell_table(spec, cells, res_col, cat_idx, published, integer=integer)
-        manifest = build_manifest(spec, plan, reg, domain, published, title, len(table), integers)
-        manifest["config"] = config
-        if aplan is not None:
-            manifest["adaptive"] = {**aplan.describe(), **drawn}
-            manifest["cell_selection"]["rule"] = (
-                f"adaptive grid: every cell at resolution {drawn['first_resolution']} over the "
-                "region, cut "
-                f"down to at most {spec.finest} where its noisy first-level count is large; the "
-                "possible cells are the H3 parents of the cells overlapping the region"
-                if manifest["adaptive"].get("kind") == "grid"
-                else f"PrivTree leaves: cells from resolution {aplan.root} down to "
-                f"{spec.finest}, split where the noisy biased count exceeds the threshold; the "
-                "tree of possible cells is the H3 parents of the cells overlapping the region"
-            )
-            if aplan.has_internal:
-                manifest["margins"] = (
-                    "95% margin of each leaf's least-squares estimate: 2.118 × its exact standard "
-                    "deviation (the 95% point of one Laplace draw, whose tails are heavier than "
-                    "those of any combination of draws: at least 95% coverage)"
-                )
-        estimates = estimates_frame(table, est)
-        rel = Release(table, manifest, estimates)
+        rel = _publish(design, measured, title, config)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
+            manifest = rel.manifest
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
-            rel = Release(table, manifest, estimates)
+            rel = Release(rel.cells, manifest, rel.estimates)
     return rel
 
 
-def _adaptive(
-    aplan: Any, domain: np.ndarray, finest: dict[str, np.ndarray]
-) -> tuple[Estimates, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Estimates, cells and resolutions of an adaptive release, and what the manifest's
-    ``adaptive`` entry gains once noise is drawn (a grid's first resolution)."""
-    from dpmap.designs.adaptive_grid import GridPlan, grid_consistent, run_grid
-    from dpmap.designs.privtree import adaptive_consistent, run_adaptive
-
-    tree = hierarchy.build_tree(domain, tuple(range(aplan.root, aplan.spec.finest + 1)))
-    counts = hierarchy.level_totals(tree, finest["count"])
-    sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
-    consistent: Callable[[str], tuple[np.ndarray, np.ndarray]]
-    drawn: dict[str, Any] = {}
-    if isinstance(aplan, GridPlan):
-        gout = run_grid(aplan, tree, counts, sums)
-        leaves, noisy = gout.leaves, gout.second
-        drawn["first_resolution"] = gout.first_resolution(tree)
-        consistent = lambda stat: grid_consistent(aplan, gout, stat)  # noqa: E731
-    else:
-        out = run_adaptive(aplan, tree, counts, sums)
-        leaves, noisy = out.leaves, out.noisy
-        consistent = lambda stat: adaptive_consistent(aplan, tree, out, stat)  # noqa: E731
-    order = np.lexsort(([i for _, i in leaves], [j for j, _ in leaves]))
-    cells = np.array([tree.levels[j][i] for j, i in leaves], dtype=np.int64)[order]
-    res = np.array([tree.resolutions[j] for j, _ in leaves], dtype=np.int64)[order]
-    if aplan.has_internal:
-        fields: dict[str, Any] = {}
-        for stat in aplan.spec.statistics:
-            x, var = consistent(stat)
-            sd = np.sqrt(var)
-            fields[stat] = x[order]
-            z95, z975 = margin_factors("laplace")  # adaptive releases use Laplace noise
-            fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = z95 * sd[order], z975 * sd[order]
-            fields[f"{stat}_var"] = var[order]
-        return Estimates(**fields), cells, res, drawn
-    has_sum = "sum" in noisy
-    return (
-        Estimates(
-            count=noisy["count"][order],
-            count_moe=aplan.moe("count"),
-            count_moe975=aplan.moe("count", 0.025),
-            count_var=aplan.variance("count"),
-            sum=noisy["sum"][order] if has_sum else None,
-            sum_moe=aplan.moe("sum") if has_sum else None,
-            sum_moe975=aplan.moe("sum", 0.025) if has_sum else None,
-            sum_var=aplan.variance("sum") if has_sum else None,
-        ),
-        cells,
-        res,
-        drawn,
-    )
+def _publish(
+    design: Design, measured: Measured, title: str | None, config: dict[str, Any] | None
+) -> Release:
+    """Post-processing of the noisy estimates: suppression, the cell table, the manifest."""
+    spec = design.spec
+    shown = measured.shown or measured.estimates
+    published = publish(shown, spec.bounds, spec.suppress_below, design.count_noise())
+    table = cell_table(spec, measured, published, integer=design.integer)
+    manifest = build_manifest(design, measured, published, title, len(table), config)
+    return Release(table, manifest, estimates_frame(table, measured.estimates))
 
 
-def _cat_index(rows: int, ncat: int) -> np.ndarray:
-    return np.tile(np.arange(ncat), rows // ncat)
-
-
-def _flat_estimates(plan: NoisePlan, noisy: dict[str, np.ndarray]) -> Estimates:
-    c = plan.statistics["count"]
-    sm = plan.statistics.get("sum")
-    return Estimates(
-        count=noisy["count"],
-        count_moe=c.moe95,
-        count_moe975=c.moe975,
-        count_var=c.variance,
-        sum=noisy.get("sum"),
-        sum_moe=sm.moe95 if sm else None,
-        sum_moe975=sm.moe975 if sm else None,
-        sum_var=sm.variance if sm else None,
-    )
-
-
-def _level_vectors(
-    tree: hierarchy.Tree, finest: dict[str, np.ndarray], ncat: int, spec: ReleaseSpec
-) -> dict[str, np.ndarray]:
-    """PRIVATE exact vectors of every level, summed up H3's index tree from the finest."""
-    out = {}
-    for stat, vec in finest.items():
-        levels = hierarchy.level_totals(tree, vec.reshape(-1, ncat))
-        for r, level in zip(tree.resolutions, levels, strict=True):
-            out[f"{stat}@{r}"] = level.reshape(-1)
-    return {k: out[k] for k in spec.queries()}
-
-
-def _consistent(
-    tree: hierarchy.Tree, noisy: dict[str, np.ndarray], plan: NoisePlan, ncat: int, integers: bool
-) -> tuple[Estimates, Estimates, np.ndarray, np.ndarray]:
-    """Least-squares consistent estimates of every level (post-processing of noisy values).
-
-    Returns the unbiased estimates, the values to display (the same, or non-negative
-    integers that still add up when ``integers``), the cells and their resolutions.
-    """
-    spec = plan.spec
-    fields: dict[str, Any] = {}
-    shown: dict[str, Any] = {}
-    for stat in spec.statistics:
-        keys = [f"{stat}@{r}" for r in tree.resolutions]
-        y = [noisy[k].reshape(-1, ncat) for k in keys]
-        x, var = hierarchy.consistent(tree, y, [plan.statistics[k].variance for k in keys])
-        sd = np.sqrt(np.concatenate(var).reshape(-1))
-        fields[stat] = np.concatenate(x).reshape(-1)
-        z95, z975 = margin_factors(str(spec.mechanism))
-        fields[f"{stat}_moe"], fields[f"{stat}_moe975"] = z95 * sd, z975 * sd
-        fields[f"{stat}_var"] = sd**2
-        if integers:
-            rounded = hierarchy.round_consistent(tree, x)
-            shown[stat] = np.concatenate(rounded).reshape(-1).astype(np.float64)
-    cells = np.repeat(np.concatenate(tree.levels), ncat)
-    res = np.repeat(
-        np.concatenate(
-            [np.full(len(lv), r) for lv, r in zip(tree.levels, tree.resolutions, strict=True)]
-        ),
-        ncat,
-    )
-    return Estimates(**fields), Estimates(**{**fields, **shown}), cells, res
-
-
-def _open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
+def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     """The release's ledger, opened and checked before any data is read or noise drawn.
 
     A release never creates a ledger or a dataset: a missing ledger file, a dataset not
@@ -403,8 +230,6 @@ def _open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     """
     if ledger is None:
         return None
-    from dpmap.ledger import Ledger, check_label
-
     if not (isinstance(ledger, (Ledger, str)) or hasattr(ledger, "__fspath__")):
         raise SpecError(
             f"ledger must be a dpmap.Ledger or the path of a ledger file, "
@@ -418,11 +243,9 @@ def _open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     return book
 
 
-def _reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None = None) -> Any:
+def reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None = None) -> Any:
     if ledger is None:
         return contextlib.nullcontext()
-    from dpmap.ledger import Ledger
-
     if not isinstance(ledger, Ledger):
         ledger = Ledger(ledger)  # opens an existing ledger; never creates one
     spec = plan.spec
