@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap._privacy.postprocess import Z95
-from dpmap.analysis.totals import STATS, levels_of
+from dpmap.analysis.totals import STATS, is_release, levels_of
 from dpmap.analysis.zones import RESULT_COLUMNS
 from dpmap.designs.base import manifest_noise_variance
 from dpmap.errors import SpecError
@@ -50,9 +50,7 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
     Post-processing of noisy values: no data read, no budget spent. Each release has
     its own ε; publishing both spends both (the ledger records that).
     """
-    from dpmap.release import Release
-
-    if isinstance(a, Release) and isinstance(b, Release):
+    if is_release(a) and is_release(b):
         if by is not None:
             raise SpecError("by= applies to comparing roll-ups, not releases; drop by=")
         return _compare_releases(a, b)
@@ -66,13 +64,11 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
 
 def _release_rows(rel: Release, label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Every row's key, unbiased value and variance (published values when that is all there is)."""
-    m = rel._manifest
-    keys = [c for c in ("cell", "resolution", "category") if c in rel._cells.columns]
-    stats = tuple(s for s in STATS if s in rel._cells.columns)
-    est = rel._estimates
+    m, table, est = rel.manifest, rel.cells, rel.estimates
+    keys = [c for c in ("cell", "resolution", "category") if c in table.columns]
+    stats = tuple(s for s in STATS if s in table.columns)
     if est is not None:
         return est[keys + [c for s in stats for c in (s, f"{s}_var")]].copy(), stats
-    table = rel._cells
     supp = table["suppressed"].to_numpy(dtype=bool)
     if supp.any():
         raise SpecError(
@@ -95,7 +91,7 @@ def _release_rows(rel: Release, label: str) -> tuple[pd.DataFrame, tuple[str, ..
 def _compare_releases(a: Release, b: Release) -> Any:
     import geopandas as gpd
 
-    ma, mb = a._manifest, b._manifest
+    ma, mb = a.manifest, b.manifest
     if levels_of(ma) != levels_of(mb):
         raise SpecError(
             f"the releases are at different resolutions ({ma['resolution']} and {mb['resolution']}); "
@@ -143,7 +139,7 @@ def _compare_releases(a: Release, b: Release) -> Any:
         stats,
         lambda s: Z95 * np.sqrt(_col(merged, f"{s}_var_a") + _col(merged, f"{s}_var_b")),
     )
-    geom_of = a._cells.drop_duplicates("cell").set_index("cell").geometry
+    geom_of = a.cells.drop_duplicates("cell").set_index("cell").geometry
     geometry = geom_of.reindex(merged["cell"]).to_numpy()
     return gpd.GeoDataFrame(data, geometry=geometry, crs="EPSG:4326")
 

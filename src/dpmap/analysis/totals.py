@@ -79,6 +79,15 @@ class Rows:
         return tuple(self.values)
 
 
+def is_release(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`dpmap.Release` (by its public accessors: the analyses sit
+    below the release layer and never import it)."""
+    return all(
+        isinstance(getattr(type(obj), name, None), property)
+        for name in ("cells", "manifest", "estimates", "fingerprint")
+    )
+
+
 def levels_of(manifest: dict[str, Any]) -> list[int]:
     r = manifest.get("resolution")
     return [int(v) for v in r] if isinstance(r, list) else [int(r)]  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
         ):
             raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
     design = next(d for d in DESIGNS if d.wants(spec, region, options))
-    return design.plan(spec, region, options)  # type: ignore[no-any-return]
+    return design.plan(spec, region, options)
 
 
 def design_of(manifest: dict[str, Any]) -> type[Any]:

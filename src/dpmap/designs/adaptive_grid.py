@@ -48,14 +48,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 
 from dpmap import grid
+from dpmap._privacy.adaptive import (
+    OpenDPException,
+    adaptive_compositor,
+    gathered,
+    laplace_epsilon,
+    then_laplace,
+)
 from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
-    AGGREGATES,
-    PERSONS,
-    VEC_I64,
     accuracy,
     check_noise_inputs,
     fit_scale,
@@ -318,21 +321,14 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
 
 def _total_chain(l1: int) -> Any:
     """The total count over the region (one number; L1 sensitivity ``l1``), before noise."""
-    return dp.t.make_user_transformation(
-        AGGREGATES,
-        PERSONS,
-        VEC_I64,
-        dp.l1_distance(T="i64"),
-        function=lambda agg: np.array([exact_total(agg["tree_count"][0])], dtype=np.int64),
-        stability_map=lambda d: d * l1,
-    )
+    return gathered(lambda agg: np.array([exact_total(agg["tree_count"][0])], dtype=np.int64), l1)
 
 
 def _fit(chain: Any, target: float) -> tuple[float, float]:
     """Noise scale for ``target`` ε on ``chain`` (discrete Laplace), and OpenDP's ε."""
 
     def eps_of(sc: float) -> float:
-        return float((chain >> dp.m.then_laplace(scale=sc)).map(1))
+        return laplace_epsilon(chain, sc)
 
     scale = fit_scale(eps_of(1.0) / target, target, eps_of)
     return scale, eps_of(scale)
@@ -343,9 +339,7 @@ def _compositor(plan: GridPlan) -> Any:
     d_mids = [plan.total_epsilon] if plan.total_epsilon is not None else []
     d_mids += [plan.decision_epsilon]
     d_mids += [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
-    return dp.c.make_adaptive_composition(
-        AGGREGATES, PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
-    )
+    return adaptive_compositor(d_mids)
 
 
 def grid_noise_plan(plan: GridPlan) -> Any:
@@ -451,9 +445,7 @@ def run_grid(
         queryable = _compositor(plan)(data)
         total = None
         if plan.total_scale is not None:
-            noisy = queryable(
-                _total_chain(plan._sens["count"]) >> dp.m.then_laplace(scale=plan.total_scale)
-            )
+            noisy = queryable(then_laplace(_total_chain(plan._sens["count"]), plan.total_scale))
             total = float(noisy[0])
             r1 = plan.choose_first(total, tree)
         else:
@@ -480,7 +472,7 @@ def run_grid(
             )
             for s in stats
         }
-    except dp.OpenDPException as exc:  # pragma: no cover
+    except OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
     return GridOutput(leaves, parent, first, second, first_depth=d1, total=total, decision=decision)
 

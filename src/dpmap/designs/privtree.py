@@ -46,14 +46,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import opendp.prelude as dp
 
 from dpmap import grid
+from dpmap._privacy.adaptive import (
+    OpenDPException,
+    adaptive_compositor,
+    gathered,
+    then_laplace,
+    user_measurement,
+    vector_laplace,
+)
 from dpmap._privacy.bounding import level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
-    AGGREGATES,
-    PERSONS,
-    VEC_I64,
     accuracy,
     check_noise_inputs,
     fit_scale,
@@ -424,23 +428,13 @@ def _queries(plan: AdaptivePlan) -> list[tuple[str, int | None, float]]:
 def _compositor(plan: AdaptivePlan) -> Any:
     tree_eps = _tree_map(plan.spec.l0 * plan.spec.linf, plan.lam)(1)
     d_mids = [tree_eps] + [eps for _s, _d, eps in _queries(plan)]
-    return dp.c.make_adaptive_composition(
-        AGGREGATES, PERSONS, dp.max_divergence(), d_in=1, d_mids=d_mids
-    )
+    return adaptive_compositor(d_mids)
 
 
 def leaf_chain(stat: str, l1: int, scale: float, leaves: list[tuple[int, int]]) -> Any:
     """Vector of ``stat`` over a fixed public list of disjoint tree nodes (the leaves, or
     the internal nodes of one depth) with discrete Laplace noise."""
-    t = dp.t.make_user_transformation(
-        AGGREGATES,
-        PERSONS,
-        VEC_I64,
-        dp.l1_distance(T="i64"),
-        function=lambda agg: _gather(agg[f"tree_{stat}"], leaves),
-        stability_map=lambda d: d * l1,
-    )
-    return t >> dp.m.then_laplace(scale=scale)
+    return then_laplace(gathered(lambda agg: _gather(agg[f"tree_{stat}"], leaves), l1), scale)
 
 
 def _gather(levels: list[np.ndarray], leaves: list[tuple[int, int]]) -> np.ndarray:
@@ -469,7 +463,7 @@ def run_adaptive(
     if level_sums is not None:
         data["tree_sum"] = level_sums
     check_noise_inputs(data)
-    decision_noise = dp.m.make_laplace(VEC_I64, dp.l1_distance(T="i64"), scale=plan.lam)
+    decision_noise = vector_laplace(plan.lam)
 
     def grow(agg: dict[str, Any]) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
         counts = agg["tree_count"]
@@ -492,14 +486,7 @@ def run_adaptive(
             active = np.flatnonzero(np.isin(parent, active[split]))
         return leaves, internal
 
-    tree_measure = dp.m.make_user_measurement(
-        AGGREGATES,
-        PERSONS,
-        dp.max_divergence(),
-        function=grow,
-        privacy_map=_tree_map(plan.spec.l0 * plan.spec.linf, plan.lam),
-        TO="ExtrinsicObject",
-    )
+    tree_measure = user_measurement(grow, _tree_map(plan.spec.l0 * plan.spec.linf, plan.lam))
     try:
         queryable = _compositor(plan)(data)
         leaves, internal = queryable(tree_measure)
@@ -517,7 +504,7 @@ def run_adaptive(
                 nodes = [(d, int(i)) for i in internal[d]]
                 chain = leaf_chain(stat, plan._internal_sens[stat][d], scale, nodes)
                 out_internal[stat][d] = np.asarray(queryable(chain), dtype=np.int64)
-    except dp.OpenDPException as exc:  # pragma: no cover
+    except OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
     return AdaptiveOutput(leaves=leaves, internal=internal, noisy=out, noisy_internal=out_internal)
 

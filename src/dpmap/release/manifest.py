@@ -83,28 +83,7 @@ def _common_entries(
             )
         },
         "hierarchy": None,
-        "contribution_bounds": {
-            "max_cells": spec.l0,
-            "max_records_per_cell": spec.linf,
-            "count_counts": count_unit(spec.person, spec.linf, spec.l0),
-            "value": spec.value,
-            "bounds": list(spec.bounds) if spec.bounds else None,
-            "value_rule": "clamped to bounds, then rounded half up to whole units"
-            if spec.value
-            else None,
-            "selection": str(spec.selection),
-            "sum_limit": {
-                "range": [-SUM_LIMIT, SUM_LIMIT],
-                "rule": "every exact sum (cells and all coarser totals) is formed without "
-                "overflow and saturated to this range before noise; saturation cannot raise "
-                "the sensitivity",
-                "rows_at_limit": pub.sums_at_limit,
-                "flag": "column sum_at_limit (present only when some row is flagged): the noisy "
-                "sum lies within its 97.5% margin of the limit, so the true sum may be larger",
-            }
-            if spec.value
-            else None,
-        },
+        "contribution_bounds": _contribution_bounds(spec, pub),
         "resolution": list(spec.levels) if spec.hierarchical else spec.resolution,
         "cell_selection": None,
         "categories": list(spec.categories) if spec.categories else None,
@@ -133,4 +112,30 @@ def _common_entries(
             "python": platform.python_version(),
         },
         "ledger": None,
+    }
+
+
+def _contribution_bounds(spec: ReleaseSpec, pub: Any) -> dict[str, Any]:
+    """The manifest's ``contribution_bounds``: what one person can add, and the sum limit."""
+    return {
+        "max_cells": spec.l0,
+        "max_records_per_cell": spec.linf,
+        "count_counts": count_unit(spec.person, spec.linf, spec.l0),
+        "value": spec.value,
+        "bounds": list(spec.bounds) if spec.bounds else None,
+        "value_rule": "clamped to bounds, then rounded half up to whole units"
+        if spec.value
+        else None,
+        "selection": str(spec.selection),
+        "sum_limit": {
+            "range": [-SUM_LIMIT, SUM_LIMIT],
+            "rule": "every exact sum (cells and all coarser totals) is formed without "
+            "overflow and saturated to this range before noise; saturation cannot raise "
+            "the sensitivity",
+            "rows_at_limit": pub.sums_at_limit,
+            "flag": "column sum_at_limit (present only when some row is flagged): the noisy "
+            "sum lies within its 97.5% margin of the limit, so the true sum may be larger",
+        }
+        if spec.value
+        else None,
     }

@@ -17,7 +17,7 @@ from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.ledger import Ledger, check_label
 from dpmap.release.cells import cell_table, estimates_frame
 from dpmap.release.manifest import build_manifest
-from dpmap.release.planning import design_options, make_spec, resolve_region
+from dpmap.release.planning import SPEC_FIELDS, design_options, make_spec, resolve_region
 from dpmap.release.result import Release
 
 __all__ = ["release"]
@@ -157,28 +157,8 @@ def release(
     Each published count is within ± ``count_moe`` of the bounded true count with 95%
     probability (see :func:`explain` before touching data).
     """
-    spec = make_spec(
-        dict(
-            resolution=resolution,
-            epsilon=epsilon,
-            delta=delta,
-            lat=lat,
-            lng=lng,
-            person=person,
-            value=value,
-            bounds=tuple(bounds) if isinstance(bounds, (list, tuple)) else bounds,
-            max_cells=max_cells,
-            max_records_per_cell=max_records_per_cell,
-            category=category,
-            categories=tuple(categories) if isinstance(categories, (list, tuple)) else categories,
-            mechanism=mechanism,
-            suppress_below=suppress_below,
-            count_share=count_share,
-            selection=selection,
-            seed=seed,
-            level_split=tuple(level_split) if isinstance(level_split, list) else level_split,
-        )
-    )
+    given = locals()  # the parameters, before anything else is bound
+    spec = make_spec({name: given[name] for name in SPEC_FIELDS})
     options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
     check_options(spec, options)
     if (ledger is None) != (dataset is None):

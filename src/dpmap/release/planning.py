@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,7 +150,16 @@ def threshold_of(
     return float(spec.suppress_below), None
 
 
+#: the parameters of :func:`dpmap.release` that make up its :class:`~dpmap.ReleaseSpec`
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ReleaseSpec))
+
+
 def make_spec(kw: dict[str, Any]) -> ReleaseSpec:
+    """The validated spec of these parameters (lists of bounds, categories or level weights
+    become tuples); an unknown keyword is a :class:`~dpmap.SpecError`."""
+    for key in ("bounds", "categories", "level_split"):
+        if isinstance(kw.get(key), list):
+            kw = {**kw, key: tuple(kw[key])}
     try:
         return ReleaseSpec(**kw)
     except TypeError as exc:  # unknown keyword
@@ -198,8 +208,6 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
             if k in params
         }
     )
-    if isinstance(params.get("level_split"), list):
-        params["level_split"] = tuple(params["level_split"])
     spec = make_spec(params)
     reg = resolve_region(region, spec)
     design = design_for(spec, reg, options)

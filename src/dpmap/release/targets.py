@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -297,22 +298,7 @@ def plan_epsilon(
         raise SpecError(
             "area_km2 plans the total over an area of a flat release; pass one resolution"
         )
-    cells = None
-    share = None
-    r = -1
-    if area is not None:
-        r = grid.check_resolution(resolution)
-        cells = area / grid.average_cell_area_km2(r)
-        assert perimeter is not None
-        share = _border_geometry(area, perimeter, r)[2]
-        if total is not None and 0.5 * total * share >= target:
-            raise SpecError(
-                f"at resolution {r} the cells cut by the border of a {area:g} km² area hold about "
-                f"{total * share:.4g} of its expected {total:g}, so the 95% interval for its total "
-                f"is at least ±{0.5 * total * share:.4g} whatever ε, above the target "
-                f"±{target:g}; choose a finer resolution (plan_resolution picks one) or raise "
-                "target_moe"
-            )
+    r, cells, share = _area_cells(resolution, area, perimeter, total, target)
 
     def moe(eps: float) -> float:
         noise = _noise_at(params, eps, resolution, statistic)[0]
@@ -320,6 +306,29 @@ def plan_epsilon(
             return _margin(noise, cells)
         return _interval_halfwidth(noise, area, perimeter, r, total)[0]
 
+    hi = _smallest_epsilon(moe, target, rtol)
+    noise, plan = _noise_at(params, hi, resolution, statistic)
+    res = tuple(resolution) if isinstance(resolution, (list, tuple)) else int(resolution)
+    return EpsilonPlan(
+        epsilon=hi,
+        moe=moe(hi),
+        target_moe=target,
+        statistic=statistic,
+        resolution=res if not (isinstance(res, tuple) and len(res) == 1) else res[0],
+        mechanism=str(plan.spec.mechanism),
+        delta=float(plan.delta),
+        area_km2=area,
+        cells=max(cells, 1.0) if cells is not None else None,
+        border_share=share,
+        perimeter_km=perimeter,
+        expected_total=total,
+        noise_moe=_margin(noise, cells) if total is not None else None,
+    )
+
+
+def _smallest_epsilon(moe: Callable[[float], float], target: float, rtol: float) -> float:
+    """The smallest ε (to ``rtol``, rounded up) with ``moe(ε) ≤ target``: margins fall with ε,
+    so bracket by doubling, then bisect in log."""
     m1 = moe(1.0)
     guess = max(m1 / target, 1e-9)  # margins scale about like 1/ε
     hi = guess * 1.25
@@ -346,23 +355,29 @@ def plan_epsilon(
             hi = mid
         else:
             lo = mid
-    noise, plan = _noise_at(params, hi, resolution, statistic)
-    res = tuple(resolution) if isinstance(resolution, (list, tuple)) else int(resolution)
-    return EpsilonPlan(
-        epsilon=hi,
-        moe=moe(hi),
-        target_moe=target,
-        statistic=statistic,
-        resolution=res if not (isinstance(res, tuple) and len(res) == 1) else res[0],
-        mechanism=str(plan.spec.mechanism),
-        delta=float(plan.delta),
-        area_km2=area,
-        cells=max(cells, 1.0) if cells is not None else None,
-        border_share=share,
-        perimeter_km=perimeter,
-        expected_total=total,
-        noise_moe=_margin(noise, cells) if total is not None else None,
-    )
+    return hi
+
+
+def _area_cells(
+    resolution: Any, area: float | None, perimeter: float | None, total: float | None, target: float
+) -> tuple[int, float | None, float | None]:
+    """For a total over an area: the resolution, the cells it covers and the share of them a
+    border cuts (refused when the border alone exceeds the target); (-1, None, None) otherwise."""
+    if area is None:
+        return -1, None, None
+    r = grid.check_resolution(resolution)
+    cells = area / grid.average_cell_area_km2(r)
+    assert perimeter is not None
+    share = _border_geometry(area, perimeter, r)[2]
+    if total is not None and 0.5 * total * share >= target:
+        raise SpecError(
+            f"at resolution {r} the cells cut by the border of a {area:g} km² area hold about "
+            f"{total * share:.4g} of its expected {total:g}, so the 95% interval for its total "
+            f"is at least ±{0.5 * total * share:.4g} whatever ε, above the target "
+            f"±{target:g}; choose a finer resolution (plan_resolution picks one) or raise "
+            "target_moe"
+        )
+    return r, cells, share
 
 
 def plan_resolution(
