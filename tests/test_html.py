@@ -387,7 +387,8 @@ def test_static_and_interactive_draw_the_same_layer(tmp_path):
     from dpmap.maps.static import plot_release
 
     fine = _release(["loans", "rent"], with_mean=True)
-    coarse = fine.assign(resolution=6, count=fine["count"] * 3)  # overlaps: one level drawn
+    # a second level over the same cells with other values: only the finest is drawn
+    coarse = fine.assign(resolution=6, mean=fine["mean"].to_numpy()[::-1])
     table = pd.concat([coarse, fine], ignore_index=True)
     manifest = {
         **MANIFEST,
