@@ -562,13 +562,10 @@ def _title_html(title: str, stat_label: str, category: str | None) -> str:
 
 def _legend_html(layer: MapLayer) -> str:
     """The colour ramp with ticks, notes on clipped values, and the grey swatches."""
-    vmax, below, above = layer.vmax, layer.below, layer.above
-    any_shown, any_suppressed = layer.any_shown, bool(layer.suppressed.any())
-    any_missing = bool(layer.missing.any())
-    stat_label = layer.stat_label
-    parts = [f'<div class="dpmap-legend-title">{html.escape(stat_label)}</div>']
-    if any_shown:
-        parts.append(_ramp_svg(below=below, above=above))
+    vmax = layer.vmax
+    parts = [f'<div class="dpmap-legend-title">{html.escape(layer.stat_label)}</div>']
+    if layer.any_shown:
+        parts.append(_ramp_svg(below=layer.below, above=layer.above))
         ticks = "".join(
             f'<span style="left:{_RAMP_X + _RAMP_WIDTH * t / vmax:.1f}px">'
             f"{html.escape(format_number(t, compact=True))}</span>"
@@ -576,20 +573,20 @@ def _legend_html(layer: MapLayer) -> str:
         )
         parts.append(f'<div class="dpmap-ticks">{ticks}</div>')
         notes = []
-        if below:
+        if layer.below:
             notes.append("below 0: coloured as 0")
-        if above:
+        if layer.above:
             notes.append(f"above {format_number(vmax)}: darkest colour")
         if notes:
             parts.append(f'<div class="dpmap-legend-note">{html.escape("; ".join(notes))}</div>')
     else:
         parts.append('<div class="dpmap-legend-note">no hexagon has a published value</div>')
-    if any_suppressed:
+    if layer.suppressed.any():
         parts.append(
             '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-suppressed">'
             f"</span>{html.escape(SUPPRESSED_LABEL)}</div>"
         )
-    if any_missing:
+    if layer.missing.any():
         parts.append(
             '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-missing">'
             f"</span>{html.escape(MISSING_LABEL)}</div>"
