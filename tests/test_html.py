@@ -375,6 +375,100 @@ def test_adaptive_release_maps_all_leaves(tmp_path):
     assert "H3 resolution 6–7 (adaptive)" in config["captionHtml"]
 
 
+# -------------------------------------------------- one shared layer, two renderings
+
+
+def test_static_and_interactive_draw_the_same_layer(tmp_path):
+    """Both maps take rows, colours, hidden cells, captions and title from maps.layers:
+    the same hexagons are coloured (same colours), hatched or left white, and both
+    captions state the same facts."""
+    pytest.importorskip("matplotlib")
+    from dpmap.maps.layers import caption_facts, map_layer
+    from dpmap.maps.static import plot_release
+
+    fine = _release(["loans", "rent"], with_mean=True)
+    # a second level over the same cells with other values: only the finest is drawn
+    coarse = fine.assign(resolution=6, mean=fine["mean"].to_numpy()[::-1])
+    table = pd.concat([coarse, fine], ignore_index=True)
+    manifest = {
+        **MANIFEST,
+        "privacy": {"epsilon": 0.5, "delta": 2.5e-7, "measure": "smoothed_max_divergence"},
+        "suppression": {"rule": "threshold", "threshold": 3.25},
+    }
+    args = {"column": "mean", "category": "rent"}
+    fig = plot_release(table, manifest, show_uncertainty=False, **args)
+    text = write_html(table, manifest, tmp_path / "m.html", **args).read_text("utf-8")
+    config = _config(text)
+    ax = fig.axes[0]
+    drawn = {c.get_gid(): c for c in ax.collections}
+    features = [f["properties"] for f in config["data"]["features"]]
+    layer = map_layer(table, manifest, resolution=None, title=None, **args)
+    assert len(features) == len(layer.table) == int((fine["category"] == "rent").sum())
+    assert [p["cell"] for p in features] == layer.table["cell"].tolist()
+
+    fills = [p["fill"] for p in features if "fill" in p]
+    faces = drawn["dpmap-values"].get_facecolor()
+    assert len(fills) == len(faces) == int(layer.shown.sum()) > 0
+    for face, fill in zip(faces, fills, strict=True):
+        rgb = np.array([int(fill[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
+        assert np.allclose(rgb, face[:3], atol=3 / 255), (fill, face)
+    n_hidden = sum(p["suppressed"] for p in features)
+    assert len(drawn["dpmap-suppressed"].get_paths()) == n_hidden == int(layer.suppressed.sum())
+    n_white = sum(not p["suppressed"] and "fill" not in p for p in features)
+    assert len(drawn["dpmap-missing"].get_paths()) == n_white == int(layer.missing.sum()) > 0
+
+    facts = caption_facts(manifest, layer)
+    static_caption = next(t.get_text() for t in fig.texts if t.get_gid() == "dpmap-caption")
+    html_caption = config["captionHtml"]
+    for fact in (
+        f"ε = {facts.epsilon}, δ = {facts.delta}",
+        f"H3 resolution {facts.resolution}",
+        facts.created,
+        facts.scale,
+        facts.hidden,
+        facts.noise,
+    ):
+        assert fact and fact.lower() in static_caption.lower(), fact
+        assert fact.lower() in html_caption.lower(), fact
+    assert "ε = 0.5, δ = 2.5 × 10⁻⁷" in static_caption and "3.25" in static_caption
+    assert (
+        facts.guarantee.strip("()") in static_caption
+        and facts.guarantee.strip("()") in html_caption
+    )
+    assert fig._suptitle.get_text() == layer.title == "Synthetic debtors — rent"
+    assert "<title>Synthetic debtors — rent</title>" in text
+
+
+def test_maps_package_shape():
+    """maps/ is one package with a shared layer: no module takes another's private name,
+    static and interactive both draw from layers (neither from the other), and no
+    function is longer than 80 lines."""
+    import ast
+    from pathlib import Path
+
+    from dpmap import maps
+
+    folder = Path(maps.__file__).parent
+    imports: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports[path.stem] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                imports[path.stem].add(module)
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                ours = node.level > 0 or module.startswith("dpmap")
+                assert not (ours and private), (path.name, module, private)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                assert length <= 80, f"{path.name}: {node.name} is {length} lines"
+    assert "dpmap.maps.layers" in imports["static"] & imports["interactive"]
+    assert "dpmap.maps.static" not in imports["interactive"]
+    assert "dpmap.maps.interactive" not in imports["static"]
+    assert not {m for m in imports["layers"] if m.startswith("dpmap.maps")}
+
+
 # ------------------------------------------------------------------------ mistakes
 
 

@@ -1,1 +1,2 @@
-"""Maps of releases: static images (matplotlib) and offline interactive HTML (folium)."""
+"""Maps of releases: what is drawn (layers.py, shared), static images (static.py,
+matplotlib) and offline interactive HTML (interactive.py, folium)."""

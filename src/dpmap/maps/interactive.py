@@ -5,7 +5,10 @@ hexagons coloured on the same sequential scale as the static map (YlOrRd from 0 
 99th percentile of the published values, negative noisy values coloured as 0), a
 tooltip with each value ± its 95% margin of error, suppressed cells grey with ``///``
 hatching (never confused with 0), a legend, and a caption with the privacy guarantee
-(ε, δ, H3 resolution, date and the manifest's privacy statement).
+(ε, δ, H3 resolution, date and the manifest's privacy statement). What is drawn (rows,
+column, suppressed mask, colour scale, caption facts, titles, boundaries) comes from
+:mod:`dpmap.maps.layers`, shared with the static map; this file turns it into GeoJSON,
+escaped HTML snippets and the page's script.
 
 :func:`write_html` saves that map as ONE self-contained HTML file that works offline:
 Leaflet's JavaScript and CSS (with its images as ``data:`` URIs) are inlined, there is
@@ -40,45 +43,31 @@ import numpy as np
 import pandas as pd
 
 from dpmap.errors import DataFileError, SpecError, missing_extra
-from dpmap.maps.static import (
+from dpmap.maps.layers import (
     BOUNDARY_COLOR,
-    COLOR_PERCENTILE,
     MISSING_EDGE,
     MISSING_FACE,
     MISSING_LABEL,
     SUPPRESSED_FACE,
     SUPPRESSED_LABEL,
-    _boundary_lines,
-    _cell_polygons,
-    _created_date,
-    _numeric_column,
-    _privacy_terms,
-    _resolution_text,
-    _select_rows,
-    _suppressed_mask,
-    _title,
-    colour_scale,
-    suppression_note,
+    YLORRD,
+    CaptionFacts,
+    MapLayer,
+    boundary_lines,
+    caption_facts,
+    cell_bounds,
+    cell_polygons,
+    format_number,
+    map_layer,
+    numeric_column,
+    ramp_colours,
 )
 
 if TYPE_CHECKING:
     import folium
 
-__all__ = ["explore_release", "html_document", "save_html", "write_html"]
+__all__ = ["explore_release", "html_document", "ramp_colours", "save_html", "write_html"]
 
-#: ColorBrewer YlOrRd (9 classes): the stops of matplotlib's "YlOrRd", the static map's
-#: colormap; colours are interpolated linearly in RGB between them, as matplotlib does.
-YLORRD = (
-    "#ffffcc",
-    "#ffeda0",
-    "#fed976",
-    "#feb24c",
-    "#fd8d3c",
-    "#fc4e2a",
-    "#e31a1c",
-    "#bd0026",
-    "#800026",
-)
 #: Background of the map where there is no hexagon (there is no base map by default).
 BACKGROUND = "#eef0f2"
 #: Suppressed cells: the static map's light grey, with "///" hatching a little lighter
@@ -95,11 +84,6 @@ _LEAFLET_MODULE = "js_lib_leaflet"
 _LEAFLET_DIR = "static/js_lib_leaflet"
 
 _STAT_NAMES = ("count", "sum", "mean")
-_STAT_LABELS = {
-    "count": "noisy count per hexagon",
-    "sum": "noisy sum per hexagon",
-    "mean": "noisy mean per hexagon",
-}
 _HTML_SUFFIXES = (".html", ".htm")
 
 
@@ -171,13 +155,30 @@ def explore_release(
         If folium or the Leaflet files are not installed.
     """
     folium_mod = _import_folium()
-    layer = _prepare(
+    page = _prepare(
         cells, manifest, column, category, title, boundaries, tiles is not None, resolution
     )
-    (south, west), (north, east) = layer["config"]["bounds"]
+    fmap = _new_map(folium_mod, page["config"]["bounds"], tiles, attr, width, height)
+    _keep_leaflet_only(fmap, offline)
+    root: Any = fmap.get_root()
+    root.title = html.escape(page["title"])
+    fmap.add_child(_element_classes()[1](page, fmap.get_name()), name="dpmap_release")
+    return fmap
+
+
+def _new_map(
+    folium_mod: Any,
+    bounds: list[list[float]],
+    tiles: Any,
+    attr: str | None,
+    width: str | int,
+    height: str | int,
+) -> folium.Map:
+    """A folium.Map centred on `bounds` [[south, west], [north, east]], zoomed to show them."""
+    (south, west), (north, east) = bounds
     span = max(east - west, (north - south) / max(math.cos(math.radians(north)), 0.05), 1e-6)
     try:
-        fmap = folium_mod.Map(
+        return folium_mod.Map(
             location=[(south + north) / 2.0, (west + east) / 2.0],
             zoom_start=int(min(max(math.log2(360.0 / span), 1), 18)),
             tiles=tiles,
@@ -190,14 +191,17 @@ def explore_release(
         )
     except (ValueError, TypeError) as exc:
         raise SpecError(f"cannot make the map with tiles={tiles!r}: {exc}") from None
-    # Leaflet comes inlined from an installed package, in place of folium's CDN links
-    # (kept here by name only); folium's other assets are not used by anything drawn here.
+
+
+def _keep_leaflet_only(fmap: folium.Map, offline: bool) -> None:
+    """Offline: drop folium's CDN links but Leaflet's, which are replaced by inlined files.
+
+    Leaflet comes inlined from an installed package, in place of folium's CDN links
+    (kept here by name only); folium's other assets are not used by anything drawn here.
+    """
     keep_js, keep_css = ({"leaflet"}, {"leaflet_css"}) if offline else (None, None)
     fmap.default_js = [(n, u) for n, u in fmap.default_js if keep_js is None or n in keep_js]
     fmap.default_css = [(n, u) for n, u in fmap.default_css if keep_css is None or n in keep_css]
-    fmap.get_root().title = html.escape(layer["title"])
-    fmap.add_child(_element_classes()[1](layer, fmap.get_name()), name="dpmap_release")
-    return fmap
 
 
 def html_document(
@@ -324,12 +328,12 @@ def _element_classes() -> tuple[type, type]:
     class ReleaseLayer(MacroElement):
         """The hexagons, legend and caption; adds inlined Leaflet to the page head."""
 
-        def __init__(self, layer: dict[str, Any], map_name: str) -> None:
+        def __init__(self, page: dict[str, Any], map_name: str) -> None:
             super().__init__()
             self._name = "DpmapRelease"
             self._head = _head_html(map_name)
-            self._body = _body_html(layer)
-            self._script = _script_js(layer, map_name)
+            self._body = _body_html(page)
+            self._script = _script_js(page, map_name)
 
         def render(self, **kwargs: Any) -> str:
             figure: Any = self.get_root()
@@ -395,50 +399,21 @@ def _prepare(
     resolution: int | None,
 ) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data and escaped HTML snippets."""
-    # as the static map: one level of a hierarchical release (default the finest), all
-    # the (non-overlapping) leaves of an adaptive one
-    table = _select_rows(
-        cells, category, resolution=resolution, mixed=bool(manifest.get("adaptive"))
+    # the same rows, values and colour scale as the static map (dpmap.maps.layers)
+    layer = map_layer(
+        cells, manifest, column=column, category=category, resolution=resolution, title=title
     )
-    values = _numeric_column(table, column)
-    suppressed = _suppressed_mask(table)
-    polygons = _cell_polygons(table)
+    polygons = cell_polygons(layer.table)
     if not any(len(rings) for rings in polygons):
         raise SpecError("the release table has no cell geometries to map")
-    boundary_lines = _boundary_lines(boundaries) if boundaries is not None else None
-
-    shown, colour_values, vmax, below, above = colour_scale(values, suppressed)
-    fills = ramp_colours(np.where(shown, colour_values, np.nan), vmax)
-
-    stats = [column] + [s for s in _STAT_NAMES if s in table.columns and s != column]
-    numeric = {}
-    for name in stats:
-        numeric[name] = _numeric_column(table, name)
-        moe = f"{name}_moe"
-        if moe in table.columns and moe != column:
-            numeric[moe] = _numeric_column(table, moe)
-    cell_ids = table["cell"].astype(str).tolist() if "cell" in table.columns else [""] * len(table)
-    columns = {name: [_json_number(v) for v in arr.tolist()] for name, arr in numeric.items()}
-    features = []
-    for i, rings in enumerate(polygons):
-        props: dict[str, Any] = {"cell": cell_ids[i]}
-        for name, col in columns.items():
-            props[name] = None if suppressed[i] else col[i]  # a suppressed cell shows no number
-        props["suppressed"] = bool(suppressed[i])
-        if fills[i] is not None:
-            props["fill"] = fills[i]
-        features.append({"type": "Feature", "geometry": _geometry(rings), "properties": props})
-    xy = np.concatenate([r for rings in polygons for r in rings])
-    west, south = np.nanmin(xy, axis=0)
-    east, north = np.nanmax(xy, axis=0)
-
-    resolution_text = _resolution_text(table, manifest)
-    map_title = _title(title, manifest, column, category)
-    stat_label = _STAT_LABELS.get(column, f"noisy {column} per hexagon")
+    lines = boundary_lines(boundaries) if boundaries is not None else None
+    stats = [column] + [s for s in _STAT_NAMES if s in layer.table.columns and s != column]
+    features = _features(layer, polygons, _tooltip_columns(layer.table, stats))
+    west, south, east, north = cell_bounds(polygons)
     config = {
         "data": {"type": "FeatureCollection", "features": features},
-        "boundaries": _boundaries_geojson(boundary_lines) if boundary_lines else None,
-        "bounds": [[float(south), float(west)], [float(north), float(east)]],
+        "boundaries": _boundaries_geojson(lines) if lines else None,
+        "bounds": [[south, west], [north, east]],
         "column": column,
         "stats": stats,
         "fillOpacity": 0.75 if with_tiles else 1.0,
@@ -453,37 +428,42 @@ def _prepare(
     }
     return {
         "config": config,
-        "title": map_title,
-        "title_html": _title_html(map_title, stat_label, category),
-        "legend_html": _legend_html(
-            stat_label,
-            vmax,
-            below=below,
-            above=above,
-            any_shown=bool(shown.any()),
-            any_suppressed=bool(suppressed.any()),
-            any_missing=bool((~shown & ~suppressed).any()),
-        ),
-        "caption_html": _caption_html(manifest, resolution_text, vmax, below, bool(shown.any())),
+        "title": layer.title,
+        "title_html": _title_html(layer.title, layer.stat_label, category),
+        "legend_html": _legend_html(layer),
+        "caption_html": _caption_html(caption_facts(manifest, layer), manifest),
         "manifest": _finite(dict(manifest)),
     }
 
 
-def ramp_colours(values: np.ndarray, vmax: float) -> list[str | None]:
-    """Hex colours of `values` on the YlOrRd ramp from 0 to `vmax` (NaN → None).
+def _tooltip_columns(table: pd.DataFrame, stats: list[str]) -> dict[str, list[Any]]:
+    """The statistics and their margins of error shown in the tooltips, JSON-ready."""
+    numeric = {}
+    for name in stats:
+        numeric[name] = numeric_column(table, name)
+        moe = f"{name}_moe"
+        if moe in table.columns and moe != stats[0]:
+            numeric[moe] = numeric_column(table, moe)
+    return {name: [_json_number(v) for v in arr.tolist()] for name, arr in numeric.items()}
 
-    Values below 0 get the lowest colour, values above `vmax` the highest.
-    """
-    stops = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in YLORRD], dtype=float)
-    values = np.asarray(values, dtype=float)
-    t = np.clip(np.nan_to_num(values / vmax, nan=0.0), 0.0, 1.0) * (len(stops) - 1)
-    lower = np.minimum(np.floor(t).astype(int), len(stops) - 2)
-    frac = (t - lower)[:, None]
-    rgb = np.rint(stops[lower] * (1.0 - frac) + stops[lower + 1] * frac).astype(int)
-    out: list[str | None] = []
-    for ok, (r, g, b) in zip(np.isfinite(values).tolist(), rgb.tolist(), strict=True):
-        out.append(f"#{r:02x}{g:02x}{b:02x}" if ok else None)
-    return out
+
+def _features(
+    layer: MapLayer, polygons: list[list[np.ndarray]], columns: dict[str, list[Any]]
+) -> list[dict[str, Any]]:
+    """One GeoJSON feature per row: its cell, numbers (none if suppressed) and colour."""
+    table, suppressed = layer.table, layer.suppressed
+    fills = ramp_colours(np.where(layer.shown, layer.colour_values, np.nan), layer.vmax)
+    cell_ids = table["cell"].astype(str).tolist() if "cell" in table.columns else [""] * len(table)
+    features = []
+    for i, rings in enumerate(polygons):
+        props: dict[str, Any] = {"cell": cell_ids[i]}
+        for name, col in columns.items():
+            props[name] = None if suppressed[i] else col[i]  # a suppressed cell shows no number
+        props["suppressed"] = bool(suppressed[i])
+        if fills[i] is not None:
+            props["fill"] = fills[i]
+        features.append({"type": "Feature", "geometry": _geometry(rings), "properties": props})
+    return features
 
 
 def _finite(obj: Any) -> Any:
@@ -525,22 +505,6 @@ def _boundaries_geojson(lines: list[np.ndarray]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------- texts
-
-
-def _fmt(x: float, *, compact: bool = False) -> str:
-    """A legend number: integers with thousands separators, else 3 significant digits.
-
-    ``compact``: 250k, 1.5M, 2G from 100,000 on (for tick labels).
-    """
-    if x == 0:
-        return "0"
-    if compact and abs(x) >= 1e5:
-        for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if abs(x) >= factor:
-                return f"{x / factor:.3g}{suffix}"
-    if abs(x) >= 1000 or float(x).is_integer():
-        return f"{round(x):,}"
-    return f"{x:.3g}"
 
 
 #: The legend's colour ramp: x offset (room for the "below 0" arrow) and width, in px.
@@ -596,40 +560,33 @@ def _title_html(title: str, stat_label: str, category: str | None) -> str:
     )
 
 
-def _legend_html(
-    stat_label: str,
-    vmax: float,
-    *,
-    below: bool,
-    above: bool,
-    any_shown: bool,
-    any_suppressed: bool,
-    any_missing: bool,
-) -> str:
-    parts = [f'<div class="dpmap-legend-title">{html.escape(stat_label)}</div>']
-    if any_shown:
-        parts.append(_ramp_svg(below=below, above=above))
+def _legend_html(layer: MapLayer) -> str:
+    """The colour ramp with ticks, notes on clipped values, and the grey swatches."""
+    vmax = layer.vmax
+    parts = [f'<div class="dpmap-legend-title">{html.escape(layer.stat_label)}</div>']
+    if layer.any_shown:
+        parts.append(_ramp_svg(below=layer.below, above=layer.above))
         ticks = "".join(
             f'<span style="left:{_RAMP_X + _RAMP_WIDTH * t / vmax:.1f}px">'
-            f"{html.escape(_fmt(t, compact=True))}</span>"
+            f"{html.escape(format_number(t, compact=True))}</span>"
             for t in _nice_ticks(vmax)
         )
         parts.append(f'<div class="dpmap-ticks">{ticks}</div>')
         notes = []
-        if below:
+        if layer.below:
             notes.append("below 0: coloured as 0")
-        if above:
-            notes.append(f"above {_fmt(vmax)}: darkest colour")
+        if layer.above:
+            notes.append(f"above {format_number(vmax)}: darkest colour")
         if notes:
             parts.append(f'<div class="dpmap-legend-note">{html.escape("; ".join(notes))}</div>')
     else:
         parts.append('<div class="dpmap-legend-note">no hexagon has a published value</div>')
-    if any_suppressed:
+    if layer.suppressed.any():
         parts.append(
             '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-suppressed">'
             f"</span>{html.escape(SUPPRESSED_LABEL)}</div>"
         )
-    if any_missing:
+    if layer.missing.any():
         parts.append(
             '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-missing">'
             f"</span>{html.escape(MISSING_LABEL)}</div>"
@@ -637,25 +594,17 @@ def _legend_html(
     return "".join(parts)
 
 
-def _caption_html(
-    manifest: Mapping[str, Any], resolution: str, vmax: float, below: bool, any_shown: bool
-) -> str:
-    eps_text, delta_text, phrase = _privacy_terms(manifest)
-    phrase = phrase.strip("()")
-    headline = (
-        f"ε = {eps_text}, δ = {delta_text} · H3 resolution {resolution} · "
-        f"{_created_date(manifest.get('created', ''))}"
-    )
+def _caption_html(facts: CaptionFacts, manifest: Mapping[str, Any]) -> str:
+    """The privacy guarantee, reading notes and the manifest's privacy statement."""
+    phrase = facts.guarantee.strip("()")
+    headline = f"ε = {facts.epsilon}, δ = {facts.delta} · H3 resolution {facts.resolution} · "
+    headline += facts.created
     notes = ["Each value is shown ± its 95% margin of error."]
-    if any_shown:
-        notes.append(
-            f"Colour scale from 0 to {_fmt(vmax)} (the {COLOR_PERCENTILE:g}th percentile)"
-            + ("; negative noisy values are coloured as 0." if below else ".")
-        )
-    hidden = suppression_note(manifest)
-    if hidden:
-        notes.append(hidden[0].upper() + hidden[1:] + ".")
-    notes.append("Differences between single hexagons may be noise.")
+    if facts.scale:
+        notes.append(facts.scale + (f"; {facts.negative}." if facts.negative else "."))
+    if facts.hidden:
+        notes.append(facts.hidden[0].upper() + facts.hidden[1:] + ".")
+    notes.append(facts.noise[0].upper() + facts.noise[1:] + ".")
     statement = str((manifest.get("privacy", {}) or {}).get("statement") or "").strip()
     out = [
         f'<div class="dpmap-caption-head">Differentially private release ({html.escape(phrase)}):'
@@ -702,19 +651,19 @@ def _head_html(map_name: str) -> str:
     return text
 
 
-def _body_html(layer: dict[str, Any]) -> str:
+def _body_html(page: dict[str, Any]) -> str:
     return (
         '<noscript><p style="padding:1em">This interactive map needs JavaScript.</p></noscript>\n'
         '<script type="application/json" id="dpmap-manifest">'
-        f"{_script_json(layer['manifest'])}</script>\n"
+        f"{_script_json(page['manifest'])}</script>\n"
     )
 
 
-def _script_js(layer: dict[str, Any], map_name: str) -> str:
-    config = dict(layer["config"])
-    config["titleHtml"] = layer["title_html"]
-    config["legendHtml"] = layer["legend_html"]
-    config["captionHtml"] = layer["caption_html"]
+def _script_js(page: dict[str, Any], map_name: str) -> str:
+    config = dict(page["config"])
+    config["titleHtml"] = page["title_html"]
+    config["legendHtml"] = page["legend_html"]
+    config["captionHtml"] = page["caption_html"]
     # the map's variable name is set by folium (map_<hex>), never from user input
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", map_name):  # pragma: no cover
         raise SpecError(f"unexpected folium map name {map_name!r}")

@@ -1,9 +1,15 @@
 """Static maps of a published dpmap release, drawn with matplotlib.
 
-:func:`plot_release` turns the published cell table of a release into a choropleth
-of one statistic per H3 hexagon, with suppressed cells drawn visibly differently from
-zero, an optional second panel with the relative margin of error, and a caption that
-states the privacy guarantee.
+:func:`plot_release` turns the published cell table of a release into a choropleth of
+one statistic per H3 hexagon: colours clipped at 0 (published noisy values may be
+negative when suppression is off) on a scale that stops at the 99th percentile of the
+published values (so a single large cell does not wash out the map; the colour bar
+shows arrows when values fall outside it), 0 drawn as the low end of the scale and
+suppressed cells light grey with ``///`` hatching, so that hidden is never confused with
+zero; an optional second panel with the relative margin of error; and a caption that
+states the privacy guarantee. What is drawn (rows, column, suppressed mask, colour
+scale, caption facts, titles, boundaries) comes from :mod:`dpmap.maps.layers`, shared
+with the interactive map; this file only lays it out with matplotlib and saves the PNG.
 
 The functions here only ever look at the *published* table and manifest: plotting a
 release spends no privacy budget and never touches the raw points.
@@ -19,7 +25,6 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +32,24 @@ import numpy as np
 import pandas as pd
 
 from dpmap.errors import DataFileError, SpecError, missing_extra
+from dpmap.maps.layers import (
+    BOUNDARY_COLOR,
+    MISSING_EDGE,
+    MISSING_FACE,
+    MISSING_LABEL,
+    SUPPRESSED_EDGE,
+    SUPPRESSED_FACE,
+    SUPPRESSED_LABEL,
+    VALUE_CMAP,
+    CaptionFacts,
+    MapLayer,
+    boundary_lines,
+    caption_facts,
+    cell_bounds,
+    cell_polygons,
+    map_layer,
+    numeric_column,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -35,23 +58,12 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_release"]
 
-#: Colormap of the main statistic (sequential, light = low).
-VALUE_CMAP = "YlOrRd"
 #: Colormap of the relative margin of error (sequential, different hue from the values).
 MOE_CMAP = "PuBu"
 #: Upper clip of the relative margin of error panel.
 REL_MOE_CAP = 2.0
-#: Percentile of the published values used as the top of the colour scale.
-COLOR_PERCENTILE = 99.0
 
-SUPPRESSED_FACE = "#e3e3e3"
-SUPPRESSED_EDGE = "#8c8c8c"
 SUPPRESSED_HATCH = "///"
-SUPPRESSED_LABEL = "suppressed (noisy count below threshold)"
-MISSING_FACE = "white"
-MISSING_EDGE = "#b0b0b0"
-MISSING_LABEL = "no published value"
-BOUNDARY_COLOR = "#1f1f1f"
 
 # gids of the artists, so callers (and tests) can find them on the axes
 GID_VALUES = "dpmap-values"
@@ -59,13 +71,6 @@ GID_SUPPRESSED = "dpmap-suppressed"
 GID_MISSING = "dpmap-missing"
 GID_BOUNDARIES = "dpmap-boundaries"
 GID_CAPTION = "dpmap-caption"
-
-_STAT_LABELS = {
-    "count": "noisy count per hexagon",
-    "sum": "noisy sum per hexagon",
-    "mean": "noisy mean per hexagon",
-}
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def plot_release(
@@ -83,9 +88,6 @@ def plot_release(
     resolution: int | None = None,
 ) -> Figure:
     """Draw a static map of one published statistic of a release.
-
-    For a hierarchical release, one level is drawn (``resolution``; default the finest);
-    an adaptive release's mixed-resolution leaves are drawn together.
 
     Parameters
     ----------
@@ -117,6 +119,9 @@ def plot_release(
         nothing is closed). The caption is then placed under this axes.
     dpi : int, default 150
         Resolution of the saved PNG (and of a figure created here).
+    resolution : int, optional
+        For a hierarchical release, the level to draw (default the finest). An adaptive
+        release's mixed-resolution leaves are drawn together.
 
     Returns
     -------
@@ -131,185 +136,18 @@ def plot_release(
         If matplotlib is not installed.
     dpmap.errors.DataFileError
         If the folder of `path` does not exist or the PNG cannot be written.
-
-    Notes
-    -----
-    Colours are clipped at 0 (published noisy values may be negative when suppression
-    is off) and the colour scale stops at the 99th percentile of the published values,
-    so a single large cell does not wash out the map; the colour bar shows arrows when
-    values fall outside the scale. Cells with a published value of 0 get the low end of
-    the colour scale; suppressed cells are light grey with ``///`` hatching.
-
-    Examples
-    --------
-    >>> fig = plot_release(cells, manifest, "debtors.png")  # doctest: +SKIP
     """
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise missing_extra("matplotlib", "plot") from None
-
+    _require_matplotlib()
     out_path = _check_path(path)
-    if ax is not None:
-        show_uncertainty = False
-
-    table = _select_rows(
-        cells, category, resolution=resolution, mixed=bool(manifest.get("adaptive"))
+    layer = map_layer(
+        cells, manifest, column=column, category=category, resolution=resolution, title=title
     )
-    values = _numeric_column(table, column)
-    suppressed = _suppressed_mask(table)
-    moe: np.ndarray | None = None
-    if show_uncertainty:
-        moe_column = f"{column}_moe"
-        if moe_column not in table.columns:
-            raise SpecError(
-                f"show_uncertainty=True needs the margin-of-error column {moe_column!r}, "
-                f"which the release table does not have; pass show_uncertainty=False"
-            )
-        moe = _numeric_column(table, moe_column)
-    polygons = _cell_polygons(table)
-    boundary_lines = _boundary_lines(boundaries) if boundaries is not None else None
-    resolution_text = _resolution_text(table, manifest)
-    stat_label = _STAT_LABELS.get(column, f"noisy {column} per hexagon")
-    if category is not None:
-        stat_label = f"{stat_label}\ncategory: {category}"
-
-    from matplotlib.colors import Normalize
-
-    shown, colour_values, vmax, any_below, any_above = colour_scale(values, suppressed)
-    extend = _extend(below=any_below, above=any_above)
-    value_norm = Normalize(vmin=0.0, vmax=vmax)
-
-    extent = _extent(polygons)
-    own_figure = ax is None
-    layout: _Layout | None = None
+    moe = _moe_values(layer) if show_uncertainty and ax is None else None
+    shapes = _shapes(layer.table, boundaries)
     if ax is None:
-        layout = _new_figure(extent, show_uncertainty, dpi)
-        fig, ax, moe_ax = layout.fig, layout.ax, layout.moe_ax
+        fig = _draw_figure(layer, moe, shapes, manifest, dpi)
     else:
-        fig = ax.figure  # the axes' (sub)figure; the root figure is saved and returned
-        moe_ax = None
-
-    _draw_panel(
-        ax,
-        polygons,
-        colour_values,
-        suppressed,
-        shown,
-        VALUE_CMAP,
-        value_norm,
-        boundary_lines,
-        extent,
-        adjustable="box",
-    )
-    cbar = _colorbar(fig, ax, _mappable(VALUE_CMAP, value_norm), extend, inset=own_figure)
-    cbar.set_label(stat_label, fontsize=9)
-    ax.set_title(stat_label.replace("\n", " · "), fontsize=10)
-
-    if show_uncertainty and moe is not None and moe_ax is not None:
-        rel = moe / np.maximum(np.abs(values), 1.0)
-        rel_shown = shown & np.isfinite(rel)
-        rel_norm = Normalize(vmin=0.0, vmax=REL_MOE_CAP)
-        _draw_panel(
-            moe_ax,
-            polygons,
-            np.clip(rel, 0.0, REL_MOE_CAP),
-            suppressed,
-            rel_shown,
-            MOE_CMAP,
-            rel_norm,
-            boundary_lines,
-            extent,
-            adjustable="box",
-        )
-        moe_ax.tick_params(labelleft=False)
-        moe_cbar = _colorbar(
-            fig,
-            moe_ax,
-            _mappable(MOE_CMAP, rel_norm),
-            "max" if bool((rel[rel_shown] > REL_MOE_CAP).any()) else "neither",
-            inset=True,
-        )
-        ticks = np.linspace(0.0, REL_MOE_CAP, 5)
-        moe_cbar.set_ticks(ticks)
-        moe_cbar.set_ticklabels([f"{t:g}" for t in ticks[:-1]] + [f"≥ {REL_MOE_CAP:g}"])
-        moe_cbar.set_label(
-            "relative 95% margin of error\n(margin of error / max(|value|, 1))", fontsize=9
-        )
-        moe_ax.set_title("uncertainty: relative 95% margin of error", fontsize=10)
-
-    handles = _legend_handles(suppressed, shown)
-    if layout is not None:
-        if handles:
-            fig.legend(
-                handles=handles,
-                loc="upper left",
-                bbox_to_anchor=layout.legend_anchor,
-                frameon=False,
-                fontsize=8,
-                handlelength=2.2,
-                handleheight=1.4,
-                borderaxespad=0.0,
-                ncols=len(handles),
-            )
-        fig.text(
-            *layout.caption_anchor,
-            _caption(
-                manifest,
-                resolution_text,
-                vmax,
-                extend,
-                layout.caption_chars,
-                any_shown=bool(shown.any()),
-            ),
-            ha="left",
-            va="top",
-            fontsize=8,
-            color="#333333",
-            linespacing=1.4,
-            gid=GID_CAPTION,
-        )
-        fig.suptitle(
-            _title(title, manifest, column, category),
-            fontsize=13,
-            ha="left",
-            x=layout.caption_anchor[0],
-            y=layout.title_y,
-            va="top",
-        )
-    else:
-        # below the axes, at fixed distances in points so it works for any axes size
-        from matplotlib.transforms import ScaledTranslation
-
-        below = ax.transAxes + ScaledTranslation(0.0, -24 / 72, fig.dpi_scale_trans)
-        if handles:
-            ax.legend(
-                handles=handles,
-                loc="upper left",
-                bbox_to_anchor=(0.0, 0.0),
-                bbox_transform=below,
-                frameon=False,
-                fontsize=8,
-                handlelength=2.2,
-                handleheight=1.4,
-                borderaxespad=0.0,
-            )
-        ax.annotate(
-            _caption(manifest, resolution_text, vmax, extend, 100, any_shown=bool(shown.any())),
-            xy=(0.0, 0.0),
-            xycoords="axes fraction",
-            xytext=(0.0, -52.0 if handles else -26.0),
-            textcoords="offset points",
-            ha="left",
-            va="top",
-            fontsize=7,
-            color="#333333",
-            gid=GID_CAPTION,
-            annotation_clip=False,
-        )
-        if title is not None:
-            ax.set_title(title)
-
+        fig = _draw_into_axes(ax, layer, shapes, manifest, title)
     root = getattr(fig, "figure", fig)  # a SubFigure's .figure is the root Figure
     if out_path is not None:
         _save_png(root, out_path, dpi)
@@ -317,6 +155,13 @@ def plot_release(
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise missing_extra("matplotlib", "plot") from None
 
 
 def _check_path(path: str | os.PathLike[str] | None) -> Path | None:
@@ -331,212 +176,73 @@ def _check_path(path: str | os.PathLike[str] | None) -> Path | None:
     return out
 
 
-def colour_scale(
-    values: np.ndarray, suppressed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, float, bool, bool]:
-    """The shared colour scale of the static and interactive maps.
-
-    Values are clipped at 0 for colour and the top of the scale is the 99th percentile
-    of the published values. Returns (shown mask, colour values, top, any value below
-    0, any value above the top).
-    """
-    shown = np.isfinite(values) & ~suppressed
-    colour_values = np.clip(values, 0.0, None)
-    vmax = 1.0
-    if shown.any():
-        vmax = float(np.percentile(colour_values[shown], COLOR_PERCENTILE))
-        if not vmax > 0:
-            vmax = float(max(colour_values[shown].max(), 1.0))
-    below = bool((values[shown] < 0).any())
-    above = bool((colour_values[shown] > vmax).any())
-    return shown, colour_values, vmax, below, above
-
-
-def _select_rows(
-    cells: pd.DataFrame,
-    category: str | None,
-    *,
-    resolution: int | None = None,
-    mixed: bool = False,
-) -> pd.DataFrame:
-    """Rows to draw: one category; one level of a hierarchical release (``resolution``,
-    default the finest); all leaves of an adaptive release (``mixed``: they do not overlap)."""
-    if not isinstance(cells, pd.DataFrame):
+def _moe_values(layer: MapLayer) -> np.ndarray:
+    """The margin of error of the mapped column, for the uncertainty panel."""
+    moe_column = f"{layer.column}_moe"
+    if moe_column not in layer.table.columns:
         raise SpecError(
-            f"cells must be the release's cell table (a GeoDataFrame), not {type(cells).__name__}"
+            f"show_uncertainty=True needs the margin-of-error column {moe_column!r}, "
+            f"which the release table does not have; pass show_uncertainty=False"
         )
-    table = cells
-    if "category" in table.columns:
-        valid = sorted({str(c) for c in table["category"].dropna().unique()})
-        if category is None:
-            raise SpecError(
-                f"the release has one row per (cell, category); pick one with category=..., "
-                f"one of: {', '.join(repr(c) for c in valid)}"
-            )
-        if str(category) not in valid:
-            raise SpecError(
-                f"category {category!r} is not in the release; valid categories are: "
-                f"{', '.join(repr(c) for c in valid)}"
-            )
-        table = table[table["category"].astype(str) == str(category)]
-    elif category is not None:
-        raise SpecError(
-            f"category={category!r} was given, but the release has no 'category' column; "
-            f"drop the category argument"
-        )
-    if len(table) == 0:
-        raise SpecError("the release table has no cells to plot")
-    if "resolution" in table.columns:
-        resolutions = sorted({int(r) for r in table["resolution"].dropna().unique()})
-        if resolution is not None:
-            if int(resolution) not in resolutions:
-                raise SpecError(
-                    f"resolution={resolution!r} is not in this release (it has {resolutions}); "
-                    f"pass one of them"
-                )
-            table = table[table["resolution"] == int(resolution)]
-        elif len(resolutions) > 1 and not mixed:
-            # a hierarchical release: its levels overlap, show the finest by default
-            table = table[table["resolution"] == resolutions[-1]]
-    return table
-
-
-def _numeric_column(table: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in table.columns:
-        numeric = [
-            c
-            for c in table.columns
-            if c not in {"resolution", "suppressed"} and _is_numeric(table[c])
-        ]
-        raise SpecError(
-            f"column {column!r} is not in the release table; plottable columns are: "
-            f"{', '.join(repr(c) for c in numeric) or '(none)'}"
-        )
-    series = table[column]
-    if not _is_numeric(series):
-        # an all-null column may come back as dtype object (e.g. everything suppressed)
-        if pd.api.types.is_bool_dtype(series.dtype) or series.notna().any():
-            raise SpecError(
-                f"column {column!r} has dtype {series.dtype}, not numbers; pick a statistic "
-                f"such as 'count'"
-            )
-        return np.full(len(series), np.nan)
-    return pd.to_numeric(series).to_numpy(dtype=float, na_value=np.nan)
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    return bool(
-        pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
-    )
-
-
-def _suppressed_mask(table: pd.DataFrame) -> np.ndarray:
-    if "suppressed" not in table.columns:
-        return np.zeros(len(table), dtype=bool)
-    flags = table["suppressed"].astype("boolean")
-    return flags.to_numpy(dtype=bool, na_value=False)
+    return numeric_column(layer.table, moe_column)
 
 
 # ---------------------------------------------------------------------- geometry
 
 
-def _cell_polygons(table: pd.DataFrame) -> list[list[np.ndarray]]:
-    """One list of (lng, lat) rings per row (several for a MultiPolygon)."""
-    if "geometry" in table.columns:
-        geoms = table["geometry"]
-        crs = getattr(table, "crs", None)
-        if crs is not None and not _is_wgs84(crs):
-            geoms = table.to_crs(4326).geometry
-        out = []
-        for geom in geoms:
-            out.append(_exterior_rings(geom))
-        return out
-    if "cell" not in table.columns:
-        raise SpecError("the release table has neither a 'geometry' nor a 'cell' column")
-    import h3
+@dataclass(frozen=True)
+class _Shapes:
+    """Where a panel draws: the hexagons' rings, the boundary lines, the axes extent."""
 
-    return [
-        [np.array([(lng, lat) for lat, lng in h3.cell_to_boundary(str(c))])] for c in table["cell"]
-    ]
+    polygons: list[list[np.ndarray]]
+    boundary_lines: list[np.ndarray] | None
+    extent: tuple[float, float, float, float]
 
 
-def _exterior_rings(geom: Any) -> list[np.ndarray]:
-    if geom is None or getattr(geom, "is_empty", True):
-        return []
-    if geom.geom_type == "Polygon":
-        return [np.asarray(geom.exterior.coords)[:, :2]]
-    if geom.geom_type in {"MultiPolygon", "GeometryCollection"}:
-        rings: list[np.ndarray] = []
-        for part in geom.geoms:
-            rings.extend(_exterior_rings(part))
-        return rings
-    return []
-
-
-def _all_rings(geom: Any) -> list[np.ndarray]:
-    """Every boundary line of a (multi)polygon or (multi)line, as (x, y) arrays."""
-    if geom is None or getattr(geom, "is_empty", True):
-        return []
-    kind = geom.geom_type
-    if kind == "Polygon":
-        return [np.asarray(geom.exterior.coords)[:, :2]] + [
-            np.asarray(r.coords)[:, :2] for r in geom.interiors
-        ]
-    if kind in {"LineString", "LinearRing"}:
-        return [np.asarray(geom.coords)[:, :2]]
-    if kind.startswith("Multi") or kind == "GeometryCollection":
-        lines: list[np.ndarray] = []
-        for part in geom.geoms:
-            lines.extend(_all_rings(part))
-        return lines
-    return []
-
-
-def _is_wgs84(crs: Any) -> bool:
-    try:
-        return bool(crs.to_epsg() == 4326)
-    except Exception:  # pragma: no cover - exotic CRS objects
-        return False
-
-
-def _boundary_lines(boundaries: Any) -> list[np.ndarray]:
-    import geopandas as gpd
-
-    if isinstance(boundaries, gpd.GeoDataFrame):
-        series = boundaries.geometry
-    elif isinstance(boundaries, gpd.GeoSeries):
-        series = boundaries
-    else:
-        raise SpecError(
-            f"boundaries must be a GeoDataFrame or GeoSeries, not {type(boundaries).__name__}"
-        )
-    if series.crs is None:
-        raise SpecError(
-            "the boundaries have no CRS, so they cannot be placed on the map; set it first, "
-            "e.g. boundaries.set_crs('EPSG:4326') if the coordinates are longitude/latitude "
-            "degrees (or the CRS of the file they came from)"
-        )
-    if not _is_wgs84(series.crs):
-        series = series.to_crs(4326)
-    lines: list[np.ndarray] = []
-    for geom in series:
-        lines.extend(_all_rings(geom))
-    return lines
+def _shapes(table: pd.DataFrame, boundaries: Any) -> _Shapes:
+    polygons = cell_polygons(table)
+    lines = boundary_lines(boundaries) if boundaries is not None else None
+    return _Shapes(polygons=polygons, boundary_lines=lines, extent=_extent(polygons))
 
 
 def _extent(polygons: Sequence[Sequence[np.ndarray]]) -> tuple[float, float, float, float]:
-    rings = [r for rings in polygons for r in rings]
-    if not rings:
+    """(x0, x1, y0, y1) of the hexagons with a 3% margin."""
+    if not any(len(rings) for rings in polygons):
         raise SpecError("the release table has no cell geometries to plot")
-    xy = np.concatenate(rings)
-    x0, y0 = np.nanmin(xy, axis=0)
-    x1, y1 = np.nanmax(xy, axis=0)
+    x0, y0, x1, y1 = cell_bounds(polygons)
     pad_x = max((x1 - x0) * 0.03, 1e-4)
     pad_y = max((y1 - y0) * 0.03, 1e-4)
-    return float(x0 - pad_x), float(x1 + pad_x), float(y0 - pad_y), float(y1 + pad_y)
+    return x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
 
 
-# ------------------------------------------------------------------------ drawing
+# ------------------------------------------------------------------------ figures
+
+
+def _draw_figure(
+    layer: MapLayer,
+    moe: np.ndarray | None,
+    shapes: _Shapes,
+    manifest: Mapping[str, Any],
+    dpi: int,
+) -> Figure:
+    """A new figure: the value panel, the uncertainty panel (if `moe` is given), the
+    legend, the caption and the title."""
+    layout = _new_figure(shapes.extent, moe is not None, dpi)
+    _draw_value_panel(layout.fig, layout.ax, layer, shapes, inset=True)
+    if moe is not None:
+        _draw_uncertainty_panel(layout.fig, layout.moe_ax, layer, moe, shapes)
+    _add_figure_texts(layout, layer, manifest)
+    return layout.fig
+
+
+def _draw_into_axes(
+    ax: Axes, layer: MapLayer, shapes: _Shapes, manifest: Mapping[str, Any], title: str | None
+) -> Any:
+    """The value panel in the caller's axes, with legend and caption under it."""
+    fig = ax.figure  # the axes' (sub)figure; the root figure is saved and returned
+    _draw_value_panel(fig, ax, layer, shapes, inset=False)
+    _add_axes_texts(ax, fig, layer, manifest, title)
+    return fig
 
 
 @dataclass
@@ -604,7 +310,80 @@ def _colorbar(fig: Any, ax: Any, mappable: Any, extend: str, *, inset: bool) -> 
     return cbar
 
 
+# ------------------------------------------------------------------------- panels
+
+
+def _panel_label(layer: MapLayer) -> str:
+    """The value panel's colour-bar label: the statistic, and the category if any."""
+    if layer.category is not None:
+        return f"{layer.stat_label}\ncategory: {layer.category}"
+    return layer.stat_label
+
+
+def _draw_value_panel(fig: Any, ax: Any, layer: MapLayer, shapes: _Shapes, *, inset: bool) -> None:
+    """The mapped statistic on the shared colour scale, with its colour bar and title."""
+    from matplotlib.colors import Normalize
+
+    norm = Normalize(vmin=0.0, vmax=layer.vmax)
+    _draw_panel(ax, shapes, layer.colour_values, layer.suppressed, layer.shown, VALUE_CMAP, norm)
+    extend = _extend(below=layer.below, above=layer.above)
+    cbar = _colorbar(fig, ax, _mappable(VALUE_CMAP, norm), extend, inset=inset)
+    label = _panel_label(layer)
+    cbar.set_label(label, fontsize=9)
+    ax.set_title(label.replace("\n", " · "), fontsize=10)
+
+
+def _draw_uncertainty_panel(
+    fig: Any, ax: Any, layer: MapLayer, moe: np.ndarray, shapes: _Shapes
+) -> None:
+    """The relative 95% margin of error, ``moe / max(|value|, 1)``, clipped to [0, 2]."""
+    from matplotlib.colors import Normalize
+
+    rel = moe / np.maximum(np.abs(layer.values), 1.0)
+    rel_shown = layer.shown & np.isfinite(rel)
+    norm = Normalize(vmin=0.0, vmax=REL_MOE_CAP)
+    clipped = np.clip(rel, 0.0, REL_MOE_CAP)
+    _draw_panel(ax, shapes, clipped, layer.suppressed, rel_shown, MOE_CMAP, norm)
+    ax.tick_params(labelleft=False)
+    extend = "max" if bool((rel[rel_shown] > REL_MOE_CAP).any()) else "neither"
+    cbar = _colorbar(fig, ax, _mappable(MOE_CMAP, norm), extend, inset=True)
+    ticks = np.linspace(0.0, REL_MOE_CAP, 5)
+    cbar.set_ticks(ticks)
+    cbar.set_ticklabels([f"{t:g}" for t in ticks[:-1]] + [f"≥ {REL_MOE_CAP:g}"])
+    cbar.set_label("relative 95% margin of error\n(margin of error / max(|value|, 1))", fontsize=9)
+    ax.set_title("uncertainty: relative 95% margin of error", fontsize=10)
+
+
 def _draw_panel(
+    ax: Any,
+    shapes: _Shapes,
+    colour_values: np.ndarray,
+    suppressed: np.ndarray,
+    shown: np.ndarray,
+    cmap_name: str,
+    norm: Normalize,
+) -> None:
+    """One map panel: the hexagons, the boundaries on top, and the axes' look."""
+    _add_cells(ax, shapes.polygons, colour_values, suppressed, shown, cmap_name, norm)
+    if shapes.boundary_lines:
+        _add_boundaries(ax, shapes.boundary_lines)
+    _style_axes(ax, shapes.extent)
+
+
+def _rings_of(
+    polygons: Sequence[Sequence[np.ndarray]], mask: np.ndarray
+) -> tuple[list[np.ndarray], list[int]]:
+    """The rings of the rows in `mask`, and the row of each ring."""
+    rings: list[np.ndarray] = []
+    rows: list[int] = []
+    for i in np.flatnonzero(mask):
+        for ring in polygons[int(i)]:
+            rings.append(ring)
+            rows.append(int(i))
+    return rings, rows
+
+
+def _add_cells(
     ax: Any,
     polygons: Sequence[Sequence[np.ndarray]],
     colour_values: np.ndarray,
@@ -612,27 +391,13 @@ def _draw_panel(
     shown: np.ndarray,
     cmap_name: str,
     norm: Normalize,
-    boundary_lines: list[np.ndarray] | None,
-    extent: tuple[float, float, float, float],
-    *,
-    adjustable: str = "box",
 ) -> None:
+    """Shown hexagons in colour, suppressed ones hatched grey, the rest white."""
     import matplotlib
-    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.collections import PolyCollection
 
     cmap: Colormap = matplotlib.colormaps[cmap_name]
-    missing = ~shown & ~suppressed
-
-    def rings_of(mask: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-        rings: list[np.ndarray] = []
-        rows: list[int] = []
-        for i in np.flatnonzero(mask):
-            for ring in polygons[int(i)]:
-                rings.append(ring)
-                rows.append(int(i))
-        return rings, rows
-
-    rings, rows = rings_of(shown)
+    rings, rows = _rings_of(polygons, shown)
     faces = cmap(norm(colour_values[rows])) if rows else np.zeros((0, 4))
     ax.add_collection(
         PolyCollection(
@@ -645,24 +410,10 @@ def _draw_panel(
         ),
         autolim=False,
     )
-    rings, _ = rings_of(suppressed)
+    rings, _ = _rings_of(polygons, suppressed)
     if rings:
-        hatched = PolyCollection(
-            rings,
-            facecolors=SUPPRESSED_FACE,
-            edgecolors=SUPPRESSED_EDGE,
-            linewidths=0.3,
-            hatch=SUPPRESSED_HATCH,
-            zorder=2,
-            gid=GID_SUPPRESSED,
-            label=SUPPRESSED_LABEL,
-        )
-        if hasattr(hatched, "set_hatchcolor"):  # matplotlib >= 3.10
-            hatched.set_hatchcolor(SUPPRESSED_EDGE)
-        if hasattr(hatched, "set_hatch_linewidth"):
-            hatched.set_hatch_linewidth(0.6)
-        ax.add_collection(hatched, autolim=False)
-    rings, _ = rings_of(missing)
+        ax.add_collection(_hatched(rings), autolim=False)
+    rings, _ = _rings_of(polygons, ~shown & ~suppressed)
     if rings:
         ax.add_collection(
             PolyCollection(
@@ -676,29 +427,53 @@ def _draw_panel(
             ),
             autolim=False,
         )
-    if boundary_lines:
-        ax.add_collection(
-            LineCollection(
-                boundary_lines,
-                colors=BOUNDARY_COLOR,
-                linewidths=0.7,
-                zorder=3,
-                gid=GID_BOUNDARIES,
-            ),
-            autolim=False,
-        )
+
+
+def _hatched(rings: list[np.ndarray]) -> Any:
+    """Suppressed hexagons: light grey with ``///`` hatching."""
+    from matplotlib.collections import PolyCollection
+
+    hatched = PolyCollection(
+        rings,
+        facecolors=SUPPRESSED_FACE,
+        edgecolors=SUPPRESSED_EDGE,
+        linewidths=0.3,
+        hatch=SUPPRESSED_HATCH,
+        zorder=2,
+        gid=GID_SUPPRESSED,
+        label=SUPPRESSED_LABEL,
+    )
+    if hasattr(hatched, "set_hatchcolor"):  # matplotlib >= 3.10
+        hatched.set_hatchcolor(SUPPRESSED_EDGE)
+    if hasattr(hatched, "set_hatch_linewidth"):
+        hatched.set_hatch_linewidth(0.6)
+    return hatched
+
+
+def _add_boundaries(ax: Any, lines: list[np.ndarray]) -> None:
+    from matplotlib.collections import LineCollection
+
+    ax.add_collection(
+        LineCollection(lines, colors=BOUNDARY_COLOR, linewidths=0.7, zorder=3, gid=GID_BOUNDARIES),
+        autolim=False,
+    )
+
+
+def _style_axes(ax: Any, extent: tuple[float, float, float, float]) -> None:
+    """Limits, a ground-true aspect ratio, degree tick labels and light spines."""
+    from matplotlib.ticker import MaxNLocator
 
     x0, x1, y0, y1 = extent
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     mid_lat = math.radians((y0 + y1) / 2.0)
     # one degree of longitude is cos(latitude) degrees of latitude on the ground
-    ax.set_aspect(1.0 / max(math.cos(mid_lat), 0.05), adjustable=adjustable)
+    ax.set_aspect(1.0 / max(math.cos(mid_lat), 0.05), adjustable="box")
     ax.tick_params(labelsize=7, color="#888888", labelcolor="#555555", length=2)
     ax.xaxis.set_major_formatter(_degree_formatter("E", "W"))
     ax.yaxis.set_major_formatter(_degree_formatter("N", "S"))
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
-    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
     for spine in ax.spines.values():
         spine.set_color("#bbbbbb")
         spine.set_linewidth(0.6)
@@ -744,11 +519,11 @@ def _extend(*, below: bool, above: bool) -> str:
     return "min" if below else "max" if above else "neither"
 
 
-def _legend_handles(suppressed: np.ndarray, shown: np.ndarray) -> list[Any]:
+def _legend_handles(layer: MapLayer) -> list[Any]:
     from matplotlib.patches import Patch
 
     handles = []
-    if suppressed.any():
+    if layer.suppressed.any():
         handles.append(
             Patch(
                 facecolor=SUPPRESSED_FACE,
@@ -758,7 +533,7 @@ def _legend_handles(suppressed: np.ndarray, shown: np.ndarray) -> list[Any]:
                 label=SUPPRESSED_LABEL,
             )
         )
-    if (~shown & ~suppressed).any():
+    if layer.missing.any():
         handles.append(
             Patch(
                 facecolor=MISSING_FACE, edgecolor=MISSING_EDGE, linewidth=0.6, label=MISSING_LABEL
@@ -770,123 +545,91 @@ def _legend_handles(suppressed: np.ndarray, shown: np.ndarray) -> list[Any]:
 # ------------------------------------------------------------------------- texts
 
 
-def _format_epsilon(epsilon: float) -> str:
-    """ε with up to 3 significant digits (``1``, ``0.5``, ``1.23``)."""
-    eps = float(epsilon)
-    if math.isinf(eps):
-        return "∞"
-    if eps != 0 and (abs(eps) >= 1e4 or abs(eps) < 1e-3):
-        return _scientific(eps)
-    return f"{eps:.3g}"
-
-
-def _format_delta(delta: float) -> str:
-    """δ as ``0`` or in scientific notation (``10⁻⁶``, ``2.5 × 10⁻⁷``)."""
-    d = float(delta)
-    if d == 0:
-        return "0"
-    return _scientific(d)
-
-
-def _scientific(x: float) -> str:
-    exponent = math.floor(math.log10(abs(x)))
-    mantissa = x / 10**exponent
-    if round(mantissa, 2) >= 10:  # 9.999e-7 → 1 × 10⁻⁶
-        mantissa /= 10
-        exponent += 1
-    power = "10" + str(exponent).translate(_SUPERSCRIPT)
-    if f"{mantissa:.3g}" == "1":
-        return power
-    return f"{mantissa:.3g} × {power}"
-
-
-def _privacy_phrase(measure: str, delta: float) -> str:
-    name = measure.lower()
-    if "zero_concentrated" in name or "zcdp" in name:
-        return "(zCDP, stated as (ε, δ)-DP)"
-    if delta == 0:
-        return "(pure ε-DP)"
-    return "(approximate (ε, δ)-DP)"
-
-
-def _resolution_text(table: pd.DataFrame, manifest: Mapping[str, Any]) -> str:
-    if "resolution" in table.columns and table["resolution"].notna().any():
-        levels = sorted({int(r) for r in table["resolution"].dropna()})
-        if len(levels) > 1:
-            return f"{levels[0]}–{levels[-1]} (adaptive)"
-        return str(levels[0])
-    res = manifest.get("resolution")
-    if isinstance(res, (list, tuple)):
-        return ", ".join(str(int(r)) for r in res)
-    return "?" if res is None else str(res)
-
-
-def _created_date(created: Any) -> str:
-    text = str(created)
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).date().isoformat()
-    except ValueError:
-        return text[:10]
-
-
-def _privacy_terms(manifest: Mapping[str, Any]) -> tuple[str, str, str]:
-    """ε and δ as shown on a map, and the bracketed phrase naming the kind of privacy."""
-    privacy = manifest.get("privacy", {}) or {}
-    eps = privacy.get("epsilon")
-    delta = float(privacy.get("delta", 0.0) or 0.0)
-    eps_text = "?" if eps is None else _format_epsilon(eps)
-    return eps_text, _format_delta(delta), _privacy_phrase(str(privacy.get("measure", "")), delta)
-
-
-def suppression_note(manifest: Mapping[str, Any]) -> str | None:
-    """How hidden hexagons were chosen, in words for a map caption (None: nothing hidden)."""
-    sup = manifest.get("suppression", {}) or {}
-    threshold, phantoms = sup.get("threshold"), sup.get("expected_phantom_rows")
-    if "none" in str(sup.get("rule", "")).split(":")[0]:
-        return None
-    if sup.get("default") and phantoms is not None:
-        below = (
-            f"a noisy count below {threshold:.4g}"
-            if threshold is not None
-            else "an estimate within a map-wide multiple of its noise"
+def _add_figure_texts(layout: _Layout, layer: MapLayer, manifest: Mapping[str, Any]) -> None:
+    """Legend and caption under the panels, title above them."""
+    fig = layout.fig
+    handles = _legend_handles(layer)
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=layout.legend_anchor,
+            frameon=False,
+            fontsize=8,
+            handlelength=2.2,
+            handleheight=1.4,
+            borderaxespad=0.0,
+            ncols=len(handles),
         )
-        return (
-            f"hexagons with {below} are hidden (at most about 1 truly empty hexagon per map "
-            "is expected to show by chance); a hidden hexagon is not a zero"
+    fig.text(
+        *layout.caption_anchor,
+        _caption(caption_facts(manifest, layer), layout.caption_chars),
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="#333333",
+        linespacing=1.4,
+        gid=GID_CAPTION,
+    )
+    fig.suptitle(
+        layer.title,
+        fontsize=13,
+        ha="left",
+        x=layout.caption_anchor[0],
+        y=layout.title_y,
+        va="top",
+    )
+
+
+def _add_axes_texts(
+    ax: Any, fig: Any, layer: MapLayer, manifest: Mapping[str, Any], title: str | None
+) -> None:
+    """Legend and caption below a given axes, at fixed distances in points (so it works
+    for any axes size); the axes' title only if one was given."""
+    from matplotlib.transforms import ScaledTranslation
+
+    below = ax.transAxes + ScaledTranslation(0.0, -24 / 72, fig.dpi_scale_trans)
+    handles = _legend_handles(layer)
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(0.0, 0.0),
+            bbox_transform=below,
+            frameon=False,
+            fontsize=8,
+            handlelength=2.2,
+            handleheight=1.4,
+            borderaxespad=0.0,
         )
-    if threshold is not None:
-        return f"hexagons with a noisy count below {threshold:.4g} are hidden (not zero)"
-    return "hexagons whose noisy count is below its own margin of error are hidden (not zero)"
+    ax.annotate(
+        _caption(caption_facts(manifest, layer), 100),
+        xy=(0.0, 0.0),
+        xycoords="axes fraction",
+        xytext=(0.0, -52.0 if handles else -26.0),
+        textcoords="offset points",
+        ha="left",
+        va="top",
+        fontsize=7,
+        color="#333333",
+        gid=GID_CAPTION,
+        annotation_clip=False,
+    )
+    if title is not None:
+        ax.set_title(title)
 
 
-def _caption(
-    manifest: Mapping[str, Any],
-    resolution: str,
-    vmax: float,
-    extend: str,
-    width: int,
-    *,
-    any_shown: bool = True,
-) -> str:
+def _caption(facts: CaptionFacts, width: int) -> str:
     """The privacy statement and reading notes, wrapped at separators to `width` chars."""
-    eps_text, delta_text, phrase = _privacy_terms(manifest)
     statement = [
-        f"Differentially private release: ε = {eps_text}, δ = {delta_text} {phrase}",
-        f"H3 resolution {resolution}",
-        _created_date(manifest.get("created", "")),
+        f"Differentially private release: ε = {facts.epsilon}, δ = {facts.delta} {facts.guarantee}",
+        f"H3 resolution {facts.resolution}",
+        facts.created,
         "each value ± its 95% margin of error",
     ]
-    if any_shown:
-        top = f"{round(vmax):,}" if vmax >= 1000 else f"{vmax:.3g}"
-        notes = [f"Colour scale from 0 to {top} (the {COLOR_PERCENTILE:g}th percentile)"]
-    else:
-        notes = ["No hexagon has a published value"]
-    if extend in {"min", "both"}:
-        notes.append("negative noisy values are coloured as 0")
-    hidden = suppression_note(manifest)
-    if hidden:
-        notes.append(hidden)
-    notes.append("differences between single hexagons may be noise.")
+    notes = [facts.scale or "No hexagon has a published value"]
+    notes += [note for note in (facts.negative, facts.hidden) if note]
+    notes.append(f"{facts.noise}.")
     return "\n".join(_join_wrapped(statement, " · ", width) + _join_wrapped(notes, "; ", width))
 
 
@@ -904,15 +647,6 @@ def _join_wrapped(parts: Sequence[str], sep: str, width: int) -> list[str]:
     if current:
         lines.append(current)
     return lines
-
-
-def _title(
-    title: str | None, manifest: Mapping[str, Any], column: str, category: str | None
-) -> str:
-    if title is not None:
-        return title
-    base = manifest.get("title") or f"dpmap release: {column} per H3 hexagon"
-    return f"{base} — {category}" if category is not None else str(base)
 
 
 # -------------------------------------------------------------------------- saving
