@@ -6,11 +6,13 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import h3
 import numpy as np
 import pandas as pd
+import shapely
 
 from dpmap._privacy.postprocess import Z95
-from dpmap.analysis.totals import hidden_for_public, rows_of, total_margins, weighted_totals
+from dpmap.analysis.totals import Rows, hidden_for_public, rows_of, total_margins, weighted_totals
 from dpmap.analysis.zones import equal_area
 from dpmap.errors import SpecError
 
@@ -181,7 +183,6 @@ def finite_number(value: Any, what: str) -> float:
 def _disk(lat: float, lng: float, radius_m: float, n: int = 64) -> Any:
     """A lon/lat polygon around the geodesic disk: n vertices at radius / cos(π/n), so its
     straight edges stay outside the circle (every cell overlapping the disk overlaps it)."""
-    import shapely
     from pyproj import Geod
 
     geod = Geod(ellps="WGS84")
@@ -198,65 +199,11 @@ def _disk(lat: float, lng: float, radius_m: float, n: int = 64) -> Any:
     return shapely.Polygon(np.column_stack([lons, lats]))
 
 
-def around(
-    rel: Release,
-    lat: float,
-    lng: float,
-    radius_m: float = 500.0,
-    *,
-    resolution: int | None = None,
-    noun: str = "records",
-) -> Around:
-    """Totals of the released cells that overlap a circle around a point.
-
-    Answers "how much is around here?" honestly: the result adds up every released cell
-    that overlaps the geodesic disk of ``radius_m`` metres around (``lat``, ``lng``), and
-    says so — it is a total over those whole cells (see :class:`Around`), never a count
-    within ``radius_m``. Unbiased noisy estimates are used (suppressed cells included);
-    margins as in :func:`aggregate_to` (exact for a single cell of a flat release, exact
-    variance for a hierarchical one, normal approximation otherwise).
-
-    Parameters
-    ----------
-    lat, lng
-        The point, in degrees. It must lie in a released cell (else :class:`SpecError`).
-    radius_m
-        Radius of the circle in metres (> 0).
-    resolution
-        Hierarchical releases only: the level to use (default: the finest).
-    noun
-        What the count counts, for the sentence (e.g. ``"debts"``).
-
-    Privacy
-    -------
-    Post-processing of the release's noisy values: no data read, no budget spent.
-    """
-    import h3
-    import shapely
-
-    lat = finite_number(lat, "lat")
-    lng = finite_number(lng, "lng")
-    radius_m = finite_number(radius_m, "radius_m")
-    if not -90 <= lat <= 90:
-        raise SpecError(f"lat must be in [-90, 90] degrees, got {lat!r}")
-    if not -180 <= lng <= 180:
-        raise SpecError(f"lng must be in [-180, 180] degrees, got {lng!r}")
-    if radius_m <= 0:
-        raise SpecError(f"radius_m must be > 0 metres, got {radius_m!r}; e.g. radius_m=500")
-    if not isinstance(noun, str) or not noun.strip():
-        raise SpecError(f"noun must be a non-empty word such as 'debts', got {noun!r}")
-    rows = rows_of(rel, resolution)
-    index = pd.Index(rows.cells)
-    present = sorted({int(r) for r in np.unique(rows.resolutions)})
-    finest = h3.latlng_to_cell(lat, lng, present[-1])
-    own = {h3.latlng_to_cell(lat, lng, r) for r in present}  # geometric containment
-    own |= {h3.cell_to_parent(finest, r) for r in present}  # and along the index tree
-    if not (index.get_indexer(sorted(own)) >= 0).any():
-        raise SpecError(
-            f"the point ({lat:.6g}, {lng:.6g}) is outside the released area (it lies in no released "
-            "H3 cell); pick a point inside the release's region"
-        )
-    disk = _disk(lat, lng, radius_m)
+def _candidate_cells(
+    rows: Rows, index: pd.Index, present: list[int], lat: float, lng: float, radius_m: float
+) -> list[int]:
+    """Rows of every cell that may overlap the disk (a superset, cheap to find): the H3 rings
+    around the point's cell at each resolution present, or every cell when that is fewer."""
     candidates: list[int] = []
     for r in present:
         centre = h3.latlng_to_cell(lat, lng, r)
@@ -270,18 +217,19 @@ def around(
         else:
             pos = index.get_indexer(list(h3.grid_disk(centre, k)))
             candidates.extend(int(p) for p in pos if p >= 0)
-    cand = np.unique(np.asarray(candidates, dtype=np.int64))
-    cand = cand[shapely.intersects(rows.geometry[cand], disk)]
-    cand = cand[np.argsort(rows.cells[cand])]
-    if not rows.unbiased and rows.hidden[cand].any():
-        raise hidden_for_public(rows.hidden[cand])
-    pieces = shapely.intersection(rows.geometry[cand], disk)
-    coverage = float(
-        min(
-            1.0,
-            equal_area(pieces).sum() / equal_area(np.array([shapely.segmentize(disk, 0.01)]))[0],
-        )
-    )
+    return candidates
+
+
+def _around_of(
+    rows: Rows,
+    cand: np.ndarray,
+    where: tuple[float, float, float],
+    coverage: float,
+    present: list[int],
+    noun: str,
+) -> Around:
+    """The totals of the cells ``cand`` (rows of ``rows``) with their margins, as an Around."""
+    lat, lng, radius_m = where
     ones = np.ones(len(cand))
     group = np.zeros(len(cand), dtype=np.int64)
     single = np.array([len(cand) == 1])
@@ -328,3 +276,76 @@ def around(
         noun=noun.strip(),
         value_bounds=rows.value_bounds if has_sum else None,
     )
+
+
+def around(
+    rel: Release,
+    lat: float,
+    lng: float,
+    radius_m: float = 500.0,
+    *,
+    resolution: int | None = None,
+    noun: str = "records",
+) -> Around:
+    """Totals of the released cells that overlap a circle around a point.
+
+    Answers "how much is around here?" honestly: the result adds up every released cell
+    that overlaps the geodesic disk of ``radius_m`` metres around (``lat``, ``lng``), and
+    says so — it is a total over those whole cells (see :class:`Around`), never a count
+    within ``radius_m``. Unbiased noisy estimates are used (suppressed cells included);
+    margins as in :func:`aggregate_to` (exact for a single cell of a flat release, exact
+    variance for a hierarchical one, normal approximation otherwise).
+
+    Parameters
+    ----------
+    lat, lng
+        The point, in degrees. It must lie in a released cell (else :class:`SpecError`).
+    radius_m
+        Radius of the circle in metres (> 0).
+    resolution
+        Hierarchical releases only: the level to use (default: the finest).
+    noun
+        What the count counts, for the sentence (e.g. ``"debts"``).
+
+    Privacy
+    -------
+    Post-processing of the release's noisy values: no data read, no budget spent.
+    """
+
+    lat = finite_number(lat, "lat")
+    lng = finite_number(lng, "lng")
+    radius_m = finite_number(radius_m, "radius_m")
+    if not -90 <= lat <= 90:
+        raise SpecError(f"lat must be in [-90, 90] degrees, got {lat!r}")
+    if not -180 <= lng <= 180:
+        raise SpecError(f"lng must be in [-180, 180] degrees, got {lng!r}")
+    if radius_m <= 0:
+        raise SpecError(f"radius_m must be > 0 metres, got {radius_m!r}; e.g. radius_m=500")
+    if not isinstance(noun, str) or not noun.strip():
+        raise SpecError(f"noun must be a non-empty word such as 'debts', got {noun!r}")
+    rows = rows_of(rel, resolution)
+    index = pd.Index(rows.cells)
+    present = sorted({int(r) for r in np.unique(rows.resolutions)})
+    finest = h3.latlng_to_cell(lat, lng, present[-1])
+    own = {h3.latlng_to_cell(lat, lng, r) for r in present}  # geometric containment
+    own |= {h3.cell_to_parent(finest, r) for r in present}  # and along the index tree
+    if not (index.get_indexer(sorted(own)) >= 0).any():
+        raise SpecError(
+            f"the point ({lat:.6g}, {lng:.6g}) is outside the released area (it lies in no released "
+            "H3 cell); pick a point inside the release's region"
+        )
+    disk = _disk(lat, lng, radius_m)
+    candidates = _candidate_cells(rows, index, present, lat, lng, radius_m)
+    cand = np.unique(np.asarray(candidates, dtype=np.int64))
+    cand = cand[shapely.intersects(rows.geometry[cand], disk)]
+    cand = cand[np.argsort(rows.cells[cand])]
+    if not rows.unbiased and rows.hidden[cand].any():
+        raise hidden_for_public(rows.hidden[cand])
+    pieces = shapely.intersection(rows.geometry[cand], disk)
+    coverage = float(
+        min(
+            1.0,
+            equal_area(pieces).sum() / equal_area(np.array([shapely.segmentize(disk, 0.01)]))[0],
+        )
+    )
+    return _around_of(rows, cand, (lat, lng, radius_m), coverage, present, noun)
