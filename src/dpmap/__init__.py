@@ -4,27 +4,28 @@ Raw points go in; they are binned into coarse H3 cells, each person's contributi
 bounded, noise from OpenDP is added, small noisy counts are suppressed, and only those
 aggregates (with their margins of error) leave the library.
 
-Modules (the public API is re-exported here; everything else is internal):
+The public API is re-exported here; everything else is internal. The package is layered
+(each layer imports only from the ones below it; ``tests/test_structure.py`` checks this):
 
-- ``release``      :func:`release`, :func:`explain`, :func:`read_release`, :class:`Release`
-- ``spec``         :class:`ReleaseSpec`: frozen, validated parameters
-- ``grid``         H3 helpers and the public region (:func:`to_region`)
-- ``bounding``     contribution-bounding semantics and the sensitivities they imply
-- ``mechanisms``   the only module that imports OpenDP (measurements, accounting, accuracy)
-- ``postprocess``  suppression, means, margins: noisy values only
-- ``analysis``     roll-ups to polygons (:meth:`Release.aggregate_to`), :func:`compare`,
-                   "around a point" (:meth:`Release.around`), :func:`plan_epsilon`,
-                   :func:`plan_resolution`: post-processing and planning, no budget spent
-- ``engines``      exact, noise-free bin/bound/aggregate (local: polars in memory; streaming:
-                   polars in batches with a private spill folder; spark: PySpark)
-- ``ledger``       persistent privacy budget (SQLite)
-- ``diagnostics``  PRIVATE counts for the data owner, never published
-- ``io``           readers and writers
-- ``plot``         static maps (matplotlib, optional)
-- ``demo``         synthetic demo data built from real GeoNames places
-- ``cli``          the ``dpmap`` command line
-- ``errors``       the :class:`DpmapError` tree
-- ``audit``        :func:`audit`: empirical lower bound on ε from neighbouring datasets
+- ``cli/``        the ``dpmap`` command line, one module per command group
+- ``audit``       :func:`audit`: an empirical lower bound on ε from neighbouring datasets
+- ``release/``    :func:`release` (``pipeline``), :func:`explain` (``planning``),
+                  :func:`plan_epsilon` / :func:`plan_resolution` (``targets``), the
+                  :class:`Release` and its files (``result``, ``cells``, ``manifest``)
+- ``maps/``       static (matplotlib) and interactive (folium) maps, one shared ``layers``
+- ``analysis/``   roll-ups, :func:`compare`, "around a point", press tables: post-processing
+- ``designs/``    the release designs (flat, discovery, hierarchical, PrivTree, adaptive
+                  grid), one file each, behind one ``Design`` protocol
+- ``_privacy/``   the only code that imports OpenDP: the measurements that draw every noisy
+                  value (``noise``, ``adaptive``), the sensitivities (``bounding``), and the
+                  post-processing of noisy values (``postprocess``)
+- ``engines/``    the exact, noise-free data plane: read, bin, bound, aggregate (``local``,
+                  ``streaming``, ``spark``; shared ``frames`` and ``bounding``; chosen in one
+                  place, :func:`dpmap.engines.engine_for`)
+- ``ledger``, ``demo``, ``io``   the privacy budget (SQLite), demo data, points files
+- ``spec``, ``grid``   :class:`ReleaseSpec` (validated parameters), H3 and the public region
+- ``aggregates``, ``diagnostics``, ``errors``   bounded aggregates, PRIVATE diagnostics,
+                  the :class:`DpmapError` tree
 """
 
 from dpmap._version import __version__
