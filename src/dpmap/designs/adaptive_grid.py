@@ -63,6 +63,7 @@ from dpmap._privacy.noise import (
     check_noise_inputs,
     fit_scale,
     noise_variance,
+    statistic_noise,
 )
 from dpmap.aggregates import exact_total
 from dpmap.designs import hierarchy
@@ -348,7 +349,6 @@ def grid_noise_plan(plan: GridPlan) -> Any:
     With a fixed first level its entries are named ``<stat>_internal@<resolution>``; with
     an automatic one ``<stat>_internal@first`` (the resolution is in the manifest's
     ``adaptive.first_resolution`` once drawn) and ``count_total``."""
-    from dpmap._privacy.noise import statistic_noise
 
     sens = sensitivities(plan.spec)
     # the first level at its resolution (the coarsest possible one when it is chosen later:

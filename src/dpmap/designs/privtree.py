@@ -58,10 +58,12 @@ from dpmap._privacy.adaptive import (
 )
 from dpmap._privacy.bounding import level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
+    NoisePlan,
     accuracy,
     check_noise_inputs,
     fit_scale,
     noise_variance,
+    statistic_noise,
     within_budget,
 )
 from dpmap.designs import hierarchy
@@ -368,7 +370,6 @@ def calibrate(stat: str, l1: int, target: float) -> tuple[float, float]:
 
 def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
     """The release-level summary (a :class:`~dpmap._privacy.noise.NoisePlan`) of an adaptive plan."""
-    from dpmap._privacy.noise import statistic_noise
 
     sens = sensitivities(plan.spec)
     per = {
@@ -392,7 +393,6 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
 def pure_dp_plan(plan: Any, statistics: dict[str, Any], what: str, compositor: Any) -> Any:
     """The :class:`~dpmap._privacy.noise.NoisePlan` of an adaptive plan: pure ε-DP, the noisy
     vectors ``statistics`` composed by OpenDP's ``compositor``."""
-    from dpmap._privacy.noise import NoisePlan
 
     return NoisePlan(
         spec=plan.spec,

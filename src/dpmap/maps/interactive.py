@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap.errors import DataFileError, SpecError, missing_extra
+from dpmap.io import atomic_write
 from dpmap.maps.layers import (
     BOUNDARY_COLOR,
     MISSING_EDGE,
@@ -237,7 +238,6 @@ def html_document(
 
 def save_html(document: str, path: str | os.PathLike[str]) -> Path:
     """Write an HTML `document` to `path` (``.html``/``.htm``) atomically."""
-    from dpmap.io import atomic_write
 
     out = check_html_path(path)
     try:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap.errors import DataFileError, SpecError, missing_extra
+from dpmap.io import atomic_write
 from dpmap.maps.layers import (
     BOUNDARY_COLOR,
     MISSING_EDGE,
@@ -653,7 +654,6 @@ def _join_wrapped(parts: Sequence[str], sep: str, width: int) -> list[str]:
 
 
 def _save_png(fig: Any, out: Path, dpi: int) -> None:
-    from dpmap.io import atomic_write
 
     try:
         with atomic_write([out]) as (tmp,):

@@ -9,8 +9,12 @@ from typing import Any
 
 import pandas as pd
 
+from dpmap.analysis import aggregate_to, around
+from dpmap.analysis.tables import category_total_cells, press_table
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, manifest_path, read_manifest
+from dpmap.maps.interactive import explore_release, write_html
+from dpmap.maps.static import plot_release
 from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
 
 
@@ -147,8 +151,6 @@ class Release:
     def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
         """Static map (matplotlib); see :func:`dpmap.maps.static.plot_release`. A release with
         categories maps their total unless ``category=`` names one (as ``dpmap plot``)."""
-        from dpmap.maps.static import plot_release
-
         cells, kwargs["category"] = self._cells_to_map(kwargs.get("category"), kwargs)
         return plot_release(cells, self._manifest, path, **kwargs)
 
@@ -161,8 +163,6 @@ class Release:
             return cells, category
         if category == "all" and "all" in set(cells["category"].astype(str)):
             return cells, category
-        from dpmap.analysis.tables import category_total_cells
-
         base = self._manifest.get("title") or "dpmap release"
         kwargs.setdefault("title", f"{base} — total of all categories")
         return category_total_cells(self), None
@@ -172,15 +172,11 @@ class Release:
         self, polygons: Any, by: str | None = "name", *, resolution: int | None = None
     ) -> Any:
         """Totals with margins over user polygons; see :func:`dpmap.analysis.aggregate_to`."""
-        from dpmap.analysis import aggregate_to
-
         return aggregate_to(self, polygons, by, resolution=resolution)
 
     def table(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
         """Press-ready table of the cells, or of ``zones`` (rolled up with :meth:`aggregate_to`);
         see :func:`dpmap.analysis.tables.press_table`."""
-        from dpmap.analysis.tables import press_table
-
         source = self if zones is None else self.aggregate_to(zones, by)
         return press_table(source, release=self, **options)
 
@@ -194,8 +190,6 @@ class Release:
         noun: str = "records",
     ) -> Any:
         """Totals of the whole cells overlapping a circle; see :func:`dpmap.analysis.nearby`."""
-        from dpmap.analysis import around
-
         return around(self, lat, lng, radius_m, resolution=resolution, noun=noun)
 
     # -- end of analysis -----------------------------------------------------------------
@@ -206,8 +200,6 @@ class Release:
     ) -> Any:
         """Interactive map (a ``folium.Map``); see :func:`dpmap.maps.interactive.explore_release`. A
         release with categories maps their total unless ``category=`` names one."""
-        from dpmap.maps.interactive import explore_release
-
         cells, category = self._cells_to_map(category, kwargs)
         return explore_release(
             cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
@@ -219,8 +211,6 @@ class Release:
         """Self-contained interactive HTML map (works offline); see
         :func:`dpmap.maps.interactive.write_html`. A release with categories maps their total unless
         ``category=`` names one."""
-        from dpmap.maps.interactive import write_html
-
         cells, category = self._cells_to_map(category, kwargs)
         return write_html(cells, self._manifest, path, column=column, category=category, **kwargs)
 

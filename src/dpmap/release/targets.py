@@ -8,10 +8,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from dpmap import grid
+from dpmap._privacy.noise import plan_noise
 from dpmap._privacy.postprocess import Z95
 from dpmap.analysis.nearby import finite_number, format_area
 from dpmap.analysis.totals import STATS
 from dpmap.errors import MechanismError, SpecError
+from dpmap.spec import ReleaseSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -119,8 +121,6 @@ def _noise_at(
     params: dict[str, Any], epsilon: float, resolution: Any, statistic: str
 ) -> tuple[Any, Any]:
     """The planned noise of one cell's ``statistic`` (OpenDP's calibration) and the plan."""
-    from dpmap._privacy.noise import plan_noise
-    from dpmap.spec import ReleaseSpec
 
     try:
         spec = ReleaseSpec(epsilon=epsilon, resolution=resolution, **params)
