@@ -159,7 +159,7 @@ def test_noise_is_drawn_only_after_the_reservation_is_recorded_and_marked(
     assert all(s == [("spent", Fraction(1, 2))] for s in seen), seen
 
 
-@pytest.mark.parametrize("where", ["publish", "_cell_table"])
+@pytest.mark.parametrize("where", ["publish", "cell_table"])
 def test_a_failure_after_noise_keeps_the_spend(
     tmp_path: Path, points: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
