@@ -174,6 +174,16 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
         out = site / rel.parent / "index.html" if rel.name == "index" else site / rel / "index.html"
         assert out.is_file(), f"{page.relative_to(ROOT)} was not built ({out})"
     html = "".join(p.read_text(encoding="utf-8") for p in (site / "reference").rglob("*.html"))
+    # numpydoc entries of several names ("epsilon, delta", "lat, lng") show each name's own
+    # default (docs/_griffe/combined_parameters.py; griffe alone repeats the first name's)
+    page = (site / "reference" / "api-release" / "index.html").read_text(encoding="utf-8")
+    page = page[page.index('id="dpmap.release.release"') :]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace("&#39;", "'")
+    text = text[text.index("Parameters:") :]
+    for name, default, following in (("delta", "0.0", "lat"), ("lng", "'lng'", "person")):
+        row = re.search(rf" {name} \S+ .*? (\S+) {following} ", text)
+        assert row is not None, f"no parameter row for {name!r} in the API reference"
+        assert row.group(1) == default, f"{name} is shown with default {row.group(1)}"
     for name in dpmap.__all__:
         if name == "__version__":
             continue
