@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -175,7 +176,11 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
         assert out.is_file(), f"{page.relative_to(ROOT)} was not built ({out})"
     html = "".join(p.read_text(encoding="utf-8") for p in (site / "reference").rglob("*.html"))
     # numpydoc entries of several names ("epsilon, delta", "lat, lng") show each name's own
-    # default (docs/_griffe/combined_parameters.py; griffe alone repeats the first name's)
+    # default (docs/_griffe/readable_docstrings.py; griffe alone repeats the first name's)
+    roles = sorted(
+        set(re.findall(r":(?:func|class|meth|mod|attr|data|exc):(?:`|<code>)[^<`]*", html))
+    )
+    assert not roles, f"Sphinx roles shown literally in the API reference: {roles[:5]}"
     page = (site / "reference" / "api-release" / "index.html").read_text(encoding="utf-8")
     page = page[page.index('id="dpmap.release.release"') :]
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace("&#39;", "'")
@@ -189,3 +194,68 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
             continue
         anchor = SHADOWED.get(name, f"dpmap.{name}")
         assert f'id="{anchor}"' in html, f"{anchor} is not rendered in the API reference"
+
+
+def load_docs_extension() -> ModuleType:
+    if importlib.util.find_spec("griffe") is None:
+        skip_or_fail("griffe is not installed (pip install -e '.[docs]')")
+    path = DOCS / "_griffe" / "readable_docstrings.py"
+    spec = importlib.util.spec_from_file_location("readable_docstrings", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_extension_rewrites_roles_and_prose_definition_lists() -> None:
+    ext = load_docs_extension()
+    assert ext.ROLE.sub(ext._role, ":func:`dpmap.explain`") == "`dpmap.explain`"
+    assert ext.ROLE.sub(ext._role, ":class:`~dpmap.release.Release`") == "`Release`"
+    assert ext.ROLE.sub(ext._role, ":meth:`the table <Release.table>`") == "`the table`"
+    text = "\n".join(
+        [
+            "Summary.",
+            "",
+            "Two releases",
+            "    Cell by cell.",
+            "    More.",
+            "Two roll-ups",
+            "    Zone by zone.",
+            "",
+            "```",
+            "",
+            "term",
+            "    code",
+            "```",
+            "",
+            "Parameters",
+            "----------",
+            "a",
+            "    The a.",
+            "b",
+            "    The b.",
+        ]
+    )
+    assert ext._definition_lists(text).split("\n") == [
+        "Summary.",
+        "",
+        "Two releases",
+        ":   Cell by cell.",
+        "    More.",
+        "",
+        "Two roll-ups",
+        ":   Zone by zone.",
+        "",
+        "```",
+        "",
+        "term",
+        "    code",
+        "```",
+        "",
+        "Parameters",
+        "----------",
+        "a",
+        "    The a.",
+        "b",
+        "    The b.",
+    ]
