@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint typecheck bench clean
+.PHONY: install demo test test-fast lint typecheck docs docs-serve bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: release a private map of synthetic Hebei debtors into out/
+## demo: release a private map of synthetic debtors around real Hebei places into out/
 demo: $(STAMP)
 	$(BIN)/dpmap demo --out out
 
@@ -34,6 +34,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src/dpmap
 
+## docs: build the documentation site into site/ (strict: a warning is an error)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+## docs-serve: the documentation site at http://127.0.0.1:8000, rebuilt on every change
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python benchmarks/bench_release.py
@@ -41,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipelinedp.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) out site .pytest_cache .hypothesis .mypy_cache .ruff_cache

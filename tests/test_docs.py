@@ -1,0 +1,261 @@
+"""The documentation: the site builds strictly, every relative link resolves, the API
+reference covers the public names, and nothing cites documents that are not in the
+repository.
+
+The site is built with ``mkdocs build --strict`` (mkdocs.yml: a warning — a broken link or
+anchor, a page missing from the nav, a docstring mkdocstrings cannot render — is an
+error) into a temporary folder, in a fresh interpreter, without the network. When mkdocs
+is not installed the build test is skipped, unless ``CI`` is set: CI installs the ``docs``
+extra (through ``dev``), so there a missing mkdocs fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import dpmap
+from common import skip_or_fail
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+BUILD_TIMEOUT_S = 120
+
+#: Markdown files whose relative links must resolve.
+MARKDOWN = sorted([ROOT / "README.md", ROOT / "examples" / "README.md", *DOCS.rglob("*.md")])
+
+#: Documents that are not in the repository and must never be cited.
+FOREIGN = re.compile(r"\b(?:DESIGN|METHODS|STYLE|USERS)\.md\b|\.\./shared\b")
+
+FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+INLINE_CODE = re.compile(r"`[^`\n]*`")
+LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+DIRECTIVE = re.compile(r"^:::\s*(\S+)", re.M)
+
+#: Public names whose plain path ``dpmap.<name>`` is also a submodule: the reference
+#: documents them through the subpackage's re-export (the heading still reads dpmap.<name>).
+SHADOWED = {"release": "dpmap.release.release", "audit": "dpmap.audit.audit"}
+
+
+def relative_links(path: Path) -> list[str]:
+    """The link targets in a Markdown file that point into the repository (code blocks and
+    inline code left out; web addresses, mail and same-page anchors left out)."""
+    text = INLINE_CODE.sub("", FENCE.sub("", path.read_text(encoding="utf-8")))
+    targets = []
+    for target in LINK.findall(text):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+            continue
+        targets.append(target)
+    return targets
+
+
+def test_markdown_files_are_found() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in MARKDOWN}
+    assert {"README.md", "docs/index.md", "docs/privacy-promise.md"} <= names
+    assert len(names) >= 20, sorted(names)
+
+
+@pytest.mark.parametrize("path", MARKDOWN, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_point_at_files_that_exist(path: Path) -> None:
+    broken = []
+    for target in relative_links(path):
+        file_part = target.split("#", 1)[0]
+        if not file_part:
+            continue
+        resolved = (path.parent / file_part).resolve()
+        if not resolved.exists():
+            broken.append(target)
+    assert not broken, f"{path.relative_to(ROOT)} links to missing files: {broken}"
+
+
+def test_link_checker_sees_links_and_catches_a_broken_one(tmp_path: Path) -> None:
+    """The checker itself: it finds links outside code and ignores those inside it."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "See [a](real.md#part), [b](missing.md) and [c](https://example.org).\n"
+        "`[d](in-code.md)`\n```\n[e](in-fence.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert relative_links(page) == ["real.md#part", "missing.md"]
+
+
+def test_readme_starts_with_the_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = FENCE.search(readme)
+    assert first_block is not None
+    assert readme[: first_block.start()].count("\n") <= 2, "the commands must come first"
+    commands = [
+        line.split("#", 1)[0].strip()
+        for line in first_block.group(0).splitlines()[1:-1]
+        if line.strip()
+    ]
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert len(readme.splitlines()) <= 150, "keep the README short: move details to docs/"
+
+
+def test_no_reference_to_documents_outside_the_repository() -> None:
+    files = [ROOT / "README.md", ROOT / "mkdocs.yml"]
+    for folder in ("docs", "src", "examples", "benchmarks"):
+        files += [
+            p
+            for p in (ROOT / folder).rglob("*")
+            if p.is_file() and p.suffix in {".md", ".py", ".yml", ".toml", ".txt"}
+        ]
+    hits = []
+    for path in files:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if FOREIGN.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not hits, "references to documents that are not in the repository:\n" + "\n".join(hits)
+
+
+def test_foreign_pattern_matches_what_it_must() -> None:
+    for text in ("see DESIGN.md", "(METHODS.md)", "STYLE.md", "USERS.md,", "../shared/x"):
+        assert FOREIGN.search(text), text
+    for text in ("docs/guides/methods.md", "designs.md", "a shared folder"):
+        assert not FOREIGN.search(text), text
+
+
+def reference_directives() -> set[str]:
+    found: set[str] = set()
+    for page in (DOCS / "reference").glob("*.md"):
+        found |= set(DIRECTIVE.findall(page.read_text(encoding="utf-8")))
+    return found
+
+
+def test_api_reference_covers_every_public_name() -> None:
+    documented = reference_directives()
+    public = [name for name in dpmap.__all__ if name != "__version__"]
+    missing = [name for name in public if SHADOWED.get(name, f"dpmap.{name}") not in documented]
+    assert not missing, f"public names without an API reference entry: {missing}"
+
+
+def test_docs_site_builds_strictly(tmp_path: Path) -> None:
+    if (
+        importlib.util.find_spec("mkdocs") is None
+        or importlib.util.find_spec("mkdocstrings_handlers") is None
+    ):
+        skip_or_fail("mkdocs/mkdocstrings are not installed (pip install -e '.[docs]')")
+    site = tmp_path / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--config-file",
+            str(ROOT / "mkdocs.yml"),
+            "--site-dir",
+            str(site),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{log}"
+    assert "WARNING" not in log, log
+    # every page of the nav was written, and the reference rendered every public name
+    for page in DOCS.rglob("*.md"):
+        rel = page.relative_to(DOCS).with_suffix("")
+        out = site / rel.parent / "index.html" if rel.name == "index" else site / rel / "index.html"
+        assert out.is_file(), f"{page.relative_to(ROOT)} was not built ({out})"
+    html = "".join(p.read_text(encoding="utf-8") for p in (site / "reference").rglob("*.html"))
+    # numpydoc entries of several names ("epsilon, delta", "lat, lng") show each name's own
+    # default (docs/_griffe/readable_docstrings.py; griffe alone repeats the first name's)
+    roles = sorted(
+        set(re.findall(r":(?:func|class|meth|mod|attr|data|exc):(?:`|<code>)[^<`]*", html))
+    )
+    assert not roles, f"Sphinx roles shown literally in the API reference: {roles[:5]}"
+    page = (site / "reference" / "api-release" / "index.html").read_text(encoding="utf-8")
+    page = page[page.index('id="dpmap.release.release"') :]
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace("&#39;", "'")
+    text = text[text.index("Parameters:") :]
+    for name, default, following in (("delta", "0.0", "lat"), ("lng", "'lng'", "person")):
+        row = re.search(rf" {name} \S+ .*? (\S+) {following} ", text)
+        assert row is not None, f"no parameter row for {name!r} in the API reference"
+        assert row.group(1) == default, f"{name} is shown with default {row.group(1)}"
+    for name in dpmap.__all__:
+        if name == "__version__":
+            continue
+        anchor = SHADOWED.get(name, f"dpmap.{name}")
+        assert f'id="{anchor}"' in html, f"{anchor} is not rendered in the API reference"
+
+
+def load_docs_extension() -> ModuleType:
+    if importlib.util.find_spec("griffe") is None:
+        skip_or_fail("griffe is not installed (pip install -e '.[docs]')")
+    path = DOCS / "_griffe" / "readable_docstrings.py"
+    spec = importlib.util.spec_from_file_location("readable_docstrings", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_extension_rewrites_roles_and_prose_definition_lists() -> None:
+    ext = load_docs_extension()
+    assert ext.ROLE.sub(ext._role, ":func:`dpmap.explain`") == "`dpmap.explain`"
+    assert ext.ROLE.sub(ext._role, ":class:`~dpmap.release.Release`") == "`Release`"
+    assert ext.ROLE.sub(ext._role, ":meth:`the table <Release.table>`") == "`the table`"
+    text = "\n".join(
+        [
+            "Summary.",
+            "",
+            "Two releases",
+            "    Cell by cell.",
+            "    More.",
+            "Two roll-ups",
+            "    Zone by zone.",
+            "",
+            "```",
+            "",
+            "term",
+            "    code",
+            "```",
+            "",
+            "Parameters",
+            "----------",
+            "a",
+            "    The a.",
+            "b",
+            "    The b.",
+        ]
+    )
+    assert ext._definition_lists(text).split("\n") == [
+        "Summary.",
+        "",
+        "Two releases",
+        ":   Cell by cell.",
+        "    More.",
+        "",
+        "Two roll-ups",
+        ":   Zone by zone.",
+        "",
+        "```",
+        "",
+        "term",
+        "    code",
+        "```",
+        "",
+        "Parameters",
+        "----------",
+        "a",
+        "    The a.",
+        "b",
+        "    The b.",
+    ]
