@@ -7,7 +7,7 @@ parameters only (never raw data), so it costs no privacy budget.
 Which numbers are added up
     The *unbiased* noisy estimates of every row (:attr:`Release.estimates`), suppressed
     rows included. Suppression hides small noisy counts; adding up only the displayed
-    values would bias every total (the README, "Using a release"). A release read
+    values would bias every total (the docs' methods guide, "Using a release"). A release read
     from a file written without ``include_unbiased=True`` has no such estimates: then the
     published values of unsuppressed rows are used, and a question that needs a
     suppressed row raises :class:`~dpmap.errors.SpecError` saying how many cells are hidden

@@ -30,7 +30,7 @@ published information that the least squares uses; unlike AG's original design t
 not decide the cuts themselves (separate decision counts do, see :data:`DECISION_SHARE`:
 reusing one draw for both biases the estimates). Large areas (districts, regions) get the
 first level's precision; the PrivTree refines dense spots more finely and wins on small areas
-(``benchmarks/utility.py``; README "Utility").
+(``benchmarks/utility.py``; the docs' benchmarks page, "Utility").
 
 Privacy: the total is one number with the count's sensitivity; each level is a vector over
 disjoint cells (a partition of the public cells at one resolution, or at mixed

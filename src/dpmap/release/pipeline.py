@@ -86,8 +86,10 @@ def release(
     mechanism
         ``"laplace"`` (pure ε-DP) or ``"gaussian"`` (needs ``delta > 0``).
     suppress_below
-        Hide cells whose noisy count is below this; ``None``: the count's 95% margin of
-        error; ``False``: publish every noisy value (unbiased, may be negative).
+        Hide cells whose noisy count is below this. ``None`` (default): a map-wide
+        threshold chosen so that at most about one truly empty cell per map shows by chance
+        (private discovery: each cell's own 95% margin); ``False``: publish every noisy
+        value (unbiased, may be negative).
     count_share
         Share of ε spent on counts when ``value`` is given (the rest goes to sums).
     selection, seed
