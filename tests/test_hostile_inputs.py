@@ -827,8 +827,8 @@ def test_bug_extreme_parameters_end_in_a_dpmap_error_or_a_release(case: str) -> 
     * ε ≲ 1e-15, max_cells or max_records_per_cell ~1e18, count_share ~1e-300 (and, found
       by the property test below, ε = 0.001 with 212 cells × 469 records and bounds
       (0, 2.3e7)): the noise scale exceeds ~9e15, ``q = exp(-1/scale)`` rounds to 1.0 and
-      src/dpmap/mechanisms.py, noise_variance divides by ``(1 − q)² = 0``
-      (ZeroDivisionError). Fix: refuse absurd plans — in src/dpmap/mechanisms.py,
+      src/dpmap/_privacy/noise.py, noise_variance divides by ``(1 − q)² = 0``
+      (ZeroDivisionError). Fix: refuse absurd plans — in src/dpmap/_privacy/noise.py,
       statistic_noise (every plan, adaptive included, goes through it), before building the
       StatisticNoise: ``if not scale <= 2.0**52: raise MechanismError(f"the {key} noise
       would have scale {scale:.3g}, more than 4.5e15 per cell: epsilon is too small (or
@@ -860,7 +860,7 @@ def test_bug_huge_epsilon_gives_finite_margins_and_strict_json(
     returns -inf, so count_moe = -inf: numpy warns in postprocess.publish (np.ptp of
     infinities), the suppression threshold is -inf, and the manifest and GeoJSON contain
     ``-Infinity``, which is not JSON (JSON.parse in a browser rejects the file). Fix:
-    src/dpmap/mechanisms.py, accuracy — when the result is not finite or is < 0, use the
+    src/dpmap/_privacy/noise.py, accuracy — when the result is not finite or is < 0, use the
     closed form for the discrete Laplace, P(|X| ≥ t) = 2qᵗ/(1+q) with q = e^{-1/s}:
     ``t = max(1, math.ceil(scale * (math.log(2 / (1 + q)) - math.log(alpha))))``; and
     make the manifest strict: ``json.dumps(manifest, allow_nan=False)`` in

@@ -149,13 +149,14 @@ def test_private_discovery_of_an_empty_input_publishes_no_cell() -> None:
 
 
 @pytest.mark.parametrize("kind", ["header-only", "no-point-inside"])
-def test_cli_releases_an_input_without_usable_points(tmp_path: Path, kind: str) -> None:
+def test_cli_releases_an_input_without_usable_points(
+    tmp_path: Path, region_file: Path, kind: str
+) -> None:
     from typer.testing import CliRunner
 
-    from common import write_region_geojson
     from dpmap.cli import app
 
-    region = write_region_geojson(tmp_path)
+    region = region_file
     out = tmp_path / "out.geojson"
     if kind == "header-only":
         points = _header_only(tmp_path)

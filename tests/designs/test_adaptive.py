@@ -534,7 +534,7 @@ def test_split_decisions_have_the_mechanisms_probabilities() -> None:
     acceptance region is its exact two-sided [F⁻¹(t), F̄⁻¹(t)], t = 2e-10 per tail, for
     each of ≤ 24 (depth, b) pairs: a correct implementation fails with probability < 1e-8.
 
-    Deliberately broken (and restored) in src/dpmap/adaptive.py: deciding on the exact
+    Deliberately broken (and restored) in src/dpmap/designs/privtree.py: deciding on the exact
     biased count (no noise) fails every value; so do dropping the depth bias or the floor
     (the values at depth 1 or 2), and a decision scale 0.85× or 1.15× the plan's fails
     several of the values with many trials.

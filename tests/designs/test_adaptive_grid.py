@@ -437,7 +437,7 @@ def test_grid_cuts_and_first_level_noise_follow_the_noisy_counts() -> None:
     (:func:`common.check_dlap_noise`, ≥ 50,000 draws each: < 6e-10), and the decisions are
     independent of the first-level values that enter the estimates.
 
-    Deliberately broken (and restored) in src/dpmap/adaptive_grid.py: cutting on the exact
+    Deliberately broken (and restored) in src/dpmap/designs/adaptive_grid.py: cutting on the exact
     first-level counts (and publishing them) fails the cut frequencies and the first
     level's noise; first-level noise at 0.85× / 1.15× fails its mean square."""
     kids = [c for r0 in h3.get_res0_cells() for c in h3.cell_to_children(r0, 1)]

@@ -3,7 +3,7 @@
 These read the written file as text: it must be self-contained (Leaflet inlined, nothing
 loaded from the network), carry one feature per row, style suppressed cells apart from
 zero, state the privacy guarantee, and escape everything the user typed. The real
-browser test is tests/test_html_browser.py.
+browser test is tests/maps/test_html_browser.py.
 """
 
 from __future__ import annotations
