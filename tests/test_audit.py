@@ -645,6 +645,14 @@ def test_bad_audit_parameters_are_spec_errors(kwargs: dict[str, Any], words: str
     assert "\n" not in str(info.value)
 
 
+def test_a_misspelt_audit_parameter_gets_a_did_you_mean() -> None:
+    with pytest.raises(SpecError) as info:
+        audit(resolution=7, epsilon=1, max_cell=2, runs=4)
+    message = str(info.value)
+    assert "unknown parameter 'max_cell'" in message and "did you mean 'max_cells'?" in message
+    assert "\n" not in message
+
+
 # ---------------------------------------------------------------------------------------
 # the CLI
 

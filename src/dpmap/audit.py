@@ -87,10 +87,17 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
+import h3
 import numpy as np
 import pandas as pd
+import shapely
 
+from dpmap import grid, parameters
+from dpmap._privacy.noise import plan_noise
+from dpmap.engines import local
 from dpmap.errors import SpecError
+from dpmap.parameters import AUDIT_PARAMETERS, check_keywords
+from dpmap.release import explain, pipeline
 
 __all__ = [
     "AuditReport",
@@ -100,28 +107,8 @@ __all__ = [
     "clopper_pearson_upper",
 ]
 
-#: release parameters an audit accepts (the data columns, region and ledger are its own)
-AUDIT_PARAMETERS = frozenset(
-    {
-        "resolution",
-        "epsilon",
-        "delta",
-        "mechanism",
-        "bounds",
-        "max_cells",
-        "max_records_per_cell",
-        "suppress_below",
-        "count_share",
-        "selection",
-        "seed",
-        "level_split",
-        "integers",
-        "adaptive",
-        "adaptive_from",
-        "tree_share",
-        "internal_share",
-    }
-)
+# AUDIT_PARAMETERS (imported above from the parameter table): the release parameters an
+# audit accepts; the data columns, region and ledger are its own.
 
 #: centre of the synthetic region (lat, lng): public, arbitrary, away from the antimeridian
 DEFAULT_CENTRE = (39.1, 116.15)
@@ -144,7 +131,7 @@ def clopper_pearson_lower(k: int, n: int, a: float) -> float:
     _check_binomial(k, n, a)
     if k == 0:
         return 0.0
-    try:
+    try:  # scipy is optional (not a dependency of dpmap): imported only when needed
         from scipy.stats import beta
     except ImportError:  # pragma: no cover - exercised via _cp_bisect in the tests
         return _cp_bisect(k, n, a, lower=True)
@@ -156,7 +143,7 @@ def clopper_pearson_upper(k: int, n: int, a: float) -> float:
     _check_binomial(k, n, a)
     if k == n:
         return 1.0
-    try:
+    try:  # scipy is optional, as above
         from scipy.stats import beta
     except ImportError:  # pragma: no cover
         return _cp_bisect(k, n, a, lower=False)
@@ -383,6 +370,10 @@ class _Setup:
     adversary: str
 
 
+#: columns of the synthetic data (the audit's release reads person="pid", value="amount")
+_COLUMNS = ["lat", "lng", "pid", "amount"]
+
+
 def _neighbours(
     spec: Any,
     *,
@@ -395,17 +386,9 @@ def _neighbours(
     rng: np.random.Generator,
     shuffle: bool,
 ) -> _Setup:
-    import h3
-    import shapely
-
     finest = spec.finest
-    home = h3.latlng_to_cell(centre[0], centre[1], finest)
-    cells = sorted(h3.grid_disk(home, 1))
-    polys = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
-    edge_deg = h3.average_hexagon_edge_length(finest, unit="km") / 111.0
-    region = shapely.union_all(polys).buffer(-0.01 * edge_deg)  # overlaps exactly these cells
-    empty = cells[-1]
-    occupied = cells[:-1]
+    cells, region = _disk(centre, finest)
+    empty, occupied = cells[-1], cells[:-1]
     n_targets = min(len(cells), adversary_cells or spec.max_cells + 1)
     # the main cells (occupied in D: visible in every mode, discovery included) first, then
     # the empty cell; the records go to the main cells, one to each cell beyond max_cells
@@ -413,56 +396,19 @@ def _neighbours(
     targets = [*occupied[:main], *([empty] if n_targets > main else []), *occupied[main:]][
         :n_targets
     ]
-
     per_person = 2  # background records per person, all in the home cell
     kept = min(per_person, spec.max_records_per_cell)
     if background is None:
         background = 10 if not discovery else max(1, math.ceil((threshold or 10) / kept))
-    lo, hi = spec.bounds if spec.bounds is not None else (0, 0)
-    rows = []
-    for ci, cell in enumerate(occupied):
-        lat, lng = h3.cell_to_latlng(cell)
-        for i in range(background):
-            for j in range(per_person):
-                v = lo + ((ci * 7 + i * 3 + j) % 5 + 3) * (hi - lo) / 10  # in [lo, hi]
-                rows.append((lat, lng, f"bg-{ci}-{i}", float(round(v))))
-    columns = ["lat", "lng", "pid", "amount"]
-    d = pd.DataFrame(rows, columns=columns)
+    d = _background(spec, occupied, background, per_person)
     if shuffle:
         d = d.iloc[rng.permutation(len(d))].reset_index(drop=True)
-
-    extreme = EXTREME if abs(hi) >= abs(lo) else -EXTREME
-    # one record in each cell beyond the main ones (so that the L0 bound is exceeded while
-    # the main cells are kept with probability ≥ 1 − (extra cells)/records under random
-    # selection: a nearly fixed contribution, the strongest test of the noise), the rest
-    # spread over the main cells (far above the L∞ bound)
-    extra = n_targets - main
     if adversary_records < n_targets:
         raise SpecError(
             f"adversary_records={adversary_records} cannot cover the adversary's {n_targets} "
             f"cells; pass adversary_records ≥ {n_targets} (or fewer adversary_cells)"
         )
-    per_target = [0] * n_targets
-    for r in range(max(adversary_records - extra, 0)):
-        per_target[r % main] += 1
-    for t in range(main, n_targets):
-        per_target[t] = 1
-    adv = [
-        (*h3.cell_to_latlng(cell), "adversary", extreme)
-        for cell, k in zip(targets, per_target, strict=True)
-        for _ in range(k)
-    ]
-    adv_df = pd.DataFrame(adv, columns=columns).iloc[rng.permutation(len(adv))]
-    # D′: D's rows in the same order with the adversary's rows at random positions among
-    # them (one draw per audit: every run tests the same neighbouring pair)
-    n = len(d) + len(adv_df)
-    at = np.sort(rng.choice(n, size=len(adv_df), replace=False))
-    mine = np.zeros(n, dtype=bool)
-    mine[at] = True
-    order = np.empty(n, dtype=np.int64)
-    order[~mine] = np.arange(len(d))
-    order[mine] = len(d) + np.arange(len(adv_df))
-    d_prime = pd.concat([d, adv_df], ignore_index=True).iloc[order].reset_index(drop=True)
+    adv_df, per_target, extreme = _adversary(spec, targets, main, adversary_records, rng)
     dataset = (
         f"{background} persons × {per_person} records in each of {len(occupied)} of the "
         f"{len(cells)} cells of a resolution-{finest} disk around ({centre[0]}, {centre[1]}); "
@@ -470,8 +416,8 @@ def _neighbours(
     )
     spread = " + ".join(str(k) for k in per_target)
     adversary = (
-        f"one person with {len(adv)} records ({spread}) in {len(targets)} cells"
-        + (" (the last one empty in D)" if extra else "")
+        f"one person with {len(adv_df)} records ({spread}) in {len(targets)} cells"
+        + (" (the last one empty in D)" if n_targets > main else "")
         + f", at random positions among D's rows; the bounds keep {spec.max_cells} cell(s) × "
         f"{spec.max_records_per_cell} record(s); values {extreme:+.0e}"
     )
@@ -480,10 +426,75 @@ def _neighbours(
         cells=cells,
         targets=targets,
         d=d,
-        d_prime=d_prime,
+        d_prime=_insert_at_random(d, adv_df, rng),
         dataset=dataset,
         adversary=adversary,
     )
+
+
+def _disk(centre: tuple[float, float], finest: int) -> tuple[list[str], Any]:
+    """The cell at ``centre`` and its six neighbours (sorted), and a region overlapping
+    exactly these cells."""
+    home = h3.latlng_to_cell(centre[0], centre[1], finest)
+    cells = sorted(h3.grid_disk(home, 1))
+    polys = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
+    edge_deg = h3.average_hexagon_edge_length(finest, unit="km") / 111.0
+    return cells, shapely.union_all(polys).buffer(-0.01 * edge_deg)
+
+
+def _background(spec: Any, occupied: list[str], background: int, per_person: int) -> pd.DataFrame:
+    """D: ``background`` persons with ``per_person`` records in each occupied cell, values
+    in the middle of the bounds."""
+    lo, hi = spec.bounds if spec.bounds is not None else (0, 0)
+    rows = []
+    for ci, cell in enumerate(occupied):
+        lat, lng = h3.cell_to_latlng(cell)
+        for i in range(background):
+            for j in range(per_person):
+                v = lo + ((ci * 7 + i * 3 + j) % 5 + 3) * (hi - lo) / 10  # in [lo, hi]
+                rows.append((lat, lng, f"bg-{ci}-{i}", float(round(v))))
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def _adversary(
+    spec: Any, targets: list[str], main: int, records: int, rng: np.random.Generator
+) -> tuple[pd.DataFrame, list[int], float]:
+    """The adversary's rows (in a random order), records per target cell, and value.
+
+    One record in each cell beyond the main ones (so that the L0 bound is exceeded while
+    the main cells are kept with probability ≥ 1 − (extra cells)/records under random
+    selection: a nearly fixed contribution, the strongest test of the noise), the rest
+    spread over the main cells (far above the L∞ bound).
+    """
+    lo, hi = spec.bounds if spec.bounds is not None else (0, 0)
+    extreme = EXTREME if abs(hi) >= abs(lo) else -EXTREME
+    n_targets = len(targets)
+    per_target = [0] * n_targets
+    for r in range(max(records - (n_targets - main), 0)):
+        per_target[r % main] += 1
+    for t in range(main, n_targets):
+        per_target[t] = 1
+    adv = [
+        (*h3.cell_to_latlng(cell), "adversary", extreme)
+        for cell, k in zip(targets, per_target, strict=True)
+        for _ in range(k)
+    ]
+    return pd.DataFrame(adv, columns=_COLUMNS).iloc[rng.permutation(len(adv))], per_target, extreme
+
+
+def _insert_at_random(
+    d: pd.DataFrame, adv_df: pd.DataFrame, rng: np.random.Generator
+) -> pd.DataFrame:
+    """D′: D's rows in the same order with the adversary's rows at random positions among
+    them (one draw per audit: every run tests the same neighbouring pair)."""
+    n = len(d) + len(adv_df)
+    at = np.sort(rng.choice(n, size=len(adv_df), replace=False))
+    mine = np.zeros(n, dtype=bool)
+    mine[at] = True
+    order = np.empty(n, dtype=np.int64)
+    order[~mine] = np.arange(len(d))
+    order[mine] = len(d) + np.arange(len(adv_df))
+    return pd.concat([d, adv_df], ignore_index=True).iloc[order].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,8 +505,6 @@ class _Observer:
     """Turns one output into named numbers about the adversary's cells."""
 
     def __init__(self, spec: Any, targets: list[str], mode: str, adaptive_root: int | None):
-        import h3
-
         self.spec = spec
         self.mode = mode
         self.targets = targets
@@ -870,7 +879,8 @@ def audit(
     **params
         Release parameters (``resolution``, ``epsilon``, ``delta``, ``mechanism``,
         ``bounds``, ``max_cells``, ``max_records_per_cell``, ``suppress_below``,
-        ``adaptive``, ...). A value column is audited when ``bounds`` is given.
+        ``adaptive``, ...: :data:`AUDIT_PARAMETERS`). A value column is audited when
+        ``bounds`` is given.
 
     Returns
     -------
@@ -879,167 +889,52 @@ def audit(
         event per family, the power (``epsilon_ceiling``, ``can_detect``,
         ``runs_needed``), the runs and the time taken.
     """
-    from dpmap import explain
-    from dpmap.release import release as dpmap_release
-
     t_start = time.perf_counter()
-    unknown = sorted(set(params) - AUDIT_PARAMETERS)
-    if unknown:
-        raise SpecError(
-            f"audit does not take {unknown}: it builds its own data, columns and region; pass "
-            f"only release parameters among {sorted(AUDIT_PARAMETERS)}"
-        )
-    for key in ("resolution", "epsilon"):
-        if key not in params:
-            raise SpecError(f"audit needs {key}=...; pass the parameters of the release to audit")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 4:
-        raise SpecError(f"runs must be a whole number ≥ 4, got {runs!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise SpecError(f"alpha must be in (0, 1), got {alpha!r}; e.g. alpha=1e-6")
-    if level not in ("release", "mechanism"):
-        raise SpecError(f"level must be 'release' or 'mechanism', got {level!r}")
-    if not 0 < selection_fraction < 1:
-        raise SpecError(f"selection_fraction must be in (0, 1), got {selection_fraction!r}")
-    if (
-        isinstance(adversary_records, bool)
-        or not isinstance(adversary_records, int)
-        or adversary_records < 1
-    ):
-        raise SpecError(f"adversary_records must be a whole number ≥ 1, got {adversary_records!r}")
-    if adversary_cells is not None and (
-        isinstance(adversary_cells, bool)
-        or not isinstance(adversary_cells, int)
-        or not 1 <= adversary_cells <= 7
-    ):
-        raise SpecError(f"adversary_cells must be a whole number 1..7, got {adversary_cells!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise SpecError(f"batch must be a whole number ≥ 1, got {batch!r}")
-    if data_seed is not None and (
-        isinstance(data_seed, bool) or not isinstance(data_seed, int) or data_seed < 0
-    ):
-        raise SpecError(f"data_seed must be a whole number ≥ 0 or None (fresh), got {data_seed!r}")
+    _check_params(params)
+    _check_settings(
+        runs=runs,
+        alpha=alpha,
+        level=level,
+        selection_fraction=selection_fraction,
+        adversary_records=adversary_records,
+        adversary_cells=adversary_cells,
+        batch=batch,
+        data_seed=data_seed,
+    )
     # the synthetic data's own randomness (where the adversary's rows go): never the noise,
     # which OpenDP draws inside every release
     seeds = np.random.SeedSequence(data_seed)
-    rng = np.random.default_rng(seeds)
-
-    kwargs = dict(params)
-    if kwargs.get("bounds") is not None:
-        kwargs["bounds"] = tuple(kwargs["bounds"])
-        kwargs["value"] = "amount"
-    kwargs["person"] = "pid"
-    adaptive = bool(kwargs.get("adaptive", False))
-    # the claim: what dpmap plans (and states in every manifest) for these parameters
-    probe_region = None
-    if not discovery:
-        import shapely
-
-        probe_region = shapely.box(
-            centre[1] - 0.01, centre[0] - 0.01, centre[1] + 0.01, centre[0] + 0.01
-        )
-    ex = explain(region=probe_region, **kwargs)
-    spec = ex.spec
-    claimed_eps, claimed_delta = float(ex.plan.epsilon), float(ex.plan.delta)
-
-    if spec.hierarchical:
-        mode = "hierarchical"
-    elif adaptive:
-        mode = "adaptive"
-    elif discovery:
-        mode = "discovery"
-    else:
-        mode = "flat"
-    mode_name = f"{mode}, {spec.mechanism}" + (", count + sum" if spec.value else ", count")
-    if level == "mechanism" and mode != "flat":
-        raise SpecError(
-            "level='mechanism' audits the noise of flat releases over a region; use "
-            "level='release' for hierarchical, adaptive and discovery releases"
-        )
-
+    claim = _claim(params, discovery=discovery, centre=centre, level=level)
+    spec = claim.spec
     setup = _neighbours(
         spec,
         discovery=discovery,
-        threshold=ex.plan.threshold,
+        threshold=claim.threshold,
         centre=centre,
         background=background,
         adversary_records=adversary_records,
         adversary_cells=adversary_cells,
-        rng=rng,
+        rng=np.random.default_rng(seeds),
         shuffle=bool(shuffle),
     )
-    kwargs["region"] = setup.region
-    root = ex.adaptive["root_resolution"] if ex.adaptive else None
-    observer = _Observer(spec, setup.targets, mode, root)
-
+    kwargs = {**claim.kwargs, "region": setup.region}
+    observer = _Observer(spec, setup.targets, claim.mode, claim.adaptive_root)
     manifest_eps: float | None = None
     if level == "release":
-        fn = release_fn if release_fn is not None else dpmap_release
-        datasets = (setup.d, setup.d_prime)
-        per_run: list[list[dict[str, float]]] = [[], []]
-        for r in range(runs):
-            for which in (0, 1):  # interleaved, so that both see the same conditions
-                rel = fn(datasets[which], **kwargs)
-                per_run[which].append(observer.from_release(rel))
-                if manifest_eps is None:
-                    manifest_eps = float(rel.manifest["privacy"]["epsilon"])
-            if progress is not None:
-                progress(r + 1, runs)
-        names = sorted(set().union(*per_run[0], *per_run[1]))
-        obs0, obs1 = _stack(per_run[0], names), _stack(per_run[1], names)
+        fn = release_fn if release_fn is not None else _default_release
+        obs0, obs1, manifest_eps = _release_runs(fn, setup, kwargs, observer, runs, progress)
     else:
         obs0, obs1 = _mechanism_runs(spec, setup, observer, runs, noise_fn, batch, progress)
-        names = sorted(obs0)
-
     n_sel = _selection_runs(runs, selection_fraction)
-    for key, (s0, s1) in _score_observations(obs0, obs1, names, n_sel).items():
-        obs0[key], obs1[key] = s0, s1
-        names.append(key)
-    sel0, sel1 = {k: v[:n_sel] for k, v in obs0.items()}, {k: v[:n_sel] for k, v in obs1.items()}
-    ev0, ev1 = {k: v[n_sel:] for k, v in obs0.items()}, {k: v[n_sel:] for k, v in obs1.items()}
-
-    # families with an observation that varies on the selection runs (decided before
-    # looking at the evaluation runs, so the Bonferroni count is fixed in advance)
-    fams: dict[str, list[str]] = {}
-    for name in names:
-        fam = name.split(":", 1)[0]
-        if fam not in FAMILIES:
-            continue
-        pooled = np.concatenate([sel0[name], sel1[name]])
-        if pooled.min() != pooled.max():
-            fams.setdefault(fam, []).append(name)
-    nf = max(1, len(fams))
-    a_side = alpha / (2 * nf)
-    z = NormalDist().inv_cdf(1 - a_side)
-    results = []
-    for fam in FAMILIES:
-        if fam not in fams:
-            continue
-        ev = _choose(sel0, sel1, fams[fam], claimed_delta, z, runs - n_sel)
-        if ev is None:  # pragma: no cover - a varying observation always yields an event
-            continue
-        results.append(_measure(ev, ev0, ev1, claimed_delta, a_side, fam, setup.targets))
-    eps_lb = max((r.epsilon_lb for r in results), default=0.0)
-    ceiling = epsilon_ceiling(runs - n_sel, a_side, claimed_delta)
-    # at the level of every family measured: enough whichever observations vary
-    needed = runs_needed(
-        claimed_eps, alpha / (2 * len(FAMILIES)), claimed_delta, selection_fraction
-    )
-    notes = []
-    if manifest_eps is not None and not math.isclose(manifest_eps, claimed_eps, rel_tol=1e-9):
-        notes.append(
-            f"the releases' manifests state ε = {manifest_eps:.6g}, but dpmap plans ε = "
-            f"{claimed_eps:.6g} for these parameters (the audit holds the release to the plan)"
-        )
+    results, a_side = _families(obs0, obs1, n_sel, runs - n_sel, claim.delta, alpha, setup.targets)
     public_params = {k: v for k, v in kwargs.items() if k not in ("region",)}
-    public_params["discovery"] = discovery
-    public_params["data_seed"] = seeds.entropy
-    public_params["shuffle"] = bool(shuffle)
+    public_params.update(discovery=discovery, data_seed=seeds.entropy, shuffle=bool(shuffle))
     return AuditReport(
-        mode=mode_name,
+        mode=claim.mode_name,
         level=level,
-        claimed_epsilon=claimed_eps,
-        claimed_delta=claimed_delta,
-        epsilon_lb=eps_lb,
+        claimed_epsilon=claim.epsilon,
+        claimed_delta=claim.delta,
+        epsilon_lb=max((r.epsilon_lb for r in results), default=0.0),
         alpha=alpha,
         runs=runs,
         selection_runs=n_sel,
@@ -1050,10 +945,198 @@ def audit(
         adversary=setup.adversary,
         dataset=setup.dataset,
         manifest_epsilon=manifest_eps,
-        notes=tuple(notes),
-        epsilon_ceiling=ceiling,
-        runs_needed=needed,
+        notes=tuple(_notes(manifest_eps, claim.epsilon)),
+        epsilon_ceiling=epsilon_ceiling(runs - n_sel, a_side, claim.delta),
+        # at the level of every family measured: enough whichever observations vary
+        runs_needed=runs_needed(
+            claim.epsilon, alpha / (2 * len(FAMILIES)), claim.delta, selection_fraction
+        ),
     )
+
+
+def _default_release(points: Any, **kwargs: Any) -> Any:
+    """:func:`dpmap.release`, looked up at each call (a test may replace it to break it)."""
+    return pipeline.release(points, **kwargs)
+
+
+def _check_params(params: dict[str, Any]) -> None:
+    """The release parameters an audit takes (:data:`AUDIT_PARAMETERS`), the required ones
+    given."""
+    foreign = sorted(set(params) & (parameters.names("release") - AUDIT_PARAMETERS))
+    if foreign:
+        raise SpecError(
+            f"audit does not take {foreign}: it builds its own data, columns and region; pass "
+            f"only release parameters among {sorted(AUDIT_PARAMETERS)}"
+        )
+    check_keywords("audit", params)  # a misspelt name: "did you mean"
+    for key in ("resolution", "epsilon"):
+        if key not in params:
+            raise SpecError(f"audit needs {key}=...; pass the parameters of the release to audit")
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is a whole number (not a bool) ≥ ``minimum``."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _check_settings(
+    *,
+    runs: Any,
+    alpha: Any,
+    level: Any,
+    selection_fraction: Any,
+    adversary_records: Any,
+    adversary_cells: Any,
+    batch: Any,
+    data_seed: Any,
+) -> None:
+    """The audit's own settings, each with a one-line error naming the fix."""
+    if not _whole(runs, 4):
+        raise SpecError(f"runs must be a whole number ≥ 4, got {runs!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise SpecError(f"alpha must be in (0, 1), got {alpha!r}; e.g. alpha=1e-6")
+    if level not in ("release", "mechanism"):
+        raise SpecError(f"level must be 'release' or 'mechanism', got {level!r}")
+    if not 0 < selection_fraction < 1:
+        raise SpecError(f"selection_fraction must be in (0, 1), got {selection_fraction!r}")
+    if not _whole(adversary_records, 1):
+        raise SpecError(f"adversary_records must be a whole number ≥ 1, got {adversary_records!r}")
+    if adversary_cells is not None and not (_whole(adversary_cells, 1) and adversary_cells <= 7):
+        raise SpecError(f"adversary_cells must be a whole number 1..7, got {adversary_cells!r}")
+    if not _whole(batch, 1):
+        raise SpecError(f"batch must be a whole number ≥ 1, got {batch!r}")
+    if data_seed is not None and not _whole(data_seed, 0):
+        raise SpecError(f"data_seed must be a whole number ≥ 0 or None (fresh), got {data_seed!r}")
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What the audited release claims: dpmap's plan for these parameters."""
+
+    kwargs: dict[str, Any]  # the release's keywords (without the region)
+    spec: Any
+    epsilon: float
+    delta: float
+    threshold: int | None  # private discovery's threshold
+    adaptive_root: int | None
+    mode: str  # flat, hierarchical, adaptive or discovery
+    mode_name: str
+
+
+def _claim(
+    params: dict[str, Any], *, discovery: bool, centre: tuple[float, float], level: str
+) -> _Claim:
+    """The release's keywords on the synthetic data, and what dpmap plans (and states in
+    every manifest) for them, planned over a probe region near ``centre``."""
+    kwargs = dict(params)
+    if kwargs.get("bounds") is not None:
+        kwargs["bounds"] = tuple(kwargs["bounds"])
+        kwargs["value"] = "amount"
+    kwargs["person"] = "pid"
+    probe_region = None
+    if not discovery:
+        probe_region = shapely.box(
+            centre[1] - 0.01, centre[0] - 0.01, centre[1] + 0.01, centre[0] + 0.01
+        )
+    ex = explain(region=probe_region, **kwargs)
+    spec = ex.spec
+    if spec.hierarchical:
+        mode = "hierarchical"
+    elif bool(kwargs.get("adaptive", False)):
+        mode = "adaptive"
+    elif discovery:
+        mode = "discovery"
+    else:
+        mode = "flat"
+    if level == "mechanism" and mode != "flat":
+        raise SpecError(
+            "level='mechanism' audits the noise of flat releases over a region; use "
+            "level='release' for hierarchical, adaptive and discovery releases"
+        )
+    return _Claim(
+        kwargs=kwargs,
+        spec=spec,
+        epsilon=float(ex.plan.epsilon),
+        delta=float(ex.plan.delta),
+        threshold=ex.plan.threshold,
+        adaptive_root=ex.adaptive["root_resolution"] if ex.adaptive else None,
+        mode=mode,
+        mode_name=f"{mode}, {spec.mechanism}" + (", count + sum" if spec.value else ", count"),
+    )
+
+
+def _release_runs(
+    fn: Callable[..., Any],
+    setup: _Setup,
+    kwargs: dict[str, Any],
+    observer: _Observer,
+    runs: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float | None]:
+    """Observations of ``runs`` whole releases of D and of D′, and the ε the first
+    release's manifest states."""
+    manifest_eps: float | None = None
+    datasets = (setup.d, setup.d_prime)
+    per_run: list[list[dict[str, float]]] = [[], []]
+    for r in range(runs):
+        for which in (0, 1):  # interleaved, so that both see the same conditions
+            rel = fn(datasets[which], **kwargs)
+            per_run[which].append(observer.from_release(rel))
+            if manifest_eps is None:
+                manifest_eps = float(rel.manifest["privacy"]["epsilon"])
+        if progress is not None:
+            progress(r + 1, runs)
+    names = sorted(set().union(*per_run[0], *per_run[1]))
+    return _stack(per_run[0], names), _stack(per_run[1], names), manifest_eps
+
+
+def _families(
+    obs0: dict[str, np.ndarray],
+    obs1: dict[str, np.ndarray],
+    n_sel: int,
+    n_eval: int,
+    delta: float,
+    alpha: float,
+    targets: list[str],
+) -> tuple[list[EventResult], float]:
+    """The best event of each family, chosen on the first ``n_sel`` runs and measured on
+    the rest, and the one-sided level each bound is taken at."""
+    names = sorted(obs0)
+    for key, (s0, s1) in _score_observations(obs0, obs1, names, n_sel).items():
+        obs0[key], obs1[key] = s0, s1
+        names.append(key)
+    sel0, sel1 = {k: v[:n_sel] for k, v in obs0.items()}, {k: v[:n_sel] for k, v in obs1.items()}
+    ev0, ev1 = {k: v[n_sel:] for k, v in obs0.items()}, {k: v[n_sel:] for k, v in obs1.items()}
+    # families with an observation that varies on the selection runs (decided before
+    # looking at the evaluation runs, so the Bonferroni count is fixed in advance)
+    fams: dict[str, list[str]] = {}
+    for name in names:
+        fam = name.split(":", 1)[0]
+        if fam not in FAMILIES:
+            continue
+        pooled = np.concatenate([sel0[name], sel1[name]])
+        if pooled.min() != pooled.max():
+            fams.setdefault(fam, []).append(name)
+    a_side = alpha / (2 * max(1, len(fams)))
+    z = NormalDist().inv_cdf(1 - a_side)
+    results = []
+    for fam in FAMILIES:
+        if fam not in fams:
+            continue
+        ev = _choose(sel0, sel1, fams[fam], delta, z, n_eval)
+        if ev is None:  # pragma: no cover - a varying observation always yields an event
+            continue
+        results.append(_measure(ev, ev0, ev1, delta, a_side, fam, targets))
+    return results, a_side
+
+
+def _notes(manifest_eps: float | None, claimed_eps: float) -> list[str]:
+    if manifest_eps is not None and not math.isclose(manifest_eps, claimed_eps, rel_tol=1e-9):
+        return [
+            f"the releases' manifests state ε = {manifest_eps:.6g}, but dpmap plans ε = "
+            f"{claimed_eps:.6g} for these parameters (the audit holds the release to the plan)"
+        ]
+    return []
 
 
 def _mechanism_runs(
@@ -1065,10 +1148,6 @@ def _mechanism_runs(
     batch: int,
     progress: Callable[[int, int], None] | None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    from dpmap import grid
-    from dpmap._privacy.noise import plan_noise
-    from dpmap.engines import local
-
     region = grid.to_region(setup.region)
     domain = grid.region_to_cells(region, spec.finest)
     hex_domain = list(grid.cells_to_hex(domain))

@@ -17,7 +17,8 @@ import shapely
 from shapely.geometry import box
 
 import dpmap
-from dpmap.cli.app import _cli_options, as_command_line, main
+from dpmap.cli.app import as_command_line, main
+from dpmap.cli.app import cli_options as _cli_options
 
 REGION = box(116.0, 39.0, 116.5, 39.4)
 
