@@ -47,7 +47,6 @@ audit's own randomness (where the adversary's rows go among D's) is fixed by
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import sys
@@ -416,29 +415,24 @@ def cached_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     production (adaptive releases build their OpenDP chains from the plan at run time);
     test_gaussian_end_to_end_without_caching runs a few releases without the cache.
     """
-    planning = sys.modules["dpmap.release.planning"]
     module = sys.modules["dpmap.release.pipeline"]
-    cache = functools.lru_cache(maxsize=None)(planning.plan_noise)
-    monkeypatch.setattr(
-        planning, "plan_noise", lambda spec, *, discovery=False: cache(spec, discovery=discovery)
-    )
-    real_plan_for = module.plan_for
-    adaptive_plans: dict[Any, Any] = {}
+    real_design_for = module.design_for
+    designs: dict[Any, Any] = {}
 
-    def plan_for(spec: Any, reg: Any, adaptive: Any, *rest: Any) -> Any:
-        if not adaptive:
-            return real_plan_for(spec, reg, adaptive, *rest)
+    def design_for(spec: Any, region: Any, options: Any) -> Any:
+        internal = options.internal_share
         key = (
             spec,
-            None if reg is None else reg.fingerprint,
-            adaptive,
-            *(tuple(x) if isinstance(x, list) else x for x in rest),
+            None if region is None else region.fingerprint,
+            dataclasses.replace(
+                options, internal_share=tuple(internal) if isinstance(internal, list) else internal
+            ),
         )
-        if key not in adaptive_plans:
-            adaptive_plans[key] = real_plan_for(spec, reg, adaptive, *rest)
-        return adaptive_plans[key]
+        if key not in designs:
+            designs[key] = real_design_for(spec, region, options)
+        return designs[key]
 
-    monkeypatch.setattr(module, "plan_for", plan_for)
+    monkeypatch.setattr(module, "design_for", design_for)
 
 
 #: mode → (release parameters, runs per dataset, whether the ¼-noise mutation is tested).

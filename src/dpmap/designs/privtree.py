@@ -78,6 +78,7 @@ from dpmap.designs.base import (
 )
 from dpmap.designs.flat import independent_correlation
 from dpmap.errors import MechanismError, SpecError
+from dpmap.parameters import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from dpmap.spec import Mechanism, ReleaseSpec
 
 __all__ = [
@@ -89,24 +90,6 @@ __all__ = [
 ]
 
 BETA = 7  #: the largest fan-out of H3's index tree
-
-#: Default share of ε for the split decisions. Measured by benchmarks/utility.py over three
-#: regions, N = 1e4..1e6 and ε = 0.1..1: 0.3 gave lower range-query error than 0.5 in
-#: 81 of 81 settings (median −19%); 0.2 was about level, 0.1 worse at small N.
-DEFAULT_TREE_SHARE = 0.3
-
-#: Default share of each statistic's post-tree budget for the internal nodes (split evenly
-#: over the internal resolutions); the leaves get the rest. 0 publishes leaves only.
-#: Measured by benchmarks/utility.py (random rectangles, three regions): 0.2 raised the mean
-#: error by 8–10% (finest resolution UG rule + 2) and 4–5% (+1) in each size class (full
-#: run, N = 1e4..1e6, ε = 0.1..1, geometric means over settings); in exploratory
-#: runs (N = 1e4, 1e5, ε = 0.5, 1) 0.35 by 14–18% and 0.5 by 28–29%, and shares on the
-#: coarsest depths only, with a coarser root or with tree_share 0.2, were at best level on
-#: the 1–10% rectangles (−0.6% to +7%) and worse on smaller ones. The leaves lose budget
-#: everywhere while an internal value helps only queries covering its whole subtree of many
-#: leaves (the region total: standard deviation 71 → 26 in one Pennsylvania tree with 0.3
-#: at the coarsest depth). So internal values are opt-in.
-DEFAULT_INTERNAL_SHARE = 0.0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dpmap.diagnostics import Diagnostics
 from dpmap.engines import engine_for
 from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.ledger import Ledger, check_label
+from dpmap.parameters import checked
 from dpmap.release.cells import cell_table, estimates_frame
 from dpmap.release.manifest import build_manifest
 from dpmap.release.planning import SPEC_FIELDS, design_options, make_spec, resolve_region
@@ -23,6 +24,7 @@ from dpmap.release.result import Release
 __all__ = ["release"]
 
 
+@checked("release")  # an unknown keyword: SpecError with a 'did you mean'
 def release(
     points: Any,
     *,

@@ -16,6 +16,7 @@ from dpmap._privacy.postprocess import (
 from dpmap.analysis.tables import count_unit
 from dpmap.designs import DesignOptions, adaptive_method, design_for
 from dpmap.errors import SpecError, warn_negligible_noise
+from dpmap.parameters import check_keywords
 from dpmap.spec import ReleaseSpec
 
 
@@ -199,6 +200,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
 
     Takes the same keywords as :func:`release` (without ``points``).
     """
+    check_keywords("explain", params)
     for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine"):
         params.pop(key, None)
     options = design_options(
