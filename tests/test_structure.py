@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "dpmap"
 
 #: functions allowed over the limit, with the reason (keep this list short)
-LONG_FUNCTIONS: dict[str, str] = {}
+LONG_FUNCTIONS: dict[str, str] = {
+    "dpmap.audit.audit": "its keyword-only signature alone is 20 lines (every audit parameter); "
+    "the body is named steps",
+}
 
 MAX_LINES = 80
 
