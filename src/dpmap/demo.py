@@ -324,57 +324,13 @@ def synthetic_debtors(n: int = 200_000, *, seed: int = 0) -> pd.DataFrame:
     region = hebei_region()
     places = hebei_places()
     shapely.prepare(region)
-
-    # Records per debtor: 1, or 2-4 for about 10% of debtors; n debtors always suffice.
-    k = np.where(rng.random(n) < _SHARE_MULTI_DEBT, rng.integers(2, 5, size=n), 1)
-    total = np.cumsum(k)
-    n_debtors = int(np.searchsorted(total, n)) + 1 if n else 0
-    k = k[:n_debtors]
-    if n_debtors:
-        k[-1] -= int(total[n_debtors - 1]) - n
-
-    # Home place of each debtor, proportional to population with a floor.
-    pop = places["population"].to_numpy(dtype=np.float64)
-    known = pop[pop > 0]
-    floor = float(np.quantile(known, _FLOOR_QUANTILE)) if known.size else 1.0
-    weight = np.where(pop > 0, pop, floor)
-    place = rng.choice(pop.size, size=n_debtors, p=weight / weight.sum())
-
-    p_lng = places["lng"].to_numpy()[place]
-    p_lat = places["lat"].to_numpy()[place]
-    sd_km = np.clip(
-        _SPREAD_KM_AT_100K * np.sqrt(weight[place] / 1e5), _SPREAD_KM_MIN, _SPREAD_KM_MAX
-    )
-
-    home_lng, home_lat = _offset(p_lng, p_lat, sd_km, rng)
-    outside = ~shapely.contains_xy(region, home_lng, home_lat)
-    for _ in range(_MAX_REDRAWS):
-        if not outside.any():
-            break
-        i = np.flatnonzero(outside)
-        home_lng[i], home_lat[i] = _offset(p_lng[i], p_lat[i], sd_km[i], rng)
-        outside[i] = ~shapely.contains_xy(region, home_lng[i], home_lat[i])
-    # Practically unreachable: put the last stragglers at their place itself.
-    home_lng[outside], home_lat[outside] = p_lng[outside], p_lat[outside]
-
-    # Records: the first at home, further ones at home or nearby.
-    debtor = np.repeat(np.arange(n_debtors), k)
-    lng, lat = home_lng[debtor], home_lat[debtor]
-    starts = np.concatenate([[0], np.cumsum(k)[:-1]]) if n_debtors else np.empty(0, np.int64)
-    further = np.ones(n, dtype=bool)
-    further[starts] = False
-    moves = np.flatnonzero(further & (rng.random(n) < 0.5))
-    m_lng, m_lat = _offset(lng[moves], lat[moves], np.full(moves.size, _NEARBY_KM), rng)
-    inside = shapely.contains_xy(region, m_lng, m_lat)
-    lng[moves[inside]], lat[moves[inside]] = m_lng[inside], m_lat[inside]
-
-    amount = np.round(rng.lognormal(math.log(_MEDIAN_AMOUNT_YUAN), _AMOUNT_LOG_SD, size=n), 2)
-    amount = np.maximum(amount, 0.01)
-    names = np.array(list(CREDITOR_SHARES), dtype=object)
-    shares = np.array(list(CREDITOR_SHARES.values()))
-    creditor = names[rng.choice(names.size, size=n, p=shares / shares.sum())]
-
-    ids = np.array([f"D{i:07d}" for i in range(1, n_debtors + 1)], dtype=object)
+    # each step draws from the same generator, in this order (the seed fixes the frame)
+    k = _records_per_debtor(n, rng)
+    p_lng, p_lat, sd_km = _home_places(places, k.size, rng)
+    home_lng, home_lat = _homes(region, p_lng, p_lat, sd_km, rng)
+    debtor, lng, lat = _record_locations(region, home_lng, home_lat, k, rng)
+    amount, creditor = _amounts_and_creditors(n, rng)
+    ids = np.array([f"D{i:07d}" for i in range(1, k.size + 1)], dtype=object)
     order = rng.permutation(n)
     frame = pd.DataFrame(
         {
@@ -387,3 +343,87 @@ def synthetic_debtors(n: int = 200_000, *, seed: int = 0) -> pd.DataFrame:
     )
     # the string dtype of the installed pandas, also for an empty frame
     return frame.astype({"debtor_id": str, "creditor": str})
+
+
+def _records_per_debtor(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Records of each debtor: 1, or 2-4 for about 10% of debtors, adding up to ``n``
+    (n debtors always suffice; the last one's records are cut to fit)."""
+    k = np.where(rng.random(n) < _SHARE_MULTI_DEBT, rng.integers(2, 5, size=n), 1)
+    total = np.cumsum(k)
+    n_debtors = int(np.searchsorted(total, n)) + 1 if n else 0
+    k = k[:n_debtors]
+    if n_debtors:
+        k[-1] -= int(total[n_debtors - 1]) - n
+    return k
+
+
+def _home_places(
+    places: pd.DataFrame, n_debtors: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each debtor's home place, drawn in proportion to population with a floor: its
+    longitude, latitude and the spread (sd, km) of homes around it."""
+    pop = places["population"].to_numpy(dtype=np.float64)
+    known = pop[pop > 0]
+    floor = float(np.quantile(known, _FLOOR_QUANTILE)) if known.size else 1.0
+    weight = np.where(pop > 0, pop, floor)
+    place = rng.choice(pop.size, size=n_debtors, p=weight / weight.sum())
+    p_lng = places["lng"].to_numpy()[place]
+    p_lat = places["lat"].to_numpy()[place]
+    sd_km = np.clip(
+        _SPREAD_KM_AT_100K * np.sqrt(weight[place] / 1e5), _SPREAD_KM_MIN, _SPREAD_KM_MAX
+    )
+    return p_lng, p_lat, sd_km
+
+
+def _homes(
+    region: BaseGeometry,
+    p_lng: np.ndarray,
+    p_lat: np.ndarray,
+    sd_km: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Homes scattered around their places; a home outside the region is redrawn around
+    the same place (so places keep their weight)."""
+    home_lng, home_lat = _offset(p_lng, p_lat, sd_km, rng)
+    outside = ~shapely.contains_xy(region, home_lng, home_lat)
+    for _ in range(_MAX_REDRAWS):
+        if not outside.any():
+            break
+        i = np.flatnonzero(outside)
+        home_lng[i], home_lat[i] = _offset(p_lng[i], p_lat[i], sd_km[i], rng)
+        outside[i] = ~shapely.contains_xy(region, home_lng[i], home_lat[i])
+    # Practically unreachable: put the last stragglers at their place itself.
+    home_lng[outside], home_lat[outside] = p_lng[outside], p_lat[outside]
+    return home_lng, home_lat
+
+
+def _record_locations(
+    region: BaseGeometry,
+    home_lng: np.ndarray,
+    home_lat: np.ndarray,
+    k: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each record's debtor and location: the first at home, further ones at home or,
+    half of the time, within a few hundred metres of it (inside the region)."""
+    n = int(k.sum())
+    debtor = np.repeat(np.arange(k.size), k)
+    lng, lat = home_lng[debtor], home_lat[debtor]
+    starts = np.concatenate([[0], np.cumsum(k)[:-1]]) if k.size else np.empty(0, np.int64)
+    further = np.ones(n, dtype=bool)
+    further[starts] = False
+    moves = np.flatnonzero(further & (rng.random(n) < 0.5))
+    m_lng, m_lat = _offset(lng[moves], lat[moves], np.full(moves.size, _NEARBY_KM), rng)
+    inside = shapely.contains_xy(region, m_lng, m_lat)
+    lng[moves[inside]], lat[moves[inside]] = m_lng[inside], m_lat[inside]
+    return debtor, lng, lat
+
+
+def _amounts_and_creditors(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Debt amounts (log-normal, rounded to fen, > 0) and creditor kinds of ``n`` records."""
+    amount = np.round(rng.lognormal(math.log(_MEDIAN_AMOUNT_YUAN), _AMOUNT_LOG_SD, size=n), 2)
+    amount = np.maximum(amount, 0.01)
+    names = np.array(list(CREDITOR_SHARES), dtype=object)
+    shares = np.array(list(CREDITOR_SHARES.values()))
+    creditor = names[rng.choice(names.size, size=n, p=shares / shares.sum())]
+    return amount, creditor

@@ -489,6 +489,104 @@ def _check_details(details: Mapping[str, Any] | None) -> str:
 # --------------------------------------------------------------------------- ledger
 
 
+@dataclass(frozen=True)
+class _Record:
+    """The audit-trail fields of a reservation, checked (public parameters only)."""
+
+    mechanism: str
+    statistics: tuple[str, ...]
+    resolution: int | None
+    details_json: str
+    label: str | None
+
+
+def _check_spend(
+    accounting: Accounting, epsilon: Amount, delta: Amount, rho: Amount | None
+) -> Budget:
+    """The spend a reservation asks for, checked against its accounting mode.
+
+    A spend is what OpenDP reported: a float is charged at its exact binary value.
+    """
+    if accounting not in ACCOUNTING_MODES:
+        raise SpecError(
+            f"accounting must be one of {', '.join(ACCOUNTING_MODES)}; got {accounting!r}"
+        )
+    eps = _check_epsilon(epsilon, floats="binary")
+    dlt = _check_delta(delta, floats="binary")
+    rho_q: Fraction | None = None
+    if accounting == "zcdp":
+        if rho is None:
+            raise SpecError(
+                "a zcdp release must pass rho (and the (epsilon, delta) OpenDP converted it to)"
+            )
+        rho_q = _exact(rho, "rho", floats="binary")
+        if rho_q <= 0:
+            raise SpecError(f"rho must be > 0, got {format_amount(rho_q)}")
+        if dlt == 0:
+            raise SpecError(
+                "a zcdp release needs delta > 0: pass the (epsilon, delta) that OpenDP's "
+                "zCDP-to-approx-DP conversion reported for this rho"
+            )
+    elif rho is not None:
+        raise SpecError(f"rho is only recorded for accounting='zcdp', not {accounting!r}")
+    if accounting == "pure-dp" and dlt != 0:
+        raise SpecError(
+            f"a pure-dp release has delta = 0, got delta = {format_amount(dlt)}; "
+            "use accounting='approx-dp'"
+        )
+    return Budget(eps, dlt, rho_q)
+
+
+def _check_record(
+    mechanism: str,
+    statistics: Sequence[str],
+    resolution: int | None,
+    details: Mapping[str, Any] | None,
+    label: str | None,
+) -> _Record:
+    """The audit-trail fields of a reservation, checked."""
+    mech = _check_text(mechanism, "mechanism")
+    if isinstance(statistics, str) or not isinstance(statistics, Sequence) or not statistics:
+        raise SpecError(f"statistics must be a non-empty list of names, got {statistics!r}")
+    stats = tuple(_check_text(s, "each statistic name") for s in statistics)
+    if resolution is not None and (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, numbers.Integral)
+        or not 0 <= resolution <= 15
+    ):
+        raise SpecError(f"resolution must be an H3 resolution 0..15 or None, got {resolution!r}")
+    res = None if resolution is None else int(resolution)
+    return _Record(mech, stats, res, _check_details(details), check_label(label))
+
+
+def _insert_reserved(
+    conn: sqlite3.Connection, name: str, requested: Budget, accounting: str, record: _Record
+) -> int:
+    """Record the release with status ``"reserved"``; returns the new entry's id."""
+    cur = conn.execute(
+        "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
+        "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
+        "details, label) "
+        "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        (
+            name,
+            _now(),
+            _store(requested.epsilon),
+            _store(requested.delta),
+            None if requested.rho is None else _store(requested.rho),
+            accounting,
+            record.mechanism,
+            json.dumps(list(record.statistics), ensure_ascii=False),
+            record.resolution,
+            __version__,
+            record.details_json,
+            record.label,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return int(cur.lastrowid)
+
+
 def _nearby_ledger(path: Path) -> Path | None:
     """The dpmap ledger in ``path``'s folder whose name is closest to ``path``'s, if any is
     close (for "did you mean"). Reads 72 bytes of at most 200 files; never writes."""
@@ -786,82 +884,23 @@ class Ledger:
         :meth:`Reservation.mark_noise_drawn` returned.
         """
         name = _check_name(dataset)
-        if accounting not in ACCOUNTING_MODES:
-            raise SpecError(
-                f"accounting must be one of {', '.join(ACCOUNTING_MODES)}; got {accounting!r}"
-            )
-        # a spend is what OpenDP reported: a float is charged at its exact binary value
-        eps = _check_epsilon(epsilon, floats="binary")
-        dlt = _check_delta(delta, floats="binary")
-        rho_q: Fraction | None = None
-        if accounting == "zcdp":
-            if rho is None:
-                raise SpecError(
-                    "a zcdp release must pass rho (and the (epsilon, delta) OpenDP converted it to)"
-                )
-            rho_q = _exact(rho, "rho", floats="binary")
-            if rho_q <= 0:
-                raise SpecError(f"rho must be > 0, got {format_amount(rho_q)}")
-            if dlt == 0:
-                raise SpecError(
-                    "a zcdp release needs delta > 0: pass the (epsilon, delta) that OpenDP's "
-                    "zCDP-to-approx-DP conversion reported for this rho"
-                )
-        elif rho is not None:
-            raise SpecError(f"rho is only recorded for accounting='zcdp', not {accounting!r}")
-        if accounting == "pure-dp" and dlt != 0:
-            raise SpecError(
-                f"a pure-dp release has delta = 0, got delta = {format_amount(dlt)}; "
-                "use accounting='approx-dp'"
-            )
-        mech = _check_text(mechanism, "mechanism")
-        if isinstance(statistics, str) or not isinstance(statistics, Sequence) or not statistics:
-            raise SpecError(f"statistics must be a non-empty list of names, got {statistics!r}")
-        stats = tuple(_check_text(s, "each statistic name") for s in statistics)
-        if resolution is not None and (
-            isinstance(resolution, bool)
-            or not isinstance(resolution, numbers.Integral)
-            or not 0 <= resolution <= 15
-        ):
-            raise SpecError(
-                f"resolution must be an H3 resolution 0..15 or None, got {resolution!r}"
-            )
-        res = None if resolution is None else int(resolution)
-        details_json = _check_details(details)
-        label = check_label(label)
-        requested = Budget(eps, dlt, rho_q)
-
+        requested = _check_spend(accounting, epsilon, delta, rho)
+        record = _check_record(mechanism, statistics, resolution, details, label)
         with self._transaction(write=True) as conn:
-            cap = self._cap(conn, name)
-            spent = self._spent(conn, name)
-            remaining = Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
-            if eps > remaining.epsilon or dlt > remaining.delta:
-                raise self._exceeded(name, requested, remaining)
-            cur = conn.execute(
-                "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
-                "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
-                "details, label) "
-                "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
-                (
-                    name,
-                    _now(),
-                    _store(eps),
-                    _store(dlt),
-                    None if rho_q is None else _store(rho_q),
-                    accounting,
-                    mech,
-                    json.dumps(list(stats), ensure_ascii=False),
-                    res,
-                    __version__,
-                    details_json,
-                    label,
-                ),
-            )
-            entry_id = cur.lastrowid
-        assert entry_id is not None
-        return Reservation(self, int(entry_id), name, requested)
+            self._check_cap(conn, name, requested)
+            entry_id = _insert_reserved(conn, name, requested, accounting, record)
+        return Reservation(self, entry_id, name, requested)
 
     # ------------------------------------------------------------------ internals
+
+    def _check_cap(self, conn: sqlite3.Connection, name: str, requested: Budget) -> None:
+        """Refuse ``requested`` unless ``spent + requested <= cap`` for both ε and δ (inside
+        the caller's write transaction, so no other process can spend in between)."""
+        cap = self._cap(conn, name)
+        spent = self._spent(conn, name)
+        remaining = Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
+        if requested.epsilon > remaining.epsilon or requested.delta > remaining.delta:
+            raise self._exceeded(name, requested, remaining)
 
     def _exceeded(self, name: str, requested: Budget, remaining: Budget) -> BudgetExceededError:
         # Shown to 17 significant digits (a float's precision), each rounded against the user: requested and the

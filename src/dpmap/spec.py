@@ -156,41 +156,65 @@ class ReleaseSpec:
     level_split: str | tuple[float, ...] = "geometric"
 
     def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        # one checker per group of parameters, in this order (the first problem is reported)
+        self._check_resolutions()
+        self._check_privacy()
+        self._check_columns()
+        self._check_value()
+        self._set("max_cells", _whole(self.max_cells, "max_cells", 1))
+        self._set(
+            "max_records_per_cell", _whole(self.max_records_per_cell, "max_records_per_cell", 1)
+        )
+        self._check_breakdown()
+        self._check_suppression()
+        self._check_count_share()
+        self._check_selection()
+        self._check_distinct_columns()
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # a frozen dataclass normalises its own fields
+
+    def _check_resolutions(self) -> None:
+        """One resolution, or several (sorted, duplicates dropped); and the level split."""
         if isinstance(self.resolution, (list, tuple, np.ndarray)):
             levels = sorted({check_resolution(r) for r in self.resolution})
             if not levels:
                 raise SpecError("resolution=[] lists no resolution; pass e.g. resolution=[5, 6, 7]")
-            set_("resolution", tuple(levels) if len(levels) > 1 else levels[0])
+            self._set("resolution", tuple(levels) if len(levels) > 1 else levels[0])
         else:
-            set_("resolution", check_resolution(self.resolution))
-        set_("level_split", self._check_level_split(self.level_split, len(self.levels)))
+            self._set("resolution", check_resolution(self.resolution))
+        self._set("level_split", self._check_level_split(self.level_split, len(self.levels)))
 
+    def _check_privacy(self) -> None:
+        """ε > 0, 0 ≤ δ < 1, and a mechanism that the δ allows."""
         eps = _finite_number(self.epsilon, "epsilon")
         if eps <= 0:
             raise SpecError(f"epsilon must be > 0, got {self.epsilon!r}; e.g. epsilon=1.0")
-        set_("epsilon", eps)
+        self._set("epsilon", eps)
         delta = _finite_number(self.delta, "delta")
         if not 0 <= delta < 1:
             raise SpecError(
                 f"delta must be in [0, 1), got {self.delta!r}; use delta=0 for pure ε-DP or a "
                 "small value such as 1e-6"
             )
-        set_("delta", delta)
+        self._set("delta", delta)
         mech = Mechanism.parse(self.mechanism, "mechanism")
-        set_("mechanism", mech)
+        self._set("mechanism", mech)
         if mech is Mechanism.GAUSSIAN and delta == 0:
             raise SpecError(
                 "mechanism='gaussian' needs delta > 0 (it gives (ε, δ)-DP); pass e.g. delta=1e-6, "
                 "or use mechanism='laplace' for pure ε-DP"
             )
 
-        set_("lat", _column(self.lat, "lat", optional=False))
-        set_("lng", _column(self.lng, "lng", optional=False))
-        set_("person", _column(self.person, "person", optional=True))
-        set_("value", _column(self.value, "value", optional=True))
-        set_("category", _column(self.category, "category", optional=True))
+    def _check_columns(self) -> None:
+        self._set("lat", _column(self.lat, "lat", optional=False))
+        self._set("lng", _column(self.lng, "lng", optional=False))
+        self._set("person", _column(self.person, "person", optional=True))
+        self._set("value", _column(self.value, "value", optional=True))
+        self._set("category", _column(self.category, "category", optional=True))
 
+    def _check_value(self) -> None:
+        """A value column comes with public bounds, and bounds with a value column."""
         if self.value is not None and self.bounds is None:
             raise SpecError(
                 f"value={self.value!r} needs public bounds to clamp it; pass bounds=(lo, hi), e.g. "
@@ -199,38 +223,42 @@ class ReleaseSpec:
         if self.bounds is not None:
             if self.value is None:
                 raise SpecError("bounds were given without a value column; pass value='<column>'")
-            set_("bounds", self._check_bounds(self.bounds))
+            self._set("bounds", self._check_bounds(self.bounds))
 
-        set_("max_cells", _whole(self.max_cells, "max_cells", 1))
-        set_("max_records_per_cell", _whole(self.max_records_per_cell, "max_records_per_cell", 1))
-
+    def _check_breakdown(self) -> None:
+        """A category column comes with the public list of categories, and vice versa."""
         if self.category is not None:
             if self.categories is None:
                 raise SpecError(
                     f"category={self.category!r} needs the public list of categories (never read "
                     "from the data); pass categories=['a', 'b', ...]"
                 )
-            set_("categories", self._check_categories(self.categories))
+            self._set("categories", self._check_categories(self.categories))
         elif self.categories is not None:
             raise SpecError(
                 "categories were given without a category column; pass category='<column>'"
             )
 
+    def _check_suppression(self) -> None:
         sb = self.suppress_below
         if sb is True:
-            set_("suppress_below", None)
+            self._set("suppress_below", None)
         elif sb is not None and sb is not False:
-            set_("suppress_below", _finite_number(sb, "suppress_below"))
+            self._set("suppress_below", _finite_number(sb, "suppress_below"))
 
+    def _check_count_share(self) -> None:
         share = _finite_number(self.count_share, "count_share")
         if not 0 < share < 1:
             raise SpecError(
                 f"count_share must be strictly between 0 and 1, got {self.count_share!r}"
             )
-        set_("count_share", share)
-        set_("selection", Selection.parse(self.selection, "selection"))
+        self._set("count_share", share)
+
+    def _check_selection(self) -> None:
+        """The selection rule, and a seed only for ``"hash"`` selection."""
+        self._set("selection", Selection.parse(self.selection, "selection"))
         if self.seed is not None:
-            set_("seed", _whole(self.seed, "seed", 0))
+            self._set("seed", _whole(self.seed, "seed", 0))
             if self.seed >= 2**64:
                 raise SpecError(f"seed must be < 2**64, got {self.seed!r}")
             if self.selection is not Selection.HASH:
@@ -239,6 +267,8 @@ class ReleaseSpec:
                     "fresh randomness for every record and cannot be seeded; pass selection='hash' "
                     "with the seed for reproducible bounding, or drop the seed"
                 )
+
+    def _check_distinct_columns(self) -> None:
         names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
         if len(set(names)) != len(names):
             raise SpecError(

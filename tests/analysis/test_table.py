@@ -17,7 +17,8 @@ from scipy.stats import binom
 
 import dpmap
 from common import REGION, debtors
-from dpmap._privacy.postprocess import Z95
+from dpmap._privacy.postprocess import Z95, Estimates, publish
+from dpmap.aggregates import SUM_LIMIT
 from dpmap.analysis.tables import HIDDEN, PressTable, press_table, reliability
 from dpmap.errors import SpecError
 
@@ -339,3 +340,38 @@ def test_hierarchical_release_totals_every_level() -> None:
     s = est.groupby(["cell", "resolution"])["count"].sum()
     got = tot.set_index(["cell", "resolution"])["count_unbiased"]
     assert np.allclose(got, s.loc[got.index])
+
+
+# ---------------------------------------------------------------------------------------
+# the published cell table every press table starts from (postprocess.publish)
+
+
+def test_publish_nulls_every_number_of_a_hidden_row_and_flags_only_shown_sums() -> None:
+    """A fixed threshold hides exactly the rows whose noisy count is below it; a hidden row
+    has no number at all (count, sum, mean and their margins are null) and is never flagged
+    as a sum at the saturation limit, whatever its noisy sum; shown rows keep every number.
+    Deterministic: publish reads only the noisy values given here."""
+    limit = float(SUM_LIMIT)
+    count = np.array([-3.0, 0.0, 1.0, 2.0, 5.0, 40.0])
+    total = np.array([limit, -limit, 10.0, limit, 7.0, -limit])
+    est = Estimates(
+        count=count, count_moe=2.0, count_moe975=2.5, sum=total, sum_moe=3.0, sum_moe975=4.0
+    )
+    pub = publish(est, (0, 10), 2.0)
+    hidden = pub.columns["suppressed"]
+    assert hidden.tolist() == [True, True, True, False, False, False]
+    assert pub.threshold == 2.0
+    for col in ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe"):
+        values = pub.columns[col]
+        assert np.isnan(values[hidden]).all(), col
+        assert not np.isnan(values[~hidden]).any(), col
+    assert np.array_equal(pub.columns["count"][~hidden], count[~hidden])
+    assert np.array_equal(pub.columns["sum"][~hidden], total[~hidden])
+    # rows 0, 1 and 3, 5 have sums at ±SUM_LIMIT; only the shown ones (3, 5) are flagged
+    assert pub.columns["sum_at_limit"].tolist() == [False, False, False, True, False, True]
+    assert pub.sums_at_limit == 2
+    # suppress_below=False publishes every noisy value, negative ones included
+    every = publish(est, (0, 10), False)
+    assert not every.columns["suppressed"].any()
+    assert np.array_equal(every.columns["count"], count)
+    assert every.sums_at_limit == 4

@@ -395,49 +395,73 @@ def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
             raise MechanismError("private cell discovery needs delta > 0")  # checked earlier too
         return _plan_discovery(spec, sens, spec.shares())
     queries = spec.queries()  # key -> (statistic, resolution, share)
-    mech = spec.mechanism
-    # each noised vector's own sensitivity (coarser levels of a hierarchy can move more)
+    ksens = _query_sensitivities(spec, queries)
+    if spec.mechanism is Mechanism.LAPLACE:
+        return _plan_dense_laplace(spec, queries, ksens)
+    return _plan_dense_gaussian(spec, queries, ksens)
+
+
+#: a release's noised vectors: key -> (statistic, resolution, share of the budget)
+_Queries = dict[str, tuple[str, int, float]]
+
+
+def _query_sensitivities(spec: ReleaseSpec, queries: _Queries) -> dict[str, Sensitivity]:
+    """Each noised vector's own sensitivity (coarser levels of a hierarchy can move more)."""
     levels = {r: level_sensitivities(spec, r) for r in spec.levels}
-    ksens = {k: levels[r][st] for k, (st, r, _w) in queries.items()}
-    if mech is Mechanism.LAPLACE:
+    return {k: levels[r][st] for k, (st, r, _w) in queries.items()}
 
-        def scales_for(t: float) -> dict[str, float]:
-            return {k: ksens[k].l1 / (share * t) for k, (st, _r, share) in queries.items()}
 
-        def build(t: float) -> Any:
-            sc = scales_for(t)
-            return dp.c.make_composition(
-                [_dense_chain(k, ksens[k], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
-            )
+def _plan_dense_laplace(
+    spec: ReleaseSpec, queries: _Queries, ksens: dict[str, Sensitivity]
+) -> NoisePlan:
+    """Laplace on the public domain: pure ε-DP, the budget split by each query's share; the
+    common ε-parameter is searched with OpenDP's map judging the composed measurement."""
+    mech = spec.mechanism
 
-        t = _search(build, spec.epsilon_budget, exact=spec.epsilon_budget)
-        scales = scales_for(t)
-        meas = build(t)
-        per = {
-            k: statistic_noise(
-                k,
-                st,
-                ksens[k],
-                mech,
-                scales[k],
-                float(_dense_chain(k, ksens[k], mech, scales[k]).map(1)),
-            )
-            for k, (st, _r, _w) in queries.items()
-        }
-        return NoisePlan(
-            spec=spec,
-            statistics=per,
-            epsilon=float(meas.map(1)),
-            delta=0.0,
-            rho=None,
-            measure="pure ε-differential privacy",
-            accounting="pure-dp",
-            discovery=False,
-            threshold=None,
-            _measurement=meas,
+    def scales_for(t: float) -> dict[str, float]:
+        return {k: ksens[k].l1 / (share * t) for k, (st, _r, share) in queries.items()}
+
+    def build(t: float) -> Any:
+        sc = scales_for(t)
+        return dp.c.make_composition(
+            [_dense_chain(k, ksens[k], mech, sc[k]) for k, (st, _r, _w) in queries.items()]
         )
 
-    # Gaussian: per-vector ρ-zCDP, composed, converted once to (ε, δ)
+    t = _search(build, spec.epsilon_budget, exact=spec.epsilon_budget)
+    scales = scales_for(t)
+    meas = build(t)
+    per = {
+        k: statistic_noise(
+            k,
+            st,
+            ksens[k],
+            mech,
+            scales[k],
+            float(_dense_chain(k, ksens[k], mech, scales[k]).map(1)),
+        )
+        for k, (st, _r, _w) in queries.items()
+    }
+    return NoisePlan(
+        spec=spec,
+        statistics=per,
+        epsilon=float(meas.map(1)),
+        delta=0.0,
+        rho=None,
+        measure="pure ε-differential privacy",
+        accounting="pure-dp",
+        discovery=False,
+        threshold=None,
+        _measurement=meas,
+    )
+
+
+def _plan_dense_gaussian(
+    spec: ReleaseSpec, queries: _Queries, ksens: dict[str, Sensitivity]
+) -> NoisePlan:
+    """Gaussian on the public domain: per-vector ρ-zCDP, composed, converted once to (ε, δ)
+    by OpenDP; ρ is searched with OpenDP's map judging the converted measurement."""
+    mech = spec.mechanism
+
     def gscales(rho: float) -> dict[str, float]:
         return {
             k: ksens[k].l2 / math.sqrt(2 * share * rho) for k, (st, _r, share) in queries.items()
@@ -535,114 +559,151 @@ def noise_variance(mech: Mechanism, scale: float) -> float:
 def _plan_discovery(
     spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]
 ) -> NoisePlan:
-    stats = spec.statistics
+    """Private cell discovery (no public region): OpenDP's threshold mechanism on the counts
+    of occupied cells, then sums of the kept cells, by adaptive composition."""
+    if spec.mechanism is Mechanism.LAPLACE:
+        return _plan_discovery_laplace(spec, sens, shares)
+    return _plan_discovery_gaussian(spec, sens, shares)
+
+
+def _laplace_threshold_count(
+    spec: ReleaseSpec, sens: Sensitivity, eps_c: float
+) -> tuple[float, int, Any]:
+    """The count's scale (fitted to ``eps_c`` by OpenDP's map), the smallest threshold whose
+    δ fits the release's δ, and the threshold measurement."""
     mech = spec.mechanism
-    has_sum = "sum" in stats
+    scale_c = fit_scale(
+        sens.l1 / eps_c,
+        eps_c,
+        lambda sc: _threshold_chain(sens, mech, sc, 2**40).map(1)[0],
+    )
+    threshold = _threshold_for(
+        lambda th: _threshold_chain(sens, mech, scale_c, th),
+        spec.delta,
+        sens.linf,
+    )
+    return scale_c, threshold, _threshold_chain(sens, mech, scale_c, threshold)
 
-    if mech is Mechanism.LAPLACE:
-        eps_c = shares["count"] * spec.epsilon_budget
-        scale_c = fit_scale(
-            sens["count"].l1 / eps_c,
-            eps_c,
-            lambda sc: _threshold_chain(sens["count"], mech, sc, 2**40).map(1)[0],
-        )
-        threshold = _threshold_for(
-            lambda th: _threshold_chain(sens["count"], mech, scale_c, th),
-            spec.delta,
-            sens["count"].linf,
-        )
-        count_chain = _threshold_chain(sens["count"], mech, scale_c, threshold)
-        d_mids = [count_chain.map(1)]
-        sum_build = None
-        scale_s = None
-        if has_sum:
-            eps_s = spec.epsilon_parts_budget - float(d_mids[0][0])
-            empty = np.array([], dtype=np.int64)
-            scale_s = fit_scale(
-                sens["sum"].l1 / eps_s,
-                eps_s,
-                lambda sc: _selected_sum_chain(sens["sum"], mech, sc)(empty).map(1)[0],
-            )
-            sum_build = _selected_sum_chain(sens["sum"], mech, scale_s)
-            d_mids.append(sum_build(empty).map(1))
-        meas = dp.c.make_adaptive_composition(
-            AGGREGATES, PERSONS, dp.approximate(dp.max_divergence()), d_in=1, d_mids=d_mids
-        )
-        eps, delta = meas.map(1)
-        per = {
-            "count": statistic_noise(
-                "count",
-                "count",
-                sens["count"],
-                mech,
-                scale_c,
-                float(d_mids[0][0]),
-                delta=float(d_mids[0][1]),
-            )
-        }
-        if has_sum:
-            assert scale_s is not None
-            per["sum"] = statistic_noise(
-                "sum", "sum", sens["sum"], mech, scale_s, float(d_mids[1][0])
-            )
-        plan = NoisePlan(
-            spec=spec,
-            statistics=per,
-            epsilon=float(eps),
-            delta=float(delta),
-            rho=None,
-            measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Laplace threshold)",
-            accounting="approx-dp",
-            discovery=True,
-            threshold=threshold,
-            _measurement=meas,
-            _sum_chain=sum_build,
-            _count_query=count_chain,
-        )
-        return plan
 
-    # Gaussian discovery: zCDP with a δ for the threshold, converted once by OpenDP
-    delta_thr = spec.delta / 2
-
-    def compose(rho: float) -> tuple[Any, Any, Any, int, dict[str, float]]:
-        scale_c = sens["count"].l2 / math.sqrt(2 * shares["count"] * rho)
-        th = _threshold_for(
-            lambda x: _threshold_chain(sens["count"], mech, scale_c, x),
-            delta_thr,
-            sens["count"].linf,
-        )
-        cc = _threshold_chain(sens["count"], mech, scale_c, th)
-        mids = [cc.map(1)]
-        scales = {"count": scale_c}
-        sb = None
-        if has_sum:
-            scales["sum"] = sens["sum"].l2 / math.sqrt(2 * shares["sum"] * rho)
-            sb = _selected_sum_chain(sens["sum"], mech, scales["sum"])
-            mids.append(sb(np.array([], dtype=np.int64)).map(1))
-        comp = dp.c.make_adaptive_composition(
-            AGGREGATES,
-            PERSONS,
-            dp.approximate(dp.zero_concentrated_divergence()),
-            d_in=1,
-            d_mids=mids,
-        )
-        return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(comp), spec.delta), cc, sb, th, scales
-
-    rho = _search(lambda r: compose(r)[0], (spec.epsilon_budget, spec.delta))
-    meas, count_chain, sum_build, threshold, scales = compose(rho)
-    eps, delta = meas.map(1)
+def _laplace_selected_sums(
+    spec: ReleaseSpec, sens: Sensitivity, eps_s: float
+) -> tuple[float, Callable[[np.ndarray], Any]]:
+    """The sums' scale (fitted to ``eps_s`` by OpenDP's map) and their measurement builder
+    (one per set of kept keys)."""
+    mech = spec.mechanism
     empty = np.array([], dtype=np.int64)
-    rhos = {"count": float(count_chain.map(1)[0])}
+    scale_s = fit_scale(
+        sens.l1 / eps_s,
+        eps_s,
+        lambda sc: _selected_sum_chain(sens, mech, sc)(empty).map(1)[0],
+    )
+    return scale_s, _selected_sum_chain(sens, mech, scale_s)
+
+
+def _plan_discovery_laplace(
+    spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]
+) -> NoisePlan:
+    """Laplace discovery: (ε, δ)-DP, δ from the threshold; the sums get what the count's ε
+    leaves of the budget."""
+    mech = spec.mechanism
+    has_sum = "sum" in spec.statistics
+    eps_c = shares["count"] * spec.epsilon_budget
+    scale_c, threshold, count_chain = _laplace_threshold_count(spec, sens["count"], eps_c)
+    d_mids = [count_chain.map(1)]
+    sum_build = None
+    scale_s = None
     if has_sum:
-        rhos["sum"] = float(sum_build(empty).map(1)[0])
+        eps_s = spec.epsilon_parts_budget - float(d_mids[0][0])
+        scale_s, sum_build = _laplace_selected_sums(spec, sens["sum"], eps_s)
+        d_mids.append(sum_build(np.array([], dtype=np.int64)).map(1))
+    meas = dp.c.make_adaptive_composition(
+        AGGREGATES, PERSONS, dp.approximate(dp.max_divergence()), d_in=1, d_mids=d_mids
+    )
+    eps, delta = meas.map(1)
+    per = {
+        "count": statistic_noise(
+            "count",
+            "count",
+            sens["count"],
+            mech,
+            scale_c,
+            float(d_mids[0][0]),
+            delta=float(d_mids[0][1]),
+        )
+    }
+    if has_sum:
+        assert scale_s is not None
+        per["sum"] = statistic_noise("sum", "sum", sens["sum"], mech, scale_s, float(d_mids[1][0]))
+    return NoisePlan(
+        spec=spec,
+        statistics=per,
+        epsilon=float(eps),
+        delta=float(delta),
+        rho=None,
+        measure="(ε, δ)-differential privacy (cells chosen by OpenDP's Laplace threshold)",
+        accounting="approx-dp",
+        discovery=True,
+        threshold=threshold,
+        _measurement=meas,
+        _sum_chain=sum_build,
+        _count_query=count_chain,
+    )
+
+
+def _gaussian_discovery(
+    spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float], rho: float
+) -> tuple[Any, Any, Any, int, dict[str, float]]:
+    """The Gaussian discovery measurement at total ρ: the threshold on the counts (its
+    threshold found for half the release's δ), then the sums, composed in zCDP and converted
+    once to (ε, δ); with the count measurement, sum builder, threshold and scales."""
+    mech = spec.mechanism
+    delta_thr = spec.delta / 2
+    scale_c = sens["count"].l2 / math.sqrt(2 * shares["count"] * rho)
+    th = _threshold_for(
+        lambda x: _threshold_chain(sens["count"], mech, scale_c, x),
+        delta_thr,
+        sens["count"].linf,
+    )
+    cc = _threshold_chain(sens["count"], mech, scale_c, th)
+    mids = [cc.map(1)]
+    scales = {"count": scale_c}
+    sb = None
+    if "sum" in spec.statistics:
+        scales["sum"] = sens["sum"].l2 / math.sqrt(2 * shares["sum"] * rho)
+        sb = _selected_sum_chain(sens["sum"], mech, scales["sum"])
+        mids.append(sb(np.array([], dtype=np.int64)).map(1))
+    comp = dp.c.make_adaptive_composition(
+        AGGREGATES,
+        PERSONS,
+        dp.approximate(dp.zero_concentrated_divergence()),
+        d_in=1,
+        d_mids=mids,
+    )
+    return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(comp), spec.delta), cc, sb, th, scales
+
+
+def _plan_discovery_gaussian(
+    spec: ReleaseSpec, sens: dict[str, Sensitivity], shares: dict[str, float]
+) -> NoisePlan:
+    """Gaussian discovery: zCDP with a δ for the threshold, converted once by OpenDP; ρ is
+    searched with OpenDP's map judging the converted measurement."""
+    stats = spec.statistics
+    rho = _search(
+        lambda r: _gaussian_discovery(spec, sens, shares, r)[0], (spec.epsilon_budget, spec.delta)
+    )
+    meas, count_chain, sum_build, threshold, scales = _gaussian_discovery(spec, sens, shares, rho)
+    eps, delta = meas.map(1)
+    rhos = {"count": float(count_chain.map(1)[0])}
+    if "sum" in stats:
+        rhos["sum"] = float(sum_build(np.array([], dtype=np.int64)).map(1)[0])
     deltas = {"count": float(count_chain.map(1)[1]), "sum": 0.0}
     per = {
         st: statistic_noise(
-            st, st, sens[st], mech, scales[st], None, rho=rhos[st], delta=deltas[st]
+            st, st, sens[st], spec.mechanism, scales[st], None, rho=rhos[st], delta=deltas[st]
         )
         for st in stats
     }
-    plan = NoisePlan(
+    return NoisePlan(
         spec=spec,
         statistics=per,
         epsilon=float(eps),
@@ -657,7 +718,6 @@ def _plan_discovery(
         _sum_chain=sum_build,
         _count_query=count_chain,
     )
-    return plan
 
 
 def fit_scale(scale: float, limit: float, eps_of: Callable[[float], float]) -> float:

@@ -163,43 +163,97 @@ def publish(
     count = np.asarray(est.count, dtype=np.float64)
     n = len(count)
     count_moe = np.broadcast_to(np.asarray(est.count_moe, dtype=np.float64), (n,))
+    rule = _suppression(est, count, count_moe, suppress_below, noise)
+    cols = _published_columns(est, bounds, count, count_moe, rule.suppressed)
+    return Published(
+        columns=cols,
+        threshold=rule.threshold,
+        threshold_rule=rule.text,
+        expected_phantom_rows=rule.expected,
+        sums_at_limit=int(cols["sum_at_limit"].sum()) if "sum_at_limit" in cols else 0,
+    )
+
+
+@dataclass(frozen=True)
+class _Suppression:
+    """Which rows :func:`publish` hides, and the rule as stated in the manifest."""
+
+    suppressed: np.ndarray
+    threshold: float | None
+    text: str
     expected: float | None = None
+
+
+def _suppression(
+    est: Estimates,
+    count: np.ndarray,
+    count_moe: np.ndarray,
+    suppress_below: float | bool | None,
+    noise: CountNoise | None,
+) -> _Suppression:
+    """The suppression rule of :func:`publish` applied to the noisy counts (see there)."""
+    n = len(count)
     if suppress_below is False:
-        threshold, rule = None, "none: every noisy value is published (unbiased; may be negative)"
-        suppressed = np.zeros(n, dtype=bool)
-    elif suppress_below is None and noise is None:
+        return _Suppression(
+            np.zeros(n, dtype=bool),
+            None,
+            "none: every noisy value is published (unbiased; may be negative)",
+        )
+    if suppress_below is None and noise is None:
         uniform = np.ptp(count_moe) == 0 if n else True
-        threshold = float(count_moe[0]) if n and uniform else None
-        rule = (
+        return _Suppression(
+            count < count_moe,
+            float(count_moe[0]) if n and uniform else None,
             "default for private cell discovery: rows whose noisy count is below its own 95% "
-            "margin of error are published with null numbers"
+            "margin of error are published with null numbers",
         )
-        suppressed = count < count_moe
-    elif suppress_below is None:
+    if suppress_below is None:
         assert noise is not None
-        alpha = phantom_chance(n)
-        if noise.scale is not None:
-            k, expected = phantom_threshold(noise, n)
-            threshold = float(k)
-            suppressed = count < k
-            how = f"below {k}"
-        else:
-            sd = np.sqrt(np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,)))
-            factor = phantom_factor(noise.kind, n)
-            threshold = None
-            suppressed = count < factor * sd
-            expected = n * alpha
-            how = f"below {factor:.3g} × its standard deviation"
-        rule = (
-            f"default: rows whose noisy count is {how} are published with null numbers, so "
-            f"that a truly empty row is shown with chance at most {alpha:.3g} and, over all "
-            f"{n} rows, at most {min(n * alpha, PHANTOM_ROWS):.3g} truly empty row is expected "
-            "to show by chance"
-        )
+        return _phantom_suppression(est, count, noise)
+    threshold = float(suppress_below)
+    return _Suppression(
+        count < threshold,
+        threshold,
+        "rows whose noisy count is below the threshold are published with null numbers",
+    )
+
+
+def _phantom_suppression(est: Estimates, count: np.ndarray, noise: CountNoise) -> _Suppression:
+    """The default rule: at most about one truly empty row of the map shown by chance."""
+    n = len(count)
+    alpha = phantom_chance(n)
+    threshold: float | None
+    if noise.scale is not None:
+        k, expected = phantom_threshold(noise, n)
+        threshold = float(k)
+        suppressed = count < k
+        how = f"below {k}"
     else:
-        threshold = float(suppress_below)
-        rule = "rows whose noisy count is below the threshold are published with null numbers"
-        suppressed = count < threshold
+        sd = np.sqrt(np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,)))
+        factor = phantom_factor(noise.kind, n)
+        threshold = None
+        suppressed = count < factor * sd
+        expected = n * alpha
+        how = f"below {factor:.3g} × its standard deviation"
+    text = (
+        f"default: rows whose noisy count is {how} are published with null numbers, so "
+        f"that a truly empty row is shown with chance at most {alpha:.3g} and, over all "
+        f"{n} rows, at most {min(n * alpha, PHANTOM_ROWS):.3g} truly empty row is expected "
+        "to show by chance"
+    )
+    return _Suppression(suppressed, threshold, text, expected)
+
+
+def _published_columns(
+    est: Estimates,
+    bounds: tuple[int, int] | None,
+    count: np.ndarray,
+    count_moe: np.ndarray,
+    suppressed: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The cell table's numbers, null on suppressed rows; means and their margins from the
+    noisy counts and sums."""
+    n = len(count)
     cols: dict[str, np.ndarray] = {
         "count": np.where(suppressed, np.nan, count),
         "count_moe": np.where(suppressed, np.nan, count_moe),
@@ -223,13 +277,7 @@ def publish(
         if at_limit.any():  # a column only where it says something (a decision on noisy values)
             cols["sum_at_limit"] = at_limit
     cols["suppressed"] = suppressed
-    return Published(
-        columns=cols,
-        threshold=threshold,
-        threshold_rule=rule,
-        expected_phantom_rows=expected,
-        sums_at_limit=int(cols["sum_at_limit"].sum()) if "sum_at_limit" in cols else 0,
-    )
+    return cols
 
 
 def sum_at_limit(total: np.ndarray, sum_moe975: np.ndarray | float) -> np.ndarray:

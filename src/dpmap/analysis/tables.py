@@ -49,11 +49,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import h3
 import numpy as np
 import pandas as pd
 
+from dpmap._privacy.noise import noise_variance
 from dpmap._privacy.postprocess import Z95, Z975, mean_and_margin, phantom_factor
-from dpmap.errors import SpecError
+from dpmap.errors import DataFileError, SpecError
+from dpmap.io import atomic_write, manifest_path
+from dpmap.spec import Mechanism
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
@@ -251,9 +255,6 @@ class PressTable:
         The three files are written to temporary names and renamed only when all are
         complete. Returns the paths written.
         """
-        from dpmap.errors import DataFileError
-        from dpmap.io import atomic_write, manifest_path
-
         path = Path(path)
         if path.suffix.lower() != ".csv":
             raise DataFileError(
@@ -303,72 +304,18 @@ def press_table(
         Keep the unrounded unbiased values (``*_unbiased``, ``*_moe``, ``*_cv``) beside
         the display values (for analysts who add them up); ``False`` leaves them out.
     """
-    from dpmap.release import Release
-
     bands = _check_bands(cv_bands)
-    for name, unit in (("sum_unit", sum_unit), ("mean_unit", mean_unit)):
-        if unit is not None and not (
-            isinstance(unit, (int, float)) and math.isfinite(unit) and unit > 0
-        ):
-            raise SpecError(f"{name} must be a positive number (e.g. 1000), got {unit!r}")
-    if isinstance(source, Release):
-        rel = source
-        long, keys, notes_extra = _cells_frame(rel, totals)
-        kind = "cells"
-    elif isinstance(source, pd.DataFrame):
-        if release is None or not isinstance(release, Release):
-            raise SpecError(
-                "a roll-up table needs the release it came from, for its privacy statement and "
-                "manifest: pass release=<the Release>"
-            )
-        rel = release
-        long, keys, notes_extra = _rollup_frame(source, totals)
-        kind = "zones"
-    else:
-        raise SpecError(
-            f"press_table takes a Release or a roll-up (result of aggregate_to), got "
-            f"{type(source).__name__}"
-        )
+    _check_units(sum_unit=sum_unit, mean_unit=mean_unit)
+    rel, kind, (long, keys, notes_extra) = _table_rows(source, release, totals)
     out = pd.DataFrame({k: long[k].to_numpy() for k in keys})
     extra: dict[str, Any] = {}
     stats = [s for s in STATS if s in long.columns]
     for s in stats:
-        hidden = long["hidden"].to_numpy(dtype=bool)
-        nodata = long["nodata"].to_numpy(dtype=bool)
-        shown_base = long[f"{s}_shown"].to_numpy(dtype=np.float64)
-        est = long[s].to_numpy(dtype=np.float64)
-        moe = long[f"{s}_moe"].to_numpy(dtype=np.float64)
-        interval = f"{s}_lo" in long.columns and f"{s}_hi" in long.columns
-        if interval:
-            # a roll-up's honest 95% interval covers the cells cut by the zone's border as
-            # well as the noise: the margin shown (and judged) is its larger half-width
-            lo = long[f"{s}_lo"].to_numpy(dtype=np.float64)
-            hi = long[f"{s}_hi"].to_numpy(dtype=np.float64)
-            moe = np.fmax(np.fmax(est - lo, hi - est), moe)
-        disp, disp_moe = _display(
-            shown_base,
-            moe,
-            hidden,
-            nodata,
-            kind=s,
-            unit=sum_unit if s == "sum" else mean_unit if s == "mean" else None,
-            floor_zero=s != "mean",
-        )
-        cv, label = reliability(est, moe, bands)
-        label = np.where(hidden, HIDDEN, np.where(nodata, NO_DATA, label)).astype(object)
-        out[f"{s}_display"] = disp
-        out[f"{s}_moe_display"] = disp_moe
-        if interval:
-            out[f"{s}_lo_display"], out[f"{s}_hi_display"] = _interval_display(
-                lo, hi, hidden, nodata, floor_zero=s != "mean"
-            )
-        out[f"{s}_reliability"] = label
-        extra[f"{s}_unbiased"] = est
-        extra[f"{s}_moe"] = moe
-        extra[f"{s}_cv"] = np.round(cv, 4)
-        for bound in ("lo", "hi"):  # interval columns of a roll-up, when it has them
-            if f"{s}_{bound}" in long.columns:
-                extra[f"{s}_{bound}"] = long[f"{s}_{bound}"].to_numpy()
+        unit = sum_unit if s == "sum" else mean_unit if s == "mean" else None
+        shown, unrounded = _statistic_columns(long, s, unit, bands)
+        for k, v in shown.items():
+            out[k] = v
+        extra.update(unrounded)
     for col in ("coverage", "cells"):
         if col in long.columns:
             out[col] = long[col].to_numpy()
@@ -376,7 +323,7 @@ def press_table(
     if unbiased:
         for k, v in extra.items():
             out[k] = v
-    manifest = rel._manifest
+    manifest = rel.manifest
     rules = _rules(stats, sum_unit, mean_unit, bands, kind)
     notes = _notes(manifest, rules, notes_extra, unbiased)
     table_manifest = {
@@ -391,6 +338,76 @@ def press_table(
         "release_manifest": manifest,
     }
     return PressTable(table=out, notes=notes, manifest=json.loads(json.dumps(table_manifest)))
+
+
+def _check_units(**units: float | None) -> None:
+    for name, unit in units.items():
+        if unit is not None and not (
+            isinstance(unit, (int, float)) and math.isfinite(unit) and unit > 0
+        ):
+            raise SpecError(f"{name} must be a positive number (e.g. 1000), got {unit!r}")
+
+
+def _table_rows(
+    source: Any, release: Release | None, totals: bool
+) -> tuple[Release, str, tuple[pd.DataFrame, list[str], list[str]]]:
+    """The release the table speaks for, the kind of rows (``"cells"`` or ``"zones"``) and
+    the rows themselves (see :func:`_cells_frame`)."""
+    from dpmap.release import Release
+
+    if isinstance(source, Release):
+        return source, "cells", _cells_frame(source, totals)
+    if isinstance(source, pd.DataFrame):
+        if release is None or not isinstance(release, Release):
+            raise SpecError(
+                "a roll-up table needs the release it came from, for its privacy statement and "
+                "manifest: pass release=<the Release>"
+            )
+        return release, "zones", _rollup_frame(source, totals)
+    raise SpecError(
+        f"press_table takes a Release or a roll-up (result of aggregate_to), got "
+        f"{type(source).__name__}"
+    )
+
+
+def _statistic_columns(
+    long: pd.DataFrame, s: str, unit: float | None, bands: tuple[float, float]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One statistic's display columns (rounded values and margins, a roll-up's interval,
+    the reliability flag) and its unrounded columns (estimate, margin, CV[, interval])."""
+    hidden = long["hidden"].to_numpy(dtype=bool)
+    nodata = long["nodata"].to_numpy(dtype=bool)
+    shown_base = long[f"{s}_shown"].to_numpy(dtype=np.float64)
+    est = long[s].to_numpy(dtype=np.float64)
+    moe = long[f"{s}_moe"].to_numpy(dtype=np.float64)
+    interval = f"{s}_lo" in long.columns and f"{s}_hi" in long.columns
+    if interval:
+        # a roll-up's honest 95% interval covers the cells cut by the zone's border as
+        # well as the noise: the margin shown (and judged) is its larger half-width
+        lo = long[f"{s}_lo"].to_numpy(dtype=np.float64)
+        hi = long[f"{s}_hi"].to_numpy(dtype=np.float64)
+        moe = np.fmax(np.fmax(est - lo, hi - est), moe)
+    shown: dict[str, Any] = {}
+    shown[f"{s}_display"], shown[f"{s}_moe_display"] = _display(
+        shown_base, moe, hidden, nodata, kind=s, unit=unit, floor_zero=s != "mean"
+    )
+    cv, label = reliability(est, moe, bands)
+    if interval:
+        shown[f"{s}_lo_display"], shown[f"{s}_hi_display"] = _interval_display(
+            lo, hi, hidden, nodata, floor_zero=s != "mean"
+        )
+    shown[f"{s}_reliability"] = np.where(hidden, HIDDEN, np.where(nodata, NO_DATA, label)).astype(
+        object
+    )
+    unrounded: dict[str, Any] = {
+        f"{s}_unbiased": est,
+        f"{s}_moe": moe,
+        f"{s}_cv": np.round(cv, 4),
+    }
+    for bound in ("lo", "hi"):  # interval columns of a roll-up, when it has them
+        if f"{s}_{bound}" in long.columns:
+            unrounded[f"{s}_{bound}"] = long[f"{s}_{bound}"].to_numpy()
+    return shown, unrounded
 
 
 def _rules(
@@ -484,11 +501,9 @@ def _notes(
 
 def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Per row: keys, the published value to display, the unbiased estimate, margin, flags."""
-    import h3
-
-    cells = rel._cells
-    m = rel._manifest
-    est = rel._estimates
+    cells = rel.cells
+    m = rel.manifest
+    est = rel.estimates
     stats = [s for s in ("count", "sum") if s in cells.columns]
     has_cat = "category" in cells.columns
     keys = ["cell", "resolution"] + (["category"] if has_cat else [])
@@ -542,9 +557,6 @@ def _floats(series: pd.Series) -> np.ndarray:
 
 
 def manifest_noise_variance(entry: dict[str, Any]) -> float:
-    from dpmap._privacy.noise import noise_variance
-    from dpmap.spec import Mechanism
-
     gaussian = "gaussian" in str(entry["distribution"]).lower()
     return noise_variance(
         Mechanism.GAUSSIAN if gaussian else Mechanism.LAPLACE, float(entry["scale"])
@@ -708,13 +720,13 @@ def category_total_cells(rel: Release) -> Any:
     """The release's cells with its categories added up: one row per cell, published-style
     columns (``count``, ``count_moe``, [``sum``, ``sum_moe``, ``mean``, ``mean_moe``],
     ``suppressed``), null numbers where the total is hidden. For maps of the total."""
-    import geopandas as gpd
+    import geopandas as gpd  # lazily: importing dpmap does not load geopandas
 
-    cells = rel._cells
+    cells = rel.cells
     if "category" not in cells.columns:
         raise SpecError("the release has no category breakdown; it is already a total map")
     df, _, _ = _cells_frame(rel, totals=True)
-    label = _total_label(rel._manifest.get("categories"))
+    label = _total_label(rel.manifest.get("categories"))
     tot = df[df["category"] == label].reset_index(drop=True)
     data: dict[str, Any] = {"cell": tot["cell"].to_numpy(), "resolution": tot["resolution"]}
     hide = tot["hidden"].to_numpy(dtype=bool)
