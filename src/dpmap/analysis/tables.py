@@ -53,11 +53,11 @@ import h3
 import numpy as np
 import pandas as pd
 
-from dpmap._privacy.noise import noise_variance
 from dpmap._privacy.postprocess import Z95, Z975, mean_and_margin, phantom_factor
+from dpmap.analysis.totals import is_release
+from dpmap.designs.base import manifest_noise_variance
 from dpmap.errors import DataFileError, SpecError
 from dpmap.io import atomic_write, manifest_path
-from dpmap.spec import Mechanism
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
@@ -353,12 +353,10 @@ def _table_rows(
 ) -> tuple[Release, str, tuple[pd.DataFrame, list[str], list[str]]]:
     """The release the table speaks for, the kind of rows (``"cells"`` or ``"zones"``) and
     the rows themselves (see :func:`_cells_frame`)."""
-    from dpmap.release import Release
-
-    if isinstance(source, Release):
+    if is_release(source):
         return source, "cells", _cells_frame(source, totals)
     if isinstance(source, pd.DataFrame):
-        if release is None or not isinstance(release, Release):
+        if release is None or not is_release(release):
             raise SpecError(
                 "a roll-up table needs the release it came from, for its privacy statement and "
                 "manifest: pass release=<the Release>"
@@ -554,13 +552,6 @@ def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], l
 
 def _floats(series: pd.Series) -> np.ndarray:
     return pd.array(series, dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def manifest_noise_variance(entry: dict[str, Any]) -> float:
-    gaussian = "gaussian" in str(entry["distribution"]).lower()
-    return noise_variance(
-        Mechanism.GAUSSIAN if gaussian else Mechanism.LAPLACE, float(entry["scale"])
-    )
 
 
 def _total_label(categories: Any) -> str:
