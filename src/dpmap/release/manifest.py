@@ -26,8 +26,14 @@ def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
         f"whatever it shows would have been almost as likely had any single person's records been "
         f"left out. Each person counts in at most {spec.l0} cell(s), {spec.linf} record(s) per cell"
         + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
-        + f". Noise from OpenDP; H3 resolution {'/'.join(map(str, spec.levels))}; released {created[:10]}."
+        + f". Noise from OpenDP; {_published_units(spec)}; released {created[:10]}."
     )
+
+
+def _published_units(spec: ReleaseSpec) -> str:
+    if spec.zones is not None:
+        return f"{len(spec.zones)} public zones (by {spec.zones.by!r})"
+    return f"H3 resolution {'/'.join(map(str, spec.levels))}"
 
 
 def build_manifest(
