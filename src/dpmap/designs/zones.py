@@ -27,7 +27,7 @@ from dpmap.designs.flat import category_index, independent_correlation, noisy_es
 from dpmap.errors import SpecError
 from dpmap.spec import ZONE_LEVEL, ReleaseSpec
 
-__all__ = ["RESERVED_COLUMNS", "ZoneRelease"]
+__all__ = ["RESERVED_COLUMNS", "ZoneRelease", "zone_column"]
 
 #: columns of a release table that a zones' name column may not be called
 RESERVED_COLUMNS = frozenset(
@@ -46,6 +46,12 @@ RESERVED_COLUMNS = frozenset(
         "geometry",
     }
 )
+
+
+def zone_column(manifest: dict[str, Any]) -> str | None:
+    """The name column of a zone release, from its manifest (None: a release of H3 cells)."""
+    selection = manifest.get("cell_selection") or {}
+    return selection.get("by") if selection.get("method") == "public zones" else None
 
 
 class ZoneRelease:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
+from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
@@ -260,7 +261,10 @@ def read_release(path: str | Path) -> Release:
             raw = (pq.read_schema(path).metadata or {}).get(b"dpmap_manifest")
             embedded = json.loads(raw) if raw else None
         else:
-            df = pd.read_csv(path, dtype={"cell": str, "category": str})
+            text = ["cell", "category"]
+            if mpath.exists():  # a zone release's names stay text ("007" is not 7)
+                text.append(zone_column(read_manifest(mpath)) or "cell")
+            df = pd.read_csv(path, dtype=dict.fromkeys(text, str))
             gdf = gpd.GeoDataFrame(
                 df.drop(columns="geometry"),
                 geometry=shapely.from_wkt(df["geometry"].to_numpy()),
@@ -270,7 +274,7 @@ def read_release(path: str | Path) -> Release:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReleaseFormatError(f"{str(path)!r} is not a readable dpmap release ({exc})") from exc
     manifest = read_manifest(mpath) if (mpath.exists() or embedded is None) else embedded
-    missing = {"cell", "count", "suppressed"} - set(gdf.columns)
+    missing = {zone_column(manifest) or "cell", "count", "suppressed"} - set(gdf.columns)
     if missing:
         raise ReleaseFormatError(
             f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release"
@@ -293,7 +297,8 @@ def read_release(path: str | Path) -> Release:
     )
     estimates = None
     if unbiased:
-        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in KEY_COLUMNS if c in gdf})
+        keys = [c for c in (zone_column(manifest), *KEY_COLUMNS) if c and c in gdf]
+        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in keys})
         for col, values in unbiased.items():
             estimates[col] = values
     return Release(gdf, manifest, estimates)
