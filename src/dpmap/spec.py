@@ -191,7 +191,7 @@ class ReleaseSpec:
             if self.resolution is not None:
                 raise SpecError(
                     f"zones= and resolution={self.resolution!r} exclude each other: a zone "
-                    "release publishes one row per zone, not H3 cells; drop resolution="
+                    "release publishes one row per zone, not H3 cells; drop the resolution"
                 )
             if not isinstance(self.zones, Zones):
                 raise SpecError(

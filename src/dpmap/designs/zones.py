@@ -77,7 +77,7 @@ class ZoneRelease:
     ) -> ZoneRelease:
         if region is not None:
             raise SpecError(
-                "zones= and region= exclude each other: the zones are the public area; drop region="
+                "zones= and region= exclude each other: the zones are the public area; drop the region"
             )
         if options.adaptive is not None or options.adaptive_from is not None:
             raise SpecError("adaptive releases refine H3 cells, not zones; drop adaptive=")

@@ -186,7 +186,7 @@ def resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
     if spec.zones is not None:
         if region is not None:
             raise SpecError(
-                "zones= and region= exclude each other: the zones are the public area; drop region="
+                "zones= and region= exclude each other: the zones are the public area; drop the region"
             )
         return None
     if region is None:
