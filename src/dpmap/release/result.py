@@ -238,6 +238,22 @@ def _write_geoparquet(gdf: Any, path: Path, manifest_text: str) -> None:
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
+def _read_csv(path: Path, zone: str | None) -> pd.DataFrame:
+    """A release's CSV table: cells and categories as text; a zone release's names exactly
+    as written ("007", "NaN" and "" are names, not numbers or missing values)."""
+    text = {"cell": str, "category": str}
+    if zone is None:
+        return pd.read_csv(path, dtype=text)
+    columns = pd.read_csv(path, nrows=0).columns
+    missing = ["", "NaN", "nan", "NA", "<NA>", "null", "None"]
+    return pd.read_csv(
+        path,
+        dtype={**text, zone: str},
+        keep_default_na=False,
+        na_values={c: missing for c in columns if c != zone},
+    )
+
+
 def read_release(path: str | Path) -> Release:
     """Read a published release (GeoJSON, GeoParquet or CSV with its manifest)."""
     import geopandas as gpd
@@ -261,10 +277,7 @@ def read_release(path: str | Path) -> Release:
             raw = (pq.read_schema(path).metadata or {}).get(b"dpmap_manifest")
             embedded = json.loads(raw) if raw else None
         else:
-            text = ["cell", "category"]
-            if mpath.exists():  # a zone release's names stay text ("007" is not 7)
-                text.append(zone_column(read_manifest(mpath)) or "cell")
-            df = pd.read_csv(path, dtype=dict.fromkeys(text, str))
+            df = _read_csv(path, zone_column(read_manifest(mpath)) if mpath.exists() else None)
             gdf = gpd.GeoDataFrame(
                 df.drop(columns="geometry"),
                 geometry=shapely.from_wkt(df["geometry"].to_numpy()),
