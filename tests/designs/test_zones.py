@@ -357,6 +357,16 @@ def test_every_zone_is_one_row_with_its_polygon(released: Any) -> None:
     assert "outside_region" not in json.dumps(m)
 
 
+def test_an_empty_zone_is_published_like_any_other() -> None:
+    """No point in a zone is not a refusal nor a missing row: it gets its noisy numbers."""
+    far = gpd.GeoDataFrame({"name": ["far away"]}, geometry=[box(120, 30, 120.1, 30.1)], crs=4326)
+    zones = pd.concat([ZONES, far], ignore_index=True)
+    rel = dpmap.release(zone_points(500), zones=zones, by="name", epsilon=1.0, suppress_below=False)
+    assert list(rel.cells["name"]) == sorted(zones["name"])
+    assert rel.cells.set_index("name").loc["far away", "count"] is not pd.NA
+    assert rel.manifest["rows"] == 6
+
+
 @pytest.mark.parametrize("suffix", [".geojson", ".parquet", ".csv"])
 def test_files_round_trip(released: Any, tmp_path: Path, suffix: str) -> None:
     rel, _ = released
