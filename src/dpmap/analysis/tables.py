@@ -325,7 +325,8 @@ def press_table(
         for k, v in extra.items():
             out[k] = v
     manifest = rel.manifest
-    rules = _rules(stats, sum_unit, mean_unit, bands, kind)
+    place = "zone" if zone_column(manifest) is not None else None  # a zone release's rows
+    rules = _rules(stats, sum_unit, mean_unit, bands, kind, place)
     notes = _notes(manifest, rules, notes_extra, unbiased)
     table_manifest = {
         "dpmap_press_table": 1,
@@ -415,6 +416,7 @@ def _rules(
     mean_unit: float | None,
     bands: tuple[float, float],
     kind: str,
+    place: str | None = None,
 ) -> dict[str, str]:
     def unit_rule(unit: float | None, what: str) -> str:
         if unit is not None:
@@ -446,7 +448,7 @@ def _rules(
         rules["mean"] = unit_rule(mean_unit, "means")
     rules["totals"] = (
         "a 'total' row per "
-        + ("cell" if kind == "cells" else "zone")
+        + (place or ("cell" if kind == "cells" else "zone"))
         + " adds up the categories' unbiased estimates; its margin is 1.96·√(sum of the "
         "variances) (independent noise per category); rounded categories need not add up "
         "to the rounded total. With the release's default suppression a total is hidden "

@@ -115,7 +115,12 @@ class Explanation:
                 "expected to show by chance (no phantom hot spots)"
             )
         lines.extend(self.design.explain_lines())
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if self.spec.zones is not None:  # the rows are zones, not cells
+            text = text.replace("per cell", "per zone").replace(
+                "suppression: cells", "suppression: zones"
+            )
+        return text
 
     def _area_line(self, d: dict[str, Any]) -> str:
         """What is published: the zones, or the H3 resolution and its cells."""
