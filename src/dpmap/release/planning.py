@@ -117,9 +117,8 @@ class Explanation:
         lines.extend(self.design.explain_lines())
         text = "\n".join(lines)
         if self.spec.zones is not None:  # the rows are zones, not cells
-            text = text.replace("per cell", "per zone").replace(
-                "suppression: cells", "suppression: zones"
-            )
+            for cell, zone in _ZONE_WORDS:
+                text = text.replace(cell, zone)
         return text
 
     def _area_line(self, d: dict[str, Any]) -> str:
@@ -134,6 +133,15 @@ class Explanation:
                 else ", cells chosen privately"
             )
         )
+
+
+#: the words of ``explain`` about cells, as they read for a zone release
+_ZONE_WORDS = (
+    ("per cell", "per zone"),
+    ("suppression: cells", "suppression: zones"),
+    ("every cell", "every zone"),
+    (" cells)", " zones)"),
+)
 
 
 def budget_shares(spec: ReleaseSpec, plan: NoisePlan) -> list[float | None]:
