@@ -451,6 +451,24 @@ def test_maps_draw_the_zones(released: Any, tmp_path: Path) -> None:
     assert "H3 resolution" not in page
 
 
+def test_a_zone_release_is_charged_to_the_ledger(tmp_path: Path) -> None:
+    ledger = dpmap.Ledger.init(tmp_path / "budget.db", dataset="debts", epsilon=2.0)
+    rel = dpmap.release(
+        zone_points(200), zones=ZONES, by="name", epsilon=0.5, ledger=ledger, dataset="debts"
+    )
+    assert ledger.spent("debts").epsilon == 0.5
+    entry = ledger.entry(rel.manifest["ledger"]["entry_id"])
+    assert entry.resolution is None and entry.status == "spent"
+
+
+def test_roll_ups_and_around_refuse_a_zone_release(released: Any) -> None:
+    rel, _ = released
+    with pytest.raises(SpecError, match="already one row per zone"):
+        rel.aggregate_to(ZONES, by="name")
+    with pytest.raises(SpecError, match="already one row per zone"):
+        rel.around(39.1, 116.1, 1000)
+
+
 def test_explain_names_the_zones() -> None:
     text = str(dpmap.explain(zones=ZONES, by="name", epsilon=1.0))
     assert "5 public zones (one row each, named by 'name')" in text

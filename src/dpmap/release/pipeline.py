@@ -252,6 +252,10 @@ def reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None
         mechanism=str(spec.mechanism),
         statistics=list(spec.statistics),
         resolution=None if spec.zones is not None else spec.finest,
-        details={"measure": plan.measure, "discovery": plan.discovery, "levels": list(spec.levels)},
+        details={
+            "measure": plan.measure,
+            "discovery": plan.discovery,
+            "levels": [] if spec.zones else list(spec.levels),
+        },
         label=title,  # the release's title: which release this entry was
     )
