@@ -138,3 +138,62 @@ BAD = {
     "longitude-out-of-range": (lambda: base(lng=200.0), {}),
     "infinite-latitude": (lambda: base().assign(lat=lambda d: d.lat.where(d.index > 0, np.inf)), {}),
 }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# zones (a zone release): the same rule on every engine
+
+
+def parity_zones() -> Any:
+    """Four zones over the region: a 2×2 split with shared borders (lng 116.15, lat 39.1),
+    the south-west one with a square hole, and a fifth zone filling part of that hole; the
+    region's margin lies outside every zone."""
+    import geopandas as gpd
+    from shapely.geometry import Polygon, box
+
+    hole = [(116.05, 39.03), (116.10, 39.03), (116.10, 39.07), (116.05, 39.07)]
+    sw = Polygon([(116.0, 39.0), (116.15, 39.0), (116.15, 39.1), (116.0, 39.1)], [hole])
+    geoms = [
+        sw,
+        box(116.15, 39.0, 116.3, 39.1),
+        box(116.0, 39.1, 116.15, 39.2),
+        box(116.15, 39.1, 116.3, 39.2),
+        box(116.06, 39.04, 116.09, 39.06),
+    ]
+    names = ["south-west", "south-east", "north-west", "north-east", "island"]
+    return gpd.GeoDataFrame({"name": names}, geometry=geoms, crs="EPSG:4326")
+
+
+def zone_points(n: int = 3000, seed: int = 3) -> pd.DataFrame:
+    """:func:`random_points` plus rows exactly on the shared borders, on the hole's rim and
+    inside the hole (not on the island)."""
+    df = random_points(n, seed)
+    special = pd.DataFrame(
+        {
+            "lat": [39.05, 39.1, 39.1, 39.15, 39.03, 39.065, 39.035],
+            "lng": [116.15, 116.05, 116.15, 116.15, 116.07, 116.075, 116.055],
+            "pid": [1, 2, 3, 4, 5, 6, 7],
+            "amount": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0],
+        }
+    )
+    return pd.concat([special, df, special], ignore_index=True)
+
+
+def zone_spec_of(**kw: Any) -> ReleaseSpec:
+    from dpmap.grid import to_zones
+
+    base: dict[str, Any] = {
+        "zones": to_zones(parity_zones(), "name"),
+        "epsilon": 1.0,
+        "selection": "hash",
+        "seed": 20240611,
+    }
+    return ReleaseSpec(**{**base, **kw})
+
+
+ZONE_PARITY = {
+    "zones-rows": {},
+    "zones-persons": {"person": "pid"},
+    "zones-values-bounds>1": {"person": "pid", "value": "amount", "bounds": (0, 1000),
+                              "max_cells": 2, "max_records_per_cell": 3},
+}  # fmt: skip

@@ -8,6 +8,7 @@ not silently lost; it depends only on the region and the resolution, never on da
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import json
@@ -29,12 +30,14 @@ from dpmap.errors import DataFileError, RegionError, SpecError
 __all__ = [
     "MAX_RESOLUTION",
     "Region",
+    "Zones",
     "cells_to_hex",
     "cells_to_polygons",
     "check_resolution",
     "hex_to_cells",
     "region_to_cells",
     "to_region",
+    "to_zones",
 ]
 
 #: The finest resolution dpmap publishes (res 9 cells average 0.105 km²). Finer cells are
@@ -382,3 +385,181 @@ def read_polygon_file(path: str | os.PathLike[str], what: str, fix: str) -> Any:
     except Exception as exc:  # pyogrio/pyarrow raise many types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataFileError(f"cannot read {what}: {first}; {fix}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# zones: a public partition released directly (one row per zone)
+
+
+@dataclass(frozen=True, eq=False)
+class Zones:
+    """Public, non-overlapping zones (districts), sorted by name, in lon/lat degrees.
+
+    Built by :func:`to_zones`, which refuses duplicate or missing names, empty, invalid or
+    non-areal geometries and overlapping zones. :meth:`assign` puts each point in the zone
+    that contains it; its fingerprint (sha256 of the names and normalised WKB) goes to the
+    manifest.
+    """
+
+    names: tuple[str, ...]
+    geometries: np.ndarray  # shapely (Multi)Polygons, EPSG:4326, one per name
+    by: str
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256()
+        for name, geom in zip(self.names, self.geometries, strict=True):
+            digest.update(name.encode("utf-8") + b"\0")
+            digest.update(shapely.to_wkb(shapely.normalize(geom), output_dimension=2))
+        object.__setattr__(self, "fingerprint", f"sha256:{digest.hexdigest()}")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def domain(self) -> np.ndarray:
+        """The public key set: zone indexes 0..n-1 (int64, sorted)."""
+        return np.arange(len(self.names), dtype=np.int64)
+
+    def describe(self) -> dict[str, Any]:
+        """Public description for the manifest."""
+        minx, miny, maxx, maxy = shapely.total_bounds(self.geometries)
+        return {
+            "by": self.by,
+            "zones": len(self.names),
+            "fingerprint": self.fingerprint,
+            "bbox": [round(float(v), 6) for v in (minx, miny, maxx, maxy)],
+        }
+
+    def assign(self, lat: np.ndarray, lng: np.ndarray) -> np.ndarray:
+        """The zone index of each point (int64), -1 for a point outside every zone.
+
+        Exact point-in-polygon (shapely's ``covers``, vectorised through an STRtree): a
+        point in a zone's interior is in that zone; a point in a hole is not; a point on a
+        border that several zones share goes to the first of them by name (the smallest
+        index), so every point goes to at most one zone, whatever the row order.
+        """
+        lat = np.asarray(lat, dtype=np.float64)
+        lng = np.asarray(lng, dtype=np.float64)
+        out = np.full(len(lat), len(self.names), dtype=np.int64)
+        if len(lat):
+            points = shapely.points(lng, lat)
+            pi, zi = _zone_tree(self).query(points, predicate="covered_by")
+            np.minimum.at(out, pi, zi.astype(np.int64))
+        out[out == len(self.names)] = -1
+        return out
+
+
+@functools.lru_cache(maxsize=8)
+def _zone_tree(zones: Zones) -> shapely.STRtree:
+    return shapely.STRtree(zones.geometries)
+
+
+def _zones_frame(obj: Any, by: str | None) -> Any:
+    """``zones=`` as a GeoDataFrame in EPSG:4326 with a ``by`` column (one-line SpecErrors)."""
+    import geopandas as gpd
+
+    if isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        if not os.path.exists(path):
+            raise DataFileError(f"zones file {path!r} does not exist; check the path")
+        obj = read_polygon_file(
+            path, f"zones file {path!r}", "pass a GeoJSON, GeoParquet or GeoPackage of polygons"
+        )
+    if isinstance(obj, gpd.GeoSeries):
+        if by is not None:
+            raise SpecError(
+                f"by={by!r} names a column, but the zones are a GeoSeries (no columns; its index "
+                "names the zones); pass a GeoDataFrame, or drop by="
+            )
+        obj = gpd.GeoDataFrame({"zone": obj.index.astype(str)}, geometry=obj.values, crs=obj.crs)
+        by = "zone"
+    if not isinstance(obj, gpd.GeoDataFrame):
+        raise SpecError(
+            f"zones must be a GeoDataFrame, a GeoSeries or the path of a GeoJSON file, got "
+            f"{type(obj).__name__}; e.g. zones=geopandas.read_file('districts.geojson')"
+        )
+    if by is None:
+        raise SpecError("zones= needs by='<column naming the zones>'; pass e.g. by='name'")
+    if by not in obj.columns or by == obj.geometry.name:
+        have = ", ".join(repr(c) for c in obj.columns if c != obj.geometry.name)
+        raise SpecError(
+            f"the zones have no column {by!r} (columns: {have or 'none'}); pass by='<column>'"
+        )
+    if len(obj) == 0:
+        raise SpecError("the zones are empty (0 rows); pass at least one zone polygon")
+    if obj.crs is None:
+        raise SpecError(
+            "the zones have no CRS, so dpmap cannot tell whether they are in degrees; set it, "
+            "e.g. zones.set_crs('EPSG:4326')"
+        )
+    return obj.to_crs("EPSG:4326"), by
+
+
+def _checked_zone_geometries(names: list[str], geoms: np.ndarray) -> None:
+    """Refuse missing, empty, non-areal, invalid or out-of-range zone geometries."""
+    for name, geom in zip(names, geoms, strict=True):
+        if geom is None or geom.is_empty:
+            raise SpecError(f"zone {name!r} has an empty geometry; drop it or give its polygon")
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise SpecError(
+                f"zone {name!r} is a {geom.geom_type}, not an area; zones must be Polygons "
+                "or MultiPolygons"
+            )
+        if not geom.is_valid:
+            raise SpecError(
+                f"zone {name!r} is not a valid polygon ({shapely.is_valid_reason(geom)}); "
+                "repair it first, e.g. with shapely.make_valid(geometry)"
+            )
+        if geom.area == 0:
+            raise SpecError(f"zone {name!r} has zero area; drop it or give its polygon")
+    minx, miny, maxx, maxy = shapely.total_bounds(geoms)
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise SpecError(
+            f"the zones have bounds ({minx:.6g}, {miny:.6g}, {maxx:.6g}, {maxy:.6g}) that are "
+            "not lon/lat degrees; set their true CRS (e.g. zones.set_crs('EPSG:3857'))"
+        )
+
+
+def _check_no_overlap(names: list[str], geoms: np.ndarray) -> None:
+    """Refuse zones whose interiors intersect (sharing a border is fine)."""
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    left, right = left[pairs], right[pairs]
+    inner = shapely.relate_pattern(geoms[left], geoms[right], "T********")
+    if inner.any():
+        i = int(np.flatnonzero(inner)[0])
+        a, b = names[left[i]], names[right[i]]
+        raise SpecError(
+            f"zones {a!r} and {b!r} overlap ({int(inner.sum())} overlapping pair(s)); zones must "
+            "be a partition: fix the boundaries (e.g. overlay/difference in GeoPandas)"
+        )
+
+
+def to_zones(obj: Any, by: str | None) -> Zones:
+    """``zones=``/``by=`` of a release as :class:`Zones` (checked; any CRS → EPSG:4326).
+
+    Raises a one-line :class:`~dpmap.SpecError` (or :class:`~dpmap.DataFileError` for an
+    unreadable file) before any data is read or any budget is spent.
+    """
+    if isinstance(obj, Zones):
+        return obj
+    gdf, by = _zones_frame(obj, by)
+    raw = gdf[by]
+    if raw.isna().any():
+        raise SpecError(f"the zones' column {by!r} has missing names; give every zone a name")
+    names = [str(v) for v in raw]
+    dupes = sorted(n for n, k in collections.Counter(names).items() if k > 1)
+    if dupes:
+        shown = ", ".join(repr(d) for d in dupes[:5]) + (", ..." if len(dupes) > 5 else "")
+        raise SpecError(
+            f"the zones' column {by!r} repeats the names {shown}; every zone needs its own "
+            "name (dissolve repeated rows first, e.g. zones.dissolve(by))"
+        )
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    _checked_zone_geometries(names, geoms)
+    order = np.argsort(np.asarray(names, dtype=object), kind="stable")
+    names = [names[i] for i in order]
+    geoms = geoms[order]
+    _check_no_overlap(names, geoms)
+    return Zones(names=tuple(names), geometries=geoms, by=by)

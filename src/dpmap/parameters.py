@@ -232,11 +232,28 @@ PARAMETERS: tuple[Parameter, ...] = (
         convert=_path_text,
     ),
     _p(
+        "zones",
+        "Any",
+        None,
+        "Public, non-overlapping zones (GeoJSON/GeoPackage/GeoParquet of polygons, any CRS): "
+        "one row per zone instead of H3 cells; with --by, instead of --region/--resolution.",
+        _DATA,
+        cli_type=Path | None,
+        convert=_path_text,
+    ),
+    _p(
+        "by",
+        "str | None",
+        None,
+        "The zones' column that names each zone (with --zones).",
+        _DATA,
+    ),
+    _p(
         "resolution",
-        "int",
-        REQUIRED,
+        "int | None",
+        None,
         "H3 resolution 0..9 (7 ≈ 5 km² cells); several, comma-separated (5,6,7), for a "
-        "hierarchical release made consistent across levels.",
+        "hierarchical release made consistent across levels. Not with --zones.",
         _SPEC,
         cli_type=str,
         convert=parse_levels,

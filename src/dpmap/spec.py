@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from dpmap.errors import SpecError
-from dpmap.grid import check_resolution
+from dpmap.grid import Zones, check_resolution
 
-__all__ = ["OTHER_CATEGORY", "Mechanism", "ReleaseSpec", "Selection"]
+__all__ = ["OTHER_CATEGORY", "ZONE_LEVEL", "Mechanism", "ReleaseSpec", "Selection"]
 
 #: The bucket that receives rows whose category is not in the public ``categories`` list.
 OTHER_CATEGORY = "other"
@@ -30,6 +30,10 @@ OTHER_CATEGORY = "other"
 #: so at most 2**18 indices exist; the cap stays well below that, and a map with more
 #: categories than this would be all noise anyway.
 MAX_CATEGORIES = 10_000
+
+#: The one level of a zone release (not an H3 resolution: zones are not cells). Sensitivities
+#: of a level depend only on its distance to the finest level, which is 0 here.
+ZONE_LEVEL = -1
 
 #: Largest |bound| accepted for a value column: sums stay exact in int64 for any
 #: realistic number of records per cell.
@@ -134,9 +138,12 @@ class ReleaseSpec:
         ``"geometric"`` (default): level r gets a share ∝ 7^(r/6), finer levels more (the
         optimum for range queries on a 7-ary tree, after Cormode et al. 2012);
         ``"even"``; or one weight per level (coarse to fine), normalised to sum to 1.
+    zones
+        A zone release: the public, non-overlapping zones (:class:`dpmap.grid.Zones`, from
+        :func:`dpmap.grid.to_zones`), one published row each, instead of H3 cells.
     """
 
-    resolution: int
+    resolution: Any = None
     epsilon: float
     delta: float = 0.0
     lat: str = "lat"
@@ -154,6 +161,8 @@ class ReleaseSpec:
     selection: Selection = Selection.RANDOM
     seed: int | None = field(default=None, repr=False)
     level_split: str | tuple[float, ...] = "geometric"
+    #: a zone release: the public partition (:class:`dpmap.grid.Zones`) instead of H3 cells
+    zones: Zones | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -175,7 +184,26 @@ class ReleaseSpec:
         object.__setattr__(self, name, value)  # a frozen dataclass normalises its own fields
 
     def _check_resolutions(self) -> None:
-        """One resolution, or several (sorted, duplicates dropped); and the level split."""
+        """One resolution, or several (sorted, duplicates dropped); and the level split.
+
+        A zone release has no resolution (its one level is :data:`ZONE_LEVEL`)."""
+        if self.zones is not None:
+            if self.resolution is not None:
+                raise SpecError(
+                    f"zones= and resolution={self.resolution!r} exclude each other: a zone "
+                    "release publishes one row per zone, not H3 cells; drop the resolution"
+                )
+            if not isinstance(self.zones, Zones):
+                raise SpecError(
+                    "zones must be checked first: pass them to dpmap.release(zones=...)"
+                )
+            self._set("level_split", self._check_level_split(self.level_split, 1))
+            return
+        if self.resolution is None:
+            raise SpecError(
+                "resolution is missing; pass resolution=<H3 resolution 0..9> (e.g. 7), or "
+                "zones=<GeoDataFrame> with by='<name column>' for one row per zone"
+            )
         if isinstance(self.resolution, (list, tuple, np.ndarray)):
             levels = sorted({check_resolution(r) for r in self.resolution})
             if not levels:
@@ -348,7 +376,10 @@ class ReleaseSpec:
     # -- derived, public quantities -------------------------------------------------------
     @property
     def levels(self) -> tuple[int, ...]:
-        """The released resolutions, coarse to fine (one for a flat release)."""
+        """The released resolutions, coarse to fine (one for a flat release;
+        :data:`ZONE_LEVEL` for a zone release)."""
+        if self.zones is not None:
+            return (ZONE_LEVEL,)
         r = self.resolution
         return tuple(r) if isinstance(r, tuple) else (r,)
 
@@ -435,6 +466,12 @@ class ReleaseSpec:
 
     def public_dict(self) -> dict[str, Any]:
         """The parameters as they appear in a manifest (no seed: it is not needed to read a release)."""
+        out = self._public_parameters()
+        if self.zones is not None:
+            out["zones"] = self.zones.describe()
+        return out
+
+    def _public_parameters(self) -> dict[str, Any]:
         return {
             "resolution": list(self.levels) if self.hierarchical else self.resolution,
             "level_split": (

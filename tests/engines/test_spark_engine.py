@@ -41,7 +41,18 @@ from dpmap.engines import frames, local
 from dpmap.engines import spark as spark_engine
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
-from parity import BAD, NOTHING_USABLE, PARITY, assert_same, heavy_person, random_points, spec_of
+from parity import (
+    BAD,
+    NOTHING_USABLE,
+    PARITY,
+    ZONE_PARITY,
+    assert_same,
+    heavy_person,
+    random_points,
+    spec_of,
+    zone_points,
+    zone_spec_of,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     # pyspark warns about pandas >= 3 when converting; dpmap talks to Spark through Arrow
@@ -103,6 +114,21 @@ def test_parity_bounded_aggregates(spark: Any, name: str) -> None:
     assert_same(a, b)
     assert d_local == d_spark
     assert d_spark.rows_read > 0 and d_spark.records_used == int(b.count.sum())
+
+
+@pytest.mark.parametrize("name", list(ZONE_PARITY))
+def test_parity_zone_aggregates(spark: Any, name: str) -> None:
+    """A zone release: Spark puts every point in the same zone (borders, holes, outside)
+    as the local engine, in every partition, and bounds to the same aggregates."""
+    spec = zone_spec_of(**ZONE_PARITY[name])
+    assert spec.zones is not None
+    d_local, d_spark = Diagnostics(), Diagnostics()
+    a = local.bound_and_aggregate(zone_points(), spec, spec.zones.domain, d_local)
+    sdf = to_spark(spark, zone_points(), partitions=3)
+    b = spark_engine.bound_and_aggregate(sdf, spec, spec.zones.domain, d_spark)
+    assert_same(a, b)
+    assert d_local == d_spark
+    assert set(a.cells.tolist()) == set(range(5))
 
 
 @pytest.mark.parametrize("name", list(NOTHING_USABLE))

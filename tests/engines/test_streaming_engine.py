@@ -25,7 +25,18 @@ from dpmap import Diagnostics, DpmapError, SpecError, engines
 from dpmap.engines import bounding, local, streaming
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
-from parity import BAD, NOTHING_USABLE, PARITY, assert_same, heavy_person, random_points, spec_of
+from parity import (
+    BAD,
+    NOTHING_USABLE,
+    PARITY,
+    ZONE_PARITY,
+    assert_same,
+    heavy_person,
+    random_points,
+    spec_of,
+    zone_points,
+    zone_spec_of,
+)
 
 DOMAIN = region_to_cells(to_region(REGION), RESOLUTION)
 
@@ -51,6 +62,20 @@ def test_parity_bounded_aggregates(name: str, split: tuple[int, int]) -> None:
     assert_same(a, b)
     assert d_local == d_stream
     assert d_stream.records_used == int(b.count.sum()) > 0
+
+
+@pytest.mark.parametrize("split", SPLITS, ids=["whole", "tiny", "middling"])
+@pytest.mark.parametrize("name", list(ZONE_PARITY))
+def test_parity_zone_aggregates(name: str, split: tuple[int, int]) -> None:
+    """A zone release: the same points in the same zones (borders, holes, outside) and the
+    same bounded aggregates, in batches and partitions as in one frame."""
+    spec = zone_spec_of(**ZONE_PARITY[name])
+    assert spec.zones is not None
+    a, b, d_local, d_stream = both(zone_points(), spec, split, spec.zones.domain)
+    assert_same(a, b)
+    assert d_local == d_stream
+    assert set(a.cells.tolist()) == set(range(5))  # every zone, the island too, has points
+    assert d_stream.rows_outside_region > 0  # the margin around the zones was dropped
 
 
 def test_heavy_person_is_really_bounded() -> None:

@@ -12,6 +12,7 @@ from dpmap._privacy.postprocess import Z95
 from dpmap.analysis.totals import STATS, is_release, levels_of
 from dpmap.analysis.zones import RESULT_COLUMNS
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,7 +66,9 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
 def _release_rows(rel: Release, label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:
     """Every row's key, unbiased value and variance (published values when that is all there is)."""
     m, table, est = rel.manifest, rel.cells, rel.estimates
-    keys = [c for c in ("cell", "resolution", "category") if c in table.columns]
+    zone = zone_column(m)
+    place = [zone] if zone is not None else ["cell", "resolution"]
+    keys = [c for c in (*place, "category") if c in table.columns]
     stats = tuple(s for s in STATS if s in table.columns)
     if est is not None:
         return est[keys + [c for s in stats for c in (s, f"{s}_var")]].copy(), stats
@@ -89,9 +92,11 @@ def _release_rows(rel: Release, label: str) -> tuple[pd.DataFrame, tuple[str, ..
 
 
 def _compare_releases(a: Release, b: Release) -> Any:
-    import geopandas as gpd
 
     ma, mb = a.manifest, b.manifest
+    zone = _same_zones(ma, mb)
+    if zone is not None:
+        return _merge_releases(a, b, [zone])
     if levels_of(ma) != levels_of(mb):
         raise SpecError(
             f"the releases are at different resolutions ({ma['resolution']} and {mb['resolution']}); "
@@ -123,9 +128,42 @@ def _compare_releases(a: Release, b: Release) -> Any:
             f"the releases have different categories ({ma.get('categories')} and "
             f"{mb.get('categories')}); compare releases with the same public category list"
         )
+    return _merge_releases(a, b, ["cell", "resolution"])
+
+
+def _same_zones(ma: dict[str, Any], mb: dict[str, Any]) -> str | None:
+    """The name column when both releases are of the same public zones (None: both of H3
+    cells); a zone release against a cell release, or different zones, is refused."""
+    za, zb = zone_column(ma), zone_column(mb)
+    if za is None and zb is None:
+        return None
+    if za is None or zb is None:
+        raise SpecError(
+            "one release is of zones and the other of H3 cells; roll the cells up to the zones "
+            "with aggregate_to and compare two zone tables, or compare two zone releases"
+        )
+    fa = (ma.get("cell_selection") or {}).get("fingerprint")
+    fb = (mb.get("cell_selection") or {}).get("fingerprint")
+    if za != zb or fa != fb:
+        raise SpecError(
+            f"the zone releases use different zones ({za!r} {fa} and {zb!r} {fb}); compare "
+            "releases of the same zones (same names and boundaries)"
+        )
+    if (ma.get("categories") or None) != (mb.get("categories") or None):
+        raise SpecError(
+            f"the releases have different categories ({ma.get('categories')} and "
+            f"{mb.get('categories')}); compare releases with the same public category list"
+        )
+    return za
+
+
+def _merge_releases(a: Release, b: Release, place: list[str]) -> Any:
+    """The row-by-row changes of two releases of the same cells (or zones) ``place``."""
+    import geopandas as gpd
+
     ta, stats_a = _release_rows(a, "a")
     tb, stats_b = _release_rows(b, "b")
-    keys = [c for c in ("cell", "resolution", "category") if c in ta.columns]
+    keys = [c for c in (*place, "category") if c in ta.columns]
     stats = tuple(s for s in stats_a if s in stats_b)
     merged = ta.merge(tb, on=keys, how="left", suffixes=("_a", "_b"), indicator=True, sort=False)
     if (merged["_merge"] != "both").any() or len(tb) != len(ta):
@@ -139,8 +177,8 @@ def _compare_releases(a: Release, b: Release) -> Any:
         stats,
         lambda s: Z95 * np.sqrt(_col(merged, f"{s}_var_a") + _col(merged, f"{s}_var_b")),
     )
-    geom_of = a.cells.drop_duplicates("cell").set_index("cell").geometry
-    geometry = geom_of.reindex(merged["cell"]).to_numpy()
+    geom_of = a.cells.drop_duplicates(place[0]).set_index(place[0]).geometry
+    geometry = geom_of.reindex(merged[place[0]]).to_numpy()
     return gpd.GeoDataFrame(data, geometry=geometry, crs="EPSG:4326")
 
 

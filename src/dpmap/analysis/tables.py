@@ -56,6 +56,7 @@ import pandas as pd
 from dpmap._privacy.postprocess import Z95, Z975, mean_and_margin, phantom_factor
 from dpmap.analysis.totals import is_release
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, SpecError
 from dpmap.io import atomic_write, manifest_path
 
@@ -324,7 +325,8 @@ def press_table(
         for k, v in extra.items():
             out[k] = v
     manifest = rel.manifest
-    rules = _rules(stats, sum_unit, mean_unit, bands, kind)
+    place = "zone" if zone_column(manifest) is not None else None  # a zone release's rows
+    rules = _rules(stats, sum_unit, mean_unit, bands, kind, place)
     notes = _notes(manifest, rules, notes_extra, unbiased)
     table_manifest = {
         "dpmap_press_table": 1,
@@ -414,6 +416,7 @@ def _rules(
     mean_unit: float | None,
     bands: tuple[float, float],
     kind: str,
+    place: str | None = None,
 ) -> dict[str, str]:
     def unit_rule(unit: float | None, what: str) -> str:
         if unit is not None:
@@ -445,7 +448,7 @@ def _rules(
         rules["mean"] = unit_rule(mean_unit, "means")
     rules["totals"] = (
         "a 'total' row per "
-        + ("cell" if kind == "cells" else "zone")
+        + (place or ("cell" if kind == "cells" else "zone"))
         + " adds up the categories' unbiased estimates; its margin is 1.96·√(sum of the "
         "variances) (independent noise per category); rounded categories need not add up "
         "to the rounded total. With the release's default suppression a total is hidden "
@@ -504,7 +507,9 @@ def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], l
     est = rel.estimates
     stats = [s for s in ("count", "sum") if s in cells.columns]
     has_cat = "category" in cells.columns
-    keys = ["cell", "resolution"] + (["category"] if has_cat else [])
+    zone = zone_column(m)  # a zone release: rows keyed by the zone's name
+    place = [zone] if zone is not None else ["cell", "resolution"]
+    keys = place + (["category"] if has_cat else [])
     hidden = cells["suppressed"].to_numpy(dtype=bool)
     df = pd.DataFrame({k: cells[k].to_numpy() for k in keys})
     df["hidden"] = hidden
@@ -542,12 +547,20 @@ def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], l
             "hidden rows are empty"
         )
     if has_cat and totals:
-        tot = _category_totals(df, m, stats, est is not None)
-        df = _interleave(df, tot, ["cell", "resolution"])
+        tot = _category_totals(df, m, stats, est is not None, place)
+        df = _interleave(df, tot, place)
+    if zone is not None:  # zones have no H3 centre
+        return df, keys, notes
     centres = {c: h3.cell_to_latlng(c) for c in pd.unique(df["cell"])}
     df.insert(2, "lat", [round(centres[c][0], 5) for c in df["cell"]])
     df.insert(3, "lng", [round(centres[c][1], 5) for c in df["cell"]])
     return df, [*keys[:2], "lat", "lng", *keys[2:]], notes
+
+
+def _private_cells(m: dict[str, Any]) -> bool:
+    """Whether the release's rows were chosen privately (no public region nor zones)."""
+    selection = m.get("cell_selection") or {}
+    return selection.get("region") is None and zone_column(m) is None
 
 
 def _floats(series: pd.Series) -> np.ndarray:
@@ -562,10 +575,15 @@ def _total_label(categories: Any) -> str:
 
 
 def _category_totals(
-    df: pd.DataFrame, m: dict[str, Any], stats: list[str], unbiased: bool
+    df: pd.DataFrame,
+    m: dict[str, Any],
+    stats: list[str],
+    unbiased: bool,
+    place: list[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per (cell, resolution): the categories' unbiased estimates added up."""
-    g = df.groupby(["cell", "resolution"], sort=False)
+    """One row per ``place`` (cell and resolution, or zone): the categories' unbiased
+    estimates added up."""
+    g = df.groupby(place or ["cell", "resolution"], sort=False)
     tot = g.agg(
         **{f"{s}": (s, "sum") for s in stats},
         **{f"{s}_var": (f"{s}_var", "sum") for s in stats},
@@ -579,7 +597,7 @@ def _category_totals(
     rule = m.get("suppression") or {}
     if not unbiased:  # the hidden categories' values are not in the file
         hide = tot["any_hidden"].to_numpy(dtype=bool)
-    elif rule.get("default") and (m.get("cell_selection") or {}).get("region") is None:
+    elif rule.get("default") and _private_cells(m):
         hide = count < tot["count_moe"].to_numpy()  # private discovery: below its own margin
     elif rule.get("default"):
         sd = np.sqrt(tot["count_var"].to_numpy())

@@ -21,6 +21,7 @@ from dpmap.designs.base import (
     TreeCorrelation,
     manifest_noise_variance,
 )
+from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -89,6 +90,12 @@ def is_release(obj: Any) -> bool:
 
 
 def levels_of(manifest: dict[str, Any]) -> list[int]:
+    """The H3 resolutions of a release (a zone release has none: refused with the fix)."""
+    if zone_column(manifest) is not None:
+        raise SpecError(
+            "this release is already one row per zone, not H3 cells, so it cannot be rolled up "
+            "or searched around a point; use its zone rows directly (rel.cells, rel.table())"
+        )
     r = manifest.get("resolution")
     return [int(v) for v in r] if isinstance(r, list) else [int(r)]  # type: ignore[arg-type]
 

@@ -66,7 +66,7 @@ _EXPLAIN_SIGNATURE = [
 #: settings a --config file may hold: the options of `dpmap release`, as Python names
 #: (`dpmap explain` reads the same files and ignores the settings it has no use for)
 _CONFIG_KEYS = frozenset(p.name for p in _RELEASE_SIGNATURE) - {"ctx", "config"}
-_PATH_SETTINGS = ("region", "ledger", "out", "png", "points")
+_PATH_SETTINGS = ("region", "zones", "ledger", "out", "png", "points")
 _BOOLEAN_SETTINGS = frozenset(
     p.name for p in _RELEASE_SIGNATURE if p.default is False and p.name in _CONFIG_KEYS
 )
@@ -77,9 +77,13 @@ def _release_kwargs(kw: dict[str, Any], ctx: Any, command: str) -> dict[str, Any
     config = kw.pop("config", None)
     if config is not None:
         kw = _merge_config(kw, Path(config), ctx)
-    for flag in ("resolution", "epsilon"):
-        if kw.get(flag) is None:
-            raise SpecError(f"--{flag} is required; pass it on the command line or in --config")
+    if kw.get("resolution") is None and kw.get("zones") is None:
+        raise SpecError(
+            "--resolution is required (or --zones FILE --by COLUMN for one row per zone); pass "
+            "it on the command line or in --config"
+        )
+    if kw.get("epsilon") is None:
+        raise SpecError("--epsilon is required; pass it on the command line or in --config")
     return table_values(kw, command)
 
 
@@ -189,6 +193,8 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
 
         dpmap release debts.csv --region hebei.geojson --resolution 7 --epsilon 1 --person debtor_id --value amount --bounds 0 50000 --out map.geojson --png map.png
 
+        dpmap release debts.csv --zones counties.geojson --by name --epsilon 1 --person debtor_id --value amount --bounds 0 50000 --out counties.csv
+
         dpmap release --config release.toml     (settings kept under version control)
     """
     from dpmap.diagnostics import Diagnostics
@@ -204,7 +210,8 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
     out, png = Path(out), Path(png) if png is not None else None
     # Everything that can fail after the release is checked before it: once the release
     # is computed, its privacy budget is spent (and charged to the ledger).
-    _check_outputs(out, png, overwrite=overwrite, inputs=(points, kw.get("ledger")))
+    inputs = (points, kw.get("ledger"), kw.get("zones"))
+    _check_outputs(out, png, overwrite=overwrite, inputs=inputs)
     if png is not None:
         _check_png_options(kw)
     diag = Diagnostics()

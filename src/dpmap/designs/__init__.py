@@ -7,6 +7,7 @@ Every design follows the :class:`~dpmap.designs.base.Design` protocol, one modul
 - :mod:`~dpmap.designs.hierarchical`: several resolutions, consistent by least squares.
 - :mod:`~dpmap.designs.privtree`: PrivTree's adaptive split of H3's index tree.
 - :mod:`~dpmap.designs.adaptive_grid`: a two-level adaptive grid on H3's index tree.
+- :mod:`~dpmap.designs.zones`: one row per public zone (district) instead of H3 cells.
 
 :mod:`~dpmap.designs.adaptive` holds what the two adaptive designs share and
 :mod:`~dpmap.designs.hierarchy` the H3 tree arithmetic (level totals, weighted least squares)
@@ -27,6 +28,7 @@ from dpmap.designs.discovery import Discovery
 from dpmap.designs.flat import Flat
 from dpmap.designs.hierarchical import Hierarchical
 from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, PrivTree
+from dpmap.designs.zones import ZoneRelease
 from dpmap.errors import ReleaseFormatError, SpecError
 from dpmap.spec import ReleaseSpec
 
@@ -34,7 +36,14 @@ __all__ = ["DESIGNS", "Design", "DesignOptions", "check_options", "design_for", 
 
 #: every design, in the order in which they are asked whether parameters (or a manifest)
 #: are theirs: the first that says yes is the one
-DESIGNS: tuple[type[Any], ...] = (AdaptiveGrid, PrivTree, Hierarchical, Discovery, Flat)
+DESIGNS: tuple[type[Any], ...] = (
+    ZoneRelease,
+    AdaptiveGrid,
+    PrivTree,
+    Hierarchical,
+    Discovery,
+    Flat,
+)
 
 
 def adaptive_method(adaptive: Any) -> str | None:

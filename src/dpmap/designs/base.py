@@ -86,6 +86,8 @@ class Measured:
     shown: Estimates | None = None
     #: what the manifest learns from the noisy values (e.g. an adaptive grid's first level)
     drawn: dict[str, Any] = field(default_factory=dict)
+    #: a zone release: the public zones (``cells`` then holds zone indexes, not H3 cells)
+    zones: grid.Zones | None = None
 
 
 @dataclass(frozen=True)

@@ -199,10 +199,21 @@ def inside_domain(cells: pl.Series, domain: np.ndarray) -> pl.Series:
     return cells.is_in(pl.Series(domain, dtype=pl.Int64).implode())
 
 
+def bin_points(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Series:
+    """The key of each row (``CELL``, Int64): its H3 cell at the finest resolution, or in a
+    zone release the index of the zone that contains it (-1 outside every zone: such rows
+    then fall outside the public key set and are dropped like points outside a region)."""
+    if spec.zones is not None:
+        zone = spec.zones.assign(df[LAT].to_numpy(), df[LNG].to_numpy())
+        return pl.Series(CELL, zone, dtype=pl.Int64)
+    cells = df.select(plh3.latlng_to_cell(LAT, LNG, spec.finest, return_dtype=pl.UInt64))
+    return cells.to_series().cast(pl.Int64).alias(CELL)
+
+
 def prepare_rows(
     df: pl.DataFrame, spec: ReleaseSpec, domain: np.ndarray | None
 ) -> tuple[pl.DataFrame, RowCounts]:
-    """Drop unusable rows, bin to H3 (int64), clamp and round values, index categories.
+    """Drop unusable rows, bin to H3 (int64) or zones (:func:`bin_points`), clamp and round values, index categories.
 
     ``df`` has the internal columns (``LAT``, ``LNG`` as Float64, ``PERSON``, ``VALUE``
     as Float64, ``CAT`` as String, as present); the result has ``PERSON``, ``CELL``,
@@ -227,11 +238,7 @@ def prepare_rows(
             # the input is refused from the counts; keep these rows away from binning
             df = df.filter(pl.col(LAT).is_between(-90, 90) & pl.col(LNG).is_between(-180, 180))
 
-    df = df.with_columns(
-        plh3.latlng_to_cell(LAT, LNG, spec.finest, return_dtype=pl.UInt64)
-        .cast(pl.Int64)
-        .alias(CELL)
-    ).drop(LAT, LNG)
+    df = df.with_columns(bin_points(df, spec)).drop(LAT, LNG)
     if domain is not None:
         inside = inside_domain(df[CELL], domain)
         c.outside_region = int((~inside).sum())

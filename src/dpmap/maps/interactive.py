@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, SpecError, missing_extra
 from dpmap.io import atomic_write
 from dpmap.maps.layers import (
@@ -408,7 +409,8 @@ def _prepare(
         raise SpecError("the release table has no cell geometries to map")
     lines = boundary_lines(boundaries) if boundaries is not None else None
     stats = [column] + [s for s in _STAT_NAMES if s in layer.table.columns and s != column]
-    features = _features(layer, polygons, _tooltip_columns(layer.table, stats))
+    zone = zone_column(dict(manifest))
+    features = _features(layer, polygons, _tooltip_columns(layer.table, stats), zone or "cell")
     west, south, east, north = cell_bounds(polygons)
     config = {
         "data": {"type": "FeatureCollection", "features": features},
@@ -422,6 +424,7 @@ def _prepare(
         "boundaryColor": BOUNDARY_COLOR,
         "suppressedText": SUPPRESSED_LABEL,
         "missingText": MISSING_LABEL,
+        "placeLabel": "zone" if zone is not None else "H3 cell",
         "categoryHtml": (
             f" · category {html.escape(str(category))}" if category is not None else ""
         ),
@@ -448,12 +451,16 @@ def _tooltip_columns(table: pd.DataFrame, stats: list[str]) -> dict[str, list[An
 
 
 def _features(
-    layer: MapLayer, polygons: list[list[np.ndarray]], columns: dict[str, list[Any]]
+    layer: MapLayer,
+    polygons: list[list[np.ndarray]],
+    columns: dict[str, list[Any]],
+    key: str = "cell",
 ) -> list[dict[str, Any]]:
-    """One GeoJSON feature per row: its cell, numbers (none if suppressed) and colour."""
+    """One GeoJSON feature per row: its cell (or zone name: ``key``), numbers (none if
+    suppressed) and colour."""
     table, suppressed = layer.table, layer.suppressed
     fills = ramp_colours(np.where(layer.shown, layer.colour_values, np.nan), layer.vmax)
-    cell_ids = table["cell"].astype(str).tolist() if "cell" in table.columns else [""] * len(table)
+    cell_ids = table[key].astype(str).tolist() if key in table.columns else [""] * len(table)
     features = []
     for i, rings in enumerate(polygons):
         props: dict[str, Any] = {"cell": cell_ids[i]}
@@ -597,7 +604,8 @@ def _legend_html(layer: MapLayer) -> str:
 def _caption_html(facts: CaptionFacts, manifest: Mapping[str, Any]) -> str:
     """The privacy guarantee, reading notes and the manifest's privacy statement."""
     phrase = facts.guarantee.strip("()")
-    headline = f"ε = {facts.epsilon}, δ = {facts.delta} · H3 resolution {facts.resolution} · "
+    grid = facts.grid or f"H3 resolution {facts.resolution}"
+    headline = f"ε = {facts.epsilon}, δ = {facts.delta} · {grid} · "
     headline += facts.created
     notes = ["Each value is shown ± its 95% margin of error."]
     if facts.scale:
@@ -777,7 +785,7 @@ _SCRIPT_TEMPLATE = """
         lines.push(s === cfg.column ? "<b>" + text + "</b>" : text);
       });
     }
-    lines.push('<span class="dpmap-cell">H3 cell ' + esc(p.cell) + cfg.categoryHtml + "</span>");
+    lines.push('<span class="dpmap-cell">' + esc(cfg.placeLabel) + " " + esc(p.cell) + cfg.categoryHtml + "</span>");
     return lines.join("<br>");
   }
 

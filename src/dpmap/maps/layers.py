@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "colour_scale",
     "created_date",
     "format_number",
+    "grid_text",
+    "in_units",
     "map_layer",
     "map_title",
     "numeric_column",
@@ -166,9 +169,25 @@ def map_layer(
         below=below,
         above=above,
         resolution_text=resolution_text(table, manifest),
-        title=map_title(title, manifest, column, category),
-        stat_label=stat_label(column),
+        title=in_units(map_title(title, manifest, column, category), manifest),
+        stat_label=in_units(stat_label(column), manifest),
     )
+
+
+def in_units(text: str, manifest: Mapping[str, Any]) -> str:
+    """``text`` about hexagons reworded for what the release publishes (zones or hexagons)."""
+    if zone_column(dict(manifest)) is None:
+        return text
+    return text.replace("H3 hexagon", "zone").replace("hexagon", "zone")
+
+
+def grid_text(manifest: Mapping[str, Any], resolution: str) -> str:
+    """What the map's rows are, for a caption: ``"H3 resolution 7"`` or the zones."""
+    by = zone_column(dict(manifest))
+    if by is None:
+        return f"H3 resolution {resolution}"
+    zones = (manifest.get("cell_selection") or {}).get("zones")
+    return f"{zones} public zones (by {by!r})"
 
 
 def select_rows(
@@ -543,11 +562,14 @@ class CaptionFacts:
     #: how suppressed hexagons were chosen (None if nothing is hidden)
     hidden: str | None
     noise: str = "differences between single hexagons may be noise"
+    #: what the rows are: "H3 resolution 7", or a zone release's zones
+    grid: str = ""
 
 
 def caption_facts(manifest: Mapping[str, Any], layer: MapLayer) -> CaptionFacts:
     """The facts a caption of `layer` states, from the manifest and the colour scale."""
     eps_text, delta_text, phrase = privacy_terms(manifest)
+    hidden = suppression_note(manifest)
     scale = None
     if layer.any_shown:
         scale = (
@@ -562,5 +584,7 @@ def caption_facts(manifest: Mapping[str, Any], layer: MapLayer) -> CaptionFacts:
         created=created_date(manifest.get("created", "")),
         scale=scale,
         negative="negative noisy values are coloured as 0" if layer.below else None,
-        hidden=suppression_note(manifest),
+        hidden=None if hidden is None else in_units(hidden, manifest),
+        noise=in_units(CaptionFacts.noise, manifest),
+        grid=grid_text(manifest, layer.resolution_text),
     )

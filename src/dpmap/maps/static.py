@@ -624,7 +624,7 @@ def _caption(facts: CaptionFacts, width: int) -> str:
     """The privacy statement and reading notes, wrapped at separators to `width` chars."""
     statement = [
         f"Differentially private release: ε = {facts.epsilon}, δ = {facts.delta} {facts.guarantee}",
-        f"H3 resolution {facts.resolution}",
+        facts.grid or f"H3 resolution {facts.resolution}",
         facts.created,
         "each value ± its 95% margin of error",
     ]

@@ -29,10 +29,12 @@ UNBIASED_COLUMNS = {
 }
 
 
-def estimates_frame(table: Any, est: Estimates) -> pd.DataFrame:
-    """Unbiased noisy estimates and their noise variances for every row (suppressed included)."""
+def estimates_frame(table: Any, est: Estimates, zone_column: str | None = None) -> pd.DataFrame:
+    """Unbiased noisy estimates and their noise variances for every row (suppressed included);
+    a zone release's rows are keyed by ``zone_column`` (the zones' name column)."""
     n = len(table)
-    out = pd.DataFrame({c: table[c].to_numpy() for c in KEY_COLUMNS if c in table})
+    keys = ((zone_column,) if zone_column else ()) + KEY_COLUMNS
+    out = pd.DataFrame({c: table[c].to_numpy() for c in keys if c in table})
     out["count"] = np.asarray(est.count, dtype=np.float64)
     out["count_var"] = np.broadcast_to(np.asarray(est.count_var, dtype=np.float64), (n,))
     if est.sum is not None:
@@ -46,10 +48,16 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
     import geopandas as gpd
 
     cells, res, cat_idx = measured.cells, measured.resolutions, measured.category
-    data: dict[str, Any] = {
-        "cell": grid.cells_to_hex(cells).astype(object),
-        "resolution": np.asarray(res, dtype=np.int64),
-    }
+    if measured.zones is not None:  # a zone release: the zone's name and polygon
+        names = np.asarray(measured.zones.names, dtype=object)
+        data: dict[str, Any] = {measured.zones.by: names[cells]}
+        geometry = measured.zones.geometries[cells]
+    else:
+        data = {
+            "cell": grid.cells_to_hex(cells).astype(object),
+            "resolution": np.asarray(res, dtype=np.int64),
+        }
+        geometry = grid.cells_to_polygons(cells)
     if spec.categories is not None:
         cats = np.asarray(spec.categories, dtype=object)
         data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
@@ -58,7 +66,7 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
             data[col] = pub.columns[col]
     data["suppressed"] = pub.columns["suppressed"]
     df = normalise_dtypes(pd.DataFrame(data), integer=integer)
-    return gpd.GeoDataFrame(df, geometry=grid.cells_to_polygons(cells), crs="EPSG:4326")
+    return gpd.GeoDataFrame(df, geometry=np.asarray(geometry), crs="EPSG:4326")
 
 
 def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:

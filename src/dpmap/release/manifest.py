@@ -21,13 +21,21 @@ FORMAT_VERSION = 1
 def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
     unit = f"one person (all rows with the same {spec.person!r})" if spec.person else "one row"
     delta = "" if plan.delta == 0 else f", δ = {plan.delta:.3g}"
+    place = "zone" if spec.zones is not None else "cell"
     return (
         f"This map satisfies {plan.measure} with ε = {plan.epsilon:.4g}{delta} for {unit}: "
         f"whatever it shows would have been almost as likely had any single person's records been "
-        f"left out. Each person counts in at most {spec.l0} cell(s), {spec.linf} record(s) per cell"
+        f"left out. Each person counts in at most {spec.l0} {place}(s), {spec.linf} record(s) "
+        f"per {place}"
         + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
-        + f". Noise from OpenDP; H3 resolution {'/'.join(map(str, spec.levels))}; released {created[:10]}."
+        + f". Noise from OpenDP; {_published_units(spec)}; released {created[:10]}."
     )
+
+
+def _published_units(spec: ReleaseSpec) -> str:
+    if spec.zones is not None:
+        return f"{len(spec.zones)} public zones (by {spec.zones.by!r})"
+    return f"H3 resolution {'/'.join(map(str, spec.levels))}"
 
 
 def build_manifest(

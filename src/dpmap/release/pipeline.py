@@ -29,7 +29,9 @@ def release(
     points: Any,
     *,
     region: Any = None,
-    resolution: int,
+    zones: Any = None,
+    by: str | None = None,
+    resolution: int | None = None,
     epsilon: float,
     delta: float = 0.0,
     lat: str = "lat",
@@ -60,7 +62,7 @@ def release(
     title: str | None = None,
     engine: str | None = None,
 ) -> Release:
-    """Publish a differentially private H3 map of ``points``.
+    """Publish a differentially private H3 map (or zone table) of ``points``.
 
     Parameters
     ----------
@@ -71,8 +73,15 @@ def release(
         The public area: shapely geometry, GeoDataFrame/GeoSeries, GeoJSON mapping or path.
         Every H3 cell overlapping it is published (with noise, zeros included). ``None``:
         cells are chosen privately with OpenDP's threshold mechanism (needs ``delta > 0``).
+    zones, by
+        Instead of ``region``/``resolution``: public, non-overlapping zones (districts) as a
+        GeoDataFrame (any CRS; ``by`` names its zone-name column), a GeoSeries (its index
+        names the zones) or the path of a GeoJSON/GeoPackage/GeoParquet file. One row per
+        zone, every zone noised (empty ones too); each point goes to the zone that contains
+        it (a point on a shared border to the first such zone by name) and points outside
+        every zone are dropped. See :mod:`dpmap.designs.zones`.
     resolution
-        H3 resolution, 0..9.
+        H3 resolution, 0..9 (not with ``zones``).
     epsilon, delta
         The release's total privacy budget.
     lat, lng
@@ -162,7 +171,7 @@ def release(
     probability (see :func:`explain` before touching data).
     """
     given = locals()  # the parameters, before anything else is bound
-    spec = make_spec({name: given[name] for name in SPEC_FIELDS})
+    spec = make_spec({name: given[name] for name in SPEC_FIELDS}, by)
     options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
     check_options(spec, options)
     if (ledger is None) != (dataset is None):
@@ -203,7 +212,8 @@ def _publish(
     published = publish(shown, spec.bounds, spec.suppress_below, design.count_noise())
     table = cell_table(spec, measured, published, integer=design.integer)
     manifest = build_manifest(design, measured, published, title, len(table), config)
-    return Release(table, manifest, estimates_frame(table, measured.estimates))
+    zone_column = measured.zones.by if measured.zones is not None else None
+    return Release(table, manifest, estimates_frame(table, measured.estimates, zone_column))
 
 
 def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
@@ -241,7 +251,11 @@ def reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None
         accounting=plan.accounting,
         mechanism=str(spec.mechanism),
         statistics=list(spec.statistics),
-        resolution=spec.finest,
-        details={"measure": plan.measure, "discovery": plan.discovery, "levels": list(spec.levels)},
+        resolution=None if spec.zones is not None else spec.finest,
+        details={
+            "measure": plan.measure,
+            "discovery": plan.discovery,
+            "levels": [] if spec.zones else list(spec.levels),
+        },
         label=title,  # the release's title: which release this entry was
     )

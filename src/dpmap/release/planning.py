@@ -50,7 +50,9 @@ class Explanation:
             "resolution": list(self.spec.levels)
             if self.spec.hierarchical
             else self.spec.resolution,
-            "average_cell_area_km2": grid.average_cell_area_km2(self.spec.finest),
+            "average_cell_area_km2": None
+            if self.spec.zones is not None
+            else grid.average_cell_area_km2(self.spec.finest),
             "cells": self.cells,
             "statistics": {
                 k: {**v.describe(), "budget_share": share}
@@ -80,12 +82,7 @@ class Explanation:
             f"dpmap release plan — {d['measure']}",
             f"  total: ε = {d['epsilon']:.6g}, δ = {d['delta']:.3g}"
             + (f", ρ = {d['rho']:.6g}" if d["rho"] else ""),
-            f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
-            + (
-                f", {d['cells']} public cells"
-                if d["cells"] is not None
-                else ", cells chosen privately"
-            ),
+            self._area_line(d),
         ]
         for name, s in d["statistics"].items():
             priv = f"ε = {s['epsilon']:.6g}" if s["epsilon"] is not None else f"ρ = {s['rho']:.6g}"
@@ -118,7 +115,33 @@ class Explanation:
                 "expected to show by chance (no phantom hot spots)"
             )
         lines.extend(self.design.explain_lines())
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        if self.spec.zones is not None:  # the rows are zones, not cells
+            for cell, zone in _ZONE_WORDS:
+                text = text.replace(cell, zone)
+        return text
+
+    def _area_line(self, d: dict[str, Any]) -> str:
+        """What is published: the zones, or the H3 resolution and its cells."""
+        if self.spec.zones is not None:
+            return f"  {d['cells']} public zones (one row each, named by {self.spec.zones.by!r})"
+        return (
+            f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
+            + (
+                f", {d['cells']} public cells"
+                if d["cells"] is not None
+                else ", cells chosen privately"
+            )
+        )
+
+
+#: the words of ``explain`` about cells, as they read for a zone release
+_ZONE_WORDS = (
+    ("per cell", "per zone"),
+    ("suppression: cells", "suppression: zones"),
+    ("every cell", "every zone"),
+    (" cells)", " zones)"),
+)
 
 
 def budget_shares(spec: ReleaseSpec, plan: NoisePlan) -> list[float | None]:
@@ -155,12 +178,17 @@ def threshold_of(
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ReleaseSpec))
 
 
-def make_spec(kw: dict[str, Any]) -> ReleaseSpec:
+def make_spec(kw: dict[str, Any], by: str | None = None) -> ReleaseSpec:
     """The validated spec of these parameters (lists of bounds, categories or level weights
-    become tuples); an unknown keyword is a :class:`~dpmap.SpecError`."""
+    become tuples; ``zones`` with their name column ``by`` become checked
+    :class:`~dpmap.grid.Zones`); an unknown keyword is a :class:`~dpmap.SpecError`."""
     for key in ("bounds", "categories", "level_split"):
         if isinstance(kw.get(key), list):
             kw = {**kw, key: tuple(kw[key])}
+    if kw.get("zones") is not None:
+        kw = {**kw, "zones": grid.to_zones(kw["zones"], by)}
+    elif by is not None:
+        raise SpecError(f"by={by!r} names the zones' column; pass zones=<GeoDataFrame> with it")
     try:
         return ReleaseSpec(**kw)
     except TypeError as exc:  # unknown keyword
@@ -168,6 +196,12 @@ def make_spec(kw: dict[str, Any]) -> ReleaseSpec:
 
 
 def resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
+    if spec.zones is not None:
+        if region is not None:
+            raise SpecError(
+                "zones= and region= exclude each other: the zones are the public area; drop the region"
+            )
+        return None
     if region is None:
         if spec.delta == 0:
             raise SpecError(
@@ -210,7 +244,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
             if k in params
         }
     )
-    spec = make_spec(params)
+    spec = make_spec(params, params.pop("by", None))
     reg = resolve_region(region, spec)
     design = design_for(spec, reg, options)
     warn_negligible_noise(design.noise)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
+from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
@@ -237,6 +238,22 @@ def _write_geoparquet(gdf: Any, path: Path, manifest_text: str) -> None:
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
+def _read_csv(path: Path, zone: str | None) -> pd.DataFrame:
+    """A release's CSV table: cells and categories as text; a zone release's names exactly
+    as written ("007", "NaN" and "" are names, not numbers or missing values)."""
+    text = {"cell": str, "category": str}
+    if zone is None:
+        return pd.read_csv(path, dtype=text)
+    columns = pd.read_csv(path, nrows=0).columns
+    missing = ["", "NaN", "nan", "NA", "<NA>", "null", "None"]
+    return pd.read_csv(
+        path,
+        dtype={**text, zone: str},
+        keep_default_na=False,
+        na_values={c: missing for c in columns if c != zone},
+    )
+
+
 def read_release(path: str | Path) -> Release:
     """Read a published release (GeoJSON, GeoParquet or CSV with its manifest)."""
     import geopandas as gpd
@@ -260,7 +277,7 @@ def read_release(path: str | Path) -> Release:
             raw = (pq.read_schema(path).metadata or {}).get(b"dpmap_manifest")
             embedded = json.loads(raw) if raw else None
         else:
-            df = pd.read_csv(path, dtype={"cell": str, "category": str})
+            df = _read_csv(path, zone_column(read_manifest(mpath)) if mpath.exists() else None)
             gdf = gpd.GeoDataFrame(
                 df.drop(columns="geometry"),
                 geometry=shapely.from_wkt(df["geometry"].to_numpy()),
@@ -270,7 +287,7 @@ def read_release(path: str | Path) -> Release:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ReleaseFormatError(f"{str(path)!r} is not a readable dpmap release ({exc})") from exc
     manifest = read_manifest(mpath) if (mpath.exists() or embedded is None) else embedded
-    missing = {"cell", "count", "suppressed"} - set(gdf.columns)
+    missing = {zone_column(manifest) or "cell", "count", "suppressed"} - set(gdf.columns)
     if missing:
         raise ReleaseFormatError(
             f"{str(path)!r} lacks the columns {sorted(missing)}; it is not a dpmap release"
@@ -293,7 +310,8 @@ def read_release(path: str | Path) -> Release:
     )
     estimates = None
     if unbiased:
-        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in KEY_COLUMNS if c in gdf})
+        keys = [c for c in (zone_column(manifest), *KEY_COLUMNS) if c and c in gdf]
+        estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in keys})
         for col, values in unbiased.items():
             estimates[col] = values
     return Release(gdf, manifest, estimates)
