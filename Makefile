@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_release.py
 	$(BIN)/python benchmarks/bench_noise.py
 	$(BIN)/python benchmarks/bench_pipelinedp.py
+	$(BIN)/python benchmarks/bench_zones.py
 
 clean:
 	rm -rf $(VENV) out site .pytest_cache .hypothesis .mypy_cache .ruff_cache
