@@ -1,0 +1,222 @@
+"""Value distributions: private quantiles and value bands from one noisy value histogram.
+
+A release with ``quantiles=`` or ``value_bands=`` measures, for every row (cell or zone),
+the counts of the clamped values in every node of the public value tree
+(:class:`dpmap.valuetree.ValueTree`, fixed by the bounds), as one more noisy vector
+``hist`` (rows × nodes) of the release's one composed OpenDP measurement, with its own share
+of ε (``histogram_share``) and the sensitivity of
+:func:`dpmap._privacy.bounding.histogram_sensitivity`. Everything here is post-processing of
+that noisy vector:
+
+1. **Consistent counts.** Every node has the same noise variance σ², so the least-squares
+   leaf counts are x̂ = P·y with P = (AᵀA)⁻¹Aᵀ (A adds leaves into nodes): unbiased, and the
+   sums of x̂ over any node equal that node's consistent count.
+2. **CDF.** F̂_j = Σ_{k≤j} x̂_k (the count up to the right edge of leaf j) is linear in y, so
+   its exact noise variance is σ²·‖R_j‖² with R_j = Σ_{k≤j} P_k. The published CDF is the
+   running maximum of F̂, at least 0 (monotone).
+3. **Quantile.** q_p is where that CDF crosses p·T̂ (T̂: its last value), interpolated
+   linearly inside the leaf; a row whose T̂ ≤ 0 has no quantile (NaN).
+4. **Interval.** With D̂_j = F̂_j − p·F̂_last (exact variance σ²·‖R_j − p·R_last‖²) and the
+   true D_j = F_j − p·N, the leaf j* that holds the true quantile is the one with
+   D_{j*−1} < 0 ≤ D_{j*}. A leaf j stays a candidate unless D̂_j + z·sd_j < 0 or
+   D̂_{j−1} − z·sd_{j−1} ≥ 0; [q_lo, q_hi] spans the candidate leaves (the whole bounds if
+   none is left). The true leaf is dropped only if one of two fixed one-sided tests fails,
+   each with probability at most α/2 when the noise of D̂ is at most as heavy-tailed as a
+   Laplace of the same variance, so the interval covers the true quantile with probability
+   **at least 95%** (z = ln(20)/√2 ≈ 2.12, the Laplace tail, for Laplace noise; 1.96 for
+   Gaussian noise). Taking whole leaves only widens it.
+5. **Value bands.** A band [a, b) (edges are tree edges) is F̂ at b less F̂ at a, with the
+   same exact variance and a 95% margin of z·sd.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from dpmap._privacy.noise import NoisePlan
+from dpmap.aggregates import BoundedAggregates
+from dpmap.spec import Mechanism, ReleaseSpec, band_name, quantile_name
+from dpmap.valuetree import ValueTree
+
+__all__ = [
+    "METHOD",
+    "distribution_columns",
+    "distribution_manifest",
+    "expected_quantile_error",
+    "interval_z",
+    "measure_dense",
+    "with_histogram",
+]
+
+#: the method as the manifest states it
+METHOD = (
+    "least-squares consistent counts of a public value tree; quantile where the monotone noisy "
+    "CDF crosses p·total (linear inside the leaf); interval: the leaves not rejected by two "
+    "one-sided tests of the CDF at p·total, coverage at least 95%"
+)
+
+
+def interval_z(mechanism: Mechanism) -> float:
+    """The one-sided 97.5% factor: the Laplace tail ln(20)/√2 for Laplace noise, 1.96 for
+    Gaussian (a two-sided 95% margin of one band uses the same factor)."""
+    return math.log(20) / math.sqrt(2) if mechanism is Mechanism.LAPLACE else 1.959963984540054
+
+
+@functools.lru_cache(maxsize=4)
+def projection(branching: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P, R): the least-squares leaves P = (AᵀA)⁻¹Aᵀ (leaves × nodes) and the cumulative
+    rows R_j = Σ_{k≤j} P_k, for a tree whose nodes all have the same noise variance."""
+    a = ValueTree(0, 1, branching, depth).node_matrix()
+    p = np.linalg.solve(a.T @ a, a.T)
+    return p, np.cumsum(p, axis=0)
+
+
+def with_histogram(
+    spec: ReleaseSpec,
+    vectors: dict[str, np.ndarray],
+    aggregates: BoundedAggregates,
+    domain: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The dense vectors to noise plus the histogram's (rows × nodes, flattened), when the
+    release measures one (the order of :meth:`ReleaseSpec.queries`)."""
+    if not spec.histogram:
+        return vectors
+    tree = spec.value_tree
+    row, leaf, count = aggregates.histogram_leaves(domain)
+    nodes = tree.node_vectors(row, leaf, count, len(domain))
+    return {**vectors, "hist": nodes.reshape(-1)}
+
+
+def _cdf(tree: ValueTree, noisy: np.ndarray) -> np.ndarray:
+    """F̂ (rows × leaves): the consistent count up to each leaf's right edge."""
+    _p, r = projection(tree.branching, tree.depth)
+    y = np.asarray(noisy, dtype=np.float64).reshape(-1, tree.nodes)
+    return y @ r.T
+
+
+def _point(tree: ValueTree, cdf: np.ndarray, p: float) -> np.ndarray:
+    """Where the monotone CDF crosses p·total, linear inside the leaf (NaN: total ≤ 0)."""
+    g = np.maximum(np.maximum.accumulate(cdf, axis=1), 0.0)
+    total = g[:, -1]
+    t = p * total
+    j = np.argmax(g >= t[:, None], axis=1)
+    rows = np.arange(len(g))
+    prev = np.where(j > 0, g[rows, np.maximum(j - 1, 0)], 0.0)
+    step = g[rows, j] - prev
+    frac = np.where(step > 0, (t - prev) / np.where(step > 0, step, 1.0), 0.0)
+    edges = tree.edges()
+    q = edges[j] + np.clip(frac, 0.0, 1.0) * (edges[j + 1] - edges[j])
+    return np.where(total > 0, q, np.nan)
+
+
+def _interval(
+    tree: ValueTree, cdf: np.ndarray, p: float, variance: float, z: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """[q_lo, q_hi]: the hull of the leaves that two one-sided tests do not reject."""
+    _p, r = projection(tree.branching, tree.depth)
+    u = r - p * r[-1]
+    sd = np.sqrt(variance * np.einsum("ij,ij->i", u, u))
+    d = cdf - p * cdf[:, -1:]
+    not_below = d + z * sd >= 0  # the CDF may have reached p·N by leaf j's right edge
+    before = d - z * sd < 0  # ... and may not have reached it before leaf j
+    not_before = np.ones_like(before)
+    not_before[:, 1:] = before[:, :-1]
+    keep = not_below & not_before
+    edges = tree.edges()
+    any_left = keep.any(axis=1)
+    first = np.argmax(keep, axis=1)
+    last = keep.shape[1] - 1 - np.argmax(keep[:, ::-1], axis=1)
+    lo = np.where(any_left, edges[first], edges[0])
+    hi = np.where(any_left, edges[last + 1], edges[-1])
+    return lo, hi
+
+
+def distribution_columns(
+    spec: ReleaseSpec, noise: NoisePlan, noisy: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The published columns (``q50``, ``q50_lo``, ``q50_hi``, ``band_a_b``, ``band_a_b_moe``,
+    …) of every row, from the noisy histogram only."""
+    tree = spec.value_tree
+    variance = noise.statistics["hist"].variance
+    z = interval_z(spec.mechanism)
+    cdf = _cdf(tree, noisy)
+    out: dict[str, np.ndarray] = {}
+    for p in spec.quantiles or ():
+        name = quantile_name(p)
+        out[name] = _point(tree, cdf, p)
+        out[f"{name}_lo"], out[f"{name}_hi"] = _interval(tree, cdf, p, variance, z)
+    if spec.value_bands:
+        _p, r = projection(tree.branching, tree.depth)
+        padded = np.concatenate([np.zeros((len(cdf), 1)), cdf], axis=1)
+        rpad = np.vstack([np.zeros((1, r.shape[1])), r])
+        edges = spec.value_bands
+        for a, b in itertools.pairwise(edges):
+            ka, kb = tree.edge_position(a), tree.edge_position(b)
+            assert ka is not None and kb is not None
+            name = band_name(a, b)
+            out[name] = padded[:, kb] - padded[:, ka]
+            w = rpad[kb] - rpad[ka]
+            out[f"{name}_moe"] = np.full(len(cdf), z * math.sqrt(variance * float(w @ w)))
+    return out
+
+
+def expected_quantile_error(spec: ReleaseSpec, noise: NoisePlan) -> dict[str, float]:
+    """Before any data: the noise's standard deviation on the CDF at the median (in people),
+    the width of one leaf (in value units) and the interval factor z, for ``explain``."""
+    tree = spec.value_tree
+    _p, r = projection(tree.branching, tree.depth)
+    mid = tree.leaves // 2 - 1
+    u = r[mid] - 0.5 * r[-1]
+    variance = noise.statistics["hist"].variance
+    return {
+        "cdf_sd_at_median": math.sqrt(variance * float(u @ u)),
+        "leaf_width": (tree.hi - tree.lo) / tree.leaves,
+        "z": interval_z(spec.mechanism),
+    }
+
+
+def distribution_manifest(spec: ReleaseSpec, noise: NoisePlan) -> dict[str, Any]:
+    """The manifest's ``value_distribution`` entry (public parameters only; empty without
+    a value histogram)."""
+    if not spec.histogram:
+        return {}
+    hist = noise.statistics["hist"]
+    return {
+        "value_distribution": {
+            "tree": spec.value_tree.describe(),
+            "quantiles": list(spec.quantiles) if spec.quantiles else None,
+            "value_bands": list(spec.value_bands) if spec.value_bands else None,
+            "budget_share": spec.histogram_share,
+            "sensitivity": {
+                "l1": hist.sensitivity.l1,
+                "l2": hist.sensitivity.l2,
+                "linf": hist.sensitivity.linf,
+            },
+            "scale": hist.scale,
+            "method": METHOD,
+            "interval_z": interval_z(spec.mechanism),
+            "coverage": "at least 95% per quantile and row (two one-sided tests at α/2)",
+        }
+    }
+
+
+def measure_dense(
+    spec: ReleaseSpec,
+    noise: NoisePlan,
+    aggregates: BoundedAggregates,
+    domain: np.ndarray,
+    cats: int,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Noise a dense design's vectors (and the value histogram, if any). Draws noise.
+
+    Returns the noisy vectors and the distribution columns (None without a histogram)."""
+    vectors = with_histogram(spec, aggregates.densify(domain, cats), aggregates, domain)
+    noisy = noise.run_dense(vectors)
+    if not spec.histogram:
+        return noisy, None
+    return noisy, distribution_columns(spec, noise, noisy["hist"])
