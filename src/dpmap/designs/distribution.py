@@ -48,6 +48,7 @@ __all__ = [
     "distribution_columns",
     "distribution_manifest",
     "expected_quantile_error",
+    "explain_distribution",
     "interval_z",
     "measure_dense",
     "with_histogram",
@@ -220,3 +221,31 @@ def measure_dense(
     if not spec.histogram:
         return noisy, None
     return noisy, distribution_columns(spec, noise, noisy["hist"])
+
+
+def explain_distribution(spec: ReleaseSpec, noise: NoisePlan) -> list[str]:
+    """The lines ``explain`` prints about quantiles and value bands (no data touched)."""
+    if not spec.histogram:
+        return []
+    e = expected_quantile_error(spec, noise)
+    tree, hist = spec.value_tree, noise.statistics["hist"]
+    margin = e["z"] * e["cdf_sd_at_median"]
+    lines = [
+        f"  value histogram: {tree.leaves} bands of width {e['leaf_width']:.6g} over "
+        f"[{tree.lo}, {tree.hi}] ({tree.depth} levels of {tree.branching}), noise scale "
+        f"{hist.scale:.6g} per band, share {spec.histogram_share:.3g} of ε",
+    ]
+    if spec.quantiles:
+        ranks = ", ".join(f"±{margin / n:.2g} with {n:,} people" for n in (100, 1_000, 10_000))
+        lines.append(
+            f"  quantiles {', '.join(map(quantile_name, spec.quantiles))}: the noisy CDF is "
+            f"off by about ±{margin:.3g} people (sd {e['cdf_sd_at_median']:.3g}) at the "
+            f"median, so the interval of q50 spans the true quantiles at ranks 0.5 {ranks} "
+            f"in a cell, plus one band of width {e['leaf_width']:.6g}; coverage at least 95%"
+        )
+    if spec.value_bands:
+        lines.append(
+            f"  value bands: {len(spec.value_bands) - 1} bands, each count within a 95% margin "
+            "that depends on the band (see the band_*_moe columns)"
+        )
+    return lines

@@ -20,6 +20,7 @@ from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
 from dpmap.designs.distribution import (
     distribution_manifest,
+    explain_distribution,
     measure_dense,
 )
 from dpmap.spec import ReleaseSpec
@@ -104,7 +105,7 @@ class Flat:
         return None
 
     def explain_lines(self) -> list[str]:
-        return []
+        return explain_distribution(self.spec, self.noise)
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
         assert self.domain is not None

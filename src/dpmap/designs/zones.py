@@ -25,6 +25,7 @@ from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
 from dpmap.designs.distribution import (
     distribution_manifest,
+    explain_distribution,
     measure_dense,
 )
 from dpmap.designs.flat import category_index, independent_correlation, noisy_estimates
@@ -106,7 +107,8 @@ class ZoneRelease:
         z = self.zones
         return [
             f"  zones: {len(z)} public zones named by {z.by!r} (fingerprint {z.fingerprint[:19]}…), "
-            "every zone published; points outside every zone are dropped"
+            "every zone published; points outside every zone are dropped",
+            *explain_distribution(self.spec, self.noise),
         ]
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
