@@ -423,3 +423,13 @@ def test_cli_refuses_bad_quantiles_without_traceback(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     header = out.read_text().splitlines()[0].split(",")
     assert {"q50", "q50_lo", "q50_hi", "band_0_1000", "band_1000_50000_moe"} <= set(header)
+
+
+def test_a_histogram_too_large_for_memory_is_refused_before_any_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dpmap.designs import distribution
+
+    monkeypatch.setattr(distribution, "MAX_HISTOGRAM_VALUES", 10 * 1110)
+    with pytest.raises(SpecError, match="coarser resolution"):
+        dpmap.explain(region=REGION, resolution=RESOLUTION, **release_kw())

@@ -40,11 +40,14 @@ import numpy as np
 
 from dpmap._privacy.noise import NoisePlan
 from dpmap.aggregates import BoundedAggregates
+from dpmap.errors import SpecError
 from dpmap.spec import Mechanism, ReleaseSpec, band_name, quantile_name
 from dpmap.valuetree import ValueTree
 
 __all__ = [
+    "MAX_HISTOGRAM_VALUES",
     "METHOD",
+    "check_histogram_size",
     "distribution_columns",
     "distribution_manifest",
     "expected_quantile_error",
@@ -60,6 +63,20 @@ METHOD = (
     "CDF crosses p·total (linear inside the leaf); interval: the leaves not rejected by two "
     "one-sided tests of the CDF at p·total, coverage at least 95%"
 )
+
+
+#: most noisy histogram values a release draws (rows × tree nodes, int64 in memory)
+MAX_HISTOGRAM_VALUES = 50_000_000
+
+
+def check_histogram_size(spec: ReleaseSpec, rows: int) -> None:
+    """Refuse, before any data or budget, a histogram too large to hold in memory."""
+    if spec.histogram and rows * spec.value_tree.nodes > MAX_HISTOGRAM_VALUES:
+        raise SpecError(
+            f"quantiles/value_bands over {rows:,} rows need {rows * spec.value_tree.nodes:,} "
+            f"noisy histogram values, more than {MAX_HISTOGRAM_VALUES:,}; use a coarser "
+            "resolution, a smaller region or zones"
+        )
 
 
 def interval_z(mechanism: Mechanism) -> float:
@@ -236,12 +253,12 @@ def explain_distribution(spec: ReleaseSpec, noise: NoisePlan) -> list[str]:
         f"{hist.scale:.6g} per band, share {spec.histogram_share:.3g} of ε",
     ]
     if spec.quantiles:
-        ranks = ", ".join(f"±{margin / n:.2g} with {n:,} people" for n in (100, 1_000, 10_000))
+        ranks = ", ".join(f"±{margin / n:.2g} with {n:,} records" for n in (100, 1_000, 10_000))
         lines.append(
             f"  quantiles {', '.join(map(quantile_name, spec.quantiles))}: the noisy CDF is "
-            f"off by about ±{margin:.3g} people (sd {e['cdf_sd_at_median']:.3g}) at the "
+            f"off by about ±{margin:.3g} records (sd {e['cdf_sd_at_median']:.3g}) at the "
             f"median, so the interval of q50 spans the true quantiles at ranks 0.5 {ranks} "
-            f"in a cell, plus one band of width {e['leaf_width']:.6g}; coverage at least 95%"
+            f"in one row, plus one band of width {e['leaf_width']:.6g}; coverage at least 95%"
         )
     if spec.value_bands:
         lines.append(

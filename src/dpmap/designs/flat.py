@@ -19,6 +19,7 @@ from dpmap._privacy.postprocess import CountNoise, Estimates
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
 from dpmap.designs.distribution import (
+    check_histogram_size,
     distribution_manifest,
     explain_distribution,
     measure_dense,
@@ -92,7 +93,9 @@ class Flat:
     @classmethod
     def plan(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> Flat:
         assert region is not None
-        return cls(spec, region, plan_noise(spec))
+        design = cls(spec, region, plan_noise(spec))
+        check_histogram_size(spec, design.rows() or 0)
+        return design
 
     def rows(self) -> int | None:
         assert self.domain is not None
