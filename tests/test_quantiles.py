@@ -257,8 +257,8 @@ def test_quantile_intervals_cover_at_least_95_percent(mechanism: str) -> None:
     """Coverage of [q_lo, q_hi] over ROWS independent rows, through the real OpenDP noise.
 
     The method claims coverage ≥ 95% per row and quantile (a lower bound, not a nominal
-    value: whole leaves and the second test only widen the interval), so the check is
-    one-sided. Rows are independent (independent noise, independent data), so the misses
+    value: the band holds for every leaf at once and whole leaves only widen the interval;
+    measured ≈ 99.9%), so the check is one-sided. Rows are independent (independent noise, independent data), so the misses
     of one quantile are Binomial(ROWS, π) with π ≤ 0.05. The test fails if the misses of any
     of the 3 quantiles exceed k = the smallest k with P(Bin(ROWS, 0.05) > k) < 1e-8 / 3:
     with a correct method the false-failure probability per run is < 1e-8 (union over the
