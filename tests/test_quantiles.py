@@ -7,6 +7,7 @@ histogram_sensitivity` for the sensitivity that these tests check against the en
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -29,7 +31,7 @@ from dpmap._privacy.bounding import histogram_sensitivity
 from dpmap._privacy.noise import plan_noise
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.distribution import distribution_columns, interval_z
-from dpmap.engines import local, streaming
+from dpmap.engines import frames, local, streaming
 from dpmap.errors import SpecError
 from dpmap.grid import region_to_cells, to_region
 from dpmap.spec import ReleaseSpec
@@ -204,9 +206,7 @@ def test_the_leaf_rule_is_the_value_trees() -> None:
     v = np.array([0, 49, 50, 999, 1000, 49_999, 50_000])
     assert tree.leaf_of(v).tolist() == [0, 0, 1, 19, 20, 999, 999]
     spec = spec_with()
-    got = pl.DataFrame({"__value": v}).select(
-        __import__("dpmap.engines.frames", fromlist=["leaf_expr"]).leaf_expr(spec)
-    )
+    got = pl.DataFrame({frames.VALUE: v}).select(frames.leaf_expr(spec))
     assert got.to_series().to_list() == tree.leaf_of(v).tolist()
 
 
@@ -337,7 +337,6 @@ def test_value_bands_add_up_and_match_the_margins_method() -> None:
 
 def test_a_zone_release_has_quantiles() -> None:
     import geopandas as gpd
-    import shapely
 
     x0, y0, x1, y1 = REGION.bounds
     mid = (x0 + x1) / 2
@@ -405,7 +404,7 @@ def test_cli_refuses_bad_quantiles_without_traceback(tmp_path: Path) -> None:
     pts = tmp_path / "pts.csv"
     points(50).to_csv(pts, index=False)
     region = tmp_path / "region.geojson"
-    region.write_text(__import__("json").dumps(__import__("shapely").geometry.mapping(REGION)))
+    region.write_text(json.dumps(shapely.geometry.mapping(REGION)))
     out = tmp_path / "out.csv"
     args = [sys.executable, "-m", "dpmap.cli", "release", str(pts), "--region", str(region)]
     args += ["--resolution", str(RESOLUTION), "--epsilon", "1", "--person", "pid"]
