@@ -155,6 +155,7 @@ def test_every_design_implements_the_protocol() -> None:
         "base",
         "hierarchy",
         "adaptive",
+        "distribution",  # quantiles and value bands, shared by the flat and zone designs
     }
     assert {d.__module__.rsplit(".", 1)[1] for d in DESIGNS} == modules
 

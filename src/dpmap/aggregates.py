@@ -71,12 +71,17 @@ class BoundedAggregates:
     sum
         int64 sum of clamped, rounded values per key, saturated to ±:data:`SUM_LIMIT`,
         or ``None`` without a value column.
+    hist
+        A value histogram (quantiles, value bands): ``(cells, leaf, count)`` arrays, the
+        number of bounded records of each cell whose clamped value lies in each leaf of the
+        public value tree (occupied pairs only); ``None`` otherwise.
     """
 
     cells: np.ndarray
     category: np.ndarray | None
     count: np.ndarray
     sum: np.ndarray | None
+    hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:  # never print private numbers by accident
         return f"<BoundedAggregates (PRIVATE): {len(self.cells)} occupied keys>"
@@ -100,3 +105,17 @@ class BoundedAggregates:
             out["sum"] = np.zeros(n, dtype=np.int64)
             np.add.at(out["sum"], idx, self.sum)
         return out
+
+    def histogram_leaves(
+        self, domain_cells: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The histogram as (row in the sorted public domain, leaf, count) (no categories)."""
+        assert self.hist is not None
+        cells, leaf, count = self.hist
+        pos = np.searchsorted(domain_cells, cells)
+        ok = (pos < len(domain_cells)) & (
+            domain_cells[np.minimum(pos, len(domain_cells) - 1)] == cells
+        )
+        if not ok.all():
+            raise AssertionError("engine returned cells outside the public cell set")
+        return pos, np.asarray(leaf, dtype=np.int64), np.asarray(count, dtype=np.int64)

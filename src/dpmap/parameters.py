@@ -159,6 +159,16 @@ def _level_split(value: Any) -> Any:
     return value
 
 
+def _quantiles(value: Any) -> Any:
+    """--quantiles: '0.25,0.5,0.75' -> [0.25, 0.5, 0.75]."""
+    return _numbers(value, "--quantiles") if isinstance(value, str) else value
+
+
+def _value_bands(value: Any) -> Any:
+    """--value-bands: '0,1000,5000' -> [0.0, 1000.0, 5000.0]."""
+    return _numbers(value, "--value-bands") if isinstance(value, str) else value
+
+
 def _internal_share(value: Any) -> Any:
     """--internal-share: '0.2' -> 0.2, '0.1,0.1,0,0' -> [0.1, 0.1, 0.0, 0.0]."""
     if isinstance(value, str):
@@ -322,6 +332,33 @@ PARAMETERS: tuple[Parameter, ...] = (
         "float",
         0.5,
         "Share of ε for counts when --value is used.",
+        _SPEC_NOT_CLI_AUDIT,
+    ),
+    _p(
+        "quantiles",
+        "list[float] | None",
+        None,
+        "Public probabilities in (0, 1), comma-separated (0.25,0.5,0.75): private quantiles "
+        "of the value per row, with intervals (needs --value, --bounds).",
+        _SPEC_NOT_CLI_AUDIT,
+        cli_type=str | None,
+        convert=_quantiles,
+    ),
+    _p(
+        "value_bands",
+        "list[float] | None",
+        None,
+        "Public band edges of the value, comma-separated (0,1000,5000,20000,50000): noisy "
+        "counts per band per row (needs --value, --bounds).",
+        _SPEC_NOT_CLI_AUDIT,
+        cli_type=str | None,
+        convert=_value_bands,
+    ),
+    _p(
+        "histogram_share",
+        "float",
+        0.5,
+        "Share of ε for the value histogram behind --quantiles / --value-bands.",
         _SPEC_NOT_CLI_AUDIT,
     ),
     _p(

@@ -8,6 +8,7 @@ mechanism and suppression rule. It can be planned and explained without data
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,17 @@ import numpy as np
 
 from dpmap.errors import SpecError
 from dpmap.grid import Zones, check_resolution
+from dpmap.valuetree import ValueTree
 
-__all__ = ["OTHER_CATEGORY", "ZONE_LEVEL", "Mechanism", "ReleaseSpec", "Selection"]
+__all__ = [
+    "OTHER_CATEGORY",
+    "ZONE_LEVEL",
+    "Mechanism",
+    "ReleaseSpec",
+    "Selection",
+    "band_name",
+    "quantile_name",
+]
 
 #: The bucket that receives rows whose category is not in the public ``categories`` list.
 OTHER_CATEGORY = "other"
@@ -38,6 +48,57 @@ ZONE_LEVEL = -1
 #: Largest |bound| accepted for a value column: sums stay exact in int64 for any
 #: realistic number of records per cell.
 MAX_ABS_BOUND = 10**12
+
+
+def quantile_name(p: float) -> str:
+    """The column of quantile ``p``: ``q50`` for 0.5, ``q2.5`` for 0.025."""
+    return f"q{p * 100:g}"
+
+
+def band_name(a: float, b: float) -> str:
+    """The column of the value band [a, b): ``band_1000_5000``."""
+    return f"band_{a:g}_{b:g}"
+
+
+def _check_quantiles(values: Any) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise SpecError(f"quantiles must be a list of probabilities, got {values!r}; e.g. [0.5]")
+    ps = [_finite_number(p, "a quantile") for p in values]
+    if not ps:
+        raise SpecError("quantiles=[] lists no probability; pass e.g. quantiles=[0.25, 0.5, 0.75]")
+    for p in ps:
+        if not 0 < p < 1:
+            raise SpecError(
+                f"quantiles must lie strictly between 0 and 1, got {p!r}; e.g. 0.5 for the median"
+            )
+    names = [quantile_name(p) for p in ps]
+    if len(set(names)) != len(names):
+        raise SpecError(f"quantiles contain duplicates: {ps!r}; list each probability once")
+    return tuple(sorted(ps))
+
+
+def _check_bands(values: Any, tree: ValueTree) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise SpecError(f"value_bands must be a list of band edges, got {values!r}")
+    edges = [_finite_number(v, "a value band edge") for v in values]
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+        raise SpecError(
+            f"value_bands must be at least two strictly increasing edges, got {edges!r}; "
+            "e.g. [0, 1000, 5000, 20000, 50000]"
+        )
+    if edges[0] < tree.lo or edges[-1] > tree.hi:
+        raise SpecError(
+            f"value_bands {edges!r} leave the bounds ({tree.lo}, {tree.hi}); keep every edge "
+            "inside the bounds"
+        )
+    for e in edges:
+        if tree.edge_position(e) is None:
+            below, above = tree.nearest_edges(e)
+            raise SpecError(
+                f"value band edge {e:g} is not an edge of the public value tree (bands of width "
+                f"{(tree.hi - tree.lo) / tree.leaves:g} from {tree.lo}); use {below:g} or {above:g}"
+            )
+    return tuple(edges)
 
 
 class _StrEnum(StrEnum):
@@ -141,6 +202,11 @@ class ReleaseSpec:
     zones
         A zone release: the public, non-overlapping zones (:class:`dpmap.grid.Zones`, from
         :func:`dpmap.grid.to_zones`), one published row each, instead of H3 cells.
+    quantiles, value_bands, histogram_share
+        Public probabilities in (0, 1) (e.g. ``(0.25, 0.5, 0.75)``) and public band edges
+        (increasing, inside ``bounds``, edges of :class:`dpmap.valuetree.ValueTree`): each row
+        also gets a noisy hierarchical histogram of its clamped values, which gets
+        ``histogram_share`` of ε (counts and sums share the rest as ``count_share`` says).
     """
 
     resolution: Any = None
@@ -163,6 +229,9 @@ class ReleaseSpec:
     level_split: str | tuple[float, ...] = "geometric"
     #: a zone release: the public partition (:class:`dpmap.grid.Zones`) instead of H3 cells
     zones: Zones | None = field(default=None, repr=False)
+    quantiles: tuple[float, ...] | None = None
+    value_bands: tuple[float, ...] | None = None
+    histogram_share: float = 0.5
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -177,6 +246,7 @@ class ReleaseSpec:
         self._check_breakdown()
         self._check_suppression()
         self._check_count_share()
+        self._check_distribution()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -281,6 +351,37 @@ class ReleaseSpec:
                 f"count_share must be strictly between 0 and 1, got {self.count_share!r}"
             )
         self._set("count_share", share)
+
+    def _check_distribution(self) -> None:
+        """Quantiles and value bands: public lists, with a value column and bounds."""
+        if self.quantiles is None and self.value_bands is None:
+            return
+        what = "quantiles" if self.quantiles is not None else "value_bands"
+        if self.value is None or self.bounds is None:
+            raise SpecError(
+                f"{what} need a value column and its bounds; pass value='<column>' and "
+                "bounds=(lo, hi), e.g. value='amount', bounds=(0, 50_000)"
+            )
+        if self.bounds[0] == self.bounds[1]:
+            raise SpecError(
+                f"{what} need bounds with lo < hi, got {self.bounds!r}: every value would be "
+                "the same; widen the bounds"
+            )
+        if self.hierarchical or self.categories is not None:
+            raise SpecError(
+                f"{what} are released for one resolution (or zones) without a category "
+                "breakdown; drop category= and pass one resolution"
+            )
+        if self.quantiles is not None:
+            self._set("quantiles", _check_quantiles(self.quantiles))
+        if self.value_bands is not None:
+            self._set("value_bands", _check_bands(self.value_bands, self.value_tree))
+        share = _finite_number(self.histogram_share, "histogram_share")
+        if not 0 < share < 1:
+            raise SpecError(
+                f"histogram_share must be strictly between 0 and 1, got {self.histogram_share!r}"
+            )
+        self._set("histogram_share", share)
 
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
@@ -459,10 +560,28 @@ class ReleaseSpec:
         return self.epsilon_budget * (1 - 1e-12)
 
     def shares(self) -> dict[str, float]:
-        """Budget share of each statistic."""
+        """Budget share of each noised statistic (``hist``: the value histogram, if any)."""
         if self.value is None:
             return {"count": 1.0}
-        return {"count": self.count_share, "sum": 1.0 - self.count_share}
+        if not self.histogram:
+            return {"count": self.count_share, "sum": 1.0 - self.count_share}
+        rest = 1.0 - self.histogram_share
+        return {
+            "count": self.count_share * rest,
+            "sum": (1.0 - self.count_share) * rest,
+            "hist": self.histogram_share,
+        }
+
+    @property
+    def histogram(self) -> bool:
+        """Whether the release measures a value histogram (quantiles or value bands)."""
+        return self.quantiles is not None or self.value_bands is not None
+
+    @property
+    def value_tree(self) -> ValueTree:
+        """The public tree of value bands over the bounds."""
+        assert self.bounds is not None
+        return ValueTree(self.bounds[0], self.bounds[1])
 
     def public_dict(self) -> dict[str, Any]:
         """The parameters as they appear in a manifest (no seed: it is not needed to read a release)."""
@@ -489,4 +608,7 @@ class ReleaseSpec:
             "mechanism": str(self.mechanism),
             "count_share": self.count_share if self.value else None,
             "selection": str(self.selection),
+            "quantiles": list(self.quantiles) if self.quantiles else None,
+            "value_bands": list(self.value_bands) if self.value_bands else None,
+            "histogram_share": self.histogram_share if self.histogram else None,
         }

@@ -32,7 +32,13 @@ from fractions import Fraction
 
 from dpmap.spec import ReleaseSpec
 
-__all__ = ["Sensitivity", "bound_reference", "sensitivities"]
+__all__ = [
+    "Sensitivity",
+    "bound_reference",
+    "histogram_sensitivity",
+    "level_sensitivities",
+    "sensitivities",
+]
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,30 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
         out["sum"] = Sensitivity(
             l0=touched, l1=l0 * linf * m, l2=sqrt_up(l0 * linf**2 * m**2), linf=linf * m
         )
+    if spec.histogram:
+        out["hist"] = histogram_sensitivity(spec)
     return out
+
+
+def histogram_sensitivity(spec: ReleaseSpec) -> Sensitivity:
+    """Sensitivity of the value histogram's vector (rows × measured tree nodes).
+
+    A person reaches at most L0 rows and L∞ records per row; each kept record adds 1 to
+    exactly one node on each of the D measured levels of the public value tree
+    (:class:`dpmap.valuetree.ValueTree`; the root is not measured). So, per row and level,
+    the person's records add at most L∞ in total, to at most min(L∞, b^d) nodes of level d:
+
+    * L1 = L0·L∞·D (every record moves D coordinates by 1);
+    * L2 = √(L0·D·L∞²) (per row and level the squares of a split of L∞ never exceed L∞²);
+    * L∞ = L∞ (all of a row's records in one node);
+    * coordinates touched: L0·Σ_d min(L∞, b^d).
+    """
+    tree = spec.value_tree
+    l0, linf, depth = spec.l0, spec.linf, tree.depth
+    touched = l0 * sum(min(linf, tree.branching**d) for d in range(1, depth + 1))
+    return Sensitivity(
+        l0=touched, l1=l0 * linf * depth, l2=sqrt_up(l0 * depth * linf**2), linf=linf
+    )
 
 
 def level_sensitivities(spec: ReleaseSpec, resolution: int) -> dict[str, Sensitivity]:

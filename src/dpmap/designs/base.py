@@ -88,6 +88,9 @@ class Measured:
     drawn: dict[str, Any] = field(default_factory=dict)
     #: a zone release: the public zones (``cells`` then holds zone indexes, not H3 cells)
     zones: grid.Zones | None = None
+    #: quantiles and value bands: column -> one value per row (post-processing of the noisy
+    #: value histogram, :mod:`dpmap.designs.distribution`)
+    distribution: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,12 @@ from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise, Estimates
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
+from dpmap.designs.distribution import (
+    check_histogram_size,
+    distribution_manifest,
+    explain_distribution,
+    measure_dense,
+)
 from dpmap.spec import ReleaseSpec
 
 __all__ = [
@@ -87,7 +93,9 @@ class Flat:
     @classmethod
     def plan(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> Flat:
         assert region is not None
-        return cls(spec, region, plan_noise(spec))
+        design = cls(spec, region, plan_noise(spec))
+        check_histogram_size(spec, design.rows() or 0)
+        return design
 
     def rows(self) -> int | None:
         assert self.domain is not None
@@ -100,24 +108,28 @@ class Flat:
         return None
 
     def explain_lines(self) -> list[str]:
-        return []
+        return explain_distribution(self.spec, self.noise)
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
         assert self.domain is not None
         cats = ncat(self.spec)
-        noisy = self.noise.run_dense(aggregates.densify(self.domain, cats))
+        noisy, distribution = measure_dense(self.spec, self.noise, aggregates, self.domain, cats)
         rows = len(self.domain) * cats
         return Measured(
             estimates=noisy_estimates(self.noise, noisy),
             cells=np.repeat(self.domain, cats),
             resolutions=np.full(rows, self.spec.finest),
             category=category_index(rows, cats) if self.spec.categories is not None else None,
+            distribution=distribution,
         )
 
     def manifest_entries(self, measured: Measured) -> dict[str, Any]:
         assert self.domain is not None
         rule = f"every H3 cell at resolution {self.spec.finest} overlapping the region, all noised"
-        return {"cell_selection": region_selection(self.region, len(self.domain), rule)}
+        return {
+            "cell_selection": region_selection(self.region, len(self.domain), rule),
+            **distribution_manifest(self.spec, self.noise),
+        }
 
     @classmethod
     def recognises(cls, manifest: dict[str, Any]) -> bool:

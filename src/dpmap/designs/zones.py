@@ -23,6 +23,11 @@ from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
+from dpmap.designs.distribution import (
+    distribution_manifest,
+    explain_distribution,
+    measure_dense,
+)
 from dpmap.designs.flat import category_index, independent_correlation, noisy_estimates
 from dpmap.errors import SpecError
 from dpmap.spec import ZONE_LEVEL, ReleaseSpec
@@ -102,13 +107,14 @@ class ZoneRelease:
         z = self.zones
         return [
             f"  zones: {len(z)} public zones named by {z.by!r} (fingerprint {z.fingerprint[:19]}…), "
-            "every zone published; points outside every zone are dropped"
+            "every zone published; points outside every zone are dropped",
+            *explain_distribution(self.spec, self.noise),
         ]
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
         cats = ncat(self.spec)
         domain = self.zones.domain
-        noisy = self.noise.run_dense(aggregates.densify(domain, cats))
+        noisy, distribution = measure_dense(self.spec, self.noise, aggregates, domain, cats)
         rows = len(domain) * cats
         return Measured(
             estimates=noisy_estimates(self.noise, noisy),
@@ -116,6 +122,7 @@ class ZoneRelease:
             resolutions=np.full(rows, ZONE_LEVEL),
             category=category_index(rows, cats) if self.spec.categories is not None else None,
             zones=self.zones,
+            distribution=distribution,
         )
 
     def manifest_entries(self, measured: Measured) -> dict[str, Any]:
@@ -124,7 +131,7 @@ class ZoneRelease:
             "a shared border: the first such zone by name); points outside every zone dropped"
         )
         selection = {"method": "public zones", "rule": rule, **self.zones.describe()}
-        return {"cell_selection": selection}
+        return {"cell_selection": selection, **distribution_manifest(self.spec, self.noise)}
 
     @classmethod
     def recognises(cls, manifest: dict[str, Any]) -> bool:

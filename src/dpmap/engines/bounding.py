@@ -145,7 +145,9 @@ def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         if df.height * spec.value_magnitude >= SUM_LIMIT:
             value = value.cast(pl.Int128)
         aggs.append(value.sum().alias("sum"))
-    return df.group_by(frames.keys_of(spec)).agg(aggs)
+    if spec.histogram:
+        df = df.with_columns(frames.leaf_expr(spec))
+    return df.group_by(frames.group_keys(spec)).agg(aggs)
 
 
 def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
@@ -161,4 +163,4 @@ def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
     sums = [pl.col("count").sum()]
     if spec.value is not None:  # partial sums add up in 128 bits: no wrap-around
         sums.append(pl.col("sum").cast(pl.Int128).sum())
-    return pl.concat(groups, how="vertical_relaxed").group_by(frames.keys_of(spec)).agg(sums)
+    return pl.concat(groups, how="vertical_relaxed").group_by(frames.group_keys(spec)).agg(sums)

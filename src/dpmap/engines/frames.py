@@ -45,6 +45,9 @@ LAT, LNG, PERSON, VALUE, CAT, CELL, PRIO = (
     "__prio",
 )
 
+#: the leaf of the public value tree of a record's clamped value (quantiles, value bands)
+LEAF = "__leaf"
+
 #: coordinates beyond this magnitude are metres (or feet) of a projected CRS, not degrees
 PROJECTED_MAGNITUDE = 1_000.0
 
@@ -354,10 +357,38 @@ def keys_of(spec: ReleaseSpec) -> list[str]:
     return [CELL] + ([CAT] if spec.category is not None else [])
 
 
+def group_keys(spec: ReleaseSpec) -> list[str]:
+    """The keys partial aggregates are grouped by: :func:`keys_of`, and the value tree's
+    leaf when the release measures a value histogram (per-key totals are added up from the
+    per-leaf rows in :func:`finish`)."""
+    return keys_of(spec) + ([LEAF] if spec.histogram else [])
+
+
+def leaf_expr(spec: ReleaseSpec) -> pl.Expr:
+    """The value tree's leaf of each clamped whole ``VALUE`` (exact integer arithmetic, as
+    :meth:`dpmap.valuetree.ValueTree.leaf_of`)."""
+    tree = spec.value_tree
+    leaf = (pl.col(VALUE) - tree.lo) * tree.leaves // (tree.hi - tree.lo)
+    return leaf.clip(upper_bound=tree.leaves - 1).cast(pl.Int64).alias(LEAF)
+
+
+def split_histogram(g: pl.DataFrame, spec: ReleaseSpec) -> tuple[pl.DataFrame, Any]:
+    """Per-(key, leaf) rows → per-key totals and the histogram ``(cells, leaf, count)``."""
+    if not spec.histogram:
+        return g, None
+    hist = (g[CELL].to_numpy(), g[LEAF].to_numpy(), g["count"].to_numpy())
+    totals = g.group_by(keys_of(spec)).agg(
+        pl.col("count").sum(), pl.col("sum").cast(pl.Int128).sum()
+    )
+    return totals, hist
+
+
 def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggregates:
     """Per-key ``count`` (and ``sum``) rows, sorted, as :class:`BoundedAggregates`, with
     sums saturated to ±SUM_LIMIT (see :mod:`dpmap.aggregates`); how many were saturated
-    goes to the PRIVATE diagnostics."""
+    goes to the PRIVATE diagnostics. With a value histogram ``g`` has a row per
+    (key, leaf) (:func:`group_keys`)."""
+    g, hist = split_histogram(g, spec)
     g = g.sort(keys_of(spec))
     sums = None
     if spec.value is not None:
@@ -369,6 +400,7 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
         category=g[CAT].to_numpy() if spec.category is not None else None,
         count=g["count"].to_numpy(),
         sum=sums,
+        hist=hist,
     )
 
 

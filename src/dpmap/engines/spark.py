@@ -56,7 +56,7 @@ import pyarrow as pa
 from dpmap.aggregates import BoundedAggregates
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines import frames
-from dpmap.engines.frames import CAT, CELL, LAT, LNG, PERSON, PRIO, VALUE
+from dpmap.engines.frames import CAT, CELL, LAT, LEAF, LNG, PERSON, PRIO, VALUE
 from dpmap.errors import DataFileError, InputError, missing_extra
 from dpmap.io import points_file_kind, read_points
 from dpmap.spec import ReleaseSpec
@@ -327,6 +327,11 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
         x = F.col(_DIAG)[i]
         agg = F.min if name.endswith("_lo") else F.max if name.endswith("_hi") else F.sum
         aggs.append(agg(x).alias("__d_" + name))
+    if spec.histogram:  # the value tree's leaf, in the same integer arithmetic as polars
+        tree = spec.value_tree
+        leaf = F.expr(f"(({VALUE} - {tree.lo}) * {tree.leaves}) div {tree.hi - tree.lo}")
+        bounded = bounded.withColumn(LEAF, F.least(leaf, F.lit(tree.leaves - 1)).cast("long"))
+        keys.append(LEAF)
     aggregated = bounded.groupBy(*keys).agg(*aggs)
     return _Plan(projected=projected, prepared=prepared, bounded=bounded, aggregated=aggregated)
 

@@ -65,6 +65,9 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
         if col in pub.columns:
             data[col] = pub.columns[col]
     data["suppressed"] = pub.columns["suppressed"]
+    for col, values in (measured.distribution or {}).items():
+        # a suppressed row hides its quantiles and bands too
+        data[col] = np.where(np.asarray(data["suppressed"], dtype=bool), np.nan, values)
     df = normalise_dtypes(pd.DataFrame(data), integer=integer)
     return gpd.GeoDataFrame(df, geometry=np.asarray(geometry), crs="EPSG:4326")
 

@@ -57,6 +57,8 @@ def build_manifest(
     manifest["config"] = config
     if "adaptive" in entries:
         manifest["adaptive"] = entries["adaptive"]
+    if "value_distribution" in entries:  # quantiles and value bands
+        manifest["value_distribution"] = entries["value_distribution"]
     return manifest
 
 

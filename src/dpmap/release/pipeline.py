@@ -46,6 +46,9 @@ def release(
     mechanism: str = "laplace",
     suppress_below: float | bool | None = None,
     count_share: float = 0.5,
+    quantiles: list[float] | None = None,
+    value_bands: list[float] | None = None,
+    histogram_share: float = 0.5,
     selection: str = "random",
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
@@ -103,6 +106,16 @@ def release(
         value (unbiased, may be negative).
     count_share
         Share of ε spent on counts when ``value`` is given (the rest goes to sums).
+    quantiles, value_bands, histogram_share
+        Value distributions (with ``value`` and ``bounds``; one resolution over a public
+        region, or zones): public probabilities in (0, 1) (e.g. ``[0.25, 0.5, 0.75]``) and
+        public band edges (e.g. ``[0, 1_000, 5_000, 20_000, 50_000]``, increasing, inside the
+        bounds, each an edge of the public value tree). Each row then also gets a noisy
+        hierarchical histogram of its clamped values, measured with ``histogram_share`` of ε
+        (counts and sums share the rest), and publishes ``q50``, ``q50_lo``, ``q50_hi`` per
+        probability (an interval that covers the true quantile with probability at least 95%)
+        and ``band_a_b``, ``band_a_b_moe`` per band: all post-processing of that histogram
+        (:mod:`dpmap.designs.distribution`). A suppressed row hides them too.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).
