@@ -138,6 +138,9 @@ BAD_ZONES = {
     "not-geo": (pd.DataFrame({"name": ["a"]}), "name", "zones must be a GeoDataFrame"),
     "geoseries-with-by": (ZONES.geometry, "name", "the zones are a GeoSeries"),
     "column-clash": (ZONES.rename(columns={"name": "count"}), "count", "clashes with a column"),
+    "quantile-clash": (ZONES.rename(columns={"name": "q50"}), "q50", "clashes with a column"),
+    "band-clash": (ZONES.rename(columns={"name": "band_0_10"}), "band_0_10",
+                   "clashes with a column"),
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ other row, with the exact margin of OpenDP's accuracy.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,6 +54,10 @@ RESERVED_COLUMNS = frozenset(
 )
 
 
+#: names of the columns that quantiles and value bands add (q50, q50_lo, band_0_1000, ...)
+_RESERVED_PATTERN = re.compile(r"q\d+(_lo|_hi)?|band_.*")
+
+
 def zone_column(manifest: dict[str, Any]) -> str | None:
     """The name column of a zone release, from its manifest (None: a release of H3 cells)."""
     selection = manifest.get("cell_selection") or {}
@@ -87,7 +92,7 @@ class ZoneRelease:
         if options.adaptive is not None or options.adaptive_from is not None:
             raise SpecError("adaptive releases refine H3 cells, not zones; drop adaptive=")
         assert spec.zones is not None
-        if spec.zones.by in RESERVED_COLUMNS:
+        if spec.zones.by in RESERVED_COLUMNS or _RESERVED_PATTERN.fullmatch(spec.zones.by):
             raise SpecError(
                 f"the zones' name column {spec.zones.by!r} clashes with a column of the release "
                 "table; rename it first, e.g. zones.rename(columns={...: 'name'})"
