@@ -19,41 +19,33 @@ from typing import Any
 
 from dpmap.errors import SpecError
 
-__all__ = ["ENGINES", "engine_for"]
-
-#: the engines a release can be asked for by name
-ENGINES = ("local", "streaming", "spark")
+__all__ = ["engine_for"]
 
 
 def engine_for(points: Any, engine: str | None) -> ModuleType:
     """The engine module that bins, bounds and aggregates ``points``.
 
-    ``engine=None`` picks one: Spark for a pyspark DataFrame, the streaming engine for a points
-    file larger than :data:`dpmap.engines.local.STREAM_ABOVE_BYTES`, the local engine otherwise.
-    The engines are imported here, on demand: Spark's is optional and heavy.
+    ``engine=None`` picks one: Spark for a pyspark DataFrame, the local engine otherwise. A
+    points file larger than :data:`dpmap.engines.local.STREAM_ABOVE_BYTES` given to the local
+    engine goes to the streaming engine (bounded memory, the same aggregates). The engines are
+    imported here, on demand: Spark's is optional and heavy.
     """
     from dpmap.engines import local
 
     if engine is None:
         from dpmap.engines.spark import is_spark_dataframe
 
-        if is_spark_dataframe(points):
-            engine = "spark"
-        else:
-            engine = "streaming" if local.is_large_file(points) else "local"
-    if engine == "local":
-        if local.is_large_file(points):  # bounded memory for files over the threshold
-            engine = "streaming"
-        else:
-            return local
+        engine = "spark" if is_spark_dataframe(points) else "local"
+    if engine == "local" and not local.is_large_file(points):
+        return local
+    if engine in ("local", "streaming"):
+        from dpmap.engines import streaming
+
+        return streaming
     if engine == "spark":
         from dpmap.engines import spark
 
         return spark
-    if engine == "streaming":
-        from dpmap.engines import streaming
-
-        return streaming
     raise SpecError(
         f"engine must be one of 'local', 'streaming', 'spark' or None (auto), got {engine!r}"
     )
