@@ -370,7 +370,7 @@ def test_hierarchical_rollup_uses_one_level_with_the_exact_correlated_variance()
 def test_hierarchical_variance_matches_a_dense_solver() -> None:
     rel = dpmap.release(_points(400, 6), region=REGION, resolution=[5, 6, 7], epsilon=1.0)
     rows = totals.rows_of(rel)
-    h = rows.hier
+    h = rows.corr.tree
     assert h is not None
     tree = h.tree
     n = len(tree.levels[-1])

@@ -52,26 +52,6 @@ class Rows:
     value_bounds: tuple[float, float] | None = None  # public bounds of the summed value
 
     @property
-    def hier(self) -> TreeCorrelation | None:
-        return self.corr.tree
-
-    @property
-    def forest(self) -> ForestCorrelation | None:
-        return self.corr.forest
-
-    @property
-    def exact_moe(self) -> dict[str, float]:
-        return self.corr.exact_moe
-
-    @property
-    def laplace_scale(self) -> dict[str, float]:
-        return self.corr.laplace_scale
-
-    @property
-    def laplace_ls(self) -> bool:
-        return self.corr.laplace_ls
-
-    @property
     def ncat(self) -> int:
         return len(self.categories) if self.categories else 1
 
@@ -256,12 +236,12 @@ def weighted_totals(
     out_var = np.zeros((ngroups, rows.ncat))
     for k in range(rows.ncat):
         est[:, k] = np.bincount(group, weights=weight * vals[cell, k], minlength=ngroups)
-        if rows.hier is None and rows.forest is None:
+        if rows.corr.independent:
             out_var[:, k] = np.bincount(group, weights=weight**2 * var[cell, k], minlength=ngroups)
-    if rows.hier is not None:
-        out_var[:] = _hier_variance(rows.hier, stat, cell, group, weight, ngroups)[:, None]
-    if rows.forest is not None:
-        out_var[:] = _forest_variance(rows.forest, stat, cell, group, weight, ngroups)[:, None]
+    if rows.corr.tree is not None:
+        out_var[:] = _hier_variance(rows.corr.tree, stat, cell, group, weight, ngroups)[:, None]
+    if rows.corr.forest is not None:
+        out_var[:] = _forest_variance(rows.corr.forest, stat, cell, group, weight, ngroups)[:, None]
     return est, out_var
 
 
@@ -330,8 +310,8 @@ def total_margins(
 ) -> np.ndarray:
     """95% margins from variances; ``single`` marks totals that are one whole row of a flat release."""
     moe = Z95 * np.sqrt(var)
-    if single is not None and stat in rows.exact_moe:
-        moe = np.where(single[:, None], rows.exact_moe[stat], moe)
+    if single is not None and stat in rows.corr.exact_moe:
+        moe = np.where(single[:, None], rows.corr.exact_moe[stat], moe)
     return moe
 
 
@@ -407,12 +387,12 @@ def total_interval(
 
     def one_sided(var: np.ndarray, n: np.ndarray) -> np.ndarray:
         moe = total_margins(rows, stat, var, n == 1)
-        if rows.laplace_ls:
+        if rows.corr.laplace_ls:
             # least-squares combinations of Laplace noise: the standardised one-sided 97.5%
             # quantile of one Laplace draw, −ln(0.05)/√2 = 2.118 (sums of several draws
             # have lighter tails: 2.03 for 3, 1.97 for 20), instead of the normal 1.96
             return moe * (Z95_LAPLACE / Z95)
-        scale = (rows.laplace_scale or {}).get(stat)
+        scale = rows.corr.laplace_scale.get(stat)
         if scale is None:
             return moe
         # flat release, Laplace noise: the exact one-sided 97.5% quantile of the noise of
