@@ -20,7 +20,7 @@ from dpmap._privacy.noise import NoisePlan
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs import hierarchy
-from dpmap.designs.base import DesignOptions, Measured
+from dpmap.designs.base import Measured
 from dpmap.designs.flat import region_selection
 from dpmap.errors import SpecError
 from dpmap.spec import ReleaseSpec
@@ -139,13 +139,3 @@ class Adaptive:
                 "those of any combination of draws: at least 95% coverage)"
             )
         return out
-
-    @staticmethod
-    def options_of(
-        options: DesignOptions, tree_share: float, internal_share: Any
-    ) -> tuple[float, Any]:
-        """The tree and internal shares, with each design's defaults for None."""
-        return (
-            tree_share if options.tree_share is None else options.tree_share,
-            internal_share if options.internal_share is None else options.internal_share,
-        )

@@ -623,9 +623,9 @@ class PrivTree(Adaptive):
         cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions
     ) -> PrivTree:
         reg = cls.check(spec, region)
-        tree_share, internal_share = cls.options_of(
-            options, DEFAULT_TREE_SHARE, DEFAULT_INTERNAL_SHARE
-        )
+        o = options
+        tree_share = DEFAULT_TREE_SHARE if o.tree_share is None else o.tree_share
+        internal_share = DEFAULT_INTERNAL_SHARE if o.internal_share is None else o.internal_share
         aplan = plan_adaptive(
             spec, root=options.adaptive_from, tree_share=tree_share, internal_share=internal_share
         )
