@@ -207,26 +207,27 @@ def release(
         measured = design.measure(aggregates)
         del aggregates
         stage("table")
-        rel = _publish(design, measured, title, config)
+        table, manifest, estimates = _publish(design, measured, title, config)
+        rel = Release(table, manifest, estimates)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
-            manifest = rel.manifest
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
-            rel = Release(rel.cells, manifest, rel.estimates)
+            rel = Release(table, manifest, estimates)
     return rel
 
 
 def _publish(
     design: Design, measured: Measured, title: str | None, config: dict[str, Any] | None
-) -> Release:
-    """Post-processing of the noisy estimates: suppression, the cell table, the manifest."""
+) -> tuple[Any, dict[str, Any], Any]:
+    """Post-processing of the noisy estimates: the cell table (suppression applied), the
+    manifest and the unbiased estimates."""
     spec = design.spec
     shown = measured.shown or measured.estimates
     published = publish(shown, spec.bounds, spec.suppress_below, design.count_noise())
     table = cell_table(spec, measured, published, integer=design.integer)
     manifest = build_manifest(design, measured, published, title, len(table), config)
     zone_column = measured.zones.by if measured.zones is not None else None
-    return Release(table, manifest, estimates_frame(table, measured.estimates, zone_column))
+    return table, manifest, estimates_frame(table, measured.estimates, zone_column)
 
 
 def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
