@@ -29,7 +29,7 @@ The public API is re-exported here; everything else is internal. The package is 
 """
 
 from dpmap._version import __version__
-from dpmap.analysis import Around, compare
+from dpmap.analysis import Around, compare, series, trend
 from dpmap.audit import AuditReport, audit
 from dpmap.diagnostics import Diagnostics
 from dpmap.errors import (
@@ -88,8 +88,10 @@ __all__ = [
     "plan_resolution",
     "read_release",
     "release",
+    "series",
     "show_versions",
     "to_region",
+    "trend",
 ]
 
 

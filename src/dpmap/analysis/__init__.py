@@ -49,5 +49,6 @@ Margins of error (95%)
 from dpmap.analysis.changes import compare
 from dpmap.analysis.nearby import Around, CategoryAround, around
 from dpmap.analysis.rollup import aggregate_to
+from dpmap.analysis.trends import series, trend
 
-__all__ = ["Around", "CategoryAround", "aggregate_to", "around", "compare"]
+__all__ = ["Around", "CategoryAround", "aggregate_to", "around", "compare", "series", "trend"]

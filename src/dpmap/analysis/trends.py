@@ -1,0 +1,470 @@
+"""Series and trends over periods: a sequence of releases of one design, lined up by period.
+
+Everything here is post-processing of published releases: no data is read and no budget is
+spent. The releases are the periods (one release per month, say, each charged to the same
+ledger entry); their noise is independent across releases.
+
+Series
+    For each release, the rows asked for: every cell (the releases must publish the same
+    cells) or public zones (``zones=``, ``by=``; each release's cells added up with the
+    area-apportioned weights of :func:`dpmap.aggregate_to`), with the unbiased estimates and
+    their exact noise variances (:mod:`dpmap.analysis.totals`).
+
+Trend
+    Per row (cell or zone, × category): the slope of the weighted least-squares line through
+    the period estimates ŷ_t at times t (0, 1, …, or the periods' own spacing), weights
+    1/Var(ŷ_t): β̂ = Σ w_t (t − t̄)ŷ_t / Σ w_t (t − t̄)², Var β̂ = 1 / Σ w_t (t − t̄)², exact for
+    the independent noise of separate releases. β̂ is unbiased for the slope of the same
+    line through the **true** values (the estimand: whether the published quantity rose or
+    fell over the periods, not a model of a process behind it); its margin covers the noise
+    only. Zones: the true values are the area-apportioned ones (points spread evenly in a
+    cell a border splits), as in :func:`dpmap.aggregate_to`.
+
+    ``slope_moe``: the 95% margin, 1.96·sd for Gaussian noise and ln(20)/√2·sd = 2.118·sd
+    for (discrete) Laplace noise (the two-sided 95% point of one Laplace draw, whose tails
+    are the heaviest of the weighted sums of Laplace draws that a slope is).
+    ``p_value``: two-sided, of "no slope", from the normal tail for Gaussian noise, and for
+    Laplace noise the larger of the normal and the Laplace tail (each is the heavier one on
+    part of the range; below 0.09 it is the Laplace tail, so p-values that can be declared
+    significant are conservative).
+    ``significant``: the Benjamini–Hochberg (1995) procedure at false-discovery rate ``fdr``
+    (default 5%) over every row tested: among the rows flagged, the expected share whose
+    true slope is zero is at most ``fdr`` (the p-values of separate rows are independent —
+    each row's noise is its own — or, for the correlated rows of a hierarchical release,
+    positively dependent, where the procedure still holds). Testing every cell at 5% instead
+    would flag 5% of flat cells: a map of "significant rises" that is mostly noise.
+    ``relative_change``: the fitted change over the whole span, β̂·(t_last − t_first), divided
+    by the mean of the period estimates (NaN when that mean is not positive).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
+from dpmap.analysis.totals import Rows, is_release, rows_of, weighted_totals
+from dpmap.analysis.zones import overlay, zone_polygons
+from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.zones import zone_column
+from dpmap.errors import SpecError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dpmap.release import Release
+
+__all__ = [
+    "FDR",
+    "bh_significant",
+    "margin_z",
+    "series",
+    "trend",
+    "two_sided_p",
+    "wls_slope",
+]
+
+#: the default false-discovery rate of ``significant``
+FDR = 0.05
+
+#: what the trend table's ``method`` attribute says
+METHOD = (
+    "weighted least-squares slope over periods with the exact noise variances; 95% margin "
+    "{z}; p-values {p}; significant: Benjamini–Hochberg at false-discovery rate {fdr:g} over "
+    "{m} rows"
+)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Period estimates lined up: (rows × periods) values and variances of one statistic."""
+
+    keys: pd.DataFrame  # one row per series: the key column(s), [category]
+    times: np.ndarray  # (periods,) float: each period's position
+    labels: list[str]  # (periods,) the periods' names
+    values: dict[str, np.ndarray]  # statistic -> (series, periods)
+    variances: dict[str, np.ndarray]  # statistic -> (series, periods)
+    laplace: bool  # the count noise is (discrete) Laplace
+    geometry: np.ndarray | None  # one polygon per series
+
+
+def _check_sequence(releases: Any) -> list[Release]:
+    if is_release(releases):
+        raise SpecError(
+            "series and trends need several releases (one per period), got one release; pass "
+            "a list, e.g. dpmap.trend([rel_jan, rel_feb, ...])"
+        )
+    rels = list(releases)
+    if len(rels) < 2:
+        raise SpecError(
+            f"series and trends need at least two releases (periods), got {len(rels)}; pass "
+            "one release per period, oldest first"
+        )
+    for i, r in enumerate(rels):
+        if not is_release(r):
+            raise SpecError(
+                f"item {i} of the releases is a {type(r).__name__}, not a dpmap Release; "
+                "read files with dpmap.read_release(path) first"
+            )
+    first = _shape(rels[0].manifest)
+    for i, r in enumerate(rels[1:], start=1):
+        other = _shape(r.manifest)
+        for what, a in first.items():
+            if other[what] != a:
+                raise SpecError(
+                    f"release {i} has {what} {other[what]!r} but release 0 has {a!r}; a series "
+                    "lines up releases of one design, resolution, categories and statistics — "
+                    "release every period the same way"
+                )
+    return rels
+
+
+def _shape(m: dict[str, Any]) -> dict[str, Any]:
+    """What must agree between the periods of one series."""
+    bounds = m.get("contribution_bounds") or {}
+    return {
+        "design": m.get("design"),
+        "resolution": m.get("resolution"),
+        "categories": m.get("categories"),
+        "statistics": sorted(m.get("statistics") or {}),
+        "value": bounds.get("value"),
+        "zones": (m.get("cell_selection") or {}).get("fingerprint") if zone_column(m) else None,
+    }
+
+
+def _periods(rels: list[Release], periods: Sequence[Any] | None) -> tuple[np.ndarray, list[str]]:
+    """(positions, labels) of the periods: 0, 1, … unless pandas Periods give the spacing."""
+    n = len(rels)
+    if periods is None:
+        given = [r.manifest.get("period") for r in rels]
+        periods = given if all(p is not None for p in given) else list(range(n))
+    periods = list(periods)
+    if len(periods) != n:
+        raise SpecError(
+            f"periods lists {len(periods)} periods for {n} releases; give one period per "
+            "release, in the releases' order"
+        )
+    labels = [str(p) for p in periods]
+    if len(set(labels)) != n:
+        dup = next(lab for lab in labels if labels.count(lab) > 1)
+        raise SpecError(f"period {dup!r} appears twice; give each release its own period")
+    if all(isinstance(p, pd.Period) for p in periods):
+        freqs = {p.freqstr for p in periods}
+        if len(freqs) > 1:
+            raise SpecError(
+                f"the periods mix frequencies {sorted(freqs)}; use periods of one frequency"
+            )
+        times = np.array([(p - periods[0]).n for p in periods], dtype=np.float64)
+    else:
+        times = np.arange(n, dtype=np.float64)
+    if np.any(np.diff(times) <= 0):
+        raise SpecError(
+            f"the periods are not in order ({labels[0]} … {labels[-1]}); pass the releases "
+            "oldest first with their periods in the same order"
+        )
+    return times, labels
+
+
+def _rows_per_period(
+    rels: list[Release], zones: Any, by: str | None, resolution: Any
+) -> tuple[pd.DataFrame, list[dict[str, tuple[np.ndarray, np.ndarray]]], np.ndarray | None]:
+    """Per release: statistic -> (values, variances) as (series,) arrays, in one row order."""
+    out = []
+    keys: pd.DataFrame | None = None
+    geometry = None
+    polys = names = name = None
+    if zones is not None:
+        polys, names, name = zone_polygons(zones, by)
+    zone_name = zone_column(rels[0].manifest)
+    if zone_name is not None:
+        if zones is not None:
+            raise SpecError(
+                "these releases are already one row per zone, so zones= does not apply; drop "
+                "zones= (and by=) to follow their own zones"
+            )
+        return _zone_release_rows(rels, zone_name)
+    first_cells = None
+    for i, rel in enumerate(rels):
+        rows = rows_of(rel, resolution)
+        if rows.hidden.any():
+            raise SpecError(
+                f"release {i} hides {int(rows.hidden.sum())} suppressed rows and has no "
+                "unbiased estimates (read from a file written without them), so its totals "
+                "would be biased; use the file written with to_file(..., include_unbiased=True)"
+            )
+        if polys is None:
+            if first_cells is None:
+                first_cells = rows.cells
+            elif len(rows.cells) != len(first_cells) or (rows.cells != first_cells).any():
+                raise SpecError(
+                    f"release {i} publishes other cells than release 0, so its cells cannot be "
+                    "lined up; pass zones= (and by=) to follow zones instead of cells"
+                )
+            stats = {s: (rows.values[s], rows.variances[s]) for s in rows.stats}
+            if keys is None:
+                keys, geometry = _keys(rows, "cell", rows.cells), rows.geometry
+        else:
+            assert names is not None and name is not None
+            stats = _zone_totals(rows, polys, len(names))
+            if keys is None:
+                keys, geometry = _keys(rows, name, names.to_numpy()), polys
+        out.append({s: (v.reshape(-1), var.reshape(-1)) for s, (v, var) in stats.items()})
+    assert keys is not None
+    return keys, out, geometry
+
+
+def _zone_release_rows(
+    rels: list[Release], name: str
+) -> tuple[pd.DataFrame, list[dict[str, tuple[np.ndarray, np.ndarray]]], np.ndarray]:
+    """The rows of zone releases (one per zone, same zones in every release: checked by the
+    zones' fingerprint): unbiased estimates and their variances."""
+    out = []
+    for i, rel in enumerate(rels):
+        m, table, est = rel.manifest, rel.cells, rel.estimates
+        stats = [s for s in ("count", "sum") if s in table.columns]
+        if est is None and table["suppressed"].to_numpy(dtype=bool).any():
+            raise SpecError(
+                f"release {i} hides suppressed zones and has no unbiased estimates (read from a "
+                "file written without them), so its series would be biased; use the file "
+                "written with to_file(..., include_unbiased=True)"
+            )
+        src = est if est is not None else table
+        cols = [name, "category"] if "category" in table.columns else [name]
+        order = _index(src, cols).get_indexer(_index(table, cols))
+        if (order < 0).any():  # pragma: no cover - estimates are built from the same rows
+            raise SpecError(f"release {i}'s estimates do not match its rows; read it again")
+        per = {}
+        for s in stats:
+            v = pd.array(src[s], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+            if est is not None:
+                var = est[f"{s}_var"].to_numpy(dtype=np.float64)
+            else:
+                var = np.full(len(src), manifest_noise_variance(m["statistics"][s]))
+            per[s] = (v[order], var[order])
+        out.append(per)
+    table = rels[0].cells
+    cols = [name, "category"] if "category" in table.columns else [name]
+    keys = pd.DataFrame({c: table[c].to_numpy(dtype=object) for c in cols})
+    return keys, out, np.asarray(table.geometry.to_numpy(), dtype=object)
+
+
+def _index(frame: pd.DataFrame, cols: list[str]) -> pd.Index:
+    if len(cols) == 1:
+        return pd.Index(frame[cols[0]].astype(object))
+    return pd.MultiIndex.from_frame(frame[cols].astype(str))
+
+
+def _keys(rows: Rows, name: str, values: np.ndarray) -> pd.DataFrame:
+    ncat = rows.ncat
+    data: dict[str, Any] = {name: np.repeat(np.asarray(values, dtype=object), ncat)}
+    if rows.categories is not None:
+        data["category"] = np.tile(np.asarray(rows.categories, dtype=object), len(values))
+    return pd.DataFrame(data)
+
+
+def _zone_totals(
+    rows: Rows, polys: np.ndarray, npoly: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each statistic added up per zone (area-apportioned), NaN where no cell touches it."""
+    if len(rows.cells):
+        cell, group, weight, _area = overlay(rows.geometry, polys)
+    else:  # pragma: no cover - a release always has cells
+        cell = group = np.zeros(0, dtype=np.int64)
+        weight = np.zeros(0)
+    empty = np.bincount(group, minlength=npoly) == 0
+    out = {}
+    for s in rows.stats:
+        est, var = weighted_totals(rows, s, cell, group, weight, npoly)
+        est[empty] = np.nan
+        var[empty] = np.nan
+        out[s] = (est, var)
+    return out
+
+
+def _panel(
+    releases: Any, zones: Any, by: str | None, periods: Sequence[Any] | None, resolution: Any
+) -> Panel:
+    rels = _check_sequence(releases)
+    times, labels = _periods(rels, periods)
+    keys, per, geometry = _rows_per_period(rels, zones, by, resolution)
+    stats = list(per[0])
+    values = {s: np.column_stack([p[s][0] for p in per]) for s in stats}
+    variances = {s: np.column_stack([p[s][1] for p in per]) for s in stats}
+    entry = rels[0].manifest["statistics"]["count"]
+    laplace = "laplace" in str(entry.get("distribution", "")).lower()
+    return Panel(keys, times, labels, values, variances, laplace, geometry)
+
+
+def series(
+    releases: Sequence[Release],
+    zones: Any = None,
+    by: str | None = "name",
+    *,
+    periods: Sequence[Any] | None = None,
+    resolution: int | None = None,
+) -> pd.DataFrame:
+    """A long table of every cell's (or zone's) estimates per period, with 95% margins.
+
+    Parameters
+    ----------
+    releases
+        One release per period, oldest first, all of one design, resolution, categories and
+        statistics (e.g. twelve monthly releases charged to one ledger entry).
+    zones, by
+        Public polygons to follow instead of cells (as :func:`dpmap.aggregate_to`; the
+        cells' unbiased estimates added up with area-apportioned weights).
+    periods
+        The periods' names, in the releases' order (e.g. ``pd.period_range("2026-01",
+        periods=12, freq="M")``); default: the releases' ``period`` manifest entries if
+        they all have one, else 0, 1, …
+    resolution
+        Hierarchical releases: the level to use (default the finest).
+
+    Returns
+    -------
+    DataFrame: the key (``cell`` or ``by``), [``category``], ``period``, ``count``,
+    ``count_moe`` [, ``sum``, ``sum_moe``]: the unbiased estimates (suppressed rows
+    included) and the 95% margin of their noise (1.96·sd; for a Laplace-noised single
+    value the normal margin is slightly short, see the methods guide). Post-processing:
+    no data read, no budget spent.
+    """
+    p = _panel(releases, zones, by, periods, resolution)
+    nser, nper = next(iter(p.values.values())).shape
+    out = p.keys.loc[np.repeat(np.arange(nser), nper)].reset_index(drop=True)
+    out["period"] = np.tile(np.asarray(p.labels, dtype=object), nser)
+    for s, v in p.values.items():
+        out[s] = v.reshape(-1)
+        out[f"{s}_moe"] = Z95 * np.sqrt(p.variances[s].reshape(-1))
+    return out
+
+
+def wls_slope(y: np.ndarray, var: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares slopes of rows of ``y`` (series × periods) over times ``t``,
+    weights 1/``var``; returns (slope, its exact standard deviation). Rows with any missing
+    value or a non-positive variance get NaN."""
+    y = np.asarray(y, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    ok = np.isfinite(y).all(axis=1) & (np.nan_to_num(var, nan=-1.0) > 0).all(axis=1)
+    w = np.where(ok[:, None], 1.0 / np.where(var > 0, var, 1.0), 1.0)
+    tbar = (w * t).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
+    d = t[None, :] - tbar
+    sxx = (w * d * d).sum(axis=1)
+    slope = (w * d * np.nan_to_num(y)).sum(axis=1) / sxx
+    sd = np.sqrt(1.0 / sxx)
+    return np.where(ok, slope, np.nan), np.where(ok, sd, np.nan)
+
+
+def margin_z(laplace: bool) -> float:
+    """The factor of the slope's 95% margin: ln(20)/√2 for Laplace noise, else 1.96."""
+    return Z95_LAPLACE if laplace else Z95
+
+
+def two_sided_p(z: np.ndarray, laplace: bool) -> np.ndarray:
+    """p-values of |slope|/sd = z (see the module docstring for the Laplace case)."""
+    from scipy.special import ndtr
+
+    z = np.abs(z)
+    normal = 2.0 * ndtr(-z)
+    if not laplace:
+        return normal
+    return np.minimum(np.maximum(normal, np.exp(-math.sqrt(2.0) * z)), 1.0)
+
+
+def bh_significant(p: np.ndarray, fdr: float) -> np.ndarray:
+    """The Benjamini–Hochberg step-up procedure: True for the rows rejected at ``fdr``
+    (NaN p-values are not tested)."""
+    p = np.asarray(p, dtype=np.float64)
+    tested = np.flatnonzero(np.isfinite(p))
+    out = np.zeros(len(p), dtype=bool)
+    m = len(tested)
+    if m == 0:
+        return out
+    order = tested[np.argsort(p[tested], kind="stable")]
+    below = p[order] <= fdr * np.arange(1, m + 1) / m
+    if below.any():
+        k = int(np.flatnonzero(below)[-1])
+        out[order[: k + 1]] = True
+    return out
+
+
+def trend(
+    releases: Sequence[Release],
+    zones: Any = None,
+    by: str | None = "name",
+    *,
+    periods: Sequence[Any] | None = None,
+    statistic: str = "count",
+    fdr: float = FDR,
+    resolution: int | None = None,
+) -> pd.DataFrame:
+    """The trend of every cell (or zone) over the periods, with its 95% margin and a
+    false-discovery-controlled ``significant`` flag.
+
+    Parameters
+    ----------
+    releases, zones, by, periods, resolution
+        As :func:`series`.
+    statistic
+        ``"count"`` (default) or ``"sum"`` (releases with a value).
+    fdr
+        The false-discovery rate of ``significant`` (Benjamini–Hochberg over every row), in
+        (0, 0.09].
+
+    Returns
+    -------
+    DataFrame (a GeoDataFrame with the cells' or zones' polygons): the key, [``category``],
+    ``slope`` (per period), ``slope_moe``, ``slope_lo``, ``slope_hi``, ``p_value``,
+    ``significant``, ``relative_change``, ``mean`` (of the period estimates) and
+    ``periods``; ``attrs["method"]`` states the method. See the module docstring for the
+    estimand, the margin, the p-values and the false-discovery control. Post-processing: no
+    data read, no budget spent.
+    """
+    if not (isinstance(fdr, int | float) and 0 < fdr <= 0.09):
+        raise SpecError(
+            f"fdr must be a false-discovery rate in (0, 0.09], got {fdr!r}; e.g. fdr=0.05"
+        )
+    p = _panel(releases, zones, by, periods, resolution)
+    if statistic not in p.values:
+        raise SpecError(
+            f"the releases have no statistic {statistic!r}; use one of {sorted(p.values)}"
+        )
+    y, var = p.values[statistic], p.variances[statistic]
+    slope, sd = wls_slope(y, var, p.times)
+    z = margin_z(p.laplace)
+    pv = two_sided_p(slope / sd, p.laplace)
+    sig = bh_significant(pv, fdr)
+    mean = np.nanmean(y, axis=1) if y.size else np.zeros(0)
+    span = p.times[-1] - p.times[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(mean > 0, slope * span / mean, np.nan)
+    out = p.keys.copy()
+    out["slope"], out["slope_moe"] = slope, z * sd
+    out["slope_lo"], out["slope_hi"] = slope - z * sd, slope + z * sd
+    out["p_value"], out["significant"] = pv, sig
+    out["relative_change"], out["mean"] = rel, mean
+    out["periods"] = len(p.labels)
+    out = _with_geometry(out, p)
+    out.attrs["method"] = METHOD.format(
+        z=f"{z:.4g}·sd ({'Laplace' if p.laplace else 'normal'})",
+        p="conservative for Laplace noise (larger of the normal and Laplace tails)"
+        if p.laplace
+        else "from the normal tail",
+        fdr=fdr,
+        m=int(np.isfinite(pv).sum()),
+    )
+    out.attrs["periods"] = list(p.labels)
+    return out
+
+
+def _with_geometry(frame: pd.DataFrame, p: Panel) -> Any:
+    import geopandas as gpd
+
+    if p.geometry is None:
+        return frame
+    geometry = p.geometry
+    if len(geometry) != len(frame):  # one polygon per cell or zone, rows per category
+        geometry = np.repeat(geometry, len(frame) // max(len(geometry), 1))
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
