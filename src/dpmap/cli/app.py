@@ -2,7 +2,7 @@
 
 This module holds the Typer app, :func:`main` and the error handling; the commands live
 in one module per group (:mod:`.release`: release and explain; :mod:`.maps`: plot;
-:mod:`.tables`: table, aggregate, compare, around; :mod:`.demo`; :mod:`.audit`;
+:mod:`.tables`: table, aggregate, compare, around, series, trend; :mod:`.demo`; :mod:`.audit`;
 :mod:`.budget`), their shared options in :mod:`.options` (built from the parameter table,
 :mod:`dpmap.parameters`) and :mod:`.outputs`.
 
@@ -26,7 +26,14 @@ from dpmap.cli.budget import budget_app
 from dpmap.cli.demo import demo_cmd
 from dpmap.cli.maps import plot_cmd
 from dpmap.cli.release import explain_cmd, release_cmd
-from dpmap.cli.tables import aggregate_cmd, around_cmd, compare_cmd, table_cmd
+from dpmap.cli.tables import (
+    aggregate_cmd,
+    around_cmd,
+    compare_cmd,
+    series_cmd,
+    table_cmd,
+    trend_cmd,
+)
 from dpmap.errors import DpmapError, DpmapWarning
 
 __all__ = ["app", "as_command_line", "cli_options", "main"]
@@ -52,6 +59,8 @@ for _name, _command in (
     ("aggregate", aggregate_cmd),
     ("compare", compare_cmd),
     ("around", around_cmd),
+    ("series", series_cmd),
+    ("trend", trend_cmd),
     ("demo", demo_cmd),
     ("audit", audit_cmd),
 ):

@@ -1,6 +1,6 @@
 """Press tables, roll-ups, comparisons and totals around a point, from published releases
 (post-processing: no budget is spent): ``dpmap table``, ``aggregate``, ``compare``,
-``around``."""
+``around``, and over a sequence of releases ``series`` and ``trend``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from dpmap.cli.outputs import check_new_files
 from dpmap.errors import DataFileError, SpecError
 from dpmap.io import manifest_path
 
-__all__ = ["aggregate_cmd", "around_cmd", "compare_cmd", "table_cmd"]
+__all__ = [
+    "aggregate_cmd",
+    "around_cmd",
+    "compare_cmd",
+    "series_cmd",
+    "table_cmd",
+    "trend_cmd",
+]
 
 
 def _read_zones(path: Path) -> Any:
@@ -339,3 +346,146 @@ def around_cmd(
     typer.echo(
         json.dumps(result.as_dict(), indent=2, ensure_ascii=False) if as_json else str(result)
     )
+
+
+def _series_inputs(
+    release_files: list[Path], zones: Path | None, periods: str | None
+) -> tuple[list[Any], Any, list[Any] | None]:
+    """The releases (oldest first), the zones and the period names of ``series``/``trend``."""
+    from dpmap.release import read_release
+
+    names: list[Any] | None = None
+    if periods is not None:
+        names = [p.strip() for p in periods.split(",") if p.strip()]
+        if len(names) != len(release_files):
+            raise SpecError(
+                f"--periods names {len(names)} periods for {len(release_files)} release files; "
+                "give one name per file, comma-separated, e.g. --periods 2026-01,2026-02"
+            )
+        import contextlib
+
+        import pandas as pd
+
+        with contextlib.suppress(ValueError, TypeError):  # ISO months, quarters, years…
+            names = [pd.Period(n) for n in names]  # spaced by their own calendar
+    rels = [read_release(f) for f in release_files]
+    return rels, (_read_zones(zones) if zones is not None else None), names
+
+
+_RELEASES = Annotated[
+    list[Path],
+    typer.Argument(metavar="RELEASES...", help="One release per period, oldest first."),
+]
+_SERIES_ZONES = Annotated[
+    Path | None,
+    typer.Option("--zones", help="Polygons to follow instead of cells (the cells are rolled up)."),
+]
+_PERIODS = Annotated[
+    str | None,
+    typer.Option("--periods", help="The periods' names, comma-separated (e.g. 2026-01,2026-02)."),
+]
+_SERIES_OUT = Annotated[
+    Path, typer.Option("--out", help="Output (.csv, .geojson or .parquet) + .manifest.json.")
+]
+_BY = Annotated[str, typer.Option("--by", help="Column naming each zone.")]
+_OVERWRITE = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+
+
+def series_cmd(
+    release_files: _RELEASES,
+    out: _SERIES_OUT,
+    zones: _SERIES_ZONES = None,
+    by: _BY = "name",
+    periods: _PERIODS = None,
+    overwrite: _OVERWRITE = False,
+) -> None:
+    """Every cell's (or zone's) estimates per period, with 95% margins, as one long table.
+
+    No budget is spent.
+
+    Example: dpmap series 2026-*.geojson --zones counties.gpkg --by name --out series.csv
+    """
+    import pandas as pd
+
+    from dpmap.analysis import series
+
+    if Path(out).suffix.lower() != ".csv":
+        raise DataFileError(f"cannot write {str(out)!r}: a series is a table, write it as .csv")
+    check_new_files(
+        [("--out", out), ("--out (its manifest)", manifest_path(out))],
+        overwrite=overwrite,
+        inputs=(*release_files, *([zones] if zones else [])),
+    )
+    rels, polys, names = _series_inputs(release_files, zones, periods)
+    table = series(rels, polys, by, periods=names)
+    _write_csv_with_manifest(
+        pd.DataFrame(table),
+        out,
+        {
+            "dpmap_series": 1,
+            "zones": zones.name if zones else None,
+            "by": by if zones else None,
+            "method": "unbiased estimates per period; 95% margins of the noise (dpmap.series)",
+            "releases": [_release_summary(r, f) for r, f in zip(rels, release_files, strict=True)],
+        },
+    )
+    typer.echo(f"wrote {out} and {manifest_path(out)} ({len(table)} rows)")
+
+
+def trend_cmd(
+    release_files: _RELEASES,
+    out: _SERIES_OUT,
+    zones: _SERIES_ZONES = None,
+    by: _BY = "name",
+    periods: _PERIODS = None,
+    statistic: Annotated[str, typer.Option("--statistic", help="count or sum.")] = "count",
+    fdr: Annotated[
+        float, typer.Option("--fdr", help="False-discovery rate of 'significant' (≤ 0.09).")
+    ] = 0.05,
+    overwrite: _OVERWRITE = False,
+) -> None:
+    """The trend of every cell (or zone) over the periods: slope with a 95% margin, and
+    'significant' with the false-discovery rate controlled (Benjamini–Hochberg).
+
+    No budget is spent.
+
+    Example: dpmap trend 2026-*.geojson --zones counties.gpkg --by name --out trends.csv
+    """
+    from dpmap.analysis import trend
+
+    _table_kind(out)
+    check_new_files(
+        [("--out", out), ("--out (its manifest)", manifest_path(out))],
+        overwrite=overwrite,
+        inputs=(*release_files, *([zones] if zones else [])),
+    )
+    rels, polys, names = _series_inputs(release_files, zones, periods)
+    table = trend(rels, polys, by, periods=names, statistic=statistic, fdr=fdr)
+    significant = int(table["significant"].sum())
+    _write_table(
+        table,
+        out,
+        {
+            "dpmap_trend": 1,
+            "zones": zones.name if zones else None,
+            "by": by if zones else None,
+            "statistic": statistic,
+            "periods": table.attrs["periods"],
+            "method": table.attrs["method"],
+            "releases": [_release_summary(r, f) for r, f in zip(rels, release_files, strict=True)],
+        },
+    )
+    typer.echo(
+        f"wrote {out} and {manifest_path(out)} ({len(table)} rows, {significant} significant "
+        f"at a false-discovery rate of {fdr:g})"
+    )
+
+
+def _write_csv_with_manifest(df: Any, out: Path, manifest: dict[str, Any]) -> None:
+    """A plain table (no geometry) and its manifest, both or neither."""
+    from dpmap.io import atomic_write
+
+    text = json.dumps(manifest, indent=2, ensure_ascii=False)
+    with atomic_write([out, manifest_path(out)]) as (tmp, tmp_manifest):
+        df.to_csv(tmp, index=False)
+        tmp_manifest.write_text(text + "\n", encoding="utf-8")
