@@ -46,6 +46,7 @@ from dpmap.errors import (
 )
 from dpmap.grid import Region, to_region
 from dpmap.ledger import Ledger
+from dpmap.maps.trends import plot_series, plot_trend
 from dpmap.release import (
     EpsilonPlan,
     Explanation,
@@ -86,6 +87,8 @@ __all__ = [
     "explain",
     "plan_epsilon",
     "plan_resolution",
+    "plot_series",
+    "plot_trend",
     "read_release",
     "release",
     "series",

@@ -76,8 +76,11 @@ def test_series_and_trend_write_tables_with_manifests(
     assert "significant at a false-discovery rate of 0.05" in out
     both = dpmap.trend([dpmap.read_release(f) for f in monthly], _zones(zones), "name")
     assert t["slope"].to_numpy() == pytest.approx(both["slope"].to_numpy())
-    code, out, err = run(capsys, "trend", *monthly, "--out", w / "cells.geojson")
+    code, out, err = run(
+        capsys, "trend", *monthly, "--out", w / "cells.geojson", "--png", w / "cells.png"
+    )
     assert code == 0, err
+    assert (w / "cells.png").read_bytes()[:4] == b"\x89PNG"
     assert "Benjamini" in json.loads((w / "cells.manifest.json").read_text())["method"]
 
 
@@ -94,13 +97,14 @@ def _zones(path: Path) -> object:
         (("--periods", "2026-03,2026-02,2026-01"), "not in order"),
         (("--fdr", "0.2"), "fdr must be"),
         (("--statistic", "sum"), "no statistic 'sum'"),
+        (("--png", "t.pdf"), "must end in .png"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
     monthly: list[Path], capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], message: str
 ) -> None:
     w = monthly[0].parent
-    code, out, err = run(capsys, "trend", *monthly, *extra, "--out", w / "t.csv")
+    code, _, err = run(capsys, "trend", *monthly, *extra, "--out", w / "t.csv")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (w / "t.csv").exists() and not (w / "t.manifest.json").exists()
 

@@ -388,6 +388,9 @@ _SERIES_OUT = Annotated[
     Path, typer.Option("--out", help="Output (.csv, .geojson or .parquet) + .manifest.json.")
 ]
 _BY = Annotated[str, typer.Option("--by", help="Column naming each zone.")]
+_PNG = Annotated[
+    Path | None, typer.Option("--png", help="Also draw it as a PNG image (needs dpmap[plot]).")
+]
 _OVERWRITE = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
 
 
@@ -397,6 +400,7 @@ def series_cmd(
     zones: _SERIES_ZONES = None,
     by: _BY = "name",
     periods: _PERIODS = None,
+    png: _PNG = None,
     overwrite: _OVERWRITE = False,
 ) -> None:
     """Every cell's (or zone's) estimates per period, with 95% margins, as one long table.
@@ -408,16 +412,14 @@ def series_cmd(
     import pandas as pd
 
     from dpmap.analysis import series
+    from dpmap.maps.trends import plot_series
 
     if Path(out).suffix.lower() != ".csv":
         raise DataFileError(f"cannot write {str(out)!r}: a series is a table, write it as .csv")
-    check_new_files(
-        [("--out", out), ("--out (its manifest)", manifest_path(out))],
-        overwrite=overwrite,
-        inputs=(*release_files, *([zones] if zones else [])),
-    )
+    _check_outputs(out, png, overwrite, release_files, zones)
     rels, polys, names = _series_inputs(release_files, zones, periods)
     table = series(rels, polys, by, periods=names)
+    figure = plot_series(table) if png else None
     _write_csv_with_manifest(
         pd.DataFrame(table),
         out,
@@ -430,6 +432,7 @@ def series_cmd(
         },
     )
     typer.echo(f"wrote {out} and {manifest_path(out)} ({len(table)} rows)")
+    _write_png(figure, png)
 
 
 def trend_cmd(
@@ -442,6 +445,7 @@ def trend_cmd(
     fdr: Annotated[
         float, typer.Option("--fdr", help="False-discovery rate of 'significant' (≤ 0.09).")
     ] = 0.05,
+    png: _PNG = None,
     overwrite: _OVERWRITE = False,
 ) -> None:
     """The trend of every cell (or zone) over the periods: slope with a 95% margin, and
@@ -452,15 +456,13 @@ def trend_cmd(
     Example: dpmap trend 2026-*.geojson --zones counties.gpkg --by name --out trends.csv
     """
     from dpmap.analysis import trend
+    from dpmap.maps.trends import plot_trend
 
     _table_kind(out)
-    check_new_files(
-        [("--out", out), ("--out (its manifest)", manifest_path(out))],
-        overwrite=overwrite,
-        inputs=(*release_files, *([zones] if zones else [])),
-    )
+    _check_outputs(out, png, overwrite, release_files, zones)
     rels, polys, names = _series_inputs(release_files, zones, periods)
     table = trend(rels, polys, by, periods=names, statistic=statistic, fdr=fdr)
+    figure = plot_trend(table) if png else None
     significant = int(table["significant"].sum())
     _write_table(
         table,
@@ -479,6 +481,34 @@ def trend_cmd(
         f"wrote {out} and {manifest_path(out)} ({len(table)} rows, {significant} significant "
         f"at a false-discovery rate of {fdr:g})"
     )
+    _write_png(figure, png)
+
+
+def _check_outputs(
+    out: Path, png: Path | None, overwrite: bool, release_files: list[Path], zones: Path | None
+) -> None:
+    """Refuse, before reading anything, outputs that exist or a PNG path of another kind."""
+    if png is not None and png.suffix.lower() != ".png":
+        raise DataFileError(f"--png {str(png)!r} must end in .png; e.g. --png trend.png")
+    check_new_files(
+        [
+            ("--out", out),
+            ("--out (its manifest)", manifest_path(out)),
+            *([("--png", png)] if png is not None else []),
+        ],
+        overwrite=overwrite,
+        inputs=(*release_files, *([zones] if zones else [])),
+    )
+
+
+def _write_png(figure: Any, png: Path | None) -> None:
+    if figure is None or png is None:
+        return
+    from dpmap.io import atomic_write
+
+    with atomic_write([png]) as (tmp,):
+        figure.savefig(tmp, format="png", dpi=150)
+    typer.echo(f"wrote {png}")
 
 
 def _write_csv_with_manifest(df: Any, out: Path, manifest: dict[str, Any]) -> None:
