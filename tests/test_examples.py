@@ -135,6 +135,8 @@ def test_monthly_trend(tmp_path: Path) -> None:
         "districts.geojson",
         "cell_changes.geojson",
         "district_changes.geojson",
+        "district_trends.geojson",
+        "district_trends.png",
     ]
     for month in months:
         expected += [f"debt_{month}.parquet", f"debt_{month}.manifest.json"]
@@ -167,4 +169,10 @@ def test_monthly_trend(tmp_path: Path) -> None:
     )
     june = dpmap.read_release(out / "debt_2026-06.parquet")
     assert june.estimates is not None  # written with the unbiased values
+    # the six-month trend: Tangshan rises by the growth per month (100 in the small run)
+    # against a slope sd of about 6: always significant
+    trends = gpd.read_file(out / "district_trends.geojson").set_index("district")
+    assert len(trends) == 11 and bool(trends.loc["Tangshan", "significant"])
+    assert trends.loc["Tangshan", "slope"] > 0
+    assert "Significant rises:" in stdout and "Benjamini–Hochberg" in stdout
     assert june.manifest["ledger"]["dataset"] == "hebei-debtors-2026"

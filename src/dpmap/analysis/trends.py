@@ -364,10 +364,9 @@ def margin_z(laplace: bool) -> float:
 
 def two_sided_p(z: np.ndarray, laplace: bool) -> np.ndarray:
     """p-values of |slope|/sd = z (see the module docstring for the Laplace case)."""
-    from scipy.special import ndtr
-
-    z = np.abs(z)
-    normal = 2.0 * ndtr(-z)
+    z = np.abs(np.asarray(z, dtype=np.float64))
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+    normal = np.asarray(erfc(z / math.sqrt(2.0)), dtype=np.float64)  # 2·(1 − Φ(z))
     if not laplace:
         return normal
     return np.minimum(np.maximum(normal, np.exp(-math.sqrt(2.0) * z)), 1.0)
