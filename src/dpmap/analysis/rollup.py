@@ -193,15 +193,29 @@ def distribution_totals(
     ncat = rows.ncat
     out: dict[str, np.ndarray] = {}
     for k in range(ncat):
-        at = pos[cell, k]
-        y = np.zeros((npoly, nodes.shape[1]))
-        for i in range(0, len(cell), _PAIR_CHUNK):
-            sl = slice(i, i + _PAIR_CHUNK)
-            np.add.at(y, group[sl], weight[sl, None] * nodes[at[sl]])
-        var = np.bincount(group, weights=weight**2 * hist_var[at], minlength=npoly)
+        y, var = summed_histograms(nodes, hist_var, pos[cell, k], group, weight, npoly)
         for col, values in manifest_histogram_columns(m, y, var).items():
             out.setdefault(col, np.full(npoly * ncat, np.nan))[k::ncat] = values
     return out
+
+
+def summed_histograms(
+    nodes: np.ndarray,
+    hist_var: np.ndarray,
+    row: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    ngroups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, var): each group's weighted sum y_g = Σ w·nodes[row] of noisy node vectors
+    (ngroups × nodes) and its per-node noise variance Σ w²·hist_var[row] (the rows' noise
+    is independent). Pairs (row, group, weight) are added :data:`_PAIR_CHUNK` at a time."""
+    y = np.zeros((ngroups, nodes.shape[1]))
+    for i in range(0, len(row), _PAIR_CHUNK):
+        sl = slice(i, i + _PAIR_CHUNK)
+        np.add.at(y, group[sl], weight[sl, None] * nodes[row[sl]])
+    var = np.bincount(group, weights=weight**2 * hist_var[row], minlength=ngroups)
+    return y, var
 
 
 def _histogram_positions(hist: pd.DataFrame, rows: Rows) -> np.ndarray:
