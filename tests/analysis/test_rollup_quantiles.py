@@ -353,3 +353,40 @@ def test_hierarchical_explain_and_rollup_at_each_level(hier: dpmap.Release) -> N
     for r in LEVELS:
         out = hier.aggregate_to(zones(), resolution=r)
         assert out[["q25", "q50", "q50_lo", "q50_hi"]].notna().all().all()
+
+
+def test_a_polygon_of_whole_cells_gets_the_columns_of_their_summed_histograms(
+    flat: dpmap.Release,
+) -> None:
+    """A polygon that is one published cell gets that cell's own columns; one that is two
+    whole cells gets the columns of the sum of their noisy histograms, with variance 2σ²."""
+    from dpmap.grid import cells_to_polygons, hex_to_cells
+
+    t = flat.cells
+    h = flat.histogram
+    assert h is not None
+    shown = t[~t["suppressed"].to_numpy(bool)].reset_index(drop=True)
+    a, b = shown["cell"].iloc[0], shown["cell"].iloc[-1]
+    pa, pb = cells_to_polygons(hex_to_cells(np.array([a, b], dtype=object)))
+    polys = gpd.GeoDataFrame(
+        {"name": ["a", "ab"]}, geometry=[pa, shapely.union(pa, pb)], crs="EPSG:4326"
+    )
+    out = flat.aggregate_to(polys).set_index("name")
+    assert out.loc["a", "cells"] == 1 and out.loc["ab", "cells"] == 2
+    for col in DIST:
+        assert out.loc["a", col] == pytest.approx(shown.loc[0, col], rel=1e-12, abs=1e-9)
+    nodes = [c for c in h.columns if c.startswith("node_")]
+    rows = h.set_index("cell").loc[[a, b]]
+    spec = spec_with(epsilon=1.0, quantiles=(0.5,), value_bands=(0, 1000, 50_000))
+    vd = flat.manifest["value_distribution"]
+    want = histogram_columns(
+        spec.value_tree,
+        Mechanism.LAPLACE,
+        vd["scale"],
+        (0.5,),
+        (0, 1000, 50_000),
+        rows[nodes].to_numpy(np.float64).sum(axis=0, keepdims=True),
+        np.array([rows["hist_var"].sum()]),
+    )
+    for col in DIST:
+        assert out.loc["ab", col] == pytest.approx(want[col][0], rel=1e-12, abs=1e-9)
