@@ -28,7 +28,7 @@ from dpmap._privacy.noise import plan_noise
 from dpmap.analysis.rollup import summed_histograms
 from dpmap.designs.distribution import histogram_columns
 from dpmap.errors import DpmapWarning
-from dpmap.release.result import histogram_path
+from dpmap.io import histogram_path
 from dpmap.spec import Mechanism, ReleaseSpec
 
 BOUNDS = (0, 50_000)

@@ -13,7 +13,7 @@ from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
 from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
-from dpmap.io import atomic_write, manifest_path, read_manifest
+from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
 from dpmap.maps.static import plot_release
 from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
@@ -278,12 +278,6 @@ def release_kind(path: Path) -> str:
             f"cannot write a release as {suffix or '(no suffix)'!r} ({str(path)!r}); use .geojson, .parquet or .csv"
         )
     return kinds[suffix]
-
-
-def histogram_path(path: str | Path) -> Path:
-    """``map.geojson`` -> ``map.histogram.parquet`` (beside it): the noisy value histogram."""
-    p = Path(path)
-    return p.with_name(p.stem + ".histogram.parquet")
 
 
 def _read_histogram(path: Path, entry: Any) -> pd.DataFrame | None:
