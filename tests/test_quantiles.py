@@ -370,7 +370,6 @@ def test_a_zone_release_has_quantiles() -> None:
         ({"value_bands": [0, 1234]}, "use 1200 or 1250"),
         ({"quantiles": [0.5], "value": None, "bounds": None}, "need a value column"),
         ({"quantiles": [0.5], "bounds": (7, 7)}, "lo < hi"),
-        ({"quantiles": [0.5], "resolution": [6, 7]}, "one resolution"),
         ({"quantiles": [0.5], "histogram_share": 1.0}, "histogram_share"),
     ],
 )

@@ -22,7 +22,7 @@ import polars as pl
 from dpmap.errors import DataFileError, InputError, ReleaseFormatError
 from dpmap.spec import ReleaseSpec
 
-__all__ = ["atomic_write", "manifest_path", "read_points"]
+__all__ = ["atomic_write", "histogram_path", "manifest_path", "read_points"]
 
 _POINT_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -164,6 +164,13 @@ def manifest_path(path: str | os.PathLike[str]) -> Path:
     """``map.geojson`` -> ``map.manifest.json`` (beside it)."""
     p = Path(path)
     return p.with_name(p.stem + ".manifest.json")
+
+
+def histogram_path(path: str | os.PathLike[str]) -> Path:
+    """``map.geojson`` -> ``map.histogram.parquet`` (beside it): a release's noisy value
+    histogram."""
+    p = Path(path)
+    return p.with_name(p.stem + ".histogram.parquet")
 
 
 def temp_beside(target: Path, what: str) -> Path:

@@ -367,11 +367,8 @@ class ReleaseSpec:
                 f"{what} need bounds with lo < hi, got {self.bounds!r}: every value would be "
                 "the same; widen the bounds"
             )
-        if self.hierarchical or self.categories is not None:
-            raise SpecError(
-                f"{what} are released for one resolution (or zones) without a category "
-                "breakdown; drop category= and pass one resolution"
-            )
+        if self.categories is not None:
+            raise SpecError(f"{what} are released without a category breakdown; drop category=")
         if self.quantiles is not None:
             self._set("quantiles", _check_quantiles(self.quantiles))
         if self.value_bands is not None:
@@ -511,6 +508,9 @@ class ReleaseSpec:
         """
         out = {}
         for stat, share in self.shares().items():
+            if stat == "hist" and self.hierarchical:  # the finest level only, its own share
+                out["hist"] = ("hist", self.finest, share)
+                continue
             for r, lshare in self.level_shares().items():
                 key = f"{stat}@{r}" if self.hierarchical else stat
                 out[key] = (stat, r, share * lshare)

@@ -24,6 +24,14 @@ Which rows
     and ``coverage`` counts published cells only. With a category breakdown every
     statistic is computed per category.
 
+Quantiles and value bands
+    A release with ``quantiles=``/``value_bands=`` keeps its noisy value histogram
+    (:attr:`Release.histogram`, ``<name>.histogram.parquet``): :func:`aggregate_to` adds the
+    cells' histograms with the same area weights as the counts (noise variance Σ w²·σ² per
+    node) and gives every polygon the ``q…`` and ``band_…`` columns
+    (:func:`dpmap.analysis.rollup.distribution_totals`). Without the histogram file a
+    roll-up has no such columns and warns how to get them.
+
 Margins of error (95%)
     :func:`aggregate_to` publishes two things per polygon: ``count_lo``/``count_hi``, a 95%
     interval for the true total that includes the error of apportioning the cells a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from dpmap.analysis.totals import (
     weighted_totals,
 )
 from dpmap.analysis.zones import SEGMENT_DEG, equal_area, overlay, zone_polygons
+from dpmap.designs.distribution import manifest_histogram_columns
+from dpmap.errors import DpmapWarning, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
@@ -45,7 +48,10 @@ def aggregate_to(
     [``sum``, ``sum_moe``, ``sum_lo``, ``sum_hi``], ``coverage`` (share of the polygon's
     area covered by released cells), ``cells`` (released cells sharing area with it) and
     the polygon's ``geometry``. A polygon that no released cell touches has null numbers
-    and coverage 0.
+    and coverage 0. A release with quantiles or value bands adds their columns (``q50``,
+    ``q50_lo``, ``q50_hi``, ``band_a_b``, ``band_a_b_moe``, …) before ``coverage``, computed
+    from the area-apportioned sum of the cells' noisy value histograms (see
+    :func:`distribution_totals`).
 
     ``count_lo`` … ``count_hi`` is the **95% interval** for the polygon's true count: it
     covers both the noise and the error of apportioning the cells its border splits.
@@ -126,10 +132,102 @@ def aggregate_to(
         data[f"{stat}_moe"] = np.where(empty, np.nan, moe.reshape(-1))
         data[f"{stat}_lo"] = np.where(empty, np.nan, lo.reshape(-1))
         data[f"{stat}_hi"] = np.where(empty, np.nan, hi.reshape(-1))
+    dist = distribution_totals(rel, rows, cell, group, weight, npoly)
+    for col, values in dist.items():
+        if col == name:
+            raise SpecError(
+                f"the polygons' key column is called {name!r}, a name the result uses for a "
+                "quantile or value band; rename it (e.g. polygons.rename(columns={...}))"
+            )
+        data[col] = np.where(empty, np.nan, values)
     data["coverage"] = np.repeat(coverage, ncat)
     data["cells"] = np.repeat(ncells, ncat).astype(np.int64)
     out = gpd.GeoDataFrame(data, geometry=np.repeat(polys, ncat), crs="EPSG:4326")
     out.attrs["dpmap_by"] = name
+    return out
+
+
+#: node vectors added up at a time (bounds the memory of a roll-up of the histograms)
+_PAIR_CHUNK = 4096
+
+
+def distribution_totals(
+    rel: Release,
+    rows: Rows,
+    cell: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    npoly: int,
+) -> dict[str, np.ndarray]:
+    """Quantile and value-band columns per (polygon, category), in :func:`aggregate_to`'s row
+    order, from the release's noisy value histograms (:attr:`Release.histogram`).
+
+    A polygon's histogram is y_Z = Σ w_c·y_c with the same area weights w_c as its count, so
+    every node has the noise variance Σ w_c²·v_c (v_c: row c's ``hist_var``, σ² for a
+    measured row, σ² × children for a coarser cell of a hierarchical release, whose
+    children's noise is disjoint from other cells' at the same level); the columns follow
+    :func:`dpmap.designs.distribution.histogram_columns`, whose interval factor, simulated
+    for one row's noise, is conservative for these sums. Like the point estimate of the
+    count, the result treats the records of a cell that a border splits as spread evenly,
+    values included. Without a histogram (a release without quantiles or value bands) the
+    result is empty; a release read from a file without its histogram gets a
+    :class:`~dpmap.errors.DpmapWarning` naming the fix, and no columns.
+    """
+    m = rel.manifest
+    if not m.get("value_distribution"):
+        return {}
+    hist = rel.histogram
+    pos = None if hist is None else _histogram_positions(hist, rows)
+    if hist is None or pos is None or (pos[cell] < 0).any():
+        warnings.warn(
+            "this release has no noisy value histogram for the cells to add up (it was read "
+            "from a file written without <name>.histogram.parquet), so the roll-up has no "
+            "quantile or value-band columns; write the release again with "
+            "to_file(..., include_unbiased=True) and keep the .histogram.parquet file beside it",
+            DpmapWarning,
+            stacklevel=3,
+        )
+        return {}
+    nodes = hist[[c for c in hist.columns if c.startswith("node_")]].to_numpy(np.float64)
+    hist_var = hist["hist_var"].to_numpy(np.float64)
+    ncat = rows.ncat
+    out: dict[str, np.ndarray] = {}
+    for k in range(ncat):
+        y, var = summed_histograms(nodes, hist_var, pos[cell, k], group, weight, npoly)
+        for col, values in manifest_histogram_columns(m, y, var).items():
+            out.setdefault(col, np.full(npoly * ncat, np.nan))[k::ncat] = values
+    return out
+
+
+def summed_histograms(
+    nodes: np.ndarray,
+    hist_var: np.ndarray,
+    row: np.ndarray,
+    group: np.ndarray,
+    weight: np.ndarray,
+    ngroups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(y, var): each group's weighted sum y_g = Σ w·nodes[row] of noisy node vectors
+    (ngroups × nodes) and its per-node noise variance Σ w²·hist_var[row] (the rows' noise
+    is independent). Pairs (row, group, weight) are added :data:`_PAIR_CHUNK` at a time."""
+    y = np.zeros((ngroups, nodes.shape[1]))
+    for i in range(0, len(row), _PAIR_CHUNK):
+        sl = slice(i, i + _PAIR_CHUNK)
+        np.add.at(y, group[sl], weight[sl, None] * nodes[row[sl]])
+    var = np.bincount(group, weights=weight**2 * hist_var[row], minlength=ngroups)
+    return y, var
+
+
+def _histogram_positions(hist: pd.DataFrame, rows: Rows) -> np.ndarray:
+    """The row of ``hist`` holding each (cell, category) of ``rows`` (−1: not there)."""
+    cells = hist["cell"].astype(str).to_numpy()
+    if rows.categories is None:
+        return pd.Index(cells).get_indexer(rows.cells.astype(str))[:, None]
+    index = pd.MultiIndex.from_arrays([cells, hist["category"].astype(str).to_numpy()])
+    out = np.empty((len(rows.cells), rows.ncat), dtype=np.int64)
+    for k, cat in enumerate(rows.categories):
+        wanted = pd.MultiIndex.from_arrays([rows.cells.astype(str), np.full(len(rows.cells), cat)])
+        out[:, k] = index.get_indexer(wanted)
     return out
 
 

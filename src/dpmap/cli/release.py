@@ -17,7 +17,7 @@ from dpmap import parameters
 from dpmap.cli.options import CTX, option, table_options, table_values, with_signature
 from dpmap.cli.outputs import check_new_files
 from dpmap.errors import DataFileError, DpmapError, SpecError
-from dpmap.io import manifest_path
+from dpmap.io import histogram_path, manifest_path
 
 __all__ = ["explain_cmd", "release_cmd"]
 
@@ -211,7 +211,8 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
     # Everything that can fail after the release is checked before it: once the release
     # is computed, its privacy budget is spent (and charged to the ledger).
     inputs = (points, kw.get("ledger"), kw.get("zones"))
-    _check_outputs(out, png, overwrite=overwrite, inputs=inputs)
+    histogram = kw.get("quantiles") is not None or kw.get("value_bands") is not None
+    _check_outputs(out, png, overwrite=overwrite, inputs=inputs, histogram=histogram)
     if png is not None:
         _check_png_options(kw)
     diag = Diagnostics()
@@ -247,20 +248,29 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
         )
         raise typer.Exit(code=2 if isinstance(map_error, DpmapError) else 1)
     if not quiet:
-        typer.echo(f"wrote {out} and {manifest_path(out)}" + (f" and {png}" if png else ""))
+        hist = f", {histogram_path(out)}" if rel.histogram is not None else ""
+        typer.echo(f"wrote {out}{hist} and {manifest_path(out)}" + (f" and {png}" if png else ""))
         typer.echo(rel.privacy_statement)
 
 
 def _check_outputs(
-    out: Path, png: Path | None, *, overwrite: bool, inputs: tuple[Any, ...]
+    out: Path,
+    png: Path | None,
+    *,
+    overwrite: bool,
+    inputs: tuple[Any, ...],
+    histogram: bool = False,
 ) -> None:
-    """Refuse, before anything is spent, every output that could not be written."""
+    """Refuse, before anything is spent, every output that could not be written
+    (``histogram``: the release writes its value histogram beside the table too)."""
     from dpmap.release.result import release_kind
 
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
     release_kind(out)  # refuse an unsupported output type before reading any data
     targets = [("--out", out), ("--out (its manifest)", manifest_path(out))]
+    if histogram:
+        targets.append(("--out (its value histogram)", histogram_path(out)))
     if png is not None:
         targets.append(("--png", png))
     check_new_files(targets, overwrite=overwrite, inputs=inputs)

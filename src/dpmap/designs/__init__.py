@@ -82,10 +82,10 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
         ):
             raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
     design = next(d for d in DESIGNS if d.wants(spec, region, options))
-    if spec.histogram and design not in (Flat, ZoneRelease):
+    if spec.histogram and design not in (Flat, Hierarchical, ZoneRelease):
         raise SpecError(
-            "quantiles and value_bands are released over a public region at one resolution "
-            "or over zones; pass region=... (or zones=...) and drop adaptive="
+            "quantiles and value_bands are released over a public region (one resolution or "
+            "several) or over zones; pass region=... (or zones=...) and drop adaptive="
         )
     return design.plan(spec, region, options)
 

@@ -91,6 +91,12 @@ class Measured:
     #: quantiles and value bands: column -> one value per row (post-processing of the noisy
     #: value histogram, :mod:`dpmap.designs.distribution`)
     distribution: dict[str, np.ndarray] | None = None
+    #: the noisy value histogram itself, one node vector per row (rows × nodes, or flattened):
+    #: published beside the table so that roll-ups can add it up
+    histogram: np.ndarray | None = None
+    #: each row's per-node noise variance in ``histogram`` (None: the measured σ² for every
+    #: row; a sum of k measured rows has k·σ²)
+    histogram_var: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,15 @@ that noisy vector:
    was up to 3.4 times wider for the median, in tests/test_quantiles.py's setting.)
 5. **Value bands.** A band [a, b) (edges are tree edges) is F̂ at b less F̂ at a, with the
    same exact variance and a 95% margin of z·sd.
+6. **Sums of rows** (roll-ups to zones, the coarser cells of a hierarchical release). The
+   noisy node vector of a sum y_Z = Σ_c w_c·y_c has, at every node, the noise variance
+   σ²·Σ_c w_c²·m_c (m_c: how many measured rows' noise row c already holds, 1 for a measured
+   row): again the same for every node, so steps 1–5 apply with that variance
+   (:func:`histogram_columns` takes one variance per row). The band factor z_p stays the
+   one simulated for one row's noise: a sum of several independent noise vectors has
+   lighter tails than one (it tends to the normal), so that factor is **conservative for
+   sums**; tests/test_quantiles.py checks the coverage of sums of 1, 2 and many rows by
+   simulation.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -59,8 +69,11 @@ __all__ = [
     "distribution_manifest",
     "expected_quantile_error",
     "explain_distribution",
+    "histogram_columns",
     "interval_z",
+    "manifest_histogram_columns",
     "measure_dense",
+    "node_names",
     "with_histogram",
 ]
 
@@ -173,12 +186,13 @@ def _point(tree: ValueTree, cdf: np.ndarray, p: float) -> np.ndarray:
 
 
 def _interval(
-    tree: ValueTree, cdf: np.ndarray, p: float, variance: float, z: float
+    tree: ValueTree, cdf: np.ndarray, p: float, variance: np.ndarray, z: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """[q_lo, q_hi] from the simultaneous band of D̂ (see the module docstring)."""
+    """[q_lo, q_hi] from the simultaneous band of D̂ (see the module docstring); ``variance``:
+    each row's per-node noise variance."""
     _p, r = projection(tree.branching, tree.depth)
     u = r - p * r[-1]
-    half = z * np.sqrt(variance * np.einsum("ij,ij->i", u, u))
+    half = z * np.sqrt(np.asarray(variance)[:, None] * np.einsum("ij,ij->i", u, u)[None, :])
     d = cdf - p * cdf[:, -1:]
     leaves = d.shape[1]
     below = d + half < 0  # surely before the quantile's leaf
@@ -200,33 +214,78 @@ def quantile_z(spec: ReleaseSpec, noise: NoisePlan, p: float) -> float:
 
 
 def distribution_columns(
-    spec: ReleaseSpec, noise: NoisePlan, noisy: np.ndarray
+    spec: ReleaseSpec, noise: NoisePlan, noisy: np.ndarray, variance: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """The published columns (``q50``, ``q50_lo``, ``q50_hi``, ``band_a_b``, ``band_a_b_moe``,
-    …) of every row, from the noisy histogram only."""
-    tree = spec.value_tree
-    variance = noise.statistics["hist"].variance
-    z = interval_z(spec.mechanism)
-    cdf = _cdf(tree, noisy)
+    …) of every row, from the noisy histogram only (``variance``: each row's per-node noise
+    variance; default: the measured one, σ²)."""
+    hist = noise.statistics["hist"]
+    y = np.asarray(noisy).reshape(-1, spec.value_tree.nodes)
+    var = np.full(len(y), hist.variance) if variance is None else np.asarray(variance)
+    return histogram_columns(
+        spec.value_tree, spec.mechanism, hist.scale, spec.quantiles, spec.value_bands, y, var
+    )
+
+
+def histogram_columns(
+    tree: ValueTree,
+    mechanism: Mechanism,
+    scale: float,
+    quantiles: Sequence[float] | None,
+    value_bands: Sequence[float] | None,
+    y: np.ndarray,
+    variance: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The distribution columns of noisy node vectors ``y`` (rows × nodes) that may be sums
+    of measured rows: ``variance`` is each row's per-node noise variance (σ²·Σw² for a
+    weighted sum), ``scale`` the measured noise's scale (the band factor is the one-row
+    factor, conservative for sums: module docstring, step 6)."""
+    variance = np.asarray(variance, dtype=np.float64)
+    z = interval_z(mechanism)
+    cdf = _cdf(tree, y)
     out: dict[str, np.ndarray] = {}
-    for p in spec.quantiles or ():
+    for p in quantiles or ():
         name = quantile_name(p)
         out[name] = _point(tree, cdf, p)
-        zp = quantile_z(spec, noise, p)
+        zp = band_z(tree.branching, tree.depth, str(mechanism), scale, p)
         out[f"{name}_lo"], out[f"{name}_hi"] = _interval(tree, cdf, p, variance, zp)
-    if spec.value_bands:
+    if value_bands:
         _p, r = projection(tree.branching, tree.depth)
         padded = np.concatenate([np.zeros((len(cdf), 1)), cdf], axis=1)
         rpad = np.vstack([np.zeros((1, r.shape[1])), r])
-        edges = spec.value_bands
-        for a, b in itertools.pairwise(edges):
+        for a, b in itertools.pairwise(value_bands):
             ka, kb = tree.edge_position(a), tree.edge_position(b)
             assert ka is not None and kb is not None
             name = band_name(a, b)
             out[name] = padded[:, kb] - padded[:, ka]
             w = rpad[kb] - rpad[ka]
-            out[f"{name}_moe"] = np.full(len(cdf), z * math.sqrt(variance * float(w @ w)))
+            out[f"{name}_moe"] = z * np.sqrt(variance * float(w @ w))
     return out
+
+
+def node_names(tree: ValueTree) -> list[str]:
+    """The columns of a written histogram: ``node_a_b`` for the node holding values in
+    [a, b), level by level (the order of :meth:`ValueTree.node_matrix`)."""
+    edges = tree.edges()
+    names = []
+    for level in range(1, tree.depth + 1):
+        step = tree.branching ** (tree.depth - level)
+        names += [f"node_{edges[k]:g}_{edges[k + step]:g}" for k in range(0, tree.leaves, step)]
+    return names
+
+
+def manifest_histogram_columns(
+    manifest: dict[str, Any], y: np.ndarray, variance: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`histogram_columns` with the public parameters a release's manifest states
+    (its ``value_distribution`` entry): for roll-ups of a written or in-memory release."""
+    vd = manifest["value_distribution"]
+    t = vd["tree"]
+    tree = ValueTree(t["lo"], t["hi"], int(t["branching"]), int(t["depth"]))
+    mechanism = Mechanism(vd.get("mechanism") or manifest["parameters"]["mechanism"])
+    return histogram_columns(
+        tree, mechanism, float(vd["scale"]), vd.get("quantiles"), vd.get("value_bands"), y, variance
+    )
 
 
 def expected_quantile_error(spec: ReleaseSpec, noise: NoisePlan) -> dict[str, float]:
@@ -262,6 +321,7 @@ def distribution_manifest(spec: ReleaseSpec, noise: NoisePlan) -> dict[str, Any]
                 "linf": hist.sensitivity.linf,
             },
             "scale": hist.scale,
+            "mechanism": str(spec.mechanism),
             "method": METHOD,
             "band_z": {quantile_name(p): quantile_z(spec, noise, p) for p in spec.quantiles or ()},
             "band_simulations": SIMULATIONS,

@@ -121,6 +121,7 @@ class Flat:
             resolutions=np.full(rows, self.spec.finest),
             category=category_index(rows, cats) if self.spec.categories is not None else None,
             distribution=distribution,
+            histogram=noisy.get("hist"),
         )
 
     def manifest_entries(self, measured: Measured) -> dict[str, Any]:

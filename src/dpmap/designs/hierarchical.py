@@ -31,6 +31,13 @@ from dpmap.designs.base import (
     manifest_noise_variance,
     ncat,
 )
+from dpmap.designs.distribution import (
+    check_histogram_size,
+    distribution_columns,
+    distribution_manifest,
+    explain_distribution,
+    with_histogram,
+)
 from dpmap.designs.flat import category_index, region_selection
 from dpmap.errors import SpecError
 from dpmap.spec import Mechanism, ReleaseSpec
@@ -65,7 +72,10 @@ class Hierarchical:
             raise SpecError(
                 "a hierarchical release (several resolutions) needs a public region; pass region=..."
             )
-        return cls(spec, region, plan_noise(spec), options.integers)
+        design = cls(spec, region, plan_noise(spec), options.integers)
+        assert design.domain is not None
+        check_histogram_size(spec, len(design.domain) * ncat(spec))  # the finest level only
+        return design
 
     def rows(self) -> int | None:
         levels = (len(grid.region_to_cells(self.region, r)) for r in self.spec.levels)
@@ -78,17 +88,26 @@ class Hierarchical:
         return None
 
     def explain_lines(self) -> list[str]:
-        return [
+        lines = [
             "  levels are made consistent (children sum to parents) by weighted least squares; "
             "margins after consistency are smaller than the per-level ones above"
         ]
+        if self.spec.histogram:
+            lines += [
+                *explain_distribution(self.spec, self.noise),
+                f"  the value histogram is measured at resolution {self.spec.finest} only; a "
+                "coarser cell's quantiles and bands come from the sum of its children's noisy "
+                "histograms (noise variance × children, so relatively less noise per record)",
+            ]
+        return lines
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
         assert self.domain is not None
         cats = ncat(self.spec)
         tree = hierarchy.build_tree(self.domain, self.spec.levels)
         finest = aggregates.densify(self.domain, cats)
-        noisy = self.noise.run_dense(self._level_vectors(tree, finest, cats))
+        vectors = with_histogram(self.spec, finest, aggregates, self.domain)
+        noisy = self.noise.run_dense(self._level_vectors(tree, vectors, cats))
         est, shown = self._consistent(tree, noisy, cats)
         cells = np.repeat(np.concatenate(tree.levels), cats)
         res = np.repeat(
@@ -98,14 +117,41 @@ class Hierarchical:
             cats,
         )
         category = category_index(len(cells), cats) if self.spec.categories is not None else None
-        return Measured(est, cells, res, category, shown=shown if self.integers else None)
+        hist = self._histogram(tree, noisy)
+        return Measured(
+            est,
+            cells,
+            res,
+            category,
+            shown=shown if self.integers else None,
+            distribution=hist[2] if hist else None,
+            histogram=hist[0] if hist else None,
+            histogram_var=hist[1] if hist else None,
+        )
+
+    def _histogram(
+        self, tree: hierarchy.Tree, noisy: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None:
+        """Every level's noisy value histograms (post-processing): the finest cells' measured
+        ones, and each coarser cell's the sum of its finest children's (noise variance σ² ×
+        children); with the per-row variances and the distribution columns of every row."""
+        if not self.spec.histogram:
+            return None
+        fine = noisy["hist"].reshape(len(tree.levels[-1]), -1)
+        sums = hierarchy.level_totals(tree, fine)
+        children = hierarchy.level_totals(tree, np.ones(len(fine), dtype=np.int64))
+        y = np.concatenate(sums)
+        var = self.noise.statistics["hist"].variance * np.concatenate(children).astype(float)
+        return y, var, distribution_columns(self.spec, self.noise, y, var)
 
     def _level_vectors(
         self, tree: hierarchy.Tree, finest: dict[str, np.ndarray], cats: int
     ) -> dict[str, np.ndarray]:
         """PRIVATE exact vectors of every level, summed up H3's index tree from the finest."""
-        out = {}
+        out = {"hist": finest["hist"]} if "hist" in finest else {}
         for stat, vec in finest.items():
+            if stat == "hist":  # measured at the finest level only
+                continue
             levels = hierarchy.level_totals(tree, vec.reshape(-1, cats))
             for r, level in zip(tree.resolutions, levels, strict=True):
                 out[f"{stat}@{r}"] = level.reshape(-1)
@@ -141,6 +187,7 @@ class Hierarchical:
             "their H3 parents at the coarser levels"
         )
         return {
+            **self._distribution_manifest(),
             "cell_selection": region_selection(self.region, len(self.domain), rule),
             "hierarchy": {
                 "levels": list(spec.levels),
@@ -158,6 +205,18 @@ class Hierarchical:
                 ),
             },
         }
+
+    def _distribution_manifest(self) -> dict[str, Any]:
+        """The ``value_distribution`` entry, with how the coarser levels get theirs."""
+        entry = distribution_manifest(self.spec, self.noise)
+        if entry:
+            entry["value_distribution"]["levels"] = (
+                f"measured at resolution {self.spec.finest} only; a coarser cell's histogram is "
+                "the sum of its finest children's noisy histograms (noise variance × children), "
+                "its columns computed from that sum with the one-row band factor (conservative "
+                "for sums)"
+            )
+        return entry
 
     @classmethod
     def recognises(cls, manifest: dict[str, Any]) -> bool:

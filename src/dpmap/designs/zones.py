@@ -128,6 +128,7 @@ class ZoneRelease:
             category=category_index(rows, cats) if self.spec.categories is not None else None,
             zones=self.zones,
             distribution=distribution,
+            histogram=noisy.get("hist"),
         )
 
     def manifest_entries(self, measured: Measured) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dpmap._privacy.postprocess import (
     Estimates,
 )
 from dpmap.designs.base import Measured
+from dpmap.designs.distribution import node_names
 from dpmap.spec import ReleaseSpec
 
 _STAT_COLUMNS = ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe")
@@ -41,6 +42,30 @@ def estimates_frame(table: Any, est: Estimates, zone_column: str | None = None) 
         out["sum"] = np.asarray(est.sum, dtype=np.float64)
         out["sum_var"] = np.broadcast_to(np.asarray(est.sum_var, dtype=np.float64), (n,))
     return out
+
+
+def histogram_frame(
+    spec: ReleaseSpec,
+    table: Any,
+    measured: Measured,
+    variance: float,
+    zone_column: str | None = None,
+) -> pd.DataFrame | None:
+    """The noisy value histogram of every row (suppressed included), keyed as
+    :func:`estimates_frame`: ``hist_var`` (each row's per-node noise variance) and one
+    ``node_a_b`` column per node of the public value tree (None without a histogram)."""
+    if measured.histogram is None:
+        return None
+    tree = spec.value_tree
+    y = np.asarray(measured.histogram).reshape(-1, tree.nodes)
+    if len(y) != len(table):  # pragma: no cover - a histogram per cell of a category table
+        return None  # kept only when it has one node vector per published row
+    keys = ((zone_column,) if zone_column else ()) + KEY_COLUMNS
+    out = pd.DataFrame({c: table[c].to_numpy() for c in keys if c in table})
+    hv = measured.histogram_var
+    out["hist_var"] = np.full(len(y), variance) if hv is None else np.asarray(hv, np.float64)
+    nodes = pd.DataFrame(y, columns=node_names(tree))
+    return pd.concat([out, nodes], axis=1)
 
 
 def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool) -> Any:

@@ -16,7 +16,7 @@ from dpmap.engines import engine_for
 from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.ledger import Ledger, check_label
 from dpmap.parameters import checked
-from dpmap.release.cells import cell_table, estimates_frame
+from dpmap.release.cells import cell_table, estimates_frame, histogram_frame
 from dpmap.release.manifest import build_manifest
 from dpmap.release.planning import SPEC_FIELDS, design_options, make_spec, resolve_region
 from dpmap.release.result import Release
@@ -208,11 +208,12 @@ def release(
         del aggregates
         stage("table")
         table, manifest, estimates = _publish(design, measured, title, config)
-        rel = Release(table, manifest, estimates)
+        histogram = histogram_of(design, measured, table)
+        rel = Release(table, manifest, estimates, histogram=histogram)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
-            rel = Release(table, manifest, estimates)
+            rel = Release(table, manifest, estimates, histogram=histogram)
     return rel
 
 
@@ -228,6 +229,15 @@ def _publish(
     manifest = build_manifest(design, measured, published, title, len(table), config)
     zone_column = measured.zones.by if measured.zones is not None else None
     return table, manifest, estimates_frame(table, measured.estimates, zone_column)
+
+
+def histogram_of(design: Design, measured: Measured, table: Any) -> Any:
+    """The noisy value histogram of every row, to keep on the Release (None without one)."""
+    if measured.histogram is None:
+        return None
+    zone_column = measured.zones.by if measured.zones is not None else None
+    variance = design.noise.statistics["hist"].variance
+    return histogram_frame(design.spec, table, measured, variance, zone_column)
 
 
 def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:

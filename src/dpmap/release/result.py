@@ -13,7 +13,7 @@ from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
 from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
-from dpmap.io import atomic_write, manifest_path, read_manifest
+from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
 from dpmap.maps.static import plot_release
 from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
@@ -32,19 +32,26 @@ class Release:
         JSON-serialisable dict describing the guarantee and the parameters (a copy).
     """
 
-    __slots__ = ("_cells", "_estimates", "_manifest")
+    __slots__ = ("_cells", "_estimates", "_histogram", "_manifest")
     _cells: Any
     _manifest: dict[str, Any]
     _estimates: pd.DataFrame | None
+    _histogram: pd.DataFrame | None
 
     def __init__(
-        self, cells: Any, manifest: dict[str, Any], estimates: pd.DataFrame | None = None
+        self,
+        cells: Any,
+        manifest: dict[str, Any],
+        estimates: pd.DataFrame | None = None,
+        *,
+        histogram: pd.DataFrame | None = None,
     ) -> None:
         manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serialisable
         manifest["columns"] = [c for c in cells.columns]
         object.__setattr__(self, "_cells", cells)
         object.__setattr__(self, "_manifest", manifest)
         object.__setattr__(self, "_estimates", estimates)
+        object.__setattr__(self, "_histogram", histogram)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("a Release is immutable")
@@ -72,6 +79,22 @@ class Release:
         values of unsuppressed rows are used where possible.
         """
         return None if self._estimates is None else self._estimates.copy()
+
+    @property
+    def histogram(self) -> pd.DataFrame | None:
+        """The noisy value histogram of every row of a release with quantiles or value bands.
+
+        Columns: the row key (``cell``, ``resolution`` [, ``category``], or a zone
+        release's name column), ``hist_var`` (the noise variance of each of the row's
+        nodes) and ``node_a_b``, the noisy count of the values in [a, b), for every node of
+        the public value tree (``manifest["value_distribution"]["tree"]``), level by level.
+        A coarser cell of a hierarchical release holds the sum of its finest children's.
+        It is the measured output the ``q…`` and ``band_…`` columns are computed from, so
+        adding it up (roll-ups) costs no privacy. ``None`` without a histogram, or for a
+        release read from a file written without it; a release read from a file written
+        without ``include_unbiased=True`` holds the unsuppressed rows only.
+        """
+        return None if self._histogram is None else self._histogram.copy()
 
     @property
     def epsilon(self) -> float:
@@ -112,30 +135,33 @@ class Release:
         so that readers can add up areas without the bias of suppression. They are noisy
         values of the same release: no privacy cost, but they show what suppression hides
         from the display.
+
+        A release with quantiles or value bands also writes its noisy value histogram
+        (:attr:`histogram`) beside the table as ``<name>.histogram.parquet``, so that its
+        roll-ups have quantiles too: the unsuppressed rows only, like their counts, and
+        every row with ``include_unbiased=True``.
         """
         path = Path(path)
         kind = release_kind(path)
         targets = [path, manifest_path(path)]
-        table = self._cells
-        manifest = self._manifest
+        table, manifest = self._cells, self._manifest
         if include_unbiased:
-            if self._estimates is None:
-                raise SpecError(
-                    "this release holds no unbiased estimates (it was read from a file written "
-                    "without them); write it with include_unbiased=False"
-                )
-            table = table.copy()
-            for col, name in UNBIASED_COLUMNS.items():
-                if col in self._estimates:
-                    table.insert(len(table.columns) - 1, name, self._estimates[col].to_numpy())
+            table, manifest = self._with_unbiased(table, manifest)
+        hist = self._histogram_to_write(include_unbiased)
+        if hist is not None:
+            targets.append(histogram_path(path))
             manifest = {
                 **manifest,
-                "unbiased_columns": [
-                    UNBIASED_COLUMNS[c] for c in UNBIASED_COLUMNS if c in self._estimates
-                ],
+                "histogram": {
+                    "file": targets[-1].name,
+                    "rows": len(hist),
+                    "suppressed_rows_included": include_unbiased,
+                },
             }
         manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False)
-        with atomic_write(targets) as (tmp_data, tmp_manifest):
+        with atomic_write(targets) as (tmp_data, tmp_manifest, *tmp_hist):
+            if hist is not None:
+                hist.to_parquet(tmp_hist[0], index=False)
             if kind == "geojson":
                 obj = json.loads(table.to_json(drop_id=True, na="null"))
                 obj["dpmap_manifest"] = manifest
@@ -148,6 +174,32 @@ class Release:
                 df.to_csv(tmp_data, index=False)
             tmp_manifest.write_text(manifest_text + "\n", encoding="utf-8")
         return path
+
+    def _with_unbiased(self, table: Any, manifest: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The table with the unbiased estimates' columns, and the manifest naming them."""
+        if self._estimates is None:
+            raise SpecError(
+                "this release holds no unbiased estimates (it was read from a file written "
+                "without them); write it with include_unbiased=False"
+            )
+        table = table.copy()
+        for col, name in UNBIASED_COLUMNS.items():
+            if col in self._estimates:
+                table.insert(len(table.columns) - 1, name, self._estimates[col].to_numpy())
+        names = [UNBIASED_COLUMNS[c] for c in UNBIASED_COLUMNS if c in self._estimates]
+        return table, {**manifest, "unbiased_columns": names}
+
+    def _histogram_to_write(self, include_unbiased: bool) -> pd.DataFrame | None:
+        """The histogram rows a file gets: all of them with the unbiased estimates, else
+        those of the unsuppressed rows (a suppressed row's histogram stays hidden, as its
+        count does)."""
+        hist = self._histogram
+        if hist is None or include_unbiased:
+            return hist
+        keys = [c for c in hist.columns if c in self._cells.columns]
+        shown = self._cells.loc[~self._cells["suppressed"].to_numpy(bool), keys]
+        visible = pd.MultiIndex.from_frame(hist[keys]).isin(pd.MultiIndex.from_frame(shown))
+        return hist[visible].reset_index(drop=True)
 
     def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
         """Static map (matplotlib); see :func:`dpmap.maps.static.plot_release`. A release with
@@ -228,6 +280,32 @@ def release_kind(path: Path) -> str:
     return kinds[suffix]
 
 
+def _read_histogram(path: Path, entry: Any) -> pd.DataFrame | None:
+    """The histogram written beside a release (None when the manifest names none or the
+    file is gone: its roll-ups then say how to get it)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+        return None
+    hpath = path.with_name(Path(entry["file"]).name)
+    if not hpath.is_file():
+        return None
+    try:
+        hist = pd.read_parquet(hpath)
+    except (OSError, ValueError) as exc:
+        raise ReleaseFormatError(
+            f"{str(hpath)!r} is not a readable value histogram ({exc}); delete it or read the "
+            "publisher's copy"
+        ) from exc
+    if "hist_var" not in hist.columns:
+        raise ReleaseFormatError(
+            f"{str(hpath)!r} has no column 'hist_var': it is not a dpmap value histogram; delete "
+            "it or read the publisher's copy"
+        )
+    for col in ("cell", "category"):
+        if col in hist:
+            hist[col] = hist[col].astype(object)
+    return hist
+
+
 def _write_geoparquet(gdf: Any, path: Path, manifest_text: str) -> None:
     import pyarrow.parquet as pq
 
@@ -298,6 +376,7 @@ def read_release(path: str | Path) -> Release:
         if n in gdf.columns
     }
     manifest.pop("unbiased_columns", None)
+    histogram = _read_histogram(path, manifest.pop("histogram", None))
     order = [c for c in manifest.get("columns") or gdf.columns if c in gdf.columns]
     gdf = gdf[order]
     hier = manifest.get("hierarchy") or {}
@@ -314,4 +393,4 @@ def read_release(path: str | Path) -> Release:
         estimates = pd.DataFrame({c: gdf[c].to_numpy() for c in keys})
         for col, values in unbiased.items():
             estimates[col] = values
-    return Release(gdf, manifest, estimates)
+    return Release(gdf, manifest, estimates, histogram=histogram)
