@@ -26,7 +26,7 @@ import dpmap
 from common import REGION, RESOLUTION, cell_centre, interior_cells
 from dpmap._privacy.noise import plan_noise
 from dpmap.analysis.rollup import summed_histograms
-from dpmap.designs.distribution import histogram_columns
+from dpmap.designs.distribution import border_intervals, histogram_columns
 from dpmap.errors import DpmapWarning
 from dpmap.io import histogram_path
 from dpmap.spec import Mechanism, ReleaseSpec
@@ -391,3 +391,147 @@ def test_a_polygon_of_whole_cells_gets_the_columns_of_their_summed_histograms(
     )
     for col in DIST:
         assert out.loc["ab", col] == pytest.approx(want[col][0], rel=1e-12, abs=1e-9)
+
+
+# ------------------------------------------- borders: split cells, whatever lies inside
+
+#: (inside cells, split cells, which of a split cell's records lie in the polygon, records
+#: per cell: many, so that the border decides, or few, so that the noise does)
+BORDER_CASES = [
+    (3, 4, "lowest", 1000),
+    (3, 4, "highest", 1000),
+    (0, 2, "lowest", 1000),
+    (6, 3, "random", 1000),
+    (0, 3, "random", 40),
+]
+BORDER_GROUPS = 1000  # polygons per case
+
+
+def simulate_border_rollups(
+    k_in: int, k_b: int, allocation: str, per_cell: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """BORDER_GROUPS polygons, each with k_in cells wholly inside and k_b cells its border
+    splits; of each split cell's per_cell records, a share drawn in [0.2, 0.8] lies inside:
+    its lowest values, its highest (the worst cases for an area-apportioned estimate) or a
+    random subset. Returns the border-aware columns, the area-apportioned columns (area share
+    0.5: what an interval that assumes evenly spread records would say), the true quantiles
+    of each polygon's records, and the true band counts [0, 1000)."""
+    spec = spec_with(value_bands=[0, 1000, 50_000])
+    tree, hist = spec.value_tree, plan_noise(spec).statistics["hist"]
+    q = 1.0 - math.exp(-1.0 / hist.scale)
+    rng = np.random.default_rng(7_000 + 10 * k_in + k_b + len(allocation) + per_cell)
+    k = k_in + k_b
+    n = BORDER_GROUPS * k
+    mu = rng.uniform(6.5, 10.0, n)
+    values = np.clip(np.floor(rng.lognormal(mu[:, None], 1.0, (n, per_cell)) + 0.5), *BOUNDS)
+    values = np.sort(values.astype(np.int64), axis=1)
+    cell = np.repeat(np.arange(n), per_cell)
+    exact = tree.node_vectors(cell, tree.leaf_of(values.reshape(-1)), np.ones(cell.size), n)
+    noisy = exact + rng.geometric(q, exact.shape) - rng.geometric(q, exact.shape)
+    group = np.arange(n) // k
+    split = (np.arange(n) % k) >= k_in
+    ones, var1 = np.ones(n), np.full(n, hist.variance)
+    rows = np.arange(n)
+    inside = summed_histograms(
+        noisy, var1, rows[~split], group[~split], ones[~split], len(group) // k
+    )
+    border = summed_histograms(noisy, var1, rows[split], group[split], ones[split], len(group) // k)
+    cols = border_intervals(
+        tree, Mechanism.LAPLACE, hist.scale, QUANTILES, [0, 1000, 50_000], inside, border
+    )
+    y, var = summed_histograms(noisy, var1, rows, group, np.where(split, 0.5, 1.0), n // k)
+    spread = histogram_columns(tree, Mechanism.LAPLACE, hist.scale, QUANTILES, None, y, var)
+    truth = np.zeros((n // k, len(QUANTILES)))
+    low_band = np.zeros(n // k)
+    for g in range(n // k):
+        parts = []
+        for c in range(g * k, (g + 1) * k):
+            if not split[c]:
+                parts.append(values[c])
+                continue
+            m = int(rng.integers(int(0.2 * per_cell), int(0.8 * per_cell) + 1))
+            if allocation == "lowest":
+                parts.append(values[c, :m])
+            elif allocation == "highest":
+                parts.append(values[c, per_cell - m :])
+            else:
+                parts.append(rng.choice(values[c], m, replace=False))
+        vals = np.sort(np.concatenate(parts))
+        low_band[g] = (vals < 1000).sum()
+        for j, p in enumerate(QUANTILES):
+            truth[g, j] = vals[int(np.ceil(p * len(vals))) - 1]  # smallest v with F(v) ≥ pN
+    return cols, spread, truth, low_band
+
+
+@pytest.mark.parametrize(("k_in", "k_b", "allocation", "per_cell"), BORDER_CASES)
+def test_border_aware_intervals_cover_whatever_lies_inside(
+    k_in: int, k_b: int, allocation: str, per_cell: int
+) -> None:
+    """A roll-up's quantile interval and band interval cover the polygon's true values at
+    least 95% of the time whichever records of the split cells lie inside — the lowest, the
+    highest or any — while an interval that assumes them spread evenly does not.
+
+    Polygons are independent (own data, own noise): misses are Binomial(BORDER_GROUPS, π)
+    with π ≤ 0.05 by the method (union of two 97.5% simultaneous bands). Limit: the
+    smallest k with P(Bin(1000, 0.05) > k) < 1e-8 / 20 (4 statistics × 5 cases), so the
+    false-failure probability of the file is < 1e-8. Broken on purpose (the roll-up's
+    border-aware override dropped: the area-apportioned interval) — the ``spread`` columns
+    below — misses 40–100% in the 'lowest'/'highest' cases: red."""
+    cols, spread, truth, low_band = simulate_border_rollups(k_in, k_b, allocation, per_cell)
+    limit = int(stats.binom.isf(1e-8 / 20, BORDER_GROUPS, 0.05))
+    assert 80 < limit < 110
+    for j, p in enumerate(QUANTILES):
+        name = f"q{p * 100:g}"
+        t = truth[:, j]
+        misses = int(((cols[f"{name}_lo"] > t) | (cols[f"{name}_hi"] < t)).sum())
+        assert misses <= limit, f"{name}: {misses} of {BORDER_GROUPS} miss (limit {limit})"
+        if allocation != "random":
+            naive = int(((spread[f"{name}_lo"] > t) | (spread[f"{name}_hi"] < t)).sum())
+            assert naive > limit, f"{name}: the evenly-spread interval missed only {naive}"
+    band_misses = int(
+        ((cols["band_0_1000_lo"] > low_band) | (cols["band_0_1000_hi"] < low_band)).sum()
+    )
+    assert band_misses <= limit, f"band [0, 1000): {band_misses} of {BORDER_GROUPS} miss"
+
+
+@pytest.mark.filterwarnings("ignore::dpmap.errors.NegligibleNoiseWarning")
+def test_a_polygon_splitting_a_cell_gets_an_interval_that_holds_for_any_split() -> None:
+    """One cell, cut in half by two polygons; its low values lie in the west half and its
+    high values in the east half. With noise made negligible (ε = 40), the intervals are
+    the border's alone: each half's interval holds its true median, which an interval
+    assuming the cell's records spread evenly (the cell's own median, 40,000 for both
+    halves) would not."""
+    cell = interior_cells(1)[0]
+    lat, lng = cell_centre(cell)
+    d = 0.002  # well inside the cell (resolution 7: edges of about 1.2 km)
+    west = pd.DataFrame({"lat": lat, "lng": lng - d, "amount": 100.0}, index=range(20))
+    east = pd.DataFrame({"lat": lat, "lng": lng + d, "amount": 40_000.0}, index=range(30))
+    pts = pd.concat([west, east], ignore_index=True)
+    pts["pid"] = [f"p{i}" for i in range(len(pts))]
+    rel = dpmap.release(
+        pts, region=REGION, resolution=RESOLUTION, epsilon=40.0, person="pid",
+        value="amount", bounds=BOUNDS, quantiles=[0.5], value_bands=[0, 1000, 50_000],
+        suppress_below=False,
+    )  # fmt: skip
+    poly = shapely.Polygon(cell_polygon_lnglat(cell))
+    halves = gpd.GeoDataFrame(
+        {"name": ["west", "east"]},
+        geometry=[
+            poly.intersection(shapely.box(lng - 1, lat - 1, lng, lat + 1)),
+            poly.intersection(shapely.box(lng, lat - 1, lng + 1, lat + 1)),
+        ],
+        crs="EPSG:4326",
+    )
+    out = rel.aggregate_to(halves, by="name").set_index("name")
+    assert out.loc["west", "q50_lo"] <= 100 <= out.loc["west", "q50_hi"]
+    assert out.loc["east", "q50_lo"] <= 40_000 <= out.loc["east", "q50_hi"]
+    assert out.loc["west", "band_0_1000_lo"] <= 20 <= out.loc["west", "band_0_1000_hi"]
+    assert out.loc["east", "band_0_1000_lo"] <= 0 <= out.loc["east", "band_0_1000_hi"]
+    # the apportioned point estimates are the cell's own, for both halves
+    assert out.loc["west", "q50"] > 1000 and out.loc["east", "q50"] > 1000
+
+
+def cell_polygon_lnglat(cell: str) -> list[tuple[float, float]]:
+    import h3
+
+    return [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]

@@ -17,7 +17,7 @@ from dpmap.analysis.totals import (
     weighted_totals,
 )
 from dpmap.analysis.zones import SEGMENT_DEG, equal_area, overlay, zone_polygons
-from dpmap.designs.distribution import manifest_histogram_columns
+from dpmap.designs.distribution import manifest_border_intervals, manifest_histogram_columns
 from dpmap.errors import DpmapWarning, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -191,10 +191,22 @@ def distribution_totals(
     nodes = hist[[c for c in hist.columns if c.startswith("node_")]].to_numpy(np.float64)
     hist_var = hist["hist_var"].to_numpy(np.float64)
     ncat = rows.ncat
+    split = weight < 1.0  # pairs whose cell the polygon's border splits (weights are snapped)
+    has_border = np.bincount(group[split], minlength=npoly) > 0
+    ones = np.ones(len(cell))
     out: dict[str, np.ndarray] = {}
     for k in range(ncat):
-        y, var = summed_histograms(nodes, hist_var, pos[cell, k], group, weight, npoly)
-        for col, values in manifest_histogram_columns(m, y, var).items():
+        row = pos[cell, k]
+        y, var = summed_histograms(nodes, hist_var, row, group, weight, npoly)
+        columns = manifest_histogram_columns(m, y, var)
+        inside = summed_histograms(nodes, hist_var, row[~split], group[~split], ones[~split], npoly)
+        border = summed_histograms(nodes, hist_var, row[split], group[split], ones[split], npoly)
+        for col, values in manifest_border_intervals(m, inside, border).items():
+            if col.startswith("band_"):  # band_a_b_lo/_hi: every polygon, as count_lo/_hi
+                columns[col] = values
+            else:  # quantile intervals: the exact ones where no border splits a cell
+                columns[col] = np.where(has_border, values, columns[col])
+        for col, values in columns.items():
             out.setdefault(col, np.full(npoly * ncat, np.nan))[k::ncat] = values
     return out
 
