@@ -70,7 +70,8 @@ def spec_with(**kw: Any) -> ReleaseSpec:
 
 def people(n: int, seed: int = 0, clusters: int = 12) -> pd.DataFrame:
     """``n`` people (one record each) in ``clusters`` dense spots and a thin scatter over the
-    region; whole amounts from a skewed distribution, some beyond the bounds."""
+    region; whole amounts from a skewed distribution whose level depends on the person's
+    finest cell (so a coarse leaf mixes different distributions), some beyond the bounds."""
     rng = np.random.default_rng(seed)
     x0, y0, x1, y1 = ADAPTIVE_REGION.bounds
     centres = rng.uniform([y0 + 0.05, x0 + 0.05], [y1 - 0.05, x1 - 0.05], (clusters, 2))
@@ -78,7 +79,10 @@ def people(n: int, seed: int = 0, clusters: int = 12) -> pd.DataFrame:
     spread = rng.choice([0.01, 0.03, 0.3], n, p=[0.45, 0.45, 0.1])
     lat = np.clip(centres[which, 0] + rng.normal(0, 1, n) * spread, y0 + 1e-4, y1 - 1e-4)
     lng = np.clip(centres[which, 1] + rng.normal(0, 1, n) * spread, x0 + 1e-4, x1 - 1e-4)
-    amount = np.floor(rng.lognormal(5.0 + which % 3 * 0.5, 0.8, n)).astype(np.int64)
+    # two bits of the cell's resolution-7 digit: siblings under one parent differ
+    cells = [h3.latlng_to_cell(a, b, RESOLUTION) for a, b in zip(lat, lng, strict=True)]
+    level = np.array([h3.str_to_int(c) >> 24 & 3 for c in cells])
+    amount = np.floor(rng.lognormal(4.0 + 0.7 * level, 0.5, n)).astype(np.int64)
     return pd.DataFrame({"pid": np.arange(n), "lat": lat, "lng": lng, "amount": amount})
 
 
