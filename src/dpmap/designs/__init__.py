@@ -82,10 +82,18 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
         ):
             raise SpecError("internal_share applies to adaptive releases; pass adaptive=True")
     design = next(d for d in DESIGNS if d.wants(spec, region, options))
-    if spec.histogram and design not in (Flat, Hierarchical, ZoneRelease):
+    if spec.histogram and design is Discovery:
+        # discovery picks its cells with δ; a histogram per picked cell would need its own
+        # threshold analysis (a person's values would show in which cells are kept)
         raise SpecError(
-            "quantiles and value_bands are released over a public region (one resolution or "
-            "several) or over zones; pass region=... (or zones=...) and drop adaptive="
+            "quantiles and value_bands need a public set of cells, but private discovery "
+            "(no region) chooses its cells from the data; pass region= (a public region) or "
+            "zones="
+        )
+    if spec.histogram and design not in (Flat, Hierarchical, ZoneRelease, PrivTree, AdaptiveGrid):
+        raise SpecError(
+            "quantiles and value_bands are released over a public region (flat, hierarchical "
+            "or adaptive) or over zones; pass region=... (or zones=...)"
         )
     return design.plan(spec, region, options)
 

@@ -6,6 +6,20 @@ The leaves' values are either their own noisy values (independent rows) or least
 estimates consistent with noisy values of the coarser nodes (correlated; the analyses rebuild
 the forest from the published leaves). Their noise is discrete Laplace under pure ε-DP,
 composed adaptively by OpenDP (the cells measured depend on earlier noisy values).
+
+Value distributions (``quantiles=`` / ``value_bands=``). The published leaves also get a
+value histogram (:mod:`dpmap.designs.distribution`): the engines give the exact bounded
+histogram of every *finest* public cell; once the leaves are drawn (and public), the finest
+cells' histograms are summed into the leaf that holds each of them, exactly and before any
+noise, and the (leaves × value-tree nodes) vector is noised once, last, in the same adaptive
+composition, with ``histogram_share·ε`` (the design divides the rest as it would without
+a histogram). Its sensitivity is the flat release's L1: the leaves partition the public
+cells, so a person's ≤ L0 cells fall in ≤ L0 leaves and each kept record still moves one
+node per value-tree level by 1 (L1 = L0·L∞·D, :func:`~dpmap._privacy.bounding.
+histogram_sensitivity`). Merging cells can only raise L2 and L∞ (up to min(L0, 7^Δ)·L∞
+records of a person in one leaf Δ levels above the finest); discrete Laplace noise is
+calibrated to L1 alone, and the manifest states L2 and L∞ at the coarsest possible leaf
+(:func:`leaf_histogram_sensitivity`).
 """
 
 from __future__ import annotations
@@ -16,16 +30,32 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dpmap import grid
+from dpmap._privacy.adaptive import gathered, then_laplace
+from dpmap._privacy.bounding import Sensitivity, histogram_sensitivity, sqrt_up
 from dpmap._privacy.noise import NoisePlan
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs import hierarchy
 from dpmap.designs.base import Measured
+from dpmap.designs.distribution import (
+    check_histogram_size,
+    distribution_columns,
+    distribution_manifest,
+    explain_distribution,
+)
 from dpmap.designs.flat import region_selection
 from dpmap.errors import SpecError
 from dpmap.spec import ReleaseSpec
 
-__all__ = ["Adaptive", "LeafRun"]
+__all__ = [
+    "Adaptive",
+    "FinestHistogram",
+    "LeafRun",
+    "histogram_chain",
+    "leaf_histogram",
+    "leaf_histogram_sensitivity",
+    "leaf_of_finest",
+]
 
 #: what one adaptive run returns: the leaves as (depth, position) pairs, the leaves' noisy
 #: values, what the manifest learns from the noise, and the least-squares estimates of a
@@ -36,6 +66,80 @@ LeafRun = tuple[
     dict[str, Any],
     Callable[[str], tuple[np.ndarray, np.ndarray]],
 ]
+
+
+#: the exact finest-cell histogram the engines give: (row in the finest public cells, value
+#: leaf, count), as :meth:`~dpmap.aggregates.BoundedAggregates.histogram_leaves` returns it
+FinestHistogram = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def leaf_of_finest(tree: hierarchy.Tree, leaves: list[tuple[int, int]]) -> np.ndarray:
+    """Position in ``leaves`` of the leaf that holds each finest public cell (public).
+
+    ``leaves`` are (depth, index in ``tree.levels[depth]``) and must partition the tree's
+    finest cells (PrivTree leaves and an adaptive grid's second level do)."""
+    last = len(tree.levels) - 1
+    anc = np.arange(len(tree.levels[last]))
+    where = np.full(len(anc), -1, dtype=np.int64)
+    depth = np.array([j for j, _ in leaves], dtype=np.int64)
+    index = np.array([i for _, i in leaves], dtype=np.int64)
+    for d in range(last, -1, -1):  # anc: each finest cell's ancestor at depth d
+        lookup = np.full(len(tree.levels[d]), -1, dtype=np.int64)
+        here = np.flatnonzero(depth == d)
+        lookup[index[here]] = here
+        hit = lookup[anc]
+        if ((hit >= 0) & (where >= 0)).any():
+            raise AssertionError("adaptive leaves overlap")
+        where = np.where(hit >= 0, hit, where)
+        parent = tree.parent[d]
+        if parent is not None:
+            anc = parent[anc]
+    if (where < 0).any():
+        raise AssertionError("adaptive leaves do not cover the public cells")
+    return where
+
+
+def leaf_histogram(
+    spec: ReleaseSpec,
+    tree: hierarchy.Tree,
+    leaves: list[tuple[int, int]],
+    finest: FinestHistogram,
+) -> np.ndarray:
+    """PRIVATE: the exact value histogram of every leaf (leaves × value-tree nodes,
+    flattened, ``leaves`` order): each finest cell's bounded histogram added into its leaf."""
+    row, leaf, count = finest
+    into = leaf_of_finest(tree, leaves)[np.asarray(row, dtype=np.int64)]
+    return spec.value_tree.node_vectors(into, leaf, count, len(leaves)).reshape(-1)
+
+
+def histogram_chain(
+    spec: ReleaseSpec, tree: hierarchy.Tree, leaves: list[tuple[int, int]], scale: float
+) -> Any:
+    """The leaves' value histogram (a fixed public partition, chosen by earlier noisy
+    values) with discrete Laplace noise of ``scale``; L1 stability L0·L∞·D per person (the
+    flat release's, see the module docstring). Reads the aggregates' ``tree_hist``."""
+    l1 = histogram_sensitivity(spec).l1
+    return then_laplace(
+        gathered(lambda agg: leaf_histogram(spec, tree, leaves, agg["tree_hist"]), l1), scale
+    )
+
+
+def leaf_histogram_sensitivity(spec: ReleaseSpec, resolution: int) -> Sensitivity:
+    """Sensitivity of the leaves' value histogram when leaves can be as coarse as
+    ``resolution``: L1 and the coordinates touched are the flat release's (a leaf holding c
+    of a person's cells touches at most c·min(L∞, b^d) nodes of level d); a leaf Δ levels
+    up holds up to min(L0, 7^Δ)·L∞ of the person's records, so L∞ is that, and L2² is at
+    most D·Σ_leaves (records in it)², largest with the cells packed 7^Δ per leaf."""
+    flat = histogram_sensitivity(spec)
+    children = 7 ** max(spec.finest - resolution, 0)
+    l0, linf, depth = spec.l0, spec.linf, spec.value_tree.depth
+    packed = (l0 // children) * children**2 + (l0 % children) ** 2  # Σ (cells per leaf)²
+    return Sensitivity(
+        l0=flat.l0,
+        l1=flat.l1,
+        l2=sqrt_up(depth * packed * linf**2),
+        linf=min(l0, children) * linf,
+    )
 
 
 class Adaptive:
@@ -52,6 +156,7 @@ class Adaptive:
         self.spec, self.region, self.noise, self.aplan = spec, region, noise, aplan
         self.integer = not aplan.has_internal
         self.domain: np.ndarray | None = grid.region_to_cells(region, spec.finest)
+        check_histogram_size(spec, len(self.domain))  # at most one leaf per finest cell
 
     @classmethod
     def check(cls, spec: ReleaseSpec, region: grid.Region | None) -> grid.Region:
@@ -73,12 +178,26 @@ class Adaptive:
     def describe(self) -> dict[str, Any] | None:
         return dict(self.aplan.describe())
 
-    def run(self, tree: hierarchy.Tree, counts: Any, sums: Any) -> LeafRun:
-        """Draw the noise of the design on the exact level totals (subclasses)."""
+    def run(
+        self, tree: hierarchy.Tree, counts: Any, sums: Any, hist: FinestHistogram | None
+    ) -> LeafRun:
+        """Draw the noise of the design on the exact level totals and, with ``hist``, the
+        leaves' value histogram, returned as ``"hist"`` among the noisy values (subclasses)."""
         raise NotImplementedError
 
     def selection_rule(self, measured: Measured) -> str:
         raise NotImplementedError
+
+    def distribution_lines(self) -> list[str]:
+        """``explain``'s lines about the leaves' quantiles and value bands (none without)."""
+        if not self.spec.histogram:
+            return []
+        return [
+            *explain_distribution(self.spec, self.noise),
+            "  value histogram per published leaf: the finest cells' exact histograms are "
+            "added into their leaf before noise (one histogram per leaf, whatever its "
+            "resolution)",
+        ]
 
     def measure(self, aggregates: BoundedAggregates) -> Measured:
         assert self.domain is not None
@@ -88,7 +207,8 @@ class Adaptive:
         )
         counts = hierarchy.level_totals(tree, finest["count"])
         sums = hierarchy.level_totals(tree, finest["sum"]) if "sum" in finest else None
-        leaves, noisy, drawn, consistent = self.run(tree, counts, sums)
+        hist = aggregates.histogram_leaves(self.domain) if self.spec.histogram else None
+        leaves, noisy, drawn, consistent = self.run(tree, counts, sums, hist)
         order = np.lexsort(([i for _, i in leaves], [j for j, _ in leaves]))
         cells = np.array([tree.levels[j][i] for j, i in leaves], dtype=np.int64)[order]
         res = np.array([tree.resolutions[j] for j, _ in leaves], dtype=np.int64)[order]
@@ -96,7 +216,11 @@ class Adaptive:
             est = self._consistent_estimates(consistent, order)
         else:
             est = self._leaf_estimates(noisy, order)
-        return Measured(est, cells, res, drawn=drawn)
+        distribution = None
+        if self.spec.histogram:
+            rows = noisy["hist"].reshape(len(leaves), -1)[order]
+            distribution = distribution_columns(self.spec, self.noise, rows.reshape(-1))
+        return Measured(est, cells, res, drawn=drawn, distribution=distribution)
 
     def _consistent_estimates(
         self, consistent: Callable[[str], tuple[np.ndarray, np.ndarray]], order: np.ndarray
@@ -131,6 +255,7 @@ class Adaptive:
                 self.region, len(self.domain), self.selection_rule(measured)
             ),
             "adaptive": {**self.aplan.describe(), **measured.drawn},
+            **distribution_manifest(self.spec, self.noise),
         }
         if self.aplan.has_internal:
             out["margins"] = (

@@ -57,7 +57,12 @@ from dpmap._privacy.adaptive import (
     laplace_epsilon,
     then_laplace,
 )
-from dpmap._privacy.bounding import Sensitivity, level_sensitivities, sensitivities
+from dpmap._privacy.bounding import (
+    Sensitivity,
+    histogram_sensitivity,
+    level_sensitivities,
+    sensitivities,
+)
 from dpmap._privacy.noise import (
     accuracy,
     check_noise_inputs,
@@ -67,7 +72,13 @@ from dpmap._privacy.noise import (
 )
 from dpmap.aggregates import exact_total
 from dpmap.designs import hierarchy
-from dpmap.designs.adaptive import Adaptive, LeafRun
+from dpmap.designs.adaptive import (
+    Adaptive,
+    FinestHistogram,
+    LeafRun,
+    histogram_chain,
+    leaf_histogram_sensitivity,
+)
 from dpmap.designs.base import (
     Correlation,
     DesignOptions,
@@ -148,6 +159,9 @@ class GridPlan:
     total_epsilon: float | None
     epsilon: float  # total, from OpenDP's adaptive compositor
     _sens: dict[str, int] = field(repr=False, default_factory=dict)
+    #: noise scale / ε (OpenDP's map) of the second level's value histogram (None: none)
+    hist_scale: float | None = None
+    hist_epsilon: float | None = None
 
     has_internal = True  # published values are least-squares estimates
 
@@ -208,6 +222,13 @@ class GridPlan:
                 f"second level); the total gets {TOTAL_SHARE:g} of the count's share_count·ε, "
                 f"and of what each statistic has left the first level gets {self.share:g} "
                 f"(for the count, {DECISION_SHARE:g} of that goes to the decision counts)"
+            )
+        if self.hist_epsilon is not None:
+            split["histogram"] = self.hist_epsilon
+            rule = (
+                "value histogram of the published cells (histogram_share·ε) + "
+                + rule
+                + "; share_s already excludes the histogram's share"
             )
         split["rule"] = rule
         return {
@@ -301,6 +322,14 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
             first_budget *= 1 - DECISION_SHARE
         f_scales[stat], f_epsilons[stat] = calibrate(stat, sens[stat].l1, first_budget)
         scales[stat], epsilons[stat] = calibrate(stat, sens[stat].l1, budget * (1 - share))
+    # the published cells' value histogram: histogram_share·ε (the shares above exclude it)
+    hist = (
+        calibrate(
+            "hist", histogram_sensitivity(spec).l1, shares["hist"] * spec.epsilon_parts_budget
+        )
+        if spec.histogram
+        else None
+    )
     plan = GridPlan(
         spec=spec,
         root=first if first is not None else max(0, spec.finest - MAX_LEVELS),
@@ -316,6 +345,8 @@ def plan_grid(spec: ReleaseSpec, *, root: int | None, share: float) -> GridPlan:
         total_epsilon=total_eps,
         epsilon=0.0,
         _sens={s: sens[s].l1 for s in spec.statistics},
+        hist_scale=hist[0] if hist else None,
+        hist_epsilon=hist[1] if hist else None,
     )
     return seal_epsilon(plan, _compositor(plan), spec)
 
@@ -340,6 +371,8 @@ def _compositor(plan: GridPlan) -> Any:
     d_mids = [plan.total_epsilon] if plan.total_epsilon is not None else []
     d_mids += [plan.decision_epsilon]
     d_mids += [plan.first_epsilons[s] for s in stats] + [plan.epsilons[s] for s in stats]
+    if plan.hist_epsilon is not None:  # asked last, on the drawn second-level cells
+        d_mids.append(plan.hist_epsilon)
     return adaptive_compositor(d_mids)
 
 
@@ -376,9 +409,21 @@ def grid_noise_plan(plan: GridPlan) -> Any:
             plan.total_scale,
             plan.total_epsilon,
         )
+    if plan.hist_scale is not None:
+        # the published cells can be as coarse as the root: L2 and L∞ there (L1: the flat one)
+        per["hist"] = statistic_noise(
+            "hist",
+            "hist",
+            leaf_histogram_sensitivity(plan.spec, plan.root),
+            Mechanism.LAPLACE,
+            plan.hist_scale,
+            plan.hist_epsilon,
+        )
     what = (
-        "total, " if plan.total_scale is not None else ""
-    ) + "decision, first- and second-level counts"
+        ("total, " if plan.total_scale is not None else "")
+        + "decision, first- and second-level counts"
+        + (" + value histogram of the published cells" if plan.hist_scale is not None else "")
+    )
     return pure_dp_plan(plan, per, what, _compositor(plan))
 
 
@@ -403,6 +448,7 @@ class GridOutput:
     first_depth: int = 0  # depth of the first level in the tree
     total: float | None = None  # the noisy total count (automatic first level)
     decision: np.ndarray | None = None  # the noisy first-level counts that chose the cuts
+    hist: np.ndarray | None = None  # the noisy value histogram of the leaves (flattened)
 
     def first_resolution(self, tree: hierarchy.Tree) -> int:
         return tree.resolutions[self.first_depth]
@@ -432,13 +478,17 @@ def run_grid(
     tree: hierarchy.Tree,
     level_counts: list[np.ndarray],
     level_sums: list[np.ndarray] | None,
+    hist: FinestHistogram | None = None,
 ) -> GridOutput:
     """The total (if the first level is automatic), the first-level decision counts and the
-    cuts they choose, the first level, the second level. ``tree`` starts at ``plan.root``.
-    Draws noise."""
+    cuts they choose, the first level, the second level, and (with ``hist``, the finest
+    cells' exact value histogram) the second level's value histogram. ``tree`` starts at
+    ``plan.root``. Draws noise."""
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
+    if hist is not None:
+        data["tree_hist"] = hist
     check_noise_inputs(data)
     stats = plan.spec.statistics
     try:
@@ -472,9 +522,23 @@ def run_grid(
             )
             for s in stats
         }
+        noisy_hist = None
+        if plan.hist_scale is not None:
+            assert hist is not None
+            chain = histogram_chain(plan.spec, tree, leaves, plan.hist_scale)
+            noisy_hist = np.asarray(queryable(chain), dtype=np.int64)
     except OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
-    return GridOutput(leaves, parent, first, second, first_depth=d1, total=total, decision=decision)
+    return GridOutput(
+        leaves,
+        parent,
+        first,
+        second,
+        first_depth=d1,
+        total=total,
+        decision=decision,
+        hist=noisy_hist,
+    )
 
 
 def grid_consistent(plan: GridPlan, out: GridOutput, stat: str) -> tuple[np.ndarray, np.ndarray]:
@@ -563,13 +627,17 @@ class AdaptiveGrid(Adaptive):
             f"  adaptive grid: every cell at {where} is counted (the '_internal@' lines "
             f"above), then cut by its noisy count down to at most {a['finest_resolution']} "
             "and counted again (the lines without '@'); the published cells carry "
-            "least-squares estimates of all of them (smaller margins than above)"
+            "least-squares estimates of all of them (smaller margins than above)",
+            *self.distribution_lines(),
         ]
 
-    def run(self, tree: hierarchy.Tree, counts: Any, sums: Any) -> LeafRun:
-        out = run_grid(self.aplan, tree, counts, sums)
+    def run(
+        self, tree: hierarchy.Tree, counts: Any, sums: Any, hist: FinestHistogram | None
+    ) -> LeafRun:
+        out = run_grid(self.aplan, tree, counts, sums, hist)
         drawn = {"first_resolution": out.first_resolution(tree)}
-        return out.leaves, out.second, drawn, lambda stat: grid_consistent(self.aplan, out, stat)
+        noisy = out.second if out.hist is None else {**out.second, "hist": out.hist}
+        return out.leaves, noisy, drawn, lambda stat: grid_consistent(self.aplan, out, stat)
 
     def selection_rule(self, measured: Measured) -> str:
         return (

@@ -56,7 +56,7 @@ from dpmap._privacy.adaptive import (
     user_measurement,
     vector_laplace,
 )
-from dpmap._privacy.bounding import level_sensitivities, sensitivities
+from dpmap._privacy.bounding import histogram_sensitivity, level_sensitivities, sensitivities
 from dpmap._privacy.noise import (
     NoisePlan,
     accuracy,
@@ -67,7 +67,13 @@ from dpmap._privacy.noise import (
     within_budget,
 )
 from dpmap.designs import hierarchy
-from dpmap.designs.adaptive import Adaptive, LeafRun
+from dpmap.designs.adaptive import (
+    Adaptive,
+    FinestHistogram,
+    LeafRun,
+    histogram_chain,
+    leaf_histogram_sensitivity,
+)
 from dpmap.designs.base import (
     Correlation,
     DesignOptions,
@@ -114,6 +120,9 @@ class AdaptivePlan:
     internal_epsilons: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
     _leaf_sens: dict[str, int] = field(repr=False, default_factory=dict)
     _internal_sens: dict[str, tuple[int, ...]] = field(repr=False, default_factory=dict)
+    #: noise scale / ε (OpenDP's map) of the leaves' value histogram (None: no histogram)
+    hist_scale: float | None = None
+    hist_epsilon: float | None = None
 
     @property
     def depths(self) -> int:
@@ -145,7 +154,7 @@ class AdaptivePlan:
             "records_per_person": self.spec.l0 * self.spec.linf,
             "proof": "docs/adaptive-privacy.md",
         }
-        after_tree = self.spec.epsilon - self.tree_epsilon
+        after_tree = self.spec.epsilon - self.tree_epsilon - (self.hist_epsilon or 0.0)
         out["budget_split"] = {
             # ε of each measurement as OpenDP's compositor accounts it (they add up to ε)
             "tree": _tree_map(self.spec.l0 * self.spec.linf, self.lam)(1),
@@ -164,6 +173,15 @@ class AdaptivePlan:
                 "nodes of resolution r get internal_share[r] and the leaves the rest"
             ),
         }
+        if self.hist_epsilon is not None:
+            out["budget_split"]["histogram"] = self.hist_epsilon
+            out["budget_split"]["rule"] = (
+                "ε = value histogram of the leaves (histogram_share·ε) + tree + Σ over "
+                "statistics of (leaves + internal nodes of each resolution); the tree gets "
+                "tree_share of the rest, and statistic s gets share_s of "
+                f"{after_tree:.6g} after both, of which the internal nodes of resolution r get "
+                "internal_share[r] and the leaves the rest"
+            )
         if self.has_internal:
             out["consistency"] = (
                 "the internal nodes' and leaves' noisy values are made consistent by weighted "
@@ -283,12 +301,21 @@ def plan_adaptive(
         )
     k = spec.l0 * spec.linf
     internal = internal_shares(internal_share, spec.finest - r0)
-    eps_tree = tree_share * spec.epsilon_parts_budget
+    shares = spec.shares()
+    # a value histogram takes histogram_share·ε off the top; the rest is split as without one
+    hist_share = shares.get("hist", 0.0)
+    hist = (
+        calibrate("hist", histogram_sensitivity(spec).l1, hist_share * spec.epsilon_parts_budget)
+        if spec.histogram
+        else None
+    )
+    budget = spec.epsilon_parts_budget * (1.0 - hist_share)
+    eps_tree = tree_share * budget
     lam = decision_scale(k, eps_tree)
     bias = math.ceil(lam * math.log(BETA))
     sens = sensitivities(spec)
-    eps_rest = spec.epsilon_parts_budget - eps_tree
-    shares = spec.shares()
+    eps_rest = budget - eps_tree
+    shares = {s: shares[s] / (1.0 - hist_share) for s in spec.statistics}
     scales: dict[str, float] = {}
     epsilons: dict[str, float] = {}
     i_scales: dict[str, tuple[float | None, ...]] = {}
@@ -325,6 +352,8 @@ def plan_adaptive(
         internal_epsilons=i_epsilons,
         _leaf_sens={s: sens[s].l1 for s in spec.statistics},
         _internal_sens=i_sens,
+        hist_scale=hist[0] if hist else None,
+        hist_epsilon=hist[1] if hist else None,
     )
     return seal_epsilon(plan, _compositor(plan), spec)
 
@@ -369,8 +398,19 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
             per[key] = statistic_noise(
                 key, s, level_sensitivities(plan.spec, r)[s], Mechanism.LAPLACE, scale, eps_d
             )
+    if plan.hist_scale is not None:
+        # the leaves can be as coarse as the root: L2 and L∞ there (L1 is the flat one)
+        per["hist"] = statistic_noise(
+            "hist",
+            "hist",
+            leaf_histogram_sensitivity(plan.spec, plan.root),
+            Mechanism.LAPLACE,
+            plan.hist_scale,
+            plan.hist_epsilon,
+        )
     parts = "PrivTree split + " + ("internal-node and leaf" if plan.has_internal else "leaf")
-    return pure_dp_plan(plan, per, parts + " counts", _compositor(plan))
+    parts += " counts" + (" + leaf value histogram" if plan.hist_scale is not None else "")
+    return pure_dp_plan(plan, per, parts, _compositor(plan))
 
 
 def pure_dp_plan(plan: Any, statistics: dict[str, Any], what: str, compositor: Any) -> Any:
@@ -411,6 +451,8 @@ def _queries(plan: AdaptivePlan) -> list[tuple[str, int | None, float]]:
 def _compositor(plan: AdaptivePlan) -> Any:
     tree_eps = _tree_map(plan.spec.l0 * plan.spec.linf, plan.lam)(1)
     d_mids = [tree_eps] + [eps for _s, _d, eps in _queries(plan)]
+    if plan.hist_epsilon is not None:  # asked last, on the drawn leaves
+        d_mids.append(plan.hist_epsilon)
     return adaptive_compositor(d_mids)
 
 
@@ -440,11 +482,15 @@ def run_adaptive(
     tree: hierarchy.Tree,
     level_counts: list[np.ndarray],
     level_sums: list[np.ndarray] | None,
+    hist: FinestHistogram | None = None,
 ) -> AdaptiveOutput:
-    """Grow the tree, then noise the leaves and the measured internal depths. Draws noise."""
+    """Grow the tree, then noise the leaves and the measured internal depths, and last the
+    leaves' value histogram (with ``hist``, the finest cells' exact one). Draws noise."""
     data: dict[str, Any] = {"tree_count": level_counts}
     if level_sums is not None:
         data["tree_sum"] = level_sums
+    if hist is not None:
+        data["tree_hist"] = hist
     check_noise_inputs(data)
     decision_noise = vector_laplace(plan.lam)
 
@@ -487,6 +533,10 @@ def run_adaptive(
                 nodes = [(d, int(i)) for i in internal[d]]
                 chain = leaf_chain(stat, plan._internal_sens[stat][d], scale, nodes)
                 out_internal[stat][d] = np.asarray(queryable(chain), dtype=np.int64)
+        if plan.hist_scale is not None:
+            assert hist is not None
+            chain = histogram_chain(plan.spec, tree, leaves, plan.hist_scale)
+            out["hist"] = np.asarray(queryable(chain), dtype=np.int64)
     except OpenDPException as exc:  # pragma: no cover
         raise MechanismError(f"OpenDP failed while adding noise: {exc}") from exc
     return AdaptiveOutput(leaves=leaves, internal=internal, noisy=out, noisy_internal=out_internal)
@@ -642,11 +692,14 @@ class PrivTree(Adaptive):
                 "consistent with the internal nodes (smaller margins than above)"
                 if a.get("consistency")
                 else ""
-            )
+            ),
+            *self.distribution_lines(),
         ]
 
-    def run(self, tree: hierarchy.Tree, counts: Any, sums: Any) -> LeafRun:
-        out = run_adaptive(self.aplan, tree, counts, sums)
+    def run(
+        self, tree: hierarchy.Tree, counts: Any, sums: Any, hist: FinestHistogram | None
+    ) -> LeafRun:
+        out = run_adaptive(self.aplan, tree, counts, sums, hist)
         return (
             out.leaves,
             out.noisy,

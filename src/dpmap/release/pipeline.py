@@ -108,7 +108,8 @@ def release(
         Share of ε spent on counts when ``value`` is given (the rest goes to sums).
     quantiles, value_bands, histogram_share
         Value distributions (with ``value`` and ``bounds``; one resolution over a public
-        region, or zones): public probabilities in (0, 1) (e.g. ``[0.25, 0.5, 0.75]``) and
+        region, flat or adaptive — one histogram per published leaf — or zones; not with
+        private discovery): public probabilities in (0, 1) (e.g. ``[0.25, 0.5, 0.75]``) and
         public band edges (e.g. ``[0, 1_000, 5_000, 20_000, 50_000]``, increasing, inside the
         bounds, each an edge of the public value tree). Each row then also gets a noisy
         hierarchical histogram of its clamped values, measured with ``histogram_share`` of ε
