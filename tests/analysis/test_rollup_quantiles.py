@@ -535,3 +535,21 @@ def cell_polygon_lnglat(cell: str) -> list[tuple[float, float]]:
     import h3
 
     return [(lng, lat) for lat, lng in h3.cell_to_boundary(cell)]
+
+
+@pytest.mark.parametrize("adaptive", [True, "grid"])
+def test_adaptive_releases_keep_their_leaf_histograms_for_rollups(adaptive: object) -> None:
+    """PrivTree and adaptive-grid releases keep one noisy histogram per published leaf, so
+    their roll-ups get quantile columns (without the missing-histogram warning)."""
+    rel = dpmap.release(
+        points(2000, seed=3), region=REGION, resolution=RESOLUTION, epsilon=1.0, person="pid",
+        value="amount", bounds=BOUNDS, quantiles=[0.5], adaptive=adaptive,
+    )  # fmt: skip
+    h = rel.histogram
+    assert h is not None and len(h) == len(rel.cells)
+    assert list(h["cell"]) == list(rel.cells["cell"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DpmapWarning)
+        out = rel.aggregate_to(zones(), by="name")
+    assert out[["q50", "q50_lo", "q50_hi"]].notna().all().all()
+    assert (out["q50_lo"] <= out["q50_hi"]).all()

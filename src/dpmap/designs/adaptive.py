@@ -216,11 +216,13 @@ class Adaptive:
             est = self._consistent_estimates(consistent, order)
         else:
             est = self._leaf_estimates(noisy, order)
-        distribution = None
+        distribution = rows = None
         if self.spec.histogram:
             rows = noisy["hist"].reshape(len(leaves), -1)[order]
             distribution = distribution_columns(self.spec, self.noise, rows.reshape(-1))
-        return Measured(est, cells, res, drawn=drawn, distribution=distribution)
+        return Measured(
+            est, cells, res, drawn=drawn, distribution=distribution, histogram=rows
+        )  # every leaf's histogram has the measured noise variance: histogram_var=None
 
     def _consistent_estimates(
         self, consistent: Callable[[str], tuple[np.ndarray, np.ndarray]], order: np.ndarray
