@@ -29,7 +29,7 @@ def spec_of(**kw: Any) -> ReleaseSpec:
 
 
 def assert_same(a: Any, b: Any) -> None:
-    for name in ("cells", "category", "count", "sum"):
+    for name in ("cells", "category", "count", "sum", "people"):
         x, y = getattr(a, name), getattr(b, name)
         if x is None:
             assert y is None, name
@@ -67,6 +67,14 @@ def heavy_person(n_heavy: int = 5000) -> pd.DataFrame:
     )
     others = debtors(200, 4, 6)
     return pd.concat([heavy, others], ignore_index=True)
+
+
+def clustered() -> pd.DataFrame:
+    """Persons with several records in their home cell (people < count there) and persons
+    spread over several cells, three creditors."""
+    home = debtors(150, 5, 6, spread=False)
+    spread = debtors(60, 3, 6, first_id=1000)
+    return pd.concat([home, spread, home.iloc[::7]], ignore_index=True)
 
 
 def with_missing() -> pl.DataFrame:
@@ -108,6 +116,26 @@ PARITY = {
         with_missing,
         {"person": "pid", "value": "amount", "bounds": (-10, 1500), "max_cells": 2,
          "max_records_per_cell": 2},
+    ),
+    "people": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 1000), "max_cells": 3,
+         "max_records_per_cell": 2, "people": True},
+    ),
+    "people-categories": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 2000), "max_cells": 2,
+         "max_records_per_cell": 3, "category": "creditor", "categories": CATEGORIES,
+         "people": True},
+    ),
+    "people-random": (
+        random_points,
+        {"person": "pid", "max_cells": 3, "max_records_per_cell": 2, "people": True},
+    ),
+    "people-categories-heavy": (
+        heavy_person,
+        {"person": "pid", "max_cells": 5, "max_records_per_cell": 3, "category": "creditor",
+         "categories": CATEGORIES, "people": True},
     ),
 }  # fmt: skip
 
@@ -196,4 +224,6 @@ ZONE_PARITY = {
     "zones-persons": {"person": "pid"},
     "zones-values-bounds>1": {"person": "pid", "value": "amount", "bounds": (0, 1000),
                               "max_cells": 2, "max_records_per_cell": 3},
+    "zones-people": {"person": "pid", "max_cells": 2, "max_records_per_cell": 3,
+                     "people": True},
 }  # fmt: skip

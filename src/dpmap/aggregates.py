@@ -74,7 +74,12 @@ class BoundedAggregates:
     hist
         A value histogram (quantiles, value bands): ``(cells, leaf, count)`` arrays, the
         number of bounded records of each cell whose clamped value lies in each leaf of the
-        public value tree (occupied pairs only); ``None`` otherwise.
+        public value tree (occupied pairs only); ``None`` otherwise. With categories the
+        cells array holds the key's row of :meth:`densify` instead (see
+        :meth:`histogram_leaves`).
+    people
+        int64 number of distinct persons with at least one bounded record per key
+        (``people=True``), or ``None``.
     """
 
     cells: np.ndarray
@@ -82,6 +87,7 @@ class BoundedAggregates:
     count: np.ndarray
     sum: np.ndarray | None
     hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    people: np.ndarray | None = None
 
     def __repr__(self) -> str:  # never print private numbers by accident
         return f"<BoundedAggregates (PRIVATE): {len(self.cells)} occupied keys>"
@@ -104,6 +110,9 @@ class BoundedAggregates:
         if self.sum is not None:
             out["sum"] = np.zeros(n, dtype=np.int64)
             np.add.at(out["sum"], idx, self.sum)
+        if self.people is not None:
+            out["people"] = np.zeros(n, dtype=np.int64)
+            np.add.at(out["people"], idx, self.people)
         return out
 
     def histogram_leaves(

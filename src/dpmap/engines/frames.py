@@ -378,7 +378,9 @@ def split_histogram(g: pl.DataFrame, spec: ReleaseSpec) -> tuple[pl.DataFrame, A
         return g, None
     hist = (g[CELL].to_numpy(), g[LEAF].to_numpy(), g["count"].to_numpy())
     totals = g.group_by(keys_of(spec)).agg(
-        pl.col("count").sum(), pl.col("sum").cast(pl.Int128).sum()
+        pl.col("count").sum(),
+        pl.col("sum").cast(pl.Int128).sum(),
+        *([pl.col("people").sum()] if spec.people else []),
     )
     return totals, hist
 
@@ -401,6 +403,7 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
         count=g["count"].to_numpy(),
         sum=sums,
         hist=hist,
+        people=g["people"].cast(pl.Int64).to_numpy() if spec.people else None,
     )
 
 
