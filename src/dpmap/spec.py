@@ -414,7 +414,8 @@ class ReleaseSpec:
             raise SpecError(
                 "people=True with max_records_per_cell=1 would spend budget on the record count "
                 "again (one record per person and cell: people equals count); pass "
-                "max_records_per_cell > 1 (e.g. 5) to count debts beside debtors, or drop people="
+                "max_records_per_cell > 1 (e.g. 5) to count debts beside debtors, or drop "
+                "people=True"
             )
 
     def _check_selection(self) -> None:
