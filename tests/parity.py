@@ -36,6 +36,17 @@ def assert_same(a: Any, b: Any) -> None:
             continue
         assert x.dtype == y.dtype == np.int64, name
         np.testing.assert_array_equal(x, y, err_msg=name)
+    assert (a.hist is None) == (b.hist is None)
+    if a.hist is not None:  # the value histogram, per (cell[, category], leaf), in any order
+        np.testing.assert_array_equal(histogram_rows(a), histogram_rows(b), err_msg="hist")
+
+
+def histogram_rows(agg: Any) -> np.ndarray:
+    """The histogram as sorted rows (cell, category, leaf, count) (category 0 without)."""
+    cells, leaf, count = agg.hist
+    cat = agg.hist_category if agg.hist_category is not None else np.zeros_like(cells)
+    rows = np.column_stack([cells, cat, leaf, count]).astype(np.int64)
+    return rows[np.lexsort(rows.T[::-1])]
 
 
 def random_points(n: int = 3000, seed: int = 1) -> pd.DataFrame:
@@ -132,6 +143,12 @@ PARITY = {
         random_points,
         {"person": "pid", "max_cells": 3, "max_records_per_cell": 2, "people": True},
     ),
+    "quantiles-categories": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 2000), "max_cells": 2,
+         "max_records_per_cell": 3, "category": "creditor", "categories": CATEGORIES,
+         "quantiles": (0.5,), "people": True},
+    ),
     "people-categories-heavy": (
         heavy_person,
         {"person": "pid", "max_cells": 5, "max_records_per_cell": 3, "category": "creditor",
@@ -204,7 +221,9 @@ def zone_points(n: int = 3000, seed: int = 3) -> pd.DataFrame:
             "amount": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0],
         }
     )
-    return pd.concat([special, df, special], ignore_index=True)
+    out = pd.concat([special, df, special], ignore_index=True)
+    out["creditor"] = np.array(["bank", "utility", "telecom"])[np.arange(len(out)) % 3]
+    return out
 
 
 def zone_spec_of(**kw: Any) -> ReleaseSpec:
@@ -226,4 +245,7 @@ ZONE_PARITY = {
                               "max_cells": 2, "max_records_per_cell": 3},
     "zones-people": {"person": "pid", "max_cells": 2, "max_records_per_cell": 3,
                      "people": True},
+    "zones-quantiles-categories": {"person": "pid", "value": "amount", "bounds": (0, 1000),
+                                   "max_records_per_cell": 2, "category": "creditor",
+                                   "categories": ("bank",), "value_bands": (0, 500, 1000)},
 }  # fmt: skip

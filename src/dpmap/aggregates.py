@@ -74,9 +74,8 @@ class BoundedAggregates:
     hist
         A value histogram (quantiles, value bands): ``(cells, leaf, count)`` arrays, the
         number of bounded records of each cell whose clamped value lies in each leaf of the
-        public value tree (occupied pairs only); ``None`` otherwise. With categories the
-        cells array holds the key's row of :meth:`densify` instead (see
-        :meth:`histogram_leaves`).
+        public value tree (occupied pairs only); ``None`` otherwise. With categories, each
+        entry's category index is in ``hist_category``.
     people
         int64 number of distinct persons with at least one bounded record per key
         (``people=True``), or ``None``.
@@ -88,6 +87,8 @@ class BoundedAggregates:
     sum: np.ndarray | None
     hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     people: np.ndarray | None = None
+    #: the category index of each histogram entry (a categorised histogram), or ``None``
+    hist_category: np.ndarray | None = None
 
     def __repr__(self) -> str:  # never print private numbers by accident
         return f"<BoundedAggregates (PRIVATE): {len(self.cells)} occupied keys>"
@@ -116,9 +117,10 @@ class BoundedAggregates:
         return out
 
     def histogram_leaves(
-        self, domain_cells: np.ndarray
+        self, domain_cells: np.ndarray, n_categories: int = 1
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The histogram as (row in the sorted public domain, leaf, count) (no categories)."""
+        """The histogram as (row, leaf, count): the row of :meth:`densify` (cell position in
+        the sorted public domain × ``n_categories`` + category index)."""
         assert self.hist is not None
         cells, leaf, count = self.hist
         pos = np.searchsorted(domain_cells, cells)
@@ -127,4 +129,6 @@ class BoundedAggregates:
         )
         if not ok.all():
             raise AssertionError("engine returned cells outside the public cell set")
+        if self.hist_category is not None:
+            pos = pos * n_categories + np.asarray(self.hist_category, dtype=np.int64)
         return pos, np.asarray(leaf, dtype=np.int64), np.asarray(count, dtype=np.int64)

@@ -376,10 +376,10 @@ class ReleaseSpec:
                 f"{what} need bounds with lo < hi, got {self.bounds!r}: every value would be "
                 "the same; widen the bounds"
             )
-        if self.hierarchical or self.categories is not None:
+        if self.hierarchical:
             raise SpecError(
-                f"{what} are released for one resolution (or zones) without a category "
-                "breakdown; drop category= and pass one resolution"
+                f"{what} are released for one resolution (or zones); pass one resolution, e.g. "
+                f"resolution={self.levels[-1]}"
             )
         if self.quantiles is not None:
             self._set("quantiles", _check_quantiles(self.quantiles))

@@ -133,11 +133,17 @@ def histogram_sensitivity(spec: ReleaseSpec) -> Sensitivity:
     * L1 = L0·L∞·D (every record moves D coordinates by 1);
     * L2 = √(L0·D·L∞²) (per row and level the squares of a split of L∞ never exceed L∞²);
     * L∞ = L∞ (all of a row's records in one node);
-    * coordinates touched: L0·Σ_d min(L∞, b^d).
+    * coordinates touched: L0·Σ_d min(L∞, k·b^d).
+
+    With k categories (one histogram per (cell, category)) a person's L∞ records of one cell
+    are split over up to k histograms of that cell: per cell and level they still add at
+    most L∞ in total, so L1, L2 and L∞ are unchanged; only the coordinates touched grow
+    (k·b^d nodes per cell and level).
     """
     tree = spec.value_tree
     l0, linf, depth = spec.l0, spec.linf, tree.depth
-    touched = l0 * sum(min(linf, tree.branching**d) for d in range(1, depth + 1))
+    k = len(spec.categories) if spec.categories else 1
+    touched = l0 * sum(min(linf, k * tree.branching**d) for d in range(1, depth + 1))
     return Sensitivity(
         l0=touched, l1=l0 * linf * depth, l2=sqrt_up(l0 * depth * linf**2), linf=linf
     )
