@@ -218,9 +218,7 @@ def bound_reference(
     """
     counts: dict[Hashable, int] = defaultdict(int)
     sums: dict[Hashable, int] = defaultdict(int)
-    kept = kept_reference(
-        records, max_cells=max_cells, max_records_per_cell=max_records_per_cell
-    )
+    kept = kept_reference(records, max_cells=max_cells, max_records_per_cell=max_records_per_cell)
     for _person, cell, category, value in kept:
         counts[(cell, category)] += 1
         if bounds is not None:
@@ -236,9 +234,7 @@ def people_reference(
     max_records_per_cell: int,
 ) -> dict[Hashable, int]:
     """Reference distinct persons per key ``(cell, category)`` among the kept records."""
-    kept = kept_reference(
-        records, max_cells=max_cells, max_records_per_cell=max_records_per_cell
-    )
+    kept = kept_reference(records, max_cells=max_cells, max_records_per_cell=max_records_per_cell)
     persons: dict[Hashable, set[Hashable]] = defaultdict(set)
     for person, cell, category, _value in kept:
         persons[(cell, category)].add(person)
