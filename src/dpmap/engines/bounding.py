@@ -11,6 +11,8 @@ unbounded data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from dpmap.aggregates import SUM_LIMIT
@@ -160,7 +162,7 @@ def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
     """The sum of partial aggregates from :func:`group` (of disjoint sets of rows; none:
     the empty aggregates)."""
     if not groups:
-        schema = dict.fromkeys(frames.keys_of(spec), pl.Int64)
+        schema: dict[str, Any] = dict.fromkeys(frames.keys_of(spec), pl.Int64)
         if spec.value is not None:
             schema[_VALUE] = pl.Int64
         if spec.people:
