@@ -283,3 +283,16 @@ def test_people_margins_cover_at_their_exact_nominal_rate() -> None:
     assert p >= 0.95
     t = math.sqrt(math.log(2e8) / (2 * n))
     assert abs(covered / n - p) <= t, (covered / n, p, t)
+
+
+def test_people_do_not_depend_on_a_value_histogram() -> None:
+    """With quantiles the engines group per (key, leaf): a person with records in several
+    leaves of one row is still one person of that row (same bounding, same people)."""
+    kw: dict[str, Any] = {"value": "amount", "bounds": (0, 2000), "selection": "hash", "seed": 5}
+    plain, hist = spec_of(**kw), spec_of(**kw, quantiles=[0.5])
+    domain = grid.region_to_cells(grid.to_region(REGION), 7)
+    a = local.bound_and_aggregate(clustered(), plain, domain)
+    b = local.bound_and_aggregate(clustered(), hist, domain)
+    assert a.people is not None and b.people is not None
+    np.testing.assert_array_equal(a.people, b.people)
+    assert (b.people < b.count).any()

@@ -151,8 +151,10 @@ def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         # one marker per (person, key): partial aggregates are of disjoint persons (whole
         # persons per partition), so the markers add up to distinct persons per key, also
         # across the value tree's leaves
+        # (marked before grouping: the groups may be finer, per leaf of the value tree)
         first = pl.col(_PERSON).is_first_distinct().over(frames.keys_of(spec))
-        aggs.append(first.cast(pl.Int64).sum().alias("people"))
+        df = df.with_columns(first.cast(pl.Int64).alias("__people"))
+        aggs.append(pl.col("__people").sum().alias("people"))
     if spec.histogram:
         df = df.with_columns(frames.leaf_expr(spec))
     return df.group_by(frames.group_keys(spec)).agg(aggs)
