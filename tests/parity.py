@@ -29,13 +29,24 @@ def spec_of(**kw: Any) -> ReleaseSpec:
 
 
 def assert_same(a: Any, b: Any) -> None:
-    for name in ("cells", "category", "count", "sum"):
+    for name in ("cells", "category", "count", "sum", "people"):
         x, y = getattr(a, name), getattr(b, name)
         if x is None:
             assert y is None, name
             continue
         assert x.dtype == y.dtype == np.int64, name
         np.testing.assert_array_equal(x, y, err_msg=name)
+    assert (a.hist is None) == (b.hist is None)
+    if a.hist is not None:  # the value histogram, per (cell[, category], leaf), in any order
+        np.testing.assert_array_equal(histogram_rows(a), histogram_rows(b), err_msg="hist")
+
+
+def histogram_rows(agg: Any) -> np.ndarray:
+    """The histogram as sorted rows (cell, category, leaf, count) (category 0 without)."""
+    cells, leaf, count = agg.hist
+    cat = agg.hist_category if agg.hist_category is not None else np.zeros_like(cells)
+    rows = np.column_stack([cells, cat, leaf, count]).astype(np.int64)
+    return rows[np.lexsort(rows.T[::-1])]
 
 
 def random_points(n: int = 3000, seed: int = 1) -> pd.DataFrame:
@@ -67,6 +78,14 @@ def heavy_person(n_heavy: int = 5000) -> pd.DataFrame:
     )
     others = debtors(200, 4, 6)
     return pd.concat([heavy, others], ignore_index=True)
+
+
+def clustered() -> pd.DataFrame:
+    """Persons with several records in their home cell (people < count there) and persons
+    spread over several cells, three creditors."""
+    home = debtors(150, 5, 6, spread=False)
+    spread = debtors(60, 3, 6, first_id=1000)
+    return pd.concat([home, spread, home.iloc[::7]], ignore_index=True)
 
 
 def with_missing() -> pl.DataFrame:
@@ -108,6 +127,32 @@ PARITY = {
         with_missing,
         {"person": "pid", "value": "amount", "bounds": (-10, 1500), "max_cells": 2,
          "max_records_per_cell": 2},
+    ),
+    "people": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 1000), "max_cells": 3,
+         "max_records_per_cell": 2, "people": True},
+    ),
+    "people-categories": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 2000), "max_cells": 2,
+         "max_records_per_cell": 3, "category": "creditor", "categories": CATEGORIES,
+         "people": True},
+    ),
+    "people-random": (
+        random_points,
+        {"person": "pid", "max_cells": 3, "max_records_per_cell": 2, "people": True},
+    ),
+    "quantiles-categories": (
+        clustered,
+        {"person": "pid", "value": "amount", "bounds": (0, 2000), "max_cells": 2,
+         "max_records_per_cell": 3, "category": "creditor", "categories": CATEGORIES,
+         "quantiles": (0.5,), "people": True},
+    ),
+    "people-categories-heavy": (
+        heavy_person,
+        {"person": "pid", "max_cells": 5, "max_records_per_cell": 3, "category": "creditor",
+         "categories": CATEGORIES, "people": True},
     ),
 }  # fmt: skip
 
@@ -176,7 +221,9 @@ def zone_points(n: int = 3000, seed: int = 3) -> pd.DataFrame:
             "amount": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0],
         }
     )
-    return pd.concat([special, df, special], ignore_index=True)
+    out = pd.concat([special, df, special], ignore_index=True)
+    out["creditor"] = np.array(["bank", "utility", "telecom"])[np.arange(len(out)) % 3]
+    return out
 
 
 def zone_spec_of(**kw: Any) -> ReleaseSpec:
@@ -196,4 +243,9 @@ ZONE_PARITY = {
     "zones-persons": {"person": "pid"},
     "zones-values-bounds>1": {"person": "pid", "value": "amount", "bounds": (0, 1000),
                               "max_cells": 2, "max_records_per_cell": 3},
+    "zones-people": {"person": "pid", "max_cells": 2, "max_records_per_cell": 3,
+                     "people": True},
+    "zones-quantiles-categories": {"person": "pid", "value": "amount", "bounds": (0, 1000),
+                                   "max_records_per_cell": 2, "category": "creditor",
+                                   "categories": ("bank",), "value_bands": (0, 500, 1000)},
 }  # fmt: skip

@@ -33,7 +33,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpmap._privacy.bounding import bound_reference, sensitivities
+from dpmap._privacy.bounding import (
+    bound_reference,
+    people_reference,
+    people_sensitivity,
+    sensitivities,
+)
 from dpmap._privacy.noise import plan_noise
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs import hierarchy
@@ -125,7 +130,8 @@ def dense(rows: list[Row], spec: ReleaseSpec) -> dict[str, np.ndarray]:
     ncat = n_categories(spec)
     if not any(usable(spec, r) for r in rows):
         zero = np.zeros(len(DOMAIN) * ncat, dtype=np.int64)
-        return {"count": zero, **({"sum": zero.copy()} if spec.value else {})}
+        out = {"count": zero, **({"sum": zero.copy()} if spec.value else {})}
+        return {**out, **({"people": zero.copy()} if spec.people else {})}
     return engine(rows, spec).densify(DOMAIN, ncat)
 
 
@@ -184,6 +190,7 @@ ANCHOR: Row = (1000, 0, 1.0, "a")
 def specs(draw: Any, *, person: bool = True, selection: str = "hash") -> ReleaseSpec:
     use_value = draw(st.booleans())
     use_cat = draw(st.booleans())
+    linf = draw(st.integers(1, 3))
     return ReleaseSpec(
         resolution=RES,
         epsilon=1.0,
@@ -191,11 +198,12 @@ def specs(draw: Any, *, person: bool = True, selection: str = "hash") -> Release
         value="v" if use_value else None,
         bounds=draw(st.sampled_from(BOUNDS)) if use_value else None,
         max_cells=draw(st.integers(1, 3)),
-        max_records_per_cell=draw(st.integers(1, 3)),
+        max_records_per_cell=linf,
         category="c" if use_cat else None,
         categories=CATEGORIES if use_cat else None,
         selection=selection,
         seed=draw(st.integers(0, 2**40)) if selection == "hash" else None,
+        people=person and linf > 1 and draw(st.booleans()),
     )
 
 
@@ -369,7 +377,7 @@ def check_neighbours(small: list[Row], big: list[Row], spec: ReleaseSpec) -> Non
         assert sq <= Fraction(s.l2) ** 2, f"{stat}: L2² {sq} > {s.l2}²"
         assert max(abs(x) for x in d) <= s.linf, f"{stat}: L∞ {max(abs(x) for x in d)} > {s.linf}"
         assert sum(1 for x in d if x != 0) <= s.l0
-        if stat == "count":
+        if stat in ("count", "people"):
             assert all(x >= 0 for x in d), (
                 "adding a person lowered a count: others' choices changed"
             )
@@ -621,3 +629,93 @@ def test_engine_refuses_data_that_bounding_left_unbounded(
     # 2 cells and 3 records in a cell: more than each of these bounds allows
     with pytest.raises(AssertionError, match="bounding failed"):
         engine_bounding.bound(df, spec)
+
+
+# =========================================================================================
+# (e) people=True: distinct persons per key
+
+
+def people_specs() -> Any:
+    return specs().filter(lambda s: s.people)
+
+
+def people_dense(rows: list[Row], spec: ReleaseSpec) -> np.ndarray:
+    return dense(rows, spec)["people"]
+
+
+@FAST
+@given(spec=people_specs(), rows=ROWS)
+def test_people_equal_the_reference_when_bounds_do_not_bind(
+    spec: ReleaseSpec, rows: list[Row]
+) -> None:
+    """Distinct persons per (cell, category) among the kept records, as the reference counts
+    them; never more than the records, and present exactly where records are."""
+    rows = within_bounds([*rows, ANCHOR], spec)
+    agg = engine(rows, spec)
+    assert agg.people is not None and agg.people.dtype == np.int64
+    cats = agg.category if agg.category is not None else np.zeros(len(agg.cells), dtype=np.int64)
+    got = dict(
+        zip(zip(agg.cells.tolist(), cats.tolist(), strict=True), agg.people.tolist(), strict=True)
+    )
+    recs = [
+        (r[0], ALL_CELLS[r[1]], cat_index(spec, r[3]), r[2] if spec.value else 0.0, 0.0)
+        for r in rows
+        if usable(spec, r)
+    ]
+    want = people_reference(recs, max_cells=spec.l0, max_records_per_cell=spec.linf)
+    assert got == want
+    assert (agg.people <= agg.count).all() and (agg.people >= 1).all()
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@SLOWER
+@given(spec=people_specs(), rows=ROWS, adversary=ADVERSARY)
+def test_one_person_inserted_moves_people_by_at_most_the_sensitivity(
+    where: str, spec: ReleaseSpec, rows: list[Row], adversary: list[Any]
+) -> None:
+    """A newcomer's rows placed before, among or after everyone else's move each people count
+    by 0 or +1, on at most L0·min(L∞, k) rows (the declared sensitivity), and the other
+    persons' counts not at all."""
+    base = [*rows, ANCHOR]
+    mine = [(99, c, v, k) for c, v, k in adversary]
+    at = {"first": 0, "middle": len(base) // 2, "last": len(base)}[where]
+    big = [*base[:at], *mine, *base[at:]]
+    d = people_dense(big, spec) - people_dense(base, spec)
+    sens = people_sensitivity(spec)
+    assert set(np.unique(d).tolist()) <= {0, 1}
+    assert int(d.sum()) <= sens.l1 and np.count_nonzero(d) <= sens.l0
+    assert np.array_equal(d, people_dense(mine, spec))  # exactly the newcomer's own rows
+    check_neighbours(base, big, spec)
+
+
+@pytest.mark.parametrize("cats", [None, CATEGORIES])
+@pytest.mark.parametrize(("l0", "linf"), [(1, 2), (3, 2), (2, 3), (5, 4)])
+def test_people_sensitivity_is_exact_and_attained(l0: int, linf: int, cats: Any) -> None:
+    """L0 = L1 = L0·min(L∞, k), L2 = √(L0·min(L∞, k)), L∞ = 1; a worst-case person (L∞
+    records in every cell, categories cycling) reaches them exactly."""
+    spec = ReleaseSpec(
+        resolution=RES, epsilon=1.0, person="p", max_cells=l0, max_records_per_cell=linf,
+        category="c" if cats else None, categories=cats, selection="hash", seed=3, people=True,
+    )  # fmt: skip
+    k = 3 if cats else 1
+    t = l0 * min(linf, k)
+    s = sensitivities(spec)["people"]
+    assert (s.l0, s.l1, s.linf) == (t, t, 1)
+    assert Fraction(s.l2) ** 2 >= t and Fraction(math.nextafter(s.l2, 0)) ** 2 < t
+    cat_cycle = ["a", "b", "zz"] if cats else [None]
+    adversary = [
+        (5, c, 1.0, cat_cycle[j % 3 if cats else 0]) for c in range(N_IN) for j in range(linf)
+    ]
+    d = people_dense([ANCHOR, *adversary], spec) - people_dense([ANCHOR], spec)
+    assert int(d.sum()) == np.count_nonzero(d) == t
+    assert int(d.max()) == 1
+
+
+def test_people_count_persons_not_records() -> None:
+    """Three persons, one with 3 records in a cell: 3 people, 5 records there."""
+    spec = ReleaseSpec(
+        resolution=RES, epsilon=1.0, person="p", max_records_per_cell=3, people=True,
+        selection="hash", seed=1,
+    )  # fmt: skip
+    agg = engine([(1, 0, None, None)] * 3 + [(2, 0, None, None), (3, 0, None, None)], spec)
+    assert agg.count.tolist() == [5] and agg.people is not None and agg.people.tolist() == [3]

@@ -390,15 +390,16 @@ def test_quantiles_need_a_public_region_or_zones() -> None:
     )
 
 
-def test_quantiles_with_categories_are_refused() -> None:
-    with pytest.raises(SpecError, match="without a category"):
-        dpmap.explain(
-            region=REGION,
-            resolution=RESOLUTION,
-            category="c",
-            categories=["a"],
-            **release_kw(),
-        )
+def test_quantiles_with_categories_are_planned() -> None:
+    """One histogram per (cell, category): see tests/test_category_quantiles.py."""
+    plan = dpmap.explain(
+        region=REGION,
+        resolution=RESOLUTION,
+        category="c",
+        categories=["a"],
+        **release_kw(),
+    )
+    assert "hist" in plan.plan.statistics
 
 
 def test_cli_refuses_bad_quantiles_without_traceback(tmp_path: Path) -> None:

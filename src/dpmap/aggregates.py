@@ -74,7 +74,11 @@ class BoundedAggregates:
     hist
         A value histogram (quantiles, value bands): ``(cells, leaf, count)`` arrays, the
         number of bounded records of each cell whose clamped value lies in each leaf of the
-        public value tree (occupied pairs only); ``None`` otherwise.
+        public value tree (occupied pairs only); ``None`` otherwise. With categories, each
+        entry's category index is in ``hist_category``.
+    people
+        int64 number of distinct persons with at least one bounded record per key
+        (``people=True``), or ``None``.
     """
 
     cells: np.ndarray
@@ -82,6 +86,9 @@ class BoundedAggregates:
     count: np.ndarray
     sum: np.ndarray | None
     hist: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    people: np.ndarray | None = None
+    #: the category index of each histogram entry (a categorised histogram), or ``None``
+    hist_category: np.ndarray | None = None
 
     def __repr__(self) -> str:  # never print private numbers by accident
         return f"<BoundedAggregates (PRIVATE): {len(self.cells)} occupied keys>"
@@ -104,12 +111,16 @@ class BoundedAggregates:
         if self.sum is not None:
             out["sum"] = np.zeros(n, dtype=np.int64)
             np.add.at(out["sum"], idx, self.sum)
+        if self.people is not None:
+            out["people"] = np.zeros(n, dtype=np.int64)
+            np.add.at(out["people"], idx, self.people)
         return out
 
     def histogram_leaves(
-        self, domain_cells: np.ndarray
+        self, domain_cells: np.ndarray, n_categories: int = 1
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The histogram as (row in the sorted public domain, leaf, count) (no categories)."""
+        """The histogram as (row, leaf, count): the row of :meth:`densify` (cell position in
+        the sorted public domain × ``n_categories`` + category index)."""
         assert self.hist is not None
         cells, leaf, count = self.hist
         pos = np.searchsorted(domain_cells, cells)
@@ -118,4 +129,6 @@ class BoundedAggregates:
         )
         if not ok.all():
             raise AssertionError("engine returned cells outside the public cell set")
+        if self.hist_category is not None:
+            pos = pos * n_categories + np.asarray(self.hist_category, dtype=np.int64)
         return pos, np.asarray(leaf, dtype=np.int64), np.asarray(count, dtype=np.int64)

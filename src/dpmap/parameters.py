@@ -362,6 +362,21 @@ PARAMETERS: tuple[Parameter, ...] = (
         _SPEC_NOT_CLI_AUDIT,
     ),
     _p(
+        "people",
+        "bool",
+        False,
+        "Also publish people/people_moe: distinct persons per row beside the record count "
+        "(needs --person and --max-records-per-cell > 1).",
+        _SPEC_NOT_CLI_AUDIT,
+    ),
+    _p(
+        "people_share",
+        "float",
+        0.5,
+        "Share of ε for --people (of what --histogram-share leaves; count and sum share the rest).",
+        _SPEC_NOT_CLI_AUDIT,
+    ),
+    _p(
         "selection",
         "str",
         "random",

@@ -207,6 +207,12 @@ class ReleaseSpec:
         (increasing, inside ``bounds``, edges of :class:`dpmap.valuetree.ValueTree`): each row
         also gets a noisy hierarchical histogram of its clamped values, which gets
         ``histogram_share`` of ε (counts and sums share the rest as ``count_share`` says).
+    people, people_share
+        Also publish, per row, the number of distinct persons with at least one kept record
+        in it (``people``, beside the record ``count``; PipelineDP's "privacy id count"),
+        noised with ``people_share`` of the ε left after the histogram (count and sum share
+        the rest). Needs ``person`` and ``max_records_per_cell > 1`` (otherwise it equals
+        the count).
     """
 
     resolution: Any = None
@@ -232,6 +238,8 @@ class ReleaseSpec:
     quantiles: tuple[float, ...] | None = None
     value_bands: tuple[float, ...] | None = None
     histogram_share: float = 0.5
+    people: bool = False
+    people_share: float = 0.5
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -247,6 +255,7 @@ class ReleaseSpec:
         self._check_suppression()
         self._check_count_share()
         self._check_distribution()
+        self._check_people()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -367,8 +376,11 @@ class ReleaseSpec:
                 f"{what} need bounds with lo < hi, got {self.bounds!r}: every value would be "
                 "the same; widen the bounds"
             )
-        if self.categories is not None:
-            raise SpecError(f"{what} are released without a category breakdown; drop category=")
+        if self.hierarchical and self.categories is not None:
+            raise SpecError(
+                f"{what} with a category breakdown are released for one resolution (or zones); "
+                f"pass one resolution, e.g. resolution={self.levels[-1]}, or drop category="
+            )
         if self.quantiles is not None:
             self._set("quantiles", _check_quantiles(self.quantiles))
         if self.value_bands is not None:
@@ -379,6 +391,32 @@ class ReleaseSpec:
                 f"histogram_share must be strictly between 0 and 1, got {self.histogram_share!r}"
             )
         self._set("histogram_share", share)
+
+    def _check_people(self) -> None:
+        """``people``: a flag that needs a person column and more than one record per cell."""
+        if not isinstance(self.people, (bool, np.bool_)):
+            raise SpecError(f"people must be True or False, got {self.people!r}")
+        self._set("people", bool(self.people))
+        share = _finite_number(self.people_share, "people_share")
+        if not 0 < share < 1:
+            raise SpecError(
+                f"people_share must be strictly between 0 and 1, got {self.people_share!r}"
+            )
+        self._set("people_share", share)
+        if not self.people:
+            return
+        if self.person is None:
+            raise SpecError(
+                "people=True counts distinct persons and needs the person column; pass "
+                "person='<column>' (without it every row is a person and people equals count)"
+            )
+        if self.max_records_per_cell == 1:
+            raise SpecError(
+                "people=True with max_records_per_cell=1 would spend budget on the record count "
+                "again (one record per person and cell: people equals count); pass "
+                "max_records_per_cell > 1 (e.g. 5) to count debts beside debtors, or drop "
+                "people=True"
+            )
 
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
@@ -560,17 +598,23 @@ class ReleaseSpec:
         return self.epsilon_budget * (1 - 1e-12)
 
     def shares(self) -> dict[str, float]:
-        """Budget share of each noised statistic (``hist``: the value histogram, if any)."""
-        if self.value is None:
-            return {"count": 1.0}
-        if not self.histogram:
-            return {"count": self.count_share, "sum": 1.0 - self.count_share}
-        rest = 1.0 - self.histogram_share
-        return {
-            "count": self.count_share * rest,
-            "sum": (1.0 - self.count_share) * rest,
-            "hist": self.histogram_share,
-        }
+        """Budget share of each noised statistic (``people``: distinct persons; ``hist``: the
+        value histogram, if any).
+
+        The histogram takes ``histogram_share`` of ε, the people count ``people_share`` of
+        what is left, and count and sum split the rest by ``count_share``.
+        """
+        hist = self.histogram_share if self.histogram else 0.0
+        people = self.people_share * (1.0 - hist) if self.people else 0.0
+        rest = 1.0 - hist - people
+        out = {"count": rest}
+        if self.value is not None:
+            out = {"count": self.count_share * rest, "sum": (1.0 - self.count_share) * rest}
+        if self.people:
+            out["people"] = people
+        if self.histogram:
+            out["hist"] = hist
+        return out
 
     @property
     def histogram(self) -> bool:
@@ -611,4 +655,6 @@ class ReleaseSpec:
             "quantiles": list(self.quantiles) if self.quantiles else None,
             "value_bands": list(self.value_bands) if self.value_bands else None,
             "histogram_share": self.histogram_share if self.histogram else None,
+            # only when used: the manifests of releases without it stay as they were
+            **({"people": True, "people_share": self.people_share} if self.people else {}),
         }

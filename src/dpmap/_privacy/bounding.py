@@ -36,7 +36,10 @@ __all__ = [
     "Sensitivity",
     "bound_reference",
     "histogram_sensitivity",
+    "kept_reference",
     "level_sensitivities",
+    "people_reference",
+    "people_sensitivity",
     "sensitivities",
 ]
 
@@ -81,6 +84,9 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
     person's L∞ records in one cell may fall into up to min(L∞, k) (cell, category)
     coordinates, which changes how many coordinates are touched but not L1 or L2
     (the squares of a split never sum to more than the square of the whole).
+
+    ``people`` (distinct persons per row, with ``people=True``): see
+    :func:`people_sensitivity`.
     """
     l0, linf = spec.l0, spec.linf
     k = len(spec.categories) if spec.categories else 1
@@ -91,9 +97,29 @@ def sensitivities(spec: ReleaseSpec) -> dict[str, Sensitivity]:
         out["sum"] = Sensitivity(
             l0=touched, l1=l0 * linf * m, l2=sqrt_up(l0 * linf**2 * m**2), linf=linf * m
         )
+    if spec.people:
+        out["people"] = people_sensitivity(spec)
     if spec.histogram:
         out["hist"] = histogram_sensitivity(spec)
     return out
+
+
+def people_sensitivity(spec: ReleaseSpec) -> Sensitivity:
+    """Sensitivity of the vector of distinct persons per row (cell, or cell × category).
+
+    A row's people count moves by 1 when one person with at least one kept record in it
+    is added or removed, and by 0 otherwise. After bounding a person keeps records in at
+    most L0 cells, and in one cell at most L∞ records, which fall into at most
+    min(L∞, k) categories (k: the number of categories, 1 without a breakdown). So the
+    person touches at most t = L0·min(L∞, k) rows, each by exactly 1:
+
+    * L0 = t, L1 = t, L2 = √t, L∞ = 1.
+
+    Without categories that is L1 = L0 (the record count's is L0·L∞).
+    """
+    k = len(spec.categories) if spec.categories else 1
+    touched = spec.l0 * min(spec.linf, k)
+    return Sensitivity(l0=touched, l1=touched, l2=sqrt_up(touched), linf=1)
 
 
 def histogram_sensitivity(spec: ReleaseSpec) -> Sensitivity:
@@ -107,11 +133,17 @@ def histogram_sensitivity(spec: ReleaseSpec) -> Sensitivity:
     * L1 = L0·L∞·D (every record moves D coordinates by 1);
     * L2 = √(L0·D·L∞²) (per row and level the squares of a split of L∞ never exceed L∞²);
     * L∞ = L∞ (all of a row's records in one node);
-    * coordinates touched: L0·Σ_d min(L∞, b^d).
+    * coordinates touched: L0·Σ_d min(L∞, k·b^d).
+
+    With k categories (one histogram per (cell, category)) a person's L∞ records of one cell
+    are split over up to k histograms of that cell: per cell and level they still add at
+    most L∞ in total, so L1, L2 and L∞ are unchanged; only the coordinates touched grow
+    (k·b^d nodes per cell and level).
     """
     tree = spec.value_tree
     l0, linf, depth = spec.l0, spec.linf, tree.depth
-    touched = l0 * sum(min(linf, tree.branching**d) for d in range(1, depth + 1))
+    k = len(spec.categories) if spec.categories else 1
+    touched = l0 * sum(min(linf, k * tree.branching**d) for d in range(1, depth + 1))
     return Sensitivity(
         l0=touched, l1=l0 * linf * depth, l2=sqrt_up(l0 * depth * linf**2), linf=linf
     )
@@ -130,6 +162,8 @@ def level_sensitivities(spec: ReleaseSpec, resolution: int) -> dict[str, Sensiti
     delta = spec.finest - resolution
     if delta <= 0:
         return base
+    if spec.people:  # a parent's distinct persons are not the sum of its children's
+        raise AssertionError("people counts are measured at one level only")
     children = 7**delta
     l0, linf = spec.l0, spec.linf
     packed = (l0 // children) * children**2 + (l0 % children) ** 2  # Σ (cells per parent)²
@@ -141,6 +175,33 @@ def level_sensitivities(spec: ReleaseSpec, resolution: int) -> dict[str, Sensiti
             l0=sens.l0, l1=sens.l1, l2=sqrt_up(packed * linf**2 * m**2), linf=per_parent * linf * m
         )
     return out
+
+
+def kept_reference(
+    records: Iterable[tuple[Hashable, Hashable, Hashable, float, float]],
+    *,
+    max_cells: int,
+    max_records_per_cell: int,
+) -> list[tuple[Hashable, Hashable, Hashable, float]]:
+    """Reference bounding, written for clarity, not speed: the kept ``(person, cell,
+    category, value)`` of ``records`` given as ``(person, cell, category, value, priority)``."""
+    by_person_cell: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable, float]]] = (
+        defaultdict(list)
+    )
+    for person, cell, category, value, priority in records:
+        by_person_cell[(person, cell)].append((priority, category, value))
+    kept_cells: dict[
+        Hashable, list[tuple[float, Hashable, list[tuple[float, Hashable, float]]]]
+    ] = defaultdict(list)
+    for (person, cell), recs in by_person_cell.items():
+        recs = sorted(recs, key=lambda r: r[0])[:max_records_per_cell]
+        kept_cells[person].append((recs[0][0], cell, recs))
+    return [
+        (person, cell, category, value)
+        for person, cells in kept_cells.items()
+        for _prio, cell, recs in sorted(cells, key=lambda c: c[0])[:max_cells]
+        for _p, category, value in recs
+    ]
 
 
 def bound_reference(
@@ -155,24 +216,26 @@ def bound_reference(
     ``records`` are ``(person, cell, category, value, priority)``; returns per-key
     ``(counts, sums)`` where a key is ``(cell, category)``.
     """
-    by_person_cell: dict[tuple[Hashable, Hashable], list[tuple[float, Hashable, float]]] = (
-        defaultdict(list)
-    )
-    for person, cell, category, value, priority in records:
-        by_person_cell[(person, cell)].append((priority, category, value))
-    kept_cells: dict[
-        Hashable, list[tuple[float, Hashable, list[tuple[float, Hashable, float]]]]
-    ] = defaultdict(list)
-    for (person, cell), recs in by_person_cell.items():
-        recs = sorted(recs, key=lambda r: r[0])[:max_records_per_cell]
-        kept_cells[person].append((recs[0][0], cell, recs))
     counts: dict[Hashable, int] = defaultdict(int)
     sums: dict[Hashable, int] = defaultdict(int)
-    for _person, cells in kept_cells.items():
-        for _prio, cell, recs in sorted(cells, key=lambda c: c[0])[:max_cells]:
-            for _p, category, value in recs:
-                counts[(cell, category)] += 1
-                if bounds is not None:
-                    v = min(max(value, bounds[0]), bounds[1])
-                    sums[(cell, category)] += math.floor(v + 0.5)  # half up, as the engines
+    kept = kept_reference(records, max_cells=max_cells, max_records_per_cell=max_records_per_cell)
+    for _person, cell, category, value in kept:
+        counts[(cell, category)] += 1
+        if bounds is not None:
+            v = min(max(value, bounds[0]), bounds[1])
+            sums[(cell, category)] += math.floor(v + 0.5)  # half up, as the engines
     return dict(counts), dict(sums)
+
+
+def people_reference(
+    records: Iterable[tuple[Hashable, Hashable, Hashable, float, float]],
+    *,
+    max_cells: int,
+    max_records_per_cell: int,
+) -> dict[Hashable, int]:
+    """Reference distinct persons per key ``(cell, category)`` among the kept records."""
+    kept = kept_reference(records, max_cells=max_cells, max_records_per_cell=max_records_per_cell)
+    persons: dict[Hashable, set[Hashable]] = defaultdict(set)
+    for person, cell, category, _value in kept:
+        persons[(cell, category)].add(person)
+    return {key: len(p) for key, p in persons.items()}

@@ -47,6 +47,10 @@ class Estimates:
     sum_moe975: np.ndarray | float | None = None
     count_var: np.ndarray | float = 0.0
     sum_var: np.ndarray | float | None = None
+    #: distinct persons per row (``people=True``), with its margins and noise variance
+    people: np.ndarray | None = None
+    people_moe: np.ndarray | float | None = None
+    people_var: np.ndarray | float | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,10 @@ def _published_columns(
         at_limit = sum_at_limit(total, est.sum_moe975) & ~suppressed
         if at_limit.any():  # a column only where it says something (a decision on noisy values)
             cols["sum_at_limit"] = at_limit
+    if est.people is not None:  # hidden with the row: suppression reads the record count
+        assert est.people_moe is not None
+        cols["people"] = np.where(suppressed, np.nan, np.asarray(est.people, dtype=np.float64))
+        cols["people_moe"] = np.where(suppressed, np.nan, np.broadcast_to(est.people_moe, (n,)))
     cols["suppressed"] = suppressed
     return cols
 

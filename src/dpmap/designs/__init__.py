@@ -95,6 +95,12 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
             "quantiles and value_bands are released over a public region (flat, hierarchical "
             "or adaptive) or over zones; pass region=... (or zones=...)"
         )
+    if spec.people and design not in (Flat, ZoneRelease):
+        raise SpecError(
+            "people=True is released over a public region at one resolution or over zones (a "
+            "coarser cell's distinct persons are not the sum of its children's); pass one "
+            "resolution with region=... (or zones=...) and drop adaptive="
+        )
     return design.plan(spec, region, options)
 
 

@@ -199,8 +199,9 @@ def with_histogram(
     if not spec.histogram:
         return vectors
     tree = spec.value_tree
-    row, leaf, count = aggregates.histogram_leaves(domain)
-    nodes = tree.node_vectors(row, leaf, count, len(domain))
+    cats = len(spec.categories) if spec.categories else 1  # one histogram per (row, category)
+    row, leaf, count = aggregates.histogram_leaves(domain, cats)
+    nodes = tree.node_vectors(row, leaf, count, len(domain) * cats)
     return {**vectors, "hist": nodes.reshape(-1)}
 
 

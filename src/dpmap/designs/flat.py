@@ -39,6 +39,7 @@ def noisy_estimates(plan: NoisePlan, noisy: dict[str, np.ndarray]) -> Estimates:
     """Noisy values as published estimates: each one its own, with the plan's margins."""
     c = plan.statistics["count"]
     sm = plan.statistics.get("sum")
+    pp = plan.statistics.get("people")
     return Estimates(
         count=noisy["count"],
         count_moe=c.moe95,
@@ -48,6 +49,9 @@ def noisy_estimates(plan: NoisePlan, noisy: dict[str, np.ndarray]) -> Estimates:
         sum_moe=sm.moe95 if sm else None,
         sum_moe975=sm.moe975 if sm else None,
         sum_var=sm.variance if sm else None,
+        people=noisy.get("people"),
+        people_moe=pp.moe95 if pp else None,
+        people_var=pp.variance if pp else None,
     )
 
 

@@ -47,6 +47,8 @@ RESERVED_COLUMNS = frozenset(
         "sum_moe",
         "mean",
         "mean_moe",
+        "people",
+        "people_moe",
         "suppressed",
         "sum_at_limit",
         "geometry",

@@ -11,6 +11,8 @@ unbounded data.
 
 from __future__ import annotations
 
+from typing import Any
+
 import polars as pl
 
 from dpmap.aggregates import SUM_LIMIT
@@ -145,6 +147,14 @@ def group(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         if df.height * spec.value_magnitude >= SUM_LIMIT:
             value = value.cast(pl.Int128)
         aggs.append(value.sum().alias("sum"))
+    if spec.people:
+        # one marker per (person, key): partial aggregates are of disjoint persons (whole
+        # persons per partition), so the markers add up to distinct persons per key, also
+        # across the value tree's leaves
+        # (marked before grouping: the groups may be finer, per leaf of the value tree)
+        first = pl.col(_PERSON).is_first_distinct().over(frames.keys_of(spec))
+        df = df.with_columns(first.cast(pl.Int64).alias("__people"))
+        aggs.append(pl.col("__people").sum().alias("people"))
     if spec.histogram:
         df = df.with_columns(frames.leaf_expr(spec))
     return df.group_by(frames.group_keys(spec)).agg(aggs)
@@ -154,13 +164,17 @@ def merge(groups: list[pl.DataFrame], spec: ReleaseSpec) -> pl.DataFrame:
     """The sum of partial aggregates from :func:`group` (of disjoint sets of rows; none:
     the empty aggregates)."""
     if not groups:
-        schema = dict.fromkeys(frames.keys_of(spec), pl.Int64)
+        schema: dict[str, Any] = dict.fromkeys(frames.keys_of(spec), pl.Int64)
         if spec.value is not None:
             schema[_VALUE] = pl.Int64
+        if spec.people:
+            schema[_PERSON] = pl.String
         return group(pl.DataFrame(schema=schema), spec)
     if len(groups) == 1:
         return groups[0]
     sums = [pl.col("count").sum()]
     if spec.value is not None:  # partial sums add up in 128 bits: no wrap-around
         sums.append(pl.col("sum").cast(pl.Int128).sum())
+    if spec.people:
+        sums.append(pl.col("people").sum())
     return pl.concat(groups, how="vertical_relaxed").group_by(frames.group_keys(spec)).agg(sums)

@@ -372,15 +372,19 @@ def leaf_expr(spec: ReleaseSpec) -> pl.Expr:
     return leaf.clip(upper_bound=tree.leaves - 1).cast(pl.Int64).alias(LEAF)
 
 
-def split_histogram(g: pl.DataFrame, spec: ReleaseSpec) -> tuple[pl.DataFrame, Any]:
-    """Per-(key, leaf) rows → per-key totals and the histogram ``(cells, leaf, count)``."""
+def split_histogram(g: pl.DataFrame, spec: ReleaseSpec) -> tuple[pl.DataFrame, Any, Any]:
+    """Per-(key, leaf) rows → per-key totals, the histogram ``(cells, leaf, count)`` and the
+    category index of each histogram entry (``None`` without categories)."""
     if not spec.histogram:
-        return g, None
+        return g, None, None
     hist = (g[CELL].to_numpy(), g[LEAF].to_numpy(), g["count"].to_numpy())
+    hist_category = g[CAT].to_numpy() if spec.category is not None else None
     totals = g.group_by(keys_of(spec)).agg(
-        pl.col("count").sum(), pl.col("sum").cast(pl.Int128).sum()
+        pl.col("count").sum(),
+        pl.col("sum").cast(pl.Int128).sum(),
+        *([pl.col("people").sum()] if spec.people else []),
     )
-    return totals, hist
+    return totals, hist, hist_category
 
 
 def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggregates:
@@ -388,7 +392,7 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
     sums saturated to ±SUM_LIMIT (see :mod:`dpmap.aggregates`); how many were saturated
     goes to the PRIVATE diagnostics. With a value histogram ``g`` has a row per
     (key, leaf) (:func:`group_keys`)."""
-    g, hist = split_histogram(g, spec)
+    g, hist, hist_category = split_histogram(g, spec)
     g = g.sort(keys_of(spec))
     sums = None
     if spec.value is not None:
@@ -401,6 +405,8 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
         count=g["count"].to_numpy(),
         sum=sums,
         hist=hist,
+        people=g["people"].cast(pl.Int64).to_numpy() if spec.people else None,
+        hist_category=hist_category,
     )
 
 

@@ -64,6 +64,7 @@ from dpmap.spec import ReleaseSpec
 __all__ = ["bound_and_aggregate", "get_session", "is_spark_dataframe"]
 
 _DIAG, _RN, _CP, _CR, _FIRST, _H = "__diag", "__rn", "__cp", "__cr", "__first", "__h"
+_PEOPLE = "__people"
 _COUNT_FIELDS = [f.name for f in fields(frames.RowCounts)]
 
 #: settings of the session dpmap creates when none is active
@@ -310,12 +311,42 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
         bounded = bounded.withColumn(_FIRST, F.lit(0).cast("long"))
 
     keys = [CELL] + ([CAT] if spec.category is not None else [])
+    if spec.people:  # 1 on one kept record of each (person, cell[, category]): distinct persons
+        bounded = bounded.withColumn(_PEOPLE, _first_of_key(spec, summary))
+    aggs = _aggregations(spec)
+    if spec.histogram:  # the value tree's leaf, in the same integer arithmetic as polars
+        tree = spec.value_tree
+        leaf = F.expr(f"(({VALUE} - {tree.lo}) * {tree.leaves}) div {tree.hi - tree.lo}")
+        bounded = bounded.withColumn(LEAF, F.least(leaf, F.lit(tree.leaves - 1)).cast("long"))
+        keys.append(LEAF)
+    aggregated = bounded.groupBy(*keys).agg(*aggs)
+    return _Plan(projected=projected, prepared=prepared, bounded=bounded, aggregated=aggregated)
+
+
+def _first_of_key(spec: ReleaseSpec, summary: Any) -> Any:
+    """1 on the kept record of smallest priority of each (person, cell[, category]), else 0
+    (the summary rows: 0): summed per key, the distinct persons (``people=True``)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    keys = [_H, PERSON, CELL] + ([CAT] if spec.category is not None else [])
+    rank = F.row_number().over(Window.partitionBy(*keys).orderBy(PRIO))
+    return F.when(summary, F.lit(0)).otherwise((rank == 1).cast("long")).cast("long")
+
+
+def _aggregations(spec: ReleaseSpec) -> list[Any]:
+    """What is added up per (cell[, category][, leaf]): count, persons, the bound checks,
+    [people], [sum and the clamping checks], and the diagnostics of the summary rows."""
+    from pyspark.sql import functions as F
+
     aggs = [
         F.count(F.lit(1)).alias("count"),
         F.sum(_FIRST).alias("persons"),
         F.max(_RN).alias("max_rn"),
         F.max(_CR).alias("max_cr"),
     ]
+    if spec.people:
+        aggs.append(F.sum(_PEOPLE).alias("people"))
     if spec.value is not None:
         aggs += [
             # 38-digit decimals: a cell's sum cannot wrap around (saturated in _finish)
@@ -327,13 +358,7 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
         x = F.col(_DIAG)[i]
         agg = F.min if name.endswith("_lo") else F.max if name.endswith("_hi") else F.sum
         aggs.append(agg(x).alias("__d_" + name))
-    if spec.histogram:  # the value tree's leaf, in the same integer arithmetic as polars
-        tree = spec.value_tree
-        leaf = F.expr(f"(({VALUE} - {tree.lo}) * {tree.leaves}) div {tree.hi - tree.lo}")
-        bounded = bounded.withColumn(LEAF, F.least(leaf, F.lit(tree.leaves - 1)).cast("long"))
-        keys.append(LEAF)
-    aggregated = bounded.groupBy(*keys).agg(*aggs)
-    return _Plan(projected=projected, prepared=prepared, bounded=bounded, aggregated=aggregated)
+    return aggs
 
 
 # ---------------------------------------------------------------------------------------

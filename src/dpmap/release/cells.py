@@ -15,7 +15,16 @@ from dpmap.designs.base import Measured
 from dpmap.designs.distribution import node_names
 from dpmap.spec import ReleaseSpec
 
-_STAT_COLUMNS = ("count", "count_moe", "sum", "sum_moe", "mean", "mean_moe")
+_STAT_COLUMNS = (
+    "count",
+    "count_moe",
+    "sum",
+    "sum_moe",
+    "mean",
+    "mean_moe",
+    "people",
+    "people_moe",
+)
 
 
 KEY_COLUMNS = ("cell", "resolution", "category")
@@ -27,6 +36,8 @@ UNBIASED_COLUMNS = {
     "count_var": "count_var",
     "sum": "sum_unbiased",
     "sum_var": "sum_var",
+    "people": "people_unbiased",
+    "people_var": "people_var",
 }
 
 
@@ -41,6 +52,9 @@ def estimates_frame(table: Any, est: Estimates, zone_column: str | None = None) 
     if est.sum is not None:
         out["sum"] = np.asarray(est.sum, dtype=np.float64)
         out["sum_var"] = np.broadcast_to(np.asarray(est.sum_var, dtype=np.float64), (n,))
+    if est.people is not None:
+        out["people"] = np.asarray(est.people, dtype=np.float64)
+        out["people_var"] = np.broadcast_to(np.asarray(est.people_var, dtype=np.float64), (n,))
     return out
 
 
@@ -100,7 +114,7 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
 def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
     """The schema's dtypes: integer counts/sums (nullable; float for the least-squares
     estimates of a hierarchical release), float margins/means, bool flags."""
-    for col in ("count", "sum"):
+    for col in ("count", "sum", "people"):
         if col in df:
             values = df[col].astype("float64")
             df[col] = (
@@ -108,7 +122,7 @@ def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
                 if integer
                 else pd.array(values, dtype="Float64")
             )
-    for col in ("count_moe", "sum_moe", "mean", "mean_moe"):
+    for col in ("count_moe", "sum_moe", "mean", "mean_moe", "people_moe"):
         if col in df:
             df[col] = df[col].astype("float64")
     if "resolution" in df:

@@ -49,6 +49,8 @@ def release(
     quantiles: list[float] | None = None,
     value_bands: list[float] | None = None,
     histogram_share: float = 0.5,
+    people: bool = False,
+    people_share: float = 0.5,
     selection: str = "random",
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
@@ -117,6 +119,14 @@ def release(
         probability (an interval that covers the true quantile with probability at least 95%)
         and ``band_a_b``, ``band_a_b_moe`` per band: all post-processing of that histogram
         (:mod:`dpmap.designs.distribution`). A suppressed row hides them too.
+    people, people_share
+        ``people=True`` also publishes ``people`` and ``people_moe`` per row: the noisy
+        number of distinct persons with at least one kept record in the row, beside the
+        record ``count`` (needs ``person`` and ``max_records_per_cell > 1``; one resolution
+        over a public region, or zones). Sensitivity 1 per row, at most
+        ``max_cells`` × min(``max_records_per_cell``, categories) rows per person. It gets
+        ``people_share`` of the ε the value histogram leaves (count and sum share the rest);
+        a row is hidden by its record count, people included.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).

@@ -92,6 +92,11 @@ class Explanation:
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
         lines.append(f"  count counts {count_unit(self.spec.person, self.spec.linf, self.spec.l0)}")
+        if self.spec.people:
+            lines.append(
+                "  people counts distinct persons with a kept record in the cell (each person "
+                "adds at most 1 per cell and category); hidden with the cell's count"
+            )
         t = d["suppression_threshold"]
         phantoms = d.get("phantom_rows_expected")
         if self.spec.suppress_below is False:
