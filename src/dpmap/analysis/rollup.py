@@ -16,6 +16,7 @@ from dpmap.analysis.totals import (
     weighted_totals,
 )
 from dpmap.analysis.zones import SEGMENT_DEG, equal_area, overlay, zone_polygons
+from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
@@ -45,7 +46,8 @@ def aggregate_to(
     [``sum``, ``sum_moe``, ``sum_lo``, ``sum_hi``], ``coverage`` (share of the polygon's
     area covered by released cells), ``cells`` (released cells sharing area with it) and
     the polygon's ``geometry``. A polygon that no released cell touches has null numbers
-    and coverage 0.
+    and coverage 0; when no polygon shares area with any released cell (a wrong CRS or the
+    wrong file), a one-line :class:`~dpmap.SpecError` names both bounds.
 
     ``count_lo`` … ``count_hi`` is the **95% interval** for the polygon's true count: it
     covers both the noise and the error of apportioning the cells its border splits.
@@ -103,6 +105,7 @@ def aggregate_to(
     else:  # pragma: no cover - a release always has cells over a region
         cell = group = np.zeros(0, dtype=np.int64)
         weight = area = np.zeros(0)
+    _check_some_overlap(rows, polys, area)
     _check_hidden(rows, cell, group, keys)
     import shapely
 
@@ -131,6 +134,23 @@ def aggregate_to(
     out = gpd.GeoDataFrame(data, geometry=np.repeat(polys, ncat), crs="EPSG:4326")
     out.attrs["dpmap_by"] = name
     return out
+
+
+def _check_some_overlap(rows: Rows, polys: np.ndarray, area: np.ndarray) -> None:
+    """Refuse polygons of which none shares area with a released cell (public inputs only:
+    the polygons and the published cells; a wrong CRS or the wrong file, most likely)."""
+    if len(polys) == 0 or bool((area > 0).any()):
+        return
+    import shapely
+
+    def show(geoms: np.ndarray) -> str:
+        return ", ".join(f"{v:.6g}" for v in shapely.total_bounds(geoms))
+
+    raise SpecError(
+        f"none of the {len(polys)} polygons overlaps a released cell (polygons' bounds "
+        f"({show(polys)}), released cells' bounds ({show(rows.geometry)})); check the "
+        "polygons' CRS, or pass polygons inside the released area"
+    )
 
 
 def _check_hidden(rows: Rows, cell: np.ndarray, group: np.ndarray, keys: pd.Series) -> None:
