@@ -164,3 +164,51 @@ def test_audit_zones_without_bounding_is_flagged() -> None:
     report = _run_zones(**ZONE_MODE)
     _flagged(report)
     assert report.epsilon_lb > 0.95 * report.epsilon_ceiling, str(report)
+
+
+@pytest.fixture
+def heavy_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKEN on purpose, in the value histogram only: every kept record weighs 100 in it
+    (as if the histogram kept 100 of a person's records where the bounds keep one); the
+    counts, sums, plan and claim are unchanged."""
+    from dpmap.designs import distribution
+
+    real = distribution.with_histogram
+
+    def heavy(*args: Any) -> dict[str, Any]:
+        out = real(*args)
+        if "hist" in out:
+            out = {**out, "hist": out["hist"] * 100}
+        return out
+
+    monkeypatch.setattr(distribution, "with_histogram", heavy)
+
+
+#: the histogram audits: 150 runs (120 evaluation runs: ceiling ε ≈ 1.67 > 1); two records
+#: per person and zone kept, so that bounding keeps every background record (no selection
+#: randomness, which the broken histogram would magnify too), and no suppression (the
+#: audit's zones hold 20 records, near the threshold: hidden rows hide their bands too)
+HIST_MODE = {
+    "bounds": (0, 2000),
+    "max_records_per_cell": 2,
+    "suppress_below": False,
+    "quantiles": [0.5],
+    "value_bands": [0, 1000, 2000],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("heavy_histogram", "cached_plans")
+def test_audit_sees_a_leak_in_the_value_histogram_alone() -> None:
+    """The adversary's two kept records (clamped to 2000) land in band_1000_2000 of its
+    zone: with the broken histogram that band moves by 200 instead of 2, far beyond its
+    noise, which only the band and quantile observations can see."""
+    report = _run_zones(runs=150, **HIST_MODE)
+    _flagged(report)
+    assert "band_1000_2000" in str(report) or "q50" in str(report), str(report)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
+def test_audit_of_the_value_histogram_honest_is_not_flagged() -> None:
+    _not_flagged(_run_zones(runs=150, **HIST_MODE))

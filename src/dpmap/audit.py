@@ -28,8 +28,10 @@ This is synthetic data only: the noise always comes from OpenDP inside the relea
 
 From each run it reads what an observer of the published output sees about the
 adversary's cells (the noisy counts and sums of those cells and of their H3 parents or
-adaptive leaves, their minimum, maximum and total; the suppression flags; which cells are
-published and at what resolution). For each *family* of observations — ``count``,
+adaptive leaves, their minimum, maximum and total; with ``quantiles=``/``value_bands=``
+their quantiles and value-band counts, in the ``count`` family; the suppression flags;
+which cells are published and at what resolution). ``zones=True`` audits a zone release:
+the seven cells become seven public zones, one row each. For each *family* of observations — ``count``,
 ``sum``, ``suppression``, ``cells``, and ``score`` — it chooses the event that best
 separates ``D`` from ``D′`` (a threshold on one observation, either direction) on a
 first, *selection* part of the runs (by default a fifth), and then measures that one
@@ -579,7 +581,23 @@ class _Observer:
                     sum(supp[i] if i is not None else 1 for i in idx)
                 )
                 out["cells:present_n"] = float(sum(present))
+                self._distribution(out, cells, idx)
         return out
+
+    def _distribution(
+        self, out: dict[str, float], cells: pd.DataFrame, idx: list[int | None]
+    ) -> None:
+        """The adversary's rows' quantiles and value-band counts (a release with
+        ``quantiles=``/``value_bands=``), observed with the counts: they come from the
+        noisy value histogram, whose share of ε the claim includes."""
+        for col in cells.columns:
+            band = col.startswith("band_") and not col.endswith("_moe")
+            quantile = col.startswith("q") and col[1:].replace(".", "").isdigit()
+            if not (band or quantile):
+                continue
+            vec = cells[col].astype("float64").to_numpy()
+            vals = [None if i is None or not np.isfinite(vec[i]) else vec[i] for i in idx]
+            self._aggregate(out, f"count@{col}", vals, idx)
 
     def _keys(self, cells: pd.DataFrame) -> tuple[list[str], np.ndarray]:
         """Each row's H3 cell and resolution (a zone release: its zone, named by its cell)."""
