@@ -130,7 +130,7 @@ def test_audit_zones_reads_zone_rows_and_states_the_claim() -> None:
 @pytest.mark.parametrize(
     ("kw", "words"),
     [
-        ({"zones": True, "resolution": 7}, "drop resolution="),
+        ({"zones": True, "resolution": 7}, "not H3 cells; drop the resolution"),
         ({"zones": ZONES}, "zones must be True or False"),
         ({"zones": True, "discovery": True, "delta": 1e-6}, "publishes every zone"),
         ({"zones": True, "by": "name"}, "does not take ['by']"),
@@ -212,3 +212,15 @@ def test_audit_sees_a_leak_in_the_value_histogram_alone() -> None:
 @pytest.mark.usefixtures("cached_plans")
 def test_audit_of_the_value_histogram_honest_is_not_flagged() -> None:
     _not_flagged(_run_zones(runs=150, **HIST_MODE))
+
+
+def test_cli_audit_zones(capsys: pytest.CaptureFixture[str]) -> None:
+    from dpmap.cli import main
+
+    assert main(["audit", "--zones", "--epsilon", "1", "--runs", "16", "--bounds", "0", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "dpmap audit — zones" in out and "each cell released as a zone" in out
+    assert main(["audit", "--zones", "--resolution", "7", "--epsilon", "1", "--runs", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpmap: error:") and err.count("\n") == 1
+    assert "not H3 cells; drop the resolution" in err

@@ -1026,7 +1026,8 @@ def _check_params(params: dict[str, Any], zones: bool = False) -> None:
     check_keywords("audit", params)  # a misspelt name: "did you mean"
     if zones and "resolution" in params:
         raise SpecError(
-            "audit(zones=True) releases one row per zone, not H3 cells; drop resolution="
+            "an audit of a zone release publishes one row per zone, not H3 cells; drop the "
+            "resolution"
         )
     for key in ("epsilon",) if zones else ("resolution", "epsilon"):
         if key not in params:
