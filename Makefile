@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_noise.py
 	$(BIN)/python benchmarks/bench_pipelinedp.py
 	$(BIN)/python benchmarks/bench_zones.py
+	$(BIN)/python benchmarks/bench_quantiles.py
 
 clean:
 	rm -rf $(VENV) out site .pytest_cache .hypothesis .mypy_cache .ruff_cache

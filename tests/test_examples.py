@@ -49,6 +49,7 @@ def test_examples_folder_lists_every_script() -> None:
     readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
     scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
     assert {"hebei_debt_map.py", "monthly_trend.py", "us_county_rollup.py"} <= set(scripts)
+    assert "district_table.py" in scripts
     for script in scripts:
         assert f"examples/{script}" in readme
         text = (EXAMPLES / script).read_text(encoding="utf-8")
@@ -176,3 +177,36 @@ def test_monthly_trend(tmp_path: Path) -> None:
     assert trends.loc["Tangshan", "slope"] > 0
     assert "Significant rises:" in stdout and "Benjamini–Hochberg" in stdout
     assert june.manifest["ledger"]["dataset"] == "hebei-debtors-2026"
+
+
+def test_district_table(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    stdout, out = run_example("district_table", tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [
+            "district_table.csv",
+            "district_table.manifest.json",
+            "district_press_table.csv",
+            "district_press_table.manifest.json",
+            "district_press_table.notes.txt",
+        ]
+    )
+    # explain() first (the quantiles' expected error), then the table and its reading
+    assert "dpmap release plan" in stdout and "quantiles q25, q50, q75" in stdout
+    assert stdout.index("dpmap release plan") < stdout.index("median debt (95% interval)")
+    assert "Shijiazhuang" in stdout and "q50_lo–q50_hi is a 95% interval" in stdout
+    assert "This map satisfies pure ε-differential privacy with ε = 1" in stdout
+
+    table = pd.read_csv(out / "district_table.csv")
+    assert len(table) == 11 and table["district"].is_unique
+    wanted = {"count", "count_moe", "sum", "q25", "q50", "q50_lo", "q50_hi", "q75"}
+    wanted |= {"band_0_1000", "band_20000_50000", "band_20000_50000_moe"}
+    assert wanted <= set(table.columns)
+    shown = table[~table["suppressed"]]
+    assert (shown["q50_lo"] <= shown["q50"]).all() and (shown["q50"] <= shown["q50_hi"]).all()
+    manifest = json.loads((out / "district_table.manifest.json").read_text(encoding="utf-8"))
+    assert manifest["privacy"]["epsilon"] == pytest.approx(1.0)
+    assert manifest["value_distribution"]["quantiles"] == [0.25, 0.5, 0.75]
+    assert manifest["cell_selection"]["method"] == "public zones"
+    press = pd.read_csv(out / "district_press_table.csv")
+    assert len(press) == 11 and "count_display" in press.columns

@@ -28,8 +28,10 @@ This is synthetic data only: the noise always comes from OpenDP inside the relea
 
 From each run it reads what an observer of the published output sees about the
 adversary's cells (the noisy counts and sums of those cells and of their H3 parents or
-adaptive leaves, their minimum, maximum and total; the suppression flags; which cells are
-published and at what resolution). For each *family* of observations — ``count``,
+adaptive leaves, their minimum, maximum and total; with ``quantiles=``/``value_bands=``
+their quantiles and value-band counts, in the ``count`` family; the suppression flags;
+which cells are published and at what resolution). ``zones=True`` audits a zone release:
+the seven cells become seven public zones, one row each. For each *family* of observations — ``count``,
 ``sum``, ``suppression``, ``cells``, and ``score`` — it chooses the event that best
 separates ``D`` from ``D′`` (a threshold on one observation, either direction) on a
 first, *selection* part of the runs (by default a fifth), and then measures that one
@@ -118,6 +120,8 @@ EXTREME = 10.0**15
 MAX_THRESHOLDS = 256
 
 FAMILIES = ("count", "sum", "suppression", "cells", "score")
+#: audit(zones=True): the resolution of the seven cells that become the audit's seven zones
+ZONE_RESOLUTION = 7
 #: the observations pooled into the ``score`` family (see :func:`_score_observations`)
 SCORED = ("count", "sum")
 
@@ -370,6 +374,9 @@ class _Setup:
     adversary: str
 
 
+#: the name column of the audit's own zones (audit(zones=True)); each zone is named by its cell
+_ZONE_BY = "zone"
+
 #: columns of the synthetic data (the audit's release reads person="pid", value="amount")
 _COLUMNS = ["lat", "lng", "pid", "amount"]
 
@@ -386,7 +393,8 @@ def _neighbours(
     rng: np.random.Generator,
     shuffle: bool,
 ) -> _Setup:
-    finest = spec.finest
+    zones = spec.zones is not None
+    finest = ZONE_RESOLUTION if zones else spec.finest
     cells, region = _disk(centre, finest)
     empty, occupied = cells[-1], cells[:-1]
     n_targets = min(len(cells), adversary_cells or spec.max_cells + 1)
@@ -412,7 +420,9 @@ def _neighbours(
     dataset = (
         f"{background} persons × {per_person} records in each of {len(occupied)} of the "
         f"{len(cells)} cells of a resolution-{finest} disk around ({centre[0]}, {centre[1]}); "
-        "the seventh cell empty" + ("; rows shuffled" if shuffle else "")
+        "the seventh cell empty"
+        + ("; each cell released as a zone" if zones else "")
+        + ("; rows shuffled" if shuffle else "")
     )
     spread = " + ".join(str(k) for k in per_target)
     adversary = (
@@ -422,7 +432,7 @@ def _neighbours(
         f"{spec.max_records_per_cell} record(s); values {extreme:+.0e}"
     )
     return _Setup(
-        region=None if discovery else region,
+        region=None if discovery or zones else region,
         cells=cells,
         targets=targets,
         d=d,
@@ -508,19 +518,22 @@ class _Observer:
         self.spec = spec
         self.mode = mode
         self.targets = targets
-        finest = spec.finest
+        finest = ZONE_RESOLUTION if mode == "zones" else spec.finest
+        self.finest = finest
         lowest = adaptive_root if adaptive_root is not None else min(spec.levels)
+        lowest = finest if mode == "zones" else lowest
         self.ancestors = [
             {r: (t if r == finest else h3.cell_to_parent(t, r)) for r in range(lowest, finest + 1)}
             for t in targets
         ]
-        self.levels = list(range(lowest, finest + 1)) if mode == "adaptive" else list(spec.levels)
+        self.levels = (
+            list(range(lowest, finest + 1)) if mode in ("adaptive", "zones") else list(spec.levels)
+        )
 
     def from_release(self, rel: Any) -> dict[str, float]:
         cells = rel.cells
         est = rel.estimates
-        hexes = cells["cell"].astype(str).tolist()
-        res = cells["resolution"].to_numpy()
+        hexes, res = self._keys(cells)
         supp = cells["suppressed"].to_numpy(dtype=bool)
         if est is not None:
             count = est["count"].to_numpy(dtype=np.float64)
@@ -559,7 +572,7 @@ class _Observer:
                 self._aggregate(
                     out, f"{name}@r{r}", [vec[i] if i is not None else None for i in idx], idx
                 )
-            if r == self.spec.finest:
+            if r == self.finest:
                 present = [i is not None for i in idx]
                 for j, i in enumerate(idx):
                     out[f"suppression:suppressed[{j}]"] = float(supp[i]) if i is not None else 1.0
@@ -568,7 +581,29 @@ class _Observer:
                     sum(supp[i] if i is not None else 1 for i in idx)
                 )
                 out["cells:present_n"] = float(sum(present))
+                self._distribution(out, cells, idx)
         return out
+
+    def _distribution(
+        self, out: dict[str, float], cells: pd.DataFrame, idx: list[int | None]
+    ) -> None:
+        """The adversary's rows' quantiles and value-band counts (a release with
+        ``quantiles=``/``value_bands=``), observed with the counts: they come from the
+        noisy value histogram, whose share of ε the claim includes."""
+        for col in cells.columns:
+            band = col.startswith("band_") and not col.endswith("_moe")
+            quantile = col.startswith("q") and col[1:].replace(".", "").isdigit()
+            if not (band or quantile):
+                continue
+            vec = cells[col].astype("float64").to_numpy()
+            vals = [None if i is None or not np.isfinite(vec[i]) else vec[i] for i in idx]
+            self._aggregate(out, f"count@{col}", vals, idx)
+
+    def _keys(self, cells: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+        """Each row's H3 cell and resolution (a zone release: its zone, named by its cell)."""
+        if self.mode == "zones":
+            return cells[_ZONE_BY].astype(str).tolist(), np.full(len(cells), self.finest)
+        return cells["cell"].astype(str).tolist(), cells["resolution"].to_numpy()
 
     def from_vectors(
         self, vectors: dict[str, np.ndarray], n: int, positions: list[int]
@@ -831,6 +866,7 @@ def audit(
     alpha: float = 1e-6,
     level: str = "release",
     discovery: bool = False,
+    zones: bool = False,
     release_fn: Callable[..., Any] | None = None,
     noise_fn: Callable[[Any], Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]]
     | None = None,
@@ -859,6 +895,12 @@ def audit(
         region releases), on aggregates computed once.
     discovery
         Audit a release without a region (cells chosen privately; needs ``delta > 0``).
+    zones
+        Audit a zone release (:func:`dpmap.release` with ``zones=``/``by=``): the seven
+        cells of the audit's disk (resolution :data:`ZONE_RESOLUTION`) become seven public
+        zones, each released as one row; pass no ``resolution``. Your own zones need not be
+        given: their shapes do not change the noise or the bounds (the sensitivities are
+        the flat design's).
     release_fn
         ``release_fn(points, **kwargs) -> Release`` used instead of :func:`dpmap.release`
         (e.g. a deliberately broken one, to check that the audit catches it).
@@ -890,7 +932,8 @@ def audit(
         ``runs_needed``), the runs and the time taken.
     """
     t_start = time.perf_counter()
-    _check_params(params)
+    _check_zones(zones, discovery)
+    _check_params(params, zones)
     _check_settings(
         runs=runs,
         alpha=alpha,
@@ -904,7 +947,7 @@ def audit(
     # the synthetic data's own randomness (where the adversary's rows go): never the noise,
     # which OpenDP draws inside every release
     seeds = np.random.SeedSequence(data_seed)
-    claim = _claim(params, discovery=discovery, centre=centre, level=level)
+    claim = _claim(params, discovery=discovery, centre=centre, level=level, zones=zones)
     spec = claim.spec
     setup = _neighbours(
         spec,
@@ -927,8 +970,10 @@ def audit(
         obs0, obs1 = _mechanism_runs(spec, setup, observer, runs, noise_fn, batch, progress)
     n_sel = _selection_runs(runs, selection_fraction)
     results, a_side = _families(obs0, obs1, n_sel, runs - n_sel, claim.delta, alpha, setup.targets)
-    public_params = {k: v for k, v in kwargs.items() if k not in ("region",)}
+    public_params = {k: v for k, v in kwargs.items() if k not in ("region", "zones", "by")}
     public_params.update(discovery=discovery, data_seed=seeds.entropy, shuffle=bool(shuffle))
+    if zones:
+        public_params["zones"] = f"the {len(setup.cells)} cells of the audit's disk, as zones"
     return AuditReport(
         mode=claim.mode_name,
         level=level,
@@ -959,7 +1004,17 @@ def _default_release(points: Any, **kwargs: Any) -> Any:
     return pipeline.release(points, **kwargs)
 
 
-def _check_params(params: dict[str, Any]) -> None:
+def _check_zones(zones: Any, discovery: bool) -> None:
+    if not isinstance(zones, bool):
+        raise SpecError(
+            f"zones must be True or False, got {type(zones).__name__}: audit(zones=True) "
+            "builds its own seven zones (your zones' shapes do not change the noise)"
+        )
+    if zones and discovery:
+        raise SpecError("a zone release publishes every zone: pass zones=True or discovery=True")
+
+
+def _check_params(params: dict[str, Any], zones: bool = False) -> None:
     """The release parameters an audit takes (:data:`AUDIT_PARAMETERS`), the required ones
     given."""
     foreign = sorted(set(params) & (parameters.names("release") - AUDIT_PARAMETERS))
@@ -969,7 +1024,12 @@ def _check_params(params: dict[str, Any]) -> None:
             f"only release parameters among {sorted(AUDIT_PARAMETERS)}"
         )
     check_keywords("audit", params)  # a misspelt name: "did you mean"
-    for key in ("resolution", "epsilon"):
+    if zones and "resolution" in params:
+        raise SpecError(
+            "an audit of a zone release publishes one row per zone, not H3 cells; drop the "
+            "resolution"
+        )
+    for key in ("epsilon",) if zones else ("resolution", "epsilon"):
         if key not in params:
             raise SpecError(f"audit needs {key}=...; pass the parameters of the release to audit")
 
@@ -1024,23 +1084,33 @@ class _Claim:
 
 
 def _claim(
-    params: dict[str, Any], *, discovery: bool, centre: tuple[float, float], level: str
+    params: dict[str, Any],
+    *,
+    discovery: bool,
+    centre: tuple[float, float],
+    level: str,
+    zones: bool = False,
 ) -> _Claim:
     """The release's keywords on the synthetic data, and what dpmap plans (and states in
-    every manifest) for them, planned over a probe region near ``centre``."""
+    every manifest) for them, planned over a probe region near ``centre`` (or over the
+    audit's own zones)."""
     kwargs = dict(params)
     if kwargs.get("bounds") is not None:
         kwargs["bounds"] = tuple(kwargs["bounds"])
         kwargs["value"] = "amount"
     kwargs["person"] = "pid"
+    if zones:
+        kwargs.update(zones=_audit_zones(centre), by=_ZONE_BY)
     probe_region = None
-    if not discovery:
+    if not discovery and not zones:
         probe_region = shapely.box(
             centre[1] - 0.01, centre[0] - 0.01, centre[1] + 0.01, centre[0] + 0.01
         )
     ex = explain(region=probe_region, **kwargs)
     spec = ex.spec
-    if spec.hierarchical:
+    if zones:
+        mode = "zones"
+    elif spec.hierarchical:
         mode = "hierarchical"
     elif bool(kwargs.get("adaptive", False)):
         mode = "adaptive"
@@ -1063,6 +1133,15 @@ def _claim(
         mode=mode,
         mode_name=f"{mode}, {spec.mechanism}" + (", count + sum" if spec.value else ", count"),
     )
+
+
+def _audit_zones(centre: tuple[float, float]) -> Any:
+    """The seven cells of the audit's disk as zones, each named by its cell."""
+    import geopandas as gpd
+
+    cells = sorted(h3.grid_disk(h3.latlng_to_cell(centre[0], centre[1], ZONE_RESOLUTION), 1))
+    polys = [shapely.Polygon([(lng, lat) for lat, lng in h3.cell_to_boundary(c)]) for c in cells]
+    return gpd.GeoDataFrame({_ZONE_BY: cells}, geometry=polys, crs="EPSG:4326")
 
 
 def _release_runs(

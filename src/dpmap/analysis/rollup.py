@@ -48,10 +48,11 @@ def aggregate_to(
     [``sum``, ``sum_moe``, ``sum_lo``, ``sum_hi``], ``coverage`` (share of the polygon's
     area covered by released cells), ``cells`` (released cells sharing area with it) and
     the polygon's ``geometry``. A polygon that no released cell touches has null numbers
-    and coverage 0. A release with quantiles or value bands adds their columns (``q50``,
-    ``q50_lo``, ``q50_hi``, ``band_a_b``, ``band_a_b_moe``, …) before ``coverage``, computed
-    from the area-apportioned sum of the cells' noisy value histograms (see
-    :func:`distribution_totals`).
+    and coverage 0; when no polygon shares area with any released cell (a wrong CRS or the
+    wrong file), a one-line :class:`~dpmap.SpecError` names both bounds. A release with
+    quantiles or value bands adds their columns (``q50``, ``q50_lo``, ``q50_hi``,
+    ``band_a_b``, ``band_a_b_moe``, ``band_a_b_lo``, ``band_a_b_hi``, …) before
+    ``coverage``, from the cells' noisy value histograms (see :func:`distribution_totals`).
 
     ``count_lo`` … ``count_hi`` is the **95% interval** for the polygon's true count: it
     covers both the noise and the error of apportioning the cells its border splits.
@@ -109,6 +110,7 @@ def aggregate_to(
     else:  # pragma: no cover - a release always has cells over a region
         cell = group = np.zeros(0, dtype=np.int64)
         weight = area = np.zeros(0)
+    _check_some_overlap(rows, polys, area)
     _check_hidden(rows, cell, group, keys)
     import shapely
 
@@ -168,8 +170,11 @@ def distribution_totals(
     children's noise is disjoint from other cells' at the same level); the columns follow
     :func:`dpmap.designs.distribution.histogram_columns`, whose interval factor, simulated
     for one row's noise, is conservative for these sums. Like the point estimate of the
-    count, the result treats the records of a cell that a border splits as spread evenly,
-    values included. Without a histogram (a release without quantiles or value bands) the
+    count, the point estimates treat the records of a cell that a border splits as spread
+    evenly, values included; the intervals do not: where the border splits cells,
+    ``q50_lo``/``q50_hi`` hold whatever share of their records (and values) lies inside, and
+    every polygon gets ``band_a_b_lo``/``band_a_b_hi`` as ``count_lo``/``count_hi`` (module
+    docstring of :mod:`dpmap.designs.distribution`, step 7). Without a histogram (a release without quantiles or value bands) the
     result is empty; a release read from a file without its histogram gets a
     :class:`~dpmap.errors.DpmapWarning` naming the fix, and no columns.
     """
@@ -241,6 +246,23 @@ def _histogram_positions(hist: pd.DataFrame, rows: Rows) -> np.ndarray:
         wanted = pd.MultiIndex.from_arrays([rows.cells.astype(str), np.full(len(rows.cells), cat)])
         out[:, k] = index.get_indexer(wanted)
     return out
+
+
+def _check_some_overlap(rows: Rows, polys: np.ndarray, area: np.ndarray) -> None:
+    """Refuse polygons of which none shares area with a released cell (public inputs only:
+    the polygons and the published cells; a wrong CRS or the wrong file, most likely)."""
+    if len(polys) == 0 or bool((area > 0).any()):
+        return
+    import shapely
+
+    def show(geoms: np.ndarray) -> str:
+        return ", ".join(f"{v:.6g}" for v in shapely.total_bounds(geoms))
+
+    raise SpecError(
+        f"none of the {len(polys)} polygons overlaps a released cell (polygons' bounds "
+        f"({show(polys)}), released cells' bounds ({show(rows.geometry)})); check the "
+        "polygons' CRS, or pass polygons inside the released area"
+    )
 
 
 def _check_hidden(rows: Rows, cell: np.ndarray, group: np.ndarray, keys: pd.Series) -> None:

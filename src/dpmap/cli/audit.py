@@ -21,6 +21,13 @@ _AUDIT_OPTIONS = [
         "--discovery",
         help="Audit a release without a region (needs --delta > 0).",
     ),
+    option(
+        False,
+        bool,
+        "--zones",
+        help="Audit a zone release: the seven cells become seven public zones, one row each "
+        "(no --resolution).",
+    ),
     option(400, int, "--runs", help="Runs on each dataset."),
     option(1e-6, float, "--alpha", help="Chance that a correct release is flagged."),
     option(
@@ -45,18 +52,22 @@ def audit_cmd(**kw: Any) -> None:
     Exit status 1 if the bound exceeds the claim (the release leaks more than it says), 0 otherwise.
 
     Example: dpmap audit --resolution 7 --epsilon 1 --runs 400
+
+    A zone release: dpmap audit --zones --epsilon 1 --runs 400
     """
     import json
 
     from dpmap.audit import audit
 
-    own = {key: kw.pop(key) for key in ("discovery", "runs", "alpha", "level")}
+    own = {key: kw.pop(key) for key in ("discovery", "zones", "runs", "alpha", "level")}
     as_json = kw.pop("json")
     values = table_values(kw, "audit")
     params = {
         k: v
         for k, v in values.items()
-        if k in parameters.AUDIT_PARAMETERS and not (k == "bounds" and v is None)
+        if k in parameters.AUDIT_PARAMETERS
+        and not (k == "bounds" and v is None)
+        and not (k == "resolution" and v is None and own["zones"])
     }
     console = Console(stderr=True, highlight=False, quiet=as_json)
     with console.status("auditing…") as status:

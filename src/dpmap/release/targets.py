@@ -41,7 +41,7 @@ class EpsilonPlan:
     moe: float
     target_moe: float
     statistic: str
-    resolution: int | tuple[int, ...]
+    resolution: int | tuple[int, ...] | None
     mechanism: str
     delta: float
     area_km2: float | None = None
@@ -50,6 +50,8 @@ class EpsilonPlan:
     perimeter_km: float | None = None
     expected_total: float | None = None
     noise_moe: float | None = None
+    zones: int | None = None
+    by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -60,6 +62,14 @@ class EpsilonPlan:
 
     def __str__(self) -> str:
         res = self.resolution
+        delta = f", δ = {self.delta:.3g}" if self.delta else ""
+        if res is None:  # a zone release: each district is one noisy value
+            return (
+                f"ε = {self.epsilon:.4g}{delta} ({self.mechanism}) gives a 95% margin of error "
+                f"of ±{self.moe:.4g} (target ±{self.target_moe:.4g}) on each zone's "
+                f"{self.statistic} ({self.zones} public zones named by {self.by!r}, each "
+                "released directly: no roll-up, no border error)"
+            )
         finest = res[-1] if isinstance(res, tuple) else res
         where = (
             f"each cell's {self.statistic}"
@@ -67,7 +77,6 @@ class EpsilonPlan:
             else f"the total {self.statistic} over {format_area(self.area_km2)} km² "
             f"(≈{self.cells:.3g} cells)"
         )
-        delta = f", δ = {self.delta:.3g}" if self.delta else ""
         levels = "/".join(map(str, res)) if isinstance(res, tuple) else str(res)
         what = (
             "a 95% margin of error"
@@ -101,6 +110,11 @@ class EpsilonPlan:
 
 def _plan_spec(params: dict[str, Any], statistic: str) -> dict[str, Any]:
     params = dict(params)
+    by = params.pop("by", None)
+    if params.get("zones") is not None:
+        params["zones"] = grid.to_zones(params["zones"], by)
+    elif by is not None:
+        raise SpecError(f"by={by!r} names the zones' column; pass zones=<GeoDataFrame> with it")
     for k in ("region", "ledger", "dataset", "diagnostics", "title", "integers"):
         params.pop(k, None)  # they do not change the noise
     if statistic not in STATS:
@@ -264,11 +278,21 @@ def plan_epsilon(
         H3 resolution (a list plans a hierarchical release, judged by the finest level's
         noise before consistency, an upper bound). ``None`` together with ``epsilon=`` and
         ``area_km2``: pick the resolution instead, see :func:`plan_resolution`.
+    zones, by
+        Plan a zone release (:func:`dpmap.release` with ``zones=``/``by=``): "what ε gives
+        ±``target_moe`` per district?". Each zone is one noisy value, so the target is the
+        margin of one zone's count (or sum), like one cell's; leave out ``resolution``
+        and ``area_km2`` (no roll-up, no border error). The zones are checked as a release
+        checks them. With ``quantiles=``/``value_bands=`` the count and sum get
+        ``1 − histogram_share`` of ε, which the plan accounts.
 
     Privacy
     -------
     Touches no data and spends no budget.
     """
+    if params.get("zones") is not None:
+        border = (area_km2, expected_total, perimeter_km)
+        return _plan_zones(target_moe, resolution, statistic, border, rtol, params)
     if resolution is None:
         if "epsilon" not in params or area_km2 is None:
             raise SpecError(
@@ -416,6 +440,12 @@ def plan_resolution(
     """
     if "resolution" in params:
         raise SpecError("plan_resolution chooses the resolution; do not pass resolution=")
+    if params.get("zones") is not None:
+        raise SpecError(
+            "plan_resolution chooses an H3 resolution for roll-ups, but a zone release has none "
+            "(each zone is one noisy value); to plan ε per zone use plan_epsilon(target_moe=..., "
+            "zones=..., by=...)"
+        )
     target, area = _check_target(target_moe, area_km2)
     if area is None:
         raise SpecError("plan_resolution needs area_km2=<the size of the area whose total matters>")
@@ -471,4 +501,53 @@ def plan_resolution(
         f"at ε = {eps:g} no resolution reaches ±{target:g} on the total over {area:g} km² with "
         f"about {total:g} expected in it: the narrowest expected 95% interval is ±{best[0]:.4g} "
         f"at resolution {best[1]} (finer cells add noise, coarser cells add border error); {fix}"
+    )
+
+
+def _plan_zones(
+    target_moe: Any,
+    resolution: Any,
+    statistic: str,
+    border: tuple[Any, Any, Any],
+    rtol: float,
+    params: dict[str, Any],
+) -> EpsilonPlan:
+    """:func:`plan_epsilon` for a zone release: the smallest ε whose 95% margin of one zone's
+    count (or sum) meets the target (every zone is one noisy value with the same noise)."""
+    if "epsilon" in params:
+        raise SpecError(
+            "plan_epsilon finds ε; do not pass epsilon= (plan_resolution does not apply to zones)"
+        )
+    if resolution is None or isinstance(resolution, (list, tuple)) or resolution != 7:
+        raise SpecError(
+            f"zones= and resolution={resolution!r} exclude each other: a zone release has one "
+            "row per zone, not H3 cells; drop the resolution"
+        )
+    if any(v is not None for v in border):
+        raise SpecError(
+            "area_km2=, expected_total= and perimeter_km= plan a roll-up of H3 cells over an "
+            "area; with zones= each zone is released directly, so its margin is one value's: "
+            "drop them"
+        )
+    target, _area = _check_target(target_moe, None)
+    if not 0 < rtol < 0.1:
+        raise SpecError(f"rtol must be in (0, 0.1), got {rtol!r}")
+    params = _plan_spec(params, statistic)
+    zones = params["zones"]
+
+    def moe(eps: float) -> float:
+        return float(_noise_at(params, eps, None, statistic)[0].moe95)
+
+    eps = _smallest_epsilon(moe, target, rtol)
+    plan = _noise_at(params, eps, None, statistic)[1]
+    return EpsilonPlan(
+        epsilon=eps,
+        moe=moe(eps),
+        target_moe=target,
+        statistic=statistic,
+        resolution=None,
+        mechanism=str(plan.spec.mechanism),
+        delta=float(plan.delta),
+        zones=len(zones),
+        by=zones.by,
     )
