@@ -375,3 +375,52 @@ def test_publish_nulls_every_number_of_a_hidden_row_and_flags_only_shown_sums() 
     assert not every.columns["suppressed"].any()
     assert np.array_equal(every.columns["count"], count)
     assert every.sums_at_limit == 4
+
+
+def test_press_tables_carry_quantiles_and_value_bands() -> None:
+    """A zone release's press table (and a roll-up's) shows the quantiles with their 95%
+    intervals widened outwards and the value bands in whole records; hidden rows stay
+    'hidden' and category totals leave them empty."""
+    import geopandas as gpd
+    import shapely
+
+    from common import REGION
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    x0, y0, x1, y1 = REGION.bounds
+    pts = pd.DataFrame(
+        {
+            "lng": rng.uniform(x0, x1, n),
+            "lat": rng.uniform(y0, y1, n),
+            "pid": [f"p{i}" for i in range(n)],
+            "amount": rng.lognormal(8, 1.5, n),
+            "creditor": rng.choice(["bank", "utility"], n),
+        }
+    )
+    mid = (x0 + x1) / 2
+    zones = gpd.GeoDataFrame(
+        {"name": ["w", "e"]},
+        geometry=[shapely.box(x0, y0, mid, y1), shapely.box(mid, y0, x1, y1)],
+        crs="EPSG:4326",
+    )
+    kw = dict(epsilon=1.0, person="pid", value="amount", bounds=(0, 50_000))
+    kw |= dict(quantiles=[0.5], value_bands=[0, 1000, 50_000])
+    rel = dpmap.release(
+        pts, zones=zones, by="name", category="creditor", categories=["bank", "utility"], **kw
+    )
+    t = rel.table().table
+    shown = t[(t["category"] != "total") & ~t["suppressed"]]
+    assert len(shown) >= 2
+    assert (shown["q50_lo_display"].astype(float) <= shown["q50_lo"] + 1e-9).all()
+    assert (shown["q50_hi_display"].astype(float) >= shown["q50_hi"] - 1e-9).all()
+    q = shown["q50_display"].astype(float)
+    assert ((shown["q50_lo_display"].astype(float) <= q) & (q <= shown["q50_hi_display"])).all()
+    assert (shown["band_0_1000_display"].astype(float) % 1 == 0).all()
+    assert (t.loc[t["suppressed"], "q50_display"] == "hidden").all()
+    assert (t.loc[t["category"] == "total", "q50_display"] == "").all()
+    assert "q50 is the median" in rel.table().notes
+    rollup = dpmap.release(pts, region=REGION, resolution=7, **kw)
+    r = rollup.table(zones, by="name").table
+    assert {"q50_display", "band_0_1000_lo_display", "band_0_1000_hi_display"} <= set(r.columns)
+    assert (r["band_0_1000_lo_display"].astype(float) <= r["band_0_1000_hi_display"]).all()

@@ -528,3 +528,9 @@ def test_cli_overlapping_zones_name_them(tmp_path: Path, capsys: Any) -> None:
     err = capsys.readouterr().err
     assert code == 2 and "zones 'a' and 'b' overlap" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t.csv").exists() and not (tmp_path / "t.manifest.json").exists()
+
+
+def test_a_zone_release_says_zones_in_its_repr() -> None:
+    rel = dpmap.release(zone_points(50), zones=ZONES, by="name", epsilon=1.0, person="pid")
+    assert repr(rel).startswith(f"<dpmap.Release: {len(ZONES)} zones (by 'name'), ε = 1,")
+    assert "resolution" not in repr(rel)

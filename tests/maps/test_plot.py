@@ -325,3 +325,19 @@ def test_release_methods_map_the_total_of_a_categorised_release(tmp_path):
     assert "total" not in one._suptitle.get_text()
     out = rel.to_html(tmp_path / "total.html")
     assert "total of all categories" in out.read_text("utf-8")
+
+
+def test_a_quantile_column_maps_its_interval_as_the_uncertainty(release):
+    """q50 has no _moe column: the uncertainty panel shows half its 95% interval's width."""
+    table = release.copy()
+    table["q50"] = 3000.0
+    table["q50_lo"], table["q50_hi"] = 2000.0, 6000.0  # half-width 2000: relative 2/3
+    fig = plot_release(table, MANIFEST, column="q50")
+    from matplotlib import colormaps
+
+    from dpmap.maps.static import MOE_CMAP, REL_MOE_CAP
+
+    expected = colormaps[MOE_CMAP]((2000 / 3000) / REL_MOE_CAP)
+    panel = next(ax for ax in fig.axes if ax.get_title().startswith("uncertainty"))
+    faces = np.concatenate([c.get_facecolors() for c in panel.collections if len(c.get_paths())])
+    assert np.isclose(faces, expected, atol=1e-6).all(axis=1).any()

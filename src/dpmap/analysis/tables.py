@@ -43,6 +43,7 @@ Privacy
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ from dpmap.designs.base import manifest_noise_variance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, SpecError
 from dpmap.io import atomic_write, manifest_path
+from dpmap.spec import band_name, quantile_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
@@ -317,6 +319,11 @@ def press_table(
         for k, v in shown.items():
             out[k] = v
         extra.update(unrounded)
+    quantiles, value_bands = distribution_names(rel.manifest)
+    shown_d, unrounded_d = _distribution_columns(long, quantiles, value_bands)
+    for k, v in shown_d.items():
+        out[k] = v
+    extra.update(unrounded_d)
     for col in ("coverage", "cells"):
         if col in long.columns:
             out[col] = long[col].to_numpy()
@@ -327,6 +334,7 @@ def press_table(
     manifest = rel.manifest
     place = "zone" if zone_column(manifest) is not None else None  # a zone release's rows
     rules = _rules(stats, sum_unit, mean_unit, bands, kind, place)
+    rules.update(_distribution_rules(quantiles, value_bands, kind))
     notes = _notes(manifest, rules, notes_extra, unbiased)
     table_manifest = {
         "dpmap_press_table": 1,
@@ -479,7 +487,8 @@ def _notes(
         "",
         "How to read this table:",
     ]
-    order = ["count", "sum", "mean", "intervals", "reliability", "hidden", "totals"]
+    order = ["count", "sum", "mean", "quantiles", "value_bands", "intervals", "reliability"]
+    order += ["hidden", "totals"]
     if unbiased:
         order.append("unbiased")
     lines += [f"- {rules[k]}" for k in order if k in rules]
@@ -494,6 +503,97 @@ def _notes(
         + ": the true (bounded) value lies within ± the margin in at least 19 of 20 rows"
     )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# quantiles and value bands
+
+
+def distribution_names(manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The quantile columns (``q50``, …) and value-band columns (``band_0_1000``, …) a
+    release publishes, from its manifest (none without a value histogram)."""
+    vd = manifest.get("value_distribution") or {}
+    quantiles = [quantile_name(float(p)) for p in vd.get("quantiles") or ()]
+    bands = [
+        band_name(float(a), float(b)) for a, b in itertools.pairwise(vd.get("value_bands") or ())
+    ]
+    return quantiles, bands
+
+
+def _copy_distribution(source: pd.DataFrame, df: pd.DataFrame, manifest: Any) -> None:
+    """Copy the quantile and band columns (with their intervals and margins) into ``df``."""
+    suffixes = ("", "_lo", "_hi", "_moe")
+    for col in source.columns:
+        name = str(col)
+        base = next((name[: -len(x)] for x in suffixes[1:] if name.endswith(x)), name)
+        if (base.startswith("band_") or (base[:1] == "q" and base[1:2].isdigit())) and (
+            name in {base + x for x in suffixes}
+        ):
+            df[name] = pd.array(source[col], dtype="Float64").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+
+
+def _distribution_columns(
+    long: pd.DataFrame, quantiles: list[str], value_bands: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Display columns of the quantiles (``q50_display``, ``q50_lo_display``,
+    ``q50_hi_display``: the interval widened outwards to three significant figures, the
+    point rounded to the same unit) and of the value bands (whole records, margins rounded
+    up, a roll-up's interval), and their unrounded columns. Rows without them (a category
+    total) are left empty."""
+    hidden = long["hidden"].to_numpy(dtype=bool)
+    nodata = long["nodata"].to_numpy(dtype=bool)
+    shown: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for q in (q for q in quantiles if q in long.columns):
+        v, lo, hi = (long[c].to_numpy(dtype=np.float64) for c in (q, f"{q}_lo", f"{q}_hi"))
+        units = _unit_of(np.fmax(np.abs(lo), np.abs(hi)), 3, 1.0)
+        shown[f"{q}_display"] = _display(
+            np.clip(_round_to(v, units), lo, hi), np.zeros(len(v)), hidden, nodata,
+            kind="mean", unit=None, floor_zero=False,
+        )[0]  # fmt: skip
+        shown[f"{q}_lo_display"], shown[f"{q}_hi_display"] = _interval_display(
+            lo, hi, hidden, nodata, floor_zero=False
+        )
+        raw.update({q: v, f"{q}_lo": lo, f"{q}_hi": hi})
+    for b in (b for b in value_bands if b in long.columns):
+        v = long[b].to_numpy(dtype=np.float64)
+        moe = long[f"{b}_moe"].to_numpy(dtype=np.float64)
+        shown[f"{b}_display"], shown[f"{b}_moe_display"] = _display(
+            v, moe, hidden, nodata, kind="count", unit=None, floor_zero=True
+        )
+        raw.update({f"{b}_unbiased": v, f"{b}_moe": moe})
+        if f"{b}_lo" in long.columns:
+            lo, hi = long[f"{b}_lo"].to_numpy(), long[f"{b}_hi"].to_numpy()
+            shown[f"{b}_lo_display"], shown[f"{b}_hi_display"] = _interval_display(
+                np.asarray(lo, np.float64), np.asarray(hi, np.float64), hidden, nodata,
+                floor_zero=True,
+            )  # fmt: skip
+    return shown, raw
+
+
+def _distribution_rules(quantiles: list[str], value_bands: list[str], kind: str) -> dict[str, str]:
+    rules = {}
+    if quantiles:
+        rules["quantiles"] = (
+            f"quantiles ({', '.join(quantiles)}; q50 is the median) from the release's noisy "
+            "value histogram: *_lo_display – *_hi_display is a 95% interval for the true "
+            "quantile (widened outwards to three significant figures), the value shown is "
+            "rounded to the same unit; empty for a category total"
+        )
+    if value_bands:
+        rules["value_bands"] = (
+            "value bands (band_a_b: how many records have a value in [a, b)) rounded to whole "
+            "records, never below 0, margins rounded up"
+            + (
+                "; *_lo_display – *_hi_display is their 95% interval, border included"
+                if kind == "zones"
+                else ""
+            )
+            + "; empty for a category total"
+        )
+    return rules
 
 
 # ---------------------------------------------------------------------------------------
@@ -537,6 +637,7 @@ def _cells_frame(rel: Release, totals: bool) -> tuple[pd.DataFrame, list[str], l
             else:
                 df[f"{s}_var"] = manifest_noise_variance(m["statistics"][s])
         df[f"{s}_moe"] = moe
+    _copy_distribution(cells, df, m)
     if "mean" in cells.columns:
         df["mean_shown"] = cells["mean"].to_numpy(dtype=np.float64)
         df["mean"] = df["mean_shown"]
@@ -683,6 +784,7 @@ def _rollup_frame(rollup: pd.DataFrame, totals: bool) -> tuple[pd.DataFrame, lis
     for col in ("coverage", "cells"):
         if col in rollup.columns:
             df[col] = rollup[col].to_numpy()
+    _copy_distribution(rollup, df, None)
     df["hidden"] = False
     df["nodata"] = np.isnan(df["count"].to_numpy())
     if has_cat and totals:

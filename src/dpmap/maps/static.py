@@ -178,8 +178,12 @@ def _check_path(path: str | os.PathLike[str] | None) -> Path | None:
 
 
 def _moe_values(layer: MapLayer) -> np.ndarray:
-    """The margin of error of the mapped column, for the uncertainty panel."""
+    """The margin of error of the mapped column, for the uncertainty panel: its ``_moe``
+    column, or half the width of its 95% interval (``_lo``, ``_hi``: a quantile)."""
     moe_column = f"{layer.column}_moe"
+    lo, hi = f"{layer.column}_lo", f"{layer.column}_hi"
+    if moe_column not in layer.table.columns and {lo, hi} <= set(layer.table.columns):
+        return (numeric_column(layer.table, hi) - numeric_column(layer.table, lo)) / 2
     if moe_column not in layer.table.columns:
         raise SpecError(
             f"show_uncertainty=True needs the margin-of-error column {moe_column!r}, "

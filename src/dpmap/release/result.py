@@ -117,8 +117,14 @@ class Release:
 
     def __repr__(self) -> str:
         m = self._manifest
+        by = (m.get("cell_selection") or {}).get("by")
+        n = len(self._cells)
+        if m.get("resolution") is None and by:
+            rows = f"{n} zones (by {by!r})"
+        else:
+            rows = f"{n} rows at H3 resolution {m['resolution']}"
         return (
-            f"<dpmap.Release: {len(self._cells)} rows at H3 resolution {m['resolution']}, "
+            f"<dpmap.Release: {rows}, "
             f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
             f"{int(self._cells['suppressed'].sum())} suppressed>"
         )
