@@ -32,7 +32,7 @@ import numpy as np
 from dpmap import grid
 from dpmap._privacy.adaptive import gathered, then_laplace
 from dpmap._privacy.bounding import Sensitivity, histogram_sensitivity, sqrt_up
-from dpmap._privacy.noise import NoisePlan
+from dpmap._privacy.noise import NoisePlan, StatisticNoise, statistic_noise
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs import hierarchy
@@ -45,7 +45,7 @@ from dpmap.designs.distribution import (
 )
 from dpmap.designs.flat import region_selection
 from dpmap.errors import SpecError
-from dpmap.spec import ReleaseSpec
+from dpmap.spec import Mechanism, ReleaseSpec
 
 __all__ = [
     "Adaptive",
@@ -53,6 +53,7 @@ __all__ = [
     "LeafRun",
     "histogram_chain",
     "leaf_histogram",
+    "leaf_histogram_noise",
     "leaf_histogram_sensitivity",
     "leaf_of_finest",
 ]
@@ -140,6 +141,16 @@ def leaf_histogram_sensitivity(spec: ReleaseSpec, resolution: int) -> Sensitivit
         l2=sqrt_up(depth * packed * linf**2),
         linf=min(l0, children) * linf,
     )
+
+
+def leaf_histogram_noise(
+    spec: ReleaseSpec, root: int, scale: float, epsilon: float
+) -> dict[str, StatisticNoise]:
+    """The manifest's ``hist`` statistic of an adaptive release, whose published leaves can
+    be as coarse as ``root`` (L2 and L∞ there; L1, which the Laplace noise is calibrated to,
+    is the flat release's)."""
+    sensitivity = leaf_histogram_sensitivity(spec, root)
+    return {"hist": statistic_noise("hist", "hist", sensitivity, Mechanism.LAPLACE, scale, epsilon)}
 
 
 class Adaptive:

@@ -77,7 +77,7 @@ from dpmap.designs.adaptive import (
     FinestHistogram,
     LeafRun,
     histogram_chain,
-    leaf_histogram_sensitivity,
+    leaf_histogram_noise,
 )
 from dpmap.designs.base import (
     Correlation,
@@ -410,15 +410,7 @@ def grid_noise_plan(plan: GridPlan) -> Any:
             plan.total_epsilon,
         )
     if plan.hist_scale is not None:
-        # the published cells can be as coarse as the root: L2 and L∞ there (L1: the flat one)
-        per["hist"] = statistic_noise(
-            "hist",
-            "hist",
-            leaf_histogram_sensitivity(plan.spec, plan.root),
-            Mechanism.LAPLACE,
-            plan.hist_scale,
-            plan.hist_epsilon,
-        )
+        per |= leaf_histogram_noise(plan.spec, plan.root, plan.hist_scale, plan.hist_epsilon)
     what = (
         ("total, " if plan.total_scale is not None else "")
         + "decision, first- and second-level counts"

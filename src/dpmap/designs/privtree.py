@@ -72,7 +72,7 @@ from dpmap.designs.adaptive import (
     FinestHistogram,
     LeafRun,
     histogram_chain,
-    leaf_histogram_sensitivity,
+    leaf_histogram_noise,
 )
 from dpmap.designs.base import (
     Correlation,
@@ -399,15 +399,7 @@ def adaptive_noise_plan(plan: AdaptivePlan) -> Any:
                 key, s, level_sensitivities(plan.spec, r)[s], Mechanism.LAPLACE, scale, eps_d
             )
     if plan.hist_scale is not None:
-        # the leaves can be as coarse as the root: L2 and L∞ there (L1 is the flat one)
-        per["hist"] = statistic_noise(
-            "hist",
-            "hist",
-            leaf_histogram_sensitivity(plan.spec, plan.root),
-            Mechanism.LAPLACE,
-            plan.hist_scale,
-            plan.hist_epsilon,
-        )
+        per |= leaf_histogram_noise(plan.spec, plan.root, plan.hist_scale, plan.hist_epsilon)
     parts = "PrivTree split + " + ("internal-node and leaf" if plan.has_internal else "leaf")
     parts += " counts" + (" + leaf value histogram" if plan.hist_scale is not None else "")
     return pure_dp_plan(plan, per, parts, _compositor(plan))
