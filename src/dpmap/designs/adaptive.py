@@ -144,7 +144,7 @@ def leaf_histogram_sensitivity(spec: ReleaseSpec, resolution: int) -> Sensitivit
 
 
 def leaf_histogram_noise(
-    spec: ReleaseSpec, root: int, scale: float, epsilon: float
+    spec: ReleaseSpec, root: int, scale: float, epsilon: float | None
 ) -> dict[str, StatisticNoise]:
     """The manifest's ``hist`` statistic of an adaptive release, whose published leaves can
     be as coarse as ``root`` (L2 and L∞ there; L1, which the Laplace noise is calibrated to,
