@@ -22,7 +22,9 @@ Run it (from the repository root)::
     .venv/bin/python examples/district_table.py --small    # 20,000 records
 
 Files written to ``--out`` (default ``out/examples/district_table``):
-``district_table.csv`` with ``district_table.manifest.json``, and the press table
+``district_table.csv`` with ``district_table.manifest.json`` and
+``district_table.histogram.parquet`` (the noisy value histogram the quantiles come from:
+anyone can add districts up from it), and the press table
 ``district_press_table.csv`` (with its manifest and notes). Needs ``pip install 'dpmap[demo]'``.
 """
 

@@ -186,6 +186,7 @@ def test_district_table(tmp_path: Path) -> None:
         [
             "district_table.csv",
             "district_table.manifest.json",
+            "district_table.histogram.parquet",  # the noisy value histogram, for roll-ups
             "district_press_table.csv",
             "district_press_table.manifest.json",
             "district_press_table.notes.txt",
