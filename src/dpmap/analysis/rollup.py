@@ -17,6 +17,7 @@ from dpmap.analysis.totals import (
     weighted_totals,
 )
 from dpmap.analysis.zones import SEGMENT_DEG, equal_area, overlay, zone_polygons
+from dpmap.designs import design_of
 from dpmap.designs.distribution import manifest_border_intervals, manifest_histogram_columns
 from dpmap.errors import DpmapWarning, SpecError
 
@@ -48,8 +49,10 @@ def aggregate_to(
     [``sum``, ``sum_moe``, ``sum_lo``, ``sum_hi``], ``coverage`` (share of the polygon's
     area covered by released cells), ``cells`` (released cells sharing area with it) and
     the polygon's ``geometry``. A polygon that no released cell touches has null numbers
-    and coverage 0; when no polygon shares area with any released cell (a wrong CRS or the
-    wrong file), a one-line :class:`~dpmap.SpecError` names both bounds. A release with
+    and coverage 0; when no polygon shares area with any cell of a release over a public
+    region (a wrong CRS or the wrong file), a one-line :class:`~dpmap.SpecError` names both
+    bounds (a release whose cells were chosen privately publishes only some cells, so there
+    a polygon away from all of them is an honest question, answered with nulls). A release with
     quantiles or value bands adds their columns (``q50``, ``q50_lo``, ``q50_hi``,
     ``band_a_b``, ``band_a_b_moe``, ``band_a_b_lo``, ``band_a_b_hi``, …) before
     ``coverage``, from the cells' noisy value histograms (see :func:`distribution_totals`).
@@ -110,7 +113,8 @@ def aggregate_to(
     else:  # pragma: no cover - a release always has cells over a region
         cell = group = np.zeros(0, dtype=np.int64)
         weight = area = np.zeros(0)
-    _check_some_overlap(rows, polys, area)
+    if design_of(rel.manifest).kind != "discovery":  # cells chosen privately: absent = 0
+        _check_some_overlap(rows, polys, area)
     _check_hidden(rows, cell, group, keys)
     import shapely
 
