@@ -271,7 +271,8 @@ def border_intervals(
     (y_in, var_in), (y_b, var_b) = inside, border
     _p, r = projection(tree.branching, tree.depth)
     cdf_in, cdf_b = np.asarray(y_in) @ r.T, np.asarray(y_b) @ r.T
-    vi, vb = np.asarray(var_in)[:, None], np.asarray(var_b)[:, None]
+    var_in1, var_b1 = np.asarray(var_in, np.float64), np.asarray(var_b, np.float64)
+    vi, vb = var_in1[:, None], var_b1[:, None]
     norm = lambda a: np.einsum("ij,ij->i", a, a)[None, :]  # noqa: E731
     zf = cdf_band_z(tree.branching, tree.depth, str(mechanism), scale)
     sd_f, sd_a = np.sqrt(vb * norm(r)), np.sqrt(vb * norm(r[-1] - r))
@@ -298,7 +299,6 @@ def border_intervals(
         n_in = f_in[:, kb] - f_in[:, ka]
         n_b = f_b[:, kb] - f_b[:, ka]
         name = band_name(a, b)
-        var_in1, var_b1 = np.asarray(var_in), np.asarray(var_b)
         out[f"{name}_lo"] = np.maximum(n_in - z * np.sqrt(var_in1 * w), 0.0)
         out[f"{name}_hi"] = np.maximum(n_in + n_b + z * np.sqrt((var_in1 + var_b1) * w), 0.0)
     return out
