@@ -33,6 +33,9 @@ class Diagnostics:
     rows_missing_person: int = 0
     rows_missing_value: int = 0
     rows_other_category: int = 0
+    #: panels: rows without a time, and rows whose time lies outside every public period
+    rows_missing_time: int = 0
+    rows_outside_periods: int = 0
     values_clamped: int = 0
     records_cut_by_bounding: int = 0
     records_used: int = 0

@@ -186,6 +186,27 @@ def _pair(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _periods(value: Any) -> Any:
+    """--periods: '2026-01..2026-12' -> a pandas PeriodIndex (frequency from the labels:
+    2026 years, 2026Q1 quarters, 2026-01 months, 2026-01-05 days); 'a,b,c' -> edges."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if ".." in text:
+        import pandas as pd
+
+        first, _, last = text.partition("..")
+        try:
+            a, b = pd.Period(first.strip()), pd.Period(last.strip())
+            return pd.period_range(a, b, freq=a.freq)
+        except (ValueError, TypeError) as exc:
+            raise SpecError(
+                f"--periods {value!r}: cannot read the periods ({exc}); use FIRST..LAST such as "
+                "2026-01..2026-12 (months), 2026Q1..2026Q4 or 2020..2026 (years)"
+            ) from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _path_text(value: Any) -> Any:
     return str(value)
 
@@ -377,6 +398,31 @@ PARAMETERS: tuple[Parameter, ...] = (
         _SPEC_NOT_CLI_AUDIT,
     ),
     _p(
+        "time",
+        "str | None",
+        None,
+        "Panel releases: the date column (datetime or ISO date text); one row per (cell, "
+        "period) for the public --periods (needs --max-periods).",
+        _DATA,
+    ),
+    _p(
+        "periods",
+        "Any",
+        None,
+        "Panel releases: the PUBLIC periods, FIRST..LAST of one frequency (2026-01..2026-12) or "
+        "comma-separated edges (2026-01-01,2026-07-01,2027-01-01); never read from the data.",
+        _DATA,
+        cli_type=str | None,
+        convert=_periods,
+    ),
+    _p(
+        "max_periods",
+        "int | None",
+        None,
+        "Panel releases: periods one person may count in (the bound across time).",
+        _DATA,
+    ),
+    _p(
         "selection",
         "str",
         "random",
@@ -486,6 +532,14 @@ PARAMETERS: tuple[Parameter, ...] = (
         cli_type=Path | None,
     ),
     _p("dataset", "str | None", None, "Dataset name in the ledger.", _RUN),
+    _p(
+        "period",
+        "str | None",
+        None,
+        "The period this release covers, e.g. 2026-01 (a pd.Period works too): stored in the "
+        "manifest, so that series and trends line monthly releases up.",
+        _RUN,
+    ),
     _p(
         "title",
         "str | None",

@@ -20,6 +20,7 @@ import numpy as np
 
 from dpmap.errors import SpecError
 from dpmap.grid import Zones, check_resolution
+from dpmap.periods import Periods, check_periods
 from dpmap.valuetree import ValueTree
 
 __all__ = [
@@ -213,6 +214,12 @@ class ReleaseSpec:
         noised with ``people_share`` of the ε left after the histogram (count and sum share
         the rest). Needs ``person`` and ``max_records_per_cell > 1`` (otherwise it equals
         the count).
+    time, periods, max_periods
+        A panel release: the date column, the PUBLIC periods (:mod:`dpmap.periods`: a pandas
+        PeriodIndex or explicit edges, never read from the data) and the most periods one
+        person may count in. One row per (cell, period); each person keeps at most
+        ``max_periods`` periods, ``max_cells`` cells in each and ``max_records_per_cell``
+        records per (cell, period).
     """
 
     resolution: Any = None
@@ -240,6 +247,9 @@ class ReleaseSpec:
     histogram_share: float = 0.5
     people: bool = False
     people_share: float = 0.5
+    time: str | None = None
+    periods: Periods | None = field(default=None, repr=False)
+    max_periods: int | None = None
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -256,6 +266,7 @@ class ReleaseSpec:
         self._check_count_share()
         self._check_distribution()
         self._check_people()
+        self._check_panel()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -418,6 +429,39 @@ class ReleaseSpec:
                 "people=True"
             )
 
+    def _check_panel(self) -> None:
+        """A panel: a time column with its public periods and, per person, ``max_periods``."""
+        self._set("time", _column(self.time, "time", optional=True))
+        if self.time is None:
+            for name in ("periods", "max_periods"):
+                if getattr(self, name) is not None:
+                    raise SpecError(
+                        f"{name}= applies to a panel release over time; pass time='<date column>' "
+                        f"with periods= and max_periods=, or drop {name}="
+                    )
+            return
+        if self.periods is None:
+            raise SpecError(
+                f"time={self.time!r} needs the PUBLIC periods (never read from the data); pass "
+                "periods=pd.period_range('2026-01', '2026-12', freq='M') or edges"
+            )
+        self._set("periods", check_periods(self.periods))
+        if self.max_periods is None:
+            if self.person is not None:
+                raise SpecError(
+                    f"a panel over {len(self.periods)} periods needs max_periods, the most periods "
+                    f"one person may count in; pass e.g. max_periods={len(self.periods)} (every "
+                    "period) or fewer for less noise"
+                )
+        else:
+            self._set("max_periods", _whole(self.max_periods, "max_periods", 1))
+        if self.hierarchical:
+            raise SpecError(
+                f"a panel (time=) is released at one resolution or over zones, got "
+                f"resolution={list(self.levels)!r}; pass one resolution, e.g. "
+                f"resolution={self.levels[-1]}"
+            )
+
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
         self._set("selection", Selection.parse(self.selection, "selection"))
@@ -433,7 +477,9 @@ class ReleaseSpec:
                 )
 
     def _check_distinct_columns(self) -> None:
-        names = [c for c in (self.lat, self.lng, self.person, self.value, self.category) if c]
+        names = [
+            c for c in (self.lat, self.lng, self.person, self.value, self.category, self.time) if c
+        ]
         if len(set(names)) != len(names):
             raise SpecError(
                 f"the same column is used for two roles: {names!r}; pass distinct columns"
@@ -556,8 +602,28 @@ class ReleaseSpec:
 
     @property
     def l0(self) -> int:
-        """Cells one person may touch (1 when each row is a person)."""
-        return 1 if self.person is None else self.max_cells
+        """Keys one person may touch: cells, or (cell, period) pairs of a panel (1 when each
+        row is a person)."""
+        return 1 if self.person is None else self.max_cells * self.periods_per_person
+
+    @property
+    def periods_per_person(self) -> int:
+        """Periods one person may count in: ``max_periods`` (at most the number of periods),
+        1 without a panel or when each row is a person."""
+        if self.periods is None or self.person is None or self.max_periods is None:
+            return 1
+        return min(self.max_periods, len(self.periods))
+
+    @property
+    def panel(self) -> bool:
+        """Whether this is a panel release (one row per cell and period)."""
+        return self.periods is not None
+
+    @property
+    def rows_per_key(self) -> int:
+        """Published rows per cell (or zone): periods × categories (1 for neither)."""
+        periods = len(self.periods) if self.periods is not None else 1
+        return periods * (len(self.categories) if self.categories else 1)
 
     @property
     def linf(self) -> int:
@@ -632,6 +698,10 @@ class ReleaseSpec:
         out = self._public_parameters()
         if self.zones is not None:
             out["zones"] = self.zones.describe()
+        if self.periods is not None:
+            out["time"] = self.time
+            out["periods"] = self.periods.describe()
+            out["max_periods"] = self.max_periods
         return out
 
     def _public_parameters(self) -> dict[str, Any]:

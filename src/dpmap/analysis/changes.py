@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap._privacy.postprocess import Z95
-from dpmap.analysis.totals import STATS, is_release, levels_of
+from dpmap.analysis.totals import STATS, is_release, levels_of, panel_periods
 from dpmap.analysis.zones import RESULT_COLUMNS
 from dpmap.designs.base import manifest_noise_variance
 from dpmap.designs.zones import zone_column
@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from dpmap.release import Release
 
 
-def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
+def compare(
+    a: Any, b: Any = None, *, by: str | None = None, periods: tuple[Any, Any] | None = None
+) -> Any:
     """Change from ``a`` to ``b``, with margins, cell by cell or polygon by polygon.
 
     Two :class:`~dpmap.Release` objects
@@ -42,6 +44,12 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
         by a border is not included (it cancels only as far as the records in those cells
         are spread the same way in both releases).
 
+    One panel and ``periods=(p, q)``
+        The change from period ``p`` to period ``q`` of a panel release (``time=``): the
+        same as comparing ``panel.at(p)`` with ``panel.at(q)``. Both periods come from one
+        measurement; their noise is independent (each (cell, period) is noised once), so
+        the margins are as above.
+
     Raises :class:`SpecError` for releases of different regions, resolutions or
     categories, for releases whose cells were chosen privately (they differ between
     releases), and when a file without unbiased estimates hides cells.
@@ -51,6 +59,8 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
     Post-processing of noisy values: no data read, no budget spent. Each release has
     its own ε; publishing both spends both (the ledger records that).
     """
+    if periods is not None or (is_release(a) and panel_periods(a.manifest) is not None):
+        a, b = _panel_periods(a, b, periods)
     if is_release(a) and is_release(b):
         if by is not None:
             raise SpecError("by= applies to comparing roll-ups, not releases; drop by=")
@@ -61,6 +71,27 @@ def compare(a: Any, b: Any, *, by: str | None = None) -> Any:
         f"compare takes two Releases or two roll-ups (results of aggregate_to), got "
         f"{type(a).__name__} and {type(b).__name__}"
     )
+
+
+def _panel_periods(panel: Any, b: Any, periods: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """The two periods of a panel that ``compare(panel, periods=(p, q))`` compares."""
+    labels = panel_periods(panel.manifest) if is_release(panel) else None
+    if labels is None:
+        raise SpecError(
+            "periods= compares two periods of one panel release (made with time= and periods=); "
+            "pass compare(panel, periods=('2026-01', '2026-12')), or compare two releases"
+        )
+    if b is not None:
+        raise SpecError(
+            "compare(panel, other) mixes a panel with another release; pass "
+            f"compare(panel, periods=({labels[0]!r}, {labels[-1]!r})) or compare(panel.at(p), other)"
+        )
+    if periods is None or isinstance(periods, str) or len(periods) != 2:
+        raise SpecError(
+            f"comparing a panel needs two of its periods, got periods={periods!r}; pass "
+            f"periods=({labels[0]!r}, {labels[-1]!r})"
+        )
+    return panel.at(periods[0]), panel.at(periods[1])
 
 
 def _release_rows(rel: Release, label: str) -> tuple[pd.DataFrame, tuple[str, ...]]:

@@ -69,6 +69,23 @@ def is_release(obj: Any) -> bool:
     )
 
 
+def panel_periods(manifest: dict[str, Any]) -> list[str] | None:
+    """The period labels of a panel release (one row per cell and period), None otherwise."""
+    labels = manifest.get("periods")
+    return None if labels is None else [str(p) for p in labels]
+
+
+def check_not_panel(manifest: dict[str, Any], what: str) -> None:
+    """Refuse a whole panel where one period is needed (its rows repeat every cell)."""
+    labels = panel_periods(manifest)
+    if labels is not None:
+        raise SpecError(
+            f"this release is a panel over {len(labels)} periods ({labels[0]} to {labels[-1]}), "
+            f"one row per cell and period; {what} takes one period: pass rel.at({labels[-1]!r}), "
+            "or use dpmap.series / dpmap.trend for all periods"
+        )
+
+
 def levels_of(manifest: dict[str, Any]) -> list[int]:
     """The H3 resolutions of a release (a zone release has none: refused with the fix)."""
     if zone_column(manifest) is not None:
@@ -122,7 +139,9 @@ def _finest_cells(design: Any, source: Any, levels: list[int]) -> np.ndarray:
 def rows_of(rel: Release, resolution: Any = None) -> Rows:
     """The disjoint cells of ``rel`` to add up, with their estimates and how their errors relate
     (asked of the release's design, :func:`dpmap.designs.design_of`)."""
-    m, table, est = rel.manifest, rel.cells, rel.estimates
+    m = rel.manifest
+    check_not_panel(m, "a roll-up")
+    table, est = rel.cells, rel.estimates
     design = design_of(m)
     r = _level_used(m, design, resolution)
     one_level = design.several_levels

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
-from dpmap.analysis.totals import Rows, is_release, rows_of, weighted_totals
+from dpmap.analysis.totals import Rows, is_release, panel_periods, rows_of, weighted_totals
 from dpmap.analysis.zones import overlay, zone_polygons
 from dpmap.designs.base import manifest_noise_variance
 from dpmap.designs.zones import zone_column
@@ -89,6 +89,21 @@ class Panel:
     variances: dict[str, np.ndarray]  # statistic -> (series, periods)
     laplace: bool  # the count noise is (discrete) Laplace
     geometry: np.ndarray | None  # one polygon per series
+
+
+def _panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
+    """A panel release as its periods (one Release each, ``panel.at``), with its public
+    periods (pandas Periods when they have a frequency, so that their spacing counts)."""
+    if not is_release(releases):
+        return releases, periods
+    m = releases.manifest
+    labels = panel_periods(m)
+    if labels is None:
+        return releases, periods
+    if periods is None:
+        freq = ((m.get("parameters") or {}).get("periods") or {}).get("frequency")
+        periods = [pd.Period(x, freq=freq) for x in labels] if freq else labels
+    return [releases.at(x) for x in labels], periods
 
 
 def _check_sequence(releases: Any) -> list[Release]:
@@ -287,6 +302,7 @@ def _zone_totals(
 def _panel(
     releases: Any, zones: Any, by: str | None, periods: Sequence[Any] | None, resolution: Any
 ) -> Panel:
+    releases, periods = _panel_views(releases, periods)
     rels = _check_sequence(releases)
     times, labels = _periods(rels, periods)
     keys, per, geometry = _rows_per_period(rels, zones, by, resolution)

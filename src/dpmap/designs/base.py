@@ -41,12 +41,24 @@ __all__ = [
     "TreeCorrelation",
     "manifest_noise_variance",
     "ncat",
+    "subrows",
 ]
 
 
 def ncat(spec: ReleaseSpec) -> int:
-    """Categories of a release (1 without a breakdown): rows per cell."""
-    return len(spec.categories) if spec.categories else 1
+    """Rows per cell (or zone): periods × categories (1 for neither). A dense vector lays
+    out each cell's rows period by period, and within a period category by category."""
+    return spec.rows_per_key
+
+
+def subrows(spec: ReleaseSpec, rows: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The category and the period index of each row of a dense (cell × period × category)
+    vector of ``rows`` rows (None where the release has no categories / no periods)."""
+    k = len(spec.categories) if spec.categories else 1
+    within = np.tile(np.arange(ncat(spec), dtype=np.int64), rows // max(ncat(spec), 1))
+    category = within % k if spec.categories is not None else None
+    period = within // k if spec.periods is not None else None
+    return category, period
 
 
 def manifest_noise_variance(entry: dict[str, Any]) -> float:
@@ -82,6 +94,8 @@ class Measured:
     resolutions: np.ndarray  # int64 resolution of each row
     #: index into spec.categories of each row (None: no categories)
     category: np.ndarray | None = None
+    #: a panel: index into spec.periods of each row (None: not a panel)
+    period: np.ndarray | None = None
     #: the values to display when they differ from the estimates (e.g. rounded integers)
     shown: Estimates | None = None
     #: what the manifest learns from the noisy values (e.g. an adaptive grid's first level)

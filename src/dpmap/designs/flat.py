@@ -17,7 +17,7 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise, Estimates
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
+from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat, subrows
 from dpmap.designs.distribution import (
     check_histogram_size,
     distribution_manifest,
@@ -119,11 +119,13 @@ class Flat:
         cats = ncat(self.spec)
         noisy, distribution = measure_dense(self.spec, self.noise, aggregates, self.domain, cats)
         rows = len(self.domain) * cats
+        category, period = subrows(self.spec, rows)
         return Measured(
             estimates=noisy_estimates(self.noise, noisy),
             cells=np.repeat(self.domain, cats),
             resolutions=np.full(rows, self.spec.finest),
-            category=category_index(rows, cats) if self.spec.categories is not None else None,
+            category=category,
+            period=period,
             distribution=distribution,
             histogram=noisy.get("hist"),
         )

@@ -23,13 +23,13 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat
+from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat, subrows
 from dpmap.designs.distribution import (
     distribution_manifest,
     explain_distribution,
     measure_dense,
 )
-from dpmap.designs.flat import category_index, independent_correlation, noisy_estimates
+from dpmap.designs.flat import independent_correlation, noisy_estimates
 from dpmap.errors import SpecError
 from dpmap.spec import ZONE_LEVEL, ReleaseSpec
 
@@ -123,11 +123,13 @@ class ZoneRelease:
         domain = self.zones.domain
         noisy, distribution = measure_dense(self.spec, self.noise, aggregates, domain, cats)
         rows = len(domain) * cats
+        category, period = subrows(self.spec, rows)
         return Measured(
             estimates=noisy_estimates(self.noise, noisy),
             cells=np.repeat(domain, cats),
             resolutions=np.full(rows, ZONE_LEVEL),
-            category=category_index(rows, cats) if self.spec.categories is not None else None,
+            category=category,
+            period=period,
             zones=self.zones,
             distribution=distribution,
             histogram=noisy.get("hist"),

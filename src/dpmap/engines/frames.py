@@ -45,6 +45,19 @@ LAT, LNG, PERSON, VALUE, CAT, CELL, PRIO = (
     "__prio",
 )
 
+#: a panel's time (as given, then µs since 1970) and the index of its public period
+TIME, PERIOD = "__time", "__period"
+
+#: the text formats a time column may use (ISO dates and date-times, wall-clock time)
+TIME_FORMATS = (
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+)
+
 #: the leaf of the public value tree of a record's clamped value (quantiles, value bands)
 LEAF = "__leaf"
 
@@ -111,6 +124,7 @@ def check_columns(
         ("person", spec.person),
         ("value", spec.value),
         ("category", spec.category),
+        ("time", spec.time),
     ]
     for role, col in roles:
         if col is not None and col not in schema:
@@ -132,6 +146,8 @@ def check_columns(
                 f"the {role} column {col!r} holds Python objects (dtype Object); convert them to "
                 "strings or integers first, e.g. df[col].astype(str)"
             )
+    if spec.time is not None:
+        _check_time_dtype(spec.time, schema[spec.time])
     for role, col in (("lat", spec.lat), ("lng", spec.lng), ("value", spec.value)):
         if col is not None and not is_numeric(schema[col]):
             if schema[col] in (pl.String, pl.Null) and is_empty():  # a header-only file
@@ -140,6 +156,16 @@ def check_columns(
                 f"the {role} column {col!r} is not numeric (dtype {schema[col]}); convert it to numbers "
                 "first, e.g. pd.to_numeric(df[col], errors='coerce')"
             )
+
+
+def _check_time_dtype(col: str, dtype: pl.DataType) -> None:
+    """A time column holds dates, date-times or ISO text (parsed row by row later)."""
+    if dtype in (pl.Date, pl.String, pl.Null) or isinstance(dtype, pl.Datetime):
+        return
+    raise InputError(
+        f"the time column {col!r} is not a date (dtype {dtype}); convert it first, e.g. "
+        "pd.to_datetime(df[col]) (or unit='s' for seconds since 1970)"
+    )
 
 
 @dataclass
@@ -161,6 +187,9 @@ class RowCounts:
     missing_value: int = 0
     values_clamped: int = 0
     other_category: int = 0
+    missing_time: int = 0
+    bad_time: int = 0
+    outside_periods: int = 0
     rows_left: int = 0
 
     def merge(self, other: RowCounts) -> RowCounts:
@@ -262,6 +291,8 @@ def prepare_rows(
         c.values_clamped = int(((df[VALUE] < lo) | (df[VALUE] > hi)).sum())
         # clamp, then round half up to whole units: exact integer sums, exact sensitivity
         df = df.with_columns((pl.col(VALUE).clip(lo, hi) + 0.5).floor().cast(pl.Int64).alias(VALUE))
+    if spec.time is not None:
+        df = _assign_periods(df, spec, c)
     if spec.category is not None:
         cats = list(spec.categories)  # type: ignore[arg-type]
         other = cats.index(OTHER_CATEGORY)
@@ -272,6 +303,38 @@ def prepare_rows(
         c.other_category = int((df[CAT] == other).sum())
     c.rows_left = df.height
     return df, c
+
+
+def time_micros(series: pl.Series) -> pl.Series:
+    """A time column as wall-clock µs since 1970 (Int64; null where missing or unreadable):
+    dates, date-times (a time zone's wall clock) or ISO text (:data:`TIME_FORMATS`)."""
+    dtype = series.dtype
+    frame = pl.DataFrame({"t": series})
+    if dtype == pl.String:
+        parsed = pl.coalesce(
+            [pl.col("t").str.strptime(pl.Datetime("us"), f, strict=False) for f in TIME_FORMATS]
+        )
+    elif isinstance(dtype, pl.Datetime) and dtype.time_zone is not None:
+        parsed = pl.col("t").dt.replace_time_zone(None).cast(pl.Datetime("us"))
+    else:
+        parsed = pl.col("t").cast(pl.Datetime("us"))
+    return frame.select(parsed.cast(pl.Int64)).to_series().alias(TIME)
+
+
+def _assign_periods(df: pl.DataFrame, spec: ReleaseSpec, c: RowCounts) -> pl.DataFrame:
+    """Replace ``TIME`` by ``PERIOD`` (the index of its public period); drop rows without a
+    time or outside every period (counted in ``c``; unreadable times are counted as bad)."""
+    assert spec.periods is not None
+    raw = df[TIME]
+    micros = time_micros(raw)
+    missing = raw.is_null()
+    bad = micros.is_null() & ~missing
+    c.missing_time, c.bad_time = int(missing.sum()), int(bad.sum())
+    period = spec.periods.index_of(micros.fill_null(0).to_numpy())
+    period = np.where(micros.is_null().to_numpy(), -1, period)
+    df = df.with_columns(pl.Series(PERIOD, period, dtype=pl.Int64)).drop(TIME)
+    c.outside_periods = int((period < 0).sum()) - c.missing_time - c.bad_time
+    return df.filter(pl.col(PERIOD) >= 0)
 
 
 def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_domain: bool) -> None:
@@ -307,6 +370,12 @@ def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_dom
             f"longitudes must be within [-180, 180], found values from {lng_lo:.6g} to {lng_hi:.6g}; "
             "fix or drop those rows"
         )
+    if c.bad_time:
+        raise InputError(
+            f"{c.bad_time} value(s) of the time column {spec.time!r} are not dates; write them as "
+            "ISO dates (2026-01-31 or 2026-01-31T12:00:00) or pass a datetime column, e.g. "
+            "pd.to_datetime(df[col], format=...)"
+        )
     diag.rows_missing_coordinates = c.missing_coordinates
     if has_domain:
         diag.rows_outside_region = c.outside_region
@@ -317,6 +386,9 @@ def record_and_check(c: RowCounts, diag: Diagnostics, spec: ReleaseSpec, has_dom
         diag.values_clamped = c.values_clamped
     if spec.category is not None:
         diag.rows_other_category = c.other_category
+    if spec.time is not None:
+        diag.rows_missing_time = c.missing_time
+        diag.rows_outside_periods = c.outside_periods
     if c.rows == 0:
         diag.private_notes.append(EMPTY)
     elif not usable:
@@ -346,15 +418,31 @@ def priorities(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Series:
     """
     if spec.selection is Selection.HASH:
         present = set(df.columns)
-        fields = [c for c in (PERSON, CELL, CAT, VALUE) if c in present]
+        fields = [c for c in (PERSON, CELL, PERIOD, CAT, VALUE) if c in present]
         return df.select(pl.struct(fields).hash(seed=hash_key(spec)).alias(PRIO)).to_series()
     fresh = np.frombuffer(os.urandom(8 * df.height), dtype=np.uint64)
     return pl.Series(PRIO, fresh, dtype=pl.UInt64)
 
 
 def keys_of(spec: ReleaseSpec) -> list[str]:
-    """The grouping keys of the aggregates: the cell, and the category index if any."""
-    return [CELL] + ([CAT] if spec.category is not None else [])
+    """The grouping keys of the aggregates: the cell, a panel's period and the category
+    index, as present."""
+    return (
+        [CELL]
+        + ([PERIOD] if spec.periods is not None else [])
+        + ([CAT] if spec.category is not None else [])
+    )
+
+
+def subrow(frame: pl.DataFrame, spec: ReleaseSpec) -> np.ndarray | None:
+    """The row of each key within its cell: period × categories + category (None for a
+    release with neither), as the designs lay out their dense vectors."""
+    if spec.periods is None and spec.category is None:
+        return None
+    k = len(spec.categories) if spec.categories else 1
+    period = frame[PERIOD].to_numpy() if spec.periods is not None else 0
+    cat = frame[CAT].to_numpy() if spec.category is not None else 0
+    return np.asarray(period * k + cat, dtype=np.int64)
 
 
 def group_keys(spec: ReleaseSpec) -> list[str]:
@@ -378,7 +466,7 @@ def split_histogram(g: pl.DataFrame, spec: ReleaseSpec) -> tuple[pl.DataFrame, A
     if not spec.histogram:
         return g, None, None
     hist = (g[CELL].to_numpy(), g[LEAF].to_numpy(), g["count"].to_numpy())
-    hist_category = g[CAT].to_numpy() if spec.category is not None else None
+    hist_category = subrow(g, spec)
     totals = g.group_by(keys_of(spec)).agg(
         pl.col("count").sum(),
         pl.col("sum").cast(pl.Int128).sum(),
@@ -401,7 +489,7 @@ def finish(g: pl.DataFrame, spec: ReleaseSpec, diag: Diagnostics) -> BoundedAggr
         sums = wide.clip(-SUM_LIMIT, SUM_LIMIT).cast(pl.Int64).to_numpy()
     return BoundedAggregates(
         cells=g[CELL].to_numpy(),
-        category=g[CAT].to_numpy() if spec.category is not None else None,
+        category=subrow(g, spec),
         count=g["count"].to_numpy(),
         sum=sums,
         hist=hist,
@@ -434,4 +522,6 @@ def project(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
         cols.append(pl.col(spec.value).cast(pl.Float64).alias(VALUE))
     if spec.category is not None:
         cols.append(pl.col(spec.category).cast(pl.String).alias(CAT))
+    if spec.time is not None:
+        cols.append(pl.col(spec.time).alias(TIME))
     return lf.select(cols)

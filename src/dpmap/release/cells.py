@@ -27,7 +27,7 @@ _STAT_COLUMNS = (
 )
 
 
-KEY_COLUMNS = ("cell", "resolution", "category")
+KEY_COLUMNS = ("cell", "resolution", "period", "category")
 
 
 #: columns of the unbiased estimates (written to files only on request)
@@ -97,6 +97,9 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
             "resolution": np.asarray(res, dtype=np.int64),
         }
         geometry = grid.cells_to_polygons(cells)
+    if spec.periods is not None:
+        labels = np.asarray(spec.periods.labels, dtype=object)
+        data["period"] = labels[measured.period] if len(cells) else np.array([], dtype=object)
     if spec.categories is not None:
         cats = np.asarray(spec.categories, dtype=object)
         data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
@@ -130,7 +133,7 @@ def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
     for col in ("suppressed", "sum_at_limit"):
         if col in df:
             df[col] = df[col].astype(bool)
-    for col in ("cell", "category"):
+    for col in ("cell", "period", "category"):
         if col in df:
             df[col] = df[col].astype(object)
     return df

@@ -25,17 +25,29 @@ def _privacy_statement(spec: ReleaseSpec, plan: NoisePlan, created: str) -> str:
     return (
         f"This map satisfies {plan.measure} with ε = {plan.epsilon:.4g}{delta} for {unit}: "
         f"whatever it shows would have been almost as likely had any single person's records been "
-        f"left out. Each person counts in at most {spec.l0} {place}(s), {spec.linf} record(s) "
-        f"per {place}"
+        f"left out. Each person counts in at most {_places(spec, place)}, {spec.linf} record(s) "
+        f"per {place}{' and period' if spec.panel else ''}"
         + (f", values clamped to [{spec.bounds[0]}, {spec.bounds[1]}]" if spec.bounds else "")
         + f". Noise from OpenDP; {_published_units(spec)}; released {created[:10]}."
     )
 
 
+def _places(spec: ReleaseSpec, place: str) -> str:
+    """How many keys one person may count in, in words."""
+    if not spec.panel or spec.person is None:
+        return f"{spec.l0} {place}(s)"
+    return f"{spec.periods_per_person} period(s), {spec.max_cells} {place}(s) per period"
+
+
 def _published_units(spec: ReleaseSpec) -> str:
     if spec.zones is not None:
-        return f"{len(spec.zones)} public zones (by {spec.zones.by!r})"
-    return f"H3 resolution {'/'.join(map(str, spec.levels))}"
+        cells = f"{len(spec.zones)} public zones (by {spec.zones.by!r})"
+    else:
+        cells = f"H3 resolution {'/'.join(map(str, spec.levels))}"
+    if spec.periods is not None:
+        p = spec.periods
+        cells += f", {len(p)} public periods ({p.labels[0]} to {p.labels[-1]})"
+    return cells
 
 
 def build_manifest(
@@ -59,6 +71,8 @@ def build_manifest(
         manifest["adaptive"] = entries["adaptive"]
     if "value_distribution" in entries:  # quantiles and value bands
         manifest["value_distribution"] = entries["value_distribution"]
+    if spec.periods is not None:  # a panel: one row per (cell, period)
+        manifest["periods"] = list(spec.periods.labels)
     return manifest
 
 
@@ -128,8 +142,9 @@ def _common_entries(
 def _contribution_bounds(spec: ReleaseSpec, pub: Any) -> dict[str, Any]:
     """The manifest's ``contribution_bounds``: what one person can add, and the sum limit."""
     return {
-        "max_cells": spec.l0,
+        "max_cells": spec.l0 // spec.periods_per_person,
         "max_records_per_cell": spec.linf,
+        **({"max_periods": spec.periods_per_person} if spec.panel else {}),
         "count_counts": count_unit(spec.person, spec.linf, spec.l0),
         "value": spec.value,
         "bounds": list(spec.bounds) if spec.bounds else None,

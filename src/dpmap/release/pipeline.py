@@ -18,7 +18,13 @@ from dpmap.ledger import Ledger, check_label
 from dpmap.parameters import checked
 from dpmap.release.cells import cell_table, estimates_frame, histogram_frame
 from dpmap.release.manifest import build_manifest
-from dpmap.release.planning import SPEC_FIELDS, design_options, make_spec, resolve_region
+from dpmap.release.planning import (
+    SPEC_FIELDS,
+    check_period_label,
+    design_options,
+    make_spec,
+    resolve_region,
+)
 from dpmap.release.result import Release
 
 __all__ = ["release"]
@@ -51,6 +57,9 @@ def release(
     histogram_share: float = 0.5,
     people: bool = False,
     people_share: float = 0.5,
+    time: str | None = None,
+    periods: Any = None,
+    max_periods: int | None = None,
     selection: str = "random",
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
@@ -64,6 +73,7 @@ def release(
     diagnostics: Diagnostics | None = None,
     ledger: Any = None,
     dataset: str | None = None,
+    period: str | None = None,
     title: str | None = None,
     engine: str | None = None,
 ) -> Release:
@@ -127,6 +137,21 @@ def release(
         ``max_cells`` × min(``max_records_per_cell``, categories) rows per person. It gets
         ``people_share`` of the ε the value histogram leaves (count and sum share the rest);
         a row is hidden by its record count, people included.
+    time, periods, max_periods
+        A *panel* over time: ``time`` is the date column (dates, date-times or ISO text),
+        ``periods`` the PUBLIC periods (``pd.period_range("2026-01", "2026-12", freq="M")``
+        or explicit edges such as ``["2026-01-01", "2026-07-01", "2027-01-01"]``; never read
+        from the data: a period with nobody in it still gets its noisy rows, and records
+        outside every period are dropped) and ``max_periods`` the most periods one person
+        may count in. One row per (cell, period) with a ``period`` column; each person keeps
+        at most ``max_periods`` periods (those whose best record has the smallest
+        priority), ``max_cells`` cells in each and ``max_records_per_cell`` records per
+        (cell, period). The count's L1 sensitivity is then
+        ``max_periods·max_cells·max_records_per_cell`` and its L2 sensitivity
+        ``√(max_periods·max_cells)·max_records_per_cell``: with Gaussian noise a year of
+        months costs far less than twelve separate releases. ``rel.at("2026-03")`` is one
+        period as an ordinary release; ``dpmap.series`` and ``dpmap.trend`` take the panel.
+        One resolution over a region, or zones.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).
@@ -137,6 +162,10 @@ def release(
         budget is reserved there before any noise is drawn, and the release is refused if
         it would exceed the cap. Both must exist (``dpmap budget init``): a release never
         creates a ledger or a dataset, and checks both before reading any data.
+    period
+        The period one release of a monthly cadence covers (``"2026-01"`` or a
+        ``pd.Period``), stored in the manifest: ``dpmap.series``/``dpmap.trend`` line a
+        sequence of such releases up by it.
     title
         Optional title stored in the manifest and as the ledger entry's label.
     engine
@@ -198,6 +227,7 @@ def release(
     spec = make_spec({name: given[name] for name in SPEC_FIELDS}, by)
     options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
     check_options(spec, options)
+    check_period_label(period, spec)
     if (ledger is None) != (dataset is None):
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
@@ -218,7 +248,7 @@ def release(
         measured = design.measure(aggregates)
         del aggregates
         stage("table")
-        table, manifest, estimates = _publish(design, measured, title, config)
+        table, manifest, estimates = _publish(design, measured, title, config, period)
         histogram = histogram_of(design, measured, table)
         rel = Release(table, manifest, estimates, histogram=histogram)
         if reservation is not None:
@@ -229,7 +259,11 @@ def release(
 
 
 def _publish(
-    design: Design, measured: Measured, title: str | None, config: dict[str, Any] | None
+    design: Design,
+    measured: Measured,
+    title: str | None,
+    config: dict[str, Any] | None,
+    period: Any = None,
 ) -> tuple[Any, dict[str, Any], Any]:
     """Post-processing of the noisy estimates: the cell table (suppression applied), the
     manifest and the unbiased estimates."""
@@ -238,6 +272,8 @@ def _publish(
     published = publish(shown, spec.bounds, spec.suppress_below, design.count_noise())
     table = cell_table(spec, measured, published, integer=design.integer)
     manifest = build_manifest(design, measured, published, title, len(table), config)
+    if period is not None:
+        manifest["period"] = str(period)
     zone_column = measured.zones.by if measured.zones is not None else None
     return table, manifest, estimates_frame(table, measured.estimates, zone_column)
 

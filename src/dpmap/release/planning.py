@@ -200,6 +200,15 @@ def make_spec(kw: dict[str, Any], by: str | None = None) -> ReleaseSpec:
         raise SpecError(str(exc)) from None
 
 
+def check_period_label(period: Any, spec: ReleaseSpec) -> None:
+    """``period=`` labels a release of one period; a panel has its periods instead."""
+    if period is not None and spec.panel:
+        raise SpecError(
+            f"period={period!r} labels a release of one period, but this is a panel over "
+            "periods=; drop period= (each row has its period)"
+        )
+
+
 def resolve_region(region: Any, spec: ReleaseSpec) -> grid.Region | None:
     if spec.zones is not None:
         if region is not None:
@@ -240,7 +249,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     Takes the same keywords as :func:`release` (without ``points``).
     """
     check_keywords("explain", params)
-    for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine"):
+    for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine", "period"):
         params.pop(key, None)
     options = design_options(
         **{

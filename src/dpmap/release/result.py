@@ -11,6 +11,8 @@ import pandas as pd
 
 from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
+from dpmap.analysis.totals import panel_periods
+from dpmap.analysis.trends import series, trend
 from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
@@ -123,11 +125,67 @@ class Release:
             rows = f"{n} zones (by {by!r})"
         else:
             rows = f"{n} rows at H3 resolution {m['resolution']}"
+        labels = panel_periods(m)
+        if labels is not None:
+            rows += f", {len(labels)} periods {labels[0]} to {labels[-1]}"
+        elif m.get("period") is not None:
+            rows += f", period {m['period']}"
         return (
             f"<dpmap.Release: {rows}, "
             f"ε = {m['privacy']['epsilon']:.4g}, δ = {m['privacy']['delta']:.3g}, "
             f"{int(self._cells['suppressed'].sum())} suppressed>"
         )
+
+    # -- panels (one row per cell and period) ----------------------------------------------
+    @property
+    def periods(self) -> list[str] | None:
+        """The public periods of a panel release (``time=``, ``periods=``), oldest first;
+        None for a release of one period."""
+        return panel_periods(self._manifest)
+
+    def at(self, period: Any) -> Release:
+        """One period of a panel release, as an ordinary release of that period.
+
+        ``period``: a label such as ``"2026-03"`` (or a ``pd.Period``). The rows are the
+        panel's rows of that period (their noise was drawn once, in the panel's one
+        measurement; nothing is spent); the manifest records the ``period`` and keeps the
+        panel's privacy guarantee, which covers all its periods together.
+        """
+        labels = self.periods
+        if labels is None:
+            raise SpecError(
+                "at() picks one period of a panel release (made with time=, periods= and "
+                "max_periods=); this release covers one period"
+            )
+        label = str(period)
+        if label not in labels:
+            raise SpecError(
+                f"period {label!r} is not one of this panel's {len(labels)} periods "
+                f"({labels[0]} to {labels[-1]}); pass one of rel.periods"
+            )
+
+        def pick(frame: Any) -> Any:
+            if frame is None:
+                return None
+            mask = frame["period"].astype(str).to_numpy() == label
+            return frame[mask].drop(columns="period").reset_index(drop=True)
+
+        cells = pick(self._cells)
+        manifest = {k: v for k, v in self._manifest.items() if k != "periods"}
+        manifest.update(
+            period=label,
+            rows=len(cells),
+            panel={"periods": labels, "fingerprint": self.fingerprint},
+        )
+        return Release(cells, manifest, pick(self._estimates), histogram=pick(self._histogram))
+
+    def series(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
+        """A panel's estimates per period (long table); see :func:`dpmap.series`."""
+        return series(self, zones, by, **options)
+
+    def trend(self, zones: Any = None, by: str | None = "name", **options: Any) -> Any:
+        """A panel's slope over its periods, per cell or zone; see :func:`dpmap.trend`."""
+        return trend(self, zones, by, **options)
 
     # -- output --------------------------------------------------------------------------
     def to_file(self, path: str | Path, *, include_unbiased: bool = False) -> Path:
