@@ -105,6 +105,34 @@ def with_missing() -> pl.DataFrame:
     )
 
 
+#: the public periods of the panel cases: January to June 2026, by month
+PERIODS = pd.period_range("2026-01", "2026-06", freq="M")
+
+
+def dated(make: Any, *, text: bool = False, seed: int = 3) -> Any:
+    """``make``'s points with a ``date``: days from December 2025 to July 2026 (so some lie
+    outside the periods), every 23rd missing; as ISO text (mixed date and date-time forms)
+    with ``text=True``."""
+
+    def build() -> pd.DataFrame:
+        df = make()
+        df = df.to_pandas() if isinstance(df, pl.DataFrame) else df.copy()
+        rng = np.random.default_rng(seed)
+        minutes = rng.integers(0, 230 * 24 * 60, len(df))
+        dates = pd.Timestamp("2025-12-01") + pd.to_timedelta(minutes, unit="min")
+        dates = pd.Series(dates).where(np.arange(len(df)) % 23 != 0)
+        if text:
+            iso = dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
+            short = dates.dt.strftime("%Y-%m-%d")
+            dates = iso.where(np.arange(len(df)) % 2 == 0, short)
+        df["date"] = dates.to_numpy()
+        return df
+
+    return build
+
+
+PANEL = {"time": "date", "periods": PERIODS}
+
 PARITY = {
     "random-rows": (random_points, {}),
     "random-persons": (random_points, {"person": "pid"}),
@@ -154,6 +182,21 @@ PARITY = {
         {"person": "pid", "max_cells": 5, "max_records_per_cell": 3, "category": "creditor",
          "categories": CATEGORIES, "people": True},
     ),
+    "panel-rows": (dated(random_points), PANEL),
+    "panel-persons": (
+        dated(random_points),
+        {**PANEL, "person": "pid", "max_periods": 3, "max_cells": 2, "max_records_per_cell": 2},
+    ),
+    "panel-text-dates-values": (
+        dated(random_points, text=True),
+        {**PANEL, "person": "pid", "max_periods": 2, "value": "amount", "bounds": (0, 1000)},
+    ),
+    "panel-heavy-everything": (
+        dated(heavy_person),
+        {**PANEL, "person": "pid", "max_periods": 4, "max_cells": 3, "max_records_per_cell": 2,
+         "value": "amount", "bounds": (0, 2500), "category": "creditor",
+         "categories": CATEGORIES, "people": True, "quantiles": (0.5,)},
+    ),
 }  # fmt: skip
 
 
@@ -182,6 +225,11 @@ BAD = {
     "swapped": (lambda: base().rename(columns={"lat": "lng", "lng": "lat"}), {}),
     "longitude-out-of-range": (lambda: base(lng=200.0), {}),
     "infinite-latitude": (lambda: base().assign(lat=lambda d: d.lat.where(d.index > 0, np.inf)), {}),
+    "time-not-a-date": (
+        lambda: base(date="2026-01-15").assign(date=lambda d: d.date.where(d.index > 3, "soon")),
+        {**PANEL, "person": "pid", "max_periods": 2},
+    ),
+    "time-a-number": (lambda: base(date=20260115), {**PANEL, "person": "pid", "max_periods": 2}),
 }  # fmt: skip
 
 

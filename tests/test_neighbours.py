@@ -62,6 +62,19 @@ SPECS = {
         "category": "creditor",
         "categories": CATS,
     },
+    # a panel: the extra person also has more periods than max_periods
+    "panel-sum-cats": {
+        "person": "pid",
+        "value": "amount",
+        "bounds": (-500, 2000),
+        "max_cells": 2,
+        "max_records_per_cell": 2,
+        "category": "creditor",
+        "categories": CATS,
+        "time": "date",
+        "periods": pd.period_range("2026-01", "2026-06", freq="M"),
+        "max_periods": 3,
+    },
 }
 MODES = {"hash-seeded": {"selection": "hash", "seed": 987_654_321}, "hash": {"selection": "hash"}}
 PLACES = ["first", "middle", "last", "shuffled"]
@@ -85,28 +98,31 @@ def register(n_persons: int = 400, cells: list[str] = CELLS[:2], prefix: str = "
                         "pid": f"{prefix}{i}",
                         "amount": float(10 * ((i * 7 + j * 3 + k) % 150) - 300),
                         "creditor": ["bank", "utility", "telecom"][(i + j + k) % 3],
+                        "date": pd.Timestamp(2026, (i + j + k) % 6 + 1, 15),
                     }
                 )
     return pd.DataFrame(rows)
 
 
 def adversary() -> pd.DataFrame:
-    """One person with the largest influence they can try: records in more cells than L0,
-    more records per cell than L∞, values far beyond the bounds on both sides, every
-    category."""
+    """One person with the largest influence they can try: records in more periods than
+    max_periods, more cells than L0 in each, more records per cell than L∞, values far
+    beyond the bounds on both sides, every category."""
     rows = []
-    for j, cell in enumerate(CELLS[:5]):
-        lat, lng = cell_centre(cell)
-        for k in range(4):
-            rows.append(
-                {
-                    "lat": lat,
-                    "lng": lng,
-                    "pid": "the-extra-one",
-                    "amount": 1e15 if (j + k) % 2 else -1e15,
-                    "creditor": ["bank", "utility", "telecom", "bank"][k],
-                }
-            )
+    for month in range(1, 6):  # more periods than max_periods
+        for j, cell in enumerate(CELLS[:5]):
+            lat, lng = cell_centre(cell)
+            for k in range(4):
+                rows.append(
+                    {
+                        "lat": lat,
+                        "lng": lng,
+                        "pid": "the-extra-one",
+                        "amount": 1e15 if (j + k) % 2 else -1e15,
+                        "creditor": ["bank", "utility", "telecom", "bank"][k],
+                        "date": pd.Timestamp(2026, month, 1 + 3 * k),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -125,8 +141,7 @@ def insert(base: pd.DataFrame, extra: pd.DataFrame, place: str) -> pd.DataFrame:
 
 
 def dense(agg: BoundedAggregates, spec: ReleaseSpec) -> dict[str, np.ndarray]:
-    ncat = len(spec.categories) if spec.categories else 1
-    return agg.densify(DOMAIN, ncat)
+    return agg.densify(DOMAIN, spec.rows_per_key)  # (cell × period × category) rows
 
 
 # ----------------------------------------------------------------------------- engines

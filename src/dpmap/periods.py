@@ -167,6 +167,12 @@ def _check_order(p: Periods) -> None:
             f"periods list {len(p)} periods, more than the {MAX_PERIODS} a panel holds; use a "
             "coarser frequency (e.g. weeks or months instead of days)"
         )
+    empty = np.flatnonzero(p.ends <= p.starts)
+    if empty.size:
+        raise SpecError(
+            f"periods are not sorted: period {p.labels[int(empty[0])]!r} ends before it starts; "
+            "pass edges in increasing order, oldest first"
+        )
     if len(set(p.labels)) != len(p.labels):
         dup = next(x for x in p.labels if p.labels.count(x) > 1)
         raise SpecError(f"period {dup!r} appears twice in periods; list each period once")

@@ -95,6 +95,11 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
             "quantiles and value_bands are released over a public region (flat, hierarchical "
             "or adaptive) or over zones; pass region=... (or zones=...)"
         )
+    if spec.panel and design not in (Flat, ZoneRelease):
+        raise SpecError(
+            "a panel over time (time=, periods=) is released over a public region at one "
+            "resolution, or over zones; pass region=... (or zones=...) and drop adaptive="
+        )
     if spec.people and design not in (Flat, ZoneRelease):
         raise SpecError(
             "people=True is released over a public region at one resolution or over zones (a "

@@ -140,17 +140,21 @@ def _bound_check(kept: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
             .otherwise(2)
         )
         return kept.select(most.alias("records"), most.alias("cells"), most.alias("periods"))
-    outer = [_PERSON] + ([_PERIOD] if panel else [])
-    per_cell = kept.group_by([*outer, _CELL]).len()
-    periods = (
-        pl.col(_PERSON).filter(pl.struct(outer).is_first_distinct()).unique_counts().max()
-        if panel
-        else pl.len().clip(upper_bound=1)
+    per_cell = kept.group_by([_PERSON, *([_PERIOD] if panel else []), _CELL]).len()
+    if not panel:
+        return per_cell.select(
+            pl.col("len").max().fill_null(0).alias("records"),
+            pl.col(_PERSON).unique_counts().max().fill_null(0).alias("cells"),
+            pl.len().clip(upper_bound=1).alias("periods"),
+        )
+    per_period = per_cell.group_by([_PERSON, _PERIOD]).agg(pl.col("len").max(), pl.len().alias("n"))
+    per_person = per_period.group_by(_PERSON).agg(
+        pl.col("len").max(), pl.col("n").max(), pl.len().alias("periods")
     )
-    return per_cell.select(
+    return per_person.select(
         pl.col("len").max().fill_null(0).alias("records"),
-        pl.struct(outer).unique_counts().max().fill_null(0).alias("cells"),
-        periods.fill_null(0).alias("periods"),
+        pl.col("n").max().fill_null(0).alias("cells"),
+        pl.col("periods").max().fill_null(0).alias("periods"),
     )
 
 

@@ -56,7 +56,7 @@ import pyarrow as pa
 from dpmap.aggregates import BoundedAggregates
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines import frames
-from dpmap.engines.frames import CAT, CELL, LAT, LEAF, LNG, PERSON, PRIO, VALUE
+from dpmap.engines.frames import CAT, CELL, LAT, LEAF, LNG, PERIOD, PERSON, PRIO, TIME, VALUE
 from dpmap.errors import DataFileError, InputError, missing_extra
 from dpmap.io import points_file_kind, read_points
 from dpmap.spec import ReleaseSpec
@@ -65,6 +65,7 @@ __all__ = ["bound_and_aggregate", "get_session", "is_spark_dataframe"]
 
 _DIAG, _RN, _CP, _CR, _FIRST, _H = "__diag", "__rn", "__cp", "__cr", "__first", "__h"
 _PEOPLE = "__people"
+_PP, _PR = "__pp", "__pr"  # a panel: the period's smallest priority, and its rank
 _COUNT_FIELDS = [f.name for f in fields(frames.RowCounts)]
 
 #: settings of the session dpmap creates when none is active
@@ -185,11 +186,13 @@ def _polars_schema(sdf: Any, spec: ReleaseSpec) -> dict[str, pl.DataType]:
     """Column name -> polars dtype (via Arrow) of the role columns; others as ``Null``."""
     from pyspark.sql.pandas.types import to_arrow_type
 
-    roles = {spec.lat, spec.lng, spec.person, spec.value, spec.category}
+    roles = {spec.lat, spec.lng, spec.person, spec.value, spec.category, spec.time}
     out: dict[str, pl.DataType] = {}
     for f in sdf.schema.fields:
         dtype: pl.DataType = pl.Null()
-        if f.name in roles:
+        if f.name in roles and f.name == spec.time and _is_time_type(f.dataType):
+            dtype = pl.Datetime("us")  # sent on as text (:func:`_time_text`)
+        elif f.name in roles:
             try:
                 empty = pa.schema([pa.field("c", to_arrow_type(f.dataType))]).empty_table()
                 dtype = pl.from_arrow(empty).schema["c"]  # type: ignore[union-attr]
@@ -213,7 +216,26 @@ def _project(sdf: Any, spec: ReleaseSpec) -> Any:
         cols.append(_col(spec.value).cast("double").alias(VALUE))
     if spec.category is not None:
         cols.append(_col(spec.category).cast("string").alias(CAT))
+    if spec.time is not None:
+        cols.append(_time_text(sdf, spec.time).alias(TIME))
     return sdf.select(cols)
+
+
+def _is_time_type(dtype: Any) -> bool:
+    from pyspark.sql import types as T
+
+    return isinstance(dtype, (T.DateType, T.TimestampType, T.TimestampNTZType))
+
+
+def _time_text(sdf: Any, name: str) -> Any:
+    """A panel's time column as the text the row preparation parses: Spark dates and
+    timestamps formatted as wall-clock ISO date-times (in the session's time zone, where
+    Spark shows them), text as it is."""
+    from pyspark.sql import functions as F
+
+    if _is_time_type(sdf.schema[name].dataType):
+        return F.date_format(_col(name), "yyyy-MM-dd HH:mm:ss.SSSSSS")
+    return _col(name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,7 +282,6 @@ def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, schema: pa.Schema)
 
 def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     """Build the lazy stages; nothing runs until the aggregates are collected."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -270,6 +291,8 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     if spec.person is not None:
         out_fields.append(T.StructField(PERSON, projected.schema[PERSON].dataType, True))
     out_fields.append(T.StructField(CELL, T.LongType(), True))
+    if spec.periods is not None:
+        out_fields.append(T.StructField(PERIOD, T.LongType(), True))
     if spec.category is not None:
         out_fields.append(T.StructField(CAT, T.LongType(), True))
     if spec.value is not None:
@@ -283,34 +306,12 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
 
     summary = F.col(_DIAG).isNotNull()
     if spec.person is not None:
-        # Partition and sort by a 64-bit hash of the person first: Spark compares longs by
-        # their sort prefix, strings mostly not. The person itself stays in every key, so
-        # a hash collision cannot merge two persons.
-        rows = prepared.withColumn(_H, F.xxhash64(PERSON)).repartition(F.col(_H))
-        if spec.max_cells == 1 and spec.max_records_per_cell == 1:
-            # each person keeps exactly one record: their record of smallest priority
-            first = Window.partitionBy(_H, PERSON).orderBy(PRIO)
-            bounded = (
-                rows.withColumn(_RN, F.row_number().over(first))
-                .where(summary | (F.col(_RN) == 1))
-                .withColumn(_CR, F.col(_RN))
-            )
-        else:
-            by_cell = Window.partitionBy(_H, PERSON, CELL).orderBy(PRIO)
-            by_person = Window.partitionBy(_H, PERSON).orderBy(_CP, CELL)
-            bounded = (
-                rows.withColumn(_RN, F.row_number().over(by_cell))  # one shuffle, both windows
-                .withColumn(_CP, F.min(PRIO).over(by_cell))  # the cell's smallest priority
-                .where(summary | (F.col(_RN) <= spec.max_records_per_cell))
-                .withColumn(_CR, F.dense_rank().over(by_person))
-                .where(summary | (F.col(_CR) <= spec.max_cells))
-            )
-        bounded = bounded.withColumn(_FIRST, ((F.col(_RN) == 1) & (F.col(_CR) == 1)).cast("long"))
+        bounded = _bound(prepared, spec, summary)
     else:
         bounded = prepared.withColumn(_RN, F.lit(1)).withColumn(_CR, F.lit(1))
-        bounded = bounded.withColumn(_FIRST, F.lit(0).cast("long"))
+        bounded = bounded.withColumn(_PR, F.lit(1)).withColumn(_FIRST, F.lit(0).cast("long"))
 
-    keys = [CELL] + ([CAT] if spec.category is not None else [])
+    keys = frames.keys_of(spec)
     if spec.people:  # 1 on one kept record of each (person, cell[, category]): distinct persons
         bounded = bounded.withColumn(_PEOPLE, _first_of_key(spec, summary))
     aggs = _aggregations(spec)
@@ -323,13 +324,59 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     return _Plan(projected=projected, prepared=prepared, bounded=bounded, aggregated=aggregated)
 
 
+def _bound(prepared: Any, spec: ReleaseSpec, summary: Any) -> Any:
+    """The kept rows (the rule of :mod:`dpmap.engines.bounding`) with their ranks: ``_RN``
+    in the (person[, period], cell), ``_CR`` the cell's in the (person[, period]), ``_PR``
+    the period's in the person (1 without a panel); ``_FIRST`` marks one row per person."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    # Partition and sort by a 64-bit hash of the person first: Spark compares longs by
+    # their sort prefix, strings mostly not. The person itself stays in every key, so
+    # a hash collision cannot merge two persons.
+    rows = prepared.withColumn(_H, F.xxhash64(PERSON)).repartition(F.col(_H))
+    panel = spec.periods is not None
+    if spec.max_cells == 1 and spec.max_records_per_cell == 1 and not panel:
+        # each person keeps exactly one record: their record of smallest priority
+        first = Window.partitionBy(_H, PERSON).orderBy(PRIO)
+        bounded = (
+            rows.withColumn(_RN, F.row_number().over(first))
+            .where(summary | (F.col(_RN) == 1))
+            .withColumn(_CR, F.col(_RN))
+            .withColumn(_PR, F.lit(1))
+        )
+    else:
+        outer = [_H, PERSON] + ([PERIOD] if panel else [])
+        by_cell = Window.partitionBy(*outer, CELL).orderBy(PRIO)
+        by_outer = Window.partitionBy(*outer).orderBy(_CP, CELL)
+        bounded = (
+            rows.withColumn(_RN, F.row_number().over(by_cell))  # one shuffle, all windows
+            .withColumn(_CP, F.min(PRIO).over(by_cell))  # the cell's smallest priority
+            .where(summary | (F.col(_RN) <= spec.max_records_per_cell))
+            .withColumn(_CR, F.dense_rank().over(by_outer))
+            .where(summary | (F.col(_CR) <= spec.max_cells))
+        )
+        if panel:
+            period_best = Window.partitionBy(*outer)
+            by_person = Window.partitionBy(_H, PERSON).orderBy(_PP, PERIOD)
+            bounded = (
+                bounded.withColumn(_PP, F.min(PRIO).over(period_best))
+                .withColumn(_PR, F.dense_rank().over(by_person))
+                .where(summary | (F.col(_PR) <= spec.periods_per_person))
+            )
+        else:
+            bounded = bounded.withColumn(_PR, F.lit(1))
+    first = (F.col(_RN) == 1) & (F.col(_CR) == 1) & (F.col(_PR) == 1)
+    return bounded.withColumn(_FIRST, first.cast("long"))
+
+
 def _first_of_key(spec: ReleaseSpec, summary: Any) -> Any:
     """1 on the kept record of smallest priority of each (person, cell[, category]), else 0
     (the summary rows: 0): summed per key, the distinct persons (``people=True``)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    keys = [_H, PERSON, CELL] + ([CAT] if spec.category is not None else [])
+    keys = [_H, PERSON, *frames.keys_of(spec)]
     rank = F.row_number().over(Window.partitionBy(*keys).orderBy(PRIO))
     return F.when(summary, F.lit(0)).otherwise((rank == 1).cast("long")).cast("long")
 
@@ -344,6 +391,7 @@ def _aggregations(spec: ReleaseSpec) -> list[Any]:
         F.sum(_FIRST).alias("persons"),
         F.max(_RN).alias("max_rn"),
         F.max(_CR).alias("max_cr"),
+        F.max(_PR).alias("max_pr"),
     ]
     if spec.people:
         aggs.append(F.sum(_PEOPLE).alias("people"))
@@ -414,7 +462,7 @@ def _finish(
             0.0 if s["__d_" + n][0] is None else s["__d_" + n][0] for n in _COUNT_FIELDS
         )
     frames.record_and_check(counts, diag, spec, domain is not None)
-    g = g.filter(~is_summary).sort([CELL] + ([CAT] if spec.category is not None else []))
+    g = g.filter(~is_summary).sort(frames.keys_of(spec))
     used = int(g["count"].sum())
     if spec.person is not None:
         diag.persons = int(g["persons"].sum())
@@ -429,10 +477,14 @@ def _assert_bounded(g: pl.DataFrame, spec: ReleaseSpec) -> None:
     if g.height == 0:
         return
     worst_records, worst_rank = int(g["max_rn"].max()), int(g["max_cr"].max())  # type: ignore[arg-type]
-    if worst_records > spec.linf or worst_rank > spec.l0:
+    worst_period = int(g["max_pr"].max())  # type: ignore[arg-type]
+    if worst_records > spec.linf or worst_rank > spec.l0 // spec.periods_per_person or (
+        worst_period > spec.periods_per_person
+    ):
         raise AssertionError(
-            f"bounding failed: a person has {worst_rank} cells / {worst_records} records in a cell, "
-            f"bounds are {spec.max_cells} / {spec.max_records_per_cell}"
+            f"bounding failed: a person has {worst_period} periods / {worst_rank} cells / "
+            f"{worst_records} records in a cell, bounds are {spec.periods_per_person} / "
+            f"{spec.max_cells} / {spec.max_records_per_cell}"
         )
     if spec.value is not None:
         lo, hi = spec.bounds  # type: ignore[misc]
