@@ -179,7 +179,9 @@ def frame_of(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
 def engine_counts(df: pd.DataFrame, spec: ReleaseSpec) -> dict[Any, int]:
     agg = local.bound_and_aggregate(df, spec, DOMAIN)
     assert spec.categories is None  # the row within a cell is then the period
-    return {(int(c), int(p)): int(n) for c, p, n in zip(agg.cells, agg.category, agg.count)}
+    return {
+        (int(c), int(p)): int(n) for c, p, n in zip(agg.cells, agg.category, agg.count, strict=True)
+    }
 
 
 def priorities_of(df: pd.DataFrame, spec: ReleaseSpec) -> list[tuple[str, int, int, int, int]]:
@@ -190,7 +192,11 @@ def priorities_of(df: pd.DataFrame, spec: ReleaseSpec) -> list[tuple[str, int, i
     return [
         (str(p), int(t), int(c), 0, int(q))
         for p, t, c, q in zip(
-            prepared[frames.PERSON], prepared[frames.PERIOD], prepared[frames.CELL], prio
+            prepared[frames.PERSON],
+            prepared[frames.PERIOD],
+            prepared[frames.CELL],
+            prio,
+            strict=True,
         )
     ]
 
@@ -304,7 +310,9 @@ def test_periods_are_public_and_outside_rows_are_counted_privately() -> None:
         pd.Series(["2026-01-31T23:59:59", "2026-02-01"]),
         pd.Series(pd.to_datetime(["2026-01-31 23:59:59", "2026-02-01 00:00:00"]).date),
         pd.Series(
-            pd.to_datetime(["2026-01-31 23:59:59", "2026-02-01 00:00:00"]).tz_localize("Asia/Shanghai")
+            pd.to_datetime(["2026-01-31 23:59:59", "2026-02-01 00:00:00"]).tz_localize(
+                "Asia/Shanghai"
+            )
         ),
     ],
     ids=["datetime", "iso-text", "date", "tz-aware-wall-clock"],
