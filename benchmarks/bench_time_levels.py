@@ -34,12 +34,12 @@ What it printed (ε = 1, ρ = 0.5; the ratios barely move with the budget):
   the separate releases' (ratio 1), with 3 about 0.06 (Laplace) / 0.25 (Gaussian), with 1
   about 1/144 / 1/12.
 * Laplace: a year level's L1 sensitivity equals the months' (P·L0·L∞), so a year share
-  always helps the yearly total (×0.76 at 0.25, ×0.31 at 0.5, for every ``max_periods``)
-  and always costs the months (×1.7, ×3.7).
+  always helps the yearly total (×0.76–0.81 at share 0.25, ×0.31–0.33 at 0.5, for every
+  ``max_periods``) and always costs the months (×1.7–1.8, ×3.7–3.9).
 * Gaussian: a year's L2² is min(P, 12)² against P for the months, so the year level helps
   the yearly total only when P < 12 (×0.27 at share 0.25 with P = 1, ×0.57 with P = 3) and
   not at all with P = 12 (ratio exactly 1: the year then costs as much budget per unit of
-  precision as the twelve months it sums), while the months lose ×1.3–1.9.
+  precision as the twelve months it sums), while the months lose ×1.2–1.9.
 * So: spend at the year level when the yearly totals matter more than the months, under
   Laplace noise, or under Gaussian noise with few periods per person.
 """
