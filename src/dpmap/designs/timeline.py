@@ -76,7 +76,6 @@ __all__ = [
 CALENDAR: dict[str, tuple[str, ...]] = {
     "D": ("M", "Q-DEC", "Y-DEC"),
     "M": ("Q-DEC", "Y-DEC"),
-    "Y": (),
 }
 
 
@@ -137,7 +136,9 @@ def time_tree(
     ``periods``: the panel's periods (a ``pd.PeriodIndex``, oldest first, no repeats) or
     their number T. ``levels``: coarser calendar frequencies, finer first (default: the
     calendar above the periods' frequency). ``groups``: instead of ``levels``, fan-outs,
-    finest first (``(3, 4)``: three periods a group, four groups a top node).
+    finest first (``(3, 4)``: three periods a group, four groups a top node); the groups
+    start at the first period and the last one may be partial (for groups aligned to the
+    calendar, with a partial first group, use ``levels``).
     """
     if levels is not None and groups is not None:
         raise SpecError(
@@ -217,9 +218,7 @@ def _calendar(index: pd.PeriodIndex, levels: tuple[str, ...]) -> TimeTree:
                 f"(it spans {start[straddle[0]]} and {end[straddle[0]]}), so {freq} does not "
                 "nest above it; pass coarser levels that nest, or groups="
             )
-        coarse = pd.PeriodIndex(start.unique())
-        if len(coarse) > 1 and np.any(np.diff(coarse.asi8) <= 0):
-            raise SpecError(f"the level {freq!r} is not coarser than {names[-1]!r}; order levels")
+        coarse = pd.PeriodIndex(start.unique())  # in time order, as the finer periods
         if len(coarse) == len(fine) and (coarse.start_time == fine.start_time).all():
             raise SpecError(
                 f"the level {freq!r} is not coarser than {names[-1]!r}; drop it from levels="
