@@ -156,6 +156,7 @@ def test_every_design_implements_the_protocol() -> None:
         "hierarchy",
         "adaptive",
         "distribution",  # quantiles and value bands, shared by the flat and zone designs
+        "timeline",  # least squares along a panel's time hierarchy (post-processing)
     }
     assert {d.__module__.rsplit(".", 1)[1] for d in DESIGNS} == modules
 

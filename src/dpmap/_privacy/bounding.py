@@ -38,9 +38,12 @@ __all__ = [
     "histogram_sensitivity",
     "kept_reference",
     "level_sensitivities",
+    "packed_periods",
     "people_reference",
     "people_sensitivity",
     "sensitivities",
+    "time_level_sensitivity",
+    "time_sensitivities",
 ]
 
 
@@ -239,3 +242,100 @@ def people_reference(
     for person, cell, category, _value in kept:
         persons[(cell, category)].add(person)
     return {key: len(p) for key, p in persons.items()}
+
+
+def packed_periods(max_periods: int, group_sizes: Iterable[int]) -> list[int]:
+    """How a person's ``max_periods`` periods fall into time groups to move a coarse level's
+    vector the most in L2: the largest groups filled first, ``k_G = min(g_G, what is left)``.
+
+    This maximises Σ_G k_G² over integers 0 ≤ k_G ≤ g_G with Σ_G k_G ≤ max_periods: the
+    greedy vector's i largest entries add up to min(max_periods, sum of the i largest g_G),
+    the most any feasible vector's i largest entries can, so it majorises every feasible
+    vector, and Σ k² is Schur-convex. Returned in the order of ``group_sizes``.
+    """
+    sizes = [int(g) for g in group_sizes]
+    if max_periods < 1 or any(g < 1 for g in sizes):
+        raise ValueError("max_periods and every group size must be at least 1")
+    left = int(max_periods)
+    out = [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        out[i] = min(sizes[i], left)
+        left -= out[i]
+    return out
+
+
+def time_level_sensitivity(
+    *,
+    max_cells: int,
+    max_records_per_cell: int,
+    max_periods: int,
+    group_sizes: Iterable[int],
+    magnitude: int = 1,
+    categories: int = 1,
+) -> Sensitivity:
+    """Sensitivity of a panel's vector (rows × time groups) at one level of a time hierarchy.
+
+    A panel bounds each person to at most P = ``max_periods`` periods, L0 = ``max_cells``
+    cells per period and L∞ = ``max_records_per_cell`` records per (cell, period) (each
+    record moves a count by 1 and a sum by at most M = ``magnitude``). A coarse level adds
+    the periods up in public groups (months → quarters → years); ``group_sizes`` gives, for
+    every group of the level, how many of the panel's finest periods it holds (g_G; partial
+    groups at the ends of the panel are smaller). With the finest level itself (every
+    g_G = 1) these are the panel's own sensitivities.
+
+    Let k_G ≤ min(g_G, P) be the person's periods inside group G (Σ_G k_G ≤ P) and n_{c,G}
+    the periods of G in which the person has records in cell c (n_{c,G} ≤ k_G,
+    Σ_c n_{c,G} ≤ L0·k_G). Coordinate (c, G) moves by at most n_{c,G}·L∞·M, so:
+
+    * L1 = P·L0·L∞·M (unchanged: every kept record still moves one coordinate);
+    * L∞ = min(P, max g_G)·L∞·M (all P periods inside the largest group, one cell);
+    * L2² = L0·L∞²·M²·max Σ_G k_G² (for fixed k, Σ_c n_{c,G}² is largest with the records of
+      each group packed into L0 cells, n_{c,G} = k_G; the maximum over k is taken by
+      :func:`packed_periods`: the largest groups first). Equal groups of size g:
+      Σ k_G² = ⌊P/g⌋·g² + (P mod g)², as :func:`level_sensitivities` for H3 parents.
+    * coordinates touched: P·L0·min(L∞, k) (at most one coordinate per kept
+      (period, cell, category)), with k = ``categories``.
+
+    With k categories the L1, L2 and L∞ bounds are unchanged (a split of one cell's records
+    over categories never adds to any of them), as in :func:`sensitivities`. Distinct-person
+    counts are not sums over periods and have no coarse level here.
+    """
+    sizes = [int(g) for g in group_sizes]
+    if not sizes:
+        raise ValueError("a time level needs at least one group")
+    l0, linf, m = int(max_cells), int(max_records_per_cell), int(magnitude)
+    if min(l0, linf, m, int(categories)) < 1:
+        raise ValueError("max_cells, max_records_per_cell, magnitude and categories must be ≥ 1")
+    packed = sum(k * k for k in packed_periods(max_periods, sizes))
+    per_coordinate = min(int(max_periods), max(sizes))
+    return Sensitivity(
+        l0=int(max_periods) * l0 * min(linf, int(categories)),
+        l1=int(max_periods) * l0 * linf * m,
+        l2=sqrt_up(l0 * linf**2 * m**2 * packed),
+        linf=per_coordinate * linf * m,
+    )
+
+
+def time_sensitivities(
+    spec: ReleaseSpec, max_periods: int, group_sizes: Iterable[int]
+) -> dict[str, Sensitivity]:
+    """:func:`time_level_sensitivity` for each summable statistic of ``spec`` (``count``,
+    and ``sum`` with M = ``spec.value_magnitude``) at a time level with ``group_sizes``."""
+    if spec.people:  # a group's distinct persons are not the sum of its periods'
+        raise AssertionError("people counts have no coarse time level")
+    sizes = [int(g) for g in group_sizes]
+    k = len(spec.categories) if spec.categories else 1
+    stats = {"count": 1}
+    if spec.value is not None:
+        stats["sum"] = max(spec.value_magnitude, 1)
+    out = {}
+    for stat, m in stats.items():
+        out[stat] = time_level_sensitivity(
+            max_cells=spec.l0,
+            max_records_per_cell=spec.linf,
+            max_periods=max_periods,
+            group_sizes=sizes,
+            magnitude=m,
+            categories=k,
+        )
+    return out

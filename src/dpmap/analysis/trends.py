@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FDR",
     "bh_significant",
+    "gls_slope",
     "margin_z",
     "series",
     "trend",
@@ -371,6 +372,57 @@ def wls_slope(y: np.ndarray, var: np.ndarray, t: np.ndarray) -> tuple[np.ndarray
     slope = (w * d * np.nan_to_num(y)).sum(axis=1) / sxx
     sd = np.sqrt(1.0 / sxx)
     return np.where(ok, slope, np.nan), np.where(ok, sd, np.nan)
+
+
+def gls_slope(
+    y: np.ndarray, cov: np.ndarray, t: np.ndarray, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised least-squares slopes of rows of ``y`` (series × T periods) at times ``t``
+    whose noise is correlated across periods: row r's noise covariance is
+    ``scale[r]·cov`` (one public T × T matrix Σ, e.g. the covariance of a panel's months
+    after the time-consistency step of :func:`dpmap.designs.timeline.consistent_panel`;
+    ``scale`` a per-row factor, e.g. a zone's Σ w_c² in an area-apportioned roll-up; default
+    1). Returns (slope, its exact standard deviation), NaN for a row with a missing value.
+
+    With X = [1, t]: β̂ = e₂ᵀ(XᵀΣ⁻¹X)⁻¹XᵀΣ⁻¹y, a fixed linear combination cᵀy of the row
+    (the per-row factor cancels), with Var β̂ = scale_r·[(XᵀΣ⁻¹X)⁻¹]₂₂ = scale_r·cᵀΣc,
+    exact for any noise law with that covariance. β̂ is unbiased for cᵀμ, the slope of the
+    same GLS line through the true values μ (the slope itself when μ lies on a line). It is
+    the minimum-variance linear unbiased slope; with a diagonal Σ it is :func:`wls_slope`.
+    Ignoring the correlations (``wls_slope`` with Σ's diagonal) misstates the variance.
+    Vectorised: Σ is factored once (Cholesky) for every row.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    if y.ndim != 2 or t.shape != (y.shape[1],) or cov.shape != (len(t), len(t)):
+        raise SpecError(
+            f"gls_slope needs y of shape (rows, T), t of shape (T,) and a T × T covariance; got "
+            f"y {y.shape}, t {t.shape}, cov {cov.shape}; pass them for the same periods"
+        )
+    if len(t) < 2 or np.ptp(t) == 0:
+        raise SpecError(f"a slope needs at least two distinct times, got t={t.tolist()!r}")
+    factor = np.ones(len(y)) if scale is None else np.asarray(scale, dtype=np.float64)
+    if factor.shape != (len(y),) or not (np.isfinite(factor) & (factor > 0)).all():
+        raise SpecError(
+            f"scale must be one positive finite factor per row ({len(y)}), got shape "
+            f"{factor.shape}; pass e.g. each zone's sum of squared weights"
+        )
+    try:
+        chol = np.linalg.cholesky((cov + cov.T) / 2.0)
+    except np.linalg.LinAlgError:
+        raise SpecError(
+            "the covariance is not positive definite; pass the noise covariance of the "
+            "periods' estimates (e.g. TimeFit.covariance)"
+        ) from None
+    x = np.column_stack([np.ones(len(t)), t - t.mean()])
+    wx = np.linalg.solve(chol.T, np.linalg.solve(chol, x))  # Σ⁻¹X
+    inv = np.linalg.inv(x.T @ wx)
+    c = wx @ inv[:, 1]  # the slope's weights: β̂ = cᵀy
+    ok = np.isfinite(y).all(axis=1)
+    slope = np.where(ok, np.nan_to_num(y) @ c, np.nan)
+    sd = np.where(ok, np.sqrt(factor * float(inv[1, 1])), np.nan)
+    return slope, sd
 
 
 def margin_z(laplace: bool) -> float:
