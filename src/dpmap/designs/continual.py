@@ -181,14 +181,13 @@ def _laminar_max(
 
 
 @lru_cache(maxsize=256)
-def tree_factors(periods: int, max_periods: int, tree: str = "full") -> tuple[int, int, int, int]:
-    """(F1, F2, F0, F∞) of the tree: how a person's periods spread over its nodes.
+def tree_factors(periods: int, max_periods: int, tree: str = "full") -> tuple[int, int, int]:
+    """(F1, F2, F∞) of the tree: how a person's periods spread over its nodes.
 
     With S the set of at most m = ``max_periods`` periods one person contributes to:
 
     * F1 = max_S Σ_n |n ∩ S| = the sum of the m largest *depths* (nodes containing a period);
     * F2 = max_S Σ_n |n ∩ S|²;
-    * F0 = max_S #{n : n ∩ S ≠ ∅};
     * F∞ = max_n min(|n|, m).
 
     Derivation of the node vector's sensitivity (:func:`node_sensitivities`). Let x_p be the
@@ -209,10 +208,12 @@ def tree_factors(periods: int, max_periods: int, tree: str = "full") -> tuple[in
       every period of the maximising S. Several periods in one node add up before squaring:
       for a full tree with T = 2ᴸ and S = {0..m-1},
       F2 = Σ_l (⌊m/2ˡ⌋·4ˡ + (m mod 2ˡ)²) — m·(L+1) for m = 1, T·(2T − 1) for m = T.
-    * L∞ = R·M·F∞ and at most C·min(R, k)·F0 coordinates move (k categories).
+    * L∞ = R·M·F∞. At most C·min(R, k)·F1 coordinates move (k categories): each period's
+      at most C·min(R, k) rows times the period's depth; attained when the person uses
+      different cells in different periods (a bound: the panel may have fewer rows).
 
     Categories split a (cell, period)'s R records over rows, which never raises L1 or L2.
-    F1, F2, F0 are computed exactly by a dynamic programme over the nodes (checked against
+    F1 and F2 are computed exactly by a dynamic programme over the nodes (checked against
     enumeration of S and of whole contributions in the tests).
     """
     periods = _check_periods(periods)
@@ -220,19 +221,18 @@ def tree_factors(periods: int, max_periods: int, tree: str = "full") -> tuple[in
     nodes = _nodes(periods, _check_choice(tree, TREES, "tree"))
     f1 = _laminar_max(nodes, periods, m, lambda c: c)
     f2 = _laminar_max(nodes, periods, m, lambda c: c * c)
-    f0 = _laminar_max(nodes, periods, m, lambda c: int(c > 0))
     finf = max(min(hi - lo, m) for lo, hi in nodes)
-    return f1, f2, f0, finf
+    return f1, f2, finf
 
 
 def node_sensitivities(
     spec: ReleaseSpec, periods: int, max_periods: int, tree: str = "full"
 ) -> dict[str, Sensitivity]:
     """Sensitivity of each statistic's node vector (rows × nodes), see :func:`tree_factors`."""
-    f1, f2, f0, finf = tree_factors(periods, max_periods, tree)
+    f1, f2, finf = tree_factors(periods, max_periods, tree)
     c, r = spec.l0, spec.linf
     k = len(spec.categories) if spec.categories else 1
-    touched = c * min(r, k) * f0
+    touched = c * min(r, k) * f1
     out = {
         "count": Sensitivity(l0=touched, l1=c * r * f1, l2=sqrt_up(c * r * r * f2), linf=r * finf)
     }
