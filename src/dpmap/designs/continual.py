@@ -39,20 +39,39 @@ Trees and estimators
 --------------------
 ``tree="full"``: every whole dyadic interval (≈ 2T nodes). ``tree="binary"``: only the
 intervals the prefix decomposition uses (Chan–Shi–Song's p-sums: one node per period, the
-one ending there) — fewer nodes touched per person, so less noise per node.
+one ending there) — a person's periods fill fewer, smaller nodes, so less noise per node
+when ``max_periods`` > 1 (the same when it is 1).
 ``estimator="prefix"``: the running total is the sum of the disjoint nodes of the binary
 decomposition of t + 1. ``estimator="ls"`` (full tree only; on the binary tree it equals
 ``"prefix"``): Honaker's (2015) least-squares estimate of each running total from *all*
 nodes complete by then (online: still only nodes ending by t + 1). Every estimator is linear,
-``totals = nodes @ Wᵀ``, so its variances are exact (``σ²·‖W_t‖²``).
+``totals = nodes @ Wᵀ``, so its variances are exact (``σ²·‖W_t‖²``). The default ``"auto"``
+plans each sensible pair and keeps the one with the smallest mean variance (public numbers
+only). The per-period values are differences of running totals, so they add up to them.
 
-When to use it (``benchmarks/bench_continual.py`` measures the RMSE of the running totals
-at the same total budget against noising each period once — the direct panel — and against
-T separate releases at ε/T): see that benchmark's docstring for the numbers. With one period
-per person (``max_periods = 1``) the tree beats the direct panel from a few periods on and
-its error grows like log T. When a person may appear in every period (``max_periods = T``)
-the direct panel's sensitivity grows with T as well and the comparison depends on T and the
-mechanism; the benchmark reports it as measured.
+When to use it
+--------------
+Measured by ``benchmarks/bench_continual.py`` (ε = 1, δ = 1e-6; mean RMSE of the running
+total over t, best tree configuration against noising each period once — the direct panel):
+
+=================  ===========  ===========  ============
+one cell           T = 12       T = 52       T = 365
+=================  ===========  ===========  ============
+Gaussian, m = 1    10.1 / 11.0  14.4 / 22.1  20.9 / 57.8
+Laplace, m = 1     6.3 / 3.3    11.0 / 6.6   19.5 / 17.3
+Gaussian, m = T    61 / 38      297 / 159    2615 / 1105
+Laplace, m = T     53 / 41      387 / 358    4721 / 6588
+=================  ===========  ===========  ============
+
+So: the tree wins with the **Gaussian** when each person is in few periods (m = 1 here), a
+little at T = 12 and by ×1.5 and ×2.8 at T = 52 and 365, its error growing like log T. With
+**Laplace** the node vector's L1 carries a factor ⌊log2 T⌋ + 1, so the node variance grows
+like log² T: the direct panel wins at T = 12 and 52 and on average at T = 365 (the tree wins
+only the late periods there). When a person is in every period (m = T) their periods add up
+inside the nodes and the direct panel wins, except Laplace at T = 365 (binary tree). Against
+T separate releases at ε/T (what a ledger of loose monthly releases charges) the tree is
+better in every case but Laplace with m = T at T ≤ 52. The tree is worth it for long
+horizons, few periods per person, and the Gaussian; otherwise noise each period once.
 """
 
 from __future__ import annotations
@@ -70,12 +89,14 @@ from dpmap.errors import SpecError
 from dpmap.spec import ReleaseSpec
 
 __all__ = [
+    "CONFIGS",
     "ESTIMATORS",
     "TREES",
     "ContinualEstimates",
     "ContinualPlan",
     "dyadic_nodes",
     "estimator_weights",
+    "mean_variance",
     "measure_continual",
     "node_matrix",
     "node_sensitivities",
@@ -373,35 +394,57 @@ class ContinualPlan:
         return sum(1 for _lo, hi in self.nodes if hi <= period + 1)
 
 
+#: the (tree, estimator) pairs worth planning, simplest first (full/prefix has the binary
+#: tree's weights and a sensitivity at least as large: never better, so not chosen by "auto")
+CONFIGS = (("binary", "prefix"), ("full", "ls"), ("full", "prefix"))
+
+
 def plan_continual(
     spec: ReleaseSpec,
     periods: int,
     max_periods: int,
     *,
-    tree: str = "full",
-    estimator: str = "prefix",
+    tree: str = "auto",
+    estimator: str = "auto",
 ) -> ContinualPlan:
     """Plan the tree's noise for a panel of ``periods`` public periods (touches no data).
 
     The spec gives the budget, mechanism, count/sum split and per-period bounds; the node
     vectors' sensitivities are :func:`node_sensitivities`. Hierarchies, value histograms
-    and people counts are not supported here.
+    and people counts are not supported here. ``"auto"`` (tree, estimator or both): of the
+    allowed :data:`CONFIGS`, the one whose running totals of the count have the smallest
+    mean variance over the periods — computed from public numbers only (T, max_periods,
+    the bounds and the budget), so choosing costs no privacy.
     """
     periods = _check_periods(periods)
     max_periods = _check_periods(max_periods, "max_periods")
-    tree = _check_choice(tree, TREES, "tree")
-    estimator = _check_choice(estimator, ESTIMATORS, "estimator")
-    if estimator == "ls" and tree != "full":
+    tree = _check_choice(tree, (*TREES, "auto"), "tree")
+    estimator = _check_choice(estimator, (*ESTIMATORS, "auto"), "estimator")
+    if estimator == "ls" and tree == "binary":
         raise SpecError("estimator='ls' needs tree='full' (on the binary tree it is the prefix)")
     if spec.hierarchical or spec.histogram or spec.people:
         raise SpecError(
             "a continual release publishes counts and sums at one resolution; drop the extra "
             "resolutions, quantiles/value bands and people=True"
         )
+    configs = [(t, e) for t, e in CONFIGS if tree in (t, "auto") and estimator in (e, "auto")]
+    plans = [_plan_one(spec, periods, max_periods, t, e) for t, e in configs]
+    return min(plans, key=mean_variance)  # the first of equals: the simplest
+
+
+def _plan_one(
+    spec: ReleaseSpec, periods: int, max_periods: int, tree: str, estimator: str
+) -> ContinualPlan:
     sens = node_sensitivities(spec, periods, max_periods, tree)
     noise = plan_vectors(spec, sens)
     nodes = _nodes(periods, tree)
     return ContinualPlan(spec, periods, max_periods, tree, estimator, nodes, sens, noise)
+
+
+def mean_variance(plan: ContinualPlan, stat: str = "count") -> float:
+    """Mean over the periods of the variance of the running total of ``stat`` (public)."""
+    w = estimator_weights(plan.periods, plan.tree, plan.estimator)
+    return float(plan.node_var(stat) * (w**2).sum(axis=1).mean())
 
 
 def node_totals(matrix: np.ndarray, periods: int, tree: str = "full") -> np.ndarray:
