@@ -417,3 +417,19 @@ def test_bad_inputs_are_refused_with_one_line() -> None:
         measure_continual(plan, {"count": np.zeros((3, 13), dtype=np.int64)})
     with pytest.raises(ValueError, match="integer"):
         measure_continual(plan, {"count": np.zeros((3, 4))})
+
+
+def test_node_totals_saturate_instead_of_wrapping() -> None:
+    """Node sums are formed exactly and saturated to ±2**62 (1-Lipschitz), never wrapped."""
+    from dpmap.aggregates import SUM_LIMIT
+    from dpmap.designs.continual import node_totals
+
+    big = np.full((2, 4), 2**61, dtype=np.int64)
+    big[1] = -(2**61)
+    out = node_totals(big, 4, "full")
+    assert out.dtype == np.int64
+    # nodes [0,1),[1,2),[0,2),[2,3),[3,4),[2,4),[0,4): 1, 1, 2, 1, 1, 2, 4 periods
+    np.testing.assert_array_equal(
+        out[0], [2**61, 2**61, SUM_LIMIT, 2**61, 2**61, SUM_LIMIT, SUM_LIMIT]
+    )
+    np.testing.assert_array_equal(out[1], -out[0])
