@@ -4,8 +4,10 @@ An agency that publishes every month wants the running total ("year to date") of
 at every month. Noising each month once and adding the months up gives a running total whose
 noise variance grows like t; the tree mechanism (Dwork, Naor, Pitassi & Rothblum 2010; Chan,
 Shi & Song 2011) instead noises the sums over *dyadic intervals* of periods, so that the
-running total at month t is a sum of at most ⌊log2 T⌋ + 1 noisy nodes and its variance grows
-like log T. This module is the mechanism, self-contained: the public tree, the exact
+running total at month t is a sum of at most ⌊log2 T⌋ + 1 noisy nodes. Each node's noise grows
+with the number of levels too (one person's period lies in one node per level), so the
+variance grows polylogarithmically — like log² T with Gaussian noise, log³ T with Laplace —
+instead of linearly. This module is the mechanism, self-contained: the public tree, the exact
 sensitivity of its node vector, the noise plan (one composed OpenDP measurement, through
 :func:`dpmap._privacy.noise.plan_vectors`) and the estimators (pure post-processing).
 
