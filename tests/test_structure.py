@@ -157,6 +157,7 @@ def test_every_design_implements_the_protocol() -> None:
         "adaptive",
         "distribution",  # quantiles and value bands, shared by the flat and zone designs
         "timeline",  # least squares along a panel's time hierarchy (post-processing)
+        "continual",  # the tree mechanism for running totals, for the panel release to wire in
     }
     assert {d.__module__.rsplit(".", 1)[1] for d in DESIGNS} == modules
 

@@ -37,7 +37,7 @@ from dpmap.aggregates import in_range
 from dpmap.errors import MechanismError
 from dpmap.spec import Mechanism, ReleaseSpec
 
-__all__ = ["NoisePlan", "StatisticNoise", "opendp_version", "plan_noise"]
+__all__ = ["NoisePlan", "StatisticNoise", "opendp_version", "plan_noise", "plan_vectors"]
 
 dp.enable_features("contrib", "honest-but-curious")
 
@@ -748,3 +748,21 @@ def _threshold_for(build: Callable[[int], Any], delta: float, start: int) -> int
         else:
             lo = mid + 1
     return hi
+
+
+def plan_vectors(spec: ReleaseSpec, sens: Mapping[str, Sensitivity]) -> NoisePlan:
+    """Calibrate the composed measurement of the spec's vectors (:meth:`ReleaseSpec.queries`)
+    with sensitivities a design derived itself, e.g. the node vector of a tree over periods
+    (:mod:`dpmap.designs.continual`). Same OpenDP chains, budget split and calibration as
+    :func:`plan_noise` on the public domain (discrete Laplace with each vector's L1,
+    discrete Gaussian with its L2), never above the ε asked for. Touches no data."""
+    queries = spec.queries()
+    if set(sens) != set(queries):
+        raise ValueError(f"sensitivities for {sorted(sens)}, but the spec noises {sorted(queries)}")
+    if spec.mechanism is Mechanism.LAPLACE:
+        plan = _plan_dense_laplace(spec, queries, dict(sens))
+    else:
+        plan = _plan_dense_gaussian(spec, queries, dict(sens))
+    if not within_budget(plan.epsilon, spec.epsilon):  # pragma: no cover - a planner bug
+        raise MechanismError(f"the planned epsilon {plan.epsilon!r} exceeds {spec.epsilon!r}")
+    return plan
