@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FDR",
     "bh_significant",
+    "line_up",
     "margin_z",
     "series",
     "trend",
@@ -91,14 +92,14 @@ class Panel:
     geometry: np.ndarray | None  # one polygon per series
 
 
-def _check_sequence(releases: Any) -> list[Release]:
+def _check_sequence(releases: Any, minimum: int = 2) -> list[Release]:
     if is_release(releases):
         raise SpecError(
             "series and trends need several releases (one per period), got one release; pass "
             "a list, e.g. dpmap.trend([rel_jan, rel_feb, ...])"
         )
     rels = list(releases)
-    if len(rels) < 2:
+    if len(rels) < minimum:
         raise SpecError(
             f"series and trends need at least two releases (periods), got {len(rels)}; pass "
             "one release per period, oldest first"
@@ -467,3 +468,13 @@ def _with_geometry(frame: pd.DataFrame, p: Panel) -> Any:
     if len(geometry) != len(frame):  # one polygon per cell or zone, rows per category
         geometry = np.repeat(geometry, len(frame) // max(len(geometry), 1))
     return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+
+
+def line_up(
+    releases: Sequence[Release], periods: Sequence[Any] | None = None, *, minimum: int = 2
+) -> tuple[list[Release], list[str]]:
+    """The releases of one series, checked as :func:`series` checks them (one design,
+    resolution, categories and statistics), and their period labels (``periods``, else the
+    manifests' ``period`` entries, else 0, 1, …); at least ``minimum`` releases."""
+    rels = _check_sequence(releases, minimum)
+    return rels, _periods(rels, periods)[1]
