@@ -17,8 +17,13 @@ ALL_CATEGORIES = "all"
 
 
 def plot_cmd(
-    release_file: Annotated[
-        Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
+    release_files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RELEASE...",
+            help="A release written by dpmap; several (one per period, oldest first) for "
+            "small multiples (--png) and a map with a period slider (--html).",
+        ),
     ],
     png: Annotated[Path | None, typer.Option("--png", help="Output PNG file.")] = None,
     column: Annotated[
@@ -40,8 +45,19 @@ def plot_cmd(
             help="Output interactive map: one self-contained HTML file that works offline.",
         ),
     ] = None,
+    periods: Annotated[
+        str | None,
+        typer.Option(
+            "--periods",
+            help="Several releases: the periods' names, comma-separated (e.g. 2026-01,2026-02); "
+            "default the releases' own periods, else 0, 1, …",
+        ),
+    ] = None,
 ) -> None:
     """Draw a static map (PNG) and/or an interactive map (HTML) of a published release.
+
+    With several releases (one per period): small multiples on one colour scale (PNG) and
+    an interactive map with a period slider (HTML).
 
     Example: dpmap plot map.geojson --png map.png --html map.html
     """
@@ -56,7 +72,10 @@ def plot_cmd(
         from dpmap.maps.interactive import check_html_path
 
         check_html_path(html)
-    rel = read_release(release_file)
+    if len(release_files) > 1 or periods is not None:
+        _plot_periods(release_files, png, html, column, category, periods)
+        return
+    rel = read_release(release_files[0])
     cells, manifest, title = rel.cells, rel.manifest, None
     has_cat = "category" in cells.columns
     named = set(cells["category"].astype(str)) if has_cat else set()
@@ -85,5 +104,33 @@ def plot_cmd(
     if html is not None and document is not None:
         from dpmap.maps.interactive import save_html
 
+        save_html(document, html)
+    typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
+
+
+def _plot_periods(
+    release_files: list[Path],
+    png: Path | None,
+    html: Path | None,
+    column: str,
+    category: str | None,
+    periods: str | None,
+) -> None:
+    """Several releases: small multiples (PNG) and the slider map (HTML); both are checked
+    and drawn before either file is written, so a mistake writes nothing."""
+    from dpmap.cli.tables import period_names
+    from dpmap.maps.interactive import offline_document, save_html
+    from dpmap.maps.periods import explore_periods, plot_periods
+    from dpmap.release import read_release
+
+    names = period_names(periods, len(release_files))
+    rels = [read_release(f) for f in release_files]
+    document = None
+    if html is not None:
+        fmap = explore_periods(rels, names, column, category=category)
+        document = offline_document(fmap)
+    if png is not None:  # checked and drawn in full before the PNG is written
+        plot_periods(rels, names, column, png, category=category)
+    if document is not None and html is not None:
         save_html(document, html)
     typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
