@@ -64,8 +64,11 @@ def plot_periods(
     category, resolution, boundaries, title, dpi
         As for :func:`dpmap.maps.static.plot_release`.
 
-    Returns the matplotlib Figure: one panel per period, one shared colour bar, legend and
-    caption (ε and δ of each period's release).
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per period, one shared colour bar, legend and caption (ε and δ of each
+        period's release).
     """
     layers, legend, labels, facts = _periods_layers(
         releases, periods, statistic, category, resolution, title, maximum=MAX_PANELS
