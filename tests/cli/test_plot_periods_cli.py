@@ -89,3 +89,54 @@ def test_plot_of_several_releases_refuses_mistakes_and_writes_nothing(
         code, _, err = run(capsys, "plot", *args, "--png", png, "--html", html)
         assert code == 2 and message in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_of_several_categorised_releases_maps_the_total_or_one_category(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As ``dpmap plot`` of one release: the total of every category by default (with a
+    note), one category with --category."""
+    from dpmap.analysis.tables import category_total_cells
+
+    rng = np.random.default_rng(12)
+    x0, y0, x1, y1 = REGION.bounds
+    files = []
+    for m in range(2):
+        n = 400
+        pts = pd.DataFrame(
+            {
+                "pid": [f"p{i}" for i in range(n)],
+                "lng": rng.uniform(x0, x1, n),
+                "lat": rng.uniform(y0, y1, n),
+                "creditor": rng.choice(["bank", "microloan"], n),
+            }
+        )
+        rel = dpmap.release(
+            pts,
+            region=region_gdf(),
+            resolution=7,
+            epsilon=1.0,
+            person="pid",
+            category="creditor",
+            categories=["bank", "microloan"],
+        )
+        files.append(rel.to_file(tmp_path / f"c{m}.geojson"))
+    rels = [dpmap.read_release(f) for f in files]
+    for extra, expected in [
+        ([], [category_total_cells(r) for r in rels]),
+        (["--category", "bank"], [r.cells[r.cells["category"] == "bank"] for r in rels]),
+    ]:
+        html = tmp_path / f"c{len(extra)}.html"
+        code, _, err = run(capsys, "plot", *files, *extra, "--html", html)
+        assert code == 0, err
+        assert ("mapping their total" in err) == (not extra)
+        text = html.read_text(encoding="utf-8")
+        assert ("total of all categories" in text) == (not extra)
+        cfg = _config(text)
+        per = cfg["periods"]
+        for k, cells in enumerate(expected):
+            published = cells.set_index("cell")["count"]
+            for f in cfg["data"]["features"]:  # type: ignore[index]
+                value = published.loc[f["properties"]["cell"]]
+                got = per["columns"]["count"][k][f["properties"]["i"]]  # type: ignore[index]
+                assert got == (None if pd.isna(value) else pytest.approx(float(value)))

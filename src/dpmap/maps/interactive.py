@@ -873,7 +873,7 @@ _HEAD_TEMPLATE = """<style>
 #__MAP__ .dpmap-tooltip .dpmap-cell { color: #666; font-size: 11px; }
 #__MAP__ .dpmap-tooltip .dpmap-suppressed { color: #444; }
 #__MAP__ .dpmap-period { margin-top: 6px; display: flex; align-items: center; gap: 8px; }
-#__MAP__ .dpmap-period-slider { flex: 1; min-width: 120px; }
+#__MAP__ .dpmap-period-slider { flex: 1; min-width: 180px; }
 #__MAP__ .dpmap-period-label { font-weight: 600; min-width: 4.5em; }
 @media print { #__MAP__ .leaflet-control-zoom { display: none; } }
 </style>
