@@ -258,3 +258,40 @@ def test_the_slider_map_has_no_panel_limit(tmp_path: Path) -> None:
     dpmap.explore_periods(many, path=tmp_path / "all.html")
     cfg = _config((tmp_path / "all.html").read_text(encoding="utf-8"))
     assert len(cfg["periods"]["labels"]) == MAX_PANELS + 1
+
+
+def test_zone_releases_are_drawn_per_zone(tmp_path: Path) -> None:
+    """Releases of public zones: one feature per zone (by its name), each period's values."""
+    import shapely
+
+    from common import REGION
+
+    x0, y0, x1, y1 = REGION.bounds
+    xm = (x0 + x1) / 2
+    zones = gpd.GeoDataFrame(
+        {"name": ["west", "east"]},
+        geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)],
+        crs="EPSG:4326",
+    )
+    rng = np.random.default_rng(4)
+    rels = []
+    for m in range(3):
+        n = 200 + 100 * m
+        pts = pd.DataFrame(
+            {
+                "pid": [f"p{i}" for i in range(n)],
+                "lng": rng.uniform(x0, x1, n),
+                "lat": rng.uniform(y0, y1, n),
+            }
+        )
+        rels.append(dpmap.release(pts, zones=zones, by="name", epsilon=1.0, person="pid"))
+    fig = dpmap.plot_periods(rels, periods=LABELS)
+    assert [ax.get_title() for ax in _panels(fig)] == LABELS
+    dpmap.explore_periods(rels, periods=LABELS, path=tmp_path / "zones.html")
+    cfg = _config((tmp_path / "zones.html").read_text(encoding="utf-8"))
+    assert cfg["placeLabel"] == "zone"
+    features = {f["properties"]["cell"]: f["properties"]["i"] for f in cfg["data"]["features"]}
+    assert set(features) == {"west", "east"}
+    for k, rel in enumerate(rels):
+        for name, count in rel.cells[["name", "count"]].itertuples(index=False):
+            assert cfg["periods"]["columns"]["count"][k][features[name]] == count
