@@ -46,6 +46,7 @@ from dpmap.errors import (
 )
 from dpmap.grid import Region, to_region
 from dpmap.ledger import Ledger
+from dpmap.maps.periods import explore_periods, plot_periods
 from dpmap.maps.trends import plot_series, plot_trend
 from dpmap.release import (
     EpsilonPlan,
@@ -85,8 +86,10 @@ __all__ = [
     "audit",
     "compare",
     "explain",
+    "explore_periods",
     "plan_epsilon",
     "plan_resolution",
+    "plot_periods",
     "plot_series",
     "plot_trend",
     "read_release",

@@ -383,3 +383,62 @@ def test_recording_sees_requests_of_a_map_with_tiles(browser, tmp_path):
         if e["method"] == "Network.responseReceived"
     ]
     assert _non_local(answered) == []
+
+
+def test_period_slider_switches_the_shown_period(browser, tmp_path):
+    """The slider map (dpmap.explore_periods): offline, no script error; moving the slider
+    relabels it, recolours the hexagons with that period's colours (read from the embedded
+    data) and the tooltip shows that period's value ± margin and its label."""
+    from dpmap import explore_periods
+    from dpmap.release import Release
+
+    base = _release()
+    labels = ["2026-01", "2026-02", "2026-03"]
+    rels = []
+    for k, label in enumerate(labels):
+        table = base.copy()
+        table["count"] = table["count"] * (k + 1)
+        rels.append(Release(table, {**MANIFEST, "period": label}))
+    out = tmp_path / "slider.html"
+    explore_periods(rels, path=out)
+    browser.load(out.as_uri())
+    assert _non_local(browser.requested_urls()) == []
+    assert not [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
+    text = out.read_text(encoding="utf-8")
+    start = text.index("var cfg = ") + len("var cfg = ")
+    cfg, _ = json.JSONDecoder().raw_decode(text, start)
+    centre = next(f for f in cfg["data"]["features"] if f["properties"]["cell"] == CENTER)
+    i = centre["properties"]["i"]
+    count0 = int(base.loc[base["cell"] == CENTER, "count"].iloc[0])
+
+    def state() -> tuple[str, str, str]:
+        lat, lng = h3.cell_to_latlng(CENTER)
+        x, y = browser.evaluate(
+            "(() => { const m = Object.values(window).find(v => v instanceof L.Map);"
+            f" const p = m.latLngToContainerPoint([{lat}, {lng}]); return [p.x, p.y]; }})()"
+        )
+        browser.hover(5, HEIGHT / 2)  # off the hexagons, so the tooltip opens anew
+        browser.hover(x, y)
+        tip = browser.evaluate("document.querySelector('.dpmap-tooltip').innerText")
+        label = browser.evaluate("document.querySelector('.dpmap-period-label').textContent")
+        fill = browser.evaluate(
+            "(() => { let c = null; Object.values(window).find(v => v instanceof L.Map)"
+            ".eachLayer(l => { if (l.feature && l.feature.properties.cell === "
+            f"{json.dumps(CENTER)}) c = l.options.fillColor; }}); return c; }})()"
+        )
+        return str(tip), str(label), str(fill)
+
+    tip, label, fill = state()
+    assert label == "2026-01" and fill == cfg["periods"]["fill"][0][i]
+    assert f"count: {count0} ± 6.4\n" in tip and "period 2026-01" in tip
+    browser.evaluate(
+        "(() => { const s = document.querySelector('.dpmap-period-slider'); s.value = 2;"
+        " s.dispatchEvent(new Event('input')); return 1; })()"
+    )
+    tip, label, fill = state()
+    assert label == "2026-03" and fill == cfg["periods"]["fill"][2][i]
+    assert fill != cfg["periods"]["fill"][0][i]
+    assert f"count: {3 * count0} ± 6.4\n" in tip and "period 2026-03" in tip
+    image = browser.screenshot(tmp_path / "slider.png")
+    shown = {c for c in cfg["periods"]["fill"][2] if c} - {c for c in cfg["periods"]["fill"][0]}
+    assert _pixels_near(image, sorted(shown)) > 2_000  # period 2026-03's own colours drawn

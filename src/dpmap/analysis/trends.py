@@ -61,6 +61,7 @@ __all__ = [
     "FDR",
     "bh_significant",
     "gls_slope",
+    "line_up",
     "margin_z",
     "series",
     "trend",
@@ -107,14 +108,14 @@ def _panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any
     return [releases.at(x) for x in labels], periods
 
 
-def _check_sequence(releases: Any) -> list[Release]:
+def _check_sequence(releases: Any, minimum: int = 2) -> list[Release]:
     if is_release(releases):
         raise SpecError(
             "series and trends need several releases (one per period), got one release; pass "
             "a list, e.g. dpmap.trend([rel_jan, rel_feb, ...])"
         )
     rels = list(releases)
-    if len(rels) < 2:
+    if len(rels) < minimum:
         raise SpecError(
             f"series and trends need at least two releases (periods), got {len(rels)}; pass "
             "one release per period, oldest first"
@@ -535,3 +536,15 @@ def _with_geometry(frame: pd.DataFrame, p: Panel) -> Any:
     if len(geometry) != len(frame):  # one polygon per cell or zone, rows per category
         geometry = np.repeat(geometry, len(frame) // max(len(geometry), 1))
     return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")
+
+
+def line_up(
+    releases: Sequence[Release], periods: Sequence[Any] | None = None, *, minimum: int = 2
+) -> tuple[list[Release], list[str]]:
+    """The releases of one series, checked as :func:`series` checks them (one design,
+    resolution, categories and statistics), and their period labels (``periods``, else the
+    manifests' ``period`` entries, else 0, 1, …); at least ``minimum`` releases. A panel
+    release stands for its periods."""
+    releases, periods = _panel_views(releases, periods)
+    rels = _check_sequence(releases, minimum)
+    return rels, _periods(rels, periods)[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,11 +15,26 @@ __all__ = ["ALL_CATEGORIES", "plot_cmd"]
 #: --category value of dpmap plot that maps the total of every category
 ALL_CATEGORIES = "all"
 
+_RELEASE_FILES = Annotated[
+    list[Path],
+    typer.Argument(
+        metavar="RELEASE...",
+        help="A release written by dpmap; several (one per period, oldest first) for "
+        "small multiples (--png) and a map with a period slider (--html).",
+    ),
+]
+_PERIODS = Annotated[
+    str | None,
+    typer.Option(
+        "--periods",
+        help="Several releases: the periods' names, comma-separated (e.g. 2026-01,2026-02); "
+        "default the releases' own periods, else 0, 1, …",
+    ),
+]
+
 
 def plot_cmd(
-    release_file: Annotated[
-        Path, typer.Argument(metavar="RELEASE", help="A release written by dpmap.")
-    ],
+    release_files: _RELEASE_FILES,
     png: Annotated[Path | None, typer.Option("--png", help="Output PNG file.")] = None,
     column: Annotated[
         str, typer.Option("--column", help="Statistic to map: count, sum or mean.")
@@ -40,8 +55,12 @@ def plot_cmd(
             help="Output interactive map: one self-contained HTML file that works offline.",
         ),
     ] = None,
+    periods: _PERIODS = None,
 ) -> None:
     """Draw a static map (PNG) and/or an interactive map (HTML) of a published release.
+
+    With several releases (one per period): small multiples on one colour scale (PNG) and
+    an interactive map with a period slider (HTML).
 
     Example: dpmap plot map.geojson --png map.png --html map.html
     """
@@ -56,7 +75,10 @@ def plot_cmd(
         from dpmap.maps.interactive import check_html_path
 
         check_html_path(html)
-    rel = read_release(release_file)
+    if len(release_files) > 1 or periods is not None:
+        _plot_periods(release_files, png, html, column, category, periods)
+        return
+    rel = read_release(release_files[0])
     cells, manifest, title = rel.cells, rel.manifest, None
     has_cat = "category" in cells.columns
     named = set(cells["category"].astype(str)) if has_cat else set()
@@ -87,3 +109,56 @@ def plot_cmd(
 
         save_html(document, html)
     typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
+
+
+def _plot_periods(
+    release_files: list[Path],
+    png: Path | None,
+    html: Path | None,
+    column: str,
+    category: str | None,
+    periods: str | None,
+) -> None:
+    """Several releases: small multiples (PNG) and the slider map (HTML); both are checked
+    and drawn before either file is written, so a mistake writes nothing."""
+    from dpmap.cli.tables import period_names
+    from dpmap.maps.interactive import offline_document, save_html
+    from dpmap.maps.periods import explore_periods, plot_periods
+    from dpmap.release import read_release
+
+    names = period_names(periods, len(release_files))
+    rels, category, title = _category_totals([read_release(f) for f in release_files], category)
+    document = None
+    if html is not None:
+        fmap = explore_periods(rels, names, column, category=category, title=title)
+        document = offline_document(fmap)
+    if png is not None:  # checked and drawn in full before the PNG is written
+        plot_periods(rels, names, column, png, category=category, title=title)
+    if document is not None and html is not None:
+        save_html(document, html)
+    typer.echo("wrote " + " and ".join(str(p) for p in (png, html) if p is not None))
+
+
+def _category_totals(
+    rels: list[Any], category: str | None
+) -> tuple[list[Any], str | None, str | None]:
+    """Releases with categories and no --category (or 'all'): each period's total of every
+    category, as ``dpmap plot`` maps one release; else the releases as they are."""
+    cells = rels[0].cells
+    if "category" not in cells.columns:
+        return rels, category, None
+    named = set(cells["category"].astype(str))
+    if category is not None and (category != ALL_CATEGORIES or ALL_CATEGORIES in named):
+        return rels, category, None
+    from dpmap.analysis.tables import category_total_cells
+    from dpmap.release import Release
+
+    if category is None:
+        print(
+            "dpmap: note: the releases have one row per category; mapping their total. Map "
+            "one category with --category NAME.",
+            file=sys.stderr,
+        )
+    totals = [Release(category_total_cells(r), r.manifest) for r in rels]
+    title = f"{rels[0].manifest.get('title') or 'dpmap release'} — total of all categories"
+    return totals, None, title

@@ -18,6 +18,7 @@ __all__ = [
     "aggregate_cmd",
     "around_cmd",
     "compare_cmd",
+    "period_names",
     "series_cmd",
     "table_cmd",
     "trend_cmd",
@@ -354,22 +355,29 @@ def _series_inputs(
     """The releases (oldest first), the zones and the period names of ``series``/``trend``."""
     from dpmap.release import read_release
 
-    names: list[Any] | None = None
-    if periods is not None:
-        names = [p.strip() for p in periods.split(",") if p.strip()]
-        if len(names) != len(release_files):
-            raise SpecError(
-                f"--periods names {len(names)} periods for {len(release_files)} release files; "
-                "give one name per file, comma-separated, e.g. --periods 2026-01,2026-02"
-            )
-        import contextlib
-
-        import pandas as pd
-
-        with contextlib.suppress(ValueError, TypeError):  # ISO months, quarters, years…
-            names = [pd.Period(n) for n in names]  # spaced by their own calendar
+    names = period_names(periods, len(release_files))
     rels = [read_release(f) for f in release_files]
     return rels, (_read_zones(zones) if zones is not None else None), names
+
+
+def period_names(periods: str | None, files: int) -> list[Any] | None:
+    """The periods of ``--periods`` (comma-separated, one per release file): pandas Periods
+    when they all parse as such (ISO months, quarters, years…), else the names as given."""
+    if periods is None:
+        return None
+    names: list[Any] = [p.strip() for p in periods.split(",") if p.strip()]
+    if len(names) != files:
+        raise SpecError(
+            f"--periods names {len(names)} periods for {files} release files; "
+            "give one name per file, comma-separated, e.g. --periods 2026-01,2026-02"
+        )
+    import contextlib
+
+    import pandas as pd
+
+    with contextlib.suppress(ValueError, TypeError):  # ISO months, quarters, years…
+        names = [pd.Period(n) for n in names]  # spaced by their own calendar
+    return names
 
 
 _RELEASES = Annotated[

@@ -35,7 +35,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,15 @@ from dpmap.maps.layers import (
 if TYPE_CHECKING:
     import folium
 
-__all__ = ["explore_release", "html_document", "ramp_colours", "save_html", "write_html"]
+__all__ = [
+    "explore_layers",
+    "explore_release",
+    "html_document",
+    "offline_document",
+    "ramp_colours",
+    "save_html",
+    "write_html",
+]
 
 #: Background of the map where there is no hexagon (there is no base map by default).
 BACKGROUND = "#eef0f2"
@@ -231,6 +239,12 @@ def html_document(
         offline=True,
         resolution=resolution,
     )
+    return offline_document(fmap)
+
+
+def offline_document(fmap: folium.Map) -> str:
+    """The page of a map made here with ``offline=True``, as a string; an error if it would
+    link any external file."""
     text = str(fmap.get_root().render())
     if re.search(r"<(script|link)\b[^>]*\b(src|href)=", text):  # pragma: no cover
         raise SpecError("the interactive map would link an external file; please report this")
@@ -300,6 +314,38 @@ def check_html_path(path: str | os.PathLike[str]) -> Path:
             f"suffix {out.suffix or '(none)'!r}; use a path ending in '.html'"
         )
     return out
+
+
+def explore_layers(
+    layers: Sequence[MapLayer],
+    legend: MapLayer,
+    labels: Sequence[str],
+    manifests: Sequence[Mapping[str, Any]],
+    facts: CaptionFacts,
+    *,
+    boundaries: Any = None,
+    tiles: Any = None,
+    attr: str | None = None,
+    width: str | int = "100%",
+    height: str | int = "100%",
+    offline: bool = True,
+) -> folium.Map:
+    """An interactive map of several periods with a period slider (a :class:`folium.Map`).
+
+    The hexagons of every period (their union) are embedded once; each period's values,
+    margins, suppressed flags and colours (on the shared scale of `legend`, see
+    :func:`dpmap.maps.layers.shared_scale`) are embedded per period, and the slider in the
+    title box switches which period is shown. Tooltips show the period's value ± its 95%
+    margin; a hexagon a period does not publish is drawn as "no published value".
+    """
+    folium_mod = _import_folium()
+    page = _prepare_periods(layers, legend, labels, manifests, facts, boundaries, tiles)
+    fmap = _new_map(folium_mod, page["config"]["bounds"], tiles, attr, width, height)
+    _keep_leaflet_only(fmap, offline)
+    root: Any = fmap.get_root()
+    root.title = html.escape(page["title"])
+    fmap.add_child(_element_classes()[1](page, fmap.get_name()), name="dpmap_release")
+    return fmap
 
 
 # ------------------------------------------------------------------- dependencies
@@ -408,16 +454,135 @@ def _prepare(
     if not any(len(rings) for rings in polygons):
         raise SpecError("the release table has no cell geometries to map")
     lines = boundary_lines(boundaries) if boundaries is not None else None
-    stats = [column] + [s for s in _STAT_NAMES if s in layer.table.columns and s != column]
+    stats = _stats_of(layer)
     zone = zone_column(dict(manifest))
     features = _features(layer, polygons, _tooltip_columns(layer.table, stats), zone or "cell")
+    config = _base_config(features, polygons, lines, layer, zone, with_tiles)
+    return {
+        "config": config,
+        "title": layer.title,
+        "title_html": _title_html(layer.title, layer.stat_label, category),
+        "legend_html": _legend_html(layer),
+        "caption_html": _caption_html(caption_facts(manifest, layer), manifest),
+        "manifest": _finite(dict(manifest)),
+    }
+
+
+def _prepare_periods(
+    layers: Sequence[MapLayer],
+    legend: MapLayer,
+    labels: Sequence[str],
+    manifests: Sequence[Mapping[str, Any]],
+    facts: CaptionFacts,
+    boundaries: Any,
+    tiles: Any,
+) -> dict[str, Any]:
+    """The page of several periods: the union of their hexagons once, values per period."""
+    zone = zone_column(dict(manifests[0]))
+    key = zone or "cell"
+    keys: dict[str, int] = {}
+    polygons: list[list[np.ndarray]] = []
+    for layer in layers:
+        for k, rings in zip(_keys_of(layer, key), cell_polygons(layer.table), strict=True):
+            if k not in keys:
+                keys[k] = len(keys)
+                polygons.append(rings)
+    if not any(len(rings) for rings in polygons):
+        raise SpecError("the release tables have no cell geometries to map")
+    features = [
+        {"type": "Feature", "geometry": _geometry(rings), "properties": {"cell": k, "i": i}}
+        for (k, i), rings in zip(keys.items(), polygons, strict=True)
+    ]
+    lines = boundary_lines(boundaries) if boundaries is not None else None
+    config = _base_config(features, polygons, lines, legend, zone, tiles is not None)
+    config["periods"] = _period_columns(layers, labels, keys, key)
+    absent = any(-1 in per for per in config["periods"].pop("rows"))
+    legend_html = _legend_html(legend)
+    if absent and not legend.missing.any():
+        legend_html += (
+            '<div class="dpmap-legend-row"><span class="dpmap-swatch dpmap-swatch-missing">'
+            f"</span>{html.escape(MISSING_LABEL)}</div>"
+        )
+    title = legend.title
+    return {
+        "config": config,
+        "title": title,
+        "title_html": _title_html(title, legend.stat_label, legend.category) + _slider_html(labels),
+        "legend_html": legend_html,
+        "caption_html": _caption_html(facts, manifests[0]),
+        "manifest": {"periods": list(labels), "manifests": [_finite(dict(m)) for m in manifests]},
+    }
+
+
+def _keys_of(layer: MapLayer, key: str) -> list[str]:
+    table = layer.table
+    return table[key].astype(str).tolist() if key in table.columns else [""] * len(table)
+
+
+def _period_columns(
+    layers: Sequence[MapLayer], labels: Sequence[str], keys: dict[str, int], key: str
+) -> dict[str, Any]:
+    """Per period, aligned to the features (`keys`): the tooltip numbers (None where
+    suppressed or not published), the suppressed flags (0/1) and the fill colours."""
+    n = len(keys)
+    stats = _stats_of(layers[0])
+    columns: dict[str, list[list[Any]]] = {}
+    suppressed, fills, rows = [], [], []
+    for layer in layers:
+        where = np.full(n, -1, dtype=np.int64)  # the layer's row of each feature
+        where[[keys[k] for k in _keys_of(layer, key)]] = np.arange(len(layer.table))
+        values = _tooltip_columns(layer.table, stats)
+        for name, col in values.items():
+            columns.setdefault(name, []).append(
+                [None if r < 0 or layer.suppressed[r] else col[r] for r in where.tolist()]
+            )
+        colours = ramp_colours(np.where(layer.shown, layer.colour_values, np.nan), layer.vmax)
+        suppressed.append([int(r >= 0 and bool(layer.suppressed[r])) for r in where.tolist()])
+        fills.append([None if r < 0 else colours[r] for r in where.tolist()])
+        rows.append(where.tolist())
+    return {
+        "labels": [str(lab) for lab in labels],
+        "columns": columns,
+        "suppressed": suppressed,
+        "fill": fills,
+        "rows": rows,
+    }
+
+
+def _slider_html(labels: Sequence[str]) -> str:
+    """The period slider and its label, under the title."""
+    first = html.escape(str(labels[0]))
+    return (
+        '<div class="dpmap-period"><label for="dpmap-period">period</label>'
+        f'<input type="range" class="dpmap-period-slider" id="dpmap-period" min="0" '
+        f'max="{len(labels) - 1}" step="1" value="0" aria-valuetext="{first}">'
+        f'<output class="dpmap-period-label" for="dpmap-period">{first}</output></div>'
+    )
+
+
+def _stats_of(layer: MapLayer) -> list[str]:
+    """The statistics a tooltip shows: the mapped column first."""
+    column = layer.column
+    return [column] + [s for s in _STAT_NAMES if s in layer.table.columns and s != column]
+
+
+def _base_config(
+    features: list[dict[str, Any]],
+    polygons: list[list[np.ndarray]],
+    lines: list[np.ndarray] | None,
+    layer: MapLayer,
+    zone: str | None,
+    with_tiles: bool,
+) -> dict[str, Any]:
+    """The page's script configuration: the hexagons, the boundaries and the texts."""
     west, south, east, north = cell_bounds(polygons)
-    config = {
+    category = layer.category
+    return {
         "data": {"type": "FeatureCollection", "features": features},
         "boundaries": _boundaries_geojson(lines) if lines else None,
         "bounds": [[south, west], [north, east]],
-        "column": column,
-        "stats": stats,
+        "column": layer.column,
+        "stats": _stats_of(layer),
         "fillOpacity": 0.75 if with_tiles else 1.0,
         "suppressed": {"face": SUPPRESSED_FACE, "hatch": SUPPRESSED_HATCH},
         "missing": {"face": MISSING_FACE, "edge": MISSING_EDGE},
@@ -428,14 +593,7 @@ def _prepare(
         "categoryHtml": (
             f" · category {html.escape(str(category))}" if category is not None else ""
         ),
-    }
-    return {
-        "config": config,
-        "title": layer.title,
-        "title_html": _title_html(layer.title, layer.stat_label, category),
-        "legend_html": _legend_html(layer),
-        "caption_html": _caption_html(caption_facts(manifest, layer), manifest),
-        "manifest": _finite(dict(manifest)),
+        "periods": None,
     }
 
 
@@ -714,6 +872,9 @@ _HEAD_TEMPLATE = """<style>
   "DejaVu Sans", sans-serif; }
 #__MAP__ .dpmap-tooltip .dpmap-cell { color: #666; font-size: 11px; }
 #__MAP__ .dpmap-tooltip .dpmap-suppressed { color: #444; }
+#__MAP__ .dpmap-period { margin-top: 6px; display: flex; align-items: center; gap: 8px; }
+#__MAP__ .dpmap-period-slider { flex: 1; min-width: 180px; }
+#__MAP__ .dpmap-period-label { font-weight: 600; min-width: 4.5em; }
 @media print { #__MAP__ .leaflet-control-zoom { display: none; } }
 </style>
 """
@@ -785,7 +946,8 @@ _SCRIPT_TEMPLATE = """
         lines.push(s === cfg.column ? "<b>" + text + "</b>" : text);
       });
     }
-    lines.push('<span class="dpmap-cell">' + esc(cfg.placeLabel) + " " + esc(p.cell) + cfg.categoryHtml + "</span>");
+    lines.push('<span class="dpmap-cell">' + esc(cfg.placeLabel) + " " + esc(p.cell) + cfg.categoryHtml +
+               (p.period == null ? "" : " \u00b7 period " + esc(p.period)) + "</span>");
     return lines.join("<br>");
   }
 
@@ -808,6 +970,27 @@ _SCRIPT_TEMPLATE = """
       style: {color: cfg.boundaryColor, weight: 1.2, opacity: 0.9, fill: false}}).addTo(map);
   }
 
+  // several periods: the slider in the title box shows one period's values at a time
+  function periodSlider(per) {
+    var slider = title.querySelector("input.dpmap-period-slider");
+    var label = title.querySelector(".dpmap-period-label");
+    function show(k) {
+      hexagons.eachLayer(function (layer) {
+        var p = layer.feature.properties, i = p.i;
+        Object.keys(per.columns).forEach(function (name) { p[name] = per.columns[name][k][i]; });
+        p.suppressed = per.suppressed[k][i] === 1;
+        p.fill = per.fill[k][i];
+        p.period = per.labels[k];
+        hexagons.resetStyle(layer);
+      });
+      label.textContent = per.labels[k];
+      slider.setAttribute("aria-valuetext", per.labels[k]);
+      map.getContainer().setAttribute("data-dpmap-period", per.labels[k]);
+    }
+    slider.addEventListener("input", function () { show(Number(slider.value)); });
+    show(Number(slider.value));
+  }
+
   function box(position, className, content) {
     var control = L.control({position: position});
     control.onAdd = function () {
@@ -824,6 +1007,7 @@ _SCRIPT_TEMPLATE = """
   var caption = box("bottomleft", "dpmap-caption", cfg.captionHtml).getContainer();
   L.control.scale({position: "bottomleft", imperial: false}).addTo(map);
   var legend = box("bottomright", "dpmap-legend", cfg.legendHtml);
+  if (cfg.periods) periodSlider(cfg.periods);
   map.attributionControl.addAttribution("dpmap \\u00b7 H3");
 
   // small maps (a notebook cell, a phone): the legend goes under the zoom buttons and

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -52,10 +52,12 @@ __all__ = [
     "map_layer",
     "map_title",
     "numeric_column",
+    "periods_caption_facts",
     "privacy_terms",
     "ramp_colours",
     "resolution_text",
     "select_rows",
+    "shared_scale",
     "stat_label",
     "suppressed_mask",
     "suppression_note",
@@ -587,4 +589,61 @@ def caption_facts(manifest: Mapping[str, Any], layer: MapLayer) -> CaptionFacts:
         hidden=None if hidden is None else in_units(hidden, manifest),
         noise=in_units(CaptionFacts.noise, manifest),
         grid=grid_text(manifest, layer.resolution_text),
+    )
+
+
+# ------------------------------------------------------------ periods: one shared scale
+
+
+def shared_scale(layers: Sequence[MapLayer]) -> tuple[list[MapLayer], MapLayer]:
+    """The layers of several periods on ONE colour scale, and a layer for the legend.
+
+    The top of the scale is the 99th percentile of every period's shown values together
+    (as :func:`colour_scale` does for one map), so the same colour means the same value in
+    every period. Each returned layer has that top, with its own below/above flags; the
+    legend layer has the flags of all periods.
+    """
+    values = np.concatenate([layer.values for layer in layers])
+    suppressed = np.concatenate([layer.suppressed for layer in layers])
+    _, _, vmax, below, above = colour_scale(values, suppressed)
+    out = []
+    for layer in layers:
+        shown = layer.colour_values[layer.shown]
+        out.append(
+            replace(layer, vmax=vmax, above=bool((shown > vmax).any()))  # below is per value
+        )
+    legend = replace(
+        layers[0],
+        vmax=vmax,
+        below=below,
+        above=above,
+        values=values,
+        suppressed=suppressed,
+        shown=np.concatenate([layer.shown for layer in layers]),
+        colour_values=np.concatenate([layer.colour_values for layer in layers]),
+    )
+    return out, legend
+
+
+def periods_caption_facts(
+    manifests: Sequence[Mapping[str, Any]], labels: Sequence[str], legend: MapLayer
+) -> CaptionFacts:
+    """The caption facts of a map of several periods: ε and δ of each period's release
+    (one value when they agree), the shared colour scale, any period's hidden cells."""
+    facts = caption_facts(manifests[0], legend)
+    terms = [privacy_terms(m)[:2] for m in manifests]
+    if len(set(terms)) == 1:
+        eps, delta = terms[0]
+        delta = f"{delta} per period" if len(manifests) > 1 else delta
+    else:
+        eps = ", ".join(f"{e} ({lab})" for (e, _), lab in zip(terms, labels, strict=True))
+        delta = ", ".join(f"{d} ({lab})" for (_, d), lab in zip(terms, labels, strict=True))
+    hidden = next((h for h in map(suppression_note, manifests) if h is not None), None)
+    scale = facts.scale and facts.scale.replace("percentile)", "percentile of all periods)")
+    return replace(
+        facts,
+        epsilon=eps,
+        delta=delta,
+        scale=scale,
+        hidden=None if hidden is None else in_units(hidden, manifests[0]),
     )

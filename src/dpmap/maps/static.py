@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from matplotlib.colors import Colormap, Normalize
     from matplotlib.figure import Figure
 
-__all__ = ["plot_release"]
+__all__ = ["plot_periods_figure", "plot_release"]
 
 #: Colormap of the relative margin of error (sequential, different hue from the values).
 MOE_CMAP = "PuBu"
@@ -666,3 +666,137 @@ def _save_png(fig: Any, out: Path, dpi: int) -> None:
         if isinstance(exc, DataFileError):
             raise
         raise DataFileError(f"cannot save the map to {str(out)!r}: {exc}") from exc
+
+
+# ------------------------------------------------------------- periods: small multiples
+
+#: Width of one small-multiple panel, in inches.
+PERIOD_PANEL_WIDTH = 3.0
+#: Panels per row of the small multiples.
+PERIOD_COLUMNS = 4
+
+
+def plot_periods_figure(
+    layers: Sequence[MapLayer],
+    legend: MapLayer,
+    labels: Sequence[str],
+    facts: CaptionFacts,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    boundaries: Any = None,
+    title: str | None = None,
+    dpi: int = 150,
+) -> Figure:
+    """Small multiples: one panel per period (titled with its label), all on the colour
+    scale of `legend` (the layers share its top: :func:`dpmap.maps.layers.shared_scale`),
+    with ONE colour bar, one legend and one caption. Each panel is drawn as the value panel
+    of :func:`plot_release` (suppressed cells hatched grey, missing ones white).
+    ``path``: also save as PNG (atomically)."""
+    from matplotlib.colors import Normalize
+
+    _require_matplotlib()
+    out_path = _check_path(path)
+    lines = boundary_lines(boundaries) if boundaries is not None else None
+    polygons = [cell_polygons(layer.table) for layer in layers]
+    extent = _extent([rings for per in polygons for rings in per])
+    layout, axes = _periods_layout(extent, len(layers), dpi)
+    norm = Normalize(vmin=0.0, vmax=legend.vmax)
+    for ax, layer, per, label in zip(axes, layers, polygons, labels, strict=True):
+        shapes = _Shapes(polygons=per, boundary_lines=lines, extent=extent)
+        _draw_panel(
+            ax, shapes, layer.colour_values, layer.suppressed, layer.shown, VALUE_CMAP, norm
+        )
+        ax.tick_params(labelleft=False, labelbottom=False, length=0)
+        ax.set_title(str(label), fontsize=10)
+    extend = _extend(below=legend.below, above=legend.above)
+    cbar = layout.fig.colorbar(
+        _mappable(VALUE_CMAP, norm), cax=layout.moe_ax, extend=extend, extendfrac=0.04
+    )
+    cbar.ax.tick_params(labelsize=8)
+    cbar.set_label(_panel_label(legend), fontsize=9)
+    _periods_texts(layout, legend, facts, title)
+    if out_path is not None:
+        _save_png(layout.fig, out_path, dpi)
+    fig: Figure = layout.fig
+    return fig
+
+
+def _periods_layout(
+    extent: tuple[float, float, float, float], n: int, dpi: int
+) -> tuple[_Layout, list[Any]]:
+    """A figure with `n` map panels in rows of :data:`PERIOD_COLUMNS` and one colour bar
+    (in the layout's ``moe_ax`` slot) beside them, as tall as the panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x0, x1, y0, y1 = extent
+    ground_width = (x1 - x0) * math.cos(math.radians((y0 + y1) / 2.0))
+    ratio = min(max((y1 - y0) / max(ground_width, 1e-9), 0.45), 2.2)
+    ncol = min(PERIOD_COLUMNS, n)
+    nrow = -(-n // ncol)
+    pw, ph = PERIOD_PANEL_WIDTH, PERIOD_PANEL_WIDTH * ratio
+    left, gap_x, gap_y, cbar_room, right = 0.3, 0.2, 0.45, 1.3, 0.1
+    top, bottom = 0.75, 1.45
+    width = left + ncol * pw + (ncol - 1) * gap_x + 0.25 + cbar_room + right
+    height = top + nrow * ph + (nrow - 1) * gap_y + bottom
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    axes = []
+    for i in range(n):
+        row, col = divmod(i, ncol)
+        x = left + col * (pw + gap_x)
+        y = height - top - (row + 1) * ph - row * gap_y
+        axes.append(fig.add_axes((x / width, y / height, pw / width, ph / height)))
+    cbar_x = left + ncol * pw + (ncol - 1) * gap_x + 0.25
+    panels_h = nrow * ph + (nrow - 1) * gap_y
+    cax = fig.add_axes(
+        (cbar_x / width, (height - top - panels_h) / height, 0.17 / width, panels_h / height)
+    )
+    layout = _Layout(
+        fig=fig,
+        ax=axes[0],
+        moe_ax=cax,
+        legend_anchor=(left / width, (bottom - 0.35) / height),
+        caption_anchor=(0.25 / width, (bottom - 0.75) / height),
+        title_y=1.0 - 0.12 / height,
+        caption_chars=int((width - 0.5) * 72 / (8 * 0.56)),
+    )
+    return layout, axes
+
+
+def _periods_texts(
+    layout: _Layout, legend: MapLayer, facts: CaptionFacts, title: str | None
+) -> None:
+    """Legend, caption (the periods' privacy facts) and title of the small multiples."""
+    fig = layout.fig
+    handles = _legend_handles(legend)
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=layout.legend_anchor,
+            frameon=False,
+            fontsize=8,
+            handlelength=2.2,
+            handleheight=1.4,
+            borderaxespad=0.0,
+            ncols=len(handles),
+        )
+    fig.text(
+        *layout.caption_anchor,
+        _caption(facts, layout.caption_chars),
+        ha="left",
+        va="top",
+        fontsize=8,
+        color="#333333",
+        linespacing=1.4,
+        gid=GID_CAPTION,
+    )
+    fig.suptitle(
+        title or legend.title,
+        fontsize=13,
+        ha="left",
+        x=layout.caption_anchor[0],
+        y=layout.title_y,
+        va="top",
+    )
