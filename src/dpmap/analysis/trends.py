@@ -63,6 +63,7 @@ __all__ = [
     "gls_slope",
     "line_up",
     "margin_z",
+    "panel_views",
     "series",
     "trend",
     "two_sided_p",
@@ -93,7 +94,7 @@ class Panel:
     geometry: np.ndarray | None  # one polygon per series
 
 
-def _panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
+def panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
     """A panel release as its periods (one Release each, ``panel.at``), with its public
     periods (pandas Periods when they have a frequency, so that their spacing counts)."""
     if not is_release(releases):
@@ -304,7 +305,7 @@ def _zone_totals(
 def _panel(
     releases: Any, zones: Any, by: str | None, periods: Sequence[Any] | None, resolution: Any
 ) -> Panel:
-    releases, periods = _panel_views(releases, periods)
+    releases, periods = panel_views(releases, periods)
     rels = _check_sequence(releases)
     times, labels = _periods(rels, periods)
     keys, per, geometry = _rows_per_period(rels, zones, by, resolution)
@@ -545,6 +546,6 @@ def line_up(
     resolution, categories and statistics), and their period labels (``periods``, else the
     manifests' ``period`` entries, else 0, 1, …); at least ``minimum`` releases. A panel
     release stands for its periods."""
-    releases, periods = _panel_views(releases, periods)
+    releases, periods = panel_views(releases, periods)
     rels = _check_sequence(releases, minimum)
     return rels, _periods(rels, periods)[1]

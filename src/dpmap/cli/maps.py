@@ -59,8 +59,8 @@ def plot_cmd(
 ) -> None:
     """Draw a static map (PNG) and/or an interactive map (HTML) of a published release.
 
-    With several releases (one per period): small multiples on one colour scale (PNG) and
-    an interactive map with a period slider (HTML).
+    With several releases (one per period), or a panel release: small multiples on one
+    colour scale (PNG) and an interactive map with a period slider (HTML).
 
     Example: dpmap plot map.geojson --png map.png --html map.html
     """
@@ -76,9 +76,14 @@ def plot_cmd(
 
         check_html_path(html)
     if len(release_files) > 1 or periods is not None:
-        _plot_periods(release_files, png, html, column, category, periods)
+        _plot_periods(
+            [read_release(f) for f in release_files], png, html, column, category, periods
+        )
         return
     rel = read_release(release_files[0])
+    if rel.periods is not None:  # a panel: one map per period
+        _plot_periods([rel.at(p) for p in rel.periods], png, html, column, category, None)
+        return
     cells, manifest, title = rel.cells, rel.manifest, None
     has_cat = "category" in cells.columns
     named = set(cells["category"].astype(str)) if has_cat else set()
@@ -112,7 +117,7 @@ def plot_cmd(
 
 
 def _plot_periods(
-    release_files: list[Path],
+    releases: list[Any],
     png: Path | None,
     html: Path | None,
     column: str,
@@ -124,10 +129,9 @@ def _plot_periods(
     from dpmap.cli.tables import period_names
     from dpmap.maps.interactive import offline_document, save_html
     from dpmap.maps.periods import explore_periods, plot_periods
-    from dpmap.release import read_release
 
-    names = period_names(periods, len(release_files))
-    rels, category, title = _category_totals([read_release(f) for f in release_files], category)
+    names = period_names(periods, len(releases))
+    rels, category, title = _category_totals(releases, category)
     document = None
     if html is not None:
         fmap = explore_periods(rels, names, column, category=category, title=title)

@@ -478,8 +478,10 @@ def _assert_bounded(g: pl.DataFrame, spec: ReleaseSpec) -> None:
         return
     worst_records, worst_rank = int(g["max_rn"].max()), int(g["max_cr"].max())  # type: ignore[arg-type]
     worst_period = int(g["max_pr"].max())  # type: ignore[arg-type]
-    if worst_records > spec.linf or worst_rank > spec.l0 // spec.periods_per_person or (
-        worst_period > spec.periods_per_person
+    if (
+        worst_records > spec.linf
+        or worst_rank > spec.l0 // spec.periods_per_person
+        or (worst_period > spec.periods_per_person)
     ):
         raise AssertionError(
             f"bounding failed: a person has {worst_period} periods / {worst_rank} cells / "

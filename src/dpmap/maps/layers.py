@@ -632,7 +632,12 @@ def periods_caption_facts(
     (one value when they agree), the shared colour scale, any period's hidden cells."""
     facts = caption_facts(manifests[0], legend)
     terms = [privacy_terms(m)[:2] for m in manifests]
-    if len(set(terms)) == 1:
+    panels = {(m.get("panel") or {}).get("fingerprint") for m in manifests}
+    if len(set(terms)) == 1 and len(panels) == 1 and None not in panels:
+        # the periods of one panel release: one measurement, one guarantee for all of them
+        eps, delta = terms[0]
+        delta = f"{delta} for all {len(manifests)} periods together (one panel release)"
+    elif len(set(terms)) == 1:
         eps, delta = terms[0]
         delta = f"{delta} per period" if len(manifests) > 1 else delta
     else:

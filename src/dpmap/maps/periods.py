@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from dpmap.analysis.totals import is_release
-from dpmap.analysis.trends import line_up
+from dpmap.analysis.trends import line_up, panel_views
 from dpmap.errors import SpecError
 from dpmap.maps.interactive import check_html_path, explore_layers, offline_document, save_html
 from dpmap.maps.layers import CaptionFacts, MapLayer, map_layer, periods_caption_facts, shared_scale
@@ -101,6 +101,7 @@ def explore_periods(
     """
     if path is not None:
         check_html_path(path)
+    releases, periods = panel_views(releases, periods)
     layers, legend, labels, facts = _periods_layers(
         releases, periods, statistic, category, resolution, title, maximum=None
     )
@@ -124,7 +125,8 @@ def _periods_layers(
     maximum: int | None,
 ) -> tuple[list[MapLayer], MapLayer, list[str], CaptionFacts]:
     """The releases checked and lined up, each period's layer on the shared scale, the
-    legend layer, the labels and the caption facts."""
+    legend layer, the labels and the caption facts. A panel release stands for its periods."""
+    releases, periods = panel_views(releases, periods)
     if is_release(releases):
         raise SpecError(
             "a map of periods needs a sequence of releases (one per period), got one release; "

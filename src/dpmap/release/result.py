@@ -17,6 +17,7 @@ from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
+from dpmap.maps.periods import explore_periods, plot_periods
 from dpmap.maps.static import plot_release
 from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
 
@@ -268,6 +269,8 @@ class Release:
     def plot(self, path: str | Path | None = None, **kwargs: Any) -> Any:
         """Static map (matplotlib); see :func:`dpmap.maps.static.plot_release`. A release with
         categories maps their total unless ``category=`` names one (as ``dpmap plot``)."""
+        if self.periods is not None:  # a panel: one small map per period, one colour scale
+            return plot_periods(self, path=path, **kwargs)
         cells, kwargs["category"] = self._cells_to_map(kwargs.get("category"), kwargs)
         return plot_release(cells, self._manifest, path, **kwargs)
 
@@ -317,6 +320,8 @@ class Release:
     ) -> Any:
         """Interactive map (a ``folium.Map``); see :func:`dpmap.maps.interactive.explore_release`. A
         release with categories maps their total unless ``category=`` names one."""
+        if self.periods is not None:  # a panel: one layer per period, with a slider
+            return explore_periods(self, statistic=column, category=category, tiles=tiles, **kwargs)
         cells, category = self._cells_to_map(category, kwargs)
         return explore_release(
             cells, self._manifest, column=column, category=category, tiles=tiles, **kwargs
@@ -328,6 +333,9 @@ class Release:
         """Self-contained interactive HTML map (works offline); see
         :func:`dpmap.maps.interactive.write_html`. A release with categories maps their total unless
         ``category=`` names one."""
+        if self.periods is not None:
+            explore_periods(self, statistic=column, category=category, path=path, **kwargs)
+            return Path(path)
         cells, category = self._cells_to_map(category, kwargs)
         return write_html(cells, self._manifest, path, column=column, category=category, **kwargs)
 
