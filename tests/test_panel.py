@@ -523,3 +523,35 @@ def test_cli_panel_release_and_bad_periods(
     err = capsys.readouterr().err
     assert code == 2 and "--periods" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_explain_and_the_manifest_say_what_a_panel_counts() -> None:
+    plan = dpmap.explain(
+        region=REGION,
+        resolution=RESOLUTION,
+        epsilon=1.0,
+        person="pid",
+        time="date",
+        periods=MONTHS,
+        max_periods=4,
+        max_cells=2,
+    )
+    text = str(plan)
+    assert f"{len(DOMAIN)} public cells × 6 public periods (2026-01 to 2026-06)" in text
+    assert f"{len(DOMAIN) * 6:,} rows" in text
+    assert "at most once per cell and period, in at most 4 period(s) and 2 cell(s)" in text
+    assert "sensitivity L1 8 " in text and "at most 1 per panel" in text
+
+
+def test_the_slider_map_of_a_panel_says_one_guarantee_for_all_periods(
+    panel: Any, tmp_path: Path
+) -> None:
+    page = panel.to_html(tmp_path / "panel.html").read_text(encoding="utf-8")
+    assert "for all 6 periods together (one panel release)" in page
+    views = [panel.at(p) for p in panel.periods]
+    from dpmap.maps.periods import explore_periods
+
+    separate = [dpmap.Release(v.cells, {**v.manifest, "panel": None}) for v in views]
+    page2 = explore_periods(separate, path=tmp_path / "sep.html")
+    assert page2 is not None
+    assert "per period" in (tmp_path / "sep.html").read_text(encoding="utf-8")

@@ -128,14 +128,30 @@ def _check_bands(cv_bands: Any) -> tuple[float, float]:
     return lo, hi
 
 
-def count_unit(person: str | None, max_records_per_cell: int, max_cells: int = 1) -> str:
-    """What a published count counts, in words (for the manifest and ``explain``)."""
+def count_terms(spec: Any) -> tuple[str | None, int, int, int | None]:
+    """The arguments of :func:`count_unit` for a release spec (panels per period)."""
+    if spec.panel and spec.person is not None:
+        return spec.person, spec.linf, spec.max_cells, spec.periods_per_person
+    return spec.person, spec.linf, spec.l0, None
+
+
+def count_unit(
+    person: str | None, max_records_per_cell: int, max_cells: int = 1, periods: int | None = None
+) -> str:
+    """What a published count counts, in words (for the manifest and ``explain``);
+    ``periods``: a panel's periods per person (``max_cells`` is then per period)."""
+    place = "cell and period" if periods is not None else "cell"
     if person is None:
         return "rows: every row is treated as a different person"
     if int(max_records_per_cell) > 1:
         return (
             f"records, not people: each person adds up to {int(max_records_per_cell)} records "
-            "per cell (max_records_per_cell), so a count of 10 may be fewer than 10 people"
+            f"per {place} (max_records_per_cell), so a count of 10 may be fewer than 10 people"
+        )
+    if periods is not None:
+        return (
+            f"people: each person counts at most once per {place}, in at most {int(periods)} "
+            f"period(s) and {int(max_cells)} cell(s) per period"
         )
     return "people: each person counts at most once per cell" + (
         f" (and in at most {int(max_cells)} cells)" if int(max_cells) > 1 else ""

@@ -9,7 +9,7 @@ from typing import Any
 from dpmap._privacy.noise import NoisePlan, opendp_version
 from dpmap._version import __version__
 from dpmap.aggregates import SUM_LIMIT
-from dpmap.analysis.tables import count_unit
+from dpmap.analysis.tables import count_terms, count_unit
 from dpmap.designs.base import Design, Measured
 from dpmap.release.planning import budget_shares
 from dpmap.spec import ReleaseSpec
@@ -145,7 +145,7 @@ def _contribution_bounds(spec: ReleaseSpec, pub: Any) -> dict[str, Any]:
         "max_cells": spec.l0 // spec.periods_per_person,
         "max_records_per_cell": spec.linf,
         **({"max_periods": spec.periods_per_person} if spec.panel else {}),
-        "count_counts": count_unit(spec.person, spec.linf, spec.l0),
+        "count_counts": count_unit(*count_terms(spec)),
         "value": spec.value,
         "bounds": list(spec.bounds) if spec.bounds else None,
         "value_rule": "clamped to bounds, then rounded half up to whole units"

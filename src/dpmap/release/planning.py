@@ -13,7 +13,7 @@ from dpmap._privacy.postprocess import (
     phantom_chance,
     phantom_threshold,
 )
-from dpmap.analysis.tables import count_unit
+from dpmap.analysis.tables import count_terms, count_unit
 from dpmap.designs import DesignOptions, adaptive_method, design_for
 from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.parameters import check_keywords
@@ -91,7 +91,7 @@ class Explanation:
                 f" / L2 {s['sensitivity']['l2']:.6g}, {priv} (share {s['budget_share']:.3g}),"
                 f" 95% error per cell ± {s['moe_95']:.6g}"
             )
-        lines.append(f"  count counts {count_unit(self.spec.person, self.spec.linf, self.spec.l0)}")
+        lines.append(f"  count counts {count_unit(*count_terms(self.spec))}")
         if self.spec.people:
             lines.append(
                 "  people counts distinct persons with a kept record in the cell (each person "
@@ -111,7 +111,8 @@ class Explanation:
             lines.append(
                 f"  suppression: cells with noisy count < {t:.6g} are hidden, so the smallest "
                 f"count shown is {t:.6g}; if every cell were empty, about {phantoms:.2g} of the "
-                f"{d['rows']:,} would show by chance (at most 1 per map: no phantom hot spots)"
+                f"{d['rows']:,} would show by chance (at most 1 per "
+                f"{'panel' if self.spec.panel else 'map'}: no phantom hot spots)"
             )
         else:
             lines.append(
@@ -127,16 +128,25 @@ class Explanation:
         return text
 
     def _area_line(self, d: dict[str, Any]) -> str:
-        """What is published: the zones, or the H3 resolution and its cells."""
+        """What is published: the zones, or the H3 resolution and its cells (× periods)."""
+        periods = self.spec.periods
+        per = ""
+        if periods is not None:
+            per = (
+                f" × {len(periods)} public periods ({periods.labels[0]} to "
+                f"{periods.labels[-1]}), {d['rows']:,} rows"
+            )
         if self.spec.zones is not None:
-            return f"  {d['cells']} public zones (one row each, named by {self.spec.zones.by!r})"
+            return (
+                f"  {d['cells']} public zones (one row each, named by {self.spec.zones.by!r})" + per
+            )
+        cells = (
+            f", {d['cells']} public cells" if d["cells"] is not None else ", cells chosen privately"
+        )
         return (
             f"  H3 resolution {d['resolution']} (average cell {d['average_cell_area_km2']:.3g} km²)"
-            + (
-                f", {d['cells']} public cells"
-                if d["cells"] is not None
-                else ", cells chosen privately"
-            )
+            + cells
+            + per
         )
 
 
