@@ -515,9 +515,18 @@ def test_cli_panel_release_and_bad_periods(
     out = tmp_path / "panel.geojson"
     args = ["release", pts, "--region", region, "--resolution", "7", "--epsilon", "1"]
     args += ["--person", "pid", "--time", "date", "--max-periods", "3", "--out", out]
+    args += ["--include-unbiased"]
     code = main([str(a) for a in [*args, "--periods", "2026-01..2026-06"]])
     assert code == 0, capsys.readouterr().err
     assert dpmap.read_release(out).periods == [str(p) for p in MONTHS]
+    trend_csv, series_csv = tmp_path / "trend.csv", tmp_path / "series.csv"
+    assert main(["trend", str(out), "--out", str(trend_csv)]) == 0
+    assert main(["series", str(out), "--out", str(series_csv)]) == 0
+    assert list(pd.read_csv(series_csv)["period"].unique()) == [str(p) for p in MONTHS]
+    assert len(pd.read_csv(trend_csv)) == len(DOMAIN)
+    code = main(["series", str(out), "--out", str(tmp_path / "x.csv"), "--periods", "a"])
+    assert code == 2 and not (tmp_path / "x.csv").exists()
+    capsys.readouterr()
     out.unlink()
     code = main([str(a) for a in [*args, "--periods", "2026-01..soon"]])
     err = capsys.readouterr().err

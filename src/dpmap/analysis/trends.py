@@ -96,7 +96,10 @@ class Panel:
 
 def panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
     """A panel release as its periods (one Release each, ``panel.at``), with its public
-    periods (pandas Periods when they have a frequency, so that their spacing counts)."""
+    periods (pandas Periods when they have a frequency, so that their spacing counts). A
+    list holding one panel is the panel."""
+    if not is_release(releases) and isinstance(releases, (list, tuple)) and len(releases) == 1:
+        releases = releases[0] if is_release(releases[0]) else releases
     if not is_release(releases):
         return releases, periods
     m = releases.manifest

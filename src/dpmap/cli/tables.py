@@ -355,8 +355,15 @@ def _series_inputs(
     """The releases (oldest first), the zones and the period names of ``series``/``trend``."""
     from dpmap.release import read_release
 
-    names = period_names(periods, len(release_files))
     rels = [read_release(f) for f in release_files]
+    if len(rels) == 1 and rels[0].periods is not None:  # a panel: its own public periods
+        if periods is not None:
+            raise SpecError(
+                "--periods names the periods of separate release files; a panel release has its "
+                "own periods: drop --periods"
+            )
+        return rels, (_read_zones(zones) if zones is not None else None), None
+    names = period_names(periods, len(release_files))
     return rels, (_read_zones(zones) if zones is not None else None), names
 
 
