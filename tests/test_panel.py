@@ -564,3 +564,14 @@ def test_the_slider_map_of_a_panel_says_one_guarantee_for_all_periods(
     page2 = explore_periods(separate, path=tmp_path / "sep.html")
     assert page2 is not None
     assert "per period" in (tmp_path / "sep.html").read_text(encoding="utf-8")
+
+
+def test_plan_epsilon_for_a_panel() -> None:
+    one = dpmap.plan_epsilon(target_moe=20, resolution=7, person="pid")
+    plan = dpmap.plan_epsilon(
+        target_moe=20, resolution=7, person="pid", time="date", periods=MONTHS, max_periods=6
+    )
+    # Laplace: six periods per person, six times the sensitivity, six times the ε
+    assert plan.epsilon == pytest.approx(6 * one.epsilon, rel=1e-5)
+    assert plan.periods == 6 and "in each of the panel's 6 periods" in str(plan)
+    assert one.periods is None and "panel" not in str(one)

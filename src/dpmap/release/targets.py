@@ -52,6 +52,8 @@ class EpsilonPlan:
     noise_moe: float | None = None
     zones: int | None = None
     by: str | None = None
+    #: a panel: its number of periods (the margin is of each (cell, period) row)
+    periods: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -61,6 +63,15 @@ class EpsilonPlan:
         return out
 
     def __str__(self) -> str:
+        text = self._text()
+        if self.periods is None:
+            return text
+        return text + (
+            f"; in each of the panel's {self.periods} periods (one release covers them all, "
+            "charged once)"
+        )
+
+    def _text(self) -> str:
         res = self.resolution
         delta = f", δ = {self.delta:.3g}" if self.delta else ""
         if res is None:  # a zone release: each district is one noisy value
@@ -341,6 +352,7 @@ def plan_epsilon(
         resolution=res if not (isinstance(res, tuple) and len(res) == 1) else res[0],
         mechanism=str(plan.spec.mechanism),
         delta=float(plan.delta),
+        periods=_periods_of(plan),
         area_km2=area,
         cells=max(cells, 1.0) if cells is not None else None,
         border_share=share,
@@ -348,6 +360,12 @@ def plan_epsilon(
         expected_total=total,
         noise_moe=_margin(noise, cells) if total is not None else None,
     )
+
+
+def _periods_of(plan: Any) -> int | None:
+    """A panel's number of periods (None for a release of one period)."""
+    periods = plan.spec.periods
+    return None if periods is None else len(periods)
 
 
 def _smallest_epsilon(moe: Callable[[float], float], target: float, rtol: float) -> float:
@@ -473,6 +491,7 @@ def plan_resolution(
                 resolution=r,
                 mechanism=str(plan.spec.mechanism),
                 delta=float(plan.delta),
+                periods=_periods_of(plan),
                 area_km2=area,
                 cells=max(cells, 1.0),
                 border_share=share,
@@ -548,6 +567,7 @@ def _plan_zones(
         resolution=None,
         mechanism=str(plan.spec.mechanism),
         delta=float(plan.delta),
+        periods=_periods_of(plan),
         zones=len(zones),
         by=zones.by,
     )
