@@ -321,7 +321,7 @@ def _panel(
 
 
 def series(
-    releases: Sequence[Release],
+    releases: Sequence[Release] | Release,
     zones: Any = None,
     by: str | None = "name",
     *,
@@ -463,7 +463,7 @@ def bh_significant(p: np.ndarray, fdr: float) -> np.ndarray:
 
 
 def trend(
-    releases: Sequence[Release],
+    releases: Sequence[Release] | Release,
     zones: Any = None,
     by: str | None = "name",
     *,
@@ -543,7 +543,7 @@ def _with_geometry(frame: pd.DataFrame, p: Panel) -> Any:
 
 
 def line_up(
-    releases: Sequence[Release], periods: Sequence[Any] | None = None, *, minimum: int = 2
+    releases: Sequence[Release] | Release, periods: Sequence[Any] | None = None, *, minimum: int = 2
 ) -> tuple[list[Release], list[str]]:
     """The releases of one series, checked as :func:`series` checks them (one design,
     resolution, categories and statistics), and their period labels (``periods``, else the

@@ -366,8 +366,8 @@ def _bound(prepared: Any, spec: ReleaseSpec, summary: Any) -> Any:
             )
         else:
             bounded = bounded.withColumn(_PR, F.lit(1))
-    first = (F.col(_RN) == 1) & (F.col(_CR) == 1) & (F.col(_PR) == 1)
-    return bounded.withColumn(_FIRST, first.cast("long"))
+    person_first = (F.col(_RN) == 1) & (F.col(_CR) == 1) & (F.col(_PR) == 1)
+    return bounded.withColumn(_FIRST, person_first.cast("long"))
 
 
 def _first_of_key(spec: ReleaseSpec, summary: Any) -> Any:

@@ -36,7 +36,7 @@ __all__ = ["explore_periods", "plot_periods"]
 
 
 def plot_periods(
-    releases: Sequence[Release],
+    releases: Sequence[Release] | Release,
     periods: Sequence[Any] | None = None,
     statistic: str = "count",
     path: str | os.PathLike[str] | None = None,
@@ -79,7 +79,7 @@ def plot_periods(
 
 
 def explore_periods(
-    releases: Sequence[Release],
+    releases: Sequence[Release] | Release,
     periods: Sequence[Any] | None = None,
     statistic: str = "count",
     path: str | os.PathLike[str] | None = None,
@@ -101,11 +101,11 @@ def explore_periods(
     """
     if path is not None:
         check_html_path(path)
-    releases, periods = panel_views(releases, periods)
+    views, periods = panel_views(releases, periods)
     layers, legend, labels, facts = _periods_layers(
-        releases, periods, statistic, category, resolution, title, maximum=None
+        views, periods, statistic, category, resolution, title, maximum=None
     )
-    manifests = [r.manifest for r in releases]
+    manifests = [r.manifest for r in views]
     fmap = explore_layers(
         layers, legend, labels, manifests, facts, boundaries=boundaries, tiles=tiles, attr=attr
     )
