@@ -74,7 +74,14 @@ def panel_tree(spec_periods: Any, freqs: list[str]) -> TimeTree:
             ) from None
 
     ordered = sorted(freqs, key=lambda f: -groups(f))
-    return time_tree(index, levels=tuple(ordered))
+    try:
+        return time_tree(index, levels=tuple(ordered))
+    except SpecError as exc:  # time_tree's fix names groups=, which a release does not take
+        reason = str(exc).split("; ")[0]
+        raise SpecError(
+            f"time_levels: {reason}; pass calendar levels that hold whole periods, e.g. "
+            "{'Y': 0.5} (or 'Q') above months"
+        ) from None
 
 
 def level_totals(finest: np.ndarray, tree: TimeTree, level: int) -> np.ndarray:

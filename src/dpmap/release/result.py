@@ -458,8 +458,8 @@ def read_release(path: str | Path) -> Release:
     gdf = gdf[order]
     hier = manifest.get("hierarchy") or {}
     integer = not hier or bool(hier.get("integers"))
-    if (manifest.get("adaptive") or {}).get("consistency"):
-        integer = False  # least-squares leaf estimates of an adaptive release
+    if (manifest.get("adaptive") or {}).get("consistency") or manifest.get("time_levels"):
+        integer = False  # least-squares estimates (adaptive leaves, time levels)
 
     gdf = gpd.GeoDataFrame(
         normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
