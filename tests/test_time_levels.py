@@ -219,7 +219,7 @@ def drawn() -> dict[str, Any]:
     design = plan(spec)
     assert design.domain is not None
     n, k = len(design.domain), 3
-    truth = np.random.default_rng(5).integers(0, 3, size=(n, 12, k))
+    truth = np.random.default_rng(5).integers(0, 200, size=(n, 12, k))
     noisy: dict[str, np.ndarray] = {}
     real = NoisePlan.run_dense
 
