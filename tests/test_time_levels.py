@@ -496,3 +496,20 @@ def test_time_levels_refuse_adaptive() -> None:
             time_levels={"Q": 0.2},
             adaptive=True,
         )
+
+
+def test_explain_reports_where_the_levels_win() -> None:
+    text = str(
+        dpmap.explain(
+            region=REGION,
+            resolution=RESOLUTION,
+            epsilon=1.0,
+            person="pid",
+            time="date",
+            periods=MONTHS,
+            max_periods=12,
+            time_levels={"Y": 0.5},
+        )
+    )
+    assert "count of one Y-DEC period (2026)" in text and "variance × 0.308" in text
+    assert "count of one M period (2026-01)" in text and "variance × 3.69" in text

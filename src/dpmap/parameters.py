@@ -445,9 +445,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "time_levels",
         "dict[str, float] | None",
         None,
-        "Panel releases: budget at coarser time levels, FREQ=SHARE,... (Q=0.2,Y=0.2: quarters "
-        "and years get 20% of each statistic's budget each, the periods the rest); coarse "
-        "rows are published too and every level is made consistent by least squares.",
+        "Panel releases: budget at coarser time levels, FREQ=SHARE,... (Y=0.5: the yearly "
+        "totals get half of each statistic's budget, the periods the rest; Q=0.2,Y=0.2 for "
+        "quarters too); coarse rows are published too, every level consistent by least squares.",
         _DATA,
         cli_type=str | None,
         convert=_time_levels,

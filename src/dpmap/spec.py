@@ -71,7 +71,7 @@ def _time_level_pairs(levels: Any) -> tuple[tuple[str, float], ...]:
     if not isinstance(levels, dict):
         raise SpecError(
             f"time_levels must map coarser frequencies to budget shares, got {levels!r}; e.g. "
-            "time_levels={'Q': 0.2, 'Y': 0.2} (quarters and years, 20% of the budget each)"
+            "time_levels={'Y': 0.5} (half of each statistic's budget on the yearly totals)"
         )
     out: dict[str, float] = {}
     for freq, share in levels.items():
@@ -255,8 +255,7 @@ class ReleaseSpec:
         records per (cell, period).
     time_levels
         A panel with budget at coarser time levels: coarser calendar frequency -> share of
-        each statistic's budget (e.g. ``{"Q": 0.2, "Y": 0.2}``; the panel's own periods get
-        the rest). Needs periods of one frequency that nest in each level; not with
+        each statistic's budget (e.g. ``{"Y": 0.5}``; the panel's own periods get the rest). Needs periods of one frequency that nest in each level; not with
         ``people``, ``quantiles`` or ``value_bands`` (see :meth:`_check_time_levels`).
         Normalised to ``((freq, share), ...)`` with pandas' frequency names (``"Q-DEC"``).
     """

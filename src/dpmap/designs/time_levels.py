@@ -1,9 +1,12 @@
 """A panel with budget at coarser time levels: months, quarters and years made consistent.
 
-``time_levels={"Q": 0.2, "Y": 0.2}`` on a panel release (``time=``, ``periods=``,
-``max_periods=``) over a public region at one resolution, or over zones. Each statistic's
-budget is split between the panel's own periods (what the levels leave, here 0.6) and each
+``time_levels={"Y": 0.5}`` (or ``{"Q": 0.2, "Y": 0.2}``) on a panel release (``time=``,
+``periods=``, ``max_periods=``) over a public region at one resolution, or over zones. Each
+statistic's budget is split between the panel's own periods (what the levels leave) and each
 coarser calendar level of the public time tree (:func:`dpmap.designs.timeline.time_tree`).
+``explain`` prints, per level, the count's sd after consistency against the same panel
+without time levels: where it wins (``benchmarks/bench_time_levels.py``; with Laplace noise
+yearly totals gain, months and quarters lose).
 
 Measurement
     One composed OpenDP measurement (:func:`dpmap._privacy.noise.plan_vectors`) of the
@@ -39,6 +42,7 @@ Correlation across periods
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,7 +50,7 @@ import pandas as pd
 
 from dpmap import grid
 from dpmap._privacy.bounding import time_sensitivities
-from dpmap._privacy.noise import NoisePlan, plan_vectors
+from dpmap._privacy.noise import NoisePlan, plan_noise, plan_vectors
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates, saturate
 from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo
@@ -177,16 +181,34 @@ class TimeLevels:
     def explain_lines(self) -> list[str]:
         shares = self.spec.time_level_shares()
         parts = ", ".join(
-            f"{name} ({len(labels)} periods, share {shares.get(name, shares['']):.3g})"
+            f"{name} ({len(labels)} periods, {shares.get(name, shares['']):.3g} of each "
+            "statistic's budget)"
             for name, labels in zip(self.tree.names, self.tree.labels, strict=True)
         )
         return [
             *self.base.explain_lines(),
-            f"  time levels: {parts}; each level's budget share above is of the release",
+            f"  time levels: {parts}",
             "  every level is made consistent by least squares along the time tree (quarters "
-            "sum their months, years their quarters); margins after consistency are smaller "
-            "than the per-level ones above, and the periods' estimates become correlated",
+            "sum their months, years their quarters); the periods' estimates become correlated",
+            *self.gain_lines(),
         ]
+
+    def gain_lines(self) -> list[str]:
+        """Per level, the count's sd after consistency against the same panel without time
+        levels (its coarse periods the sums of noisy periods): where this wins (public)."""
+        plain = plan_noise(dataclasses.replace(self.spec, time_levels=None))
+        var = plain.statistics["count"].variance
+        cov = fit_covariance(self.tree, self.level_variances("count"))
+        out = []
+        for j, name in enumerate(self.tree.names):
+            a = self.tree.aggregation(j)[0]  # the level's first node
+            here, before = float(a @ cov @ a), float(a.sum()) * var
+            out.append(
+                f"  count of one {name} period ({self.tree.labels[j][0]}): sd {here**0.5:.4g} "
+                f"after consistency, {before**0.5:.4g} in the same panel without time levels "
+                f"(variance × {here / before:.3g})"
+            )
+        return out
 
     def _noisy_levels(self, aggregates: BoundedAggregates) -> dict[str, list[np.ndarray]]:
         """Draw the noise: statistic -> every level's noisy values (rows × nodes), coarse to
