@@ -513,3 +513,26 @@ def test_explain_reports_where_the_levels_win() -> None:
     )
     assert "count of one Y-DEC period (2026)" in text and "variance × 0.308" in text
     assert "count of one M period (2026-01)" in text and "variance × 3.69" in text
+
+
+def test_compare_two_periods_uses_their_covariance(panel: Any) -> None:
+    cov = period_covariance(panel.manifest)
+    assert cov is not None
+    c = dpmap.compare(panel, periods=("2026-01", "2026-06"))
+    d = np.eye(12)[5] - np.eye(12)[0]
+    np.testing.assert_allclose(
+        c["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(d @ cov["count"] @ d)
+    )
+    assert not np.allclose(  # the independent-noise margin would be another number
+        c["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(2 * cov["count"][0, 0])
+    )
+    q = dpmap.compare(panel, periods=("2026Q1", "2026Q2"))
+    np.testing.assert_allclose(
+        q["change"].to_numpy(),
+        panel.at("2026Q2").estimates["count"].to_numpy()
+        - panel.at("2026Q1").estimates["count"].to_numpy(),
+    )
+    dq = np.r_[-np.ones(3), np.ones(3), np.zeros(6)]
+    np.testing.assert_allclose(
+        q["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(dq @ cov["count"] @ dq)
+    )

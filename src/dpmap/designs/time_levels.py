@@ -60,7 +60,14 @@ from dpmap.designs.zones import ZoneRelease, check_zones
 from dpmap.errors import SpecError
 from dpmap.spec import Mechanism, ReleaseSpec
 
-__all__ = ["TimeLevels", "coarse_periods", "level_totals", "panel_tree", "period_covariance"]
+__all__ = [
+    "TimeLevels",
+    "change_variance",
+    "coarse_periods",
+    "level_totals",
+    "panel_tree",
+    "period_covariance",
+]
 
 
 def panel_tree(spec_periods: Any, freqs: list[str]) -> TimeTree:
@@ -108,21 +115,45 @@ def coarse_periods(manifest: dict[str, Any]) -> list[str]:
     return [str(x) for level in entry.get("levels", [])[:-1] for x in level["labels"]]
 
 
+def _manifest_tree(manifest: dict[str, Any]) -> TimeTree:
+    """The time tree of a written panel with time levels, from its public manifest."""
+    freq = ((manifest.get("parameters") or {}).get("periods") or {}).get("frequency")
+    index = pd.PeriodIndex([pd.Period(x, freq=freq) for x in manifest["periods"]])
+    names = [level["name"] for level in manifest["time_levels"]["levels"]]
+    return time_tree(index, levels=tuple(reversed(names[:-1])))
+
+
 def period_covariance(manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:
     """Statistic -> the exact T × T noise covariance of one row's finest-period estimates
     of a panel with time levels (None for any other release), rebuilt from the manifest's
     public level variances and periods."""
-    entry = manifest.get("time_levels")
-    if not entry:
+    if not manifest.get("time_levels"):
         return None
-    freq = ((manifest.get("parameters") or {}).get("periods") or {}).get("frequency")
-    index = pd.PeriodIndex([pd.Period(x, freq=freq) for x in manifest["periods"]])
-    names = [level["name"] for level in entry["levels"]]
-    tree = time_tree(index, levels=tuple(reversed(names[:-1])))
+    tree = _manifest_tree(manifest)
     return {
         stat: fit_covariance(tree, [np.inf if v is None else v for v in var])
-        for stat, var in entry["variances"].items()
+        for stat, var in manifest["time_levels"]["variances"].items()
     }
+
+
+def change_variance(manifest: dict[str, Any], first: str, second: str) -> dict[str, float] | None:
+    """Statistic -> the exact noise variance of (period ``second`` − period ``first``) of one
+    row of a panel with time levels (either may be a coarse period): dᵀΣd with d the
+    difference of the two periods' 0/1 vectors over the finest periods. None for any other
+    release (its periods' noise is independent)."""
+    cov = period_covariance(manifest)
+    if cov is None:
+        return None
+    tree = _manifest_tree(manifest)
+
+    def weights(label: str) -> np.ndarray:
+        for j, labels in enumerate(tree.labels):
+            if label in labels:
+                return tree.aggregation(j)[labels.index(label)]
+        raise SpecError(f"period {label!r} is not one of the panel's periods")
+
+    d = weights(str(second)) - weights(str(first))
+    return {stat: float(d @ c @ d) for stat, c in cov.items()}
 
 
 class TimeLevels:
