@@ -166,9 +166,9 @@ def release(
         "2026"; column ``time_level``), estimates are floats with exact margins, and
         ``rel.periods`` stays the panel's own periods (``rel.at("2026")`` works). With
         Laplace noise, half the budget on the year cuts the yearly total's variance to
-        0.31 of the plain panel's while each month's grows 3.7-fold; quarters never gain
-        (their L1 is the months'), so a quarter share only costs. With Gaussian noise a
-        level gains only when ``max_periods`` is below its number of periods. ``explain``
+        0.31 of the plain panel's while each month's grows 3.7-fold; a level of g periods
+        gains only with a share above 2/(g + 1) (years: 0.15, quarters: ½). With Gaussian
+        noise a level gains only when ``max_periods`` is below its number of periods. ``explain``
         prints the exact numbers (``docs/how-to/trends.md``). The periods' estimates are
         then correlated: the trend uses generalised least squares with their exact
         covariance. Not with ``people=True``, ``quantiles`` or ``value_bands``.
