@@ -536,3 +536,48 @@ def test_compare_two_periods_uses_their_covariance(panel: Any) -> None:
     np.testing.assert_allclose(
         q["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(dq @ cov["count"] @ dq)
     )
+
+
+def test_zone_panel_with_sums_categories_and_default_suppression() -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    zones = gpd.GeoDataFrame(
+        {"name": ["west", "east"]},
+        geometry=[box(116.0, 39.0, 116.15, 39.2), box(116.15, 39.0, 116.3, 39.2)],
+        crs="EPSG:4326",
+    )
+    df = points(2).assign(
+        amount=lambda d: (d.index % 7) * 100.0,
+        kind=lambda d: np.where(d.index % 3 == 0, "bank", "utility"),
+    )
+    rel = dpmap.release(
+        df,
+        zones=zones,
+        by="name",
+        epsilon=4.0,
+        person="pid",
+        value="amount",
+        bounds=(0, 600),
+        category="kind",
+        categories=["bank"],
+        time="date",
+        periods=MONTHS,
+        max_periods=4,
+        time_levels={"Y": 0.5},
+    )
+    assert len(rel.cells) == 2 * 13 * 2  # zones × (12 months + the year) × categories
+    assert set(rel.manifest["statistics"]) == {"count", "count@Y-DEC", "sum", "sum@Y-DEC"}
+    year, months = rel.at("2026").estimates, [rel.at(m).estimates for m in LABELS]
+    for stat in ("count", "sum"):
+        total = sum(m[stat].to_numpy() for m in months)
+        np.testing.assert_allclose(year[stat].to_numpy(), total, rtol=1e-9, atol=1e-6)
+    assert "mean" in rel.cells.columns and rel.cells["suppressed"].dtype == bool
+    tr = rel.trend()
+    assert len(tr) == 4 and tr.attrs["method"].startswith("generalised least-squares")
+    cov = period_covariance(rel.manifest)
+    assert cov is not None
+    y = np.column_stack([m["count"].to_numpy() for m in months])
+    np.testing.assert_allclose(
+        tr["slope"].to_numpy(), gls_slope(y, cov["count"], np.arange(12.0))[0]
+    )
