@@ -581,3 +581,29 @@ def test_zone_panel_with_sums_categories_and_default_suppression() -> None:
     np.testing.assert_allclose(
         tr["slope"].to_numpy(), gls_slope(y, cov["count"], np.arange(12.0))[0]
     )
+
+
+def test_cli_release_with_time_levels_and_bad_flag(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dpmap.cli.app import main
+
+    pts = tmp_path / "points.csv"
+    points().to_csv(pts, index=False)
+    region = tmp_path / "region.geojson"
+    region_gdf().to_file(region)
+    out = tmp_path / "panel.parquet"
+    args = ["release", pts, "--region", region, "--resolution", "7", "--epsilon", "1"]
+    args += ["--person", "pid", "--time", "date", "--max-periods", "4"]
+    args += ["--periods", "2026-01..2026-12"]
+    code = main([str(a) for a in [*args, "--out", out, "--time-levels", "Q=0.1,Y=0.4"]])
+    assert code == 0, capsys.readouterr().err
+    back = dpmap.read_release(out)
+    assert back.periods == LABELS and len(back.at("2026Q3").cells) == 187
+    assert back.manifest["parameters"]["time_levels"] == {"Q-DEC": 0.1, "Y-DEC": 0.4}
+    for bad, what in (("Y", "FREQ=SHARE"), ("Y=0.6,Q=0.5", "add up to")):
+        other = tmp_path / "bad.parquet"
+        code = main([str(a) for a in [*args, "--out", other, "--time-levels", bad]])
+        err = capsys.readouterr().err
+        assert code == 2 and what in err and "Traceback" not in err, err
+        assert not other.exists()
