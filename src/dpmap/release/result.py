@@ -142,7 +142,9 @@ class Release:
     @property
     def periods(self) -> list[str] | None:
         """The public periods of a panel release (``time=``, ``periods=``), oldest first;
-        None for a release of one period."""
+        None for a release of one period. With ``time_levels`` these are the finest periods
+        only; the coarse ones (quarters, years) are rows of the table too, and ``at`` takes
+        them."""
         return panel_periods(self._manifest)
 
     def at(self, period: Any) -> Release:
