@@ -207,6 +207,25 @@ def _periods(value: Any) -> Any:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _time_levels(value: Any) -> Any:
+    """--time-levels: 'Q=0.2,Y=0.2' -> {'Q': 0.2, 'Y': 0.2} (the spec checks the rest)."""
+    if not isinstance(value, str):
+        return value
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",")):
+        freq, eq, share = part.partition("=")
+        try:
+            out[freq.strip()] = float(share)
+        except ValueError:
+            eq = ""
+        if not eq or not freq.strip():
+            raise SpecError(
+                f"--time-levels takes FREQ=SHARE pairs separated by commas, got {value!r}; "
+                "e.g. --time-levels Q=0.2,Y=0.2"
+            )
+    return out
+
+
 def _path_text(value: Any) -> Any:
     return str(value)
 
@@ -421,6 +440,17 @@ PARAMETERS: tuple[Parameter, ...] = (
         None,
         "Panel releases: periods one person may count in (the bound across time).",
         _DATA,
+    ),
+    _p(
+        "time_levels",
+        "dict[str, float] | None",
+        None,
+        "Panel releases: budget at coarser time levels, FREQ=SHARE,... (Y=0.5: the yearly "
+        "totals get half of each statistic's budget, the periods the rest; Q=0.2,Y=0.2 for "
+        "quarters too); coarse rows are published too, every level consistent by least squares.",
+        _DATA,
+        cli_type=str | None,
+        convert=_time_levels,
     ),
     _p(
         "selection",

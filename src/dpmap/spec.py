@@ -61,6 +61,39 @@ def band_name(a: float, b: float) -> str:
     return f"band_{a:g}_{b:g}"
 
 
+def _time_level_pairs(levels: Any) -> tuple[tuple[str, float], ...]:
+    """``{"Q": 0.2, "Y": 0.2}`` as ``(("Q-DEC", 0.2), ("Y-DEC", 0.2))``: pandas' names of the
+    frequencies, each share in (0, 1), no level twice."""
+    import pandas as pd
+
+    if isinstance(levels, tuple) and all(isinstance(x, tuple) and len(x) == 2 for x in levels):
+        levels = dict(levels)  # already normalised (a spec rebuilt from another)
+    if not isinstance(levels, dict):
+        raise SpecError(
+            f"time_levels must map coarser frequencies to budget shares, got {levels!r}; e.g. "
+            "time_levels={'Y': 0.5} (half of each statistic's budget on the yearly totals)"
+        )
+    out: dict[str, float] = {}
+    for freq, share in levels.items():
+        try:
+            name = pd.Period("2000-01-01", freq=str(freq)).freqstr
+        except (ValueError, TypeError, AttributeError):
+            raise SpecError(
+                f"time_levels: {freq!r} is not a pandas period frequency; use e.g. 'Q' "
+                "(quarters), 'Y' (years) or 'M' (months)"
+            ) from None
+        value = _finite_number(share, f"the time_levels share of {freq!r}")
+        if not 0 < value < 1:
+            raise SpecError(
+                f"the time_levels share of {freq!r} must be strictly between 0 and 1, got "
+                f"{share!r}; e.g. 0.2"
+            )
+        if name in out:
+            raise SpecError(f"time_levels name the level {name} twice; list each level once")
+        out[name] = value
+    return tuple(out.items())
+
+
 def _check_quantiles(values: Any) -> tuple[float, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
         raise SpecError(f"quantiles must be a list of probabilities, got {values!r}; e.g. [0.5]")
@@ -220,6 +253,11 @@ class ReleaseSpec:
         person may count in. One row per (cell, period); each person keeps at most
         ``max_periods`` periods, ``max_cells`` cells in each and ``max_records_per_cell``
         records per (cell, period).
+    time_levels
+        A panel with budget at coarser time levels: coarser calendar frequency -> share of
+        each statistic's budget (e.g. ``{"Y": 0.5}``; the panel's own periods get the rest). Needs periods of one frequency that nest in each level; not with
+        ``people``, ``quantiles`` or ``value_bands`` (see :meth:`_check_time_levels`).
+        Normalised to ``((freq, share), ...)`` with pandas' frequency names (``"Q-DEC"``).
     """
 
     resolution: Any = None
@@ -250,6 +288,7 @@ class ReleaseSpec:
     time: str | None = None
     periods: Periods | None = field(default=None, repr=False)
     max_periods: int | None = None
+    time_levels: Any = None
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -267,6 +306,7 @@ class ReleaseSpec:
         self._check_distribution()
         self._check_people()
         self._check_panel()
+        self._check_time_levels()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -462,6 +502,50 @@ class ReleaseSpec:
                 f"resolution={self.levels[-1]}"
             )
 
+    def _check_time_levels(self) -> None:
+        """``time_levels``: coarser calendar frequencies of a panel, each with a budget share.
+
+        Refused with quantiles/value bands (their histogram is per period; a coarse level
+        would need its own histogram mechanism) and with ``people`` (a quarter's distinct
+        persons are not the sum of its months'). Whether each level nests above the periods
+        is checked by the design (:func:`dpmap.designs.timeline.time_tree`)."""
+        levels = self.time_levels
+        if levels is None or (isinstance(levels, dict | tuple | list) and len(levels) == 0):
+            self._set("time_levels", None)
+            return
+        if self.periods is None:
+            raise SpecError(
+                f"time_levels={levels!r} applies to a panel release; pass time='<date column>', "
+                "periods= and max_periods= as well, or drop time_levels="
+            )
+        if self.periods.freq is None:
+            raise SpecError(
+                "time_levels need periods of one calendar frequency (a pd.period_range), but "
+                "the periods are explicit edges; pass e.g. periods=pd.period_range('2026-01', "
+                "'2026-12', freq='M'), or drop time_levels="
+            )
+        for flag, what in ((self.people, "people=True"), (self.histogram, "quantiles/value_bands")):
+            if flag:
+                raise SpecError(
+                    f"time_levels do not combine with {what}: a coarser period's distinct "
+                    "persons or value histogram is not the sum of its periods'; drop one of them"
+                )
+        pairs = _time_level_pairs(levels)
+        total = sum(share for _f, share in pairs)
+        if not total < 1:
+            raise SpecError(
+                f"the time_levels shares add up to {total:g}, but the panel's own periods need "
+                f"the rest of the budget; pass shares that add up to less than 1, e.g. "
+                "{'Q': 0.2, 'Y': 0.2}"
+            )
+        self._set("time_levels", pairs)
+
+    def time_level_shares(self) -> dict[str, float]:
+        """Share of each statistic's budget per time level: the coarse frequencies of
+        ``time_levels``, then ``""`` for the panel's own periods (what they leave)."""
+        pairs = self.time_levels or ()
+        return {**dict(pairs), "": 1.0 - sum(share for _f, share in pairs)}
+
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
         self._set("selection", Selection.parse(self.selection, "selection"))
@@ -592,6 +676,10 @@ class ReleaseSpec:
         """
         out = {}
         for stat, share in self.shares().items():
+            if self.time_levels:  # the finest periods keep the statistic's name
+                for freq, tshare in self.time_level_shares().items():
+                    out[f"{stat}@{freq}" if freq else stat] = (stat, self.finest, share * tshare)
+                continue
             if stat == "hist" and self.hierarchical:  # the finest level only, its own share
                 out["hist"] = ("hist", self.finest, share)
                 continue
@@ -702,6 +790,8 @@ class ReleaseSpec:
             out["time"] = self.time
             out["periods"] = self.periods.describe()
             out["max_periods"] = self.max_periods
+        if self.time_levels:
+            out["time_levels"] = dict(self.time_levels)
         return out
 
     def _public_parameters(self) -> dict[str, Any]:

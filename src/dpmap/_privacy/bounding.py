@@ -320,7 +320,9 @@ def time_sensitivities(
     spec: ReleaseSpec, max_periods: int, group_sizes: Iterable[int]
 ) -> dict[str, Sensitivity]:
     """:func:`time_level_sensitivity` for each summable statistic of ``spec`` (``count``,
-    and ``sum`` with M = ``spec.value_magnitude``) at a time level with ``group_sizes``."""
+    and ``sum`` with M = ``spec.value_magnitude``) at a time level with ``group_sizes``.
+    The cells per period are ``spec.l0`` over its periods per person (a panel's L0 counts
+    (cell, period) pairs; ``max_periods`` is passed on its own)."""
     if spec.people:  # a group's distinct persons are not the sum of its periods'
         raise AssertionError("people counts have no coarse time level")
     sizes = [int(g) for g in group_sizes]
@@ -331,7 +333,7 @@ def time_sensitivities(
     out = {}
     for stat, m in stats.items():
         out[stat] = time_level_sensitivity(
-            max_cells=spec.l0,
+            max_cells=spec.l0 // spec.periods_per_person,
             max_records_per_cell=spec.linf,
             max_periods=max_periods,
             group_sizes=sizes,

@@ -389,6 +389,11 @@ def _plan_noise(spec: ReleaseSpec, *, discovery: bool = False) -> NoisePlan:
     counts of occupied cells (δ from the threshold), then sums of the kept cells by
     adaptive composition.
     """
+    if spec.time_levels:  # coarse time levels move more per person: their own sensitivities
+        raise MechanismError(
+            "a panel with time_levels is planned by its design with each level's "
+            "sensitivity (plan_vectors); plan_noise would understate the coarse levels'"
+        )
     sens = sensitivities(spec)
     if discovery:
         if spec.delta <= 0:

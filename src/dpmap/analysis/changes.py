@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from dpmap._privacy.postprocess import Z95
 from dpmap.analysis.totals import STATS, is_release, levels_of, panel_periods
 from dpmap.analysis.zones import RESULT_COLUMNS
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.time_levels import change_variance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
@@ -48,7 +50,9 @@ def compare(
         The change from period ``p`` to period ``q`` of a panel release (``time=``): the
         same as comparing ``panel.at(p)`` with ``panel.at(q)``. Both periods come from one
         measurement; their noise is independent (each (cell, period) is noised once), so
-        the margins are as above.
+        the margins are as above. A panel with ``time_levels``: its periods' estimates are
+        correlated by the consistency step, so ``change_moe`` is 1.96·√(dᵀΣd) with Σ the
+        periods' exact covariance (either period may be a coarse one, e.g. "2026Q1").
 
     Raises :class:`SpecError` for releases of different regions, resolutions or
     categories, for releases whose cells were chosen privately (they differ between
@@ -60,7 +64,12 @@ def compare(
     its own ε; publishing both spends both (the ledger records that).
     """
     if periods is not None or (is_release(a) and panel_periods(a.manifest) is not None):
+        panel = a
         a, b = _panel_periods(a, b, periods)
+        if by is None and periods is not None:
+            correlated = change_variance(panel.manifest, str(periods[0]), str(periods[1]))
+            if correlated is not None:  # a panel with time levels: its periods correlate
+                return _with_change_variance(_compare_releases(a, b), correlated)
     if is_release(a) and is_release(b):
         if by is not None:
             raise SpecError("by= applies to comparing roll-ups, not releases; drop by=")
@@ -71,6 +80,18 @@ def compare(
         f"compare takes two Releases or two roll-ups (results of aggregate_to), got "
         f"{type(a).__name__} and {type(b).__name__}"
     )
+
+
+def _with_change_variance(table: Any, variance: dict[str, float]) -> Any:
+    """A comparison of two periods of a panel with time levels, its margins from the exact
+    variance of the change (the periods' covariance included; the same for every row)."""
+    for s, v in variance.items():
+        pre = "" if s == "count" else f"{s}_"
+        if f"{pre}change" in table.columns:
+            table[f"{pre}change_moe"] = Z95 * math.sqrt(v)
+            change = table[f"{pre}change"].to_numpy(np.float64)
+            table[f"{pre}significant"] = np.abs(change) > Z95 * math.sqrt(v)
+    return table
 
 
 def _panel_periods(panel: Any, b: Any, periods: tuple[Any, Any] | None) -> tuple[Any, Any]:

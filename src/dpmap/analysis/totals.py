@@ -181,7 +181,7 @@ def rows_of(rel: Release, resolution: Any = None) -> Rows:
         for s in stats:
             v = pd.array(sub[s], dtype="Float64").to_numpy(dtype=np.float64, na_value=np.nan)
             values[s][codes, ki] = np.where(supp, 0.0, v)
-            if corr.independent:
+            if corr.independent and not corr.own_variances:
                 var = np.full(len(sub), manifest_noise_variance(m["statistics"][s]))
             else:
                 moe = sub[f"{s}_moe"].to_numpy(dtype=np.float64, na_value=np.nan)

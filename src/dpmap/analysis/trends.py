@@ -33,6 +33,11 @@ Trend
     each row's noise is its own — or, for the correlated rows of a hierarchical release,
     positively dependent, where the procedure still holds). Testing every cell at 5% instead
     would flag 5% of flat cells: a map of "significant rises" that is mostly noise.
+    A panel with ``time_levels`` (:mod:`dpmap.designs.time_levels`): its periods' estimates
+    are correlated by the least-squares step along the time tree, so the slope is the
+    generalised least-squares one (:func:`gls_slope`) with their exact covariance, rebuilt
+    from the manifest (a zone roll-up's: the cells' covariance times Σ w²); the table's
+    ``attrs["method"]`` says which was used.
     ``relative_change``: the fitted change over the whole span, β̂·(t_last − t_first), divided
     by the mean of the period estimates (NaN when that mean is not positive).
 """
@@ -51,6 +56,7 @@ from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
 from dpmap.analysis.totals import Rows, is_release, panel_periods, rows_of, weighted_totals
 from dpmap.analysis.zones import overlay, zone_polygons
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.time_levels import period_covariance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
@@ -63,6 +69,7 @@ __all__ = [
     "gls_slope",
     "line_up",
     "margin_z",
+    "panel_slope",
     "panel_views",
     "series",
     "trend",
@@ -75,9 +82,8 @@ FDR = 0.05
 
 #: what the trend table's ``method`` attribute says
 METHOD = (
-    "weighted least-squares slope over periods with the exact noise variances; 95% margin "
-    "{z}; p-values {p}; significant: Benjamini–Hochberg at false-discovery rate {fdr:g} over "
-    "{m} rows"
+    "{method}; 95% margin {z}; p-values {p}; significant: Benjamini–Hochberg at "
+    "false-discovery rate {fdr:g} over {m} rows"
 )
 
 
@@ -92,6 +98,9 @@ class Panel:
     variances: dict[str, np.ndarray]  # statistic -> (series, periods)
     laplace: bool  # the count noise is (discrete) Laplace
     geometry: np.ndarray | None  # one polygon per series
+    #: statistic -> the T × T noise covariance of one row's periods (a panel with time
+    #: levels, :func:`dpmap.designs.time_levels.period_covariance`); None: independent
+    covariance: dict[str, np.ndarray] | None = None
 
 
 def panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
@@ -308,6 +317,7 @@ def _zone_totals(
 def _panel(
     releases: Any, zones: Any, by: str | None, periods: Sequence[Any] | None, resolution: Any
 ) -> Panel:
+    covariance = period_covariance(releases.manifest) if is_release(releases) else None
     releases, periods = panel_views(releases, periods)
     rels = _check_sequence(releases)
     times, labels = _periods(rels, periods)
@@ -317,7 +327,28 @@ def _panel(
     variances = {s: np.column_stack([p[s][1] for p in per]) for s in stats}
     entry = rels[0].manifest["statistics"]["count"]
     laplace = "laplace" in str(entry.get("distribution", "")).lower()
-    return Panel(keys, times, labels, values, variances, laplace, geometry)
+    return Panel(keys, times, labels, values, variances, laplace, geometry, covariance)
+
+
+def panel_slope(p: Panel, statistic: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Each row's slope and its exact sd, and the method's name: weighted least squares for
+    independent periods, generalised least squares with the exact covariance for the
+    correlated periods of a panel with time levels (row r's covariance is c_r·Σ with
+    c_r = Var(ŷ_r0)/Σ₀₀: 1 for a cell or zone row, Σ w² for a roll-up of independent cells)."""
+    y, var = p.values[statistic], p.variances[statistic]
+    if p.covariance is None or statistic not in p.covariance:
+        slope, sd = wls_slope(y, var, p.times)
+        return slope, sd, "weighted least-squares slope over periods with the exact noise variances"
+    cov = p.covariance[statistic]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = var[:, 0] / cov[0, 0] if var.size else np.zeros(0)
+    ok = np.isfinite(scale) & (scale > 0)
+    slope, sd = gls_slope(y, cov, p.times, np.where(ok, scale, 1.0))
+    method = (
+        "generalised least-squares slope over periods with the exact noise covariance of the "
+        "time-consistent estimates (time_levels)"
+    )
+    return np.where(ok, slope, np.nan), np.where(ok, sd, np.nan), method
 
 
 def series(
@@ -503,8 +534,8 @@ def trend(
         raise SpecError(
             f"the releases have no statistic {statistic!r}; use one of {sorted(p.values)}"
         )
-    y, var = p.values[statistic], p.variances[statistic]
-    slope, sd = wls_slope(y, var, p.times)
+    y = p.values[statistic]
+    slope, sd, method = panel_slope(p, statistic)
     z = margin_z(p.laplace)
     pv = two_sided_p(slope / sd, p.laplace)
     sig = bh_significant(pv, fdr)
@@ -520,6 +551,7 @@ def trend(
     out["periods"] = len(p.labels)
     out = _with_geometry(out, p)
     out.attrs["method"] = METHOD.format(
+        method=method,
         z=f"{z:.4g}·sd ({'Laplace' if p.laplace else 'normal'})",
         p="conservative for Laplace noise (larger of the normal and Laplace tails)"
         if p.laplace

@@ -8,6 +8,8 @@ Every design follows the :class:`~dpmap.designs.base.Design` protocol, one modul
 - :mod:`~dpmap.designs.privtree`: PrivTree's adaptive split of H3's index tree.
 - :mod:`~dpmap.designs.adaptive_grid`: a two-level adaptive grid on H3's index tree.
 - :mod:`~dpmap.designs.zones`: one row per public zone (district) instead of H3 cells.
+- :mod:`~dpmap.designs.time_levels`: a panel with budget at coarser time levels (quarters,
+  years), consistent along the time tree; over a region at one resolution or over zones.
 
 :mod:`~dpmap.designs.adaptive` holds what the two adaptive designs share and
 :mod:`~dpmap.designs.hierarchy` the H3 tree arithmetic (level totals, weighted least squares)
@@ -28,6 +30,7 @@ from dpmap.designs.discovery import Discovery
 from dpmap.designs.flat import Flat
 from dpmap.designs.hierarchical import Hierarchical
 from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, PrivTree
+from dpmap.designs.time_levels import TimeLevels
 from dpmap.designs.zones import ZoneRelease
 from dpmap.errors import ReleaseFormatError, SpecError
 from dpmap.spec import ReleaseSpec
@@ -37,6 +40,7 @@ __all__ = ["DESIGNS", "Design", "DesignOptions", "check_options", "design_for", 
 #: every design, in the order in which they are asked whether parameters (or a manifest)
 #: are theirs: the first that says yes is the one
 DESIGNS: tuple[type[Any], ...] = (
+    TimeLevels,
     ZoneRelease,
     AdaptiveGrid,
     PrivTree,
@@ -95,7 +99,7 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
             "quantiles and value_bands are released over a public region (flat, hierarchical "
             "or adaptive) or over zones; pass region=... (or zones=...)"
         )
-    if spec.panel and design not in (Flat, ZoneRelease):
+    if spec.panel and design not in (Flat, ZoneRelease, TimeLevels):
         raise SpecError(
             "a panel over time (time=, periods=) is released over a public region at one "
             "resolution, or over zones; pass region=... (or zones=...) and drop adaptive="

@@ -111,6 +111,10 @@ class Measured:
     #: each row's per-node noise variance in ``histogram`` (None: the measured σ² for every
     #: row; a sum of k measured rows has k·σ²)
     histogram_var: np.ndarray | None = None
+    #: the labels ``period`` indexes (None: the spec's periods), e.g. months then quarters
+    period_labels: tuple[str, ...] | None = None
+    #: a panel with time levels: the time level of each row (published as ``time_level``)
+    time_level: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,9 @@ class Correlation:
     laplace_scale: dict[str, float] = field(default_factory=dict)
     #: least-squares estimates of Laplace noise (margins use the Laplace 95% factor)
     laplace_ls: bool = False
+    #: independent rows whose variances differ (least squares along time): each row's own
+    #: variance, from its margin when the file has no unbiased estimates
+    own_variances: bool = False
 
     @property
     def independent(self) -> bool:

@@ -33,7 +33,7 @@ from dpmap.designs.flat import independent_correlation, noisy_estimates
 from dpmap.errors import SpecError
 from dpmap.spec import ZONE_LEVEL, ReleaseSpec
 
-__all__ = ["RESERVED_COLUMNS", "ZoneRelease", "zone_column"]
+__all__ = ["RESERVED_COLUMNS", "ZoneRelease", "check_zones", "zone_column"]
 
 #: columns of a release table that a zones' name column may not be called
 RESERVED_COLUMNS = frozenset(
@@ -52,6 +52,7 @@ RESERVED_COLUMNS = frozenset(
         "suppressed",
         "sum_at_limit",
         "geometry",
+        "time_level",
     }
 )
 
@@ -64,6 +65,23 @@ def zone_column(manifest: dict[str, Any]) -> str | None:
     """The name column of a zone release, from its manifest (None: a release of H3 cells)."""
     selection = manifest.get("cell_selection") or {}
     return selection.get("by") if selection.get("method") == "public zones" else None
+
+
+def check_zones(spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> None:
+    """Refuse what a release over zones cannot take: a region, adaptive options, a name
+    column that clashes with a column of the release table."""
+    if region is not None:
+        raise SpecError(
+            "zones= and region= exclude each other: the zones are the public area; drop the region"
+        )
+    if options.adaptive is not None or options.adaptive_from is not None:
+        raise SpecError("adaptive releases refine H3 cells, not zones; drop adaptive=")
+    assert spec.zones is not None
+    if spec.zones.by in RESERVED_COLUMNS or _RESERVED_PATTERN.fullmatch(spec.zones.by):
+        raise SpecError(
+            f"the zones' name column {spec.zones.by!r} clashes with a column of the release "
+            "table; rename it first, e.g. zones.rename(columns={...: 'name'})"
+        )
 
 
 class ZoneRelease:
@@ -87,18 +105,7 @@ class ZoneRelease:
     def plan(
         cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions
     ) -> ZoneRelease:
-        if region is not None:
-            raise SpecError(
-                "zones= and region= exclude each other: the zones are the public area; drop the region"
-            )
-        if options.adaptive is not None or options.adaptive_from is not None:
-            raise SpecError("adaptive releases refine H3 cells, not zones; drop adaptive=")
-        assert spec.zones is not None
-        if spec.zones.by in RESERVED_COLUMNS or _RESERVED_PATTERN.fullmatch(spec.zones.by):
-            raise SpecError(
-                f"the zones' name column {spec.zones.by!r} clashes with a column of the release "
-                "table; rename it first, e.g. zones.rename(columns={...: 'name'})"
-            )
+        check_zones(spec, region, options)
         return cls(spec, plan_noise(spec))
 
     def rows(self) -> int | None:

@@ -98,8 +98,11 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
         }
         geometry = grid.cells_to_polygons(cells)
     if spec.periods is not None:
-        labels = np.asarray(spec.periods.labels, dtype=object)
+        period_names = measured.period_labels or spec.periods.labels  # coarse ones, if any
+        labels = np.asarray(period_names, dtype=object)
         data["period"] = labels[measured.period] if len(cells) else np.array([], dtype=object)
+    if measured.time_level is not None:
+        data["time_level"] = measured.time_level
     if spec.categories is not None:
         cats = np.asarray(spec.categories, dtype=object)
         data["category"] = cats[cat_idx] if len(cells) else np.array([], dtype=object)
@@ -133,7 +136,7 @@ def normalise_dtypes(df: pd.DataFrame, *, integer: bool = True) -> pd.DataFrame:
     for col in ("suppressed", "sum_at_limit"):
         if col in df:
             df[col] = df[col].astype(bool)
-    for col in ("cell", "period", "category"):
+    for col in ("cell", "period", "time_level", "category"):
         if col in df:
             df[col] = df[col].astype(object)
     return df

@@ -73,6 +73,8 @@ def build_manifest(
         manifest["value_distribution"] = entries["value_distribution"]
     if spec.periods is not None:  # a panel: one row per (cell, period)
         manifest["periods"] = list(spec.periods.labels)
+    if "time_levels" in entries:  # a panel with coarse time levels
+        manifest["time_levels"] = entries["time_levels"]
     return manifest
 
 

@@ -13,6 +13,7 @@ from dpmap.analysis import aggregate_to, around
 from dpmap.analysis.tables import category_total_cells, press_table
 from dpmap.analysis.totals import panel_periods
 from dpmap.analysis.trends import series, trend
+from dpmap.designs.time_levels import coarse_periods
 from dpmap.designs.zones import zone_column
 from dpmap.errors import DataFileError, ReleaseFormatError, SpecError
 from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
@@ -141,13 +142,16 @@ class Release:
     @property
     def periods(self) -> list[str] | None:
         """The public periods of a panel release (``time=``, ``periods=``), oldest first;
-        None for a release of one period."""
+        None for a release of one period. With ``time_levels`` these are the finest periods
+        only; the coarse ones (quarters, years) are rows of the table too, and ``at`` takes
+        them."""
         return panel_periods(self._manifest)
 
     def at(self, period: Any) -> Release:
         """One period of a panel release, as an ordinary release of that period.
 
-        ``period``: a label such as ``"2026-03"`` (or a ``pd.Period``). The rows are the
+        ``period``: a label such as ``"2026-03"`` (or a ``pd.Period``); with
+        ``time_levels``, a coarse period such as ``"2026Q1"`` or ``"2026"`` too. The rows are the
         panel's rows of that period (their noise was drawn once, in the panel's one
         measurement; nothing is spent); the manifest records the ``period`` and keeps the
         panel's privacy guarantee, which covers all its periods together.
@@ -159,17 +163,20 @@ class Release:
                 "max_periods=); this release covers one period"
             )
         label = str(period)
-        if label not in labels:
+        coarse = coarse_periods(self._manifest)  # a panel with time levels: quarters, years
+        if label not in labels and label not in coarse:
+            more = f" or a coarse period ({', '.join(coarse[:4])}, ...)" if coarse else ""
             raise SpecError(
                 f"period {label!r} is not one of this panel's {len(labels)} periods "
-                f"({labels[0]} to {labels[-1]}); pass one of rel.periods"
+                f"({labels[0]} to {labels[-1]}); pass one of rel.periods{more}"
             )
 
         def pick(frame: Any) -> Any:
             if frame is None:
                 return None
             mask = frame["period"].astype(str).to_numpy() == label
-            return frame[mask].drop(columns="period").reset_index(drop=True)
+            drop = [c for c in ("period", "time_level") if c in frame.columns]
+            return frame[mask].drop(columns=drop).reset_index(drop=True)
 
         cells = pick(self._cells)
         manifest = {k: v for k, v in self._manifest.items() if k != "periods"}
@@ -453,8 +460,8 @@ def read_release(path: str | Path) -> Release:
     gdf = gdf[order]
     hier = manifest.get("hierarchy") or {}
     integer = not hier or bool(hier.get("integers"))
-    if (manifest.get("adaptive") or {}).get("consistency"):
-        integer = False  # least-squares leaf estimates of an adaptive release
+    if (manifest.get("adaptive") or {}).get("consistency") or manifest.get("time_levels"):
+        integer = False  # least-squares estimates (adaptive leaves, time levels)
 
     gdf = gpd.GeoDataFrame(
         normalise_dtypes(pd.DataFrame(gdf), integer=integer), geometry="geometry", crs="EPSG:4326"
