@@ -60,7 +60,7 @@ SCHEMA_VERSION = 2
 _T = TypeVar("_T")
 #: SQLSTATEs after which a write transaction is run again: serialization failure, deadlock.
 _RETRY_STATES = ("40001", "40P01")
-#: An arbitrary key for pg_advisory_xact_lock while the tables are created ("dpmp").
+#: An arbitrary key for pg_advisory_lock while the tables are created ("dpmp").
 _CREATE_LOCK = 0x64706D70
 
 #: The SELECT list of an entry, in the order :mod:`dpmap.ledger` reads it.
@@ -227,6 +227,10 @@ class PostgresStore:
         try:
             conn = _Connection(raw)
             try:
+                if initialise:  # one creator at a time; the lock is taken before the
+                    # transaction's snapshot, so the next creator sees the tables (released
+                    # when the connection closes)
+                    conn.execute("SELECT pg_advisory_lock(?)", (_CREATE_LOCK,))
                 conn.execute(
                     "BEGIN ISOLATION LEVEL SERIALIZABLE"
                     if write
@@ -306,8 +310,6 @@ class PostgresStore:
         return {r[0] for r in rows}
 
     def _check_identity(self, conn: _Connection, *, initialise: bool) -> None:
-        if initialise:  # one creator at a time; the others then see the tables
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (_CREATE_LOCK,))
         tables = self._tables(conn)
         if "dpmap_schema" not in tables:
             if tables:
