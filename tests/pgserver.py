@@ -65,6 +65,13 @@ class PgServer:
             "-o", opts, *extra,
         )  # fmt: skip
 
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the server's log (for a failing test's report)."""
+        try:
+            return "\n".join((self.root / "log").read_text().splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no server log: {exc})"
+
     def url(self, database: str, password: str | None = None) -> str:
         auth = USER if password is None else f"{USER}:{password}"
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"

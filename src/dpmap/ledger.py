@@ -90,6 +90,13 @@ The file is marked with ``PRAGMA application_id`` (``0x64706D70``, "dpmp"),
 database of another application, a ledger from a newer dpmap, or a damaged ledger is
 refused with a :class:`~dpmap.errors.BudgetError` and never written to.
 
+**PostgreSQL.** ``Ledger("postgresql://user@host/db")`` keeps the same tables in a
+PostgreSQL database, for a team releasing from several machines (an SQLite file on a
+network share is not safe: file locking over network file systems is unreliable). Writes
+are SERIALIZABLE transactions, run again after a serialization failure; see
+:mod:`dpmap.ledger_postgres`. The ledger's logic is shared: only the storage differs
+(``_SqliteStore`` here, ``PostgresStore`` there).
+
 Schema 2 added an optional ``label`` to each entry (which release it was, e.g. "debtors,
 January 2026"). A schema-1 ledger is read as it is (its entries have no label); the
 first write to it (a new dataset or a reservation) upgrades it to schema 2 inside the
@@ -856,7 +863,8 @@ def _open_store(path: object, timeout: float, create: bool) -> _Store:
 
 
 class Ledger:
-    """A privacy-budget ledger stored in one SQLite file.
+    """A privacy-budget ledger stored in one SQLite file, or in a PostgreSQL database that
+    a team shares across machines.
 
     ``Ledger(path)`` opens an existing ledger; it never creates one. Create a ledger with
     :meth:`Ledger.init` (file and first dataset, like ``dpmap budget init``) or
@@ -865,7 +873,10 @@ class Ledger:
     Parameters
     ----------
     path
-        The ledger file.
+        The ledger file (SQLite), or a PostgreSQL URL
+        ``postgresql://user@host[:port]/database`` (needs ``dpmap[postgres]``; see
+        :mod:`dpmap.ledger_postgres`). Both have the same semantics; a password in the URL
+        is never shown (see :attr:`location`).
     timeout
         Seconds a call waits for another process holding the ledger before it fails
         with a :class:`~dpmap.errors.BudgetError`.
@@ -881,7 +892,9 @@ class Ledger:
         database, damaged, or from a newer dpmap). The file is left untouched.
     DataFileError
         If the file does not exist (and ``create`` is false) or cannot be opened or
-        created.
+        created; for a URL, if the server cannot be reached or psycopg is missing.
+    SpecError
+        If ``path`` looks like a URL but is not a well-formed ``postgresql://`` one.
 
     Notes
     -----

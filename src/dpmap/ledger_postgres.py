@@ -135,7 +135,11 @@ def mask_url(url: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of a psycopg error, with any password in it masked (libpq quotes
+    the part of a URL it could not parse)."""
     text = " ".join(str(exc).split("\n", 1)[0].split())
+    text = re.sub(r"(://[^/:@\s\"]*):[^@\s\"]*@", r"\1:***@", text)
+    text = re.sub(r"(password\s*=\s*)\S+", r"\1***", text, flags=re.IGNORECASE)
     return text.removeprefix("connection failed: ") or type(exc).__name__
 
 

@@ -527,8 +527,7 @@ PARAMETERS: tuple[Parameter, ...] = (
         "ledger",
         "Any",
         None,
-        "Privacy-budget ledger to charge: a file (SQLite) or a postgresql:// URL; needs "
-        "--dataset.",
+        "Privacy-budget ledger to charge: a file (SQLite) or a postgresql:// URL; needs --dataset.",
         _RUN,
         cli_type=str | None,
     ),
