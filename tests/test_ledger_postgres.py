@@ -236,7 +236,11 @@ def _after_the_crash(
         ("mysql://dpmap@localhost/ledgers", SpecError, "neither a file path nor"),
     ],
 )
-def test_malformed_urls_are_refused_in_one_line(url: str, error: type, words: str) -> None:
+def test_malformed_urls_are_refused_in_one_line(
+    request: pytest.FixtureRequest, url: str, error: type, words: str
+) -> None:
+    if words == "malformed":  # psycopg (libpq) parses the URL: skip where it is missing
+        request.getfixturevalue("postgres_server")
     with pytest.raises(error, match=words) as err:
         Ledger(with_password(url) if "dpmap@" in url else url)
     assert "\n" not in str(err.value) and SECRET not in str(err.value)
@@ -253,6 +257,13 @@ def test_an_unreachable_server_is_one_line_without_the_password(postgres_server:
         Ledger.init(url, DS, epsilon=1)
     assert "\n" not in str(err.value) and SECRET not in str(err.value)
     assert "postgresql://dpmap:***@127.0.0.1" in str(err.value)
+
+
+def test_without_psycopg_a_url_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg → ImportError
+    with pytest.raises(DataFileError, match=r"needs the psycopg package.*dpmap\[postgres\]") as e:
+        Ledger(f"postgresql://dpmap:{SECRET}@127.0.0.1/ledgers")
+    assert SECRET not in str(e.value) and "dpmap:***@" in str(e.value)
 
 
 def test_the_password_is_never_shown(postgres_url: str) -> None:
@@ -299,7 +310,7 @@ def test_cli_budget_commands_with_a_url(
 
 
 def test_cli_bad_url_and_unreachable_server_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, postgres_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for url in ("postgresql://dpmap@[::1/x", f"postgresql://dpmap:{SECRET}@127.0.0.1:1/x"):
         code = main(["budget", "show", url])
