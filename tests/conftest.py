@@ -29,3 +29,20 @@ def pytest_report_header(config: pytest.Config) -> str:
 def region_file(tmp_path: Path) -> Path:
     """The test region as a GeoJSON file in a fresh folder."""
     return write_region_geojson(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL server for the whole session (tests/pgserver.py); skipped
+    where PostgreSQL or psycopg is missing, a failure under CI."""
+    from pgserver import start_server
+
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:  # type: ignore[no-untyped-def]
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return str(postgres_server.new_database())

@@ -41,8 +41,19 @@ def release(ledger: Ledger, epsilon: Any, dataset: str = DS, **kw: Any) -> int:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+def sqlite_ledger(tmp_path: Path) -> Ledger:
+    """A ledger in an SQLite file (for the tests of the file itself)."""
     return Ledger.init(tmp_path / "budget.db", DS, epsilon=1.0, delta=1e-6)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Ledger:
+    """A ledger with dataset DS, cap (1, 1e-6): the semantic tests run on both storages
+    (PostgreSQL: a fresh database on the session's server, tests/pgserver.py)."""
+    if request.param == "sqlite":
+        return Ledger.init(tmp_path / "budget.db", DS, epsilon=1.0, delta=1e-6)
+    url = request.getfixturevalue("postgres_url")
+    return Ledger.init(url, DS, epsilon=1.0, delta=1e-6)
 
 
 # ------------------------------------------------------------------ creation
@@ -64,8 +75,8 @@ def test_created_only_when_asked_and_reopened(tmp_path: Path) -> None:
     assert again.cap("other").delta == 0
 
 
-def test_file_markers_and_journal_mode(ledger: Ledger) -> None:
-    con = sqlite3.connect(ledger.path)
+def test_file_markers_and_journal_mode(sqlite_ledger: Ledger) -> None:
+    con = sqlite3.connect(sqlite_ledger.path)
     try:
         assert con.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -73,9 +84,9 @@ def test_file_markers_and_journal_mode(ledger: Ledger) -> None:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     finally:
         con.close()
-    release(ledger, 0.1)
+    release(sqlite_ledger, 0.1)
     # rollback journal: no side files left between transactions
-    assert sorted(p.name for p in ledger.path.parent.iterdir()) == ["budget.db"]
+    assert sorted(p.name for p in sqlite_ledger.path.parent.iterdir()) == ["budget.db"]
 
 
 def test_create_existing_dataset_refused(ledger: Ledger) -> None:
@@ -166,15 +177,19 @@ def test_missing_ledger_suggests_a_close_existing_ledger(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["budget-2026.db", "budget-2062.db.csv"]
 
 
-def test_ledger_deleted_after_opening_is_not_recreated(ledger: Ledger) -> None:
+def test_ledger_deleted_after_opening_is_not_recreated(sqlite_ledger: Ledger) -> None:
     """A Ledger object whose file vanished fails; SQLite must not make a fresh, empty file."""
-    ledger.path.unlink()
-    for call in (ledger.datasets, lambda: ledger.spent(DS), lambda: reserve(ledger, epsilon=0.1)):
+    sqlite_ledger.path.unlink()
+    for call in (
+        sqlite_ledger.datasets,
+        lambda: sqlite_ledger.spent(DS),
+        lambda: reserve(sqlite_ledger, epsilon=0.1),
+    ):
         with pytest.raises(DataFileError, match="does not exist"):
             call()
     with pytest.raises(DataFileError):
-        ledger.create("new", epsilon=1)
-    assert not ledger.path.exists()
+        sqlite_ledger.create("new", epsilon=1)
+    assert not sqlite_ledger.path.exists()
 
 
 def test_init_creates_file_and_dataset(tmp_path: Path) -> None:
@@ -282,11 +297,11 @@ def test_remaining_is_exact_fraction(ledger: Ledger) -> None:
     assert ledger.spent(DS).rho is None and ledger.remaining(DS).rho is None
 
 
-def test_amounts_stored_as_exact_strings(ledger: Ledger) -> None:
-    release(ledger, "0.1")
-    release(ledger, Fraction(1, 3))
-    release(ledger, 0.1)
-    con = sqlite3.connect(ledger.path)
+def test_amounts_stored_as_exact_strings(sqlite_ledger: Ledger) -> None:
+    release(sqlite_ledger, "0.1")
+    release(sqlite_ledger, Fraction(1, 3))
+    release(sqlite_ledger, 0.1)
+    con = sqlite3.connect(sqlite_ledger.path)
     try:
         rows = con.execute("SELECT epsilon, delta, rho FROM entries ORDER BY id").fetchall()
         cap = con.execute("SELECT epsilon, delta FROM datasets").fetchall()
@@ -649,31 +664,31 @@ def test_other_application_id_refused(tmp_path: Path) -> None:
     _assert_refused_untouched(path)
 
 
-def test_damaged_ledger_refused_and_untouched(ledger: Ledger) -> None:
+def test_damaged_ledger_refused_and_untouched(sqlite_ledger: Ledger) -> None:
     for _ in range(5):
-        release(ledger, 0.1)
-    data = bytearray(ledger.path.read_bytes())
+        release(sqlite_ledger, 0.1)
+    data = bytearray(sqlite_ledger.path.read_bytes())
     page = 4096
     assert len(data) >= 3 * page
     data[page : 3 * page] = os.urandom(2 * page)  # smash pages 2 and 3 (tables' b-trees)
-    ledger.path.write_bytes(bytes(data))
-    _assert_refused_untouched(ledger.path)
+    sqlite_ledger.path.write_bytes(bytes(data))
+    _assert_refused_untouched(sqlite_ledger.path)
 
 
-def test_newer_schema_refused(ledger: Ledger) -> None:
-    con = sqlite3.connect(ledger.path)
+def test_newer_schema_refused(sqlite_ledger: Ledger) -> None:
+    con = sqlite3.connect(sqlite_ledger.path)
     con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     con.commit()
     con.close()
-    before = ledger.path.read_bytes()
+    before = sqlite_ledger.path.read_bytes()
     with pytest.raises(BudgetError, match="newer dpmap"):
-        Ledger(ledger.path)
-    assert ledger.path.read_bytes() == before
+        Ledger(sqlite_ledger.path)
+    assert sqlite_ledger.path.read_bytes() == before
 
 
-def test_ledger_never_stores_unpassed_values(ledger: Ledger) -> None:
-    release(ledger, 0.1, details={"bounds": [0, 10]})
-    con = sqlite3.connect(ledger.path)
+def test_ledger_never_stores_unpassed_values(sqlite_ledger: Ledger) -> None:
+    release(sqlite_ledger, 0.1, details={"bounds": [0, 10]})
+    con = sqlite3.connect(sqlite_ledger.path)
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     finally:

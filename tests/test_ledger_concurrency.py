@@ -29,6 +29,15 @@ DS = "hebei-debt-2026"
 CTX = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the ledger goes: an SQLite file, or a fresh place in the session's PostgreSQL
+    server (tests/pgserver.py). The same tests hold for both storages."""
+    if request.param == "sqlite":
+        return str(tmp_path / "budget.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
 def _reserve(book: Ledger, epsilon: float):
     return book.reserve(
         DS,
@@ -56,8 +65,8 @@ def _race_worker(path: str, barrier: Any, results: Any, index: int) -> None:
         results.put((index, "ok"))
 
 
-def test_ten_processes_race_for_a_cap_of_three(tmp_path: Path) -> None:
-    path = str(tmp_path / "budget.db")
+def test_ten_processes_race_for_a_cap_of_three(where: str) -> None:
+    path = where
     Ledger.init(path, DS, epsilon=3.0)
     n = 10
     barrier = CTX.Barrier(n)
@@ -90,16 +99,26 @@ def _killed_worker(path: str, ready: Any, mark: bool) -> None:
         raise AssertionError("not killed")
 
 
+_UNCOMMITTED = (
+    "INSERT INTO entries (dataset, created_at, status, epsilon, delta, accounting, mechanism, "
+    "statistics, dpmap_version, details) VALUES ({p}, 'now', 'spent', '0.25', '0', 'pure-dp', "
+    "'laplace', '[]', 'x', '{{}}')"
+)
+
+
 def _killed_mid_transaction(path: str, ready: Any) -> None:
-    # Dies while holding the write lock with an uncommitted row (a hot journal on disk).
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("BEGIN IMMEDIATE")
-    con.execute(
-        "INSERT INTO entries (dataset, created_at, status, epsilon, delta, accounting, mechanism, "
-        "statistics, dpmap_version, details) VALUES (?, 'now', 'spent', '0.25', '0', 'pure-dp', "
-        "'laplace', '[]', 'x', '{}')",
-        (DS,),
-    )
+    # Dies inside a write transaction with an uncommitted row (SQLite: holding the write
+    # lock, a hot journal on disk; PostgreSQL: the server sees the connection drop).
+    if "://" in path:
+        import psycopg
+
+        conn = psycopg.connect(path, autocommit=True)
+        conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        conn.execute(_UNCOMMITTED.format(p="%s"), (DS,))
+    else:
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        con.execute(_UNCOMMITTED.format(p="?"), (DS,))
     ready.set()
     time.sleep(60)
 
@@ -114,8 +133,8 @@ def _start_and_kill(target: Any, *args: Any) -> None:
     assert proc.exitcode == -signal.SIGKILL
 
 
-def test_killed_processes_leave_their_spend_counted(tmp_path: Path) -> None:
-    path = str(tmp_path / "budget.db")
+def test_killed_processes_leave_their_spend_counted(where: str) -> None:
+    path = where
     Ledger.init(path, DS, epsilon=3.0)
 
     _start_and_kill(_killed_after_noise, path)
@@ -123,11 +142,12 @@ def test_killed_processes_leave_their_spend_counted(tmp_path: Path) -> None:
     _start_and_kill(_killed_mid_transaction, path)
 
     book = Ledger(path)  # opens fine (and rolls back the hot journal of the last child)
-    con = sqlite3.connect(path)
-    try:
-        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        con.close()
+    if "://" not in path:
+        con = sqlite3.connect(path)
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        finally:
+            con.close()
     statuses = [(e.status, e.epsilon) for e in book.history(DS)]
     assert statuses == [("spent", Fraction(1, 2)), ("reserved", Fraction(1, 2))]
     assert book.spent(DS).epsilon == 1  # both killed releases count; the uncommitted row does not
@@ -146,8 +166,8 @@ def _killed_before_noise(path: str, ready: Any) -> None:
     _killed_worker(path, ready, mark=False)
 
 
-def test_concurrent_creation_of_a_new_ledger(tmp_path: Path) -> None:
-    path = str(tmp_path / "budget.db")
+def test_concurrent_creation_of_a_new_ledger(where: str) -> None:
+    path = where
     n = 6
     barrier = CTX.Barrier(n)
     results = CTX.Queue()

@@ -90,6 +90,13 @@ The file is marked with ``PRAGMA application_id`` (``0x64706D70``, "dpmp"),
 database of another application, a ledger from a newer dpmap, or a damaged ledger is
 refused with a :class:`~dpmap.errors.BudgetError` and never written to.
 
+**PostgreSQL.** ``Ledger("postgresql://user@host/db")`` keeps the same tables in a
+PostgreSQL database, for a team releasing from several machines (an SQLite file on a
+network share is not safe: file locking over network file systems is unreliable). Writes
+are SERIALIZABLE transactions, run again after a serialization failure; see
+:mod:`dpmap.ledger_postgres`. The ledger's logic is shared: only the storage differs
+(``_SqliteStore`` here, ``PostgresStore`` there).
+
 Schema 2 added an optional ``label`` to each entry (which release it was, e.g. "debtors,
 January 2026"). A schema-1 ledger is read as it is (its entries have no label); the
 first write to it (a new dataset or a reservation) upgrades it to schema 2 inside the
@@ -106,14 +113,14 @@ import numbers
 import os
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from dpmap._version import __version__
 from dpmap.errors import BudgetError, BudgetExceededError, DataFileError, SpecError
@@ -145,9 +152,16 @@ Status = Literal["reserved", "spent", "cancelled"]
 Amount = int | float | Fraction | Decimal | str
 
 _COUNTING = ("reserved", "spent")
+_T = TypeVar("_T")
 _MAX_DETAILS_BYTES = 64 * 1024
 _MAX_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: The SELECT list of an entry, without the schema-2 ``label``.
+_ENTRY_COLUMNS = (
+    "id, dataset, created_at, status, epsilon, delta, rho, accounting, mechanism, statistics, "
+    "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at"
+)
 
 _SCHEMA = (
     """
@@ -560,14 +574,14 @@ def _check_record(
 
 
 def _insert_reserved(
-    conn: sqlite3.Connection, name: str, requested: Budget, accounting: str, record: _Record
+    conn: Any, name: str, requested: Budget, accounting: str, record: _Record
 ) -> int:
     """Record the release with status ``"reserved"``; returns the new entry's id."""
-    cur = conn.execute(
+    row = conn.execute(
         "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
         "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
         "details, label) "
-        "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id",
         (
             name,
             _now(),
@@ -582,9 +596,8 @@ def _insert_reserved(
             record.details_json,
             record.label,
         ),
-    )
-    assert cur.lastrowid is not None
-    return int(cur.lastrowid)
+    ).fetchone()
+    return int(row[0])
 
 
 def _nearby_ledger(path: Path) -> Path | None:
@@ -607,57 +620,22 @@ def _nearby_ledger(path: Path) -> Path | None:
     return None
 
 
-class Ledger:
-    """A privacy-budget ledger stored in one SQLite file.
+class _SqliteStore:
+    """The SQLite storage of a ledger: one file, one connection per transaction
+    (``BEGIN IMMEDIATE`` for writes: the file's write lock serialises them).
 
-    ``Ledger(path)`` opens an existing ledger; it never creates one. Create a ledger with
-    :meth:`Ledger.init` (file and first dataset, like ``dpmap budget init``) or
-    ``Ledger(path, create=True)`` (the file only; add datasets with :meth:`create`).
-
-    Parameters
-    ----------
-    path
-        The ledger file.
-    timeout
-        Seconds a call waits for another process holding the ledger before it fails
-        with a :class:`~dpmap.errors.BudgetError`.
-    create
-        If true, a missing (or empty) file is made an empty ledger. If false (the
-        default), a missing file raises :class:`~dpmap.errors.DataFileError` and an
-        empty one :class:`~dpmap.errors.BudgetError`, and nothing is created.
-
-    Raises
-    ------
-    BudgetError
-        If the file exists but is not a dpmap ledger (not SQLite, another application's
-        database, damaged, or from a newer dpmap). The file is left untouched.
-    DataFileError
-        If the file does not exist (and ``create`` is false) or cannot be opened or
-        created.
-
-    Notes
-    -----
-    A ``Ledger`` holds no open connection: every call opens the file, runs one
-    transaction and closes it, so a ``Ledger`` can be shared across threads and passed to
-    (or re-created in) other processes. No call other than ``Ledger(path, create=True)``
-    and :meth:`Ledger.init` creates the file: if it disappears, later calls fail.
-
-    Privacy
-    -------
-    See the module docstring: reservations count from the moment they are made, are
-    given back only if no noise was drawn, all sums are exact, and a mistyped path or
-    dataset name is refused instead of starting a fresh budget.
+    The storage interface the :class:`Ledger` uses (:mod:`dpmap.ledger_postgres` has the
+    PostgreSQL one): ``where`` (the ledger as shown in messages), ``path``,
+    ``transaction(write=...)`` (a context manager yielding a connection whose
+    ``execute(sql, params)`` takes ``?`` placeholders), ``write(body)`` (run
+    ``body(conn)`` in one write transaction, retried where the backend needs it) and
+    ``entry_columns(conn)``.
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = False
-    ) -> None:
-        self._path = Path(path)
-        if not (
-            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout >= 0
-        ):
-            raise SpecError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-        self._timeout = float(timeout)
+    def __init__(self, path: Path, *, timeout: float, create: bool) -> None:
+        self.path: Path | None = path
+        self._path = path
+        self._timeout = timeout
         if self._path.is_dir():
             raise DataFileError(
                 f"ledger path {self._path} is a directory; pass a file name such as budget.db"
@@ -687,307 +665,20 @@ class Ledger:
         else:
             self._verify()
 
-    @classmethod
-    def init(
-        cls,
-        path: str | os.PathLike[str],
-        dataset: str,
-        *,
-        epsilon: Amount,
-        delta: Amount = 0,
-        timeout: float = 30.0,
-    ) -> Ledger:
-        """Create the ledger file if needed and register ``dataset`` with its cap.
-
-        The Python form of ``dpmap budget init PATH --dataset NAME --epsilon E``. Returns
-        the ledger. Raises :class:`~dpmap.errors.BudgetError` if the dataset already
-        exists (a cap is never changed); see :meth:`create`.
-        """
-        book = cls(path, timeout=timeout, create=True)
-        book.create(dataset, epsilon=epsilon, delta=delta)
-        return book
-
-    # ------------------------------------------------------------------ public API
-
     @property
-    def path(self) -> Path:
-        """The ledger file."""
-        return self._path
+    def where(self) -> str:
+        """The ledger as shown in messages: the file's path."""
+        return str(self._path)
 
-    def __repr__(self) -> str:
-        return f"Ledger({str(self._path)!r})"
+    def write(self, body: Callable[[Any], _T]) -> _T:
+        """``body(conn)`` in one write transaction (the write lock makes it exclusive)."""
+        with self.transaction(write=True) as conn:
+            return body(conn)
 
-    def create(self, dataset: str, *, epsilon: Amount, delta: Amount = 0) -> Budget:
-        """Register a dataset with its privacy-loss cap.
-
-        Parameters
-        ----------
-        dataset
-            A name for the body of sensitive data, e.g. ``"hebei-debt-2026"``. Releases
-            are charged to it by name.
-        epsilon
-            The total ε that all releases of this dataset may spend (> 0, finite).
-        delta
-            The total δ (``0 <= delta < 1``); 0 for pure DP only.
-
-        Returns
-        -------
-        Budget
-            The cap, exactly as stored.
-
-        Raises
-        ------
-        SpecError
-            If the name or the cap is invalid.
-        BudgetError
-            If the dataset already exists (caps are never changed).
-
-        Privacy
-        -------
-        The cap is fixed once set: to publish more, a new dataset (a new period, fresh
-        data) must be created; a cap is never raised after releases were charged to it.
-        """
-        name = _check_name(dataset)
-        # a cap is a policy number: a float is read as the decimal the user wrote
-        eps = _check_epsilon(epsilon, floats="decimal")
-        dlt = _check_delta(delta, floats="decimal")
-        with self._transaction(write=True) as conn:
-            row = conn.execute(
-                "SELECT epsilon, delta FROM datasets WHERE name = ?", (name,)
-            ).fetchone()
-            if row is not None:
-                existing = Budget(Fraction(row[0]), Fraction(row[1]))
-                raise BudgetError(
-                    f"dataset {name!r} already exists in ledger {self._path} with cap {existing}; "
-                    "a cap is never changed or reset. Use another name for new data or a new "
-                    f"period (e.g. '{name}-2'), or see its state with: "
-                    f"dpmap budget show {self._path} "
-                    f"--dataset {name}"
-                )
-            conn.execute(
-                "INSERT INTO datasets (name, epsilon, delta, created_at, dpmap_version) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, _store(eps), _store(dlt), _now(), __version__),
-            )
-        return Budget(eps, dlt)
-
-    def datasets(self) -> list[str]:
-        """Names of all datasets in the ledger, sorted."""
-        with self._transaction(write=False) as conn:
-            return [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-
-    def cap(self, dataset: str) -> Budget:
-        """The dataset's cap ``(ε, δ)``."""
-        with self._transaction(write=False) as conn:
-            return self._cap(conn, dataset)
-
-    def spent(self, dataset: str) -> Budget:
-        """What the dataset has spent: ``(Σ ε, Σ δ)`` over entries that count, exactly.
-
-        Entries that count are those with status ``"reserved"`` or ``"spent"``.
-        ``rho`` is the total ρ of the zCDP entries among them (``None`` if there are none),
-        reported for information; the cap is enforced on ``(ε, δ)``.
-        """
-        with self._transaction(write=False) as conn:
-            self._cap(conn, dataset)
-            return self._spent(conn, dataset)
-
-    def remaining(self, dataset: str) -> Budget:
-        """What the dataset may still spend: ``cap − spent`` for ε and δ, exactly.
-
-        Privacy
-        -------
-        Exact: never rounded in the user's favour. In-flight reservations (including
-        those of processes that died) are already subtracted.
-        """
-        with self._transaction(write=False) as conn:
-            cap = self._cap(conn, dataset)
-            spent = self._spent(conn, dataset)
-        return Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
-
-    def history(self, dataset: str) -> list[LedgerEntry]:
-        """Every release recorded for the dataset, oldest first, including cancelled ones."""
-        with self._transaction(write=False) as conn:
-            self._cap(conn, dataset)
-            rows = conn.execute(
-                f"SELECT {_entry_columns(conn)} FROM entries WHERE dataset = ? ORDER BY id",
-                (dataset,),
-            ).fetchall()
-        return [_entry_from_row(row) for row in rows]
-
-    def entry(self, entry_id: int) -> LedgerEntry:
-        """One entry by id."""
-        with self._transaction(write=False) as conn:
-            row = conn.execute(
-                f"SELECT {_entry_columns(conn)} FROM entries WHERE id = ?", (entry_id,)
-            ).fetchone()
-        if row is None:
-            raise BudgetError(f"ledger {self._path} has no entry {entry_id}")
-        return _entry_from_row(row)
-
-    def reserve(
-        self,
-        dataset: str,
-        *,
-        epsilon: Amount,
-        delta: Amount = 0,
-        rho: Amount | None = None,
-        accounting: Accounting,
-        mechanism: str,
-        statistics: Sequence[str],
-        resolution: int | None = None,
-        details: Mapping[str, Any] | None = None,
-        label: str | None = None,
-    ) -> Reservation:
-        """Reserve privacy budget for one release, or refuse.
-
-        In one ``BEGIN IMMEDIATE`` transaction: check that ``spent + requested <= cap``
-        for both ε and δ, then record an entry with status ``"reserved"``. Use the result
-        as a context manager (see :class:`Reservation`).
-
-        Parameters
-        ----------
-        dataset
-            The dataset to charge.
-        epsilon, delta
-            The release's privacy loss, as reported by OpenDP (for ``"zcdp"``: the
-            ``(ε, δ)`` of OpenDP's conversion of this release's ρ).
-        rho
-            The release's ρ; required for ``accounting="zcdp"``, refused otherwise.
-        accounting
-            ``"pure-dp"`` (δ must be 0), ``"approx-dp"`` or ``"zcdp"`` (δ > 0).
-        mechanism, statistics, resolution, details
-            Recorded for the audit trail. ``details`` is a small JSON object: release
-            parameters only, never data.
-        label
-            Which release this is, for people reading the history (e.g. ``"debtors,
-            January 2026"``); at most 200 characters, one line. Public text: never data.
-
-        Returns
-        -------
-        Reservation
-            Already committed: it counts against the cap from now on.
-
-        Raises
-        ------
-        BudgetExceededError
-            If the release would exceed the cap; nothing is recorded. The exception has
-            attributes ``requested`` and ``remaining`` (:class:`Budget`).
-        SpecError
-            If a parameter is invalid; nothing is recorded.
-        BudgetError
-            If the dataset is unknown or the ledger is unusable or busy.
-
-        Privacy
-        -------
-        Call this *before* any noise is drawn, and draw noise only after
-        :meth:`Reservation.mark_noise_drawn` returned.
-        """
-        name = _check_name(dataset)
-        requested = _check_spend(accounting, epsilon, delta, rho)
-        record = _check_record(mechanism, statistics, resolution, details, label)
-        with self._transaction(write=True) as conn:
-            self._check_cap(conn, name, requested)
-            entry_id = _insert_reserved(conn, name, requested, accounting, record)
-        return Reservation(self, entry_id, name, requested)
-
-    # ------------------------------------------------------------------ internals
-
-    def _check_cap(self, conn: sqlite3.Connection, name: str, requested: Budget) -> None:
-        """Refuse ``requested`` unless ``spent + requested <= cap`` for both ε and δ (inside
-        the caller's write transaction, so no other process can spend in between)."""
-        cap = self._cap(conn, name)
-        spent = self._spent(conn, name)
-        remaining = Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
-        if requested.epsilon > remaining.epsilon or requested.delta > remaining.delta:
-            raise self._exceeded(name, requested, remaining)
-
-    def _exceeded(self, name: str, requested: Budget, remaining: Budget) -> BudgetExceededError:
-        # Shown to 17 significant digits (a float's precision), each rounded against the user: requested and the
-        # excess up, remaining down (a float spend's exact binary value has ~55 digits).
-        def part(symbol: str, req: Fraction, rem: Fraction) -> str:
-            diff = req - rem
-            verdict = (
-                f"{format_amount(diff, 'up', 17)} over the remainder"
-                if diff > 0
-                else "within the remainder"
-            )
-            return (
-                f"{symbol}: requested {format_amount(req, 'up', 17)}, remaining "
-                f"{format_amount(rem, 'down', 17)}, difference {verdict}"
-            )
-
-        if remaining.epsilon <= 0 or (requested.delta > 0 and remaining.delta <= 0):
-            step = (
-                "this dataset's budget is used up; no further release of it is possible. "
-                "Publish from new data (e.g. next period) under a new dataset with: "
-                f"dpmap budget init {self._path} --dataset NAME --epsilon E"
-            )
-        else:
-            step = (
-                f"request at most ε = {format_amount(remaining.epsilon, 'down', 17)}"
-                + (
-                    f" and δ = {format_amount(remaining.delta, 'down', 17)}"
-                    if requested.delta > 0
-                    else ""
-                )
-                + " (e.g. fewer statistics or a smaller epsilon), "
-                "or publish new data under a new dataset"
-            )
-        err = BudgetExceededError(
-            f"release refused: it would exceed the privacy budget of dataset {name!r} in ledger "
-            f"{self._path}. {part('epsilon', requested.epsilon, remaining.epsilon)}; "
-            f"{part('delta', requested.delta, remaining.delta)}. Nothing was recorded. "
-            f"Next step: {step}."
-        )
-        err.requested = requested
-        err.remaining = remaining
-        return err
-
-    def _cap(self, conn: sqlite3.Connection, dataset: str) -> Budget:
-        row = conn.execute(
-            "SELECT epsilon, delta FROM datasets WHERE name = ?", (dataset,)
-        ).fetchone()
-        if row is None:
-            raise self._unknown(conn, dataset)
-        return Budget(Fraction(row[0]), Fraction(row[1]))
-
-    def _unknown(self, conn: sqlite3.Connection, dataset: object) -> BudgetError:
-        """The error for a dataset that is not in the ledger: never suggest creating the
-        name that was typed (a typo must not get a fresh budget); name the existing ones."""
-        known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
-        if not known:
-            listing = "the ledger has no datasets yet"
-        else:
-            shown = ", ".join(repr(k) for k in known[:10])
-            more = f" and {len(known) - 10} more" if len(known) > 10 else ""
-            listing = f"it has {shown}{more}"
-        close = (
-            difflib.get_close_matches(dataset, known, n=1, cutoff=0.6)
-            if isinstance(dataset, str)
-            else []
-        )
-        hint = f"; did you mean {close[0]!r}?" if close else "."
-        return BudgetError(
-            f"dataset {dataset!r} is not in ledger {self._path} ({listing}){hint} A release "
-            "never creates a dataset: if this is new data, register it with its own cap: "
-            f"dpmap budget init {self._path} --dataset NAME --epsilon E"
-        )
-
-    def _spent(self, conn: sqlite3.Connection, dataset: str) -> Budget:
-        eps = Fraction(0)
-        dlt = Fraction(0)
-        rho: Fraction | None = None
-        for e, d, r in conn.execute(
-            "SELECT epsilon, delta, rho FROM entries "
-            "WHERE dataset = ? AND status IN ('reserved', 'spent')",
-            (dataset,),
-        ):
-            eps += Fraction(e)
-            dlt += Fraction(d)
-            if r is not None:
-                rho = (rho or Fraction(0)) + Fraction(r)
-        return Budget(eps, dlt, rho)
+    def entry_columns(self, conn: sqlite3.Connection) -> str:
+        """The SELECT list of an entry; a schema-1 ledger (read, not upgraded) has no label."""
+        has_label = any(r[1] == "label" for r in conn.execute("PRAGMA table_info(entries)"))
+        return _ENTRY_COLUMNS + (", label" if has_label else ", NULL")
 
     def _not_a_ledger(self, reason: str) -> BudgetError:
         return BudgetError(
@@ -1033,9 +724,7 @@ class Ledger:
         return conn
 
     @contextlib.contextmanager
-    def _transaction(
-        self, *, write: bool, initialise: bool = False
-    ) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, write: bool, initialise: bool = False) -> Iterator[sqlite3.Connection]:
         """One transaction on a fresh connection; sqlite errors become dpmap errors."""
         conn = self._connect()
         try:
@@ -1111,29 +800,445 @@ class Ledger:
             raise self._translate(exc) from exc
         finally:
             conn.close()
-        with self._transaction(write=True, initialise=True):
+        with self.transaction(write=True, initialise=True):
             pass
 
     def _verify(self) -> None:
         # Everything is read under SQLite's shared lock, so a ledger being created by
         # another process at this very moment is seen either empty or complete. Reading
         # never writes: a foreign or damaged file is left byte-for-byte as it was.
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise self._not_a_ledger(f"the database is damaged: {'; '.join(problems[:3])}")
 
 
-_ENTRY_COLUMNS = (
-    "id, dataset, created_at, status, epsilon, delta, rho, accounting, mechanism, statistics, "
-    "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at"
-)
+class _Store(Protocol):
+    """What a :class:`Ledger` needs of its storage (see :class:`_SqliteStore`)."""
+
+    path: Path | None
+
+    @property
+    def where(self) -> str: ...
+
+    def transaction(self, *, write: bool) -> contextlib.AbstractContextManager[Any]: ...
+
+    def write(self, body: Callable[[Any], _T]) -> _T: ...
+
+    def entry_columns(self, conn: Any) -> str: ...
 
 
-def _entry_columns(conn: sqlite3.Connection) -> str:
-    """The SELECT list of an entry; a schema-1 ledger (read, not upgraded) has no label."""
-    has_label = any(r[1] == "label" for r in conn.execute("PRAGMA table_info(entries)"))
-    return _ENTRY_COLUMNS + (", label" if has_label else ", NULL")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def _open_store(path: object, timeout: float, create: bool) -> _Store:
+    """The storage of the ledger at ``path``: a ``postgresql://`` (or ``postgres://``) URL
+    is a PostgreSQL database, anything else an SQLite file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SpecError(
+            "ledger must be the path of a ledger file or a postgresql:// URL, "
+            f"got {type(path).__name__}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise SpecError(f"ledger path must be text, got {text!r}")
+    scheme = _URL_SCHEME.match(text)
+    if scheme and len(scheme.group(1)) > 1:  # not a Windows drive letter such as C:
+        if (
+            scheme.group(1).lower() in ("postgresql", "postgres")
+            and text[scheme.end() : scheme.end() + 2] == "//"
+        ):
+            from dpmap.ledger_postgres import PostgresStore  # psycopg only when needed
+
+            return PostgresStore(text, timeout=timeout, create=create)
+        from dpmap.ledger_postgres import mask_url
+
+        raise SpecError(
+            f"ledger {mask_url(text)!r} is neither a file path nor a PostgreSQL URL; pass a "
+            "file such as budget.db (SQLite) or a URL such as "
+            "postgresql://analyst@db.example.org/dpmap (if it was a URL, check its "
+            "'postgresql://' prefix: a Path() or a shell may have dropped a slash)"
+        )
+    return _SqliteStore(Path(text), timeout=timeout, create=create)
+
+
+class Ledger:
+    """A privacy-budget ledger stored in one SQLite file, or in a PostgreSQL database that
+    a team shares across machines.
+
+    ``Ledger(path)`` opens an existing ledger; it never creates one. Create a ledger with
+    :meth:`Ledger.init` (file and first dataset, like ``dpmap budget init``) or
+    ``Ledger(path, create=True)`` (the file only; add datasets with :meth:`create`).
+
+    Parameters
+    ----------
+    path
+        The ledger file (SQLite), or a PostgreSQL URL
+        ``postgresql://user@host[:port]/database`` (needs ``dpmap[postgres]``; see
+        :mod:`dpmap.ledger_postgres`). Both have the same semantics; a password in the URL
+        is never shown (see :attr:`location`).
+    timeout
+        Seconds a call waits for another process holding the ledger before it fails
+        with a :class:`~dpmap.errors.BudgetError`.
+    create
+        If true, a missing (or empty) file is made an empty ledger. If false (the
+        default), a missing file raises :class:`~dpmap.errors.DataFileError` and an
+        empty one :class:`~dpmap.errors.BudgetError`, and nothing is created.
+
+    Raises
+    ------
+    BudgetError
+        If the file exists but is not a dpmap ledger (not SQLite, another application's
+        database, damaged, or from a newer dpmap). The file is left untouched.
+    DataFileError
+        If the file does not exist (and ``create`` is false) or cannot be opened or
+        created; for a URL, if the server cannot be reached or psycopg is missing.
+    SpecError
+        If ``path`` looks like a URL but is not a well-formed ``postgresql://`` one.
+
+    Notes
+    -----
+    A ``Ledger`` holds no open connection: every call opens the file, runs one
+    transaction and closes it, so a ``Ledger`` can be shared across threads and passed to
+    (or re-created in) other processes. No call other than ``Ledger(path, create=True)``
+    and :meth:`Ledger.init` creates the file: if it disappears, later calls fail.
+
+    Privacy
+    -------
+    See the module docstring: reservations count from the moment they are made, are
+    given back only if no noise was drawn, all sums are exact, and a mistyped path or
+    dataset name is refused instead of starting a fresh budget.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = False
+    ) -> None:
+        if not (
+            isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout >= 0
+        ):
+            raise SpecError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        self._store: _Store = _open_store(path, float(timeout), create)
+        self._where = self._store.where
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        dataset: str,
+        *,
+        epsilon: Amount,
+        delta: Amount = 0,
+        timeout: float = 30.0,
+    ) -> Ledger:
+        """Create the ledger file if needed and register ``dataset`` with its cap.
+
+        The Python form of ``dpmap budget init PATH --dataset NAME --epsilon E``. Returns
+        the ledger. Raises :class:`~dpmap.errors.BudgetError` if the dataset already
+        exists (a cap is never changed); see :meth:`create`.
+        """
+        book = cls(path, timeout=timeout, create=True)
+        book.create(dataset, epsilon=epsilon, delta=delta)
+        return book
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def path(self) -> Path | None:
+        """The ledger file (``None`` for a PostgreSQL ledger: see :attr:`location`)."""
+        return self._store.path
+
+    @property
+    def location(self) -> str:
+        """Where the ledger is, as shown in messages: the file's path, or the PostgreSQL URL
+        with its password masked."""
+        return self._where
+
+    def __repr__(self) -> str:
+        return f"Ledger({self._where!r})"
+
+    def _write(self, body: Callable[[Any], _T]) -> _T:
+        """``body(conn)`` in one write transaction (SQLite: under the file's write lock;
+        PostgreSQL: SERIALIZABLE, run again from the start after a serialization failure,
+        so ``body`` must only read and write through ``conn``)."""
+        return self._store.write(body)
+
+    def create(self, dataset: str, *, epsilon: Amount, delta: Amount = 0) -> Budget:
+        """Register a dataset with its privacy-loss cap.
+
+        Parameters
+        ----------
+        dataset
+            A name for the body of sensitive data, e.g. ``"hebei-debt-2026"``. Releases
+            are charged to it by name.
+        epsilon
+            The total ε that all releases of this dataset may spend (> 0, finite).
+        delta
+            The total δ (``0 <= delta < 1``); 0 for pure DP only.
+
+        Returns
+        -------
+        Budget
+            The cap, exactly as stored.
+
+        Raises
+        ------
+        SpecError
+            If the name or the cap is invalid.
+        BudgetError
+            If the dataset already exists (caps are never changed).
+
+        Privacy
+        -------
+        The cap is fixed once set: to publish more, a new dataset (a new period, fresh
+        data) must be created; a cap is never raised after releases were charged to it.
+        """
+        name = _check_name(dataset)
+        # a cap is a policy number: a float is read as the decimal the user wrote
+        eps = _check_epsilon(epsilon, floats="decimal")
+        dlt = _check_delta(delta, floats="decimal")
+
+        def body(conn: Any) -> None:
+            row = conn.execute(
+                "SELECT epsilon, delta FROM datasets WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                existing = Budget(Fraction(row[0]), Fraction(row[1]))
+                raise BudgetError(
+                    f"dataset {name!r} already exists in ledger {self._where} with cap {existing}; "
+                    "a cap is never changed or reset. Use another name for new data or a new "
+                    f"period (e.g. '{name}-2'), or see its state with: "
+                    f"dpmap budget show {self._where} "
+                    f"--dataset {name}"
+                )
+            conn.execute(
+                "INSERT INTO datasets (name, epsilon, delta, created_at, dpmap_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (name, _store(eps), _store(dlt), _now(), __version__),
+            )
+
+        self._write(body)
+        return Budget(eps, dlt)
+
+    def datasets(self) -> list[str]:
+        """Names of all datasets in the ledger, sorted."""
+        with self._store.transaction(write=False) as conn:
+            return [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+
+    def cap(self, dataset: str) -> Budget:
+        """The dataset's cap ``(ε, δ)``."""
+        with self._store.transaction(write=False) as conn:
+            return self._cap(conn, dataset)
+
+    def spent(self, dataset: str) -> Budget:
+        """What the dataset has spent: ``(Σ ε, Σ δ)`` over entries that count, exactly.
+
+        Entries that count are those with status ``"reserved"`` or ``"spent"``.
+        ``rho`` is the total ρ of the zCDP entries among them (``None`` if there are none),
+        reported for information; the cap is enforced on ``(ε, δ)``.
+        """
+        with self._store.transaction(write=False) as conn:
+            self._cap(conn, dataset)
+            return self._spent(conn, dataset)
+
+    def remaining(self, dataset: str) -> Budget:
+        """What the dataset may still spend: ``cap − spent`` for ε and δ, exactly.
+
+        Privacy
+        -------
+        Exact: never rounded in the user's favour. In-flight reservations (including
+        those of processes that died) are already subtracted.
+        """
+        with self._store.transaction(write=False) as conn:
+            cap = self._cap(conn, dataset)
+            spent = self._spent(conn, dataset)
+        return Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
+
+    def history(self, dataset: str) -> list[LedgerEntry]:
+        """Every release recorded for the dataset, oldest first, including cancelled ones."""
+        with self._store.transaction(write=False) as conn:
+            self._cap(conn, dataset)
+            rows = conn.execute(
+                f"SELECT {self._store.entry_columns(conn)} FROM entries WHERE dataset = ? ORDER BY id",
+                (dataset,),
+            ).fetchall()
+        return [_entry_from_row(row) for row in rows]
+
+    def entry(self, entry_id: int) -> LedgerEntry:
+        """One entry by id."""
+        with self._store.transaction(write=False) as conn:
+            row = conn.execute(
+                f"SELECT {self._store.entry_columns(conn)} FROM entries WHERE id = ?", (entry_id,)
+            ).fetchone()
+        if row is None:
+            raise BudgetError(f"ledger {self._where} has no entry {entry_id}")
+        return _entry_from_row(row)
+
+    def reserve(
+        self,
+        dataset: str,
+        *,
+        epsilon: Amount,
+        delta: Amount = 0,
+        rho: Amount | None = None,
+        accounting: Accounting,
+        mechanism: str,
+        statistics: Sequence[str],
+        resolution: int | None = None,
+        details: Mapping[str, Any] | None = None,
+        label: str | None = None,
+    ) -> Reservation:
+        """Reserve privacy budget for one release, or refuse.
+
+        In one ``BEGIN IMMEDIATE`` transaction: check that ``spent + requested <= cap``
+        for both ε and δ, then record an entry with status ``"reserved"``. Use the result
+        as a context manager (see :class:`Reservation`).
+
+        Parameters
+        ----------
+        dataset
+            The dataset to charge.
+        epsilon, delta
+            The release's privacy loss, as reported by OpenDP (for ``"zcdp"``: the
+            ``(ε, δ)`` of OpenDP's conversion of this release's ρ).
+        rho
+            The release's ρ; required for ``accounting="zcdp"``, refused otherwise.
+        accounting
+            ``"pure-dp"`` (δ must be 0), ``"approx-dp"`` or ``"zcdp"`` (δ > 0).
+        mechanism, statistics, resolution, details
+            Recorded for the audit trail. ``details`` is a small JSON object: release
+            parameters only, never data.
+        label
+            Which release this is, for people reading the history (e.g. ``"debtors,
+            January 2026"``); at most 200 characters, one line. Public text: never data.
+
+        Returns
+        -------
+        Reservation
+            Already committed: it counts against the cap from now on.
+
+        Raises
+        ------
+        BudgetExceededError
+            If the release would exceed the cap; nothing is recorded. The exception has
+            attributes ``requested`` and ``remaining`` (:class:`Budget`).
+        SpecError
+            If a parameter is invalid; nothing is recorded.
+        BudgetError
+            If the dataset is unknown or the ledger is unusable or busy.
+
+        Privacy
+        -------
+        Call this *before* any noise is drawn, and draw noise only after
+        :meth:`Reservation.mark_noise_drawn` returned.
+        """
+        name = _check_name(dataset)
+        requested = _check_spend(accounting, epsilon, delta, rho)
+        record = _check_record(mechanism, statistics, resolution, details, label)
+
+        def body(conn: Any) -> int:
+            self._check_cap(conn, name, requested)
+            return _insert_reserved(conn, name, requested, accounting, record)
+
+        entry_id = self._write(body)
+        return Reservation(self, entry_id, name, requested)
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_cap(self, conn: Any, name: str, requested: Budget) -> None:
+        """Refuse ``requested`` unless ``spent + requested <= cap`` for both ε and δ (inside
+        the caller's write transaction, so no other process can spend in between)."""
+        cap = self._cap(conn, name)
+        spent = self._spent(conn, name)
+        remaining = Budget(cap.epsilon - spent.epsilon, cap.delta - spent.delta)
+        if requested.epsilon > remaining.epsilon or requested.delta > remaining.delta:
+            raise self._exceeded(name, requested, remaining)
+
+    def _exceeded(self, name: str, requested: Budget, remaining: Budget) -> BudgetExceededError:
+        # Shown to 17 significant digits (a float's precision), each rounded against the user: requested and the
+        # excess up, remaining down (a float spend's exact binary value has ~55 digits).
+        def part(symbol: str, req: Fraction, rem: Fraction) -> str:
+            diff = req - rem
+            verdict = (
+                f"{format_amount(diff, 'up', 17)} over the remainder"
+                if diff > 0
+                else "within the remainder"
+            )
+            return (
+                f"{symbol}: requested {format_amount(req, 'up', 17)}, remaining "
+                f"{format_amount(rem, 'down', 17)}, difference {verdict}"
+            )
+
+        if remaining.epsilon <= 0 or (requested.delta > 0 and remaining.delta <= 0):
+            step = (
+                "this dataset's budget is used up; no further release of it is possible. "
+                "Publish from new data (e.g. next period) under a new dataset with: "
+                f"dpmap budget init {self._where} --dataset NAME --epsilon E"
+            )
+        else:
+            step = (
+                f"request at most ε = {format_amount(remaining.epsilon, 'down', 17)}"
+                + (
+                    f" and δ = {format_amount(remaining.delta, 'down', 17)}"
+                    if requested.delta > 0
+                    else ""
+                )
+                + " (e.g. fewer statistics or a smaller epsilon), "
+                "or publish new data under a new dataset"
+            )
+        err = BudgetExceededError(
+            f"release refused: it would exceed the privacy budget of dataset {name!r} in ledger "
+            f"{self._where}. {part('epsilon', requested.epsilon, remaining.epsilon)}; "
+            f"{part('delta', requested.delta, remaining.delta)}. Nothing was recorded. "
+            f"Next step: {step}."
+        )
+        err.requested = requested
+        err.remaining = remaining
+        return err
+
+    def _cap(self, conn: Any, dataset: str) -> Budget:
+        row = conn.execute(
+            "SELECT epsilon, delta FROM datasets WHERE name = ?", (dataset,)
+        ).fetchone()
+        if row is None:
+            raise self._unknown(conn, dataset)
+        return Budget(Fraction(row[0]), Fraction(row[1]))
+
+    def _unknown(self, conn: Any, dataset: object) -> BudgetError:
+        """The error for a dataset that is not in the ledger: never suggest creating the
+        name that was typed (a typo must not get a fresh budget); name the existing ones."""
+        known = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY name")]
+        if not known:
+            listing = "the ledger has no datasets yet"
+        else:
+            shown = ", ".join(repr(k) for k in known[:10])
+            more = f" and {len(known) - 10} more" if len(known) > 10 else ""
+            listing = f"it has {shown}{more}"
+        close = (
+            difflib.get_close_matches(dataset, known, n=1, cutoff=0.6)
+            if isinstance(dataset, str)
+            else []
+        )
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        return BudgetError(
+            f"dataset {dataset!r} is not in ledger {self._where} ({listing}){hint} A release "
+            "never creates a dataset: if this is new data, register it with its own cap: "
+            f"dpmap budget init {self._where} --dataset NAME --epsilon E"
+        )
+
+    def _spent(self, conn: Any, dataset: str) -> Budget:
+        eps = Fraction(0)
+        dlt = Fraction(0)
+        rho: Fraction | None = None
+        for e, d, r in conn.execute(
+            "SELECT epsilon, delta, rho FROM entries "
+            "WHERE dataset = ? AND status IN ('reserved', 'spent')",
+            (dataset,),
+        ):
+            eps += Fraction(e)
+            dlt += Fraction(d)
+            if r is not None:
+                rho = (rho or Fraction(0)) + Fraction(r)
+        return Budget(eps, dlt, rho)
 
 
 def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
@@ -1252,7 +1357,8 @@ class Reservation:
         if self._state == "cancelled":
             raise BudgetError(f"reservation #{self.entry_id} was cancelled and cannot be finalized")
         extra = json.loads(_check_details(details))
-        with self._ledger._transaction(write=True) as conn:
+
+        def body(conn: Any) -> None:
             row = conn.execute(
                 "SELECT status, details FROM entries WHERE id = ?", (self.entry_id,)
             ).fetchone()
@@ -1269,6 +1375,8 @@ class Reservation:
                 "fingerprint = ?, finalized_at = ?, details = ? WHERE id = ?",
                 (now, fp, now, _check_details(merged), self.entry_id),
             )
+
+        self._ledger._write(body)
         self._state = "spent"
 
     def cancel(self) -> None:
@@ -1286,7 +1394,7 @@ class Reservation:
         self._set_status("cancelled", None)
 
     def _set_status(self, new: Status, stamp_column: str | None) -> None:
-        with self._ledger._transaction(write=True) as conn:
+        def body(conn: Any) -> None:
             stamp = f", {stamp_column} = ?" if stamp_column else ""
             params: tuple[Any, ...] = (
                 (new, _now(), self.entry_id) if stamp_column else (new, self.entry_id)
@@ -1298,6 +1406,8 @@ class Reservation:
                 raise BudgetError(
                     f"ledger entry #{self.entry_id} is no longer reserved; cannot mark it {new}"
                 )
+
+        self._ledger._write(body)
         self._state = new
 
     def __enter__(self) -> Reservation:

@@ -557,9 +557,9 @@ PARAMETERS: tuple[Parameter, ...] = (
         "ledger",
         "Any",
         None,
-        "Privacy-budget ledger (SQLite) to charge; needs --dataset.",
+        "Privacy-budget ledger to charge: a file (SQLite) or a postgresql:// URL; needs --dataset.",
         _RUN,
-        cli_type=Path | None,
+        cli_type=str | None,
     ),
     _p("dataset", "str | None", None, "Dataset name in the ledger.", _RUN),
     _p(

@@ -14,7 +14,6 @@ itself is exact; ``history --json`` prints the exact stored values.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,9 +33,14 @@ budget_app = typer.Typer(
 )
 
 LedgerArg = Annotated[
-    Path,
+    str,
     typer.Argument(
-        metavar="LEDGER", help="The ledger file (SQLite), e.g. budget.db.", show_default=False
+        metavar="LEDGER",
+        help=(
+            "The ledger: a file (SQLite), e.g. budget.db, or a PostgreSQL URL, e.g. "
+            "postgresql://analyst@db.example.org/dpmap (needs dpmap[postgres])."
+        ),
+        show_default=False,
     ),
 ]
 
@@ -62,7 +66,7 @@ def init(
     book = Ledger(ledger, create=True)  # the only command that creates a ledger
     # Amounts are passed on as the text typed, so "0.1" is exactly one tenth.
     cap = book.create(dataset, epsilon=epsilon, delta=delta)
-    _console().print(f"Dataset {dataset!r} created in {ledger} with cap {cap}.")
+    _console().print(f"Dataset {dataset!r} created in {book.location} with cap {cap}.")
 
 
 @budget_app.command("show")
@@ -78,11 +82,11 @@ def show(
     console = _console()
     if not names:
         console.print(
-            f"Ledger {ledger} has no datasets yet; add one with: "
-            f"dpmap budget init {ledger} --dataset NAME --epsilon E"
+            f"Ledger {book.location} has no datasets yet; add one with: "
+            f"dpmap budget init {book.location} --dataset NAME --epsilon E"
         )
         return
-    table = Table(title=f"Privacy budget — {ledger}")
+    table = Table(title=f"Privacy budget — {book.location}")
     for col in (
         "Dataset",
         "Cap ε",
@@ -144,9 +148,9 @@ def history(
         return
     console = _console()
     if not entries:
-        console.print(f"No releases recorded for dataset {dataset!r} in {ledger}.")
+        console.print(f"No releases recorded for dataset {dataset!r} in {book.location}.")
         return
-    table = Table(title=f"Releases of {dataset!r} — {ledger}")
+    table = Table(title=f"Releases of {dataset!r} — {book.location}")
     for col in (
         "#",
         "Label",

@@ -128,7 +128,7 @@ def _merge_config(kw: dict[str, Any], path: Path, ctx: Any) -> dict[str, Any]:
                 continue
         if key == "bounds" and isinstance(value, list):
             value = tuple(value)
-        if key in _PATH_SETTINGS and value is not None:
+        if key in _PATH_SETTINGS and value is not None and "://" not in value:  # not a URL
             value = (
                 Path(value) if Path(value).is_absolute() else path.parent / value
             )  # beside the file
