@@ -399,3 +399,37 @@ def test_drawing_hatches_exactly_the_suppressed_cells_in_both_panels_with_captio
             assert near(cell, ax, face) > 50 and near(cell, ax, hatch) > 10, cell
         assert all(near(cell, ax, hatch) == 0 for cell in shown)
     assert "Differentially private release: ε = 1" in _caption(fig)
+
+
+def test_cell_rings_match_the_geometries_row_by_row():
+    """``cell_rings`` (vectorised, used to draw) gives every row's outer rings as
+    ``cell_polygons`` (one geometry at a time) does: a pentagon's 10-vertex ring among
+    hexagons, a MultiPolygon's two rings, none for a missing or empty geometry, reprojected
+    from a metric CRS; ``select`` pads short rings by repeating their last vertex only."""
+    from shapely.geometry import MultiPolygon
+
+    from dpmap.maps.layers import cell_polygons, cell_rings
+
+    pentagon = sorted(h3.get_pentagons(7))[0]
+    cells = [CENTER, pentagon, *sorted(h3.grid_ring(CENTER, 1))[:2]]
+    geoms = [_hexagon(c) for c in cells]
+    geoms[2] = MultiPolygon([geoms[2], geoms[3]])
+    geoms[3] = None
+    table = gpd.GeoDataFrame({"cell": cells}, geometry=geoms, crs="EPSG:4326")
+    table = pd.concat([table, gpd.GeoDataFrame({"cell": [CENTER]}, geometry=[Polygon()], crs=4326)])
+    for frame in (table, table.to_crs(3857)):
+        rings = cell_rings(frame)
+        expected = cell_polygons(frame)
+        assert rings.rows.tolist() == [0, 1, 2, 2]
+        for i, row in enumerate(rings.rows):
+            ring = rings.xy[rings.starts[i] : rings.starts[i + 1]]
+            nth = int((rings.rows[:i] == row).sum())
+            np.testing.assert_allclose(ring, expected[row][nth][:-1], atol=1e-9)
+    rings = cell_rings(table)
+    assert [int(n) for n in np.diff(rings.starts)] == [6, 10, 6, 6]
+    picked = rings.select(np.array([True, True, False, False, False]))
+    assert picked.shape == (2, 10, 2)
+    np.testing.assert_array_equal(picked[0, 6:], np.repeat(picked[:1, 5], 4, axis=0))
+    np.testing.assert_array_equal(picked[1], rings.xy[6:16])
+    plain = cell_rings(pd.DataFrame({"cell": [CENTER, pentagon]}))  # no geometry: from h3
+    np.testing.assert_allclose(plain.xy, rings.xy[:16], atol=1e-9)
