@@ -413,7 +413,9 @@ def test_static_and_interactive_draw_the_same_layer(tmp_path):
         rgb = np.array([int(fill[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0
         assert np.allclose(rgb, face[:3], atol=3 / 255), (fill, face)
     n_hidden = sum(p["suppressed"] for p in features)
-    assert len(drawn["dpmap-suppressed"].get_paths()) == n_hidden == int(layer.suppressed.sum())
+    (hatched,) = drawn["dpmap-suppressed"].get_paths()  # one compound path, a subpath per cell
+    n_hatched = int((hatched.codes == hatched.MOVETO).sum())
+    assert n_hatched == n_hidden == int(layer.suppressed.sum())
     n_white = sum(not p["suppressed"] and "fill" not in p for p in features)
     assert len(drawn["dpmap-missing"].get_paths()) == n_white == int(layer.missing.sum()) > 0
 

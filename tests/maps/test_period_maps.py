@@ -23,6 +23,7 @@ import_or_skip("js_lib_leaflet")
 
 import matplotlib  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.path import Path as MplPath  # noqa: E402
 
 import dpmap  # noqa: E402
 from dpmap.errors import SpecError  # noqa: E402
@@ -139,7 +140,10 @@ def test_panels_are_titled_with_the_periods_and_hatch_suppressed_cells() -> None
     for ax, rel in zip(_panels(fig), rels, strict=True):
         hatched = _collection(ax, GID_SUPPRESSED)
         assert hatched.get_hatch() == "///"
-        assert len(hatched.get_paths()) == int(rel.cells["suppressed"].sum())
+        # one compound path: each suppressed hexagon is a closed subpath (MOVETO ... CLOSEPOLY)
+        assert (hatched.get_paths()[0].codes == MplPath.MOVETO).sum() == int(
+            rel.cells["suppressed"].sum()
+        )
     caption = " ".join(t.get_text() for t in fig.texts)
     assert "ε = 1, δ = 0 per period" in caption
     assert "percentile of all periods" in caption

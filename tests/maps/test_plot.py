@@ -17,6 +17,7 @@ import matplotlib  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
+from matplotlib.path import Path as MplPath  # noqa: E402
 
 from dpmap.errors import MissingDependencyError, SpecError  # noqa: E402
 from dpmap.maps.static import plot_release  # noqa: E402
@@ -75,6 +76,26 @@ def _by_gid(ax, gid: str):
     return found[0] if found else None
 
 
+def _hexagons(collection) -> int:
+    """How many hexagons a collection draws: one per path of a PolyCollection, one per
+    closed subpath of the suppressed cells' single compound path."""
+    return sum(
+        1 if p.codes is None else int((p.codes == MplPath.MOVETO).sum())
+        for p in collection.get_paths()
+    )
+
+
+def _rings(collection) -> list[np.ndarray]:
+    """The (lng, lat) vertices of every hexagon (subpath) a collection draws."""
+    rings = []
+    for path in collection.get_paths():
+        starts = np.flatnonzero(path.codes == MplPath.MOVETO)
+        for a, b in zip(starts, [*starts[1:], len(path.codes)], strict=True):
+            keep = path.codes[a:b] != MplPath.CLOSEPOLY
+            rings.append(np.unique(path.vertices[a:b][keep], axis=0))
+    return rings
+
+
 def _all_axes(fig: Figure) -> list:
     """Every axes of the figure, including inset colour bars."""
     return [a for ax in fig.axes for a in (ax, *ax.child_axes)]
@@ -124,7 +145,7 @@ def test_suppressed_cells_are_hatched_grey_with_legend(release):
         hatched = _by_gid(ax, "dpmap-suppressed")
         assert hatched is not None
         assert hatched.get_hatch() == "///"
-        assert len(hatched.get_paths()) == n_suppressed
+        assert _hexagons(hatched) == n_suppressed
         assert len(_by_gid(ax, "dpmap-values").get_paths()) == len(release) - n_suppressed
     legend_texts = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
     assert "suppressed (noisy count below threshold)" in legend_texts
@@ -191,7 +212,7 @@ def test_category_must_be_chosen():
     fig = plot_release(table, MANIFEST, category="rent", show_uncertainty=False)
     n_rent = int((table["category"] == "rent").sum())
     ax = fig.axes[0]
-    drawn = sum(len(c.get_paths()) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
+    drawn = sum(_hexagons(c) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
     assert drawn == n_rent
 
 
@@ -319,7 +340,7 @@ def test_release_methods_map_the_total_of_a_categorised_release(tmp_path):
     fig = rel.plot(show_uncertainty=False)
     assert "total of all categories" in fig._suptitle.get_text()
     ax = fig.axes[0]
-    drawn = sum(len(c.get_paths()) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
+    drawn = sum(_hexagons(c) for c in ax.collections if c.get_gid() != "dpmap-boundaries")
     assert drawn == len(cells)  # one hexagon per cell, not per (cell, category)
     one = rel.plot(category="bank", show_uncertainty=False)
     assert "total" not in one._suptitle.get_text()
@@ -341,3 +362,74 @@ def test_a_quantile_column_maps_its_interval_as_the_uncertainty(release):
     panel = next(ax for ax in fig.axes if ax.get_title().startswith("uncertainty"))
     faces = np.concatenate([c.get_facecolors() for c in panel.collections if len(c.get_paths())])
     assert np.isclose(faces, expected, atol=1e-6).all(axis=1).any()
+
+
+def test_drawing_hatches_exactly_the_suppressed_cells_in_both_panels_with_caption(release):
+    """The fast drawing (issue 18) keeps what the map shows: in the value AND the
+    uncertainty panel the hatched hexagons are exactly the suppressed cells, the rendered
+    pixels inside each of them show the grey face crossed by darker hatch lines while no
+    published cell has hatch lines, and the caption is there."""
+    suppressed = set(release.loc[release["suppressed"], "cell"])
+    shown = release.loc[~release["suppressed"], "cell"].tolist()
+    fig = plot_release(release, MANIFEST)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[:, :, :3].astype(int)
+    face = np.array(to_rgba("#e3e3e3")[:3]) * 255
+    hatch = np.array(to_rgba("#8c8c8c")[:3]) * 255
+    maps = [ax for ax in fig.axes if _by_gid(ax, "dpmap-values") is not None]
+    assert [ax.get_title() for ax in maps] == [
+        "noisy count per hexagon",
+        "uncertainty: relative 95% margin of error",
+    ]
+
+    def near(cell: str, ax, colour: np.ndarray) -> int:
+        """Pixels within 12 px of the cell's centre that have `colour` (±12 per channel)."""
+        lat, lng = h3.cell_to_latlng(cell)
+        x, y = ax.transData.transform((lng, lat))
+        row, col = round(pixels.shape[0] - y), round(x)
+        window = pixels[row - 12 : row + 13, col - 12 : col + 13]
+        return int((np.abs(window - colour).max(axis=2) <= 12).sum())
+
+    for ax in maps:
+        hatched = _by_gid(ax, "dpmap-suppressed")
+        assert hatched.get_hatch() == "///"
+        centres = {h3.latlng_to_cell(*ring.mean(axis=0)[::-1], 7) for ring in _rings(hatched)}
+        assert centres == suppressed and _hexagons(hatched) == len(suppressed)
+        for cell in suppressed:
+            assert near(cell, ax, face) > 50 and near(cell, ax, hatch) > 10, cell
+        assert all(near(cell, ax, hatch) == 0 for cell in shown)
+    assert "Differentially private release: ε = 1" in _caption(fig)
+
+
+def test_cell_rings_match_the_geometries_row_by_row():
+    """``cell_rings`` (vectorised, used to draw) gives every row's outer rings as
+    ``cell_polygons`` (one geometry at a time) does: a pentagon's 10-vertex ring among
+    hexagons, a MultiPolygon's two rings, none for a missing or empty geometry, reprojected
+    from a metric CRS; ``select`` pads short rings by repeating their last vertex only."""
+    from shapely.geometry import MultiPolygon
+
+    from dpmap.maps.layers import cell_polygons, cell_rings
+
+    pentagon = sorted(h3.get_pentagons(7))[0]
+    cells = [CENTER, pentagon, *sorted(h3.grid_ring(CENTER, 1))[:2]]
+    geoms = [_hexagon(c) for c in cells]
+    geoms[2] = MultiPolygon([geoms[2], geoms[3]])
+    geoms[3] = None
+    table = gpd.GeoDataFrame({"cell": cells}, geometry=geoms, crs="EPSG:4326")
+    table = pd.concat([table, gpd.GeoDataFrame({"cell": [CENTER]}, geometry=[Polygon()], crs=4326)])
+    for frame in (table, table.to_crs(3857)):
+        rings = cell_rings(frame)
+        expected = cell_polygons(frame)
+        assert rings.rows.tolist() == [0, 1, 2, 2]
+        for i, row in enumerate(rings.rows):
+            ring = rings.xy[rings.starts[i] : rings.starts[i + 1]]
+            nth = int((rings.rows[:i] == row).sum())
+            np.testing.assert_allclose(ring, expected[row][nth][:-1], atol=1e-9)
+    rings = cell_rings(table)
+    assert [int(n) for n in np.diff(rings.starts)] == [6, 10, 6, 6]
+    picked = rings.select(np.array([True, True, False, False, False]))
+    assert picked.shape == (2, 10, 2)
+    np.testing.assert_array_equal(picked[0, 6:], np.repeat(picked[:1, 5], 4, axis=0))
+    np.testing.assert_array_equal(picked[1], rings.xy[6:16])
+    plain = cell_rings(pd.DataFrame({"cell": [CENTER, pentagon]}))  # no geometry: from h3
+    np.testing.assert_allclose(plain.xy, rings.xy[:16], atol=1e-9)

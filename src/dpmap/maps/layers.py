@@ -6,9 +6,10 @@ category, one level of a hierarchical release or all leaves of an adaptive one),
 mapped column, the suppressed mask and the colour scale (clipped at 0, topped at the
 99th percentile of the published values, :func:`ramp_colours` for hex colours);
 :func:`cell_polygons` and :func:`boundary_lines` give the hexagons and boundaries as
-(lng, lat) arrays; :func:`caption_facts` gives the caption's facts (ε, δ, the kind of
-privacy, H3 resolution, date, colour-scale and suppression notes) that each map words
-in its own layout; the shared colours and labels of suppressed and missing cells are
+(lng, lat) arrays (:func:`cell_rings`: the hexagons as flat arrays, built without a
+Python loop over the rows, for drawing tens of thousands of them); :func:`caption_facts`
+gives the caption's facts (ε, δ, the kind of privacy, H3 resolution, date, colour-scale
+and suppression notes) that each map words in its own layout; the shared colours and labels of suppressed and missing cells are
 constants here. Nothing here imports matplotlib or folium, spends privacy budget or
 looks at anything but the published cell table and manifest.
 """
@@ -39,11 +40,13 @@ __all__ = [
     "VALUE_CMAP",
     "YLORRD",
     "CaptionFacts",
+    "CellRings",
     "MapLayer",
     "boundary_lines",
     "caption_facts",
     "cell_bounds",
     "cell_polygons",
+    "cell_rings",
     "colour_scale",
     "created_date",
     "format_number",
@@ -346,6 +349,76 @@ def cell_polygons(table: pd.DataFrame) -> list[list[np.ndarray]]:
     return [
         [np.array([(lng, lat) for lat, lng in h3.cell_to_boundary(str(c))])] for c in table["cell"]
     ]
+
+
+@dataclass(frozen=True)
+class CellRings:
+    """The outer rings of a table's cell geometries as flat arrays: ring ``i`` is
+    ``xy[starts[i]:starts[i + 1]]`` ((lng, lat) vertices, the first one NOT repeated at the
+    end) and belongs to the table's row ``rows[i]`` (a MultiPolygon row has several rings,
+    an empty or missing geometry none)."""
+
+    xy: np.ndarray
+    starts: np.ndarray
+    rows: np.ndarray
+
+    def select(self, mask: np.ndarray) -> np.ndarray:
+        """The rings of the rows where the boolean row `mask` is true, as one
+        (rings, vertices, 2) array; a ring with fewer vertices than the longest repeats
+        its last vertex (zero-length edges: drawn exactly like the shorter ring)."""
+        picked = np.flatnonzero(np.asarray(mask, dtype=bool)[self.rows])
+        if not len(picked):
+            return np.zeros((0, 3, 2))
+        first = self.starts[picked]
+        length = self.starts[picked + 1] - first
+        step = np.minimum(np.arange(int(length.max())), length[:, None] - 1)
+        out: np.ndarray = self.xy[first[:, None] + step]
+        return out
+
+
+def cell_rings(table: pd.DataFrame) -> CellRings:
+    """The outer rings of every row's hexagon (several for a MultiPolygon), vectorised:
+    from the ``geometry`` column (reprojected to EPSG:4326 if needed) with shapely 2's
+    array functions, else rebuilt from ``cell`` with h3."""
+    if "geometry" in table.columns:
+        geoms = table["geometry"]
+        crs = getattr(table, "crs", None)
+        if crs is not None and not _is_wgs84(crs):
+            geoms = table.to_crs(4326).geometry
+        return _rings_of_geometries(np.asarray(geoms, dtype=object))
+    if "cell" not in table.columns:
+        raise SpecError("the release table has neither a 'geometry' nor a 'cell' column")
+    import h3
+
+    rings = [np.asarray(h3.cell_to_boundary(str(c)), dtype=float)[:, ::-1] for c in table["cell"]]
+    lengths = np.array([len(r) for r in rings], dtype=np.int64)
+    xy = np.concatenate(rings) if rings else np.zeros((0, 2))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    return CellRings(xy=xy, starts=starts, rows=np.arange(len(rings)))
+
+
+def _rings_of_geometries(geoms: np.ndarray) -> CellRings:
+    """Polygons' exterior rings (of nested multi-parts too), without the closing vertex."""
+    import shapely
+
+    rows = np.arange(len(geoms))
+    parts = geoms
+    multi = (4, 5, 6, 7)  # Multi*, GeometryCollection: look inside
+    while len(parts) and np.isin(shapely.get_type_id(parts), multi).any():
+        parts, index = shapely.get_parts(parts, return_index=True)
+        rows = rows[index]
+    polygon = shapely.get_type_id(parts) == 3
+    parts, rows = parts[polygon], rows[polygon]
+    coords, ring = shapely.get_coordinates(shapely.get_exterior_ring(parts), return_index=True)
+    counts = np.bincount(ring, minlength=len(parts))
+    keep_ring = counts > 1
+    ends = np.cumsum(counts)
+    closing = np.zeros(len(coords), dtype=bool)
+    closing[ends[keep_ring] - 1] = True  # shapely repeats the first vertex at the end
+    xy = coords[~closing & keep_ring[ring]]
+    lengths = counts[keep_ring] - 1
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return CellRings(xy=xy, starts=starts, rows=rows[keep_ring])
 
 
 def _exterior_rings(geom: Any) -> list[np.ndarray]:

@@ -43,11 +43,11 @@ from dpmap.maps.layers import (
     SUPPRESSED_LABEL,
     VALUE_CMAP,
     CaptionFacts,
+    CellRings,
     MapLayer,
     boundary_lines,
     caption_facts,
-    cell_bounds,
-    cell_polygons,
+    cell_rings,
     map_layer,
     numeric_column,
 )
@@ -199,22 +199,24 @@ def _moe_values(layer: MapLayer) -> np.ndarray:
 class _Shapes:
     """Where a panel draws: the hexagons' rings, the boundary lines, the axes extent."""
 
-    polygons: list[list[np.ndarray]]
+    rings: CellRings
     boundary_lines: list[np.ndarray] | None
     extent: tuple[float, float, float, float]
 
 
 def _shapes(table: pd.DataFrame, boundaries: Any) -> _Shapes:
-    polygons = cell_polygons(table)
+    rings = cell_rings(table)
     lines = boundary_lines(boundaries) if boundaries is not None else None
-    return _Shapes(polygons=polygons, boundary_lines=lines, extent=_extent(polygons))
+    return _Shapes(rings=rings, boundary_lines=lines, extent=_extent([rings.xy]))
 
 
-def _extent(polygons: Sequence[Sequence[np.ndarray]]) -> tuple[float, float, float, float]:
-    """(x0, x1, y0, y1) of the hexagons with a 3% margin."""
-    if not any(len(rings) for rings in polygons):
+def _extent(vertices: Sequence[np.ndarray]) -> tuple[float, float, float, float]:
+    """(x0, x1, y0, y1) of the hexagons' (n, 2) `vertices` arrays with a 3% margin."""
+    xy = np.concatenate([np.asarray(v, dtype=float).reshape(-1, 2) for v in vertices])
+    if not len(xy):
         raise SpecError("the release table has no cell geometries to plot")
-    x0, y0, x1, y1 = cell_bounds(polygons)
+    x0, y0 = np.nanmin(xy, axis=0)
+    x1, y1 = np.nanmax(xy, axis=0)
     pad_x = max((x1 - x0) * 0.03, 1e-4)
     pad_y = max((y1 - y0) * 0.03, 1e-4)
     return x0 - pad_x, x1 + pad_x, y0 - pad_y, y1 + pad_y
@@ -369,44 +371,38 @@ def _draw_panel(
     norm: Normalize,
 ) -> None:
     """One map panel: the hexagons, the boundaries on top, and the axes' look."""
-    _add_cells(ax, shapes.polygons, colour_values, suppressed, shown, cmap_name, norm)
+    _add_cells(ax, shapes.rings, colour_values, suppressed, shown, cmap_name, norm)
     if shapes.boundary_lines:
         _add_boundaries(ax, shapes.boundary_lines)
     _style_axes(ax, shapes.extent)
 
 
-def _rings_of(
-    polygons: Sequence[Sequence[np.ndarray]], mask: np.ndarray
-) -> tuple[list[np.ndarray], list[int]]:
-    """The rings of the rows in `mask`, and the row of each ring."""
-    rings: list[np.ndarray] = []
-    rows: list[int] = []
-    for i in np.flatnonzero(mask):
-        for ring in polygons[int(i)]:
-            rings.append(ring)
-            rows.append(int(i))
-    return rings, rows
-
-
 def _add_cells(
     ax: Any,
-    polygons: Sequence[Sequence[np.ndarray]],
+    rings: CellRings,
     colour_values: np.ndarray,
     suppressed: np.ndarray,
     shown: np.ndarray,
     cmap_name: str,
     norm: Normalize,
 ) -> None:
-    """Shown hexagons in colour, suppressed ones hatched grey, the rest white."""
+    """Shown hexagons in colour, suppressed ones hatched grey, the rest white.
+
+    Speed (issue 18): the rings go to matplotlib as (n, vertices, 2) arrays, which it turns
+    into paths without checking each one; the suppressed hexagons are ONE compound path, so
+    that Agg renders the hatch pattern once instead of once per hexagon (that was >90% of
+    the time of a map with thousands of suppressed cells)."""
     import matplotlib
     from matplotlib.collections import PolyCollection
 
     cmap: Colormap = matplotlib.colormaps[cmap_name]
-    rings, rows = _rings_of(polygons, shown)
-    faces = cmap(norm(colour_values[rows])) if rows else np.zeros((0, 4))
+    rows = rings.rows[np.asarray(shown, dtype=bool)[rings.rows]]
+    faces = cmap(norm(colour_values[rows])) if len(rows) else np.zeros((0, 4))
+    # an (n, vertices, 2) array is matplotlib's fast path (its stubs only say Sequence)
+    shown_rings: Any = rings.select(shown)
     ax.add_collection(
         PolyCollection(
-            rings,
+            shown_rings,
             facecolors=faces,
             edgecolors="white",
             linewidths=0.3,
@@ -415,14 +411,14 @@ def _add_cells(
         ),
         autolim=False,
     )
-    rings, _ = _rings_of(polygons, suppressed)
-    if rings:
-        ax.add_collection(_hatched(rings), autolim=False)
-    rings, _ = _rings_of(polygons, ~shown & ~suppressed)
-    if rings:
+    hidden = rings.select(suppressed)
+    if len(hidden):
+        ax.add_collection(_hatched(hidden), autolim=False)
+    missing: Any = rings.select(~shown & ~suppressed)
+    if len(missing):
         ax.add_collection(
             PolyCollection(
-                rings,
+                missing,
                 facecolors=MISSING_FACE,
                 edgecolors=MISSING_EDGE,
                 linewidths=0.4,
@@ -434,12 +430,24 @@ def _add_cells(
         )
 
 
-def _hatched(rings: list[np.ndarray]) -> Any:
-    """Suppressed hexagons: light grey with ``///`` hatching."""
-    from matplotlib.collections import PolyCollection
+def _compound_path(rings: np.ndarray) -> Any:
+    """One matplotlib Path of all the (rings, vertices, 2) `rings`, each a closed subpath."""
+    from matplotlib.path import Path as MplPath
 
-    hatched = PolyCollection(
-        rings,
+    n, m = rings.shape[0], rings.shape[1]
+    closed = np.concatenate([rings, rings[:, :1]], axis=1)  # CLOSEPOLY's vertex
+    codes = np.full(m + 1, MplPath.LINETO, dtype=MplPath.code_type)
+    codes[0], codes[-1] = MplPath.MOVETO, MplPath.CLOSEPOLY
+    return MplPath(closed.reshape(n * (m + 1), 2), np.tile(codes, n))
+
+
+def _hatched(rings: np.ndarray) -> Any:
+    """Suppressed hexagons: light grey with ``///`` hatching, as one compound path (the
+    hatch pattern is rendered once; each hexagon is a closed subpath of it)."""
+    from matplotlib.collections import PathCollection
+
+    hatched = PathCollection(
+        [_compound_path(rings)],
         facecolors=SUPPRESSED_FACE,
         edgecolors=SUPPRESSED_EDGE,
         linewidths=0.3,
@@ -697,12 +705,12 @@ def plot_periods_figure(
     _require_matplotlib()
     out_path = _check_path(path)
     lines = boundary_lines(boundaries) if boundaries is not None else None
-    polygons = [cell_polygons(layer.table) for layer in layers]
-    extent = _extent([rings for per in polygons for rings in per])
+    rings = [cell_rings(layer.table) for layer in layers]
+    extent = _extent([per.xy for per in rings])
     layout, axes = _periods_layout(extent, len(layers), dpi)
     norm = Normalize(vmin=0.0, vmax=legend.vmax)
-    for ax, layer, per, label in zip(axes, layers, polygons, labels, strict=True):
-        shapes = _Shapes(polygons=per, boundary_lines=lines, extent=extent)
+    for ax, layer, per, label in zip(axes, layers, rings, labels, strict=True):
+        shapes = _Shapes(rings=per, boundary_lines=lines, extent=extent)
         _draw_panel(
             ax, shapes, layer.colour_values, layer.suppressed, layer.shown, VALUE_CMAP, norm
         )
