@@ -108,7 +108,9 @@ def panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]
     periods (pandas Periods when they have a frequency, so that their spacing counts). A
     list holding one panel is the panel."""
     if not is_release(releases) and isinstance(releases, (list, tuple)) and len(releases) == 1:
-        releases = releases[0] if is_release(releases[0]) else releases
+        only = releases[0]
+        if is_release(only) and panel_periods(only.manifest) is not None:
+            releases = only
     if not is_release(releases):
         return releases, periods
     m = releases.manifest
