@@ -15,7 +15,14 @@ What this example shows:
    compare the roll-ups (bigger areas, smaller relative error);
 6. the trend over all six months per district (``dpmap.trend``): a slope per month with
    its 95% margin, and ``significant`` with the false-discovery rate controlled, drawn as a
-   map with ``dpmap.plot_trend``.
+   map with ``dpmap.plot_trend``;
+7. the alternative to six monthly releases: ONE panel release of the six months
+   (``time=``, ``periods=``, ``max_periods=``) at the same total ε = 3, charged to a
+   second dataset of the ledger (for this comparison only: in real life the year's budget
+   of these people is spent once, one way or the other). Each person is bounded across
+   the months (at most ``max_periods`` = 6 of them), so the noise per cell and month is
+   the same as a monthly release's; its trend, its months (``panel.at``) and a map of
+   every month (``panel.plot``: small multiples on one colour scale).
 
 The data is SYNTHETIC: the Hebei debtors of ``dpmap.demo`` (the same people every
 month), plus new debtors around Tangshan every month — a made-up trend that the maps
@@ -32,7 +39,9 @@ Run it (from the repository root)::
 Files written to ``--out`` (default ``out/examples/monthly_trend``): ``budget.db`` (the
 ledger), ``debt_2026-01.parquet`` ... ``debt_2026-06.parquet`` (each with its
 ``.manifest.json``), ``districts.geojson``, ``cell_changes.geojson``,
-``district_changes.geojson``, ``district_trends.geojson`` and ``district_trends.png``. Needs ``pip install 'dpmap[demo]'``.
+``district_changes.geojson``, ``district_trends.geojson``, ``district_trends.png``, and for
+the panel ``debt_panel_2026-01_2026-06.parquet`` (with its ``.manifest.json``),
+``panel_district_trends.geojson`` and ``panel_months.png``. Needs ``pip install 'dpmap[demo]'``.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from dpmap.demo import DEMO_DATA_NOTICE, hebei_places, hebei_region, synthetic_d
 
 NAME = "monthly_trend"
 DATASET = "hebei-debtors-2026"  # the ledger's name for the body of sensitive data
+PANEL_DATASET = "hebei-debtors-2026-panel"  # the panel's cap (for the comparison only)
 YEARLY_CAP = 3.0  # total ε for all releases of the register in 2026
 MONTHLY_EPSILON = 0.5
 MONTHS = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06", "2026-07"]
@@ -280,7 +290,16 @@ def main() -> None:
     print()
     district_trends(list(releases.values()), list(releases), area, out)
     print()
-    print(f"Wrote the monthly releases, the ledger and the comparisons to {out}")
+    records = pd.concat(
+        [
+            registers[m].assign(date=pd.Period(m, freq="M").start_time + pd.Timedelta(days=14))
+            for m in releases
+        ],
+        ignore_index=True,
+    )
+    panel_alternative(records, list(releases), params, area, ledger, out)
+    print()
+    print(f"Wrote the monthly releases, the panel, the ledger and the comparisons to {out}")
 
 
 def district_trends(
@@ -301,6 +320,55 @@ def district_trends(
     print(f"  ({trends.attrs['method']})")
     trends.to_file(out / "district_trends.geojson", driver="GeoJSON")
     dpmap.plot_trend(trends, out / "district_trends.png")
+
+
+def panel_alternative(
+    records: pd.DataFrame,
+    months: list[str],
+    params: dict[str, object],
+    area: gpd.GeoDataFrame,
+    ledger: dpmap.Ledger,
+    out: Path,
+) -> None:
+    """Step 7: the same months as ONE panel release, at the same total ε, and its trend."""
+    periods = pd.period_range(months[0], months[-1], freq="M")
+    epsilon = MONTHLY_EPSILON * len(months)  # what the monthly releases spent together
+    ledger.create(PANEL_DATASET, epsilon=epsilon)
+    panel = dpmap.release(
+        records,
+        **{**params, "epsilon": epsilon},
+        time="date",  # the date column of the records
+        periods=periods,  # the PUBLIC months: a row for each (cell, month), never from data
+        max_periods=len(periods),  # one person counts in at most this many months
+        ledger=ledger,
+        dataset=PANEL_DATASET,
+        title=f"Synthetic debtors in Hebei, {months[0]} to {months[-1]}",
+    )
+    name = f"debt_panel_{months[0]}_{months[-1]}.parquet"
+    panel.to_file(out / name, include_unbiased=True)
+    print(
+        f"The alternative: ONE panel release of {len(periods)} months at ε = {epsilon:g} "
+        f"(max_periods = {len(periods)}), charged to {PANEL_DATASET!r}; remaining there: "
+        f"{ledger.remaining(PANEL_DATASET)}"
+    )
+    scale = panel.manifest["statistics"]["count"]["scale"]
+    print(
+        f"  noise scale per cell and month: {scale:g} (each monthly release: "
+        f"{1 / MONTHLY_EPSILON:g}) — with Laplace noise and every month kept, the same"
+    )
+    last = panel.at(months[-1])  # one month of the panel, as an ordinary release
+    print(f"  {last.manifest['period']}: {len(last.cells):,} cells, one of {panel.periods}")
+    trends = dpmap.trend(panel, zones=area, by="district")
+    print("  Panel trend per district (debtors per month, 95% margins):")
+    for row in trends.sort_values("slope", ascending=False).head(3).itertuples():
+        print(
+            f"    {row.district:<13} {row.slope:>+8,.1f} ± {row.slope_moe:>5,.1f}"
+            + ("  significant" if row.significant else "")
+        )
+    rising = trends.loc[trends["significant"] & (trends["slope"] > 0), "district"].tolist()
+    print(f"  Significant rises (panel): {', '.join(rising) if rising else 'none'}")
+    trends.to_file(out / "panel_district_trends.geojson", driver="GeoJSON")
+    panel.plot(out / "panel_months.png")  # small multiples, one colour scale
 
 
 if __name__ == "__main__":
