@@ -156,6 +156,7 @@ _ZONE_WORDS = (
     ("suppression: cells", "suppression: zones"),
     ("every cell", "every zone"),
     (" cells)", " zones)"),
+    (" cell(s) per period", " zone(s) per period"),
 )
 
 
