@@ -220,6 +220,11 @@ class ReleaseSpec:
         person may count in. One row per (cell, period); each person keeps at most
         ``max_periods`` periods, ``max_cells`` cells in each and ``max_records_per_cell``
         records per (cell, period).
+    running_totals
+        A panel released continually (:mod:`dpmap.designs.continual_release`): running
+        totals by the binary-tree mechanism, published period by period. Each person then
+        keeps their EARLIEST ``max_periods`` periods (:attr:`earliest_periods`), a choice
+        that later periods cannot change.
     """
 
     resolution: Any = None
@@ -250,6 +255,7 @@ class ReleaseSpec:
     time: str | None = None
     periods: Periods | None = field(default=None, repr=False)
     max_periods: int | None = None
+    running_totals: bool = False
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -267,6 +273,7 @@ class ReleaseSpec:
         self._check_distribution()
         self._check_people()
         self._check_panel()
+        self._check_running_totals()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -462,6 +469,24 @@ class ReleaseSpec:
                 f"resolution={self.levels[-1]}"
             )
 
+    def _check_running_totals(self) -> None:
+        """``running_totals=True``: a panel of counts and sums (the tree's noise plan)."""
+        if not isinstance(self.running_totals, (bool, np.bool_)):
+            raise SpecError(f"running_totals must be True or False, got {self.running_totals!r}")
+        self._set("running_totals", bool(self.running_totals))
+        if not self.running_totals:
+            return
+        if not self.panel:
+            raise SpecError(
+                "running_totals=True releases a panel continually; pass time='<date column>', "
+                "periods=... and max_periods=..., or drop running_totals="
+            )
+        if self.histogram or self.people:
+            raise SpecError(
+                "running_totals=True publishes counts and sums only; drop quantiles=, "
+                "value_bands= and people=True"
+            )
+
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
         self._set("selection", Selection.parse(self.selection, "selection"))
@@ -615,6 +640,13 @@ class ReleaseSpec:
         return min(self.max_periods, len(self.periods))
 
     @property
+    def earliest_periods(self) -> bool:
+        """Whether each person keeps their earliest ``max_periods`` periods (a continual
+        release: the choice may not change as periods arrive) rather than the periods whose
+        best record has the smallest priority."""
+        return self.running_totals and self.panel
+
+    @property
     def panel(self) -> bool:
         """Whether this is a panel release (one row per cell and period)."""
         return self.periods is not None
@@ -702,6 +734,8 @@ class ReleaseSpec:
             out["time"] = self.time
             out["periods"] = self.periods.describe()
             out["max_periods"] = self.max_periods
+            if self.running_totals:  # only when used: other manifests stay as they were
+                out["running_totals"] = True
         return out
 
     def _public_parameters(self) -> dict[str, Any]:
