@@ -219,6 +219,8 @@ _SPEC = frozenset({"release", "explain", "audit", "cli release", "cli explain", 
 _SPEC_NOT_CLI_AUDIT = _SPEC - {"cli audit"}
 #: about the data and the region: the audit builds its own
 _DATA = frozenset({"release", "explain", "cli release", "cli explain"})
+#: a continual release (Python only for now)
+_CONTINUAL = frozenset({"release", "explain"})
 #: of the release run itself (explain accepts and ignores them)
 _RUN = frozenset({"release", "explain", "cli release"})
 
@@ -421,6 +423,28 @@ PARAMETERS: tuple[Parameter, ...] = (
         None,
         "Panel releases: periods one person may count in (the bound across time).",
         _DATA,
+    ),
+    _p(
+        "running_totals",
+        "bool",
+        False,
+        "Panel releases: running totals by the tree mechanism, published period by period "
+        "(each person keeps their earliest max_periods periods).",
+        _CONTINUAL,
+    ),
+    _p(
+        "through",
+        "Any",
+        None,
+        "Continual releases: the last period published (default: the last of the horizon).",
+        _CONTINUAL,
+    ),
+    _p(
+        "previous",
+        "Any",
+        None,
+        "Continual releases: the release this one extends (its nodes are kept, nothing charged).",
+        frozenset({"release"}),
     ),
     _p(
         "selection",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,9 @@ def release(
     time: str | None = None,
     periods: Any = None,
     max_periods: int | None = None,
+    running_totals: bool = False,
+    through: Any = None,
+    previous: Any = None,
     selection: str = "random",
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
@@ -152,6 +156,17 @@ def release(
         months costs far less than twelve separate releases. ``rel.at("2026-03")`` is one
         period as an ordinary release; ``dpmap.series`` and ``dpmap.trend`` take the panel.
         One resolution over a region, or zones.
+    running_totals, through, previous
+        A panel released *continually* (:mod:`dpmap.designs.continual_release`):
+        ``running_totals=True`` plans the binary-tree mechanism over all the periods, charges
+        the ledger once for the whole horizon and publishes, per (cell, period ≤ ``through``),
+        ``count`` (the period's estimate) and ``count_to_date`` (the running total), with
+        ``sum``/``sum_to_date`` for a value, each with an honest 95% margin. Each person keeps
+        their EARLIEST ``max_periods`` periods. ``through`` (a period label, default the last
+        one) is the last period with data. ``previous`` (the release of an earlier
+        ``through``, same parameters, area and dataset) is extended: its published nodes are
+        kept, nothing more is charged and only the nodes completed since are noised. Extend
+        each release once: extending it twice draws the new nodes twice.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).
@@ -226,6 +241,7 @@ def release(
     given = locals()  # the parameters, before anything else is bound
     spec = make_spec({name: given[name] for name in SPEC_FIELDS}, by)
     options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
+    options = dataclasses.replace(options, through=through, previous=previous, dataset=dataset)
     check_options(spec, options)
     check_period_label(period, spec)
     if (ledger is None) != (dataset is None):
@@ -242,7 +258,8 @@ def release(
     engine_module = engine_for(points, engine)
     aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
-    with reserve(book, dataset, design.noise, title) as reservation:
+    # a continued release (previous=) was charged with the release it extends
+    with reserve(book if previous is None else None, dataset, design.noise, title) as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
         measured = design.measure(aggregates)
@@ -255,6 +272,9 @@ def release(
             reservation.finalize(fingerprint=rel.fingerprint)
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
             rel = Release(table, manifest, estimates, histogram=histogram)
+    if previous is not None and "ledger" in previous.manifest:
+        manifest["ledger"] = previous.manifest["ledger"]  # the entry that charged the horizon
+        rel = Release(table, manifest, estimates, histogram=histogram)
     return rel
 
 
