@@ -199,6 +199,8 @@ class ContinualRelease:
         self.domain: np.ndarray | None = base.domain
         self.integer = plan.estimator == "prefix"  # sums and differences of whole nodes
         self.previous: dict[str, np.ndarray] | None = None
+        #: a continued release: the ledger entry of the release that charged the horizon
+        self.charged_in: dict[str, Any] | None = None
 
     @classmethod
     def wants(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> bool:
@@ -226,6 +228,7 @@ class ContinualRelease:
         design = cls(spec, base, plan, _through(spec, options.through), key)
         if options.previous is not None:
             design.previous = design.previous_nodes(options.previous)
+            design.charged_in = getattr(options.previous, "manifest", {}).get("ledger")
         return design
 
     def previous_nodes(self, previous: Any) -> dict[str, np.ndarray]:
@@ -351,7 +354,7 @@ class ContinualRelease:
             "by convolution when every weight is ±1, else a conservative Chernoff bound"
         )
         base = self.base.manifest_entries(measured)
-        return {**base, "continual": entry, "margins": margins}
+        return {**base, "continual": entry, "margins": margins, "ledger": self.charged_in}
 
     @classmethod
     def recognises(cls, manifest: dict[str, Any]) -> bool:

@@ -244,10 +244,6 @@ def release(
     options = dataclasses.replace(options, through=through, previous=previous, dataset=dataset)
     check_options(spec, options)
     check_period_label(period, spec)
-    if (ledger is None) != (dataset is None):
-        raise SpecError(
-            "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
-        )
     book = open_ledger(ledger, dataset, title)  # both must exist: checked before any data
     reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
@@ -258,7 +254,6 @@ def release(
     engine_module = engine_for(points, engine)
     aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
-    # a continued release (previous=) was charged with the release it extends
     with reserve(book if previous is None else None, dataset, design.noise, title) as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
@@ -272,9 +267,6 @@ def release(
             reservation.finalize(fingerprint=rel.fingerprint)
             manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
             rel = Release(table, manifest, estimates, histogram=histogram)
-    if previous is not None and "ledger" in previous.manifest:
-        manifest["ledger"] = previous.manifest["ledger"]  # the entry that charged the horizon
-        rel = Release(table, manifest, estimates, histogram=histogram)
     return rel
 
 
@@ -310,9 +302,16 @@ def histogram_of(design: Design, measured: Measured, table: Any) -> Any:
 def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     """The release's ledger, opened and checked before any data is read or noise drawn.
 
+    (A continued release, ``previous=``, is not charged again: its manifest names the
+    ledger entry of the release that charged the whole horizon.)
+
     A release never creates a ledger or a dataset: a missing ledger file, a dataset not
     in it (with a "did you mean") or an unusable title (the entry's label) is an error here.
     """
+    if (ledger is None) != (dataset is None):
+        raise SpecError(
+            "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
+        )
     if ledger is None:
         return None
     if not (isinstance(ledger, (Ledger, str)) or hasattr(ledger, "__fspath__")):
