@@ -219,8 +219,8 @@ _SPEC = frozenset({"release", "explain", "audit", "cli release", "cli explain", 
 _SPEC_NOT_CLI_AUDIT = _SPEC - {"cli audit"}
 #: about the data and the region: the audit builds its own
 _DATA = frozenset({"release", "explain", "cli release", "cli explain"})
-#: a continual release (Python only for now)
-_CONTINUAL = frozenset({"release", "explain"})
+#: a continual release
+_CONTINUAL = frozenset({"release", "explain", "cli release", "cli explain"})
 #: of the release run itself (explain accepts and ignores them)
 _RUN = frozenset({"release", "explain", "cli release"})
 
@@ -438,13 +438,17 @@ PARAMETERS: tuple[Parameter, ...] = (
         None,
         "Continual releases: the last period published (default: the last of the horizon).",
         _CONTINUAL,
+        cli_type=str | None,
     ),
     _p(
         "previous",
         "Any",
         None,
-        "Continual releases: the release this one extends (its nodes are kept, nothing charged).",
-        frozenset({"release"}),
+        "Continual releases: the release (file) this one extends; its nodes are kept and "
+        "nothing more is charged.",
+        frozenset({"release", "cli release"}),
+        cli_type=str | None,
+        convert=_path_text,
     ),
     _p(
         "selection",

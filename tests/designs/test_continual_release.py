@@ -19,6 +19,7 @@ What is checked here:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import opendp.prelude as dp
 import pandas as pd
 import pytest
+import shapely
 
 import dpmap
 from common import REGION, RESOLUTION, cell_centre, interior_cells
@@ -382,3 +384,35 @@ def test_previous_of_another_spec_or_later_is_refused(tmp_path: Any) -> None:
 def ledger_with(tmp_path: Any) -> Any:
     ledger = dpmap.Ledger.init(tmp_path / "l.sqlite", "other", epsilon=5.0)
     return ledger
+
+
+# =========================================================================================
+# the command line
+
+
+def test_command_line_release_month_by_month(tmp_path: Any, capsys: Any) -> None:
+    """``--running-totals --through``, then ``--previous FILE``: the second file keeps the
+    first one's rows; a bad ``--through`` exits 2 with a one-line error and no file."""
+    from dpmap.cli.app import main
+
+    pts = tmp_path / "points.csv"
+    month_points().to_csv(pts, index=False)
+    region = tmp_path / "region.geojson"
+    region.write_text(json.dumps(shapely.geometry.mapping(REGION)))
+    args = ["release", pts, "--region", region, "--resolution", str(RESOLUTION),
+            "--epsilon", "1", "--person", "pid", "--time", "date", "--periods",
+            "2026-01..2026-06", "--max-periods", "2", "--running-totals", "--no-suppress"]  # fmt: skip
+    feb, mar = tmp_path / "feb.geojson", tmp_path / "mar.geojson"
+    assert main([str(a) for a in [*args, "--through", "2026-02", "--out", feb]]) == 0
+    code = main([str(a) for a in [*args, "--through", "2026-03", "--previous", feb, "--out", mar]])
+    assert code == 0, capsys.readouterr().err
+    a, b = dpmap.read_release(feb).cells, dpmap.read_release(mar).cells
+    merged = a.merge(b.drop(columns="geometry"), on=["cell", "period"], suffixes=("", "_b"))
+    assert len(merged) == len(a) > 0
+    np.testing.assert_array_equal(merged["count_to_date"], merged["count_to_date_b"])
+    assert dpmap.read_release(mar).manifest["continual"]["continued"]
+    bad = tmp_path / "bad.geojson"
+    code = main([str(a) for a in [*args, "--through", "2026-13", "--out", bad]])
+    err = capsys.readouterr().err
+    assert code == 2 and "--through 2026-13" in err and "Traceback" not in err
+    assert not bad.exists()

@@ -42,7 +42,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -61,6 +63,7 @@ from dpmap.designs.continual import (
 from dpmap.designs.flat import Flat
 from dpmap.designs.zones import ZoneRelease
 from dpmap.errors import SpecError
+from dpmap.io import manifest_path, read_manifest
 from dpmap.spec import ZONE_LEVEL, ReleaseSpec
 
 __all__ = [
@@ -227,18 +230,18 @@ class ContinualRelease:
         key = _fingerprint(spec, where, plan, options.dataset)
         design = cls(spec, base, plan, _through(spec, options.through), key)
         if options.previous is not None:
-            design.previous = design.previous_nodes(options.previous)
-            design.charged_in = getattr(options.previous, "manifest", {}).get("ledger")
+            manifest = _previous_manifest(options.previous)
+            design.previous = design.previous_nodes(manifest)
+            design.charged_in = manifest.get("ledger")
         return design
 
-    def previous_nodes(self, previous: Any) -> dict[str, np.ndarray]:
+    def previous_nodes(self, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
         """The published nodes of an earlier release of this horizon (checked)."""
-        manifest = getattr(previous, "manifest", previous)
-        entry = manifest.get("continual") if isinstance(manifest, dict) else None
+        entry = manifest.get("continual")
         if not isinstance(entry, dict):
             raise SpecError(
                 "previous= must be an earlier release of this panel with running_totals=True "
-                f"(a dpmap Release), got {type(previous).__name__}; or drop previous= to start "
+                "(a dpmap Release or its file), got one without; or drop previous= to start "
                 "afresh (charges the whole horizon again)"
             )
         if entry.get("fingerprint") != self.key:
@@ -365,6 +368,20 @@ class ContinualRelease:
         # rows of one period are independent across cells (each cell has its own nodes);
         # margins per row are in the table (no single exact margin for every row)
         return Correlation()
+
+
+def _previous_manifest(previous: Any) -> dict[str, Any]:
+    """The manifest of ``previous=``: a Release, or the path of a release file."""
+    if isinstance(previous, (str, os.PathLike)):
+        return read_manifest(manifest_path(Path(previous)))
+    manifest = getattr(previous, "manifest", None)
+    if not isinstance(manifest, dict):
+        raise SpecError(
+            "previous= must be an earlier release of this panel with running_totals=True (a "
+            f"dpmap Release or its file), got {type(previous).__name__}; or drop previous= to "
+            "start afresh (charges the whole horizon again)"
+        )
+    return manifest
 
 
 def _fingerprint(spec: ReleaseSpec, where: Any, plan: ContinualPlan, dataset: Any) -> str:
