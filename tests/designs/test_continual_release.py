@@ -416,3 +416,16 @@ def test_command_line_release_month_by_month(tmp_path: Any, capsys: Any) -> None
     err = capsys.readouterr().err
     assert code == 2 and "--through 2026-13" in err and "Traceback" not in err
     assert not bad.exists()
+
+
+def test_default_suppression_hides_the_running_total_too() -> None:
+    """The default rule: each row against a map-wide multiple of its own standard deviation
+    (as stated in the manifest); a hidden row hides its running total too."""
+    kw = {k: v for k, v in KW.items() if k != "suppress_below"} | {"epsilon": 8.0}
+    rel = dpmap.release(month_points(), through="2026-04", **kw)
+    assert "standard deviation" in rel.manifest["suppression"]["rule"]
+    cells = rel.cells
+    hidden = cells["suppressed"].to_numpy(bool)
+    assert 0 < hidden.sum() < len(cells)  # most of the region is empty; the register is not
+    assert cells.loc[hidden, ["count", "count_to_date", "sum_to_date"]].isna().all().all()
+    assert cells.loc[~hidden, "count_to_date"].notna().all()

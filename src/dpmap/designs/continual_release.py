@@ -272,7 +272,9 @@ class ContinualRelease:
         return len(self.base.domain) * (self.through + 1) * k
 
     def count_noise(self) -> CountNoise | None:
-        return None  # no single noise per row: the default hides rows below their own margin
+        # each row its own variance (a sum of a few node noises): the default rule hides rows
+        # below a map-wide multiple of their own sd, as for least-squares estimates
+        return CountNoise(str(self.spec.mechanism), None)
 
     def describe(self) -> dict[str, Any] | None:
         return {"continual": self._public_entry()}
