@@ -197,6 +197,17 @@ PARITY = {
          "value": "amount", "bounds": (0, 2500), "category": "creditor",
          "categories": CATEGORIES, "people": True, "quantiles": (0.5,)},
     ),
+    # a continual release: each person keeps their EARLIEST max_periods periods
+    "panel-earliest-periods": (
+        dated(heavy_person),
+        {**PANEL, "person": "pid", "max_periods": 2, "max_cells": 3, "max_records_per_cell": 2,
+         "value": "amount", "bounds": (0, 2500), "category": "creditor",
+         "categories": CATEGORIES, "running_totals": True},
+    ),
+    "panel-earliest-rows-persons": (
+        dated(random_points),
+        {**PANEL, "person": "pid", "max_periods": 1, "running_totals": True},
+    ),
 }  # fmt: skip
 
 

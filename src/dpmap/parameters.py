@@ -238,6 +238,8 @@ _SPEC = frozenset({"release", "explain", "audit", "cli release", "cli explain", 
 _SPEC_NOT_CLI_AUDIT = _SPEC - {"cli audit"}
 #: about the data and the region: the audit builds its own
 _DATA = frozenset({"release", "explain", "cli release", "cli explain"})
+#: a continual release
+_CONTINUAL = frozenset({"release", "explain", "cli release", "cli explain"})
 #: of the release run itself (explain accepts and ignores them)
 _RUN = frozenset({"release", "explain", "cli release"})
 
@@ -451,6 +453,32 @@ PARAMETERS: tuple[Parameter, ...] = (
         _DATA,
         cli_type=str | None,
         convert=_time_levels,
+    ),
+    _p(
+        "running_totals",
+        "bool",
+        False,
+        "Panel releases: running totals by the tree mechanism, published period by period "
+        "(each person keeps their earliest max_periods periods).",
+        _CONTINUAL,
+    ),
+    _p(
+        "through",
+        "Any",
+        None,
+        "Continual releases: the last period published (default: the last of the horizon).",
+        _CONTINUAL,
+        cli_type=str | None,
+    ),
+    _p(
+        "previous",
+        "Any",
+        None,
+        "Continual releases: the release (file) this one extends; its nodes are kept and "
+        "nothing more is charged.",
+        frozenset({"release", "cli release"}),
+        cli_type=str | None,
+        convert=_path_text,
     ),
     _p(
         "selection",

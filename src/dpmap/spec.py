@@ -258,6 +258,11 @@ class ReleaseSpec:
         each statistic's budget (e.g. ``{"Y": 0.5}``; the panel's own periods get the rest). Needs periods of one frequency that nest in each level; not with
         ``people``, ``quantiles`` or ``value_bands`` (see :meth:`_check_time_levels`).
         Normalised to ``((freq, share), ...)`` with pandas' frequency names (``"Q-DEC"``).
+    running_totals
+        A panel released continually (:mod:`dpmap.designs.continual_release`): running
+        totals by the binary-tree mechanism, published period by period. Each person then
+        keeps their EARLIEST ``max_periods`` periods (:attr:`earliest_periods`), a choice
+        that later periods cannot change.
     """
 
     resolution: Any = None
@@ -289,6 +294,7 @@ class ReleaseSpec:
     periods: Periods | None = field(default=None, repr=False)
     max_periods: int | None = None
     time_levels: Any = None
+    running_totals: bool = False
 
     def __post_init__(self) -> None:
         # one checker per group of parameters, in this order (the first problem is reported)
@@ -307,6 +313,7 @@ class ReleaseSpec:
         self._check_people()
         self._check_panel()
         self._check_time_levels()
+        self._check_running_totals()
         self._check_selection()
         self._check_distinct_columns()
 
@@ -546,6 +553,29 @@ class ReleaseSpec:
         pairs = self.time_levels or ()
         return {**dict(pairs), "": 1.0 - sum(share for _f, share in pairs)}
 
+    def _check_running_totals(self) -> None:
+        """``running_totals=True``: a panel of counts and sums (the tree's noise plan)."""
+        if not isinstance(self.running_totals, (bool, np.bool_)):
+            raise SpecError(f"running_totals must be True or False, got {self.running_totals!r}")
+        self._set("running_totals", bool(self.running_totals))
+        if not self.running_totals:
+            return
+        if self.time_levels:
+            raise SpecError(
+                "running_totals=True and time_levels= are two ways of releasing a panel; pass "
+                "one of them"
+            )
+        if not self.panel:
+            raise SpecError(
+                "running_totals=True releases a panel continually; pass time='<date column>', "
+                "periods=... and max_periods=..., or drop running_totals="
+            )
+        if self.histogram or self.people:
+            raise SpecError(
+                "running_totals=True publishes counts and sums only; drop quantiles=, "
+                "value_bands= and people=True"
+            )
+
     def _check_selection(self) -> None:
         """The selection rule, and a seed only for ``"hash"`` selection."""
         self._set("selection", Selection.parse(self.selection, "selection"))
@@ -703,6 +733,13 @@ class ReleaseSpec:
         return min(self.max_periods, len(self.periods))
 
     @property
+    def earliest_periods(self) -> bool:
+        """Whether each person keeps their earliest ``max_periods`` periods (a continual
+        release: the choice may not change as periods arrive) rather than the periods whose
+        best record has the smallest priority."""
+        return self.running_totals and self.panel
+
+    @property
     def panel(self) -> bool:
         """Whether this is a panel release (one row per cell and period)."""
         return self.periods is not None
@@ -790,6 +827,8 @@ class ReleaseSpec:
             out["time"] = self.time
             out["periods"] = self.periods.describe()
             out["max_periods"] = self.max_periods
+            if self.running_totals:  # only when used: other manifests stay as they were
+                out["running_totals"] = True
         if self.time_levels:
             out["time_levels"] = dict(self.time_levels)
         return out

@@ -10,6 +10,8 @@ Every design follows the :class:`~dpmap.designs.base.Design` protocol, one modul
 - :mod:`~dpmap.designs.zones`: one row per public zone (district) instead of H3 cells.
 - :mod:`~dpmap.designs.time_levels`: a panel with budget at coarser time levels (quarters,
   years), consistent along the time tree; over a region at one resolution or over zones.
+- :mod:`~dpmap.designs.continual_release`: a panel's running totals by the tree mechanism,
+  published period by period (``running_totals=True``).
 
 :mod:`~dpmap.designs.adaptive` holds what the two adaptive designs share and
 :mod:`~dpmap.designs.hierarchy` the H3 tree arithmetic (level totals, weighted least squares)
@@ -26,6 +28,7 @@ import numpy as np
 from dpmap import grid
 from dpmap.designs.adaptive_grid import AdaptiveGrid
 from dpmap.designs.base import Design, DesignOptions
+from dpmap.designs.continual_release import ContinualRelease
 from dpmap.designs.discovery import Discovery
 from dpmap.designs.flat import Flat
 from dpmap.designs.hierarchical import Hierarchical
@@ -41,6 +44,7 @@ __all__ = ["DESIGNS", "Design", "DesignOptions", "check_options", "design_for", 
 #: are theirs: the first that says yes is the one
 DESIGNS: tuple[type[Any], ...] = (
     TimeLevels,
+    ContinualRelease,
     ZoneRelease,
     AdaptiveGrid,
     PrivTree,
@@ -64,6 +68,11 @@ def adaptive_method(adaptive: Any) -> str | None:
 
 def check_options(spec: ReleaseSpec, options: DesignOptions) -> None:
     """Refuse options that no design could use with ``spec`` (before any ledger or data)."""
+    if not spec.running_totals and (options.through is not None or options.previous is not None):
+        raise SpecError(
+            "through= and previous= apply to a continual release; pass running_totals=True "
+            "(with time=, periods=, max_periods=) or drop them"
+        )
     if options.integers and not spec.hierarchical:
         raise SpecError(
             "integers=True applies to hierarchical releases (resolution=[...]); flat releases "
@@ -99,7 +108,7 @@ def design_for(spec: ReleaseSpec, region: grid.Region | None, options: DesignOpt
             "quantiles and value_bands are released over a public region (flat, hierarchical "
             "or adaptive) or over zones; pass region=... (or zones=...)"
         )
-    if spec.panel and design not in (Flat, ZoneRelease, TimeLevels):
+    if spec.panel and design not in (Flat, ZoneRelease, TimeLevels, ContinualRelease):
         raise SpecError(
             "a panel over time (time=, periods=) is released over a public region at one "
             "resolution, or over zones; pass region=... (or zones=...) and drop adaptive="

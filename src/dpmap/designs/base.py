@@ -82,6 +82,12 @@ class DesignOptions:
     internal_share: Any = None
     #: hierarchical releases: publish non-negative integers that still add up
     integers: bool = False
+    #: a continual release (running_totals=True): the last period published (None: the
+    #: last of the horizon), the release it extends (None: a fresh start) and the ledger's
+    #: dataset (part of the fingerprint a continued release must match)
+    through: Any = None
+    previous: Any = None
+    dataset: str | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Spark's window functions to the same rule. The rule: per person, the ``max_cells
 best record has the smallest priority, and in each of them the ``max_records_per_cell``
 records of smallest priority (priorities: :func:`dpmap.engines.frames.priorities`). In a panel
 the periods come first: per person the ``max_periods`` periods whose best record has the
-smallest priority, then in each of them the ``max_cells`` cells, then the records. The result
+smallest priority (a continual release, ``spec.earliest_periods``: the EARLIEST
+``max_periods`` periods, which periods arriving later cannot change), then in each of them
+the ``max_cells`` cells, then the records. The result
 is re-checked against the bounds before it leaves (:func:`bound`), so the noise never sees
 unbounded data.
 """
@@ -88,7 +90,8 @@ def _cell_key(df: pl.DataFrame | pl.LazyFrame) -> list[str]:
 
 def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     """The records kept: per person, (in a panel, the ``max_periods`` periods whose best
-    record has the smallest priority, and in each of them) the L0 cells whose best record
+    record has the smallest priority — the earliest ones when ``spec.earliest_periods`` —
+    and in each of them) the L0 cells whose best record
     has the smallest priority, and in each of them the L∞ records of smallest priority."""
     l0, linf = spec.max_cells, spec.max_records_per_cell
     panel = _PERIOD in lf.collect_schema().names()
@@ -103,7 +106,10 @@ def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     cell_key = _cell_key(lf)
     lf = lf.with_columns(pl.col(_PRIO).min().over(cell_key).alias("__cp"))
     order = [_PERSON]
-    if panel:
+    by_best = panel and not spec.earliest_periods  # a continual release: earliest periods
+    if panel and spec.earliest_periods:
+        order += [_PERIOD]
+    elif by_best:
         lf = lf.with_columns(pl.col(_PRIO).min().over([_PERSON, _PERIOD]).alias("__pp"))
         order += ["__pp", _PERIOD]
     lf = lf.sort([*order, "__cp", _CELL, _PRIO])
@@ -124,7 +130,7 @@ def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     )
     if panel:
         keep = keep & (rank_in(new_period, new_person) < spec.periods_per_person)
-    return lf.filter(keep).drop("__cp", *(["__pp"] if panel else []))
+    return lf.filter(keep).drop("__cp", *(["__pp"] if by_best else []))
 
 
 def _bound_check(kept: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:

@@ -358,7 +358,9 @@ def _bound(prepared: Any, spec: ReleaseSpec, summary: Any) -> Any:
         )
         if panel:
             period_best = Window.partitionBy(*outer)
-            by_person = Window.partitionBy(_H, PERSON).orderBy(_PP, PERIOD)
+            # a continual release keeps the earliest periods (spec.earliest_periods)
+            first_periods = (PERIOD,) if spec.earliest_periods else (_PP, PERIOD)
+            by_person = Window.partitionBy(_H, PERSON).orderBy(*first_periods)
             bounded = (
                 bounded.withColumn(_PP, F.min(PRIO).over(period_best))
                 .withColumn(_PR, F.dense_rank().over(by_person))

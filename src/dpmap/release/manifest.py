@@ -69,6 +69,9 @@ def build_manifest(
     manifest["config"] = config
     if "adaptive" in entries:
         manifest["adaptive"] = entries["adaptive"]
+    if "continual" in entries:  # running totals: the tree and its published nodes
+        manifest["continual"] = entries["continual"]
+        manifest["ledger"] = entries.get("ledger")  # continued: the entry that charged it
     if "value_distribution" in entries:  # quantiles and value bands
         manifest["value_distribution"] = entries["value_distribution"]
     if spec.periods is not None:  # a panel: one row per (cell, period)

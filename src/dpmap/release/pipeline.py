@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,9 @@ def release(
     periods: Any = None,
     max_periods: int | None = None,
     time_levels: dict[str, float] | None = None,
+    running_totals: bool = False,
+    through: Any = None,
+    previous: Any = None,
     selection: str = "random",
     seed: int | None = None,
     level_split: str | list[float] = "geometric",
@@ -172,6 +176,17 @@ def release(
         prints the exact numbers (``docs/how-to/trends.md``). The periods' estimates are
         then correlated: the trend uses generalised least squares with their exact
         covariance. Not with ``people=True``, ``quantiles`` or ``value_bands``.
+    running_totals, through, previous
+        A panel released *continually* (:mod:`dpmap.designs.continual_release`):
+        ``running_totals=True`` plans the binary-tree mechanism over all the periods, charges
+        the ledger once for the whole horizon and publishes, per (cell, period ≤ ``through``),
+        ``count`` (the period's estimate) and ``count_to_date`` (the running total), with
+        ``sum``/``sum_to_date`` for a value, each with an honest 95% margin. Each person keeps
+        their EARLIEST ``max_periods`` periods. ``through`` (a period label, default the last
+        one) is the last period with data. ``previous`` (the release of an earlier
+        ``through``, same parameters, area and dataset) is extended: its published nodes are
+        kept, nothing more is charged and only the nodes completed since are noised. Extend
+        each release once: extending it twice draws the new nodes twice.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).
@@ -246,12 +261,9 @@ def release(
     given = locals()  # the parameters, before anything else is bound
     spec = make_spec({name: given[name] for name in SPEC_FIELDS}, by)
     options = design_options(adaptive, adaptive_from, tree_share, internal_share, integers)
+    options = dataclasses.replace(options, through=through, previous=previous, dataset=dataset)
     check_options(spec, options)
     check_period_label(period, spec)
-    if (ledger is None) != (dataset is None):
-        raise SpecError(
-            "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
-        )
     book = open_ledger(ledger, dataset, title)  # both must exist: checked before any data
     reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
@@ -262,7 +274,7 @@ def release(
     engine_module = engine_for(points, engine)
     aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
-    with reserve(book, dataset, design.noise, title) as reservation:
+    with reserve(book if previous is None else None, dataset, design.noise, title) as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
         measured = design.measure(aggregates)
@@ -310,9 +322,16 @@ def histogram_of(design: Design, measured: Measured, table: Any) -> Any:
 def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     """The release's ledger, opened and checked before any data is read or noise drawn.
 
+    (A continued release, ``previous=``, is not charged again: its manifest names the
+    ledger entry of the release that charged the whole horizon.)
+
     A release never creates a ledger or a dataset: a missing ledger file, a dataset not
     in it (with a "did you mean") or an unusable title (the entry's label) is an error here.
     """
+    if (ledger is None) != (dataset is None):
+        raise SpecError(
+            "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
+        )
     if ledger is None:
         return None
     if not (isinstance(ledger, (Ledger, str)) or hasattr(ledger, "__fspath__")):

@@ -14,7 +14,7 @@ from dpmap._privacy.postprocess import (
     phantom_threshold,
 )
 from dpmap.analysis.tables import count_terms, count_unit
-from dpmap.designs import DesignOptions, adaptive_method, design_for
+from dpmap.designs import DesignOptions, adaptive_method, check_options, design_for
 from dpmap.errors import SpecError, warn_negligible_noise
 from dpmap.parameters import check_keywords
 from dpmap.spec import ReleaseSpec
@@ -262,6 +262,7 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     check_keywords("explain", params)
     for key in ("ledger", "dataset", "diagnostics", "title", "integers", "engine", "period"):
         params.pop(key, None)
+    through = params.pop("through", None)  # a continual release: what it publishes so far
     options = design_options(
         **{
             k: params.pop(k)
@@ -271,6 +272,8 @@ def explain(*, region: Any = None, **params: Any) -> Explanation:
     )
     spec = make_spec(params, params.pop("by", None))
     reg = resolve_region(region, spec)
+    options = dataclasses.replace(options, through=through)
+    check_options(spec, options)
     design = design_for(spec, reg, options)
     warn_negligible_noise(design.noise)
     return Explanation(
