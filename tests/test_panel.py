@@ -575,3 +575,43 @@ def test_plan_epsilon_for_a_panel() -> None:
     assert plan.epsilon == pytest.approx(6 * one.epsilon, rel=1e-5)
     assert plan.periods == 6 and "in each of the panel's 6 periods" in str(plan)
     assert one.periods is None and "panel" not in str(one)
+
+
+def test_a_continual_release_trends_with_the_covariance_of_its_shared_nodes() -> None:
+    """A continual release's period values share tree nodes: the trend uses generalised
+    least squares with σ²·D Dᵀ (D: differenced estimator weights), rebuilt here from the
+    public design functions independently of the analysis code."""
+    from dpmap.designs.continual import period_values
+    from dpmap.designs.continual_release import period_covariance
+
+    rel = dpmap.release(
+        points(40),
+        region=REGION,
+        resolution=RESOLUTION,
+        epsilon=2.0,
+        person="pid",
+        time="date",
+        periods=MONTHS,
+        max_periods=6,
+        running_totals=True,
+        through="2026-05",
+    )
+    assert rel.periods == [str(p) for p in MONTHS[:5]]  # published through May
+    m = rel.manifest
+    entry = m["continual"]
+    n_nodes = len(entry["node_intervals"])
+    d = period_values(
+        np.eye(n_nodes), entry["horizon"], tree=entry["tree"], estimator=entry["estimator"]
+    )[0].T[:5]
+    node_var = period_covariance(m)["count"][0, 0] / float(d[0] @ d[0])
+    np.testing.assert_allclose(period_covariance(m)["count"], node_var * d @ d.T, rtol=1e-12)
+    est = rel.estimates
+    assert est is not None
+    first_cell = est[est["cell"] == est["cell"].iloc[0]]
+    np.testing.assert_allclose(
+        first_cell["count_var"].to_numpy(), np.diag(period_covariance(m)["count"]), rtol=1e-9
+    )
+    t = rel.trend()
+    assert "covariance" in t.attrs["method"]
+    subset = dpmap.trend([rel.at(p) for p in rel.periods[1:4]])
+    assert len(subset) == len(t)

@@ -72,7 +72,12 @@ def is_release(obj: Any) -> bool:
 def panel_periods(manifest: dict[str, Any]) -> list[str] | None:
     """The period labels of a panel release (one row per cell and period), None otherwise."""
     labels = manifest.get("periods")
-    return None if labels is None else [str(p) for p in labels]
+    if labels is None:
+        return None
+    continual = manifest.get("continual")
+    if isinstance(continual, dict):  # a continual release publishes the periods up to `through`
+        labels = labels[: int(continual["through_index"]) + 1]
+    return [str(p) for p in labels]
 
 
 def check_not_panel(manifest: dict[str, Any], what: str) -> None:

@@ -56,6 +56,7 @@ from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
 from dpmap.analysis.totals import Rows, is_release, panel_periods, rows_of, weighted_totals
 from dpmap.analysis.zones import overlay, zone_polygons
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.continual_release import period_covariance as continual_covariance
 from dpmap.designs.time_levels import period_covariance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
@@ -316,11 +317,43 @@ def _zone_totals(
     return out
 
 
+def _period_covariance(views: Any) -> dict[str, np.ndarray] | None:
+    """The noise covariance across periods of one row of a panel whose periods share noise
+    (time levels: least squares along time; a continual release: shared tree nodes), from
+    its views' manifests; None when the periods' noise is independent."""
+    if not isinstance(views, list) or not views or not is_release(views[0]):
+        return None
+    m = views[0].manifest
+    if not isinstance(m.get("panel"), dict):
+        return None
+    labels = [str(x) for x in m["panel"]["periods"]]
+    whole = {**m, "periods": labels}
+    cov = period_covariance(whole) or continual_covariance(whole)
+    if cov is None:
+        return None
+    manifests = [v.manifest for v in views]
+    if any(
+        (x.get("panel") or {}).get("fingerprint") != m["panel"]["fingerprint"] for x in manifests
+    ):
+        raise SpecError(
+            "the releases mix periods of different panels whose periods share noise; pass the "
+            "periods of one panel (or the panel itself)"
+        )
+    passed = [str(x.get("period")) for x in manifests]
+    if not set(passed) <= set(labels):
+        raise SpecError(
+            f"a trend runs over a panel's own periods ({labels[0]} … {labels[-1]}), got "
+            f"{[p for p in passed if p not in labels][:3]}; pass the panel's periods"
+        )
+    idx = [labels.index(x) for x in passed]  # the periods passed, in their order
+    return {s: c[np.ix_(idx, idx)] for s, c in cov.items()}
+
+
 def _panel(
     releases: Any, zones: Any, by: str | None, periods: Sequence[Any] | None, resolution: Any
 ) -> Panel:
-    covariance = period_covariance(releases.manifest) if is_release(releases) else None
     releases, periods = panel_views(releases, periods)
+    covariance = _period_covariance(releases)
     rels = _check_sequence(releases)
     times, labels = _periods(rels, periods)
     keys, per, geometry = _rows_per_period(rels, zones, by, resolution)
@@ -348,7 +381,8 @@ def panel_slope(p: Panel, statistic: str) -> tuple[np.ndarray, np.ndarray, str]:
     slope, sd = gls_slope(y, cov, p.times, np.where(ok, scale, 1.0))
     method = (
         "generalised least-squares slope over periods with the exact noise covariance of the "
-        "time-consistent estimates (time_levels)"
+        "periods' estimates, which share noise (time_levels: least squares along time; "
+        "running_totals: the tree's nodes)"
     )
     return np.where(ok, slope, np.nan), np.where(ok, sd, np.nan), method
 

@@ -53,7 +53,13 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan
 from dpmap._privacy.postprocess import CountNoise, Estimates
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo
+from dpmap.designs.base import (
+    Correlation,
+    DesignOptions,
+    Measured,
+    RowsInfo,
+    manifest_noise_variance,
+)
 from dpmap.designs.continual import (
     ContinualPlan,
     estimator_weights,
@@ -368,8 +374,28 @@ class ContinualRelease:
     @classmethod
     def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
         # rows of one period are independent across cells (each cell has its own nodes);
-        # margins per row are in the table (no single exact margin for every row)
-        return Correlation()
+        # each row has its own variance (from its margin when a file has no estimates)
+        return Correlation(own_variances=True)
+
+
+def period_covariance(manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Statistic -> the exact noise covariance of one row's published period values (the
+    periods up to ``through``) of a continual release, None for any other release.
+
+    A period's value is the difference of two running totals, each a weighted sum of the
+    row's noisy nodes (:func:`dpmap.designs.continual.estimator_weights`), so the values of
+    one row share nodes: covariance σ²·D Dᵀ with D the differenced weights and σ² one
+    node's noise variance (public)."""
+    entry = manifest.get("continual")
+    if not isinstance(entry, dict):
+        return None
+    w = estimator_weights(int(entry["horizon"]), str(entry["tree"]), str(entry["estimator"]))
+    d = np.diff(w, axis=0, prepend=np.zeros((1, w.shape[1])))[: int(entry["through_index"]) + 1]
+    out = {}
+    for stat, scale in entry["node_scale"].items():
+        node = {**manifest["statistics"][stat], "scale": scale}
+        out[stat] = manifest_noise_variance(node) * (d @ d.T)
+    return out
 
 
 def _previous_manifest(previous: Any) -> dict[str, Any]:
