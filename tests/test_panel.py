@@ -615,3 +615,24 @@ def test_a_continual_release_trends_with_the_covariance_of_its_shared_nodes() ->
     assert "covariance" in t.attrs["method"]
     subset = dpmap.trend([rel.at(p) for p in rel.periods[1:4]])
     assert len(subset) == len(t)
+
+
+def test_compare_two_periods_of_a_continual_release_counts_their_shared_nodes() -> None:
+    from dpmap.designs.continual_release import period_covariance
+
+    rel = dpmap.release(
+        points(20),
+        region=REGION,
+        resolution=RESOLUTION,
+        epsilon=2.0,
+        person="pid",
+        time="date",
+        periods=MONTHS,
+        max_periods=6,
+        running_totals=True,
+    )
+    cov = period_covariance(rel.manifest)["count"]
+    c = dpmap.compare(rel, periods=("2026-02", "2026-04"))
+    var = cov[1, 1] + cov[3, 3] - 2 * cov[1, 3]
+    np.testing.assert_allclose(c["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(var))
+    assert cov[1, 3] != 0  # the two months share a node: the margin differs from independent

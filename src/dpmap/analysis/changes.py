@@ -13,6 +13,7 @@ from dpmap._privacy.postprocess import Z95
 from dpmap.analysis.totals import STATS, is_release, levels_of, panel_periods
 from dpmap.analysis.zones import RESULT_COLUMNS
 from dpmap.designs.base import manifest_noise_variance
+from dpmap.designs.continual_release import period_covariance as continual_covariance
 from dpmap.designs.time_levels import change_variance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
@@ -67,8 +68,9 @@ def compare(
         panel = a
         a, b = _panel_periods(a, b, periods)
         if by is None and periods is not None:
-            correlated = change_variance(panel.manifest, str(periods[0]), str(periods[1]))
-            if correlated is not None:  # a panel with time levels: its periods correlate
+            m, first, second = panel.manifest, str(periods[0]), str(periods[1])
+            correlated = change_variance(m, first, second) or _continual_change(m, first, second)
+            if correlated is not None:  # time levels or a continual tree: periods correlate
                 return _with_change_variance(_compare_releases(a, b), correlated)
     if is_release(a) and is_release(b):
         if by is not None:
@@ -82,8 +84,19 @@ def compare(
     )
 
 
+def _continual_change(manifest: dict[str, Any], first: str, second: str) -> dict[str, float] | None:
+    """Statistic -> the exact noise variance of (period ``second`` − period ``first``) of one
+    row of a continual release (its periods share tree nodes), None for any other release."""
+    cov = continual_covariance(manifest)
+    labels = panel_periods(manifest)
+    if cov is None or labels is None:
+        return None
+    i, j = labels.index(first), labels.index(second)
+    return {s: float(c[i, i] + c[j, j] - 2 * c[i, j]) for s, c in cov.items()}
+
+
 def _with_change_variance(table: Any, variance: dict[str, float]) -> Any:
-    """A comparison of two periods of a panel with time levels, its margins from the exact
+    """A comparison of two periods of a panel whose periods share noise, its margins from the exact
     variance of the change (the periods' covariance included; the same for every row)."""
     for s, v in variance.items():
         pre = "" if s == "count" else f"{s}_"
