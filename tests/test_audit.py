@@ -403,54 +403,6 @@ def test_no_bounding_fixture_keeps_every_record(no_bounding: None) -> None:
 # end to end: dpmap.release in every mode, honest and broken
 
 
-def _spec_key(spec: Any) -> Any:
-    """A spec as a cache key. ``Zones`` compare by identity (``eq=False``) and every zone
-    release checks its zones afresh, so a spec with zones is keyed by its other fields and
-    the zones' content (fingerprint of names and shapes, and the name column)."""
-    if spec.zones is None:
-        return spec
-    rest = tuple(
-        (f.name, getattr(spec, f.name))
-        for f in dataclasses.fields(spec)
-        if f.compare and f.name != "zones"
-    )
-    return (rest, spec.zones.fingerprint, spec.zones.by)
-
-
-@pytest.fixture
-def cached_plans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plan each distinct release once (the noise is still drawn afresh in every release).
-
-    A plan is a deterministic function of the public parameters (checked by
-    test_privacy_maps.py::test_plan_is_deterministic_and_public), but calibrating a Gaussian
-    or hierarchical plan takes 0.1–1.4 s (a bisection over OpenDP's privacy maps), and an
-    adaptive plan ≈ 40 ms (its scales are fitted to OpenDP's maps), which would dominate
-    hundreds of releases. Binning, bounding, noise and post-processing run exactly as in
-    production (adaptive releases build their OpenDP chains from the plan at run time);
-    test_gaussian_end_to_end_without_caching runs a few releases without the cache. Zone
-    releases are keyed by their zones' content (:func:`_spec_key`): keyed by the spec alone,
-    every zone release missed the cache and re-planned (two thirds of a zone audit's time).
-    """
-    module = sys.modules["dpmap.release.pipeline"]
-    real_design_for = module.design_for
-    designs: dict[Any, Any] = {}
-
-    def design_for(spec: Any, region: Any, options: Any) -> Any:
-        internal = options.internal_share
-        key = (
-            _spec_key(spec),
-            None if region is None else region.fingerprint,
-            dataclasses.replace(
-                options, internal_share=tuple(internal) if isinstance(internal, list) else internal
-            ),
-        )
-        if key not in designs:
-            designs[key] = real_design_for(spec, region, options)
-        return designs[key]
-
-    monkeypatch.setattr(module, "design_for", design_for)
-
-
 #: mode → (release parameters, runs per dataset, whether the ¼-noise mutation is tested).
 #: Runs: a fifth of them choose events; 375 leave 300 evaluation runs (ceiling ε ≈ 2.65 at
 #: α/(2F) = 1e-9). The chosen ¼-noise events, measured while sizing these (two audits per

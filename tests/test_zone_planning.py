@@ -23,7 +23,6 @@ from test_audit import (  # noqa: F401 - the fixtures are used by name (usefixtu
     DATA_SEED,
     _flagged,
     _not_flagged,
-    cached_plans,
     no_bounding,
     quarter_noise,
 )
