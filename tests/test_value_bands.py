@@ -2,7 +2,7 @@
 
 A simulation of the method in :mod:`dpmap.designs.distribution` (item 5 of its docstring):
 the release's own noise plan and columns, with the histogram's noise drawn by numpy from the
-plan's distribution at the plan's scale (:func:`numpy_noise`). OpenDP's exact samplers take
+plan's distribution at the plan's scale (:func:`common.numpy_noise`). OpenDP's exact samplers take
 ≈ 10 µs a draw, and the 2000 × 1110 coordinates took ≈ 25 s per mechanism; the OpenDP
 histogram noise itself is tested in tests/test_quantiles.py (its variance, and the quantile
 coverage for both mechanisms through ``plan.run_dense``).
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from common import numpy_noise
 from dpmap._privacy.noise import plan_noise
 from dpmap.designs.distribution import distribution_columns
 from dpmap.spec import Mechanism, ReleaseSpec, band_name
@@ -73,22 +74,6 @@ def limits(lowest: float, highest: float) -> tuple[int, int]:
     assert stats.binom.cdf(lo - 1, ROWS, lowest) < tail
     assert stats.binom.sf(hi, ROWS, highest) < tail
     return lo, hi
-
-
-def numpy_noise(
-    mechanism: Mechanism, scale: float, size: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Integer noise with OpenDP's distribution at ``scale``, drawn by numpy.
-
-    Discrete Laplace: the difference of two Geometric(1 − e^(−1/s)) draws has P(k) ∝
-    e^(−|k|/s) exactly. Discrete Gaussian: P(k) ∝ e^(−k²/2σ²), by inversion of its CDF on
-    |k| ≤ 40σ + 10 (the mass beyond is < e^(−800))."""
-    if mechanism is Mechanism.LAPLACE:
-        p = -math.expm1(-1 / scale)
-        return rng.geometric(p, size) - rng.geometric(p, size)
-    k = np.arange(-math.ceil(40 * scale + 10), math.ceil(40 * scale + 10) + 1)
-    cdf = np.cumsum(np.exp(-(k.astype(np.float64) ** 2) / (2 * scale**2)))
-    return k[np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")]
 
 
 def test_numpy_noise_has_the_stated_distribution() -> None:
