@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,22 @@ def dlap_moments(q: Any) -> tuple[Any, Any]:
     var = 2 * q / (1 - q) ** 2
     m4 = 2 * q * (1 + 11 * q + 11 * q**2 + q**3) / ((1 + q) * (1 - q) ** 4)
     return var, m4
+
+
+def numpy_noise(mechanism: Any, scale: float, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Integer noise with OpenDP's distribution at ``scale``, drawn by numpy.
+
+    Discrete Laplace: the difference of two Geometric(1 − e^(−1/s)) draws has P(k) ∝
+    e^(−|k|/s) exactly. Discrete Gaussian: P(k) ∝ e^(−k²/2σ²), by inversion of its CDF on
+    |k| ≤ 40σ + 10 (the mass beyond is < e^(−800)). ``mechanism``: a
+    :class:`dpmap.spec.Mechanism` or its name. Checked against the exact pmf by
+    tests/test_value_bands.py::test_numpy_noise_has_the_stated_distribution."""
+    if str(mechanism) == "laplace":
+        p = -math.expm1(-1 / scale)
+        return rng.geometric(p, size) - rng.geometric(p, size)
+    k = np.arange(-math.ceil(40 * scale + 10), math.ceil(40 * scale + 10) + 1)
+    cdf = np.cumsum(np.exp(-(k.astype(np.float64) ** 2) / (2 * scale**2)))
+    return k[np.searchsorted(cdf, rng.random(size) * cdf[-1], side="right")]
 
 
 def opendp_laplace_draws(values: np.ndarray, scale: float, ndraws: int) -> np.ndarray:

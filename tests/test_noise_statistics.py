@@ -426,6 +426,7 @@ def test_release_mean_margin_covers(laplace_runs: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_release_gaussian_noise(dataset: Any) -> None:
     df, truth = dataset
     r = _run(df, truth, 16, epsilon=1.0, delta=1e-6, mechanism="gaussian")

@@ -26,7 +26,15 @@ from hypothesis import strategies as st
 from scipy import stats
 
 import dpmap
-from common import REGION, RESOLUTION, cell_centre, import_or_skip, interior_cells, skip_or_fail
+from common import (
+    REGION,
+    RESOLUTION,
+    cell_centre,
+    import_or_skip,
+    interior_cells,
+    numpy_noise,
+    skip_or_fail,
+)
 from dpmap._privacy.bounding import histogram_sensitivity
 from dpmap._privacy.noise import plan_noise
 from dpmap.aggregates import BoundedAggregates
@@ -254,7 +262,11 @@ def true_quantile(values: np.ndarray, p: float) -> float:
 
 @pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
 def test_quantile_intervals_cover_at_least_95_percent(mechanism: str) -> None:
-    """Coverage of [q_lo, q_hi] over ROWS independent rows, through the real OpenDP noise.
+    """Coverage of [q_lo, q_hi] over ROWS independent rows: Gaussian through the real
+    OpenDP noise (the one statistical test of OpenDP's Gaussian histogram noise), Laplace
+    with numpy's exact discrete Laplace at the plan's scale (:func:`common.numpy_noise`;
+    OpenDP's Laplace histogram noise is tested by
+    ``test_the_histogram_noise_has_the_planned_variance``), ≈ 30 s faster.
 
     The method claims coverage ≥ 95% per row and quantile (a lower bound, not a nominal
     value: the band holds for every leaf at once and whole leaves only widen the interval;
@@ -275,9 +287,15 @@ def test_quantile_intervals_cover_at_least_95_percent(mechanism: str) -> None:
     row = np.repeat(np.arange(ROWS), PEOPLE)
     exact = tree.node_vectors(row, leaves.reshape(-1), np.ones(row.size, np.int64), ROWS)
     plan = plan_noise(spec)
-    zeros = np.zeros(ROWS, dtype=np.int64)
-    noisy = plan.run_dense({"count": zeros, "sum": zeros, "hist": exact.reshape(-1)})
-    cols = distribution_columns(spec, plan, noisy["hist"])
+    if mechanism == "gaussian":
+        zeros = np.zeros(ROWS, dtype=np.int64)
+        noisy = plan.run_dense({"count": zeros, "sum": zeros, "hist": exact.reshape(-1)})["hist"]
+    else:
+        hist = plan.statistics["hist"]
+        assert hist.distribution == "discrete Laplace"
+        noise = numpy_noise(mechanism, hist.scale, exact.size, np.random.default_rng())
+        noisy = exact.reshape(-1) + noise
+    cols = distribution_columns(spec, plan, noisy)
     limit = int(stats.binom.isf(1e-8 / 3, ROWS, 0.05))
     assert 140 < limit < 180
     for p in spec.quantiles:

@@ -8,7 +8,10 @@ small boxes around the villages (much smaller than a cell: L = 0 and U = the cel
 touch) and about 30 zones made of whole cells (L = U: only the noise is at stake). Every
 point is its own person, so the true count of a zone is the number of points in it.
 Designs: flat at resolutions 6 and 8, hierarchical [6, 7, 8], and the adaptive grid (a
-weaker, one-block-per-release bound, see its test).
+weaker, one-block-per-release bound, see its test). The releases of one design share its
+plan (``cached_plans`` in tests/conftest.py: a plan is a deterministic function of the
+public parameters, and calibrating a hierarchical one took half of each release's time); the
+noise, binning, bounding and roll-up run afresh in every release.
 
 Tolerance (false failure < 1e-8 per run)
     Each zone's interval covers its true count with probability p ≥ 0.95 (a union of two
@@ -153,6 +156,7 @@ def _exact_tail(scale: float, k: int, margin: float) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 @pytest.mark.parametrize("design", list(DESIGNS))
 def test_rollup_intervals_cover_the_true_zone_count(data: dict[str, Any], design: str) -> None:
     resolution = DESIGNS[design]
@@ -244,6 +248,7 @@ def test_rollup_intervals_cover_the_true_zone_count(data: dict[str, Any], design
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_adaptive_grid_rollup_intervals_cover_the_true_zone_count(data: dict[str, Any]) -> None:
     """The adaptive grid (cells at resolutions 7 and 8 chosen from noisy counts, least-squares
     estimates with exact variances). Its partition changes from release to release, but

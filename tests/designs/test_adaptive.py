@@ -123,6 +123,7 @@ def _truth_by_cell(pts: pd.DataFrame, resolutions: range) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_adaptive_release_noise_has_the_stated_scale() -> None:
     """Published leaf counts (``internal_share=0``: the raw noisy leaves) minus the exact
     count under each leaf, over 130 releases (≥ 20,000 leaves): mean 0 and mean square =
@@ -441,6 +442,7 @@ def test_adaptive_release_with_internal_nodes_publishes_consistent_leaves() -> N
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_adaptive_internal_release_has_the_stated_variances() -> None:
     """With internal nodes the leaves are least-squares estimates with stated variances
     (``count_var``, from which the margins come). Over R = 160 releases, z = (estimate −

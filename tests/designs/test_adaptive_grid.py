@@ -493,6 +493,7 @@ def test_grid_cuts_and_first_level_noise_follow_the_noisy_counts() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_grid_region_totals_are_unbiased_across_releases() -> None:
     """Whole releases, each drawing its own cuts: the region total's standardised error
     z = (estimate − truth) / sd over 120 releases has mean within ±6.5/√120 (= ±0.59) of 0

@@ -326,6 +326,7 @@ def dlap_numpy(rng: np.random.Generator, scale: float, shape: tuple[int, ...]) -
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("cached_plans")
 def test_hierarchical_margins_cover_95_percent() -> None:
     """Noise-only coverage of the published count_moe after consistency, two-sided around
     its nominal value.
