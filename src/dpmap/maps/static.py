@@ -560,8 +560,14 @@ def _legend_handles(layer: MapLayer) -> list[Any]:
 
 def _add_figure_texts(layout: _Layout, layer: MapLayer, manifest: Mapping[str, Any]) -> None:
     """Legend and caption under the panels, title above them."""
+    _figure_texts(layout, layer, caption_facts(manifest, layer), layer.title)
+
+
+def _figure_texts(layout: _Layout, legend: MapLayer, facts: CaptionFacts, title: str) -> None:
+    """Legend (of ``legend``'s styles) and caption (``facts``) under the panels, ``title``
+    above them: one map, or the small multiples of several periods."""
     fig = layout.fig
-    handles = _legend_handles(layer)
+    handles = _legend_handles(legend)
     if handles:
         fig.legend(
             handles=handles,
@@ -576,7 +582,7 @@ def _add_figure_texts(layout: _Layout, layer: MapLayer, manifest: Mapping[str, A
         )
     fig.text(
         *layout.caption_anchor,
-        _caption(caption_facts(manifest, layer), layout.caption_chars),
+        _caption(facts, layout.caption_chars),
         ha="left",
         va="top",
         fontsize=8,
@@ -585,7 +591,7 @@ def _add_figure_texts(layout: _Layout, layer: MapLayer, manifest: Mapping[str, A
         gid=GID_CAPTION,
     )
     fig.suptitle(
-        layer.title,
+        title,
         fontsize=13,
         ha="left",
         x=layout.caption_anchor[0],
@@ -776,35 +782,4 @@ def _periods_texts(
     layout: _Layout, legend: MapLayer, facts: CaptionFacts, title: str | None
 ) -> None:
     """Legend, caption (the periods' privacy facts) and title of the small multiples."""
-    fig = layout.fig
-    handles = _legend_handles(legend)
-    if handles:
-        fig.legend(
-            handles=handles,
-            loc="upper left",
-            bbox_to_anchor=layout.legend_anchor,
-            frameon=False,
-            fontsize=8,
-            handlelength=2.2,
-            handleheight=1.4,
-            borderaxespad=0.0,
-            ncols=len(handles),
-        )
-    fig.text(
-        *layout.caption_anchor,
-        _caption(facts, layout.caption_chars),
-        ha="left",
-        va="top",
-        fontsize=8,
-        color="#333333",
-        linespacing=1.4,
-        gid=GID_CAPTION,
-    )
-    fig.suptitle(
-        title or legend.title,
-        fontsize=13,
-        ha="left",
-        x=layout.caption_anchor[0],
-        y=layout.title_y,
-        va="top",
-    )
+    _figure_texts(layout, legend, facts, title or legend.title)
