@@ -164,10 +164,18 @@ def explore_release(
     dpmap.errors.MissingDependencyError
         If folium or the Leaflet files are not installed.
     """
-    folium_mod = _import_folium()
+    _import_folium()  # a clear error before any work when folium is missing
     page = _prepare(
         cells, manifest, column, category, title, boundaries, tiles is not None, resolution
     )
+    return _page_map(page, tiles, attr, width, height, offline)
+
+
+def _page_map(
+    page: dict[str, Any], tiles: Any, attr: Any, width: Any, height: Any, offline: bool
+) -> folium.Map:
+    """The folium map of a prepared page (one release, or several periods)."""
+    folium_mod = _import_folium()
     fmap = _new_map(folium_mod, page["config"]["bounds"], tiles, attr, width, height)
     _keep_leaflet_only(fmap, offline)
     root: Any = fmap.get_root()
@@ -338,14 +346,9 @@ def explore_layers(
     title box switches which period is shown. Tooltips show the period's value ± its 95%
     margin; a hexagon a period does not publish is drawn as "no published value".
     """
-    folium_mod = _import_folium()
+    _import_folium()  # a clear error before any work when folium is missing
     page = _prepare_periods(layers, legend, labels, manifests, facts, boundaries, tiles)
-    fmap = _new_map(folium_mod, page["config"]["bounds"], tiles, attr, width, height)
-    _keep_leaflet_only(fmap, offline)
-    root: Any = fmap.get_root()
-    root.title = html.escape(page["title"])
-    fmap.add_child(_element_classes()[1](page, fmap.get_name()), name="dpmap_release")
-    return fmap
+    return _page_map(page, tiles, attr, width, height, offline)
 
 
 # ------------------------------------------------------------------- dependencies
