@@ -268,18 +268,11 @@ def release(
     options = dataclasses.replace(options, through=through, previous=previous, dataset=dataset)
     check_options(spec, options)
     check_period_label(period, spec)
-    book = open_ledger(ledger, dataset, title)  # both must exist: checked before any data
-    if previous is not None and book is None:
-        raise SpecError(
-            "previous= continues a continual release, which is recorded in the ledger that "
-            "charged its horizon (so that no release is extended twice): pass the same "
-            "ledger= and dataset= as the first release"
-        )
+    book = open_ledger(ledger, dataset, title, previous)  # checked before any data
     reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    design = design_for(spec, reg, options)
-    continued = continuation_of(design, book, dataset)  # the claim of a continued release
+    design, continued = plan_design(spec, reg, options, book, dataset)
     warn_negligible_noise(design.noise)  # ε so large that the counts are essentially exact
     stage("read and bound")
     engine_module = engine_for(points, engine)
@@ -296,13 +289,7 @@ def release(
         rel = Release(table, manifest, estimates, histogram=histogram)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
-            manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
-            if continued is not None:  # the entry that charged the horizon, and the claim
-                manifest["ledger"] = {
-                    "dataset": dataset,
-                    "entry_id": continued["charged_in"],
-                    "claim_entry_id": reservation.entry_id,
-                }
+            manifest["ledger"] = ledger_record(dataset, reservation.entry_id, continued)
             rel = Release(table, manifest, estimates, histogram=histogram)
     return rel
 
@@ -336,11 +323,20 @@ def histogram_of(design: Design, measured: Measured, table: Any) -> Any:
     return histogram_frame(design.spec, table, measured, variance, zone_column)
 
 
-def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
+def ledger_record(dataset: Any, entry_id: int, continued: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``ledger``: the entry that charged the release; for a continued one,
+    the entry that charged the horizon and (``claim_entry_id``) the continuation's claim."""
+    if continued is None:
+        return {"dataset": dataset, "entry_id": entry_id}
+    return {"dataset": dataset, "entry_id": continued["charged_in"], "claim_entry_id": entry_id}
+
+
+def open_ledger(ledger: Any, dataset: str | None, title: str | None, previous: Any = None) -> Any:
     """The release's ledger, opened and checked before any data is read or noise drawn.
 
     (A continued release, ``previous=``, is not charged again: its manifest names the
-    ledger entry of the release that charged the whole horizon.)
+    ledger entry of the release that charged the whole horizon. It needs that ledger, where
+    it records its claim: without one it is refused here.)
 
     A release never creates a ledger or a dataset: a missing ledger file, a dataset not
     in it (with a "did you mean") or an unusable title (the entry's label) is an error here.
@@ -348,6 +344,12 @@ def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     if (ledger is None) != (dataset is None):
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
+        )
+    if ledger is None and previous is not None:
+        raise SpecError(
+            "previous= continues a continual release, which is recorded in the ledger that "
+            "charged its horizon (so that no release is extended twice): pass the same "
+            "ledger= and dataset= as the first release"
         )
     if ledger is None:
         return None
@@ -362,6 +364,15 @@ def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     book.cap(dataset)  # the dataset must exist: BudgetError naming the existing ones
     check_label(title)
     return book
+
+
+def plan_design(
+    spec: Any, reg: Any, options: Any, book: Any, dataset: str | None
+) -> tuple[Design, dict[str, Any] | None]:
+    """The release's design and, for a continued release, its claim (checked against the
+    ledger before any data is read; see :func:`continuation_of`)."""
+    design = design_for(spec, reg, options)
+    return design, continuation_of(design, book, dataset)
 
 
 def continuation_of(design: Design, book: Any, dataset: str | None) -> dict[str, Any] | None:
