@@ -8,6 +8,7 @@ upgrade on the first write. Both storages; processes racing for one claim: exact
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import sqlite3
 import sys
@@ -118,6 +119,22 @@ def test_bad_claims_record_nothing(book: Ledger, kw: dict[str, Any], words: str)
     with pytest.raises(SpecError, match=words):
         reserve(book, **kw)
     assert book.history(DS) == []
+
+
+def test_budget_history_shows_the_claims(book: Ledger, where: str) -> None:
+    from typer.testing import CliRunner
+
+    from dpmap.cli.budget import budget_app
+
+    take(book, epsilon="0.5", claim=None)
+    runner = CliRunner()
+    plain = runner.invoke(budget_app, ["history", where, "--dataset", DS])
+    assert plain.exit_code == 0 and "Claim" not in plain.output  # no claims: no column
+    take(book)
+    shown = runner.invoke(budget_app, ["history", where, "--dataset", DS], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0 and "Claim" in shown.output and CLAIM in shown.output
+    as_json = runner.invoke(budget_app, ["history", where, "--dataset", DS, "--json"])
+    assert [e["claim"] for e in json.loads(as_json.output)] == [None, CLAIM]
 
 
 # ------------------------------------------------------------------ old schemas
