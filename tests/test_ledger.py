@@ -583,8 +583,8 @@ def test_schema_1_ledger_is_read_untouched_and_upgraded_on_the_first_write(
     release(book, "0.25", label="February")  # the first write upgrades, in its transaction
     con = sqlite3.connect(path)
     try:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-        assert con.execute("SELECT version FROM dpmap_schema").fetchall() == [(2,)]
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert con.execute("SELECT version FROM dpmap_schema").fetchall() == [(3,)]
     finally:
         con.close()
     assert [(e.label, e.epsilon) for e in book.history(DS)] == [

@@ -65,7 +65,7 @@ def test_tables_hold_exact_text_and_the_schema_mark(
     ]
     assert postgres_server.sql(postgres_url, "SELECT epsilon FROM datasets") == [("2/3",)]
     mark = postgres_server.sql(postgres_url, "SELECT application, version FROM dpmap_schema")
-    assert mark == [("dpmap-ledger", 2)]
+    assert mark == [("dpmap-ledger", 3)]
     # summed exactly: the float 0.1 counts at its binary value
     left = Fraction(2, 3) - Fraction(1, 10) - Fraction(1, 3) - Fraction(0.1)
     assert book.remaining(DS).epsilon == left
@@ -95,7 +95,7 @@ def test_another_applications_tables_are_refused_and_untouched(postgres_server: 
 
 def test_a_newer_schema_is_refused(postgres_server: Any, postgres_url: str) -> None:
     Ledger.init(postgres_url, DS, epsilon=1)
-    postgres_server.sql(postgres_url, "UPDATE dpmap_schema SET version = 3")
+    postgres_server.sql(postgres_url, "UPDATE dpmap_schema SET version = 4")  # schema 3 + 1
     with pytest.raises(BudgetError, match="newer dpmap"):
         Ledger(postgres_url)
 

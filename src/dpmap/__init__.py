@@ -35,6 +35,7 @@ from dpmap.diagnostics import Diagnostics
 from dpmap.errors import (
     BudgetError,
     BudgetExceededError,
+    ClaimTakenError,
     DataFileError,
     DpmapError,
     InputError,
@@ -65,6 +66,7 @@ __all__ = [
     "AuditReport",
     "BudgetError",
     "BudgetExceededError",
+    "ClaimTakenError",
     "DataFileError",
     "Diagnostics",
     "DpmapError",

@@ -10,7 +10,8 @@ subclass the matching builtin, so ``except ValueError`` keeps working::
     ├── DataFileError (OSError)           a file is missing, unreadable, or of an unsupported type
     ├── ReleaseFormatError (ValueError)   a file is not a dpmap release (or its manifest is missing)
     ├── BudgetError (RuntimeError)        the privacy-budget ledger refused or is unusable
-    │   └── BudgetExceededError           a release would exceed the dataset's cap
+    │   ├── BudgetExceededError           a release would exceed the dataset's cap
+    │   └── ClaimTakenError               a one-time step (a claim) was already recorded
     ├── MechanismError (RuntimeError)     OpenDP refused to build or run a measurement
     └── MissingDependencyError (ImportError)  an optional extra is not installed
 
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = [
     "BudgetError",
     "BudgetExceededError",
+    "ClaimTakenError",
     "DataFileError",
     "DpmapError",
     "DpmapWarning",
@@ -83,6 +85,17 @@ class BudgetExceededError(BudgetError):
 
     requested: object = None
     remaining: object = None
+
+
+class ClaimTakenError(BudgetError):
+    """A reservation's claim is already held by an entry that counts (see
+    :meth:`dpmap.Ledger.reserve`): that step was already taken.
+
+    ``claim`` is the claim and ``entry_id`` the entry holding it (set by the ledger).
+    """
+
+    claim: str | None = None
+    entry_id: int | None = None
 
 
 class MechanismError(DpmapError, RuntimeError):

@@ -101,6 +101,17 @@ Schema 2 added an optional ``label`` to each entry (which release it was, e.g. "
 January 2026"). A schema-1 ledger is read as it is (its entries have no label); the
 first write to it (a new dataset or a reservation) upgrades it to schema 2 inside the
 same transaction, after which older dpmap versions refuse it as "from a newer dpmap".
+
+Schema 3 added an optional ``claim`` to each entry: a text that at most one entry that
+counts may hold (a UNIQUE index over the entries that are not cancelled). A reservation
+with a claim is refused with a :class:`~dpmap.errors.ClaimTakenError` when an entry that
+counts already holds it, inside the same write transaction as the cap check; a cancelled
+reservation frees its claim. Such an entry may charge ``ε = 0``: a continued continual
+release (:mod:`dpmap.designs.continual_release`) spends nothing more, but claims
+"continual:<charging entry>:from:<previous through>" so that the same earlier release can
+never be extended twice (which would draw the same tree nodes twice). Schema-1 and
+schema-2 ledgers are read as they are and upgraded to schema 3 on the first write, as
+above.
 """
 
 from __future__ import annotations
@@ -123,7 +134,13 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
 from dpmap._version import __version__
-from dpmap.errors import BudgetError, BudgetExceededError, DataFileError, SpecError
+from dpmap.errors import (
+    BudgetError,
+    BudgetExceededError,
+    ClaimTakenError,
+    DataFileError,
+    SpecError,
+)
 
 __all__ = [
     "ACCOUNTING_MODES",
@@ -140,9 +157,9 @@ __all__ = [
 #: ``PRAGMA application_id`` of a dpmap ledger: the ASCII bytes "dpmp".
 APPLICATION_ID = 0x64706D70
 #: Version of the ledger's SQL schema (``PRAGMA user_version`` and table ``dpmap_schema``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Older schemas this dpmap still reads (and upgrades on the first write).
-_READABLE_SCHEMAS = (1, 2)
+_READABLE_SCHEMAS = (1, 2, 3)
 #: The accounting kinds an entry can record.
 ACCOUNTING_MODES: tuple[str, ...] = ("pure-dp", "approx-dp", "zcdp")
 
@@ -157,10 +174,16 @@ _MAX_DETAILS_BYTES = 64 * 1024
 _MAX_NAME = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-#: The SELECT list of an entry, without the schema-2 ``label``.
+#: The SELECT list of an entry, without the schema-2 ``label`` and the schema-3 ``claim``.
 _ENTRY_COLUMNS = (
     "id, dataset, created_at, status, epsilon, delta, rho, accounting, mechanism, statistics, "
     "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at"
+)
+
+#: At most one entry that counts holds a claim (schema 3; the same SQL for PostgreSQL).
+CLAIM_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS entries_by_claim ON entries (claim) "
+    "WHERE claim IS NOT NULL AND status <> 'cancelled'"
 )
 
 _SCHEMA = (
@@ -198,10 +221,12 @@ _SCHEMA = (
         fingerprint     TEXT,
         dpmap_version   TEXT NOT NULL,
         details         TEXT NOT NULL,
-        label           TEXT
+        label           TEXT,
+        claim           TEXT
     )
     """,
     "CREATE INDEX entries_by_dataset ON entries (dataset, status)",
+    CLAIM_INDEX,
 )
 
 
@@ -376,6 +401,8 @@ class LedgerEntry:
     label
         What the release was, in the caller's words (e.g. ``"debtors, January 2026"``;
         :func:`dpmap.release` passes its ``title``), or ``None``.
+    claim
+        The one-time step this entry took (see :meth:`Ledger.reserve`), or ``None``.
     """
 
     id: int
@@ -395,6 +422,7 @@ class LedgerEntry:
     noise_drawn_at: str | None = None
     finalized_at: str | None = None
     label: str | None = None
+    claim: str | None = None
 
     @property
     def counts(self) -> bool:
@@ -406,6 +434,7 @@ class LedgerEntry:
         return {
             "id": self.id,
             "label": self.label,
+            "claim": self.claim,
             "dataset": self.dataset,
             "time": self.time,
             "status": self.status,
@@ -515,16 +544,30 @@ class _Record:
 
 
 def _check_spend(
-    accounting: Accounting, epsilon: Amount, delta: Amount, rho: Amount | None
+    accounting: Accounting,
+    epsilon: Amount,
+    delta: Amount,
+    rho: Amount | None,
+    *,
+    claimed: bool = False,
 ) -> Budget:
     """The spend a reservation asks for, checked against its accounting mode.
 
-    A spend is what OpenDP reported: a float is charged at its exact binary value.
+    A spend is what OpenDP reported: a float is charged at its exact binary value. Only a
+    reservation with a claim (``claimed``) may charge ``ε = 0`` (a pure-dp entry that
+    records a step, not a spend).
     """
     if accounting not in ACCOUNTING_MODES:
         raise SpecError(
             f"accounting must be one of {', '.join(ACCOUNTING_MODES)}; got {accounting!r}"
         )
+    if claimed and accounting == "pure-dp" and _exact(epsilon, "epsilon", floats="binary") == 0:
+        _check_delta(delta, floats="binary")
+        if rho is not None:
+            raise SpecError(f"rho is only recorded for accounting='zcdp', not {accounting!r}")
+        if _exact(delta, "delta", floats="binary") != 0:
+            raise SpecError("a claim with epsilon = 0 has delta = 0; pass delta=0")
+        return Budget(Fraction(0), Fraction(0))
     eps = _check_epsilon(epsilon, floats="binary")
     dlt = _check_delta(delta, floats="binary")
     rho_q: Fraction | None = None
@@ -573,15 +616,45 @@ def _check_record(
     return _Record(mech, stats, res, _check_details(details), check_label(label))
 
 
+def _check_claim(claim: object) -> str | None:
+    if claim is None:
+        return None
+    if not isinstance(claim, str) or not claim.strip() or _CONTROL.search(claim):
+        raise SpecError(f"claim must be one line of text or None, got {claim!r}")
+    return _check_text(claim, "claim", limit=512)
+
+
+def _claim_holder(conn: Any, claim: str) -> int | None:
+    """The id of the entry that counts and holds ``claim`` (None if it is free)."""
+    row = conn.execute(
+        "SELECT id FROM entries WHERE claim = ? AND status IN ('reserved', 'spent') "
+        "ORDER BY id LIMIT 1",
+        (claim,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _claim_taken(claim: str, holder: int, where: str) -> ClaimTakenError:
+    err = ClaimTakenError(
+        f"reservation refused: claim {claim!r} is already held by entry {holder} of ledger "
+        f"{where}; this step was already taken and cannot be taken twice. Nothing was "
+        f"recorded. See the entry with: dpmap budget show {where}"
+    )
+    err.claim = claim
+    err.entry_id = holder
+    return err
+
+
 def _insert_reserved(
-    conn: Any, name: str, requested: Budget, accounting: str, record: _Record
+    conn: Any, name: str, requested: Budget, accounting: str, record: _Record, claim: str | None
 ) -> int:
     """Record the release with status ``"reserved"``; returns the new entry's id."""
     row = conn.execute(
         "INSERT INTO entries (dataset, created_at, status, epsilon, delta, rho, "
         "accounting, mechanism, statistics, resolution, fingerprint, dpmap_version, "
-        "details, label) "
-        "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) RETURNING id",
+        f"details, label{', claim' if claim is not None else ''}) "
+        "VALUES (?, ?, 'reserved', ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?"
+        f"{', ?' if claim is not None else ''}) RETURNING id",
         (
             name,
             _now(),
@@ -595,6 +668,7 @@ def _insert_reserved(
             __version__,
             record.details_json,
             record.label,
+            *(() if claim is None else (claim,)),
         ),
     ).fetchone()
     return int(row[0])
@@ -676,9 +750,14 @@ class _SqliteStore:
             return body(conn)
 
     def entry_columns(self, conn: sqlite3.Connection) -> str:
-        """The SELECT list of an entry; a schema-1 ledger (read, not upgraded) has no label."""
-        has_label = any(r[1] == "label" for r in conn.execute("PRAGMA table_info(entries)"))
-        return _ENTRY_COLUMNS + (", label" if has_label else ", NULL")
+        """The SELECT list of an entry; a schema-1 ledger (read, not upgraded) has no label,
+        a schema-1 or 2 one no claim."""
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
+        return (
+            _ENTRY_COLUMNS
+            + (", label" if "label" in columns else ", NULL")
+            + (", claim" if "claim" in columns else ", NULL")
+        )
 
     def _not_a_ledger(self, reason: str) -> BudgetError:
         return BudgetError(
@@ -782,10 +861,14 @@ class _SqliteStore:
             raise self._not_a_ledger(
                 f"it carries the dpmap mark but its schema is unrecognised (version {version})"
             )
-        if version == 1 and write:
-            # schema 1 → 2: entries gain a label. Inside this write transaction, so the
-            # upgrade and the write that needed it commit (or roll back) together.
-            conn.execute("ALTER TABLE entries ADD COLUMN label TEXT")
+        if version < SCHEMA_VERSION and write:
+            # schema 1 → 2: entries gain a label; 2 → 3: a claim, unique among the entries
+            # that count. Inside this write transaction, so the upgrade and the write that
+            # needed it commit (or roll back) together.
+            if version == 1:
+                conn.execute("ALTER TABLE entries ADD COLUMN label TEXT")
+            conn.execute("ALTER TABLE entries ADD COLUMN claim TEXT")
+            conn.execute(CLAIM_INDEX)
             conn.execute("UPDATE dpmap_schema SET version = ?", (SCHEMA_VERSION,))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -1086,12 +1169,14 @@ class Ledger:
         resolution: int | None = None,
         details: Mapping[str, Any] | None = None,
         label: str | None = None,
+        claim: str | None = None,
     ) -> Reservation:
         """Reserve privacy budget for one release, or refuse.
 
         In one ``BEGIN IMMEDIATE`` transaction: check that ``spent + requested <= cap``
-        for both ε and δ, then record an entry with status ``"reserved"``. Use the result
-        as a context manager (see :class:`Reservation`).
+        for both ε and δ (and that ``claim``, if given, is free), then record an entry with
+        status ``"reserved"``. Use the result as a context manager (see
+        :class:`Reservation`).
 
         Parameters
         ----------
@@ -1110,6 +1195,12 @@ class Ledger:
         label
             Which release this is, for people reading the history (e.g. ``"debtors,
             January 2026"``); at most 200 characters, one line. Public text: never data.
+        claim
+            A one-time step this entry takes (one line, at most 512 characters), e.g.
+            ``"continual:12:from:2026-03"``: refused if an entry that counts (reserved or
+            spent) already holds it; a cancelled reservation frees it. With a claim and
+            ``accounting="pure-dp"``, ``epsilon`` may be 0 (the entry records the step and
+            spends nothing). Public text: never data.
 
         Returns
         -------
@@ -1123,6 +1214,9 @@ class Ledger:
             attributes ``requested`` and ``remaining`` (:class:`Budget`).
         SpecError
             If a parameter is invalid; nothing is recorded.
+        ClaimTakenError
+            If ``claim`` is held by an entry that counts; nothing is recorded. The
+            exception has attributes ``claim`` and ``entry_id`` (the holder).
         BudgetError
             If the dataset is unknown or the ledger is unusable or busy.
 
@@ -1132,12 +1226,17 @@ class Ledger:
         :meth:`Reservation.mark_noise_drawn` returned.
         """
         name = _check_name(dataset)
-        requested = _check_spend(accounting, epsilon, delta, rho)
+        wanted = _check_claim(claim)
+        requested = _check_spend(accounting, epsilon, delta, rho, claimed=wanted is not None)
         record = _check_record(mechanism, statistics, resolution, details, label)
 
         def body(conn: Any) -> int:
             self._check_cap(conn, name, requested)
-            return _insert_reserved(conn, name, requested, accounting, record)
+            if wanted is not None:
+                holder = _claim_holder(conn, wanted)
+                if holder is not None:
+                    raise _claim_taken(wanted, holder, self._where)
+            return _insert_reserved(conn, name, requested, accounting, record, wanted)
 
         entry_id = self._write(body)
         return Reservation(self, entry_id, name, requested)
@@ -1260,6 +1359,7 @@ def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
         drawn,
         final,
         label,
+        claim,
     ) = row
     return LedgerEntry(
         id=int(eid),
@@ -1279,6 +1379,7 @@ def _entry_from_row(row: tuple[Any, ...]) -> LedgerEntry:
         noise_drawn_at=drawn,
         finalized_at=final,
         label=label,
+        claim=claim,
     )
 
 

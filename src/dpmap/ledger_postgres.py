@@ -26,7 +26,8 @@ both storages; this module only stores them:
   the mark ``application = 'dpmap-ledger'``; a database without it is refused unless it is
   created (``Ledger(url, create=True)``, ``Ledger.init``, ``dpmap budget init``), and a
   database holding tables named ``datasets`` or ``entries`` of another application is
-  never written to.
+  never written to. A schema-2 database (entries without a ``claim``) is read as it is and
+  upgraded to schema 3 by the first write, inside that write's transaction.
 * **No password is shown.** Messages, ``repr`` and :attr:`~dpmap.Ledger.location` show the
   URL with its password replaced by ``***`` (a release manifest records only the
   dataset name and the entry id, never the ledger's location).
@@ -54,19 +55,28 @@ __all__ = ["APPLICATION", "SCHEMA_VERSION", "PostgresStore", "mask_url"]
 #: The mark in ``dpmap_schema.application`` of a dpmap ledger database.
 APPLICATION = "dpmap-ledger"
 #: Version of the PostgreSQL ledger's schema (table ``dpmap_schema``); the same columns as
-#: SQLite schema 2 (entries have a ``label``).
-SCHEMA_VERSION = 2
+#: SQLite schema 3 (entries have a ``label`` and a ``claim``, unique among those that count).
+SCHEMA_VERSION = 3
+#: Older schemas this dpmap still reads (and upgrades on the first write).
+_READABLE_SCHEMAS = (2, 3)
 
 _T = TypeVar("_T")
-#: SQLSTATEs after which a write transaction is run again: serialization failure, deadlock.
-_RETRY_STATES = ("40001", "40P01")
+#: SQLSTATEs after which a write transaction is run again: serialization failure, deadlock,
+#: unique violation (a claim taken by a concurrent write: the rerun finds it and refuses).
+_RETRY_STATES = ("40001", "40P01", "23505")
 #: An arbitrary key for pg_advisory_lock while the tables are created ("dpmp").
 _CREATE_LOCK = 0x64706D70
 
 #: The SELECT list of an entry, in the order :mod:`dpmap.ledger` reads it.
 _ENTRY_COLUMNS = (
     "id, dataset, created_at, status, epsilon, delta, rho, accounting, mechanism, statistics, "
-    "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at, label"
+    "resolution, fingerprint, dpmap_version, details, noise_drawn_at, finalized_at, label, "
+    "claim"
+)
+#: At most one entry that counts holds a claim (the same SQL as dpmap.ledger.CLAIM_INDEX).
+_CLAIM_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS entries_by_claim ON entries (claim) "
+    "WHERE claim IS NOT NULL AND status <> 'cancelled'"
 )
 
 _SCHEMA = (
@@ -105,10 +115,12 @@ _SCHEMA = (
         fingerprint     TEXT,
         dpmap_version   TEXT NOT NULL,
         details         TEXT NOT NULL,
-        label           TEXT
+        label           TEXT,
+        claim           TEXT
     )
     """,
     "CREATE INDEX entries_by_dataset ON entries (dataset, status)",
+    _CLAIM_INDEX,
 )
 
 
@@ -204,8 +216,13 @@ class PostgresStore:
         return self._where
 
     def entry_columns(self, conn: Any) -> str:
-        """The SELECT list of an entry (the order :mod:`dpmap.ledger` reads)."""
-        return _ENTRY_COLUMNS
+        """The SELECT list of an entry (the order :mod:`dpmap.ledger` reads); a schema-2
+        database (read, not upgraded) has no claim."""
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = 'entries' AND column_name = 'claim'"
+        ).fetchone()
+        return _ENTRY_COLUMNS if row[0] else _ENTRY_COLUMNS.removesuffix("claim") + "NULL"
 
     def write(self, body: Callable[[Any], _T], *, initialise: bool = False) -> _T:
         """``body(conn)`` in one SERIALIZABLE transaction, run again after a serialization
@@ -241,7 +258,7 @@ class PostgresStore:
                     else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                 )
                 conn.execute(f"SET LOCAL lock_timeout = {max(1, int(self._timeout * 1000))}")
-                self._check_identity(conn, initialise=initialise)
+                self._check_identity(conn, initialise=initialise, write=write)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -313,7 +330,7 @@ class PostgresStore:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def _check_identity(self, conn: _Connection, *, initialise: bool) -> None:
+    def _check_identity(self, conn: _Connection, *, initialise: bool, write: bool) -> None:
         tables = self._tables(conn)
         if "dpmap_schema" not in tables:
             if tables:
@@ -336,8 +353,15 @@ class PostgresStore:
                 f"ledger {self._where} was written by a newer dpmap (ledger schema {version}; "
                 f"this dpmap {__version__} reads schema {SCHEMA_VERSION}); upgrade dpmap to use it"
             )
-        if version != SCHEMA_VERSION:
+        if version not in _READABLE_SCHEMAS:
             raise self._not_a_ledger(f"its schema version {version} is unrecognised")
+        if version < SCHEMA_VERSION and write:
+            # schema 2 → 3: entries gain a claim, unique among those that count; in this
+            # write's SERIALIZABLE transaction (a concurrent upgrade makes one of the two
+            # fail on dpmap_schema and run again, then it finds schema 3)
+            conn.execute("ALTER TABLE entries ADD COLUMN IF NOT EXISTS claim TEXT")
+            conn.execute(_CLAIM_INDEX)
+            conn.execute("UPDATE dpmap_schema SET version = ?", (SCHEMA_VERSION,))
 
     def _create_tables(self, conn: _Connection) -> None:
         for statement in _SCHEMA:

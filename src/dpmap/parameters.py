@@ -475,7 +475,8 @@ PARAMETERS: tuple[Parameter, ...] = (
         "Any",
         None,
         "Continual releases: the release (file) this one extends; its nodes are kept and "
-        "nothing more is charged.",
+        "nothing more is charged. Needs the ledger and dataset that charged the horizon, "
+        "where the continuation is recorded: each release is extended once.",
         frozenset({"release", "cli release"}),
         cli_type=str | None,
         convert=_path_text,

@@ -300,10 +300,15 @@ def test_monthly_sequence_never_changes_what_was_published(tmp_path: Any) -> Non
         releases.append(table)
         assert rel.manifest["continual"]["continued"] == (i > 0)
         previous = rel
-    history = ledger.history("d")
-    assert len(history) == 1  # charged once, for the whole horizon
-    assert float(history[0].epsilon) == pytest.approx(1.0, rel=1e-9)
-    assert previous.manifest["ledger"]["entry_id"] == history[0].id
+    charged, *claims = ledger.history("d")
+    assert charged.claim is None  # charged once, for the whole horizon
+    assert float(charged.epsilon) == pytest.approx(1.0, rel=1e-9)
+    assert previous.manifest["ledger"]["entry_id"] == charged.id
+    # each continuation: an entry of ε = 0 claiming the release it extended
+    froms = ["2026-01", "2026-02", "2026-03", "2026-05"]
+    assert [e.claim for e in claims] == [f"continual:{charged.id}:from:{f}" for f in froms]
+    assert all(e.epsilon == 0 and e.delta == 0 and e.status == "spent" for e in claims)
+    assert previous.manifest["ledger"]["claim_entry_id"] == claims[-1].id
     assert float(ledger.spent("d").epsilon) <= 1.0
     # the per-period values add up to the running totals
     last = releases[-1].sort_values(["cell", "period"])
@@ -319,6 +324,68 @@ def test_a_fresh_start_charges_the_whole_horizon(tmp_path: Any) -> None:
     assert len(ledger.history("d")) == 2
     assert not again.manifest["continual"]["continued"]
     assert rel.manifest["ledger"]["entry_id"] != again.manifest["ledger"]["entry_id"]
+
+
+# =========================================================================================
+# each release is extended once: the ledger records the continuation (a claim, ε = 0)
+
+
+def test_a_release_is_extended_once_and_only_the_latest_is_continued(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = ledger_with(tmp_path)
+    led = {"ledger": ledger, "dataset": "d"}
+    df = month_points()
+    march = dpmap.release(df, through="2026-03", **led, **KW)
+    charged = ledger.spent("d")
+    april = dpmap.release(df, through="2026-04", previous=march, **led, **KW)
+    assert ledger.spent("d") == charged  # nothing more charged
+    first, claim = ledger.history("d")
+    assert claim.claim == f"continual:{first.id}:from:2026-03"
+    assert (claim.epsilon, claim.delta, claim.status) == (0, 0, "spent")
+    assert claim.details["through"] == "2026-04" and claim.fingerprint == april.fingerprint
+    assert april.manifest["ledger"] == {"dataset": "d", "entry_id": first.id,
+                                        "claim_entry_id": claim.id}  # fmt: skip
+
+    noised: list[int] = []  # a refused continuation must never reach the noise
+    measure = ContinualRelease.measure
+    monkeypatch.setattr(ContinualRelease, "measure",
+                        lambda self, agg: noised.append(1) or measure(self, agg))  # fmt: skip
+    before = [e.to_dict() for e in ledger.history("d")]
+    with pytest.raises(dpmap.ClaimTakenError) as e:  # march -> april a second time
+        dpmap.release(df, through="2026-04", previous=march, **led, **KW)
+    one_line(e, "periods after 2026-03", f"ledger entry {claim.id}", "through=2026-04")
+    assert noised == [] and [e.to_dict() for e in ledger.history("d")] == before
+
+    may = dpmap.release(df, through="2026-05", previous=april, **led, **KW)  # the latest: fine
+    assert noised == [1] and may.manifest["continual"]["continued"]
+    assert ledger.history("d")[-1].claim == f"continual:{first.id}:from:2026-04"
+    before = [e.to_dict() for e in ledger.history("d")]
+    for earlier, words in ((march, "2026-03"), (april, "2026-04")):  # skipping ahead too
+        with pytest.raises(dpmap.ClaimTakenError) as e:
+            dpmap.release(df, through="2026-06", previous=earlier, **led, **KW)
+        one_line(e, f"periods after {words}", "through=2026-05", "not from an earlier one")
+    assert noised == [1] and [e.to_dict() for e in ledger.history("d")] == before
+    assert ledger.spent("d") == charged
+
+
+def test_a_continuation_needs_the_ledger_that_charged_the_horizon(tmp_path: Any) -> None:
+    df = month_points()
+    ledger = ledger_with(tmp_path)
+    march = dpmap.release(df, through="2026-03", ledger=ledger, dataset="d", **KW)
+    with pytest.raises(SpecError) as e:  # no ledger: nothing could record the continuation
+        dpmap.release(df, through="2026-04", previous=march, **KW)
+    one_line(e, "previous=", "ledger=", "dataset=")
+    unledgered = dpmap.release(df, through="2026-03", **KW)
+    with pytest.raises(SpecError) as e:
+        dpmap.release(df, through="2026-04", previous=unledgered, ledger=ledger, dataset="d",
+                      **KW)  # fmt: skip
+    one_line(e, "previous=", "without a ledger", "ledger=")
+    other = dpmap.Ledger.init(tmp_path / "other.sqlite", "d", epsilon=5.0)  # same dataset name
+    with pytest.raises(dpmap.BudgetError) as e:
+        dpmap.release(df, through="2026-04", previous=march, ledger=other, dataset="d", **KW)
+    one_line(e, "previous=", f"entry {march.manifest['ledger']['entry_id']}", "ledger")
+    assert other.history("d") == [] and len(ledger.history("d")) == 1
 
 
 # =========================================================================================
@@ -362,27 +429,31 @@ def test_through_must_be_a_period() -> None:
 
 def test_previous_of_another_spec_or_later_is_refused(tmp_path: Any) -> None:
     df = month_points()
-    march = dpmap.release(df, through="2026-03", **KW)
+    book = ledger_with(tmp_path)
+    led = {"ledger": book, "dataset": "d"}
+    march = dpmap.release(df, through="2026-03", **led, **KW)
     for change, words in (
         ({"epsilon": 0.5}, ("previous=", "fingerprint")),
         ({"max_periods": 3}, ("previous=", "fingerprint")),
         ({"through": "2026-02"}, ("through='2026-02'", "before")),
     ):
         with pytest.raises(SpecError) as e:
-            dpmap.release(df, previous=march, **{"through": "2026-04", **KW, **change})
+            dpmap.release(df, previous=march, **led, **{"through": "2026-04", **KW, **change})
         one_line(e, *words)
     with pytest.raises(SpecError) as e:
-        dpmap.release(df, previous={"not": "a release"}, through="2026-04", **KW)
+        dpmap.release(df, previous={"not": "a release"}, through="2026-04", **led, **KW)
     one_line(e, "previous=", "running_totals=True")
     # another ledger dataset than the one the horizon was charged to
     with pytest.raises(SpecError) as e:
-        dpmap.release(df, previous=march, through="2026-04", ledger=ledger_with(tmp_path),
-                      dataset="other", **KW)  # fmt: skip
+        dpmap.release(df, previous=march, through="2026-04", ledger=book, dataset="other",
+                      **KW)  # fmt: skip
     one_line(e, "previous=", "fingerprint")
+    assert len(book.history("d")) == 1 and book.history("other") == []  # nothing recorded
 
 
 def ledger_with(tmp_path: Any) -> Any:
     ledger = dpmap.Ledger.init(tmp_path / "l.sqlite", "other", epsilon=5.0)
+    ledger.create("d", epsilon=5.0)
     return ledger
 
 
@@ -392,7 +463,8 @@ def ledger_with(tmp_path: Any) -> Any:
 
 def test_command_line_release_month_by_month(tmp_path: Any, capsys: Any) -> None:
     """``--running-totals --through``, then ``--previous FILE``: the second file keeps the
-    first one's rows; a bad ``--through`` exits 2 with a one-line error and no file."""
+    first one's rows; a bad ``--through`` or a second ``--previous`` of the same file exits 2
+    with a one-line error and no file."""
     from dpmap.cli.app import main
 
     pts = tmp_path / "points.csv"
@@ -401,7 +473,8 @@ def test_command_line_release_month_by_month(tmp_path: Any, capsys: Any) -> None
     region.write_text(json.dumps(shapely.geometry.mapping(REGION)))
     args = ["release", pts, "--region", region, "--resolution", str(RESOLUTION),
             "--epsilon", "1", "--person", "pid", "--time", "date", "--periods",
-            "2026-01..2026-06", "--max-periods", "2", "--running-totals", "--no-suppress"]  # fmt: skip
+            "2026-01..2026-06", "--max-periods", "2", "--running-totals", "--no-suppress",
+            "--ledger", ledger_with(tmp_path).path, "--dataset", "d"]  # fmt: skip
     feb, mar = tmp_path / "feb.geojson", tmp_path / "mar.geojson"
     assert main([str(a) for a in [*args, "--through", "2026-02", "--out", feb]]) == 0
     code = main([str(a) for a in [*args, "--through", "2026-03", "--previous", feb, "--out", mar]])
@@ -415,6 +488,11 @@ def test_command_line_release_month_by_month(tmp_path: Any, capsys: Any) -> None
     code = main([str(a) for a in [*args, "--through", "2026-13", "--out", bad]])
     err = capsys.readouterr().err
     assert code == 2 and "--through 2026-13" in err and "Traceback" not in err
+    assert not bad.exists()
+    again = [*args, "--through", "2026-04", "--previous", feb, "--out", bad]
+    assert main([str(a) for a in again]) == 2
+    err = capsys.readouterr().err
+    assert "already published" in err and "--through 2026-03" in err and "Traceback" not in err
     assert not bad.exists()
 
 

@@ -169,6 +169,9 @@ def history(
         table.add_column(
             col, justify="right" if col in {"#", "ε", "δ", "ρ", "Res"} else "left", no_wrap=True
         )
+    claims = any(e.claim is not None for e in entries)  # e.g. continuations of a release
+    if claims:
+        table.add_column("Claim", no_wrap=True)
     for e in entries:
         table.add_row(
             str(e.id),
@@ -184,6 +187,7 @@ def history(
             "—" if e.resolution is None else str(e.resolution),
             _short(e.fingerprint),
             e.dpmap_version,
+            *([e.claim or "—"] if claims else []),
         )
     _print_wide(console, table)
     console.print(

@@ -17,9 +17,15 @@ person counts in. Cells and records within a period are chosen by priority in ea
 the node sensitivities (:func:`dpmap.designs.continual.tree_factors`) hold for any choice per
 node, since each node's bound assumes the worst alignment of the person's periods anyway.
 
-Each node must be noised once. Extending the same ``previous`` twice draws the new nodes twice
-— a second spend the ledger cannot see: publish each period once (a correction is a new
-horizon, charged again).
+Each node must be noised once: extending the same ``previous`` twice would draw the new nodes
+twice, and averaging the two draws would spend budget nobody charged. So a continuation needs
+the ledger that charged the horizon (``ledger=``, ``dataset=``: the dataset is part of the
+fingerprint, and the charging entry must be in that ledger) and records there, before any
+noise, an entry of ε = 0 with the unique claim ``"continual:<charging entry>:from:<previous
+through>"`` (:meth:`ContinualRelease.continuation`; :meth:`dpmap.Ledger.reserve`). The chain is
+linear, so a second continuation of the same release finds the claim taken and is refused
+before any noise: continue from the latest release. A correction is a new horizon, charged
+again.
 
 Margins
 -------
@@ -210,6 +216,8 @@ class ContinualRelease:
         self.previous: dict[str, np.ndarray] | None = None
         #: a continued release: the ledger entry of the release that charged the horizon
         self.charged_in: dict[str, Any] | None = None
+        #: a continued release: the ``through`` label of the release it extends
+        self.extends: str | None = None
 
     @classmethod
     def wants(cls, spec: ReleaseSpec, region: grid.Region | None, options: DesignOptions) -> bool:
@@ -237,9 +245,39 @@ class ContinualRelease:
         design = cls(spec, base, plan, _through(spec, options.through), key)
         if options.previous is not None:
             manifest = _previous_manifest(options.previous)
+            if cls.recognises(manifest):  # no ledger: say so before the fingerprint does
+                design.charged_in = _charged_in(manifest)
             design.previous = design.previous_nodes(manifest)
-            design.charged_in = manifest.get("ledger")
+            design.extends = str(manifest["continual"]["through"])
         return design
+
+    def continuation(self) -> dict[str, Any] | None:
+        """A continued release: the claim it records in the ledger (ε = 0) and the entry's
+        details; ``None`` for a release that starts the horizon (and is charged for it).
+
+        The claim ``"continual:<charging entry id>:from:<previous through>"`` is unique in
+        the ledger, so the same earlier release can be extended only once (its new nodes
+        noised once); the chain is linear, so this also refuses skipping ahead from an
+        earlier release after a later one was published.
+        """
+        if self.charged_in is None:
+            return None
+        assert self.spec.periods is not None
+        entry_id = int(self.charged_in["entry_id"])
+        return {
+            "claim": f"continual:{entry_id}:from:{self.extends}",
+            "charged_in": entry_id,
+            "dataset": self.charged_in["dataset"],
+            "from": self.extends,
+            "through": self.spec.periods.labels[self.through],
+        }
+
+    def latest_through(self, claims: list[dict[str, Any]]) -> str:
+        """The latest ``through`` among the ``details`` of this horizon's continuation
+        entries that count (for the message that names the release to continue from)."""
+        assert self.spec.periods is not None
+        labels = [str(d["through"]) for d in claims if d.get("through") in self.spec.periods.labels]
+        return max(labels, key=self.spec.periods.position, default=str(self.extends))
 
     def previous_nodes(self, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
         """The published nodes of an earlier release of this horizon (checked)."""
@@ -410,6 +448,22 @@ def _previous_manifest(previous: Any) -> dict[str, Any]:
             "start afresh (charges the whole horizon again)"
         )
     return manifest
+
+
+def _charged_in(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ledger entry that charged the horizon, from the manifest of ``previous=``."""
+    ledger = manifest.get("ledger")
+    if not (
+        isinstance(ledger, dict)
+        and isinstance(ledger.get("entry_id"), int)
+        and isinstance(ledger.get("dataset"), str)
+    ):
+        raise SpecError(
+            "previous= was released without a ledger, so nothing records which periods were "
+            "published; a continual release is continued only through the ledger that charged "
+            "its horizon: start it afresh with ledger= and dataset= (charges the whole horizon)"
+        )
+    return {"dataset": ledger["dataset"], "entry_id": ledger["entry_id"]}
 
 
 def _fingerprint(spec: ReleaseSpec, where: Any, plan: ContinualPlan, dataset: Any) -> str:

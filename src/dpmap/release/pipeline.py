@@ -14,7 +14,7 @@ from dpmap.designs.base import Design, Measured
 from dpmap.designs.privtree import DEFAULT_INTERNAL_SHARE, DEFAULT_TREE_SHARE
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines import engine_for
-from dpmap.errors import SpecError, warn_negligible_noise
+from dpmap.errors import BudgetError, ClaimTakenError, SpecError, warn_negligible_noise
 from dpmap.ledger import Ledger, check_label
 from dpmap.parameters import checked
 from dpmap.release.cells import cell_table, estimates_frame, histogram_frame
@@ -184,9 +184,13 @@ def release(
         ``sum``/``sum_to_date`` for a value, each with an honest 95% margin. Each person keeps
         their EARLIEST ``max_periods`` periods. ``through`` (a period label, default the last
         one) is the last period with data. ``previous`` (the release of an earlier
-        ``through``, same parameters, area and dataset) is extended: its published nodes are
-        kept, nothing more is charged and only the nodes completed since are noised. Extend
-        each release once: extending it twice draws the new nodes twice.
+        ``through``, same parameters, area, ledger and dataset) is extended: its published
+        nodes are kept, nothing more is charged and only the nodes completed since are
+        noised. A continuation needs ``ledger=``/``dataset=`` (those that charged the
+        horizon): before any noise it records there an entry of ε = 0 claiming
+        "continual:<charging entry>:from:<previous through>", so a release can be extended
+        only once; extending it again (or an earlier one after a later was published) is
+        refused, since it would draw the same nodes twice. Continue from the latest release.
     selection, seed
         Which records are kept when a person exceeds the bounds: ``"random"`` (default)
         or ``"hash"`` (reproducible with ``seed``).
@@ -264,17 +268,17 @@ def release(
     options = dataclasses.replace(options, through=through, previous=previous, dataset=dataset)
     check_options(spec, options)
     check_period_label(period, spec)
-    book = open_ledger(ledger, dataset, title)  # both must exist: checked before any data
+    book = open_ledger(ledger, dataset, title, previous)  # checked before any data
     reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    design = design_for(spec, reg, options)
+    design, continued = plan_design(spec, reg, options, book, dataset)
     warn_negligible_noise(design.noise)  # ε so large that the counts are essentially exact
     stage("read and bound")
     engine_module = engine_for(points, engine)
     aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
-    with reserve(book if previous is None else None, dataset, design.noise, title) as reservation:
+    with reserve_or_refuse(book, dataset, design, title, continued) as reservation:
         if reservation is not None:
             reservation.mark_noise_drawn()
         measured = design.measure(aggregates)
@@ -285,7 +289,7 @@ def release(
         rel = Release(table, manifest, estimates, histogram=histogram)
         if reservation is not None:
             reservation.finalize(fingerprint=rel.fingerprint)
-            manifest["ledger"] = {"dataset": dataset, "entry_id": reservation.entry_id}
+            manifest["ledger"] = ledger_record(dataset, reservation.entry_id, continued)
             rel = Release(table, manifest, estimates, histogram=histogram)
     return rel
 
@@ -319,11 +323,20 @@ def histogram_of(design: Design, measured: Measured, table: Any) -> Any:
     return histogram_frame(design.spec, table, measured, variance, zone_column)
 
 
-def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
+def ledger_record(dataset: Any, entry_id: int, continued: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``ledger``: the entry that charged the release; for a continued one,
+    the entry that charged the horizon and (``claim_entry_id``) the continuation's claim."""
+    if continued is None:
+        return {"dataset": dataset, "entry_id": entry_id}
+    return {"dataset": dataset, "entry_id": continued["charged_in"], "claim_entry_id": entry_id}
+
+
+def open_ledger(ledger: Any, dataset: str | None, title: str | None, previous: Any = None) -> Any:
     """The release's ledger, opened and checked before any data is read or noise drawn.
 
     (A continued release, ``previous=``, is not charged again: its manifest names the
-    ledger entry of the release that charged the whole horizon.)
+    ledger entry of the release that charged the whole horizon. It needs that ledger, where
+    it records its claim: without one it is refused here.)
 
     A release never creates a ledger or a dataset: a missing ledger file, a dataset not
     in it (with a "did you mean") or an unusable title (the entry's label) is an error here.
@@ -331,6 +344,12 @@ def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     if (ledger is None) != (dataset is None):
         raise SpecError(
             "ledger and dataset go together; pass both (ledger=Ledger(path), dataset='name') or neither"
+        )
+    if ledger is None and previous is not None:
+        raise SpecError(
+            "previous= continues a continual release, which is recorded in the ledger that "
+            "charged its horizon (so that no release is extended twice): pass the same "
+            "ledger= and dataset= as the first release"
         )
     if ledger is None:
         return None
@@ -347,12 +366,98 @@ def open_ledger(ledger: Any, dataset: str | None, title: str | None) -> Any:
     return book
 
 
-def reserve(ledger: Any, dataset: str | None, plan: NoisePlan, title: str | None = None) -> Any:
+def plan_design(
+    spec: Any, reg: Any, options: Any, book: Any, dataset: str | None
+) -> tuple[Design, dict[str, Any] | None]:
+    """The release's design and, for a continued release, its claim (checked against the
+    ledger before any data is read; see :func:`continuation_of`)."""
+    design = design_for(spec, reg, options)
+    return design, continuation_of(design, book, dataset)
+
+
+def continuation_of(design: Design, book: Any, dataset: str | None) -> dict[str, Any] | None:
+    """A continued release (``previous=``): its claim, checked against the ledger before any
+    data is read: the entry that charged the horizon must be in this ledger, of this
+    dataset, and count. ``None`` for any other release."""
+    method = getattr(design, "continuation", None)
+    continued = method() if callable(method) else None
+    if continued is None:
+        return None
+    entry_id = continued["charged_in"]
+    try:
+        charged = book.entry(entry_id)
+    except BudgetError:
+        charged = None
+    if charged is None or charged.dataset != dataset or not charged.counts:
+        raise BudgetError(
+            f"previous= was charged in ledger entry {entry_id} of dataset "
+            f"{continued['dataset']!r}, which ledger {book.location} does not hold as a "
+            "charged entry of dataset "
+            f"{dataset!r}; pass the ledger and dataset of the release that started the horizon"
+        )
+    return continued
+
+
+@contextlib.contextmanager
+def reserve_or_refuse(
+    book: Any, dataset: str | None, design: Design, title: str | None, continued: Any
+) -> Any:
+    """The release's reservation: charged for a fresh release, an ε = 0 claim for a
+    continued one (refused, before any noise, if that release was already extended)."""
+    if continued is None:
+        with reserve(book, dataset, design.noise, title) as reservation:
+            yield reservation
+        return
+    try:
+        reservation = reserve(book, dataset, design.noise, title, continued)
+    except ClaimTakenError as err:
+        raise already_extended(book, dataset, design, continued, err) from None
+    with reservation:
+        yield reservation
+
+
+def already_extended(
+    book: Ledger, dataset: Any, design: Any, continued: dict[str, Any], err: ClaimTakenError
+) -> ClaimTakenError:
+    """The one-line refusal of a second continuation of the same release."""
+    prefix = f"continual:{continued['charged_in']}:from:"
+    claims = [
+        e.details for e in book.history(dataset) if e.counts and (e.claim or "").startswith(prefix)
+    ]
+    refusal = ClaimTakenError(
+        f"periods after {continued['from']} of this continual release were already published "
+        f"(ledger entry {err.entry_id}); continue from the latest release "
+        f"(through={design.latest_through(claims)}), not from an earlier one. Nothing was "
+        "recorded and no noise was drawn"
+    )
+    refusal.claim, refusal.entry_id = err.claim, err.entry_id
+    return refusal
+
+
+def reserve(
+    ledger: Any,
+    dataset: str | None,
+    plan: NoisePlan,
+    title: str | None = None,
+    continued: dict[str, Any] | None = None,
+) -> Any:
     if ledger is None:
         return contextlib.nullcontext()
     if not isinstance(ledger, Ledger):
         ledger = Ledger(ledger)  # opens an existing ledger; never creates one
     spec = plan.spec
+    if continued is not None:  # nothing more is charged: the entry records the claim
+        return ledger.reserve(
+            dataset,
+            epsilon=0,
+            accounting="pure-dp",
+            mechanism=str(spec.mechanism),
+            statistics=list(spec.statistics),
+            resolution=None if spec.zones is not None else spec.finest,
+            details={"measure": "continual continuation", **continued},
+            label=title,
+            claim=continued["claim"],
+        )
     return ledger.reserve(
         dataset,
         epsilon=plan.epsilon,
