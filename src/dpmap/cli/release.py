@@ -331,6 +331,12 @@ def _paid(rel: Any) -> str:
     """How the release was paid for, for the messages printed after it was computed."""
     eps = rel.manifest.get("privacy", {}).get("epsilon")
     ledger = rel.manifest.get("ledger")
+    if ledger and ledger.get("claim_entry_id") is not None:  # a continual continuation
+        return (
+            f"the release was computed (its new periods' noise was drawn once, recorded as "
+            f"ledger entry #{ledger['claim_entry_id']}; the horizon's ε = {eps} was charged to "
+            f"dataset {ledger['dataset']!r} in entry #{ledger['entry_id']})"
+        )
     if ledger:
         return (
             f"the release was paid for (ε = {eps} charged to dataset {ledger['dataset']!r}, "
