@@ -636,3 +636,19 @@ def test_compare_two_periods_of_a_continual_release_counts_their_shared_nodes() 
     var = cov[1, 1] + cov[3, 3] - 2 * cov[1, 3]
     np.testing.assert_allclose(c["change_moe"].to_numpy(), 1.959963984540054 * math.sqrt(var))
     assert cov[1, 3] != 0  # the two months share a node: the margin differs from independent
+
+
+def test_series_margins_are_exact_for_single_values(panel: Any) -> None:
+    """A cell's value in one period is one noisy value: its series margin is OpenDP's exact
+    margin (as the table shows), not 1.96·sd, which is short for Laplace noise; a roll-up
+    over several cells keeps 1.96·sd of its exact variance."""
+    s = panel.series()
+    exact = panel.manifest["statistics"]["count"]["moe_95"]
+    sd = math.sqrt(panel.estimates["count_var"].iloc[0])
+    assert exact > 1.96 * sd * 1.05  # Laplace: the normal margin would be short
+    np.testing.assert_allclose(s["count_moe"].to_numpy(), exact)
+    shown = panel.cells[~panel.cells["suppressed"]]
+    np.testing.assert_allclose(shown["count_moe"].to_numpy(), exact)
+    rolled = panel.series(zones=region_gdf().assign(name="all"), by="name")
+    assert (rolled["count_moe"] > exact).all()
+    assert not np.isclose(rolled["count_moe"].to_numpy(), exact).any()

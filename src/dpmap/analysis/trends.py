@@ -102,6 +102,10 @@ class Panel:
     #: statistic -> the T × T noise covariance of one row's periods (a panel with time
     #: levels, :func:`dpmap.designs.time_levels.period_covariance`); None: independent
     covariance: dict[str, np.ndarray] | None = None
+    #: per period, statistic -> (variance, exact 95% margin) of ONE measured value of that
+    #: period's release (OpenDP's accuracy for its noise): a row with exactly that variance
+    #: is one noisy value and gets the exact margin instead of 1.96·sd
+    single: list[dict[str, tuple[float, float]]] | None = None
 
 
 def panel_views(releases: Any, periods: Sequence[Any] | None) -> tuple[Any, Any]:
@@ -362,7 +366,18 @@ def _panel(
     variances = {s: np.column_stack([p[s][1] for p in per]) for s in stats}
     entry = rels[0].manifest["statistics"]["count"]
     laplace = "laplace" in str(entry.get("distribution", "")).lower()
-    return Panel(keys, times, labels, values, variances, laplace, geometry, covariance)
+    single = [_single_value_margins(r.manifest, stats) for r in rels]
+    return Panel(keys, times, labels, values, variances, laplace, geometry, covariance, single)
+
+
+def _single_value_margins(m: dict[str, Any], stats: list[str]) -> dict[str, tuple[float, float]]:
+    """Statistic -> (noise variance, exact 95% margin) of one measured value of a release."""
+    out = {}
+    for s in stats:
+        entry = (m.get("statistics") or {}).get(s)
+        if entry and entry.get("moe_95") is not None and entry.get("scale") is not None:
+            out[s] = (manifest_noise_variance(entry), float(entry["moe_95"]))
+    return out
 
 
 def panel_slope(p: Panel, statistic: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -416,9 +431,10 @@ def series(
     -------
     DataFrame: the key (``cell`` or ``by``), [``category``], ``period``, ``count``,
     ``count_moe`` [, ``sum``, ``sum_moe``]: the unbiased estimates (suppressed rows
-    included) and the 95% margin of their noise (1.96·sd; for a Laplace-noised single
-    value the normal margin is slightly short, see the methods guide). Post-processing:
-    no data read, no budget spent.
+    included) and the 95% margin of their noise: a row that is one noisy value of its
+    release (a cell of a flat or zone release) gets that release's exact margin (OpenDP's
+    accuracy, as its table shows), any other row (a roll-up, a least-squares estimate) 1.96
+    times its exact standard deviation. Post-processing: no data read, no budget spent.
     """
     p = _panel(releases, zones, by, periods, resolution)
     nser, nper = next(iter(p.values.values())).shape
@@ -426,7 +442,12 @@ def series(
     out["period"] = np.tile(np.asarray(p.labels, dtype=object), nser)
     for s, v in p.values.items():
         out[s] = v.reshape(-1)
-        out[f"{s}_moe"] = Z95 * np.sqrt(p.variances[s].reshape(-1))
+        moe = Z95 * np.sqrt(p.variances[s])
+        for j, single in enumerate(p.single or []):
+            if s in single:
+                var, exact = single[s]
+                moe[np.isclose(p.variances[s][:, j], var, rtol=1e-12, atol=0.0), j] = exact
+        out[f"{s}_moe"] = moe.reshape(-1)
     return out
 
 
