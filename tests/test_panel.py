@@ -652,3 +652,55 @@ def test_series_margins_are_exact_for_single_values(panel: Any) -> None:
     rolled = panel.series(zones=region_gdf().assign(name="all"), by="name")
     assert (rolled["count_moe"] > exact).all()
     assert not np.isclose(rolled["count_moe"].to_numpy(), exact).any()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+@pytest.mark.parametrize("with_categories", [False, True])
+def test_quantiles_of_a_panel_are_per_cell_and_period(with_categories: bool) -> None:
+    """One value histogram per (cell, period[, category]) row: with noise made negligible
+    (ε = 10⁶), each row's median lies between the two middle values of that row's own
+    records (within two bands) (a histogram laid out per cell only would mix the periods, or crash)."""
+    import h3
+
+    df = points(40)
+    df["kind"] = np.where(df.index % 2 == 0, "bank", "x")
+    kw: dict[str, Any] = {"category": "kind", "categories": ["bank"]} if with_categories else {}
+    rel = dpmap.release(
+        df,
+        region=REGION,
+        resolution=RESOLUTION,
+        epsilon=1e6,
+        person="pid",
+        time="date",
+        periods=MONTHS,
+        max_periods=6,
+        max_cells=2,
+        value="amount",
+        bounds=(0, 1000),
+        quantiles=[0.5],
+        suppress_below=False,
+        **kw,
+    )
+    cells = rel.cells
+    assert rel.histogram is not None and len(rel.histogram) == len(cells)
+    hexes = np.array(
+        [h3.latlng_to_cell(a, b, RESOLUTION) for a, b in zip(df.lat, df.lng, strict=True)]
+    )
+    month = df["date"].dt.to_period("M").astype(str).to_numpy()
+    checked = 0
+    for _, row in cells[cells["count"] >= 3].head(20).iterrows():
+        mine = (hexes == row["cell"]) & (month == row["period"])
+        if with_categories:
+            mine &= (
+                (df["kind"] == row["category"]).to_numpy()
+                if row["category"] == "bank"
+                else (df["kind"] != "bank").to_numpy()
+            )
+        values = df["amount"].to_numpy()[mine]
+        if len(values) != int(row["count"]):  # bounding cut records of this row: skip it
+            continue
+        ordered = np.sort(values)  # any point between the two middle values is a median
+        lo, hi = ordered[(len(values) - 1) // 2], ordered[len(values) // 2]
+        assert lo - 2 <= row["q50"] <= hi + 2, row.to_dict()
+        checked += 1
+    assert checked >= 5

@@ -199,7 +199,7 @@ def with_histogram(
     if not spec.histogram:
         return vectors
     tree = spec.value_tree
-    cats = len(spec.categories) if spec.categories else 1  # one histogram per (row, category)
+    cats = spec.rows_per_key  # one histogram per row: (cell or zone) × period × category
     row, leaf, count = aggregates.histogram_leaves(domain, cats)
     nodes = tree.node_vectors(row, leaf, count, len(domain) * cats)
     return {**vectors, "hist": nodes.reshape(-1)}
