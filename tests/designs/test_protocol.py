@@ -96,3 +96,13 @@ def test_without_registration_the_flat_design_answers(tmp_path: Path) -> None:
     assert type(plan.design) is Flat
     rel = dpmap.release(debtors(80, 2, 4), **PARAMS)
     assert rel.manifest["design"] == "flat"
+
+
+def test_every_design_says_how_its_periods_share_noise() -> None:
+    """``period_covariance`` is part of the protocol: every registered design answers it, and
+    only the designs that share noise across periods answer with a covariance."""
+    sharing = {"time levels", "continual"}
+    for design in dpmap.designs.DESIGNS:
+        assert callable(getattr(design, "period_covariance", None)), design.__name__
+        if design.kind not in sharing:
+            assert design.period_covariance({"periods": ["2026-01", "2026-02"]}) is None

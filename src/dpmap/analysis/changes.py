@@ -12,9 +12,8 @@ import pandas as pd
 from dpmap._privacy.postprocess import Z95
 from dpmap.analysis.totals import STATS, is_release, levels_of, panel_periods
 from dpmap.analysis.zones import RESULT_COLUMNS
+from dpmap.designs import design_of
 from dpmap.designs.base import manifest_noise_variance
-from dpmap.designs.continual_release import period_covariance as continual_covariance
-from dpmap.designs.time_levels import change_variance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
@@ -69,9 +68,10 @@ def compare(
         a, b = _panel_periods(a, b, periods)
         if by is None and periods is not None:
             m, first, second = panel.manifest, str(periods[0]), str(periods[1])
-            correlated = change_variance(m, first, second) or _continual_change(m, first, second)
-            if correlated is not None:  # time levels or a continual tree: periods correlate
-                return _with_change_variance(_compare_releases(a, b), correlated)
+            shared = design_of(m).period_covariance(m)
+            if shared is not None:  # time levels or a continual tree: periods correlate
+                variance = shared.change_variance(first, second)
+                return _with_change_variance(_compare_releases(a, b), variance)
     if is_release(a) and is_release(b):
         if by is not None:
             raise SpecError("by= applies to comparing roll-ups, not releases; drop by=")
@@ -82,17 +82,6 @@ def compare(
         f"compare takes two Releases or two roll-ups (results of aggregate_to), got "
         f"{type(a).__name__} and {type(b).__name__}"
     )
-
-
-def _continual_change(manifest: dict[str, Any], first: str, second: str) -> dict[str, float] | None:
-    """Statistic -> the exact noise variance of (period ``second`` − period ``first``) of one
-    row of a continual release (its periods share tree nodes), None for any other release."""
-    cov = continual_covariance(manifest)
-    labels = panel_periods(manifest)
-    if cov is None or labels is None:
-        return None
-    i, j = labels.index(first), labels.index(second)
-    return {s: float(c[i, i] + c[j, j] - 2 * c[i, j]) for s, c in cov.items()}
 
 
 def _with_change_variance(table: Any, variance: dict[str, float]) -> Any:

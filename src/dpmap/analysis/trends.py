@@ -55,9 +55,8 @@ import pandas as pd
 from dpmap._privacy.postprocess import Z95, Z95_LAPLACE
 from dpmap.analysis.totals import Rows, is_release, panel_periods, rows_of, weighted_totals
 from dpmap.analysis.zones import overlay, zone_polygons
+from dpmap.designs import design_of
 from dpmap.designs.base import manifest_noise_variance
-from dpmap.designs.continual_release import period_covariance as continual_covariance
-from dpmap.designs.time_levels import period_covariance
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
@@ -332,9 +331,10 @@ def _period_covariance(views: Any) -> dict[str, np.ndarray] | None:
         return None
     labels = [str(x) for x in m["panel"]["periods"]]
     whole = {**m, "periods": labels}
-    cov = period_covariance(whole) or continual_covariance(whole)
-    if cov is None:
+    shared = design_of(whole).period_covariance(whole)
+    if shared is None:
         return None
+    cov = shared.covariance
     manifests = [v.manifest for v in views]
     if any(
         (x.get("panel") or {}).get("fingerprint") != m["panel"]["fingerprint"] for x in manifests

@@ -36,7 +36,7 @@ from dpmap._privacy.noise import NoisePlan, StatisticNoise, statistic_noise
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates
 from dpmap.designs import hierarchy
-from dpmap.designs.base import Measured
+from dpmap.designs.base import Measured, PeriodCovariance
 from dpmap.designs.distribution import (
     check_histogram_size,
     distribution_columns,
@@ -277,3 +277,7 @@ class Adaptive:
                 "those of any combination of draws: at least 95% coverage)"
             )
         return out
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        return None  # each period of a panel has its own independent noise

@@ -15,12 +15,14 @@ new module in this package, registered in :data:`dpmap.designs.DESIGNS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 from dpmap._privacy.noise import noise_variance
+from dpmap.errors import SpecError
 from dpmap.spec import Mechanism
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,10 +39,12 @@ __all__ = [
     "DesignOptions",
     "ForestCorrelation",
     "Measured",
+    "PeriodCovariance",
     "RowsInfo",
     "TreeCorrelation",
     "manifest_noise_variance",
     "ncat",
+    "one_hot_weights",
     "subrows",
 ]
 
@@ -181,6 +185,39 @@ class Correlation:
         return self.tree is None and self.forest is None
 
 
+@dataclass(frozen=True)
+class PeriodCovariance:
+    """How the noise of one row's periods relates, in a panel whose periods share noise.
+
+    ``labels`` are the finest periods the covariance is over; ``covariance`` maps each
+    statistic to its exact ``len(labels)``-square noise covariance (the same for every row);
+    ``weights(label)`` is a period's estimate as a combination of the finest periods (a
+    one-hot vector for a finest period, 0/1 over its months for a coarse one such as "2026").
+    """
+
+    labels: tuple[str, ...]
+    covariance: dict[str, np.ndarray]
+    weights: Callable[[str], np.ndarray]
+
+    def change_variance(self, first: str, second: str) -> dict[str, float]:
+        """Statistic -> the exact noise variance of (period ``second`` − period ``first``) of
+        one row: dᵀΣd with d the difference of the two periods' weights."""
+        d = self.weights(str(second)) - self.weights(str(first))
+        return {stat: float(d @ c @ d) for stat, c in self.covariance.items()}
+
+
+def one_hot_weights(labels: tuple[str, ...]) -> Callable[[str], np.ndarray]:
+    """``weights`` of :class:`PeriodCovariance` for a panel that publishes its finest periods
+    only: a period is its own one-hot vector."""
+
+    def weights(label: str) -> np.ndarray:
+        if label not in labels:
+            raise SpecError(f"period {label!r} is not one of the panel's periods {list(labels)}")
+        return np.eye(len(labels))[labels.index(label)]
+
+    return weights
+
+
 class Design(Protocol):
     """One way of releasing a map; see the module docstring."""
 
@@ -237,4 +274,11 @@ class Design(Protocol):
     @classmethod
     def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
         """How the errors of the published estimates of ``rows`` relate (see :class:`Correlation`)."""
+        ...
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        """How the noise of one row's periods relates in a panel of this design (see
+        :class:`PeriodCovariance`), from the public manifest; None when every period has its
+        own independent noise (every design but those that share noise across periods)."""
         ...

@@ -63,8 +63,10 @@ from dpmap.designs.base import (
     Correlation,
     DesignOptions,
     Measured,
+    PeriodCovariance,
     RowsInfo,
     manifest_noise_variance,
+    one_hot_weights,
 )
 from dpmap.designs.continual import (
     ContinualPlan,
@@ -414,6 +416,18 @@ class ContinualRelease:
         # rows of one period are independent across cells (each cell has its own nodes);
         # each row has its own variance (from its margin when a file has no estimates)
         return Correlation(own_variances=True)
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        """A row's published periods share the tree's nodes: their exact covariance (see the
+        module function :func:`period_covariance`); each period is its own one-hot vector."""
+        cov = period_covariance(manifest)
+        labels = manifest.get("periods")
+        if cov is None or not isinstance(labels, list):
+            return None
+        through = int(manifest["continual"]["through_index"])  # published up to `through`
+        names = tuple(str(x) for x in labels[: through + 1])
+        return PeriodCovariance(names, cov, one_hot_weights(names))
 
 
 def period_covariance(manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:

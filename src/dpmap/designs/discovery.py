@@ -17,7 +17,7 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, decode_keys, encode_keys, plan_noise
 from dpmap._privacy.postprocess import CountNoise
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo
+from dpmap.designs.base import Correlation, DesignOptions, Measured, PeriodCovariance, RowsInfo
 from dpmap.designs.flat import independent_correlation, noisy_estimates
 from dpmap.spec import ReleaseSpec
 
@@ -94,3 +94,7 @@ class Discovery:
     @classmethod
     def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
         return independent_correlation(manifest, rows.stats)
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        return None  # each period of a panel has its own independent noise

@@ -17,7 +17,15 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise, Estimates
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat, subrows
+from dpmap.designs.base import (
+    Correlation,
+    DesignOptions,
+    Measured,
+    PeriodCovariance,
+    RowsInfo,
+    ncat,
+    subrows,
+)
 from dpmap.designs.distribution import (
     check_histogram_size,
     distribution_manifest,
@@ -146,3 +154,7 @@ class Flat:
     @classmethod
     def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
         return independent_correlation(manifest, rows.stats)
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        return None  # each period of a panel has its own independent noise

@@ -26,6 +26,7 @@ from dpmap.designs.base import (
     Correlation,
     DesignOptions,
     Measured,
+    PeriodCovariance,
     RowsInfo,
     TreeCorrelation,
     manifest_noise_variance,
@@ -245,3 +246,7 @@ class Hierarchical:
             tree=TreeCorrelation(tree=tree, level=j, pos=pos, level_var=level_var),
             laplace_ls=laplace,
         )
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        return None  # each period of a panel has its own independent noise

@@ -54,7 +54,7 @@ from dpmap._privacy.bounding import time_sensitivities
 from dpmap._privacy.noise import NoisePlan, plan_noise, plan_vectors
 from dpmap._privacy.postprocess import CountNoise, Estimates, margin_factors
 from dpmap.aggregates import BoundedAggregates, saturate
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo
+from dpmap.designs.base import Correlation, DesignOptions, Measured, PeriodCovariance, RowsInfo
 from dpmap.designs.flat import Flat
 from dpmap.designs.timeline import TimeTree, consistent_panel, fit_covariance, time_tree
 from dpmap.designs.zones import ZoneRelease, check_zones
@@ -139,22 +139,10 @@ def period_covariance(manifest: dict[str, Any]) -> dict[str, np.ndarray] | None:
 
 def change_variance(manifest: dict[str, Any], first: str, second: str) -> dict[str, float] | None:
     """Statistic -> the exact noise variance of (period ``second`` − period ``first``) of one
-    row of a panel with time levels (either may be a coarse period): dᵀΣd with d the
-    difference of the two periods' 0/1 vectors over the finest periods. None for any other
-    release (its periods' noise is independent)."""
-    cov = period_covariance(manifest)
-    if cov is None:
-        return None
-    tree = _manifest_tree(manifest)
-
-    def weights(label: str) -> np.ndarray:
-        for j, labels in enumerate(tree.labels):
-            if label in labels:
-                return tree.aggregation(j)[labels.index(label)]
-        raise SpecError(f"period {label!r} is not one of the panel's periods")
-
-    d = weights(str(second)) - weights(str(first))
-    return {stat: float(d @ c @ d) for stat, c in cov.items()}
+    row of a panel with time levels (either may be a coarse period), None for any other
+    release (see :meth:`TimeLevels.period_covariance`)."""
+    shared = TimeLevels.period_covariance(manifest)
+    return None if shared is None else shared.change_variance(first, second)
 
 
 class TimeLevels:
@@ -352,3 +340,21 @@ class TimeLevels:
         laplace = "laplace" in str(manifest["statistics"]["count"]["distribution"]).lower()
         # rows independent of each other, each with its own (least-squares) variance
         return Correlation(laplace_ls=laplace, own_variances=True)
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        """A row's months (or days …) share noise through the least squares along time: their
+        exact covariance from the manifest's level variances; a coarse period ("2026Q1") is
+        the 0/1 sum of its finest periods."""
+        cov = period_covariance(manifest)
+        if cov is None:
+            return None
+        tree = _manifest_tree(manifest)
+
+        def weights(label: str) -> np.ndarray:
+            for j, labels in enumerate(tree.labels):
+                if label in labels:
+                    return np.asarray(tree.aggregation(j)[labels.index(label)], dtype=np.float64)
+            raise SpecError(f"period {label!r} is not one of the panel's periods")
+
+        return PeriodCovariance(tuple(str(x) for x in tree.labels[-1]), cov, weights)

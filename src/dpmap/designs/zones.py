@@ -23,7 +23,15 @@ from dpmap import grid
 from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap._privacy.postprocess import CountNoise
 from dpmap.aggregates import BoundedAggregates
-from dpmap.designs.base import Correlation, DesignOptions, Measured, RowsInfo, ncat, subrows
+from dpmap.designs.base import (
+    Correlation,
+    DesignOptions,
+    Measured,
+    PeriodCovariance,
+    RowsInfo,
+    ncat,
+    subrows,
+)
 from dpmap.designs.distribution import (
     distribution_manifest,
     explain_distribution,
@@ -158,3 +166,7 @@ class ZoneRelease:
     @classmethod
     def correlation(cls, manifest: dict[str, Any], rows: RowsInfo) -> Correlation:
         return independent_correlation(manifest, rows.stats)
+
+    @classmethod
+    def period_covariance(cls, manifest: dict[str, Any]) -> PeriodCovariance | None:
+        return None  # each period of a panel has its own independent noise
