@@ -16,6 +16,11 @@ Points
     and rows far outside the region in distinctive quantities, so that a test can search
     written files for those private numbers.
 
+Panels
+    ``MONTHS`` (six months of 2026), :func:`panel_spec` (a panel's spec over them, any field
+    overridden), ``VEC_I64`` (OpenDP's vector domain of the count vectors, for privacy maps
+    by hand).
+
 Conversions
     :func:`as_polars`, :func:`as_lazy`, :func:`as_geodataframe`, :func:`write_csv`,
     :func:`write_parquet` give the same points in every supported input form.
@@ -382,3 +387,30 @@ def check_dlap_noise(err: Any, scale: float, what: str = "noise") -> None:
         f"{what}: mean square {m2:.5g}, expected {var:.5g} ± {7.5 * se:.3g} "
         f"(scale {scale:.5g}; the data look like scale ≈ {scale * (m2 / var) ** 0.5:.4g})"
     )
+
+
+# -------------------------------------------------------------------------------- panels
+
+MONTHS = pd.period_range("2026-01", "2026-06", freq="M")
+
+
+def panel_spec(**kw: Any) -> Any:
+    """A panel's ReleaseSpec: ``MONTHS`` at ``RESOLUTION``, ε = 1, person ``pid``, time
+    ``date``; ``kw`` sets or overrides any field (``max_periods``, ``periods``, ...)."""
+    from dpmap.spec import ReleaseSpec
+
+    base: dict[str, Any] = {
+        "resolution": RESOLUTION,
+        "epsilon": 1.0,
+        "person": "pid",
+        "time": "date",
+        "periods": MONTHS,
+    }
+    return ReleaseSpec(**{**base, **kw})
+
+
+def vector_i64() -> Any:
+    """OpenDP's domain of integer count vectors (privacy maps by hand)."""
+    import opendp.prelude as dp
+
+    return dp.vector_domain(dp.atom_domain(T="i64"))

@@ -32,8 +32,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import common
 import dpmap
-from common import REGION, RESOLUTION, cell_centre, interior_cells, region_gdf
+from common import MONTHS, REGION, RESOLUTION, cell_centre, interior_cells, region_gdf, vector_i64
 from dpmap import Diagnostics, InputError, SpecError
 from dpmap._privacy.bounding import sensitivities
 from dpmap._privacy.noise import plan_noise
@@ -43,22 +44,13 @@ from dpmap.grid import hex_to_cells, region_to_cells, to_region
 from dpmap.periods import Periods, check_periods
 from dpmap.spec import ReleaseSpec
 
-MONTHS = pd.period_range("2026-01", "2026-06", freq="M")
 DOMAIN = region_to_cells(to_region(REGION), RESOLUTION)
 CELLS = interior_cells(6)
-VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+VEC_I64 = vector_i64()
 
 
 def panel_spec(**kw: Any) -> ReleaseSpec:
-    base: dict[str, Any] = {
-        "resolution": RESOLUTION,
-        "epsilon": 1.0,
-        "person": "pid",
-        "time": "date",
-        "periods": MONTHS,
-        "max_periods": 3,
-    }
-    return ReleaseSpec(**{**base, **kw})
+    return common.panel_spec(**{"max_periods": 3, **kw})
 
 
 def points(n_persons: int = 40, months: int = 6, seed: int = 0) -> pd.DataFrame:

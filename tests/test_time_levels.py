@@ -45,7 +45,7 @@ import pandas as pd
 import pytest
 
 import dpmap
-from common import REGION, RESOLUTION, dlap_moments, region_gdf
+from common import REGION, RESOLUTION, dlap_moments, panel_spec, region_gdf, vector_i64
 from dpmap import SpecError
 from dpmap._privacy.noise import NoisePlan, plan_noise
 from dpmap.aggregates import BoundedAggregates
@@ -57,22 +57,20 @@ from dpmap.grid import to_region
 from dpmap.spec import ReleaseSpec
 
 MONTHS = pd.period_range("2026-01", "2026-12", freq="M")
-VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+VEC_I64 = vector_i64()
 Z_MEAN, Z_VAR = 6.5, 7.5
 
 
 def tl_spec(**kw: Any) -> ReleaseSpec:
-    base: dict[str, Any] = {
-        "resolution": RESOLUTION,
-        "epsilon": 1.0,
-        "person": "pid",
-        "time": "date",
-        "periods": MONTHS,
-        "max_periods": 12,
-        "time_levels": {"Q": 0.2, "Y": 0.2},
-        "suppress_below": False,
-    }
-    return ReleaseSpec(**{**base, **kw})
+    return panel_spec(
+        **{
+            "periods": MONTHS,
+            "max_periods": 12,
+            "time_levels": {"Q": 0.2, "Y": 0.2},
+            "suppress_below": False,
+            **kw,
+        }
+    )
 
 
 def plan(spec: ReleaseSpec) -> TimeLevels:

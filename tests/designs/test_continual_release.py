@@ -30,7 +30,7 @@ import pytest
 import shapely
 
 import dpmap
-from common import REGION, RESOLUTION, cell_centre, interior_cells
+from common import MONTHS, REGION, RESOLUTION, cell_centre, interior_cells, panel_spec, vector_i64
 from dpmap import SpecError
 from dpmap.designs import DesignOptions, design_for
 from dpmap.designs.continual import measure_continual, node_totals
@@ -46,23 +46,13 @@ from dpmap.spec import ReleaseSpec
 
 dp.enable_features("contrib")
 
-MONTHS = pd.period_range("2026-01", "2026-06", freq="M")
 DOMAIN = region_to_cells(to_region(REGION), RESOLUTION)
 CELLS = interior_cells(6)
-VEC_I64 = dp.vector_domain(dp.atom_domain(T="i64"))
+VEC_I64 = vector_i64()
 
 
 def spec_of(**kw: Any) -> ReleaseSpec:
-    base: dict[str, Any] = {
-        "resolution": RESOLUTION,
-        "epsilon": 1.0,
-        "person": "pid",
-        "time": "date",
-        "periods": MONTHS,
-        "max_periods": 2,
-        "running_totals": True,
-    }
-    return ReleaseSpec(**{**base, **kw})
+    return panel_spec(**{"max_periods": 2, "running_totals": True, **kw})
 
 
 def planned(spec: ReleaseSpec, **options: Any) -> ContinualRelease:
