@@ -519,6 +519,26 @@ def test_cli_panel_release_and_bad_periods(
     code = main(["series", str(out), "--out", str(tmp_path / "x.csv"), "--periods", "a"])
     assert code == 2 and not (tmp_path / "x.csv").exists()
     capsys.readouterr()
+    # two periods of the panel file, compared on the command line as in Python
+    change_csv = tmp_path / "change.csv"
+    cmd = ["compare", str(out), "--periods", "2026-01,2026-06", "--out", str(change_csv)]
+    assert main(cmd) == 0, capsys.readouterr().err
+    want = dpmap.compare(dpmap.read_release(out), periods=("2026-01", "2026-06"))
+    got = pd.read_csv(change_csv)
+    np.testing.assert_allclose(got["change"], want["change"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got["change_moe"], want["change_moe"].to_numpy(), rtol=1e-12)
+    for bad, words in (
+        (["--periods", "2026-01"], "FIRST,SECOND"),
+        (["--periods", "2026-01,2027-01"], "2027-01"),
+        ([str(out), "--periods", "2026-01,2026-06"], "drop B"),
+        ([], "two files"),
+    ):
+        bad_csv = tmp_path / "bad.csv"
+        capsys.readouterr()
+        code = main(["compare", str(out), *bad, "--out", str(bad_csv)])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Traceback" not in err, (bad, err)
+        assert not bad_csv.exists()
     out.unlink()
     code = main([str(a) for a in [*args, "--periods", "2026-01..soon"]])
     err = capsys.readouterr().err

@@ -240,7 +240,11 @@ def aggregate_cmd(
 
 def compare_cmd(
     a: Annotated[Path, typer.Argument(metavar="A", help="The earlier release (or roll-up).")],
-    b: Annotated[Path, typer.Argument(metavar="B", help="The later release (or roll-up).")],
+    b: Annotated[
+        Path | None,
+        typer.Argument(metavar="[B]", help="The later release (or roll-up); none with --periods."),
+    ] = None,
+    *,
     out: Annotated[
         Path,
         typer.Option("--out", help="Output (.csv, .geojson or .parquet) + .manifest.json."),
@@ -253,6 +257,13 @@ def compare_cmd(
         str | None,
         typer.Option("--by", help="Column naming each zone (with --zones, or of two roll-ups)."),
     ] = None,
+    periods: Annotated[
+        str | None,
+        typer.Option(
+            "--periods",
+            help="Compare two periods of ONE panel file A: FIRST,SECOND (e.g. 2026-01,2026-12).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing output files.")
     ] = False,
@@ -261,9 +272,12 @@ def compare_cmd(
 
     A and B are releases of the same region and resolution (compared cell by cell), or
     with --zones rolled up to the same polygons first, or two roll-ups written by dpmap
-    aggregate. No budget is spent (each release has already spent its own).
+    aggregate. With --periods, A is one panel file and two of its periods are compared
+    (their margin includes the periods' shared noise where they share it). No budget is
+    spent (each release has already spent its own).
 
-    Example: dpmap compare january.geojson june.geojson --out change.csv
+    Examples: dpmap compare january.geojson june.geojson --out change.csv;
+    dpmap compare panel.geojson --periods 2026-01,2026-12 --out change.csv
     """
     from dpmap.analysis import compare
     from dpmap.release import read_release
@@ -274,6 +288,14 @@ def compare_cmd(
         overwrite=overwrite,
         inputs=(a, b, zones),
     )
+    if periods is not None:
+        _compare_periods(a, b, periods, (zones, by), out)
+        return
+    if b is None:
+        raise SpecError(
+            "compare needs two files A and B, or one panel file A with --periods FIRST,SECOND; "
+            "add the second file"
+        )
     rollups = [_read_rollup(p) for p in (a, b)]
     sources: list[Any] = []
     if any(r is not None for r in rollups):
@@ -315,6 +337,50 @@ def compare_cmd(
     typer.echo(
         f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change "
         "larger than its 95% margin)"
+    )
+
+
+def _compare_periods(
+    a: Path, b: Path | None, periods: str, place: tuple[Path | None, str | None], out: Path
+) -> None:
+    """``dpmap compare PANEL --periods FIRST,SECOND``: two periods of one panel file."""
+    from dpmap.analysis import compare
+    from dpmap.release import read_release
+
+    if b is not None or place != (None, None):
+        raise SpecError(
+            "--periods compares two periods of ONE panel file, cell by cell (or zone by zone for "
+            f"a zone panel); drop {'B' if b is not None else '--zones/--by'}, or compare "
+            "two files without --periods"
+        )
+    pair = [x.strip() for x in periods.split(",")]
+    if len(pair) != 2 or not all(pair):
+        raise SpecError(
+            f"--periods takes two of the panel's periods, FIRST,SECOND, got {periods!r}; "
+            "e.g. --periods 2026-01,2026-12"
+        )
+    panel = read_release(a)
+    result = compare(panel, periods=(pair[0], pair[1]))
+    summary = _release_summary(panel, a)
+    _write_table(
+        result,
+        out,
+        {
+            "dpmap_comparison": 1,
+            "a": {**summary, "period": pair[0]},
+            "b": {**summary, "period": pair[1]},
+            "zones": None,
+            "method": "change = b − a of the unbiased estimates of two periods of one panel; 95% "
+            "margin of the change from the panel's noise, the two periods' covariance included "
+            "where they share noise (time levels, running totals); significant: |change| > "
+            "margin (expect about 5% false alarms among unchanged rows)",
+            "privacy": "post-processing of one panel release: no budget spent",
+        },
+    )
+    n_sig = int(result["significant"].sum()) if "significant" in result else 0
+    typer.echo(
+        f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change "
+        f"from {pair[0]} to {pair[1]} larger than its 95% margin)"
     )
 
 
