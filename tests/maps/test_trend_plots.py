@@ -12,9 +12,10 @@ import shapely
 
 import dpmap
 from dpmap.errors import SpecError
-from dpmap.maps.trends import MAX_PANELS, NOT_SIGNIFICANT_HATCH
+from dpmap.maps.trends import MAX_PANELS, NOT_SIGNIFICANT_ALPHA, NOT_SIGNIFICANT_HATCH
 
 pytest.importorskip("matplotlib")
+from matplotlib.path import Path as MplPath
 
 
 def _trend_table(significant: list[bool]) -> gpd.GeoDataFrame:
@@ -40,8 +41,13 @@ def test_trend_map_hatches_exactly_the_rows_that_are_not_significant(tmp_path: P
     ax = fig.axes[0]
     hatched = [c for c in ax.collections if c.get_hatch() == NOT_SIGNIFICANT_HATCH]
     plain = [c for c in ax.collections if not c.get_hatch()]
-    assert len(hatched) == 1 and len(hatched[0].get_paths()) == sig.count(False)
-    assert len(plain) == 1 and len(plain[0].get_paths()) == sig.count(True)
+    # one compound path hatches every row that is not significant, each as one closed ring
+    assert len(hatched) == 1 and len(hatched[0].get_paths()) == 1
+    codes = hatched[0].get_paths()[0].codes
+    assert int((codes == MplPath.MOVETO).sum()) == sig.count(False)
+    # the fills: significant rows in full colour, the others pale (alpha) under the hatching
+    assert [len(c.get_paths()) for c in plain] == [sig.count(True), sig.count(False)]
+    assert plain[0].get_alpha() is None and plain[1].get_alpha() == NOT_SIGNIFICANT_ALPHA
     assert "2 of 5 significant" in ax.get_title() and "2026-01 to 2026-06" in ax.get_title()
     assert any("Benjamini" in t.get_text() for t in fig.texts)
     # a diverging scale centred on 0: slopes -3 and 3 sit at its two ends

@@ -104,17 +104,23 @@ def plot_trend(
     if sig.any():
         trend[sig].plot(ax=ax, column="slope", cmap=TREND_CMAP, norm=norm, edgecolor="0.4", lw=0.3)
     if (~sig).any():
-        trend[~sig].plot(
+        rest = trend[~sig]
+        rest.plot(
             ax=ax,
             column="slope",
             cmap=TREND_CMAP,
             norm=norm,
             alpha=NOT_SIGNIFICANT_ALPHA,
-            hatch=NOT_SIGNIFICANT_HATCH,
             edgecolor="0.55",
             lw=0.3,
-            missing_kwds={"color": "0.9", "hatch": "..", "edgecolor": "0.6"},
+            missing_kwds={"color": "0.9", "edgecolor": "0.6"},
         )
+        # the hatching on top, one compound path per pattern: Agg renders a hatch pattern
+        # once per path, so hatching every polygon separately made big maps slow
+        nan = ~np.isfinite(rest["slope"].to_numpy(dtype=np.float64))
+        for rows, hatch, colour in ((~nan, NOT_SIGNIFICANT_HATCH, "0.6"), (nan, "..", "0.6")):
+            if rows.any():
+                ax.add_collection(_hatch_overlay(rest.geometry[rows], hatch, colour))
     from matplotlib.cm import ScalarMappable
 
     extend = "both" if len(finite) and finite.max() > vmax else "neither"
@@ -145,6 +151,29 @@ def plot_trend(
     fig.text(0.01, 0.0, "\n".join(textwrap.wrap(method, 120)), fontsize=7, va="bottom")
     _save(fig, out, dpi)
     return fig
+
+
+def _hatch_overlay(geometry: Any, hatch: str, colour: str) -> Any:
+    """Hatching without fill over ``geometry`` (polygons or multipolygons), as ONE compound
+    path whose closed subpaths are every ring."""
+    import shapely
+    from matplotlib.collections import PathCollection
+    from matplotlib.path import Path as MplPath
+
+    rings = shapely.get_rings(shapely.get_parts(np.asarray(geometry, dtype=object)))
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    codes = np.full(len(coords), MplPath.LINETO, dtype=MplPath.code_type)
+    starts = np.flatnonzero(np.r_[True, np.diff(ring) != 0])
+    codes[starts] = MplPath.MOVETO
+    codes[np.r_[starts[1:] - 1, len(coords) - 1]] = MplPath.CLOSEPOLY  # rings repeat their start
+    overlay = PathCollection(
+        [MplPath(coords, codes)], facecolors="none", edgecolors=colour, linewidths=0.0, hatch=hatch
+    )
+    if hasattr(overlay, "set_hatchcolor"):  # matplotlib >= 3.10
+        overlay.set_hatchcolor(colour)
+    if hasattr(overlay, "set_hatch_linewidth"):  # thin, so the pale colours still show
+        overlay.set_hatch_linewidth(0.5)
+    return overlay
 
 
 def plot_series(
