@@ -279,8 +279,6 @@ def compare_cmd(
     Examples: dpmap compare january.geojson june.geojson --out change.csv;
     dpmap compare panel.geojson --periods 2026-01,2026-12 --out change.csv
     """
-    from dpmap.analysis import compare
-    from dpmap.release import read_release
 
     _table_kind(out)
     check_new_files(
@@ -296,6 +294,15 @@ def compare_cmd(
             "compare needs two files A and B, or one panel file A with --periods FIRST,SECOND; "
             "add the second file"
         )
+    _compare_files(a, b, zones, by, out)
+
+
+def _compare_files(a: Path, b: Path, zones: Path | None, by: str | None, out: Path) -> None:
+    """``dpmap compare A B``: two releases (cell by cell, or rolled up to --zones) or two
+    roll-ups."""
+    from dpmap.analysis import compare
+    from dpmap.release import read_release
+
     rollups = [_read_rollup(p) for p in (a, b)]
     sources: list[Any] = []
     if any(r is not None for r in rollups):
