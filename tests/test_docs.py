@@ -44,7 +44,7 @@ DIRECTIVE = re.compile(r"^:::\s*(\S+)", re.M)
 
 #: Public names whose plain path ``dpmap.<name>`` is also a submodule: the reference
 #: documents them through the subpackage's re-export (the heading still reads dpmap.<name>).
-SHADOWED = {"release": "dpmap.release.release", "audit": "dpmap.audit.audit"}
+SHADOWED = {"release": "dpmap.releases.release", "audit": "dpmap.auditing.audit"}
 
 
 def relative_links(path: Path) -> list[str]:
@@ -213,7 +213,7 @@ def test_docs_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert not roles, f"Sphinx roles shown literally in the API reference: {roles[:5]}"
     page = (site / "reference" / "api-release" / "index.html").read_text(encoding="utf-8")
-    page = page[page.index('id="dpmap.release.release"') :]
+    page = page[page.index('id="dpmap.releases.release"') :]
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)).replace("&#39;", "'")
     text = text[text.index("Parameters:") :]
     for name, default, following in (("delta", "0.0", "lat"), ("lng", "'lng'", "person")):
@@ -241,7 +241,7 @@ def load_docs_extension() -> ModuleType:
 def test_docs_extension_rewrites_roles_and_prose_definition_lists() -> None:
     ext = load_docs_extension()
     assert ext.ROLE.sub(ext._role, ":func:`dpmap.explain`") == "`dpmap.explain`"
-    assert ext.ROLE.sub(ext._role, ":class:`~dpmap.release.Release`") == "`Release`"
+    assert ext.ROLE.sub(ext._role, ":class:`~dpmap.releases.Release`") == "`Release`"
     assert ext.ROLE.sub(ext._role, ":meth:`the table <Release.table>`") == "`the table`"
     text = "\n".join(
         [

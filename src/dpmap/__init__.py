@@ -30,7 +30,7 @@ The public API is re-exported here; everything else is internal. The package is 
 
 from dpmap._version import __version__
 from dpmap.analysis import Around, compare, series, trend
-from dpmap.audit import AuditReport, audit
+from dpmap.auditing import AuditReport, audit
 from dpmap.diagnostics import Diagnostics
 from dpmap.errors import (
     BudgetError,
@@ -49,7 +49,7 @@ from dpmap.grid import Region, to_region
 from dpmap.ledger import Ledger
 from dpmap.maps.periods import explore_periods, plot_periods
 from dpmap.maps.trends import plot_series, plot_trend
-from dpmap.release import (
+from dpmap.releases import (
     EpsilonPlan,
     Explanation,
     Release,
