@@ -429,7 +429,7 @@ def _release_module() -> Any:
     import importlib
 
     return importlib.import_module(
-        "dpmap.release.pipeline"
+        "dpmap.releases.pipeline"
     )  # `from dpmap import release` is the function
 
 

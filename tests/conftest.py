@@ -80,7 +80,7 @@ def cached_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     releases are keyed by their zones' content (:func:`spec_key`): keyed by the spec alone,
     every zone release missed the cache and re-planned (two thirds of a zone audit's time).
     """
-    module = sys.modules["dpmap.release.pipeline"]
+    module = sys.modules["dpmap.releases.pipeline"]
     real_design_for = module.design_for
     designs: dict[Any, Any] = {}
 

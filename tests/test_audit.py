@@ -65,7 +65,7 @@ import dpmap.engines.bounding
 import dpmap.engines.local
 from dpmap import SpecError
 from dpmap._privacy.noise import plan_noise
-from dpmap.audit import (
+from dpmap.auditing import (
     AuditReport,
     _cp_bisect,
     _neighbours,
@@ -669,9 +669,9 @@ def test_cli_audit_json_at_the_mechanism_level(capsys: pytest.CaptureFixture[str
 def test_cli_audit_exits_1_when_the_release_leaks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = sys.modules["dpmap.release.pipeline"].release
+    real = sys.modules["dpmap.releases.pipeline"].release
     monkeypatch.setattr(
-        sys.modules["dpmap.release.pipeline"],
+        sys.modules["dpmap.releases.pipeline"],
         "release",
         lambda points, **kw: real(points, **{**kw, "person": None}),
     )

@@ -1,7 +1,7 @@
 """The one parameter table (:mod:`dpmap.parameters`) agrees with every entry point.
 
 The table is the single place a release parameter is written down; the command line's
-options and :data:`dpmap.audit.AUDIT_PARAMETERS` are derived from it. These tests check
+options and :data:`dpmap.auditing.AUDIT_PARAMETERS` are derived from it. These tests check
 what is *not* derived: the signature and the docstring of :func:`dpmap.release` and the
 keywords :func:`dpmap.explain` accepts, and that the derived ``--help`` of each command
 lists every flag of the table.
@@ -92,7 +92,7 @@ def test_explain_is_a_subset_of_release() -> None:
 
 
 def test_audit_takes_the_tables_audit_parameters() -> None:
-    from dpmap.audit import AUDIT_PARAMETERS
+    from dpmap.auditing import AUDIT_PARAMETERS
 
     assert parameters.names("audit") == AUDIT_PARAMETERS
     assert {"resolution", "epsilon", "bounds", "adaptive"} <= AUDIT_PARAMETERS

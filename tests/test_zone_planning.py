@@ -16,7 +16,7 @@ import pytest
 
 import dpmap
 from dpmap import SpecError
-from dpmap.audit import AuditReport, audit
+from dpmap.auditing import AuditReport, audit
 from parity import parity_zones
 from test_audit import (  # noqa: F401 - the fixtures are used by name (usefixtures)
     ALPHA,

@@ -4,12 +4,13 @@ Raw points go in; they are binned into coarse H3 cells, each person's contributi
 bounded, noise from OpenDP is added, small noisy counts are suppressed, and only those
 aggregates (with their margins of error) leave the library.
 
-The public API is re-exported here; everything else is internal. The package is layered
+The public API is re-exported here, each name imported on first use (so ``import dpmap``
+does not load pandas, polars or OpenDP); everything else is internal. The package is layered
 (each layer imports only from the ones below it; ``tests/test_structure.py`` checks this):
 
 - ``cli/``        the ``dpmap`` command line, one module per command group
-- ``audit``       :func:`audit`: an empirical lower bound on ε from neighbouring datasets
-- ``release/``    :func:`release` (``pipeline``), :func:`explain` (``planning``),
+- ``auditing``    :func:`audit`: an empirical lower bound on ε from neighbouring datasets
+- ``releases/``   :func:`release` (``pipeline``), :func:`explain` (``planning``),
                   :func:`plan_epsilon` / :func:`plan_resolution` (``targets``), the
                   :class:`Release` and its files (``result``, ``cells``, ``manifest``)
 - ``maps/``       static (matplotlib) and interactive (folium) maps, one shared ``layers``
@@ -28,38 +29,45 @@ The public API is re-exported here; everything else is internal. The package is 
                   the :class:`DpmapError` tree
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dpmap._version import __version__
-from dpmap.analysis import Around, compare, series, trend
-from dpmap.audit import AuditReport, audit
-from dpmap.diagnostics import Diagnostics
-from dpmap.errors import (
-    BudgetError,
-    BudgetExceededError,
-    ClaimTakenError,
-    DataFileError,
-    DpmapError,
-    InputError,
-    MechanismError,
-    MissingDependencyError,
-    RegionError,
-    ReleaseFormatError,
-    SpecError,
-)
-from dpmap.grid import Region, to_region
-from dpmap.ledger import Ledger
-from dpmap.maps.periods import explore_periods, plot_periods
-from dpmap.maps.trends import plot_series, plot_trend
-from dpmap.release import (
-    EpsilonPlan,
-    Explanation,
-    Release,
-    explain,
-    plan_epsilon,
-    plan_resolution,
-    read_release,
-    release,
-)
-from dpmap.spec import Mechanism, ReleaseSpec, Selection
+
+if TYPE_CHECKING:  # the names below are imported on first use (see ``__getattr__``)
+    from dpmap.analysis import Around, compare, series, trend
+    from dpmap.auditing import AuditReport, audit
+    from dpmap.diagnostics import Diagnostics
+    from dpmap.errors import (
+        BudgetError,
+        BudgetExceededError,
+        ClaimTakenError,
+        DataFileError,
+        DpmapError,
+        InputError,
+        MechanismError,
+        MissingDependencyError,
+        RegionError,
+        ReleaseFormatError,
+        SpecError,
+    )
+    from dpmap.grid import Region, to_region
+    from dpmap.ledger import Ledger
+    from dpmap.maps.periods import explore_periods, plot_periods
+    from dpmap.maps.trends import plot_series, plot_trend
+    from dpmap.releases import (
+        EpsilonPlan,
+        Explanation,
+        Release,
+        explain,
+        plan_epsilon,
+        plan_resolution,
+        read_release,
+        release,
+    )
+    from dpmap.spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
     "Around",
@@ -101,6 +109,62 @@ __all__ = [
     "to_region",
     "trend",
 ]
+
+#: public name → the module it is imported from on first use, so that ``import dpmap`` stays
+#: light (no pandas, polars, OpenDP, H3, shapely, matplotlib; ``tests/test_imports.py``)
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("Around", "compare", "series", "trend"), "dpmap.analysis"),
+    **dict.fromkeys(("AuditReport", "audit"), "dpmap.auditing"),
+    "Diagnostics": "dpmap.diagnostics",
+    **dict.fromkeys(
+        (
+            "BudgetError",
+            "BudgetExceededError",
+            "ClaimTakenError",
+            "DataFileError",
+            "DpmapError",
+            "InputError",
+            "MechanismError",
+            "MissingDependencyError",
+            "RegionError",
+            "ReleaseFormatError",
+            "SpecError",
+        ),
+        "dpmap.errors",
+    ),
+    **dict.fromkeys(("Region", "to_region"), "dpmap.grid"),
+    "Ledger": "dpmap.ledger",
+    **dict.fromkeys(("explore_periods", "plot_periods"), "dpmap.maps.periods"),
+    **dict.fromkeys(("plot_series", "plot_trend"), "dpmap.maps.trends"),
+    **dict.fromkeys(
+        (
+            "EpsilonPlan",
+            "Explanation",
+            "Release",
+            "explain",
+            "plan_epsilon",
+            "plan_resolution",
+            "read_release",
+            "release",
+        ),
+        "dpmap.releases",
+    ),
+    **dict.fromkeys(("Mechanism", "ReleaseSpec", "Selection"), "dpmap.spec"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (PEP 562) and keep it in the module's namespace."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dpmap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def show_versions() -> None:

@@ -15,12 +15,14 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from dpmap.errors import DataFileError, InputError, ReleaseFormatError
-from dpmap.spec import ReleaseSpec
+
+if TYPE_CHECKING:  # polars is imported by the readers that need it: the path helpers stay light
+    import polars as pl
+
+    from dpmap.spec import ReleaseSpec
 
 __all__ = ["atomic_write", "histogram_path", "manifest_path", "read_points"]
 
@@ -40,6 +42,8 @@ def read_points(points: Any, spec: ReleaseSpec) -> pl.LazyFrame:
     A GeoDataFrame of points is reprojected to EPSG:4326 and its coordinates are used
     (``lat``/``lng`` names are then ignored); one without a CRS is refused.
     """
+    import polars as pl
+
     if isinstance(points, (str, os.PathLike)):
         return _scan_file(os.fspath(points))
     if isinstance(points, pl.LazyFrame):
@@ -108,6 +112,8 @@ def csv_line_ending(path: str) -> str:
 
 
 def _scan_file(path: str) -> pl.LazyFrame:
+    import polars as pl
+
     kind = points_file_kind(path)
     try:
         if kind == "csv":
@@ -139,6 +145,7 @@ def _from_geodataframe(gdf: Any, spec: ReleaseSpec) -> pl.LazyFrame:
     if not gdf.crs.equals("EPSG:4326"):
         geom = geom.to_crs("EPSG:4326")
     import pandas as pd
+    import polars as pl
 
     df = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name]))
     df = df.drop(columns=[c for c in (spec.lat, spec.lng) if c in df.columns])

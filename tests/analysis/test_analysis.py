@@ -28,7 +28,7 @@ from common import CATEGORIES, REGION, cell_centre, cell_polygon, debtors, inter
 from dpmap._privacy.postprocess import Z95
 from dpmap.analysis import nearby, totals
 from dpmap.cli import main
-from dpmap.release import targets
+from dpmap.releases import targets
 
 GEOD = Geod(ellps="WGS84")
 #: points are drawn a little inside the region, so each lies in a released cell

@@ -673,7 +673,7 @@ def test_a_failed_map_after_payment_keeps_the_written_release(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
     def broken_plot(self: Release, *args: Any, **kw: Any) -> None:
         raise dpmap.SpecError("the release table has no cells to plot")
@@ -706,7 +706,7 @@ def test_a_failed_write_after_payment_saves_the_release_elsewhere(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
     original = Release.to_file
     rescue = workdir / "rescue"
@@ -769,7 +769,7 @@ def test_a_failure_inside_the_release_after_noise_says_the_budget_was_spent(
 ) -> None:
     import importlib
 
-    release_module = importlib.import_module("dpmap.release.pipeline")
+    release_module = importlib.import_module("dpmap.releases.pipeline")
 
     def boom(*args: Any, **kw: Any) -> None:
         raise dpmap.SpecError("injected failure after noise")

@@ -390,7 +390,7 @@ def test_period_slider_switches_the_shown_period(browser, tmp_path):
     relabels it, recolours the hexagons with that period's colours (read from the embedded
     data) and the tooltip shows that period's value ± margin and its label."""
     from dpmap import explore_periods
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
     base = _release()
     labels = ["2026-01", "2026-02", "2026-03"]

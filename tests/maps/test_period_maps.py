@@ -30,7 +30,7 @@ from dpmap.errors import SpecError  # noqa: E402
 from dpmap.maps.layers import COLOR_PERCENTILE, ramp_colours  # noqa: E402
 from dpmap.maps.static import GID_SUPPRESSED, GID_VALUES  # noqa: E402
 from dpmap.maps.trends import MAX_PANELS  # noqa: E402
-from dpmap.release import Release  # noqa: E402
+from dpmap.releases import Release  # noqa: E402
 
 CENTER = h3.latlng_to_cell(52.52, 13.405, 7)
 CELLS = sorted(h3.grid_disk(CENTER, 3))  # 37 cells

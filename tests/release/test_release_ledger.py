@@ -16,7 +16,7 @@ import dpmap
 from dpmap._privacy import noise as mechanisms
 from dpmap.cli import main
 
-release_module = importlib.import_module("dpmap.release.pipeline")  # dpmap.release is the function
+release_module = importlib.import_module("dpmap.releases.pipeline")  # dpmap.release is the function
 
 REGION = box(116.0, 39.0, 116.3, 39.2)
 

@@ -17,7 +17,7 @@ from dpmap.analysis.zones import equal_area
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 
 @dataclass(frozen=True)

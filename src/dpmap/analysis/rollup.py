@@ -22,7 +22,7 @@ from dpmap.designs.distribution import manifest_border_intervals, manifest_histo
 from dpmap.errors import DpmapWarning, SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 
 def aggregate_to(

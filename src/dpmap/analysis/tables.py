@@ -63,7 +63,7 @@ from dpmap.io import atomic_write, manifest_path
 from dpmap.spec import band_name, quantile_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 __all__ = [
     "HIDDEN",

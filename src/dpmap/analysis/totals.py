@@ -25,7 +25,7 @@ from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 
 STATS = ("count", "sum")

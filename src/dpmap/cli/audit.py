@@ -57,7 +57,7 @@ def audit_cmd(**kw: Any) -> None:
     """
     import json
 
-    from dpmap.audit import audit
+    from dpmap.auditing import audit
 
     own = {key: kw.pop(key) for key in ("discovery", "zones", "runs", "alpha", "level")}
     as_json = kw.pop("json")

@@ -37,7 +37,7 @@ def demo_cmd(
     Writes the synthetic input, the region, the release (GeoJSON + manifest) and a PNG map to --out.
     """
     from dpmap.demo import DEMO_DATA_NOTICE
-    from dpmap.release import release
+    from dpmap.releases import release
 
     if not out.exists():
         out.mkdir(parents=True)

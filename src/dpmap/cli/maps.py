@@ -64,7 +64,7 @@ def plot_cmd(
 
     Example: dpmap plot map.geojson --png map.png --html map.html
     """
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     if png is None and html is None:
         raise SpecError("dpmap plot needs an output: --png PATH, --html PATH, or both")
@@ -155,7 +155,7 @@ def _category_totals(
     if category is not None and (category != ALL_CATEGORIES or ALL_CATEGORIES in named):
         return rels, category, None
     from dpmap.analysis.tables import category_total_cells
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
     if category is None:
         print(

@@ -198,7 +198,7 @@ def release_cmd(ctx: typer.Context, **kw: Any) -> None:
         dpmap release --config release.toml     (settings kept under version control)
     """
     from dpmap.diagnostics import Diagnostics
-    from dpmap.release import release
+    from dpmap.releases import release
 
     kw = _release_kwargs(kw, ctx, "release")
     points, out, png, quiet = kw.pop("points"), kw.pop("out"), kw.pop("png"), kw.pop("quiet")
@@ -263,7 +263,7 @@ def _check_outputs(
 ) -> None:
     """Refuse, before anything is spent, every output that could not be written
     (``histogram``: the release writes its value histogram beside the table too)."""
-    from dpmap.release.result import release_kind
+    from dpmap.releases.result import release_kind
 
     if png is not None and png.suffix.lower() != ".png":
         raise SpecError(f"--png {str(png)!r} must end in .png")
@@ -396,7 +396,7 @@ def explain_cmd(ctx: typer.Context, **kw: Any) -> None:
     """
     import json
 
-    from dpmap.release import explain
+    from dpmap.releases import explain
 
     as_json = kw.pop("json")
     kw = _release_kwargs(kw, ctx, "explain")

@@ -160,7 +160,7 @@ def table_cmd(
     Example: dpmap table map.geojson --zones counties.gpkg --by name --out counties.csv
     """
     from dpmap.analysis.tables import notes_path
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     if out.suffix.lower() != ".csv":
         raise SpecError(f"--out {str(out)!r} must end in .csv (a press table is a CSV file)")
@@ -210,7 +210,7 @@ def aggregate_cmd(
 
     Example: dpmap aggregate map.geojson --zones counties.gpkg --by name --out counties.csv
     """
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     _table_kind(out)
     check_new_files(
@@ -301,7 +301,7 @@ def _compare_files(a: Path, b: Path, zones: Path | None, by: str | None, out: Pa
     """``dpmap compare A B``: two releases (cell by cell, or rolled up to --zones) or two
     roll-ups."""
     from dpmap.analysis import compare
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     rollups = [_read_rollup(p) for p in (a, b)]
     sources: list[Any] = []
@@ -352,7 +352,7 @@ def _compare_periods(
 ) -> None:
     """``dpmap compare PANEL --periods FIRST,SECOND``: two periods of one panel file."""
     from dpmap.analysis import compare
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     if b is not None or place != (None, None):
         raise SpecError(
@@ -413,7 +413,7 @@ def around_cmd(
 
     Example: dpmap around map.geojson --lat 39.1 --lng 116.15 --radius-m 500
     """
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     rel = read_release(release_file)
     result = rel.around(lat, lng, radius_m, resolution=resolution, noun=noun)
@@ -426,7 +426,7 @@ def _series_inputs(
     release_files: list[Path], zones: Path | None, periods: str | None
 ) -> tuple[list[Any], Any, list[Any] | None]:
     """The releases (oldest first), the zones and the period names of ``series``/``trend``."""
-    from dpmap.release import read_release
+    from dpmap.releases import read_release
 
     rels = [read_release(f) for f in release_files]
     if len(rels) == 1 and rels[0].periods is not None:  # a panel: its own public periods

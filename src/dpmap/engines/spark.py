@@ -11,13 +11,15 @@ How the work is split (one Spark job; only the per-cell aggregates reach the dri
 1. **Project** the role columns under internal names (casts as in the local engine);
    missing or non-numeric columns are refused with the local engine's messages
    (:func:`dpmap.engines.frames.check_columns`, on the schema converted through Arrow).
-2. **Prepare** each Arrow batch in a vectorised UDF (``mapInArrow``) that calls the local
-   engine's own functions on a polars frame: drop rows with missing coordinates / person /
-   value, bin with the same ``polars_h3`` call, keep rows in the public cell set (a sorted
-   int64 array shipped with the UDF, binary search), clamp and round values, index the
-   categories (:func:`~dpmap.engines.frames.prepare_rows`), and compute each record's
-   priority with :func:`~dpmap.engines.frames.priorities`. Each partition also emits
-   one summary row with its :class:`~dpmap.engines.frames.RowCounts`.
+2. **Prepare** each Arrow batch in a vectorised UDF (``mapInArrow``, a
+   :class:`~dpmap.engines.spark_worker.PrepareBatches`, in a module of its own so that an
+   executor imports only what it needs) that calls the local engine's own functions on a
+   polars frame: drop rows with missing coordinates / person / value, bin with the same
+   ``polars_h3`` call, keep rows in the public cell set (a sorted int64 array shipped with
+   the UDF, binary search), clamp and round values, index the categories
+   (:func:`~dpmap.engines.frames.prepare_rows`), and compute each record's priority with
+   :func:`~dpmap.engines.frames.priorities`. Each partition also emits one summary row
+   with its :class:`~dpmap.engines.frames.RowCounts`.
 3. **Bound** with window functions, partitioned by person (one shuffle, keyed by a 64-bit
    hash of the person followed by the person itself): ``row_number`` over (person, cell)
    ordered by priority ≤ L∞; then the cells ranked by their smallest priority
@@ -57,6 +59,7 @@ from dpmap.aggregates import BoundedAggregates
 from dpmap.diagnostics import Diagnostics
 from dpmap.engines import frames
 from dpmap.engines.frames import CAT, CELL, LAT, LEAF, LNG, PERIOD, PERSON, PRIO, TIME, VALUE
+from dpmap.engines.spark_worker import PrepareBatches
 from dpmap.errors import DataFileError, InputError, missing_extra
 from dpmap.io import points_file_kind, read_points
 from dpmap.spec import ReleaseSpec
@@ -252,34 +255,6 @@ class _Plan:
     aggregated: Any  # per (cell[, category]): count, sum, persons; the summary row has cell null
 
 
-def _prepare_fn(spec: ReleaseSpec, domain: np.ndarray | None, schema: pa.Schema) -> Any:
-    """The ``mapInArrow`` function: the local engine's row preparation on each batch."""
-    bound = spec.person is not None
-    data_names = [n for n in schema.names if n != _DIAG]
-
-    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        total = frames.RowCounts()
-        for rb in batches:
-            df, counts = frames.prepare_rows(pl.DataFrame(pl.from_arrow(rb)), spec, domain)
-            total = total.merge(counts)
-            if df.height == 0:
-                continue
-            if bound:  # the same priorities as the local engine (fresh ones for "random")
-                prio = frames.priorities(df, spec)
-                # u64 -> i64 preserving order (Spark has no unsigned longs): flip the top bit
-                df = df.with_columns(
-                    (prio ^ pl.lit(1 << 63, dtype=pl.UInt64)).reinterpret(signed=True).alias(PRIO)
-                )
-            table = df.select(data_names).to_arrow(compat_level=pl.CompatLevel.oldest())
-            table = table.append_column(_DIAG, pa.nulls(df.height, schema.field(_DIAG).type))
-            yield from table.cast(schema).to_batches()
-        summary = {n: pa.nulls(1, schema.field(n).type) for n in data_names}
-        summary[_DIAG] = pa.array([total.as_floats()], schema.field(_DIAG).type)
-        yield pa.RecordBatch.from_pydict(summary, schema=schema)
-
-    return fn
-
-
 def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     """Build the lazy stages; nothing runs until the aggregates are collected."""
     from pyspark.sql import functions as F
@@ -302,7 +277,7 @@ def _plan(sdf: Any, spec: ReleaseSpec, domain: np.ndarray | None) -> _Plan:
     out_fields.append(T.StructField(_DIAG, T.ArrayType(T.DoubleType(), False), True))
     out_schema = T.StructType(out_fields)
     arrow_schema = to_arrow_schema(out_schema)
-    prepared = projected.mapInArrow(_prepare_fn(spec, domain, arrow_schema), out_schema)
+    prepared = projected.mapInArrow(PrepareBatches(spec, domain, arrow_schema, _DIAG), out_schema)
 
     summary = F.col(_DIAG).isNotNull()
     if spec.person is not None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import folium
     from matplotlib.figure import Figure
 
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 __all__ = ["explore_periods", "plot_periods"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpmap.release import Release
+    from dpmap.releases import Release
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@
 → post-processing (suppression, means, margins) → Release (cells + manifest)``
 """
 
-from dpmap.release.pipeline import release
-from dpmap.release.planning import Explanation, explain
-from dpmap.release.result import Release, read_release
-from dpmap.release.targets import EpsilonPlan, plan_epsilon, plan_resolution
+from dpmap.releases.pipeline import release
+from dpmap.releases.planning import Explanation, explain
+from dpmap.releases.result import Release, read_release
+from dpmap.releases.targets import EpsilonPlan, plan_epsilon, plan_resolution
 
 __all__ = [
     "EpsilonPlan",

@@ -11,7 +11,7 @@ from dpmap._version import __version__
 from dpmap.aggregates import SUM_LIMIT
 from dpmap.analysis.tables import count_terms, count_unit
 from dpmap.designs.base import Design, Measured
-from dpmap.release.planning import budget_shares
+from dpmap.releases.planning import budget_shares
 from dpmap.spec import ReleaseSpec
 
 #: version of the file/manifest format

@@ -20,7 +20,7 @@ from dpmap.io import atomic_write, histogram_path, manifest_path, read_manifest
 from dpmap.maps.interactive import explore_release, write_html
 from dpmap.maps.periods import explore_periods, plot_periods
 from dpmap.maps.static import plot_release
-from dpmap.release.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
+from dpmap.releases.cells import KEY_COLUMNS, UNBIASED_COLUMNS, normalise_dtypes
 
 
 class Release:

@@ -99,7 +99,7 @@ from dpmap._privacy.noise import plan_noise
 from dpmap.engines import local
 from dpmap.errors import SpecError
 from dpmap.parameters import AUDIT_PARAMETERS, check_keywords
-from dpmap.release import explain, pipeline
+from dpmap.releases import explain, pipeline
 
 __all__ = [
     "AuditReport",

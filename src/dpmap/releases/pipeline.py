@@ -17,16 +17,16 @@ from dpmap.engines import engine_for
 from dpmap.errors import BudgetError, ClaimTakenError, SpecError, warn_negligible_noise
 from dpmap.ledger import Ledger, check_label
 from dpmap.parameters import checked
-from dpmap.release.cells import cell_table, estimates_frame, histogram_frame
-from dpmap.release.manifest import build_manifest
-from dpmap.release.planning import (
+from dpmap.releases.cells import cell_table, estimates_frame, histogram_frame
+from dpmap.releases.manifest import build_manifest
+from dpmap.releases.planning import (
     SPEC_FIELDS,
     check_period_label,
     design_options,
     make_spec,
     resolve_region,
 )
-from dpmap.release.result import Release
+from dpmap.releases.result import Release
 
 __all__ = ["release"]
 
