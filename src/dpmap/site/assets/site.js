@@ -100,6 +100,60 @@
     hatch = ctx.createPattern(p, "repeat");
     return hatch;
   }
+  /* the rings of shape i as subpaths, back to their first vertex (not closePath(), which
+     is slow in Chromium's long paths: 60 ms per thousand rings) */
+  function trace(ctx, d, i, bx, by, z) {
+    var wo = d.wo, rs = d.rs;
+    for (var r = d.ss[i], re = d.ss[i + 1]; r < re; r++) {
+      var s0 = rs[r], e = rs[r + 1], x0 = bx + wo[2 * s0] * z, y0 = by + wo[2 * s0 + 1] * z;
+      ctx.moveTo(x0, y0);
+      for (var v = s0 + 1; v < e; v++) ctx.lineTo(bx + wo[2 * v] * z, by + wo[2 * v + 1] * z);
+      ctx.lineTo(x0, y0);
+    }
+  }
+
+  function rgba(hex) {
+    var v = parseInt(hex.slice(1), 16);
+    return (255 << 24 | (v & 255) << 16 | (v >> 8 & 255) << 8 | v >> 16) >>> 0;  // RGBA bytes
+  }
+  /* Fill the first ring of every listed cell into the canvas's pixels, sampling pixel
+     centres (neighbouring cells tile without gaps or overlaps); a cell that covers no pixel
+     centre gets the pixel under its centre. Suppressed cells: a hatch of grey lines. */
+  function rasterize(ctx, d, buckets, pal, W, H, dpr, z, ox, oy) {
+    var img = ctx.createImageData(W, H), buf = new Uint32Array(img.data.buffer);
+    var cols = pal.map(rgba), light = rgba("#e3e3e3"), dark = rgba("#8c8c8c");
+    var xs = new Float64Array(64), ys = new Float64Array(64), wo = d.wo, rs = d.rs, zd = z * dpr;
+    for (var k = 0; k < buckets.length; k++) {
+      var list = buckets[k], hatched = k === pal.length, col = cols[k];
+      for (var j = 0; j < list.length; j++) {
+        var i = list[j], bx = (d.wc[2 * i] * z - ox) * dpr, by = (d.wc[2 * i + 1] * z - oy) * dpr;
+        var s0 = rs[d.ss[i]], m = Math.min(64, rs[d.ss[i] + 1] - s0), y0 = Infinity, y1 = -Infinity, v;
+        for (v = 0; v < m; v++) {
+          xs[v] = bx + wo[2 * (s0 + v)] * zd; ys[v] = by + wo[2 * (s0 + v) + 1] * zd;
+          if (ys[v] < y0) y0 = ys[v]; if (ys[v] > y1) y1 = ys[v];
+        }
+        var filled = 0, ya = Math.max(0, Math.ceil(y0 - 0.5)), yb = Math.min(H - 1, Math.floor(y1 - 0.5));
+        for (var y = ya; y <= yb; y++) {
+          var yc = y + 0.5, xa = Infinity, xb = -Infinity;
+          for (var a = 0, b = m - 1; a < m; b = a++) {
+            if ((ys[a] > yc) !== (ys[b] > yc)) {
+              var x = xs[b] + (yc - ys[b]) * (xs[a] - xs[b]) / (ys[a] - ys[b]);
+              if (x < xa) xa = x; if (x > xb) xb = x;
+            }
+          }
+          var xl = Math.max(0, Math.ceil(xa - 0.5)), xr = Math.min(W - 1, Math.floor(xb - 0.5));
+          for (var px = xl; px <= xr; px++) buf[y * W + px] = hatched ? ((px + y) % 6 ? light : dark) : col;
+          filled += xr - xl + 1;
+        }
+        if (filled <= 0) {
+          var cx = Math.floor(bx), cy = Math.floor(by);
+          if (cx >= 0 && cy >= 0 && cx < W && cy < H) buf[cy * W + cx] = hatched ? light : col;
+        }
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
   var CanvasLayer = window.L.Layer.extend({
     onAdd: function (map) {
       this._c = window.L.DomUtil.create("canvas", "dpmap-canvas");
@@ -132,43 +186,34 @@
         if (cl === -2) continue;
         buckets[cl < 0 ? K : cl].push(i); visible++; sumR += r;
       }
-      var small = visible && sumR / visible < 1.5;  // sub-pixel shapes: a dot each
-      for (k = 0; k <= K; k++) {
-        var list = buckets[k];
-        if (!list.length) continue;
-        ctx.fillStyle = k === K ? hatchPattern(ctx) : pal[k];
-        ctx.beginPath();
-        for (var j = 0; j < list.length; j++) {
-          i = list[j];
-          var bx = d.wc[2 * i] * z - ox, by = d.wc[2 * i + 1] * z - oy;
-          if (small) { ctx.rect(bx - 1, by - 1, 2, 2); continue; }
-          for (var rr = d.ss[i]; rr < d.ss[i + 1]; rr++) {
-            for (var v = d.rs[rr]; v < d.rs[rr + 1]; v++) {
-              var px = bx + d.wo[2 * v] * z, py = by + d.wo[2 * v + 1] * z;
-              if (v === d.rs[rr]) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-            }
-            ctx.closePath();
+      /* many small cells: scan-convert them into pixels (Canvas paths of hundreds of
+         thousands of tiny polygons take seconds in software rendering) */
+      if (layerOf().kind === "cells" && visible && sumR / visible * dpr < 8) {
+        rasterize(ctx, d, buckets, pal, cv.width, cv.height, dpr, z, ox, oy);
+      } else {
+        for (k = 0; k <= K; k++) {
+          var list = buckets[k];
+          if (!list.length) continue;
+          ctx.fillStyle = k === K ? hatchPattern(ctx) : pal[k];
+          ctx.beginPath();
+          for (var j = 0; j < list.length; j++) {
+            i = list[j];
+            trace(ctx, d, i, d.wc[2 * i] * z - ox, d.wc[2 * i + 1] * z - oy, z);
+          }
+          ctx.fill("evenodd");
+          if (sumR / visible > 6) {
+            ctx.strokeStyle = "rgba(255,255,255,0.6)"; ctx.lineWidth = 0.5; ctx.stroke();
           }
         }
-        ctx.fill("evenodd");
-        if (!small && sumR / visible > 6) {
-          ctx.strokeStyle = "rgba(255,255,255,0.6)"; ctx.lineWidth = 0.5; ctx.stroke();
-        }
-      }
-      if (S.stat === "trend" && !small) {  // significant trends: a dark outline
-        ctx.beginPath();
-        buckets.forEach(function (list) {
-          list.forEach(function (i) {
-            if (!c.sig[i]) return;
-            var bx = d.wc[2 * i] * z - ox, by = d.wc[2 * i + 1] * z - oy;
-            for (var rr = d.ss[i]; rr < d.ss[i + 1]; rr++)
-              for (var v = d.rs[rr]; v < d.rs[rr + 1]; v++) {
-                var px = bx + d.wo[2 * v] * z, py = by + d.wo[2 * v + 1] * z;
-                if (v === d.rs[rr]) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-              }
+        if (S.stat === "trend") {  // significant trends: a dark outline
+          ctx.beginPath();
+          buckets.forEach(function (list) {
+            list.forEach(function (i) {
+              if (c.sig[i]) trace(ctx, d, i, d.wc[2 * i] * z - ox, d.wc[2 * i + 1] * z - oy, z);
+            });
           });
-        });
-        ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.stroke();
+          ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.stroke();
+        }
       }
       var ms = performance.now() - t0;
       api.drawTimes.push({ ms: ms, shapes: visible, zoom: map.getZoom() });
