@@ -38,15 +38,18 @@ _HARNESS = """
 const fs = require("fs");
 const G = require(process.argv[2]);
 const job = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
-let out;
-if (job.disk) {
-  out = job.disk.map(([lat, lng, r]) => G.disk(lat, lng, r));
-} else {
-  const D = job.site, L = D.layers[0], d = G.decodeShapes(L);
-  const src = G.aroundSource(D, L, job.period, d);
-  out = job.points.map(([lat, lng, r]) => G.around(src, lat, lng, r));
-}
-process.stdout.write(JSON.stringify(out));
+(async () => {
+  let out;
+  if (job.disk) {
+    out = job.disk.map(([lat, lng, r]) => G.disk(lat, lng, r));
+  } else {
+    const D = job.site, L = D.layers[0];
+    await G.prepare(L, job.period);
+    const src = G.aroundSource(D, L, job.period, G.decodeShapes(L));
+    out = job.points.map(([lat, lng, r]) => G.around(src, lat, lng, r));
+  }
+  process.stdout.write(JSON.stringify(out));
+})();
 """
 
 

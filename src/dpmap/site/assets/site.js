@@ -57,27 +57,15 @@
   }
   function statInfo() {
     var L = layerOf();
-    if (S.stat === "trend") return { key: "trend", label: L.trend.label, digits: 2 };
+    if (S.stat === "trend") return { key: "trend", label: L.trend.label, digits: 2, vmax: L.trend.vmax };
     return L.statistics.filter(function (s) { return s.key === S.stat; })[0];
   }
-  /* the colour scale: 0 to the 99th percentile of the shown values of every period */
+  /* the colour scale: 0 to the 99th percentile of the published values of every period
+     (computed by dpmap: vmax); a trend's: -vmax..vmax of |slope| */
   function scale() {
-    var L = layerOf(), key = "scale:" + S.stat;
-    L._v = L._v || {};
-    if (L._v[key] !== undefined) return L._v[key];
-    var all = [];
-    var periods = S.stat === "trend" ? [S.period] : L.periods.map(function (_, p) { return p; });
-    periods.forEach(function (p) {
-      var save = S.period; S.period = p; var c = cur(); S.period = save;
-      for (var i = 0; i < c.value.length; i++) if (c.state[i] === 0 && isFinite(c.value[i])) all.push(c.value[i]);
-    });
-    all.sort(function (a, b) { return a - b; });
-    var top = all.length ? all[Math.min(all.length - 1, Math.floor(0.99 * (all.length - 1)))] : 1;
-    if (S.stat === "trend") {
-      var m = all.length ? Math.max(Math.abs(all[Math.floor(0.01 * (all.length - 1))]), Math.abs(top)) : 1;
-      L._v[key] = { lo: -(m || 1), hi: m || 1, diverging: true };
-    } else L._v[key] = { lo: 0, hi: top > 0 ? top : 1, diverging: false };
-    return L._v[key];
+    var L = layerOf();
+    if (S.stat === "trend") return { lo: -L.trend.vmax, hi: L.trend.vmax, diverging: true };
+    return { lo: 0, hi: statInfo().vmax, diverging: false };
   }
   function classOf(c, i, sc) {
     if (c.state[i] === 1) return -1;
@@ -260,6 +248,7 @@
   var aroundLayer = null;
   api.around = function (lat, lng, radius) {
     var src = aroundSource(), L = layerOf();
+    api._last = [lat, lng, radius];
     var r = src ? G.around(src, lat, lng, radius) : { error: L.around_note };
     if (!r.error) r.note = L.around_note;
     showAround(r, lat, lng, radius);
@@ -407,10 +396,22 @@
     box.hidden = L.periods.length < 2;
     slider.min = 0; slider.max = L.periods.length - 1; slider.value = S.period;
     $("around-note").textContent = L.around ? L.around_note : "";
-    decode(L);
-    refresh();
+    return show();
+  }
+  /* inflate what the current layer and period need, then draw (resolves when drawn) */
+  function show() {
+    var L = layerOf(), p = S.period;
+    return G.prepare(L, p).then(function () {
+      if (L !== layerOf() || p !== S.period) return;
+      refresh();
+      if (api._last) api.around.apply(null, api._last);  // the answer follows the slider
+    }).catch(function (e) {
+      $("around-answer").textContent = "This page could not read its data: " + e;
+      throw e;
+    });
   }
   function refresh() {
+    decode(layerOf());
     var L = layerOf();
     $("period-label").textContent = L.periods[S.period] === null ? "" : L.periods[S.period];
     $("period-slider").setAttribute("aria-valuetext", $("period-label").textContent);
@@ -431,7 +432,7 @@
     var bb = D.layers[0].bbox;
     map.fitBounds([[bb[1], bb[0]], [bb[3], bb[2]]]);
     $("stat-select").addEventListener("change", function (e) { S.stat = e.target.value; T.page = 0; refresh(); });
-    $("period-slider").addEventListener("input", function (e) { S.period = +e.target.value; refresh(); });
+    $("period-slider").addEventListener("input", function (e) { S.period = +e.target.value; show(); });
     $("table-search").addEventListener("input", function () { T.page = 0; renderTable(); });
     $("page-prev").addEventListener("click", function () { T.page--; renderTable(); });
     $("page-next").addEventListener("click", function () { T.page++; renderTable(); });
@@ -451,11 +452,13 @@
       $(id).addEventListener("keydown", function (e) { if (e.key === "Enter") go(); });
     });
     map.on("click", function (e) {
+      if (!api.canvas) return;
       $("around-lat").value = e.latlng.lat.toFixed(6); $("around-lng").value = e.latlng.lng.toFixed(6);
       api.around(e.latlng.lat, e.latlng.lng, +$("around-radius").value);
     });
     var tip = $("tooltip");
     map.on("mousemove", function (e) {
+      if (!api.canvas) return;
       var i = shapeAt(e.latlng);
       if (i < 0) { tip.hidden = true; return; }
       tip.textContent = decode(layerOf()).ids[i] + ": " + shown(cur(), i);
@@ -463,9 +466,10 @@
       tip.style.left = (e.containerPoint.x + 12) + "px"; tip.style.top = (e.containerPoint.y + 12) + "px";
     });
     map.on("mouseout", function () { tip.hidden = true; });
-    setLayer(0);
-    api.canvas = new CanvasLayer();
-    api.canvas.addTo(map);
+    setLayer(0).then(function () {
+      api.canvas = new CanvasLayer();
+      api.canvas.addTo(map);
+    });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
