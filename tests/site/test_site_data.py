@@ -13,6 +13,7 @@ import json
 import warnings
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -212,6 +213,24 @@ def test_zones_and_correlated_designs_have_no_around(rels: list[dpmap.Release]) 
     # the map shows the finest level, the level around() would add up
     assert set(unpack_text(out["shapes"]["ids"])) == set(rows_of(hier).cells)
     assert out["periods"] == [None]
+    zones = gpd.GeoDataFrame(
+        {"name": ["west", "east"]},
+        geometry=[shapely.box(116.0, 39.0, 116.15, 39.2), shapely.box(116.15, 39.0, 116.3, 39.2)],
+        crs="EPSG:4326",
+    )
+    zrel = dpmap.release(_points(300, 6), zones=zones, by="name", epsilon=1.0)
+    with pytest.raises(dpmap.SpecError, match="one row per zone"):
+        zrel.around(39.1, 116.1)  # what the site mirrors
+    layer = SiteLayer("z", "Zones", "zones", (SitePeriod(None, zrel),))
+    out = site_data([layer], title="T", noun="n", tiles=None)["layers"][0]
+    assert out["around"] is None and "whole zones" in out["around_note"]
+    assert sorted(unpack_text(out["shapes"]["ids"])) == ["east", "west"]
+    assert out["kind"] == "zones" and out["resolution"] is None
+    rings = _decode_shapes(out["shapes"])
+    for name, shape in zip(unpack_text(out["shapes"]["ids"]), rings, strict=True):
+        want = zones.set_index("name").geometry[name]
+        got = shapely.Polygon(shape[0])
+        assert got.symmetric_difference(want).area < 1e-6 * want.area
 
 
 def test_bad_inputs_are_one_line_errors(rels: list[dpmap.Release]) -> None:
