@@ -206,7 +206,8 @@ def layer_data(layer: SiteLayer) -> dict[str, Any]:
     geoms = np.concatenate([np.asarray(t.geometry.to_numpy(), dtype=object) for t in tables])
     geoms = geoms[first[order]]
     index = pd.Index(ids)
-    stats = _statistics(tables, layer.kind)
+    value = (layer.periods[-1].release.manifest.get("contribution_bounds") or {}).get("value")
+    stats = _statistics(tables, layer.kind, value)
     areas = (
         np.array([h3.cell_area(c, unit="km^2") for c in ids])
         if layer.kind == "cells"
@@ -272,7 +273,8 @@ def encode_shapes(geoms: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _statistics(tables: list[pd.DataFrame], kind: str) -> list[dict[str, Any]]:
+def _statistics(tables: list[pd.DataFrame], kind: str, value: str | None) -> list[dict[str, Any]]:
+    """The published statistics (count first), their labels, digits and colour-scale top."""
     keys: list[str] = []
     for t in tables:
         for c in t.columns:
@@ -292,10 +294,17 @@ def _statistics(tables: list[pd.DataFrame], kind: str) -> list[dict[str, Any]]:
         v = v[np.isfinite(v)]
         digits = 0 if (v == np.round(v)).all() else 2
         top = float(np.percentile(v, COLOR_PERCENTILE)) if len(v) else 1.0
+        what = (
+            c
+            if value is None or c == "count"
+            else f"{c} of {value}"
+            if c == "sum"
+            else f"{c} {value}"
+        )
         out.append(
             {
                 "key": c,
-                "label": f"noisy {c} per {unit}",
+                "label": f"noisy {what} per {unit}",
                 "digits": digits,
                 "vmax": top if top > 0 else 1.0,
             }

@@ -245,7 +245,7 @@
     return L._a[S.period];
   }
 
-  var aroundLayer = null;
+  var aroundLayer = null, aroundRenderer = null;
   api.around = function (lat, lng, radius) {
     var src = aroundSource(), L = layerOf();
     api._last = [lat, lng, radius];
@@ -265,15 +265,16 @@
     box.setAttribute("data-count", String(r.count));
     box.setAttribute("data-count-moe", String(r.count_moe));
     var Lf = window.L, g = Lf.layerGroup(), d = decode(layerOf());
+    aroundRenderer = aroundRenderer || Lf.canvas({ padding: 0.2 });
     var ringLL = function (ring) { return ring.map(function (p) { return [p[1], p[0]]; }); };
     var idx = {};
     d.ids.forEach(function (id, i) { if (r.cells.length < 5000) idx[id] = i; });
     r.cells.forEach(function (id) {
       if (idx[id] === undefined) return;
-      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false }).addTo(g);
+      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
     });
     Lf.polygon(ringLL(G.disk(lat, lng, radius)), { color: "#d7191c", weight: 2, fillOpacity: 0.08,
-      dashArray: "4 3", interactive: false }).addTo(g);
+      dashArray: "4 3", interactive: false, renderer: aroundRenderer }).addTo(g);
     aroundLayer = g.addTo(api.map);
   }
 
