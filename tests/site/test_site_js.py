@@ -144,3 +144,40 @@ def test_around_in_js_is_rel_around(tmp_path: Path, unbiased: bool) -> None:
         assert js["text"] == py["statement"]
     assert kinds["answer"] >= 20 and kinds["outside"] >= 5 and kinds["one cell"] >= 3
     assert (kinds["hidden"] >= 5) is not unbiased
+
+
+def test_around_in_js_follows_the_period(tmp_path: Path) -> None:
+    """Period 2 of a layer releases only the east half: its answers are those of that
+    period's release (a west point is outside it), not of the union of cells."""
+    pts = _points(15000, 15000, 12)
+    full = dpmap.release(pts, region=REGION, resolution=8, epsilon=1.0)
+    east = shapely.box(116.15, 39.0, 116.3, 39.2)
+    half = dpmap.release(pts, region=east, resolution=8, epsilon=1.0)
+    periods = (SitePeriod("2026-01", full), SitePeriod("2026-02", half))
+    site = site_data(
+        [SiteLayer("c", "C", "cells", periods, unbiased=True)],
+        title="T",
+        noun="debtors",
+        tiles=None,
+    )
+    rng = np.random.default_rng(4)
+    pts_ll = [
+        [float(rng.uniform(39.01, 39.19)), float(rng.uniform(116.01, 116.29)), float(r)]
+        for r in rng.choice([500, 1000, 2000], 60)
+    ]
+    for k, rel in enumerate((full, half)):
+        got = _node(tmp_path, {"site": site, "period": k, "points": pts_ll})
+        outside = 0
+        for (lat, lng, r), js in zip(pts_ll, got, strict=True):
+            py = _python(rel, lat, lng, r)
+            if "error" in py:
+                assert js == {"error": py["error"]}
+                outside += 1
+            else:
+                assert (js["cells"], js["count"], js["count_moe"], js["text"]) == (
+                    py["cells"],
+                    py["count"],
+                    py["count_moe"],
+                    py["statement"],
+                ), (k, lat, lng, r)
+        assert (outside >= 15) is (k == 1)
