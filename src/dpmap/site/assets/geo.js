@@ -234,6 +234,7 @@
         : src.z95 * Math.sqrt(v);
     });
     out.text = sentence(out, src.noun, src.value, src.bounds);
+    Object.defineProperty(out, "shapes", { value: cand, enumerable: false });  // for drawing
     return out;
   }
 

@@ -268,12 +268,9 @@
     var Lf = window.L, g = Lf.layerGroup(), d = decode(layerOf());
     aroundRenderer = aroundRenderer || Lf.canvas({ padding: 0.2 });
     var ringLL = function (ring) { return ring.map(function (p) { return [p[1], p[0]]; }); };
-    var idx = {};
-    d.ids.forEach(function (id, i) { if (r.cells.length < 5000) idx[id] = i; });
-    r.cells.forEach(function (id) {
-      if (idx[id] === undefined) return;
-      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
-    });
+    var outlines = (r.shapes || []).map(function (i) { return d.rings(i).map(ringLL); });
+    if (outlines.length)
+      Lf.polygon(outlines, { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
     Lf.polygon(ringLL(G.disk(lat, lng, radius)), { color: "#d7191c", weight: 2, fillOpacity: 0.08,
       dashArray: "4 3", interactive: false, renderer: aroundRenderer }).addTo(g);
     aroundLayer = g.addTo(api.map);
