@@ -64,6 +64,15 @@ design's rows are not independent (hierarchical, adaptive: their exact variances
 whole tree). When the layer is not ``unbiased`` nothing from ``rel.estimates`` is written:
 the around rows are those of the release without its estimates, as the public file.
 
+The page (``assets/geo.js``) repeats ``rel.around`` on these numbers: the same disk, the
+same cells (lon/lat polygons intersecting it), the same sums in the same order, the same
+margins and sentence; its answers equal Python's exactly (tests/site/test_site_js.py). Two
+known, tiny differences: "is the point in a released cell" is a planar point-in-polygon
+test on the cells' lon/lat outlines where Python asks H3 (they differ only within about
+0.2 m of the released area's outer edge at resolution 6), and the coverage is measured on
+vertices rounded to ``unit`` (within 1e-5 of Python's; the sentence only uses it to two
+digits, below 99.5%).
+
 Releases with categories are refused for now (one-line SpecError).
 """
 
@@ -195,6 +204,8 @@ def _key_column(rel: Any) -> str:
 
 def layer_data(layer: SiteLayer) -> dict[str, Any]:
     """One layer of DPMAP_SITE (see the module docstring)."""
+    if not layer.periods:
+        raise SpecError(f"layer {layer.key!r} has no periods; give it at least one release")
     tables = [_rows_shown(p.release) for p in layer.periods]
     keys = [
         t[_key_column(p.release)].astype(str).to_numpy()
