@@ -250,17 +250,49 @@ def test_bad_inputs_are_one_line_errors(rels: list[dpmap.Release]) -> None:
     assert tiles["tiles"]["url"] == "https://t.example.org/{z}/{x}/{y}.png"
 
 
-def test_categories_are_refused_with_the_limitation() -> None:
-    pts = _points(200, 9)
-    pts["creditor"] = np.where(np.arange(len(pts)) % 2 == 0, "bank", "utility")
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_categories_are_choices_and_around_rows_per_category(unbiased: bool) -> None:
+    pts = _points(600, 9)
+    pts["creditor"] = np.where(np.arange(len(pts)) % 3 == 0, "bank", "utility")
     rel = dpmap.release(
         pts,
         region=REGION,
         resolution=7,
         epsilon=1.0,
+        value="amount",
+        bounds=(0, 100),
         category="creditor",
         categories=["bank", "utility"],
     )
-    layer = SiteLayer("c", "C", "cells", (SitePeriod(None, rel),))
-    with pytest.raises(dpmap.SpecError, match="cannot show releases with categories"):
-        site_data([layer], title="T", noun="n", tiles=None)
+    layer = SiteLayer("c", "C", "cells", (SitePeriod(None, rel),), unbiased=unbiased)
+    out = site_data([layer], title="T", noun="n", tiles=None)["layers"][0]
+    keys = [s["key"] for s in out["statistics"]]
+    cats = [str(c) for c in rel.manifest["categories"]]
+    assert len(cats) >= 2 and keys[: len(cats)] == [f"count:{c}" for c in cats]
+    assert keys[len(cats)] == f"sum:{cats[0]}"
+    index = pd.Index(unpack_text(out["shapes"]["ids"]))
+    t = rel.cells
+    for cat in ("bank", "utility"):
+        rows = t[t["category"] == cat]
+        at = index.get_indexer(rows["cell"])
+        supp = rows["suppressed"].to_numpy(bool)
+        got = unpack(out["values"][0][f"count:{cat}"]["value"], "<f4")
+        state = unpack(out["values"][0][f"count:{cat}"]["state"], "u1")
+        assert (state[at] == np.where(supp, 1, 0)).all()
+        want = pd.array(rows["count"], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(got[at[~supp]], want[~supp].astype(np.float32))
+        assert np.isnan(got[at[supp]]).all()
+    around = out["around"]
+    assert around["categories"] == cats
+    rows = rows_of(rel if unbiased else dpmap.Release(rel.cells, rel.manifest))
+    at = index.get_indexer(rows.cells.astype(str))
+    for stat in ("count", "sum"):
+        per = around["periods"][0][stat]
+        est = unpack(per["est"], "<f8").reshape(-1, len(cats))
+        np.testing.assert_array_equal(est[at], rows.values[stat])
+        np.testing.assert_array_equal(
+            unpack(per["var"], "<f8").reshape(-1, len(cats))[at], rows.variances[stat]
+        )
+        np.testing.assert_array_equal(
+            unpack(per["hidden"], "u1").reshape(-1, len(cats))[at], rows.hidden
+        )
