@@ -8,6 +8,8 @@ unit): no statistics, nothing random beyond the fixed-seed releases.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -21,6 +23,7 @@ from common import REGION
 from dpmap.analysis.totals import rows_of
 from dpmap.site.data import site_data, unpack, unpack_text
 from dpmap.site.layers import SiteLayer, SitePeriod
+from dpmap.site.page import write_front_end
 
 INNER = (116.005, 39.005, 116.295, 39.195)
 
@@ -296,3 +299,28 @@ def test_categories_are_choices_and_around_rows_per_category(unbiased: bool) -> 
         np.testing.assert_array_equal(
             unpack(per["hidden"], "u1").reshape(-1, len(cats))[at], rows.hidden
         )
+
+
+def test_front_end_is_self_contained(rels: list[dpmap.Release], tmp_path: Path) -> None:
+    """write_front_end writes the page, Leaflet, the scripts and the data; nothing refers to
+    another host, and a title or name cannot end the data's <script>."""
+    title = "Debt </script><script>alert(1)</script> & co"
+    data = site_data([_layer(rels, False)], title=title, noun="debtors", tiles=None)
+    write_front_end(tmp_path, data, title=title)
+    names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    for name in ("index.html", "assets/leaflet.js", "assets/leaflet.css", "assets/site.js"):
+        assert name in names
+    assert {"assets/geo.js", "assets/site.css", "data/site-data.js"} <= names
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in page and "&lt;/script&gt;" in page
+    assert 'href="method.html"' in page
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert not re.match(r"^[a-z]+:", src) or src.startswith("#"), src
+    js = (tmp_path / "data" / "site-data.js").read_text(encoding="utf-8")
+    assert js.startswith("window.DPMAP_SITE = {") and "</script" not in js.lower()
+    assert "sourceMappingURL" not in (tmp_path / "assets" / "leaflet.js").read_text("utf-8")
+    for name in ("index.html", "assets/site.js", "assets/geo.js", "assets/site.css"):
+        assert not re.search(r"https?://", (tmp_path / name).read_text(encoding="utf-8")), name
+    css = (tmp_path / "assets" / "leaflet.css").read_text(encoding="utf-8")
+    urls = [u for u in re.findall(r"url\(([^)]+)\)", css) if not u.startswith("#")]
+    assert urls and all((tmp_path / "assets" / u.strip("'\"")).is_file() for u in urls), urls
