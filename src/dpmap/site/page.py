@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dpmap.errors import SpecError
+from dpmap.errors import missing_extra
 from dpmap.maps.interactive import LEAFLET_PACKAGE
 
 ASSETS = ("site.js", "geo.js", "site.css")
@@ -57,10 +57,7 @@ def _leaflet_folder() -> Any:
         folder = resources.files(_LEAFLET_MODULE).joinpath(_LEAFLET_DIR)
         folder.joinpath("leaflet.js").read_bytes()
     except (ImportError, OSError):
-        raise SpecError(
-            f"the website needs Leaflet from the {LEAFLET_PACKAGE!r} package, which is not "
-            f"installed; pip install {LEAFLET_PACKAGE} (or dpmap[plot])"
-        ) from None
+        raise missing_extra(LEAFLET_PACKAGE, "plot") from None
     return folder
 
 
