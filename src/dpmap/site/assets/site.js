@@ -367,7 +367,7 @@
   }
   function csv() {
     var q = function (x) { return /[",\n]/.test(x) ? '"' + x.replace(/"/g, '""') + '"' : x; };
-    var lines = [["id", statInfo().label, "margin (95%)", "state"].map(q).join(",")];
+    var lines = [["id", statInfo().label, "± margin (95%)", "state"].map(q).join(",")];
     T.rows.forEach(function (i) { lines.push(cellText(i).map(q).join(",")); });
     return lines.join("\n") + "\n";
   }
