@@ -10,6 +10,7 @@ does not load pandas, polars or OpenDP); everything else is internal. The packag
 
 - ``cli/``        the ``dpmap`` command line, one module per command group
 - ``auditing``    :func:`audit`: an empirical lower bound on ε from neighbouring datasets
+- ``site/``       :func:`publish`: a self-contained website of published releases
 - ``releases/``   :func:`release` (``pipeline``), :func:`explain` (``planning``),
                   :func:`plan_epsilon` / :func:`plan_resolution` (``targets``), the
                   :class:`Release` and its files (``result``, ``cells``, ``manifest``)
@@ -67,6 +68,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (see ``__getattr_
         read_release,
         release,
     )
+    from dpmap.site.build import publish
     from dpmap.spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
@@ -102,6 +104,7 @@ __all__ = [
     "plot_periods",
     "plot_series",
     "plot_trend",
+    "publish",
     "read_release",
     "release",
     "series",
@@ -149,6 +152,7 @@ _LAZY: dict[str, str] = {
         ),
         "dpmap.releases",
     ),
+    "publish": "dpmap.site.build",
     **dict.fromkeys(("Mechanism", "ReleaseSpec", "Selection"), "dpmap.spec"),
 }
 
