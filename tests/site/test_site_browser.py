@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,7 @@ def _check_answer(page: dict[str, Any], expected: Any) -> None:
         assert page["sum"] == pytest.approx(expected.sum, rel=REL, abs=1e-6)
         assert page["sum_moe"] == pytest.approx(expected.sum_moe, rel=REL)
     assert page["area_km2"] == pytest.approx(expected.area_km2, rel=1e-6)
+    assert page["text"] == str(expected)  # Around.__str__, word for word
 
 
 def _shown_answer(browser: SiteBrowser) -> dict[str, Any]:
@@ -264,6 +266,16 @@ def _table(browser: SiteBrowser) -> tuple[list[str], list[str], list[list[str]]]
     )
 
 
+def _value_column(browser: SiteBrowser) -> int:
+    """Index of the table's value column (the shown statistic)."""
+    return int(
+        browser.js(
+            "return [...document.querySelectorAll('#data-table thead th')]"
+            ".findIndex(h => h.dataset.key === 'value');"
+        )
+    )
+
+
 def _number(text: str) -> float:
     """A shown number ("1,234", "−3.5", "12.0 ± 4") → float; NaN for anything else."""
     head = text.replace("\u2212", "-").replace(",", "").split("±")[0].strip()
@@ -321,11 +333,15 @@ def test_demo_site_loads_offline_and_draws_palette_and_hatch(browser, demo, tmp_
     fill = colours(pixels_in(shown["cell"].iloc[0]))
     top = max(fill, key=fill.__getitem__)
     assert fill[top] > 0.9 * 2500, f"a published cell is not one flat colour: {fill}"
+    # the legend's colour scale (its role=img bar): every colour of its background
     legend = browser.js(
-        "return [...document.querySelectorAll('#legend *')].map(e =>"
-        " getComputedStyle(e).backgroundColor).filter(c => c.startsWith('rgb('));"
+        "return [...document.querySelectorAll('#legend [role=img]')].map(e =>"
+        " getComputedStyle(e).backgroundColor + ' ' + getComputedStyle(e).backgroundImage)"
+        ".join(' ');"
     )
-    palette = {tuple(int(v) for v in c[4:-1].split(",")) for c in legend}
+    palette = {
+        tuple(int(v) for v in m.split(",")) for m in re.findall(r"rgb\((\d+, \d+, \d+)\)", legend)
+    }
     assert len(palette) >= 3
     assert min(sum(abs(a - b) for a, b in zip(top, p, strict=True)) for p in palette) <= 6
     # a suppressed cell: hatched, i.e. two colours in stripes, neither a palette colour
@@ -463,12 +479,16 @@ def test_period_slider_by_keyboard_changes_label_values_and_around(browser, seri
     assert expected.count != rel0.around(lat, lng, 1000).count
     _check_answer(_page_around(browser, lat, lng, 1000), expected)
     # the table shows the new period's values
-    head, ids, rows = _table(browser)
-    col = next(i for i, h in enumerate(head) if h.lower().startswith("count"))
+    _, ids, rows = _table(browser)
+    col = _value_column(browser)
+    assert _state(browser)["stat"] == "count"
     values = rel1.cells.set_index("cell")["count"]
-    for cid, row in list(zip(ids, rows, strict=True))[:20]:
+    checked = 0
+    for cid, row in zip(ids, rows, strict=True):
         if not pd.isna(values[cid]):
-            assert _number(row[col]) == pytest.approx(float(values[cid]), abs=0.51)
+            assert _number(row[col]) == float(values[cid])  # integer counts, shown exactly
+            checked += 1
+    assert checked >= 10
     # Home/End reach the ends
     slider.send_keys(Keys.HOME)
     browser.wait_for(f"document.getElementById('period-label').innerText.trim() === '{MONTHS[0]}'")
@@ -490,60 +510,69 @@ def test_statistic_switcher_table_search_sort_and_csv(browser, demo):
     _select(browser, "#stat-select", "mean")
     browser.wait_for("window.dpmapSite.state.stat === 'mean'")
     assert browser.js("return document.getElementById('legend').innerText;") != legend0
-    head, ids, rows = _table(browser)
-    col = next(i for i, h in enumerate(head) if h.lower().startswith("mean"))
-    means = rel.cells.set_index("cell")["mean"]
-    published = [(i, r) for i, r in zip(ids, rows, strict=True) if not pd.isna(means[i])]
-    assert published
-    for cid, row in published[:30]:
-        assert _number(row[col]) == pytest.approx(float(means[cid]), rel=0.01, abs=1.0)
+    col = _value_column(browser)
+    digits = browser.js(
+        "return window.DPMAP_SITE.layers[0].statistics.find(s => s.key === 'mean').digits;"
+    )
+    means = rel.cells.set_index("cell")["mean"].astype(float)
+    hidden = rel.cells.set_index("cell")["suppressed"].astype(bool)
 
-    # search: one cell id → that row only
+    def check_value(cid: str, text: str) -> None:
+        """A shown mean is the release's, rounded to ``digits`` (Float32 on the way)."""
+        if hidden[cid]:
+            assert text == ""
+        else:
+            tol = 0.5 * 10.0**-digits + abs(means[cid]) * 2.0**-23
+            assert abs(_number(text) - means[cid]) <= tol, (cid, text, means[cid])
+
+    _, ids, rows = _table(browser)
+    assert len(ids) > 10
+    for cid, row in zip(ids, rows, strict=True):
+        check_value(cid, row[col])
+
+    # search: one cell id -> that row only
     cell = _published_cells(rel)["cell"].iloc[3]
     search = browser.driver.find_element("css selector", "#table-search")
     search.clear()
     search.send_keys(cell)
-    browser.wait_for(
-        "[...document.querySelectorAll('#data-table tbody tr[data-id]')]"
-        ".filter(r => r.offsetParent !== null && !r.hidden).length === 1"
-    )
+    browser.wait_for("document.querySelectorAll('#data-table tbody tr[data-id]').length === 1")
     assert _table(browser)[1] == [cell]
+    # a prefix: only ids that contain it
+    prefix = cell[:5]
     search.clear()
-    search.send_keys(cell[:6])
+    search.send_keys(prefix)
     browser.frames()
     _, ids, _ = _table(browser)
-    assert ids and all(cell[:6] in i for i in ids)
-    # sort by the mean column, both ways
-    th = browser.driver.find_elements("css selector", "#data-table thead th")[col]
-    buttons = th.find_elements("css selector", "button")
-    (buttons[0] if buttons else th).click()
-    browser.frames()
-    first = [_number(r[col]) for r in _table(browser)[2]]
-    (buttons[0] if buttons else th).click()
-    browser.frames()
-    second = [_number(r[col]) for r in _table(browser)[2]]
-    for order in (first, second):
+    assert len(ids) > 1 and all(prefix in i for i in ids)
+    # sort by the value column, one way and the other
+    button = browser.driver.find_elements("css selector", "#data-table thead th button")[col]
+    orders = []
+    for _ in range(2):
+        button.click()
+        browser.frames()
+        orders.append([_number(r[col]) for r in _table(browser)[2]])
+    for order in orders:
         nums = [x for x in order if not math.isnan(x)]
+        assert len(nums) > 1
         assert nums == sorted(nums) or nums == sorted(nums, reverse=True)
-    assert first != second
+    assert orders[0] != orders[1]
 
-    # the CSV: exactly the shown table (columns, visible rows in order), the release's values
+    # the CSV: the table's columns and its filtered, sorted rows (every page), same text
     head, ids, rows = _table(browser)
-    state = _state(browser)
+    total = int(browser.js("return document.getElementById('table-page').innerText;").split()[-1])
     browser.driver.find_element("css selector", "#csv-download").click()
     layer = browser.js("return window.DPMAP_SITE.layers[0].key;")
-    period = browser.js("return window.DPMAP_SITE.layers[0].periods[0];")
-    name = f"{layer}-{period}-{state['stat']}.csv" if period else f"{layer}-{state['stat']}.csv"
-    path = browser.wait_download(name)
+    path = browser.wait_download(f"{layer}-all-mean.csv")
     csv = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert len(csv) == len(ids) and len(csv.columns) >= len(head) - 1
-    assert list(csv.iloc[:, 0]) == ids
-    mean_col = next(c for c in csv.columns if c.lower().startswith("mean"))
-    for cid, text in zip(csv.iloc[:, 0], csv[mean_col], strict=True):
-        if pd.isna(means[cid]):
-            assert _number(text) != _number(text) or text == ""  # suppressed: no number
-        else:
-            assert float(text) == pytest.approx(float(means[cid]), rel=1e-6, abs=0.006)
+    assert len(csv.columns) == len(head) and len(csv) == total >= len(ids)
+    assert list(csv.iloc[: len(ids), 0]) == ids
+    assert csv.iloc[: len(ids)].values.tolist() == rows
+    assert all(prefix in i for i in csv.iloc[:, 0])
+    state = csv.columns[-1]
+    for cid, text, st in zip(csv.iloc[:, 0], csv.iloc[:, col], csv[state], strict=True):
+        check_value(cid, text)
+        assert (st == "suppressed") == hidden[cid]
+    assert browser.errors() == []
     assert browser.non_local() == []
 
 
