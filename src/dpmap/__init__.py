@@ -9,6 +9,7 @@ The public API is re-exported here; everything else is internal. The package is 
 
 - ``cli/``        the ``dpmap`` command line, one module per command group
 - ``audit``       :func:`audit`: an empirical lower bound on ε from neighbouring datasets
+- ``site/``       :func:`publish`: a self-contained website of published releases
 - ``release/``    :func:`release` (``pipeline``), :func:`explain` (``planning``),
                   :func:`plan_epsilon` / :func:`plan_resolution` (``targets``), the
                   :class:`Release` and its files (``result``, ``cells``, ``manifest``)
@@ -59,6 +60,7 @@ from dpmap.release import (
     read_release,
     release,
 )
+from dpmap.site.build import publish
 from dpmap.spec import Mechanism, ReleaseSpec, Selection
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "plot_periods",
     "plot_series",
     "plot_trend",
+    "publish",
     "read_release",
     "release",
     "series",

@@ -3,7 +3,7 @@
 This module holds the Typer app, :func:`main` and the error handling; the commands live
 in one module per group (:mod:`.release`: release and explain; :mod:`.maps`: plot;
 :mod:`.tables`: table, aggregate, compare, around, series, trend; :mod:`.demo`; :mod:`.audit`;
-:mod:`.budget`), their shared options in :mod:`.options` (built from the parameter table,
+:mod:`.publish`: the website; :mod:`.budget`), their shared options in :mod:`.options` (built from the parameter table,
 :mod:`dpmap.parameters`) and :mod:`.outputs`.
 
 A user mistake (any :class:`~dpmap.errors.DpmapError`, or a bad flag) prints one line
@@ -25,6 +25,7 @@ from dpmap.cli.audit import audit_cmd
 from dpmap.cli.budget import budget_app
 from dpmap.cli.demo import demo_cmd
 from dpmap.cli.maps import plot_cmd
+from dpmap.cli.publish import publish_cmd
 from dpmap.cli.release import explain_cmd, release_cmd
 from dpmap.cli.tables import (
     aggregate_cmd,
@@ -63,6 +64,7 @@ for _name, _command in (
     ("trend", trend_cmd),
     ("demo", demo_cmd),
     ("audit", audit_cmd),
+    ("publish", publish_cmd),
 ):
     app.command(_name)(_command)
 

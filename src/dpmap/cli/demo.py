@@ -34,15 +34,19 @@ def demo_cmd(
 ) -> None:
     """Release a map of SYNTHETIC debtors in Hebei province (built from real GeoNames places).
 
-    Writes the synthetic input, the region, the release (GeoJSON + manifest) and a PNG map to --out.
+    Writes the synthetic input, the region, the release (GeoJSON + manifest) and a PNG map to --out,
+    and the release's website to --out/site (dpmap publish; with the unbiased estimates, so
+    that "around here" can answer over hidden cells).
     """
     from dpmap.demo import DEMO_DATA_NOTICE
     from dpmap.release import release
+    from dpmap.site.build import check_out, publish
 
     if not out.exists():
         out.mkdir(parents=True)
     elif not out.is_dir():
         raise SpecError(f"--out {str(out)!r} exists and is not a folder; choose a folder")
+    check_out(out / "site")  # refused before any work when it is not a site written before
     console = Console(stderr=True, highlight=False)
     points, region, points_path, region_path = _synthetic_input(out, rows, seed, console)
     with console.status("releasing the private map…"):
@@ -60,6 +64,14 @@ def demo_cmd(
     with console.status("writing the release and the map…"):
         rel.to_file(map_path, include_unbiased=include_unbiased)
         rel.plot(png_path)
+    with console.status("writing the website…"):
+        site = publish(
+            rel,
+            out / "site",
+            title="Synthetic debtors in Hebei (dpmap demo)",
+            noun="debtors",
+            include_unbiased=True,
+        )
     cells = rel.cells
     typer.echo(DEMO_DATA_NOTICE)
     typer.echo(
@@ -72,6 +84,7 @@ def demo_cmd(
         f"{len(cells)} cells at resolution {resolution}, {int((~cells['suppressed']).sum())} published, "
         f"{int(cells['suppressed'].sum())} suppressed"
     )
+    typer.echo(f"website: {site / 'index.html'} (open it in a browser; no network needed)")
     typer.echo(rel.privacy_statement)
 
 
