@@ -152,7 +152,10 @@ def test_a_site_is_replaced_and_a_failed_build_changes_nothing(
     assert not (out / "stale.txt").exists()
     assert "Second" in (out / "index.html").read_text()
     assert stub.calls[-1]["layers"][0].unbiased is True
-    assert stub.calls[-1]["tiles"] == "OpenStreetMap.Mapnik"
+    assert stub.calls[-1]["tiles"] == {  # resolved, as the front end takes it
+        "url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        "attribution": "(C) OpenStreetMap contributors",
+    }
     before = snapshot(tmp_path)
     from dpmap.errors import SpecError
 
@@ -282,3 +285,18 @@ def test_the_demo_publishes_its_site_with_the_unbiased_estimates(
     code, _, err = run(capsys, "demo", "--out", other, "--rows", 3000, "--resolution", 5)
     assert code == 2 and "is not a dpmap site" in err
     assert sorted(p.name for p in other.iterdir()) == ["site"]
+
+
+def test_an_input_inside_the_site_folder_is_refused(
+    tmp_path: Path, files: dict[str, Path], stub: Stub, capsys: Any, monkeypatch: Any
+) -> None:
+    out = tmp_path / "site"
+    assert run(capsys, *publish_args(out, files["2026-01"]))[0] == 0
+    inside = write(out, "2026-02.geojson", "2026-02")  # a release kept in the site's folder
+    before = snapshot(tmp_path)
+    code, _, err = run(capsys, *publish_args(out, files["2026-01"], inside))
+    assert code == 2 and "is inside the output folder" in err and err.count("\n") == 1
+    monkeypatch.chdir(out)  # --out . names the same folder
+    code, _, err = run(capsys, *publish_args(Path("."), Path("2026-02.geojson")))
+    assert code == 2 and "is inside the output folder" in err
+    assert snapshot(tmp_path) == before

@@ -61,12 +61,13 @@ def _layer(rels: list[dpmap.Release], unbiased: bool) -> SiteLayer:
 
 
 def _decode_shapes(shapes: dict[str, Any]) -> list[list[np.ndarray]]:
-    centre = _arr(shapes["centre"], "<i4").reshape(-1, 2) * 1e-7
-    off = _arr(shapes["offsets"], "<i2").reshape(-1, 2) * shapes["unit"]
+    centre = _arr(shapes["centre"], "<i4").reshape(-1, 2).astype(np.int64)
+    scale = round(shapes["unit"] / 1e-7)
+    off = _arr(shapes["offsets"], "<i2").reshape(-1, 2).astype(np.int64) * scale
     rs, ss = _arr(shapes["ring_start"], "<u4"), _arr(shapes["shape_start"], "<u4")
     out = []
     for i in range(shapes["n"]):
-        out.append([centre[i] + off[rs[r] : rs[r + 1]] for r in range(ss[i], ss[i + 1])])
+        out.append([(centre[i] + off[rs[r] : rs[r + 1]]) * 1e-7 for r in range(ss[i], ss[i + 1])])
     return out
 
 

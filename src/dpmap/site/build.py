@@ -88,11 +88,12 @@ def publish(
     """
     title = _check_text(title, "title", "title='Household debt, Hebei 2026'")
     noun = _check_text(noun, "noun", "noun='debtors'")
-    tile_source(tiles)
+    tile = tile_source(tiles)
     target = check_out(Path(out))
+    _check_inputs_outside(target, releases, layers, trends)
     shown = site_layers(releases, layers=layers, include_unbiased=include_unbiased, trends=trends)
     site_data, write_front_end = front_end()
-    data = site_data(shown, title=title, noun=noun, tiles=tiles)
+    data = site_data(shown, title=title, noun=noun, tiles=tile)
     page = method_page(shown, title=title)
     tmp = _temp_folder(target)
     try:
@@ -172,7 +173,8 @@ def tile_source(tiles: Any) -> dict[str, str] | None:
 
 
 def check_out(out: Path) -> Path:
-    """The site's folder, refused unless new, empty, or a dpmap site (its marker)."""
+    """The site's folder (absolute), refused unless new, empty, or a dpmap site (its marker)."""
+    out = Path(os.path.abspath(out))
     try:
         if out.exists() and not out.is_dir():
             raise DataFileError(
@@ -194,6 +196,22 @@ def check_out(out: Path) -> Path:
             f"cannot use the output folder {str(out)!r} ({exc.strerror or exc}); choose another"
         ) from None
     return out
+
+
+def _check_inputs_outside(out: Path, *inputs: Any) -> None:
+    """Refuse an input file inside the folder that publish replaces (it would be deleted)."""
+    paths: list[Path] = []
+    for item in inputs:
+        values = item.values() if isinstance(item, Mapping) else [item]
+        for value in values:
+            many = value if isinstance(value, list | tuple) else [value]
+            paths += [Path(v) for v in many if isinstance(v, str | os.PathLike)]
+    for path in paths:
+        if Path(os.path.abspath(path)).is_relative_to(out):
+            raise SpecError(
+                f"input {str(path)!r} is inside the output folder {str(out)!r}, which publish "
+                "replaces; move the file out of it or choose another output folder"
+            )
 
 
 def _is_site(folder: Path) -> bool:

@@ -17,9 +17,11 @@ Format 1::
        "shapes": {
          "n": N, "ids": [N strings]     # H3 cell ids or zone names, the union over periods
          "centre": Int32 (2N)           # lng, lat of each shape's bbox centre, in 1e-7 degrees
+                                        # (a multiple of 2^k)
          "unit": float                  # degrees per offset unit (1e-7 · 2^k, the smallest
                                         # such that every offset fits an Int16)
-         "offsets": Int16 (2V)          # dlng, dlat of every vertex from its shape's centre
+         "offsets": Int16 (2V)          # dlng, dlat of every vertex from its shape's centre:
+                                        # vertex = (centre + offset · 2^k) · 1e-7 degrees
          "ring_start": Uint32 (R+1)     # vertices of ring r: ring_start[r] .. ring_start[r+1]
          "shape_start": Uint32 (N+1)    # rings of shape i: shape_start[i] .. shape_start[i+1]
          "area_km2": Float32 (N)},      # h3.cell_area (cells) or the equal-area area (zones)
@@ -39,8 +41,10 @@ Format 1::
        "caption": str}]}
 
 Vertex rings exclude the closing vertex; a shape's rings are its polygons' exterior and
-interior rings (draw with the even-odd rule). The vertices are rounded to ``unit`` (at
-most half a unit off: about 2 cm at resolution 8, 20 cm at resolution 6).
+interior rings (draw with the even-odd rule). The vertices are rounded to a grid of
+``unit`` degrees (at most half a unit off: about 2 cm at resolution 8, 20 cm at resolution
+6), the same grid for every shape, so that neighbouring cells share their vertices exactly;
+decode as ``(centre + offset * 2^k) * 1e-7`` (integers first, then one multiplication).
 
 "Around here" uses, per period, exactly the rows :func:`dpmap.analysis.totals.rows_of`
 gives ``rel.around``: ``est`` is the value added up (the unbiased estimate when the layer
@@ -215,16 +219,16 @@ def encode_shapes(geoms: np.ndarray) -> dict[str, Any]:
     coords, coord_ring = coords[keep], coord_ring[keep]
     n = len(geoms)
     bounds = shapely.bounds(geoms)
-    centre = np.rint(
-        np.column_stack([(bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2])
-        * 1e7
-    )
-    offset = coords * 1e7 - centre[ring_shape[coord_ring]]
+    centre = np.column_stack([bounds[:, 0] + bounds[:, 2], bounds[:, 1] + bounds[:, 3]]) / 2 * 1e7
     k = 0
-    biggest = float(np.abs(offset).max()) if len(offset) else 0.0
-    while biggest / 2**k > 32767:
+    biggest = float(np.abs(coords * 1e7 - centre[ring_shape[coord_ring]]).max()) if n else 0.0
+    while biggest / 2**k > 32766:  # (± 1 of rounding)
         k += 1
-    unit_offsets = np.rint(offset / 2**k)
+    # every vertex and centre on one grid of 2^k · 1e-7°: a vertex shared by two shapes
+    # decodes to the same numbers in both (no slivers between neighbouring cells)
+    grid_centre = np.rint(centre / 2**k)
+    unit_offsets = np.rint(coords * 1e7 / 2**k) - grid_centre[ring_shape[coord_ring]]
+    centre = grid_centre * 2**k
     ring_start = np.concatenate([[0], np.cumsum(per_ring - 1)])
     shape_start = np.concatenate([[0], np.cumsum(np.bincount(ring_shape, minlength=n))])
     return {

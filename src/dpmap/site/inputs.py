@@ -179,7 +179,7 @@ def _periods(sources: list[Source]) -> list[SitePeriod]:
         if unlabelled:
             raise SpecError(
                 f"{unlabelled[0]} has no period label but is one of {len(periods)} releases "
-                "of one layer; release each period with period='2026-01' (--period), or "
+                "of one layer; release each period with period='2026-01', or "
                 f"{_FIX}"
             )
         seen: dict[str, str] = {}

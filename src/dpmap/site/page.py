@@ -1,0 +1,81 @@
+"""The website's front end: index.html, its scripts and styles, and data/site-data.js.
+
+:func:`write_front_end` writes into a folder that :func:`dpmap.site.build.publish` created
+(it writes method.html, the manifests and the marker). Leaflet is copied from the pip
+package ``django-js-lib-leaflet`` (as :mod:`dpmap.maps.interactive` inlines it); nothing is
+loaded from the network. The page's test hooks (``window.dpmapSite``: ``ready``, ``map``,
+``state``, ``around(lat, lng, radius_m)``, ``csv()``, ``drawTimes``; the element ids) are
+listed in ``assets/site.js`` and ``assets/index.html``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from dpmap.errors import SpecError
+from dpmap.maps.interactive import LEAFLET_PACKAGE
+
+ASSETS = ("site.js", "geo.js", "site.css")
+_LEAFLET_MODULE = "js_lib_leaflet"
+_LEAFLET_DIR = "static/js_lib_leaflet"
+
+
+def script_json(obj: Any) -> str:
+    """JSON that is safe inside <script>: nothing in it can end the element."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+
+
+def _leaflet_folder() -> Any:
+    from importlib import resources
+
+    try:
+        folder = resources.files(_LEAFLET_MODULE).joinpath(_LEAFLET_DIR)
+        folder.joinpath("leaflet.js").read_bytes()
+    except (ImportError, OSError):
+        raise SpecError(
+            f"the website needs Leaflet from the {LEAFLET_PACKAGE!r} package, which is not "
+            f"installed; pip install {LEAFLET_PACKAGE} (or dpmap[plot])"
+        ) from None
+    return folder
+
+
+def write_front_end(folder: Path, data: dict[str, Any], *, title: str) -> None:
+    """Write index.html, assets/ (Leaflet, site.js, geo.js, site.css) and data/site-data.js."""
+    from importlib import resources
+
+    folder = Path(folder)
+    assets, images = folder / "assets", folder / "assets" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
+    leaflet = _leaflet_folder()
+    js = leaflet.joinpath("leaflet.js").read_text(encoding="utf-8")
+    # the source map is not shipped (browsers would try to load it)
+    js = re.sub(r"\n//# sourceMappingURL=\S+\s*$", "\n", js)
+    (assets / "leaflet.js").write_text(js, encoding="utf-8")
+    (assets / "leaflet.css").write_text(
+        leaflet.joinpath("leaflet.css").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    for image in leaflet.joinpath("images").iterdir():
+        if image.name.endswith(".png"):
+            (images / image.name).write_bytes(image.read_bytes())
+    own = resources.files("dpmap.site").joinpath("assets")
+    for name in ASSETS:
+        (assets / name).write_bytes(own.joinpath(name).read_bytes())
+    page = own.joinpath("index.html").read_text(encoding="utf-8")
+    (folder / "index.html").write_text(
+        page.replace("__TITLE__", html.escape(title)), encoding="utf-8"
+    )
+    (folder / "data" / "site-data.js").write_text(
+        f"window.DPMAP_SITE = {script_json(data)};\n", encoding="utf-8"
+    )
