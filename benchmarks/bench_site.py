@@ -119,6 +119,7 @@ def load_times(browser: SiteBrowser, url: str, loads: int, *, site: bool, cap: f
     fcp, drawn = [], []
     for _ in range(loads):
         browser.driver.get("about:blank")
+        browser.forget()
         try:
             browser.driver.get(url)
             if site:
@@ -167,7 +168,8 @@ def measure(cells: int, browser: SiteBrowser, work: Path, loads: int, cap: float
         base = [f"{html_s:.1f} s", _mb(html.stat().st_size)] + (
             [f"did not load in {cap:g} s", "—"] if times is None else [_ms(t) for t in times]
         )
-    assert not browser.non_local(), browser.non_local()
+    if browser.non_local():
+        raise SystemExit(f"a page made network requests: {browser.non_local()}")
     print(f"  {n:,} cells ({hidden:,} suppressed), release built in {built:.1f} s", flush=True)
     return [
         f"{n:,}",

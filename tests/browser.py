@@ -155,12 +155,16 @@ class SiteBrowser:
             if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]
         ]
 
-    # -- pages --
-    def load(self, url: str, *, ready: str | None = "window.dpmapSite.ready") -> None:
-        """Open ``url``; wait until the ``ready`` promise resolves (when given)."""
+    def forget(self) -> None:
+        """Start a new recording: drop the requests and console messages seen so far."""
         self._drain()
         self.events.clear()
         self.driver.get_log("browser")
+
+    # -- pages --
+    def load(self, url: str, *, ready: str | None = "window.dpmapSite.ready") -> None:
+        """Open ``url``; wait until the ``ready`` promise resolves (when given)."""
+        self.forget()
         self.driver.get(url)
         if ready is not None:
             self.wait_for(f"!!({ready})", 30)
