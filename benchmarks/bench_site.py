@@ -21,7 +21,7 @@ default suppression, so most cells are hatched and some published), then, in thi
     first frame of the map drawn).
 ``baseline``
     ``rel.to_html(path)`` (the folium/Leaflet map of the same release: one GeoJSON feature
-    per cell, SVG paths): the time to write it (in a forked child, stopped after ``--cap``
+    per cell, drawn by Leaflet on a canvas): the time to write it (in a forked child, stopped after ``--cap``
     seconds: reported as "did not finish in N s"), its bytes, and loaded the same way, the
     median time to ``first-contentful-paint`` and to the map drawn (the load event, then two
     animation frames: Leaflet draws on load), with a page-load time cap of ``--cap`` s.
