@@ -1,21 +1,24 @@
 """The website's data: every layer's shapes and published numbers, compactly encoded.
 
 :func:`site_data` returns the ``window.DPMAP_SITE`` object (JSON-ready) that
-``assets/site.js`` reads. Typed arrays are little-endian and base64-encoded (the field
-names below say their type); decode them in Python with ``np.frombuffer(base64.b64decode(s),
-"<f4")`` etc. Everything written is a published noisy number or public geometry: no
-data is read and no budget is spent.
+``assets/site.js`` reads. Typed arrays (the field names below say their type) are
+little-endian bytes, gzipped, then base64-encoded (``"encoding": "gzip+base64"``): decode
+them with :func:`unpack` (``unpack(s, "<f4")``), the ids with :func:`unpack_text`; the page
+inflates them with the browser's DecompressionStream (no network). Everything written is
+a published noisy number or public geometry: no data is read and no budget is spent.
 
 Format 1::
 
-    {"format": 1, "title", "noun", "generated": "YYYY-MM-DD", "dpmap_version",
+    {"format": 1, "encoding": "gzip+base64", "title", "noun", "generated": "YYYY-MM-DD",
+     "dpmap_version",
      "tiles": null | {"url", "attribution"},
      "z95": 1.959963984540054,         # the normal 97.5% quantile around() uses
      "layers": [{
        "key", "name", "kind": "cells" | "zones", "resolution": int | null,
        "periods": [label, ...]          # [null] for one release that is not a series
        "shapes": {
-         "n": N, "ids": [N strings]     # H3 cell ids or zone names, the union over periods
+         "n": N, "ids": text            # N lines: H3 cell ids or zone names, the union
+                                        # over periods (unpack_text)
          "centre": Int32 (2N)           # lng, lat of each shape's bbox centre, in 1e-7 degrees
                                         # (a multiple of 2^k)
          "unit": float                  # degrees per offset unit (1e-7 · 2^k, the smallest
@@ -26,8 +29,10 @@ Format 1::
          "shape_start": Uint32 (N+1)    # rings of shape i: shape_start[i] .. shape_start[i+1]
          "area_km2": Float32 (N)},      # h3.cell_area (cells) or the equal-area area (zones)
        "bbox": [minLng, minLat, maxLng, maxLat],
-       "statistics": [{"key", "label", "digits"}],   # count, sum, mean, median, q..: those
-                                        # with a published margin column ("<key>_moe")
+       "statistics": [{"key", "label", "digits", "vmax"}],   # count, sum, mean, median,
+                                        # q..: those with a published margin ("<key>_moe");
+                                        # vmax: top of the colour scale, the 99th
+                                        # percentile of the published values of all periods
        "values": [per period: {stat: {"value": Float32, "moe": Float32, "state": Uint8}}],
                                         # state 0 published, 1 suppressed, 2 not in this
                                         # period's release; value and moe NaN unless state 0
@@ -37,7 +42,8 @@ Format 1::
                       "single_moe": float | null, "hidden": Uint8}}]},
        "around_note": str,              # why around is off, or which estimates it adds up
        "trend": null | {"slope": Float32, "moe": Float32, "significant": Uint8,
-                        "label": str, "method": str},   # NaN slope: no trend for that shape
+                        "label": str, "method": str, "vmax": float},  # NaN slope: no trend
+                                        # for that shape; vmax: 99th percentile of |slope|
        "caption": str}]}
 
 Vertex rings exclude the closing vertex; a shape's rings are its polygons' exterior and
@@ -65,6 +71,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import gzip
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -80,7 +87,13 @@ from dpmap.analysis.zones import equal_area
 from dpmap.designs import design_of
 from dpmap.designs.zones import zone_column
 from dpmap.errors import SpecError
-from dpmap.maps.layers import created_date, grid_text, privacy_terms, resolution_text
+from dpmap.maps.layers import (
+    COLOR_PERCENTILE,
+    created_date,
+    grid_text,
+    privacy_terms,
+    resolution_text,
+)
 from dpmap.site.layers import SiteLayer
 
 FORMAT = 1
@@ -91,9 +104,27 @@ _AROUND_STATS = ("count", "sum")
 _UNBIASED = ("count_unbiased", "count_var", "sum_unbiased", "sum_var", "people_unbiased")
 
 
-def b64(array: np.ndarray, dtype: str) -> str:
-    """A typed array as base64 of its little-endian bytes."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+def pack(array: np.ndarray, dtype: str) -> str:
+    """A typed array as base64 of the gzip of its little-endian bytes."""
+    raw = np.ascontiguousarray(array, dtype=dtype).tobytes()
+    return base64.b64encode(gzip.compress(raw, 6, mtime=0)).decode("ascii")
+
+
+def pack_text(lines: Sequence[str]) -> str:
+    """Lines of text (no newline in any) as base64 of the gzip of their UTF-8, one per line."""
+    raw = "\n".join(lines).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, 6, mtime=0)).decode("ascii")
+
+
+def unpack(text: str, dtype: str) -> np.ndarray:
+    """The typed array of :func:`pack` (for tests and readers of the site's data)."""
+    return np.frombuffer(gzip.decompress(base64.b64decode(text)), dtype=dtype)
+
+
+def unpack_text(text: str) -> list[str]:
+    """The lines of :func:`pack_text`."""
+    raw = gzip.decompress(base64.b64decode(text)).decode("utf-8")
+    return raw.split("\n") if raw else []
 
 
 def site_data(
@@ -112,6 +143,7 @@ def site_data(
         raise SpecError("a website needs at least one layer of releases; pass some releases")
     return {
         "format": FORMAT,
+        "encoding": "gzip+base64",
         "title": title.strip(),
         "noun": noun.strip(),
         "generated": dt.datetime.now(dt.UTC).date().isoformat(),
@@ -174,14 +206,15 @@ def layer_data(layer: SiteLayer) -> dict[str, Any]:
     geoms = np.concatenate([np.asarray(t.geometry.to_numpy(), dtype=object) for t in tables])
     geoms = geoms[first[order]]
     index = pd.Index(ids)
-    stats = _statistics(tables, layer.kind)
+    value = (layer.periods[-1].release.manifest.get("contribution_bounds") or {}).get("value")
+    stats = _statistics(tables, layer.kind, value)
     areas = (
         np.array([h3.cell_area(c, unit="km^2") for c in ids])
         if layer.kind == "cells"
         else equal_area(geoms) / 1e6
     )
-    shapes = {"n": len(ids), "ids": ids.tolist(), **encode_shapes(geoms)}
-    shapes["area_km2"] = b64(areas, "<f4")
+    shapes = {"n": len(ids), "ids": pack_text(ids.tolist()), **encode_shapes(geoms)}
+    shapes["area_km2"] = pack(areas, "<f4")
     res = sorted({int(r) for t in tables if "resolution" in t for r in t["resolution"].dropna()})
     around, note = _around(layer, index)
     rel0 = layer.periods[-1].release
@@ -232,15 +265,16 @@ def encode_shapes(geoms: np.ndarray) -> dict[str, Any]:
     ring_start = np.concatenate([[0], np.cumsum(per_ring - 1)])
     shape_start = np.concatenate([[0], np.cumsum(np.bincount(ring_shape, minlength=n))])
     return {
-        "centre": b64(centre, "<i4"),
+        "centre": pack(centre, "<i4"),
         "unit": 1e-7 * 2**k,
-        "offsets": b64(unit_offsets, "<i2"),
-        "ring_start": b64(ring_start, "<u4"),
-        "shape_start": b64(shape_start, "<u4"),
+        "offsets": pack(unit_offsets, "<i2"),
+        "ring_start": pack(ring_start, "<u4"),
+        "shape_start": pack(shape_start, "<u4"),
     }
 
 
-def _statistics(tables: list[pd.DataFrame], kind: str) -> list[dict[str, Any]]:
+def _statistics(tables: list[pd.DataFrame], kind: str, value: str | None) -> list[dict[str, Any]]:
+    """The published statistics (count first), their labels, digits and colour-scale top."""
     keys: list[str] = []
     for t in tables:
         for c in t.columns:
@@ -259,7 +293,22 @@ def _statistics(tables: list[pd.DataFrame], kind: str) -> list[dict[str, Any]]:
         )
         v = v[np.isfinite(v)]
         digits = 0 if (v == np.round(v)).all() else 2
-        out.append({"key": c, "label": f"noisy {c} per {unit}", "digits": digits})
+        top = float(np.percentile(v, COLOR_PERCENTILE)) if len(v) else 1.0
+        what = (
+            c
+            if value is None or c == "count"
+            else f"{c} of {value}"
+            if c == "sum"
+            else f"{c} {value}"
+        )
+        out.append(
+            {
+                "key": c,
+                "label": f"noisy {what} per {unit}",
+                "digits": digits,
+                "vmax": top if top > 0 else 1.0,
+            }
+        )
     return out
 
 
@@ -280,7 +329,11 @@ def _period_values(
             m = pd.array(table[f"{key}_moe"], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
             value[at] = np.where(supp, np.nan, v)  # a suppressed row's number is never written
             moe[at] = np.where(supp, np.nan, m)
-        out[key] = {"value": b64(value, "<f4"), "moe": b64(moe, "<f4"), "state": b64(state, "u1")}
+        out[key] = {
+            "value": pack(value, "<f4"),
+            "moe": pack(moe, "<f4"),
+            "state": pack(state, "u1"),
+        }
     return out
 
 
@@ -318,10 +371,10 @@ def _around(layer: SiteLayer, index: pd.Index) -> tuple[dict[str, Any] | None, s
             hidden[at] = rows.hidden[:, 0]
             exact = corr.exact_moe.get(s)
             out[s] = {
-                "est": b64(est, "<f8"),
-                "var": b64(var, "<f8"),
+                "est": pack(est, "<f8"),
+                "var": pack(var, "<f8"),
                 "single_moe": None if exact is None else float(exact),
-                "hidden": b64(hidden, "u1"),
+                "hidden": pack(hidden, "u1"),
             }
         periods.append(out)
         uses.add(rows.unbiased)
@@ -355,12 +408,15 @@ def _trend(trend: Any, index: pd.Index) -> dict[str, Any] | None:
     slope[at[ok]] = trend["slope"].to_numpy(np.float64)[ok]
     moe[at[ok]] = trend["slope_moe"].to_numpy(np.float64)[ok]
     sig[at[ok]] = trend["significant"].to_numpy(bool)[ok]
+    shown = np.abs(slope[np.isfinite(slope)])
+    top = float(np.percentile(shown, COLOR_PERCENTILE)) if len(shown) else 1.0
     return {
-        "slope": b64(slope, "<f4"),
-        "moe": b64(moe, "<f4"),
-        "significant": b64(sig, "u1"),
+        "slope": pack(slope, "<f4"),
+        "moe": pack(moe, "<f4"),
+        "significant": pack(sig, "u1"),
         "label": "trend: change per period",
         "method": str(trend.attrs.get("method", "")),
+        "vmax": top if top > 0 else 1.0,
     }
 
 

@@ -238,10 +238,41 @@
   }
 
 
-  function b64(s, T) {
-    var bin = atob(s), u8 = new Uint8Array(bin.length);
+  /* Typed arrays arrive as base64 of gzip (dpmap/site/data.py); prepare() inflates those a
+     layer's period needs, in place, with the browser's DecompressionStream (no network);
+     b64() then hands them out as typed arrays. */
+  function b64(x, T) {
+    if (ArrayBuffer.isView(x)) return x;
+    throw new Error("dpmap site: an array was used before prepare() inflated it");
+  }
+  function inflate(text) {
+    var bin = atob(text), u8 = new Uint8Array(bin.length);
     for (var i = 0; i < bin.length; i++) u8[i] = bin.charCodeAt(i);
-    return new T(u8.buffer);
+    var stream = new Blob([u8]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return new Response(stream).arrayBuffer();
+  }
+  function unpack(obj, types) {
+    return Promise.all(Object.keys(types).map(function (k) {
+      if (!obj || typeof obj[k] !== "string") return null;
+      return inflate(obj[k]).then(function (buf) {
+        obj[k] = types[k] === "text" ? (buf.byteLength ? new TextDecoder().decode(buf).split("\n") : [])
+          : new types[k](buf);
+      });
+    }));
+  }
+  /* inflate what period p of layer L needs: shapes, that period's values and around rows,
+     the trend */
+  function prepare(L, p) {
+    var jobs = [unpack(L.shapes, { ids: "text", centre: Int32Array, offsets: Int16Array,
+      ring_start: Uint32Array, shape_start: Uint32Array, area_km2: Float32Array })];
+    Object.keys(L.values[p]).forEach(function (s) {
+      jobs.push(unpack(L.values[p][s], { value: Float32Array, moe: Float32Array, state: Uint8Array }));
+    });
+    if (L.around) Object.keys(L.around.periods[p]).forEach(function (s) {
+      jobs.push(unpack(L.around.periods[p][s], { est: Float64Array, "var": Float64Array, hidden: Uint8Array }));
+    });
+    if (L.trend) jobs.push(unpack(L.trend, { slope: Float32Array, moe: Float32Array, significant: Uint8Array }));
+    return Promise.all(jobs);
   }
 
   /* A layer's shapes (format in dpmap/site/data.py): lon/lat vertices, bboxes, a grid index */
@@ -319,7 +350,7 @@
       z95: D.z95, noun: D.noun, value: a.value, bounds: a.value_bounds };
   }
 
-  var api = { b64: b64, decodeShapes: decodeShapes, aroundSource: aroundSource, direct: direct, disk: disk, inShape: inShape, intersects: intersects, clip: clip,
+  var api = { b64: b64, prepare: prepare, decodeShapes: decodeShapes, aroundSource: aroundSource, direct: direct, disk: disk, inShape: inShape, intersects: intersects, clip: clip,
     area: area, fixed: fixed, formatArea: formatArea, sentence: sentence, around: around,
     hiddenRefusal: hiddenRefusal };
   if (typeof module !== "undefined" && module.exports) module.exports = api;

@@ -57,27 +57,15 @@
   }
   function statInfo() {
     var L = layerOf();
-    if (S.stat === "trend") return { key: "trend", label: L.trend.label, digits: 2 };
+    if (S.stat === "trend") return { key: "trend", label: L.trend.label, digits: 2, vmax: L.trend.vmax };
     return L.statistics.filter(function (s) { return s.key === S.stat; })[0];
   }
-  /* the colour scale: 0 to the 99th percentile of the shown values of every period */
+  /* the colour scale: 0 to the 99th percentile of the published values of every period
+     (computed by dpmap: vmax); a trend's: -vmax..vmax of |slope| */
   function scale() {
-    var L = layerOf(), key = "scale:" + S.stat;
-    L._v = L._v || {};
-    if (L._v[key] !== undefined) return L._v[key];
-    var all = [];
-    var periods = S.stat === "trend" ? [S.period] : L.periods.map(function (_, p) { return p; });
-    periods.forEach(function (p) {
-      var save = S.period; S.period = p; var c = cur(); S.period = save;
-      for (var i = 0; i < c.value.length; i++) if (c.state[i] === 0 && isFinite(c.value[i])) all.push(c.value[i]);
-    });
-    all.sort(function (a, b) { return a - b; });
-    var top = all.length ? all[Math.min(all.length - 1, Math.floor(0.99 * (all.length - 1)))] : 1;
-    if (S.stat === "trend") {
-      var m = all.length ? Math.max(Math.abs(all[Math.floor(0.01 * (all.length - 1))]), Math.abs(top)) : 1;
-      L._v[key] = { lo: -(m || 1), hi: m || 1, diverging: true };
-    } else L._v[key] = { lo: 0, hi: top > 0 ? top : 1, diverging: false };
-    return L._v[key];
+    var L = layerOf();
+    if (S.stat === "trend") return { lo: -L.trend.vmax, hi: L.trend.vmax, diverging: true };
+    return { lo: 0, hi: statInfo().vmax, diverging: false };
   }
   function classOf(c, i, sc) {
     if (c.state[i] === 1) return -1;
@@ -100,6 +88,60 @@
     hatch = ctx.createPattern(p, "repeat");
     return hatch;
   }
+  /* the rings of shape i as subpaths, back to their first vertex (not closePath(), which
+     is slow in Chromium's long paths: 60 ms per thousand rings) */
+  function trace(ctx, d, i, bx, by, z) {
+    var wo = d.wo, rs = d.rs;
+    for (var r = d.ss[i], re = d.ss[i + 1]; r < re; r++) {
+      var s0 = rs[r], e = rs[r + 1], x0 = bx + wo[2 * s0] * z, y0 = by + wo[2 * s0 + 1] * z;
+      ctx.moveTo(x0, y0);
+      for (var v = s0 + 1; v < e; v++) ctx.lineTo(bx + wo[2 * v] * z, by + wo[2 * v + 1] * z);
+      ctx.lineTo(x0, y0);
+    }
+  }
+
+  function rgba(hex) {
+    var v = parseInt(hex.slice(1), 16);
+    return (255 << 24 | (v & 255) << 16 | (v >> 8 & 255) << 8 | v >> 16) >>> 0;  // RGBA bytes
+  }
+  /* Fill the first ring of every listed cell into the canvas's pixels, sampling pixel
+     centres (neighbouring cells tile without gaps or overlaps); a cell that covers no pixel
+     centre gets the pixel under its centre. Suppressed cells: a hatch of grey lines. */
+  function rasterize(ctx, d, buckets, pal, W, H, dpr, z, ox, oy) {
+    var img = ctx.createImageData(W, H), buf = new Uint32Array(img.data.buffer);
+    var cols = pal.map(rgba), light = rgba("#e3e3e3"), dark = rgba("#8c8c8c");
+    var xs = new Float64Array(64), ys = new Float64Array(64), wo = d.wo, rs = d.rs, zd = z * dpr;
+    for (var k = 0; k < buckets.length; k++) {
+      var list = buckets[k], hatched = k === pal.length, col = cols[k];
+      for (var j = 0; j < list.length; j++) {
+        var i = list[j], bx = (d.wc[2 * i] * z - ox) * dpr, by = (d.wc[2 * i + 1] * z - oy) * dpr;
+        var s0 = rs[d.ss[i]], m = Math.min(64, rs[d.ss[i] + 1] - s0), y0 = Infinity, y1 = -Infinity, v;
+        for (v = 0; v < m; v++) {
+          xs[v] = bx + wo[2 * (s0 + v)] * zd; ys[v] = by + wo[2 * (s0 + v) + 1] * zd;
+          if (ys[v] < y0) y0 = ys[v]; if (ys[v] > y1) y1 = ys[v];
+        }
+        var filled = 0, ya = Math.max(0, Math.ceil(y0 - 0.5)), yb = Math.min(H - 1, Math.floor(y1 - 0.5));
+        for (var y = ya; y <= yb; y++) {
+          var yc = y + 0.5, xa = Infinity, xb = -Infinity;
+          for (var a = 0, b = m - 1; a < m; b = a++) {
+            if ((ys[a] > yc) !== (ys[b] > yc)) {
+              var x = xs[b] + (yc - ys[b]) * (xs[a] - xs[b]) / (ys[a] - ys[b]);
+              if (x < xa) xa = x; if (x > xb) xb = x;
+            }
+          }
+          var xl = Math.max(0, Math.ceil(xa - 0.5)), xr = Math.min(W - 1, Math.floor(xb - 0.5));
+          for (var px = xl; px <= xr; px++) buf[y * W + px] = hatched ? ((px + y) % 6 ? light : dark) : col;
+          filled += xr - xl + 1;
+        }
+        if (filled <= 0) {
+          var cx = Math.floor(bx), cy = Math.floor(by);
+          if (cx >= 0 && cy >= 0 && cx < W && cy < H) buf[cy * W + cx] = hatched ? light : col;
+        }
+      }
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
   var CanvasLayer = window.L.Layer.extend({
     onAdd: function (map) {
       this._c = window.L.DomUtil.create("canvas", "dpmap-canvas");
@@ -132,43 +174,34 @@
         if (cl === -2) continue;
         buckets[cl < 0 ? K : cl].push(i); visible++; sumR += r;
       }
-      var small = visible && sumR / visible < 1.5;  // sub-pixel shapes: a dot each
-      for (k = 0; k <= K; k++) {
-        var list = buckets[k];
-        if (!list.length) continue;
-        ctx.fillStyle = k === K ? hatchPattern(ctx) : pal[k];
-        ctx.beginPath();
-        for (var j = 0; j < list.length; j++) {
-          i = list[j];
-          var bx = d.wc[2 * i] * z - ox, by = d.wc[2 * i + 1] * z - oy;
-          if (small) { ctx.rect(bx - 1, by - 1, 2, 2); continue; }
-          for (var rr = d.ss[i]; rr < d.ss[i + 1]; rr++) {
-            for (var v = d.rs[rr]; v < d.rs[rr + 1]; v++) {
-              var px = bx + d.wo[2 * v] * z, py = by + d.wo[2 * v + 1] * z;
-              if (v === d.rs[rr]) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-            }
-            ctx.closePath();
+      /* many small cells: scan-convert them into pixels (Canvas paths of hundreds of
+         thousands of tiny polygons take seconds in software rendering) */
+      if (layerOf().kind === "cells" && visible && sumR / visible * dpr < 8) {
+        rasterize(ctx, d, buckets, pal, cv.width, cv.height, dpr, z, ox, oy);
+      } else {
+        for (k = 0; k <= K; k++) {
+          var list = buckets[k];
+          if (!list.length) continue;
+          ctx.fillStyle = k === K ? hatchPattern(ctx) : pal[k];
+          ctx.beginPath();
+          for (var j = 0; j < list.length; j++) {
+            i = list[j];
+            trace(ctx, d, i, d.wc[2 * i] * z - ox, d.wc[2 * i + 1] * z - oy, z);
+          }
+          ctx.fill("evenodd");
+          if (sumR / visible > 6) {
+            ctx.strokeStyle = "rgba(255,255,255,0.6)"; ctx.lineWidth = 0.5; ctx.stroke();
           }
         }
-        ctx.fill("evenodd");
-        if (!small && sumR / visible > 6) {
-          ctx.strokeStyle = "rgba(255,255,255,0.6)"; ctx.lineWidth = 0.5; ctx.stroke();
-        }
-      }
-      if (S.stat === "trend" && !small) {  // significant trends: a dark outline
-        ctx.beginPath();
-        buckets.forEach(function (list) {
-          list.forEach(function (i) {
-            if (!c.sig[i]) return;
-            var bx = d.wc[2 * i] * z - ox, by = d.wc[2 * i + 1] * z - oy;
-            for (var rr = d.ss[i]; rr < d.ss[i + 1]; rr++)
-              for (var v = d.rs[rr]; v < d.rs[rr + 1]; v++) {
-                var px = bx + d.wo[2 * v] * z, py = by + d.wo[2 * v + 1] * z;
-                if (v === d.rs[rr]) ctx.moveTo(px, py); else ctx.lineTo(px, py);
-              }
+        if (S.stat === "trend") {  // significant trends: a dark outline
+          ctx.beginPath();
+          buckets.forEach(function (list) {
+            list.forEach(function (i) {
+              if (c.sig[i]) trace(ctx, d, i, d.wc[2 * i] * z - ox, d.wc[2 * i + 1] * z - oy, z);
+            });
           });
-        });
-        ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.stroke();
+          ctx.strokeStyle = "#000"; ctx.lineWidth = 2; ctx.stroke();
+        }
       }
       var ms = performance.now() - t0;
       api.drawTimes.push({ ms: ms, shapes: visible, zoom: map.getZoom() });
@@ -212,9 +245,10 @@
     return L._a[S.period];
   }
 
-  var aroundLayer = null;
+  var aroundLayer = null, aroundRenderer = null;
   api.around = function (lat, lng, radius) {
     var src = aroundSource(), L = layerOf();
+    api._last = [lat, lng, radius];
     var r = src ? G.around(src, lat, lng, radius) : { error: L.around_note };
     if (!r.error) r.note = L.around_note;
     showAround(r, lat, lng, radius);
@@ -231,15 +265,16 @@
     box.setAttribute("data-count", String(r.count));
     box.setAttribute("data-count-moe", String(r.count_moe));
     var Lf = window.L, g = Lf.layerGroup(), d = decode(layerOf());
+    aroundRenderer = aroundRenderer || Lf.canvas({ padding: 0.2 });
     var ringLL = function (ring) { return ring.map(function (p) { return [p[1], p[0]]; }); };
     var idx = {};
     d.ids.forEach(function (id, i) { if (r.cells.length < 5000) idx[id] = i; });
     r.cells.forEach(function (id) {
       if (idx[id] === undefined) return;
-      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false }).addTo(g);
+      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
     });
     Lf.polygon(ringLL(G.disk(lat, lng, radius)), { color: "#d7191c", weight: 2, fillOpacity: 0.08,
-      dashArray: "4 3", interactive: false }).addTo(g);
+      dashArray: "4 3", interactive: false, renderer: aroundRenderer }).addTo(g);
     aroundLayer = g.addTo(api.map);
   }
 
@@ -362,10 +397,22 @@
     box.hidden = L.periods.length < 2;
     slider.min = 0; slider.max = L.periods.length - 1; slider.value = S.period;
     $("around-note").textContent = L.around ? L.around_note : "";
-    decode(L);
-    refresh();
+    return show();
+  }
+  /* inflate what the current layer and period need, then draw (resolves when drawn) */
+  function show() {
+    var L = layerOf(), p = S.period;
+    return G.prepare(L, p).then(function () {
+      if (L !== layerOf() || p !== S.period) return;
+      refresh();
+      if (api._last) api.around.apply(null, api._last);  // the answer follows the slider
+    }).catch(function (e) {
+      $("around-answer").textContent = "This page could not read its data: " + e;
+      throw e;
+    });
   }
   function refresh() {
+    decode(layerOf());
     var L = layerOf();
     $("period-label").textContent = L.periods[S.period] === null ? "" : L.periods[S.period];
     $("period-slider").setAttribute("aria-valuetext", $("period-label").textContent);
@@ -386,7 +433,7 @@
     var bb = D.layers[0].bbox;
     map.fitBounds([[bb[1], bb[0]], [bb[3], bb[2]]]);
     $("stat-select").addEventListener("change", function (e) { S.stat = e.target.value; T.page = 0; refresh(); });
-    $("period-slider").addEventListener("input", function (e) { S.period = +e.target.value; refresh(); });
+    $("period-slider").addEventListener("input", function (e) { S.period = +e.target.value; show(); });
     $("table-search").addEventListener("input", function () { T.page = 0; renderTable(); });
     $("page-prev").addEventListener("click", function () { T.page--; renderTable(); });
     $("page-next").addEventListener("click", function () { T.page++; renderTable(); });
@@ -406,11 +453,13 @@
       $(id).addEventListener("keydown", function (e) { if (e.key === "Enter") go(); });
     });
     map.on("click", function (e) {
+      if (!api.canvas) return;
       $("around-lat").value = e.latlng.lat.toFixed(6); $("around-lng").value = e.latlng.lng.toFixed(6);
       api.around(e.latlng.lat, e.latlng.lng, +$("around-radius").value);
     });
     var tip = $("tooltip");
     map.on("mousemove", function (e) {
+      if (!api.canvas) return;
       var i = shapeAt(e.latlng);
       if (i < 0) { tip.hidden = true; return; }
       tip.textContent = decode(layerOf()).ids[i] + ": " + shown(cur(), i);
@@ -418,9 +467,10 @@
       tip.style.left = (e.containerPoint.x + 12) + "px"; tip.style.top = (e.containerPoint.y + 12) + "px";
     });
     map.on("mouseout", function () { tip.hidden = true; });
-    setLayer(0);
-    api.canvas = new CanvasLayer();
-    api.canvas.addTo(map);
+    setLayer(0).then(function () {
+      api.canvas = new CanvasLayer();
+      api.canvas.addTo(map);
+    });
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
