@@ -503,6 +503,15 @@ def test_period_slider_by_keyboard_changes_label_values_and_around(browser, seri
     slider.send_keys(Keys.END)
     browser.wait_for(f"document.getElementById('period-label').innerText.trim() === '{MONTHS[-1]}'")
     _check_answer(_page_around(browser, lat, lng, 1000), at(11).around(lat, lng, 1000, noun=NOUN))
+    # and with the mouse: a click near the slider's left end picks the first period
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    width = slider.size["width"]
+    ActionChains(browser.driver).move_to_element_with_offset(
+        slider, -width // 2 + 3, 0
+    ).click().perform()
+    browser.wait_for(f"document.getElementById('period-label').innerText.trim() === '{MONTHS[0]}'")
+    _check_answer(_page_around(browser, lat, lng, 1000), at(0).around(lat, lng, 1000, noun=NOUN))
     assert browser.errors() == []
     assert browser.non_local() == []
 
