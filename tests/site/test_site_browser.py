@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from browser import SiteBrowser, require_browser
+from browser import SiteBrowser, pixels_near, require_browser
 from common import import_or_skip
 
 require_browser()
@@ -355,6 +355,22 @@ def test_demo_site_loads_offline_and_draws_palette_and_hatch(browser, demo, tmp_
     assert lines.mean() > 0.08, f"no hatch lines: {hatch}"
     grey = np.ptp(patch, axis=1) <= 3 / 255
     assert grey.all(), "the hatch is not grey"
+    # zoomed out (resolution-6 cells a few pixels wide: the page draws them as pixels, not
+    # paths), the map still shows the palette and the hatch's ground and lines
+    browser.js(
+        "const m = window.dpmapSite.map; m.setView([39.0, 116.0], 7, {animate: false});"
+        "document.getElementById('map').scrollIntoView();"
+    )
+    browser.frames(3)
+    box = browser.js(
+        "const r = document.getElementById('map').getBoundingClientRect();"
+        "return [Math.round(r.left), Math.round(r.top), Math.round(r.right), Math.round(r.bottom)];"
+    )
+    image = browser.screenshot(tmp_path / "zoom7.png")[box[1] : box[3], box[0] : box[2]]
+    hexes = ["#" + "".join(f"{v:02x}" for v in p) for p in palette]
+    assert pixels_near(image, ["#e3e3e3"]) > 0.05 * image[..., 0].size
+    assert pixels_near(image, ["#8c8c8c"], tol=20 / 255) > 0.01 * image[..., 0].size
+    assert pixels_near(image, hexes) > 300
     assert min(sum(abs(a - b) for a, b in zip(top, p, strict=True)) for p in palette) <= 6
     assert browser.non_local() == []
 
