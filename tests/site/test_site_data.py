@@ -8,6 +8,8 @@ unit): no statistics, nothing random beyond the fixed-seed releases.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -21,6 +23,7 @@ from common import REGION
 from dpmap.analysis.totals import rows_of
 from dpmap.site.data import site_data, unpack, unpack_text
 from dpmap.site.layers import SiteLayer, SitePeriod
+from dpmap.site.page import write_front_end
 
 INNER = (116.005, 39.005, 116.295, 39.195)
 
@@ -250,17 +253,74 @@ def test_bad_inputs_are_one_line_errors(rels: list[dpmap.Release]) -> None:
     assert tiles["tiles"]["url"] == "https://t.example.org/{z}/{x}/{y}.png"
 
 
-def test_categories_are_refused_with_the_limitation() -> None:
-    pts = _points(200, 9)
-    pts["creditor"] = np.where(np.arange(len(pts)) % 2 == 0, "bank", "utility")
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_categories_are_choices_and_around_rows_per_category(unbiased: bool) -> None:
+    pts = _points(600, 9)
+    pts["creditor"] = np.where(np.arange(len(pts)) % 3 == 0, "bank", "utility")
     rel = dpmap.release(
         pts,
         region=REGION,
         resolution=7,
         epsilon=1.0,
+        value="amount",
+        bounds=(0, 100),
         category="creditor",
         categories=["bank", "utility"],
     )
-    layer = SiteLayer("c", "C", "cells", (SitePeriod(None, rel),))
-    with pytest.raises(dpmap.SpecError, match="cannot show releases with categories"):
-        site_data([layer], title="T", noun="n", tiles=None)
+    layer = SiteLayer("c", "C", "cells", (SitePeriod(None, rel),), unbiased=unbiased)
+    out = site_data([layer], title="T", noun="n", tiles=None)["layers"][0]
+    keys = [s["key"] for s in out["statistics"]]
+    cats = [str(c) for c in rel.manifest["categories"]]
+    assert len(cats) >= 2 and keys[: len(cats)] == [f"count:{c}" for c in cats]
+    assert keys[len(cats)] == f"sum:{cats[0]}"
+    index = pd.Index(unpack_text(out["shapes"]["ids"]))
+    t = rel.cells
+    for cat in ("bank", "utility"):
+        rows = t[t["category"] == cat]
+        at = index.get_indexer(rows["cell"])
+        supp = rows["suppressed"].to_numpy(bool)
+        got = unpack(out["values"][0][f"count:{cat}"]["value"], "<f4")
+        state = unpack(out["values"][0][f"count:{cat}"]["state"], "u1")
+        assert (state[at] == np.where(supp, 1, 0)).all()
+        want = pd.array(rows["count"], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
+        np.testing.assert_array_equal(got[at[~supp]], want[~supp].astype(np.float32))
+        assert np.isnan(got[at[supp]]).all()
+    around = out["around"]
+    assert around["categories"] == cats
+    rows = rows_of(rel if unbiased else dpmap.Release(rel.cells, rel.manifest))
+    at = index.get_indexer(rows.cells.astype(str))
+    for stat in ("count", "sum"):
+        per = around["periods"][0][stat]
+        est = unpack(per["est"], "<f8").reshape(-1, len(cats))
+        np.testing.assert_array_equal(est[at], rows.values[stat])
+        np.testing.assert_array_equal(
+            unpack(per["var"], "<f8").reshape(-1, len(cats))[at], rows.variances[stat]
+        )
+        np.testing.assert_array_equal(
+            unpack(per["hidden"], "u1").reshape(-1, len(cats))[at], rows.hidden
+        )
+
+
+def test_front_end_is_self_contained(rels: list[dpmap.Release], tmp_path: Path) -> None:
+    """write_front_end writes the page, Leaflet, the scripts and the data; nothing refers to
+    another host, and a title or name cannot end the data's <script>."""
+    title = "Debt </script><script>alert(1)</script> & co"
+    data = site_data([_layer(rels, False)], title=title, noun="debtors", tiles=None)
+    write_front_end(tmp_path, data, title=title)
+    names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
+    for name in ("index.html", "assets/leaflet.js", "assets/leaflet.css", "assets/site.js"):
+        assert name in names
+    assert {"assets/geo.js", "assets/site.css", "data/site-data.js"} <= names
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert" not in page and "&lt;/script&gt;" in page
+    assert 'href="method.html"' in page
+    for src in re.findall(r'(?:src|href)="([^"]+)"', page):
+        assert not re.match(r"^[a-z]+:", src) or src.startswith("#"), src
+    js = (tmp_path / "data" / "site-data.js").read_text(encoding="utf-8")
+    assert js.startswith("window.DPMAP_SITE = {") and "</script" not in js.lower()
+    assert "sourceMappingURL" not in (tmp_path / "assets" / "leaflet.js").read_text("utf-8")
+    for name in ("index.html", "assets/site.js", "assets/geo.js", "assets/site.css"):
+        assert not re.search(r"https?://", (tmp_path / name).read_text(encoding="utf-8")), name
+    css = (tmp_path / "assets" / "leaflet.css").read_text(encoding="utf-8")
+    urls = [u for u in re.findall(r"url\(([^)]+)\)", css) if not u.startswith("#")]
+    assert urls and all((tmp_path / "assets" / u.strip("'\"")).is_file() for u in urls), urls

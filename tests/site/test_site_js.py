@@ -181,3 +181,55 @@ def test_around_in_js_follows_the_period(tmp_path: Path) -> None:
                     py["statement"],
                 ), (k, lat, lng, r)
         assert (outside >= 15) is (k == 1)
+
+
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_around_in_js_with_categories_is_rel_around(tmp_path: Path, unbiased: bool) -> None:
+    """With categories: totals over the categories (margin from the summed variances), one
+    line per category (the exact margin for one cell), the same sentence or refusal."""
+    pts = _points(20000, 2000, 13)
+    pts["creditor"] = np.where(np.arange(len(pts)) % 3 == 0, "bank", "utility")
+    rel = dpmap.release(
+        pts,
+        region=REGION,
+        resolution=8,
+        epsilon=1.0,
+        value="amount",
+        bounds=(0, 100),
+        category="creditor",
+        categories=["bank", "utility"],
+    )
+    public = rel if unbiased else dpmap.Release(rel.cells, rel.manifest)
+    layer = SiteLayer("c", "C", "cells", (SitePeriod(None, rel),), unbiased=unbiased)
+    site = site_data([layer], title="T", noun="debtors", tiles=None)
+    rng = np.random.default_rng(5)
+    pts_ll = [
+        [float(rng.uniform(39.0, 39.2)), float(rng.uniform(116.0, 116.3)), float(r)]
+        for r in rng.choice([50, 500, 1000, 2000], 80)
+    ]
+    got = _node(tmp_path, {"site": site, "period": 0, "points": pts_ll})
+    answers = one = refused = 0
+    for (lat, lng, r), js in zip(pts_ll, got, strict=True):
+        py = _python(public, lat, lng, r)
+        if "error" in py:
+            assert js == {"error": py["error"]}, (lat, lng, r)
+            refused += "cannot answer" in py["error"]
+            continue
+        answers += 1
+        one += len(py["cells"]) == 1
+        assert (js["cells"], js["count"], js["count_moe"], js["sum"], js["sum_moe"]) == (
+            py["cells"],
+            py["count"],
+            py["count_moe"],
+            py["sum"],
+            py["sum_moe"],
+        ), (lat, lng, r)
+        keys = ("category", "count", "count_moe", "sum", "sum_moe")
+        assert [[c[k] for k in keys] for c in js["categories"]] == [
+            [c[k] for k in keys] for c in py["categories"]
+        ]
+        assert js["text"] == py["statement"]
+    if unbiased:
+        assert answers >= 15 and one >= 2
+    else:  # the category "other" holds nobody: its rows are hidden everywhere
+        assert refused >= 15

@@ -29,8 +29,11 @@ Format 1::
          "shape_start": Uint32 (N+1)    # rings of shape i: shape_start[i] .. shape_start[i+1]
          "area_km2": Float32 (N)},      # h3.cell_area (cells) or the equal-area area (zones)
        "bbox": [minLng, minLat, maxLng, maxLat],
-       "statistics": [{"key", "label", "digits", "vmax"}],   # count, sum, mean, median,
-                                        # q..: those with a published margin ("<key>_moe");
+       "statistics": [{"key", "stat", "category", "label", "digits", "vmax"}],
+                                        # count, sum, mean, median, q..: those with a
+                                        # published margin ("<stat>_moe"); with categories
+                                        # one per (stat, category), key "count:bank"
+                                        # (category null without);
                                         # vmax: top of the colour scale, the 99th
                                         # percentile of the published values of all periods
        "values": [per period: {stat: {"value": Float32, "moe": Float32, "state": Uint8}}],
@@ -38,8 +41,11 @@ Format 1::
                                         # period's release; value and moe NaN unless state 0
        "around": null | {
          "value": str | null, "value_bounds": [lo, hi] | null, "unbiased": bool,
+         "categories": [str] | null,
          "periods": [per period: {stat ("count"[, "sum"]): {"est": Float64, "var": Float64,
                       "single_moe": float | null, "hidden": Uint8}}]},
+                                        # est, var, hidden: N × C, row-major (C categories,
+                                        # 1 without)
        "around_note": str,              # why around is off, or which estimates it adds up
        "trend": null | {"slope": Float32, "moe": Float32, "significant": Uint8,
                         "label": str, "method": str, "vmax": float},  # NaN slope: no trend
@@ -64,7 +70,18 @@ design's rows are not independent (hierarchical, adaptive: their exact variances
 whole tree). When the layer is not ``unbiased`` nothing from ``rel.estimates`` is written:
 the around rows are those of the release without its estimates, as the public file.
 
-Releases with categories are refused for now (one-line SpecError).
+The page (``assets/geo.js``) repeats ``rel.around`` on these numbers: the same disk, the
+same cells (lon/lat polygons intersecting it), the same sums in the same order, the same
+margins and sentence; its answers equal Python's exactly (tests/site/test_site_js.py). Two
+known, tiny differences: "is the point in a released cell" is a planar point-in-polygon
+test on the cells' lon/lat outlines where Python asks H3 (they differ only within about
+0.2 m of the released area's outer edge at resolution 6), and the coverage is measured on
+vertices rounded to ``unit`` (within 1e-5 of Python's; the sentence only uses it to two
+digits, below 99.5%).
+
+Releases with categories: each (statistic, category) is a choice of the statistic
+switcher; "around here" answers as ``rel.around`` does (totals over the categories, and
+one line per category).
 """
 
 from __future__ import annotations
@@ -179,11 +196,6 @@ def _tiles(tiles: Any) -> dict[str, str] | None:
 def _rows_shown(rel: Any) -> pd.DataFrame:
     """The release's rows the map shows: the finest level of a several-level design."""
     table = rel.cells
-    if "category" in table.columns:
-        raise SpecError(
-            "the website cannot show releases with categories yet; publish a release without "
-            "categories (or one release per category as separate layers)"
-        )
     if design_of(rel.manifest).several_levels and "resolution" in table.columns:
         table = table[table["resolution"].to_numpy() == table["resolution"].max()]
     return table.drop(columns=[c for c in _UNBIASED if c in table.columns])
@@ -195,6 +207,8 @@ def _key_column(rel: Any) -> str:
 
 def layer_data(layer: SiteLayer) -> dict[str, Any]:
     """One layer of DPMAP_SITE (see the module docstring)."""
+    if not layer.periods:
+        raise SpecError(f"layer {layer.key!r} has no periods; give it at least one release")
     tables = [_rows_shown(p.release) for p in layer.periods]
     keys = [
         t[_key_column(p.release)].astype(str).to_numpy()
@@ -207,7 +221,8 @@ def layer_data(layer: SiteLayer) -> dict[str, Any]:
     geoms = geoms[first[order]]
     index = pd.Index(ids)
     value = (layer.periods[-1].release.manifest.get("contribution_bounds") or {}).get("value")
-    stats = _statistics(tables, layer.kind, value)
+    cats = layer.periods[-1].release.manifest.get("categories")
+    stats = _statistics(tables, layer.kind, value, [str(c) for c in cats] if cats else None)
     areas = (
         np.array([h3.cell_area(c, unit="km^2") for c in ids])
         if layer.kind == "cells"
@@ -273,8 +288,11 @@ def encode_shapes(geoms: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _statistics(tables: list[pd.DataFrame], kind: str, value: str | None) -> list[dict[str, Any]]:
-    """The published statistics (count first), their labels, digits and colour-scale top."""
+def _statistics(
+    tables: list[pd.DataFrame], kind: str, value: str | None, categories: list[str] | None
+) -> list[dict[str, Any]]:
+    """The published statistics (count first), per category when the releases have
+    categories ("count:bank"), with their labels, digits and colour-scale top."""
     keys: list[str] = []
     for t in tables:
         for c in t.columns:
@@ -284,52 +302,63 @@ def _statistics(tables: list[pd.DataFrame], kind: str, value: str | None) -> lis
     unit = "hexagon" if kind == "cells" else "zone"
     out = []
     for c in keys:
-        v = np.concatenate(
-            [
-                pd.array(t[c], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
-                for t in tables
-                if c in t
-            ]
-        )
-        v = v[np.isfinite(v)]
-        digits = 0 if (v == np.round(v)).all() else 2
-        top = float(np.percentile(v, COLOR_PERCENTILE)) if len(v) else 1.0
-        what = (
-            c
-            if value is None or c == "count"
-            else f"{c} of {value}"
-            if c == "sum"
-            else f"{c} {value}"
-        )
-        out.append(
-            {
-                "key": c,
-                "label": f"noisy {what} per {unit}",
-                "digits": digits,
-                "vmax": top if top > 0 else 1.0,
-            }
-        )
+        choices: list[str | None] = list(categories) if categories else [None]
+        for cat in choices:
+            v = np.concatenate(
+                [
+                    pd.array(_of_category(t, cat)[c], dtype="Float64").to_numpy(
+                        np.float64, na_value=np.nan
+                    )
+                    for t in tables
+                    if c in t
+                ]
+            )
+            v = v[np.isfinite(v)]
+            top = float(np.percentile(v, COLOR_PERCENTILE)) if len(v) else 1.0
+            what = (
+                c
+                if value is None or c == "count"
+                else f"{c} of {value}"
+                if c == "sum"
+                else f"{c} {value}"
+            )
+            out.append(
+                {
+                    "key": c if cat is None else f"{c}:{cat}",
+                    "stat": c,
+                    "category": cat,
+                    "label": f"noisy {what} per {unit}" + ("" if cat is None else f" — {cat}"),
+                    "digits": 0 if (v == np.round(v)).all() else 2,
+                    "vmax": top if top > 0 else 1.0,
+                }
+            )
     return out
+
+
+def _of_category(table: pd.DataFrame, category: str | None) -> pd.DataFrame:
+    if category is None:
+        return table
+    return table[table["category"].astype(str).to_numpy() == category]
 
 
 def _period_values(
     table: pd.DataFrame, rel: Any, index: pd.Index, stats: list[dict[str, Any]]
 ) -> dict[str, dict[str, str]]:
-    at = index.get_indexer(table[_key_column(rel)].astype(str))
-    supp = table["suppressed"].to_numpy(dtype=bool)
     out = {}
     for s in stats:
-        key = s["key"]
+        key, rows = s["stat"], _of_category(table, s["category"])
+        at = index.get_indexer(rows[_key_column(rel)].astype(str))
+        supp = rows["suppressed"].to_numpy(dtype=bool)
         value = np.full(len(index), np.nan)
         moe = np.full(len(index), np.nan)
         state = np.full(len(index), 2, dtype=np.uint8)
         state[at] = np.where(supp, 1, 0)
-        if key in table:
-            v = pd.array(table[key], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
-            m = pd.array(table[f"{key}_moe"], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
+        if key in rows:
+            v = pd.array(rows[key], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
+            m = pd.array(rows[f"{key}_moe"], dtype="Float64").to_numpy(np.float64, na_value=np.nan)
             value[at] = np.where(supp, np.nan, v)  # a suppressed row's number is never written
             moe[at] = np.where(supp, np.nan, m)
-        out[key] = {
+        out[s["key"]] = {
             "value": pack(value, "<f4"),
             "moe": pack(moe, "<f4"),
             "state": pack(state, "u1"),
@@ -364,11 +393,12 @@ def _around(layer: SiteLayer, index: pd.Index) -> tuple[dict[str, Any] | None, s
             )
         at = index.get_indexer(rows.cells.astype(str))
         out = {}
+        shape = (len(index), rows.ncat)  # (cell, category), row-major
         for s in rows.stats:
-            est, var = np.zeros(len(index)), np.zeros(len(index))
-            hidden = np.zeros(len(index), dtype=np.uint8)
-            est[at], var[at] = rows.values[s][:, 0], rows.variances[s][:, 0]
-            hidden[at] = rows.hidden[:, 0]
+            est, var = np.zeros(shape), np.zeros(shape)
+            hidden = np.zeros(shape, dtype=np.uint8)
+            est[at], var[at] = rows.values[s], rows.variances[s]
+            hidden[at] = rows.hidden
             exact = corr.exact_moe.get(s)
             out[s] = {
                 "est": pack(est, "<f8"),
@@ -392,6 +422,7 @@ def _around(layer: SiteLayer, index: pd.Index) -> tuple[dict[str, Any] | None, s
     return {
         "value": value,
         "value_bounds": None if rows.value_bounds is None else list(rows.value_bounds),
+        "categories": None if rows.categories is None else list(rows.categories),
         "unbiased": uses == {True},
         "periods": periods,
     }, note

@@ -3,9 +3,23 @@
 :func:`write_front_end` writes into a folder that :func:`dpmap.site.build.publish` created
 (it writes method.html, the manifests and the marker). Leaflet is copied from the pip
 package ``django-js-lib-leaflet`` (as :mod:`dpmap.maps.interactive` inlines it); nothing is
-loaded from the network. The page's test hooks (``window.dpmapSite``: ``ready``, ``map``,
-``state``, ``around(lat, lng, radius_m)``, ``csv()``, ``drawTimes``; the element ids) are
-listed in ``assets/site.js`` and ``assets/index.html``.
+loaded from the network.
+
+The page's test hooks (``assets/site.js``): ``window.dpmapSite`` with ``ready`` (a Promise,
+resolved after the first full draw, when ``performance.mark("dpmap-first-draw")`` is set),
+``map`` (the Leaflet map), ``state`` ({layer, period, stat}: indexes and a statistic key,
+"trend" for the trend layer), ``around(lat, lng, radius_m)`` (what the page shows: ``{cells,
+count, count_moe, sum, sum_moe, area_km2, coverage, radius_m, lat, lng, text, note}`` with
+``text`` exactly ``str(rel.around(..., noun=noun))``, or ``{error}`` with rel.around's
+message), ``csv()`` (the text the CSV button downloads) and ``drawTimes`` (ms and shapes
+per draw). Elements: ``#map``, ``#layer-select`` (inside ``#layer-box``, hidden with one
+layer), ``#stat-select``, ``#period-slider`` and ``#period-label`` (inside ``#period-box``,
+hidden with one period), ``#around-lat``, ``#around-lng``, ``#around-radius``,
+``#around-go``, ``#around-answer`` (``data-cells``, ``data-count``, ``data-count-moe``),
+``#table-search``, ``#data-table`` (``tbody tr[data-id]``, 100 rows a page, ``#page-prev``,
+``#page-next``, ``#table-page``), ``#csv-download`` (``<layer>-<period>-<stat>.csv``, period
+"all" for a layer of one release without a label; every row the search keeps, in the
+shown order, all pages), ``#legend``, links to method.html.
 """
 
 from __future__ import annotations
@@ -16,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dpmap.errors import SpecError
+from dpmap.errors import missing_extra
 from dpmap.maps.interactive import LEAFLET_PACKAGE
 
 ASSETS = ("site.js", "geo.js", "site.css")
@@ -43,10 +57,7 @@ def _leaflet_folder() -> Any:
         folder = resources.files(_LEAFLET_MODULE).joinpath(_LEAFLET_DIR)
         folder.joinpath("leaflet.js").read_bytes()
     except (ImportError, OSError):
-        raise SpecError(
-            f"the website needs Leaflet from the {LEAFLET_PACKAGE!r} package, which is not "
-            f"installed; pip install {LEAFLET_PACKAGE} (or dpmap[plot])"
-        ) from None
+        raise missing_extra(LEAFLET_PACKAGE, "plot") from None
     return folder
 
 

@@ -145,6 +145,17 @@
   function distance(m) { return m < 1000 ? String(m) + " m" : String(m / 1000) + " km"; }
   function g6(x) { return String(parseFloat(x.toPrecision(6))); }
 
+  /* numpy's sum of a float64 array (pairwise: 8 accumulators from 8 values on; n <= 128) */
+  function npSum(a) {
+    var n = a.length, i, res;
+    if (n < 8) { res = -0.0; for (i = 0; i < n; i++) res += a[i]; return res; }
+    var r = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
+    for (i = 8; i < n - (n % 8); i += 8) for (var j = 0; j < 8; j++) r[j] += a[i + j];
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (; i < n; i++) res += a[i];
+    return res;
+  }
+
   /* Around.__str__ */
   function sentence(r, noun, value, bounds) {
     var lo = bounds ? bounds[0] : 0, hi = bounds ? bounds[1] : Infinity;
@@ -166,12 +177,23 @@
     if (r.coverage < 0.995)
       text += " (the circle reaches beyond the published area: released cells cover " +
         fixed(r.coverage * 100, 0, false) + "% of it)";
+    (r.categories || []).forEach(function (c) {
+      moved = moved || showC(c.count) !== c.count || (c.sum !== undefined && showS(c.sum) !== c.sum);
+    });
     if (moved) {
       var rule = (r.sum === undefined || lo >= 0) ? "noisy totals below 0 are shown as 0"
         : hi <= 0 ? "noisy counts below 0, and noisy sums above 0, are shown as 0"
           : "noisy counts below 0 are shown as 0 (sums can be negative and are shown as they are)";
       text += " (" + rule + ")";
     }
+    (r.categories || []).forEach(function (c) {
+      var d = c.count_moe >= 1 ? 0 : 1;
+      text += "\n  " + c.category + ": about " + fixed(showC(c.count), d) + " ± " + fixed(c.count_moe, d);
+      if (c.sum !== undefined) {
+        var ds = c.sum_moe >= 1 ? 0 : 1;
+        text += ", " + (value || "value") + " about " + fixed(showS(c.sum), ds) + " ± " + fixed(c.sum_moe, ds);
+      }
+    });
     return text;
   }
 
@@ -213,8 +235,10 @@
       return src.released(i) && intersects(src.rings(i), poly);
     });
     cand.sort(function (a, b) { var x = src.id(a), y = src.id(b); return x < y ? -1 : x > y ? 1 : 0; });
-    var count = src.stats.count, nHidden = 0;
-    cand.forEach(function (i) { if (count.hidden[i]) nHidden++; });
+    var count = src.stats.count, nc = src.categories ? src.categories.length : 1, nHidden = 0;
+    cand.forEach(function (i) {
+      for (var k = 0; k < nc; k++) if (count.hidden[i * nc + k]) { nHidden++; break; }
+    });
     if (nHidden) return bad(hiddenRefusal(cand.length, nHidden));
     var ccw = poly.slice().reverse();  // azimuths run clockwise: reverse for the clip
     var covered = 0, areaKm2 = 0;
@@ -224,16 +248,32 @@
     });
     var out = { cells: cand.map(src.id), area_km2: areaKm2,
       coverage: Math.min(1, covered / area(poly)), radius_m: radius, lat: lat, lng: lng };
+    /* per category: sums over the cells in id order (as numpy's bincount), then the total
+       over categories (as numpy's sum) with Z95·√(Σ var), or the exact single-cell margin */
+    var single = cand.length === 1, per = {};
     ["count", "sum"].forEach(function (s) {
       var st = src.stats[s];
       if (!st) return;
-      var t = 0, v = 0;
-      cand.forEach(function (i) { t += st.est[i]; v += st["var"][i]; });
-      out[s] = t;
-      out[s + "_moe"] = cand.length === 1 && st.single_moe !== null ? st.single_moe
-        : src.z95 * Math.sqrt(v);
+      var t = new Float64Array(nc), v = new Float64Array(nc);
+      cand.forEach(function (i) {
+        for (var k = 0; k < nc; k++) { t[k] += st.est[i * nc + k]; v[k] += st["var"][i * nc + k]; }
+      });
+      var moe = Array.prototype.map.call(v, function (x) {
+        return single && st.single_moe !== null ? st.single_moe : src.z95 * Math.sqrt(x);
+      });
+      per[s] = { t: t, moe: moe };
+      out[s] = npSum(t);
+      out[s + "_moe"] = nc === 1 ? moe[0] : src.z95 * Math.sqrt(npSum(v));
     });
+    if (src.categories) {
+      out.categories = src.categories.map(function (c, k) {
+        var o = { category: c, count: per.count.t[k], count_moe: per.count.moe[k] };
+        if (per.sum) { o.sum = per.sum.t[k]; o.sum_moe = per.sum.moe[k]; }
+        return o;
+      });
+    }
     out.text = sentence(out, src.noun, src.value, src.bounds);
+    Object.defineProperty(out, "shapes", { value: cand, enumerable: false });  // for drawing
     return out;
   }
 
@@ -347,7 +387,7 @@
     var st = b64(L.values[p][L.statistics[0].key].state, Uint8Array);
     return { rings: d.rings, candidates: d.candidates, released: function (i) { return st[i] !== 2; },
       id: function (i) { return d.ids[i]; }, area: function (i) { return d.area[i]; }, stats: stats,
-      z95: D.z95, noun: D.noun, value: a.value, bounds: a.value_bounds };
+      z95: D.z95, noun: D.noun, value: a.value, bounds: a.value_bounds, categories: a.categories };
   }
 
   var api = { b64: b64, prepare: prepare, decodeShapes: decodeShapes, aroundSource: aroundSource, direct: direct, disk: disk, inShape: inShape, intersects: intersects, clip: clip,

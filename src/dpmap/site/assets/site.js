@@ -70,7 +70,8 @@
   function classOf(c, i, sc) {
     if (c.state[i] === 1) return -1;
     var v = c.value[i];
-    if (c.state[i] === 2 || !isFinite(v)) return -2;
+    if (c.state[i] === 2) return -2;
+    if (!isFinite(v)) return -3;  // published row without this number: "no published value"
     var pal = sc.diverging ? DIVERGING : VIRIDIS, t = (v - sc.lo) / (sc.hi - sc.lo);
     return Math.max(0, Math.min(pal.length - 1, Math.floor(t * pal.length)));
   }
@@ -109,7 +110,7 @@
      centre gets the pixel under its centre. Suppressed cells: a hatch of grey lines. */
   function rasterize(ctx, d, buckets, pal, W, H, dpr, z, ox, oy) {
     var img = ctx.createImageData(W, H), buf = new Uint32Array(img.data.buffer);
-    var cols = pal.map(rgba), light = rgba("#e3e3e3"), dark = rgba("#8c8c8c");
+    var cols = pal.map(rgba).concat([0, rgba("#ffffff")]), light = rgba("#e3e3e3"), dark = rgba("#8c8c8c");
     var xs = new Float64Array(64), ys = new Float64Array(64), wo = d.wo, rs = d.rs, zd = z * dpr;
     for (var k = 0; k < buckets.length; k++) {
       var list = buckets[k], hatched = k === pal.length, col = cols[k];
@@ -165,24 +166,24 @@
       var o = tl.add(map.getPixelOrigin()), ox = o.x, oy = o.y;
       var pal = sc.diverging ? DIVERGING : VIRIDIS, K = pal.length;
       var buckets = [], k, i;
-      for (k = 0; k < K + 1; k++) buckets.push([]);
+      for (k = 0; k < K + 2; k++) buckets.push([]);  // colours, suppressed, no value
       var visible = 0, sumR = 0;
       for (i = 0; i < d.n; i++) {
         var cx = d.wc[2 * i] * z - ox, cy = d.wc[2 * i + 1] * z - oy, r = d.wr[i] * z;
         if (cx + r < 0 || cy + r < 0 || cx - r > size.x || cy - r > size.y) continue;
         var cl = classOf(c, i, sc);
         if (cl === -2) continue;
-        buckets[cl < 0 ? K : cl].push(i); visible++; sumR += r;
+        buckets[cl === -1 ? K : cl === -3 ? K + 1 : cl].push(i); visible++; sumR += r;
       }
       /* many small cells: scan-convert them into pixels (Canvas paths of hundreds of
          thousands of tiny polygons take seconds in software rendering) */
       if (layerOf().kind === "cells" && visible && sumR / visible * dpr < 8) {
         rasterize(ctx, d, buckets, pal, cv.width, cv.height, dpr, z, ox, oy);
       } else {
-        for (k = 0; k <= K; k++) {
+        for (k = 0; k <= K + 1; k++) {
           var list = buckets[k];
           if (!list.length) continue;
-          ctx.fillStyle = k === K ? hatchPattern(ctx) : pal[k];
+          ctx.fillStyle = k === K ? hatchPattern(ctx) : k === K + 1 ? "#ffffff" : pal[k];
           ctx.beginPath();
           for (var j = 0; j < list.length; j++) {
             i = list[j];
@@ -267,12 +268,9 @@
     var Lf = window.L, g = Lf.layerGroup(), d = decode(layerOf());
     aroundRenderer = aroundRenderer || Lf.canvas({ padding: 0.2 });
     var ringLL = function (ring) { return ring.map(function (p) { return [p[1], p[0]]; }); };
-    var idx = {};
-    d.ids.forEach(function (id, i) { if (r.cells.length < 5000) idx[id] = i; });
-    r.cells.forEach(function (id) {
-      if (idx[id] === undefined) return;
-      Lf.polygon(d.rings(idx[id]).map(ringLL), { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
-    });
+    var outlines = (r.shapes || []).map(function (i) { return d.rings(i).map(ringLL); });
+    if (outlines.length)
+      Lf.polygon(outlines, { color: "#111", weight: 2, fill: false, interactive: false, renderer: aroundRenderer }).addTo(g);
     Lf.polygon(ringLL(G.disk(lat, lng, radius)), { color: "#d7191c", weight: 2, fillOpacity: 0.08,
       dashArray: "4 3", interactive: false, renderer: aroundRenderer }).addTo(g);
     aroundLayer = g.addTo(api.map);
@@ -297,6 +295,9 @@
     sw.innerHTML = '<span class="swatch hatched"></span><span></span>';
     sw.children[1].textContent = SUPPRESSED + " — not zero";
     el.appendChild(sw);
+    var nv = document.createElement("div"); nv.className = "legend-row";
+    nv.innerHTML = '<span class="swatch missing"></span><span>no published value</span>';
+    el.appendChild(nv);
     if (S.stat === "trend") {
       var sg = document.createElement("div"); sg.className = "legend-row";
       sg.innerHTML = '<span class="swatch significant"></span><span>significant trend (outlined)</span>';
@@ -366,7 +367,7 @@
   }
   function csv() {
     var q = function (x) { return /[",\n]/.test(x) ? '"' + x.replace(/"/g, '""') + '"' : x; };
-    var lines = [["id", statInfo().label, "margin (95%)", "state"].map(q).join(",")];
+    var lines = [["id", statInfo().label, "± margin (95%)", "state"].map(q).join(",")];
     T.rows.forEach(function (i) { lines.push(cellText(i).map(q).join(",")); });
     return lines.join("\n") + "\n";
   }
