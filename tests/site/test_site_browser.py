@@ -40,7 +40,6 @@ import_or_skip("dpmap.site.build", "the website builder (dpmap.site.build) is no
 
 import dpmap  # noqa: E402
 from dpmap.errors import SpecError  # noqa: E402
-from dpmap.release import read_release  # noqa: E402
 
 NOUN = "debts"
 MONTHS = [f"2026-{m:02d}" for m in range(1, 13)]
@@ -118,7 +117,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     public = dpmap.publish([rel], root / "public", title="Synthetic debts, Hebei", noun=NOUN)
     # what the public site's data amount to: the release as written without unbiased estimates
-    plain = read_release(rel.to_file(root / "plain.geojson"))
+    plain = dpmap.read_release(rel.to_file(root / "plain.geojson"))
     return {"rel": rel, "site": Path(site), "public": Path(public), "plain": plain}
 
 
