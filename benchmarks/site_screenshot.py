@@ -54,7 +54,7 @@ def main() -> None:
             [rel],
             work / "site",
             title="Household debt in Hebei (synthetic demo)",
-            noun="debts",
+            noun="debtors",
             include_unbiased=True,
         )
         (work / "profile").mkdir()

@@ -211,3 +211,15 @@ def test_trends_are_matched_to_their_layer(year: dict[str, Any], capsys: Any) ->
     out.with_name("trend.manifest.json").write_text(json.dumps(meta))
     with pytest.raises(ReleaseFormatError, match="not a trend written by dpmap trend"):
         site_layers(months, trends=out)
+
+
+def test_the_default_noun_is_what_the_manifests_say_a_count_counts() -> None:
+    """An answer must not call people records, nor records people: without noun=, the site
+    says "people" only when every layer counts each person at most once per cell."""
+    from dpmap.site.build import default_noun
+
+    people = monthly(None)  # person="pid", one record per cell: a count counts people
+    records = monthly(None, max_records_per_cell=3)
+    assert default_noun(site_layers([people])) == "people"
+    assert default_noun(site_layers([records])) == "records"
+    assert default_noun(site_layers([], layers={"a": [people], "b": [records]})) == ("records")

@@ -26,8 +26,13 @@ def publish_cmd(
     ] = Path("site"),
     title: Annotated[str, typer.Option("--title", help="The site's title.")] = "",
     noun: Annotated[
-        str, typer.Option("--noun", help="What a count counts, e.g. debtors.")
-    ] = "records",
+        str | None,
+        typer.Option(
+            "--noun",
+            help="What a count counts, e.g. debtors (default: people or records, as the "
+            "manifests say).",
+        ),
+    ] = None,
     tiles: Annotated[
         str | None,
         typer.Option(

@@ -40,7 +40,7 @@ def publish(
     out: str | os.PathLike[str],
     *,
     title: str,
-    noun: str = "records",
+    noun: str | None = None,
     tiles: str | None = None,
     include_unbiased: bool = False,
     layers: Mapping[str, Sequence[Any]] | None = None,
@@ -65,7 +65,9 @@ def publish(
     title
         The site's title (shown on every page).
     noun
-        What a count counts, in the "around here" answers ("debtors").
+        What a count counts, in the "around here" answers ("debtors"). By default what the
+        manifests say: "people" when each person counts at most once per cell, else
+        "records".
     tiles
         A base map: a name known to xyzservices (``"OpenStreetMap.Mapnik"``,
         ``"CartoDB.Positron"``) or a URL template ``https://.../{z}/{x}/{y}.png``. None (the
@@ -87,11 +89,13 @@ def publish(
     Path of the site's folder.
     """
     title = _check_text(title, "title", "title='Household debt, Hebei 2026'")
-    noun = _check_text(noun, "noun", "noun='debtors'")
+    if noun is not None:
+        noun = _check_text(noun, "noun", "noun='debtors'")
     tile = tile_source(tiles)
     target = check_out(Path(out))
     _check_inputs_outside(target, releases, layers, trends)
     shown = site_layers(releases, layers=layers, include_unbiased=include_unbiased, trends=trends)
+    noun = noun or default_noun(shown)
     site_data, write_front_end = front_end()
     data = site_data(shown, title=title, noun=noun, tiles=tile)
     page = method_page(shown, title=title)
@@ -111,6 +115,17 @@ def publish(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def default_noun(layers: Sequence[SiteLayer]) -> str:
+    """What the counts of every layer count, as the manifests say it: "people" when each
+    person counts at most once per cell (and period), else "records"."""
+    units = {
+        str((p.release.manifest.get("contribution_bounds") or {}).get("count_counts", ""))
+        for layer in layers
+        for p in layer.periods
+    }
+    return "people" if all(u.startswith("people") for u in units) else "records"
 
 
 def _check_text(value: Any, name: str, example: str) -> str:
