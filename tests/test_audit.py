@@ -48,9 +48,9 @@ audit's own randomness (where the adversary's rows go among D's) is fixed by
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -669,9 +669,10 @@ def test_cli_audit_json_at_the_mechanism_level(capsys: pytest.CaptureFixture[str
 def test_cli_audit_exits_1_when_the_release_leaks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = sys.modules["dpmap.releases.pipeline"].release
+    pipeline = importlib.import_module("dpmap.releases.pipeline")  # `import dpmap` is lazy
+    real = pipeline.release
     monkeypatch.setattr(
-        sys.modules["dpmap.releases.pipeline"],
+        pipeline,
         "release",
         lambda points, **kw: real(points, **{**kw, "person": None}),
     )

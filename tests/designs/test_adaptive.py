@@ -126,7 +126,7 @@ def _truth_by_cell(pts: pd.DataFrame, resolutions: range) -> dict[str, int]:
 @pytest.mark.usefixtures("cached_plans")
 def test_adaptive_release_noise_has_the_stated_scale() -> None:
     """Published leaf counts (``internal_share=0``: the raw noisy leaves) minus the exact
-    count under each leaf, over 130 releases (≥ 20,000 leaves): mean 0 and mean square =
+    count under each leaf, over as many releases as give ≥ 20,000 leaves: mean 0 and mean square =
     the discrete Laplace variance at the manifest's scale, both two-sided
     (:func:`common.check_dlap_noise`: < 2e-10 false failure; catches 0.85× / 1.15× the
     scale, and a noiseless release). Deliberately broken (and restored): the leaf noise
@@ -135,7 +135,9 @@ def test_adaptive_release_noise_has_the_stated_scale() -> None:
     truth = _truth_by_cell(pts, range(4, 9))
     errs: list[np.ndarray] = []
     scale = None
-    for _ in range(130):
+    # the number of leaves of a release is itself random (PrivTree's splits are noisy): draw
+    # releases until there are 20,000 leaves (about 130 releases), never a fixed number
+    while sum(len(e) for e in errs) < 20_000 and len(errs) < 400:
         rel = dpmap.release(
             pts,
             region=REGION,
