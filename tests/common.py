@@ -103,6 +103,23 @@ def cell_centre(cell: str) -> tuple[float, float]:
     return float(lat), float(lng)
 
 
+#: a box a little inside ``REGION``: points drawn in it lie in released cells
+INNER = (116.005, 39.005, 116.295, 39.195)
+
+
+def uniform_points(n: int, seed: int) -> pd.DataFrame:
+    """``n`` points uniform in ``INNER`` with a whole ``amount`` in [0, 100]; no person column
+    (each row its own person: bounded counts are plain counts)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "lat": rng.uniform(INNER[1], INNER[3], n),
+            "lng": rng.uniform(INNER[0], INNER[2], n),
+            "amount": rng.integers(0, 101, n),
+        }
+    )
+
+
 def interior_cells(n: int, resolution: int = RESOLUTION) -> list[str]:
     """``n`` cells lying wholly inside the region, spread out, in a fixed order."""
     inside = [c for c in centre_cells(resolution=resolution) if REGION.contains(cell_polygon(c))]

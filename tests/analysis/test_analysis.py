@@ -25,26 +25,13 @@ from pyproj import Geod
 
 import dpmap
 from common import CATEGORIES, REGION, cell_centre, cell_polygon, debtors, interior_cells
+from common import uniform_points as _points
 from dpmap._privacy.postprocess import Z95
 from dpmap.analysis import nearby, totals
 from dpmap.cli import main
 from dpmap.releases import targets
 
 GEOD = Geod(ellps="WGS84")
-#: points are drawn a little inside the region, so each lies in a released cell
-INNER = (116.005, 39.005, 116.295, 39.195)
-
-
-def _points(n: int, seed: int) -> pd.DataFrame:
-    """Each row its own person (person=None): bounded counts are plain counts."""
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "lat": rng.uniform(INNER[1], INNER[3], n),
-            "lng": rng.uniform(INNER[0], INNER[2], n),
-            "amount": rng.integers(0, 101, n),
-        }
-    )
 
 
 def _truth(points: pd.DataFrame) -> pd.Series:

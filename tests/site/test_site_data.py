@@ -20,23 +20,11 @@ import shapely
 
 import dpmap
 from common import REGION
+from common import uniform_points as _points
 from dpmap.analysis.totals import rows_of
 from dpmap.site.data import site_data, unpack, unpack_text
 from dpmap.site.layers import SiteLayer, SitePeriod
 from dpmap.site.page import write_front_end
-
-INNER = (116.005, 39.005, 116.295, 39.195)
-
-
-def _points(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame(
-        {
-            "lat": rng.uniform(INNER[1], INNER[3], n),
-            "lng": rng.uniform(INNER[0], INNER[2], n),
-            "amount": rng.integers(0, 101, n),
-        }
-    )
 
 
 def _arr(s: str, dtype: str) -> np.ndarray:

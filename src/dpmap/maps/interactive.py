@@ -75,6 +75,7 @@ __all__ = [
     "offline_document",
     "ramp_colours",
     "save_html",
+    "script_json",
     "write_html",
 ]
 
@@ -791,7 +792,7 @@ def _caption_html(facts: CaptionFacts, manifest: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------- the page
 
 
-def _script_json(obj: Any) -> str:
+def script_json(obj: Any) -> str:
     """JSON that is safe inside <script>: nothing in it can end the element."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return (
@@ -824,7 +825,7 @@ def _body_html(page: dict[str, Any]) -> str:
     return (
         '<noscript><p style="padding:1em">This interactive map needs JavaScript.</p></noscript>\n'
         '<script type="application/json" id="dpmap-manifest">'
-        f"{_script_json(page['manifest'])}</script>\n"
+        f"{script_json(page['manifest'])}</script>\n"
     )
 
 
@@ -836,7 +837,7 @@ def _script_js(page: dict[str, Any], map_name: str) -> str:
     # the map's variable name is set by folium (map_<hex>), never from user input
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", map_name):  # pragma: no cover
         raise SpecError(f"unexpected folium map name {map_name!r}")
-    return _SCRIPT_TEMPLATE.replace("__MAP__", map_name).replace("__CONFIG__", _script_json(config))
+    return _SCRIPT_TEMPLATE.replace("__MAP__", map_name).replace("__CONFIG__", script_json(config))
 
 
 _HEAD_TEMPLATE = """<style>

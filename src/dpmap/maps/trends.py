@@ -104,23 +104,7 @@ def plot_trend(
     if sig.any():
         trend[sig].plot(ax=ax, column="slope", cmap=TREND_CMAP, norm=norm, edgecolor="0.4", lw=0.3)
     if (~sig).any():
-        rest = trend[~sig]
-        rest.plot(
-            ax=ax,
-            column="slope",
-            cmap=TREND_CMAP,
-            norm=norm,
-            alpha=NOT_SIGNIFICANT_ALPHA,
-            edgecolor="0.55",
-            lw=0.3,
-            missing_kwds={"color": "0.9", "edgecolor": "0.6"},
-        )
-        # the hatching on top, one compound path per pattern: Agg renders a hatch pattern
-        # once per path, so hatching every polygon separately made big maps slow
-        nan = ~np.isfinite(rest["slope"].to_numpy(dtype=np.float64))
-        for rows, hatch, colour in ((~nan, NOT_SIGNIFICANT_HATCH, "0.6"), (nan, "..", "0.6")):
-            if rows.any():
-                ax.add_collection(_hatch_overlay(rest.geometry[rows], hatch, colour))
+        _draw_not_significant(ax, trend[~sig], norm)
     from matplotlib.cm import ScalarMappable
 
     extend = "both" if len(finite) and finite.max() > vmax else "neither"
@@ -151,6 +135,26 @@ def plot_trend(
     fig.text(0.01, 0.0, "\n".join(textwrap.wrap(method, 120)), fontsize=7, va="bottom")
     _save(fig, out, dpi)
     return fig
+
+
+def _draw_not_significant(ax: Any, rest: Any, norm: Any) -> None:
+    """Rows whose slope is not significant: pale fills, hatched on top."""
+    rest.plot(
+        ax=ax,
+        column="slope",
+        cmap=TREND_CMAP,
+        norm=norm,
+        alpha=NOT_SIGNIFICANT_ALPHA,
+        edgecolor="0.55",
+        lw=0.3,
+        missing_kwds={"color": "0.9", "edgecolor": "0.6"},
+    )
+    # the hatching on top, one compound path per pattern: Agg renders a hatch pattern
+    # once per path, so hatching every polygon separately made big maps slow
+    nan = ~np.isfinite(rest["slope"].to_numpy(dtype=np.float64))
+    for rows, hatch, colour in ((~nan, NOT_SIGNIFICANT_HATCH, "0.6"), (nan, "..", "0.6")):
+        if rows.any():
+            ax.add_collection(_hatch_overlay(rest.geometry[rows], hatch, colour))
 
 
 def _hatch_overlay(geometry: Any, hatch: str, colour: str) -> Any:

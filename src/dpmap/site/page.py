@@ -25,29 +25,16 @@ shown order, all pages), ``#legend``, links to method.html.
 from __future__ import annotations
 
 import html
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from dpmap.errors import missing_extra
-from dpmap.maps.interactive import LEAFLET_PACKAGE
+from dpmap.maps.interactive import LEAFLET_PACKAGE, script_json
 
 ASSETS = ("site.js", "geo.js", "site.css")
 _LEAFLET_MODULE = "js_lib_leaflet"
 _LEAFLET_DIR = "static/js_lib_leaflet"
-
-
-def script_json(obj: Any) -> str:
-    """JSON that is safe inside <script>: nothing in it can end the element."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return (
-        text.replace("&", "\\u0026")
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
 
 
 def _leaflet_folder() -> Any:
