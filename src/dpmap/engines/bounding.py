@@ -54,10 +54,9 @@ def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
     :func:`person_part` into up to 16 partitions that polars bounds in parallel; the
     priorities (``__prio``, computed here unless present) are per record, so the kept
     records do not depend on the split. Each partition's result is re-checked against
-    the bounds in the same parallel pass (:func:`_bound_check`). One record per person
-    (L0 = L∞ = 1, no periods) is one pass over all rows (:func:`_one_per_person`): its
-    grouping by person is already parallel inside polars, and partitions would only add
-    passes over the rows.
+    the bounds in the same parallel pass (:func:`_bound_check`). Partitions also help on
+    one core: one record per person at 10 M rows took 3.7 s of CPU and +440 MB in 8
+    partitions, 4.6 s and +800 MB in one (smaller hash tables per grouping).
     """
     fields = [_PERSON, _CELL] + [c for c in (_PERIOD, _CAT, _VALUE) if c in df.columns]
     if _PRIO in df.columns:
@@ -66,7 +65,7 @@ def bound(df: pl.DataFrame, spec: ReleaseSpec) -> pl.DataFrame:
         x = df.select(fields)
         x = x.with_columns(frames.priorities(x, spec))
     parts = max(1, min(_MAX_PARTS, x.height // _ROWS_PER_PART))
-    if parts == 1 or _one_per_person(spec, fields):
+    if parts == 1:
         kept = [_bound_plan(x.lazy(), spec).drop(_PRIO)]
     else:
         x = x.with_columns(person_part(parts).alias("__part"))
