@@ -108,7 +108,8 @@ def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     panel = _PERIOD in names
     if _one_per_person(spec, names):
         # each person keeps exactly one record: their record of smallest priority. One
-        # grouping by person, no sort of all rows (1.5x faster than a sort at 2 M rows);
+        # grouping by person, no sort of all rows (a little faster than a sort by priority:
+        # bounding with its check took 0.50 s of CPU against 0.54 s at 2 M rows);
         # records of equal priority (identical records under selection="hash") leave the
         # first of them in the row order, which orders only the person's own records
         best = lf.filter(pl.col(_PRIO) == pl.col(_PRIO).min().over(_PERSON))
