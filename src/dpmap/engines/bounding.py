@@ -157,7 +157,7 @@ def _bound_check(kept: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     if _one_per_person(spec, names):
         # one record per person satisfies both bounds; it holds iff no person repeats
         # (counting distinct persons is much cheaper than grouping by person and cell).
-        # Counted on a 64-bit hash of the person (a third of the time of the strings): a
+        # Counted on a 64-bit hash of the person (under half the time of the strings): a
         # repeated person always repeats its hash, so "all hashes distinct" proves "all
         # persons distinct"; only the other outcome (a repeat, or two persons of equal
         # hash) is decided exactly by _assert_bounded on the strings
