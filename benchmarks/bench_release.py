@@ -16,6 +16,12 @@ the SAME in-memory polars DataFrame:
 ``baseline``
     ``latlng_to_cell`` (polars_h3, resolution 7) + ``group_by(cell).len()``: what a
     non-private map of the same points costs.
+``nonprivate``
+    the same work as a person-level release without privacy, in one lazy polars query:
+    bin, keep one record per person (the one with the smallest random 64-bit priority,
+    drawn afresh each run; a sort by priority, then each person's first row), then
+    ``group_by(cell)`` with the count and the sum of the amounts. The yardstick of the
+    issue for the person-level release ("ratio np" below).
 ``release``
     the full ``dpmap.release`` (person + value + bounds, max_cells = 1,
     max_records_per_cell = 1).
@@ -69,9 +75,10 @@ RESOLUTION = 7
 EPSILON = 1.0
 BOUNDS = (0, 100_000)
 KM_PER_DEG = 111.32
-STEPS = ("baseline", "release", "count")
+STEPS = ("baseline", "nonprivate", "release", "count")
 STEP_LABELS = {
     "baseline": "baseline: polars bin + group_by (not private)",
+    "nonprivate": "non-private pipeline: bin, one record per person (random priority), group_by",
     "release": "dpmap.release (person, value, bounds; L0 = L∞ = 1)",
     "count": "dpmap.release count-only (person=None)",
 }
@@ -162,6 +169,18 @@ def release_kwargs(step: str) -> dict[str, Any]:
 
 def run_step(step: str, df: pl.DataFrame) -> int:
     """Run one measured step on ``df``; returns the number of output rows."""
+    if step == "nonprivate":
+        prio = pl.Series("prio", np.random.default_rng().integers(0, 2**63, df.height))
+        out = (
+            df.lazy()
+            .with_columns(prio, plh3.latlng_to_cell("lat", "lng", RESOLUTION).alias("cell"))
+            .sort("prio")
+            .filter(pl.col("debtor_id").is_first_distinct())
+            .group_by("cell")
+            .agg(pl.len().alias("count"), pl.col("amount").sum())
+            .collect()
+        )
+        return out.height
     if step == "baseline":
         out = (
             df.lazy()
@@ -297,6 +316,49 @@ def child_main(step: str, path: str, stage_memory: bool = False) -> None:
     )
 
 
+class BeforeWorker:
+    """The release of another dpmap source tree (``--before SRC``, e.g. an export of the
+    previous commit), run in one long-lived child process that reads the same input from a
+    Parquet file; the parent alternates it with the other steps, so before and after share
+    the machine's state. Its wall and CPU times are measured inside the child."""
+
+    def __init__(self, src: str, path: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(src))
+        cmd = [sys.executable, os.path.abspath(__file__), "--before-worker", "--input", str(path)]
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert self.proc.stdout is not None
+        ready = json.loads(self.proc.stdout.readline())  # after imports, loading and warm-up
+        print(f"  before: dpmap {ready['version']} from {ready['file']}", flush=True)
+
+    def run(self) -> tuple[float, float, int]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        out = json.loads(self.proc.stdout.readline())
+        return out["wall_s"], out["cpu_s"], out["rows_out"]
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def before_worker_main(path: str) -> None:
+    """Entry point of :class:`BeforeWorker`'s child: one release per ``run`` line on stdin."""
+    import dpmap
+
+    df = pl.read_parquet(path)
+    run_step("release", df.head(2_000))
+    print(json.dumps({"version": dpmap.__version__, "file": dpmap.__file__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        wall, cpu, rows = timed(lambda: run_step("release", df))
+        print(json.dumps({"wall_s": wall, "cpu_s": cpu, "rows_out": rows}), flush=True)
+
+
 def measure_memory(step: str, path: Path, stage_memory: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", step, "--input", str(path)]
     if stage_memory:
@@ -319,7 +381,7 @@ def _stage_targets() -> list[tuple[Any, str, str]]:
     from dpmap import grid
     from dpmap._privacy.noise import NoisePlan
     from dpmap.aggregates import BoundedAggregates
-    from dpmap.engines import local
+    from dpmap.engines import bounding, local
 
     rel = _release_module()
     common = _engine_common()
@@ -334,13 +396,13 @@ def _stage_targets() -> list[tuple[Any, str, str]]:
             "engine: bound_and_aggregate (rest: collect input, n_unique, glue)",
         ),
         (local, "read_points", "engine: read_points"),
-        (local, "_project", "engine: _project (schema checks)"),
+        (common, "project", "engine: project (schema checks)"),
         (common, "prepare_rows", "engine: prepare_rows (rest: validate, bin, clean, clamp)"),
         (common, "inside_domain", "engine: inside_domain (region filter)"),
         (common, "record_and_check", "engine: record_and_check (diagnostics, refusals)"),
-        (local, "bound", "engine: bound (select records, partitions in parallel)"),
-        (local, "_assert_bounded", "engine: _assert_bounded (re-check bounds)"),
-        (local, "group", "engine: group (group_by cell)"),
+        (bounding, "bound", "engine: bound (select records, re-check)"),
+        (bounding, "_assert_bounded", "engine: _assert_bounded (re-check bounds)"),
+        (bounding, "group", "engine: group (group_by cell)"),
         (common, "finish", "engine: finish (sort, saturate, to numpy)"),
         (BoundedAggregates, "densify", "noise: densify onto the domain"),
         (NoisePlan, "run_dense", "noise: run_dense (OpenDP sampling)"),
@@ -553,10 +615,10 @@ def _engine_funcs() -> list[Callable[..., Any]]:
     """The functions defined in the local engine and its shared helpers."""
     import inspect
 
-    from dpmap.engines import local
+    from dpmap.engines import bounding, local
 
     out: list[Callable[..., Any]] = []
-    for mod in (local, _engine_common()):
+    for mod in (local, _engine_common(), bounding):
         for name, f in sorted(vars(mod).items()):
             if (
                 inspect.isfunction(f)
@@ -628,12 +690,23 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", default=None, help="write a cProfile of one release at the largest size"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--before",
+        default=None,
+        metavar="SRC",
+        help="also time the release of the dpmap package under SRC (e.g. an export of an older "
+        "commit's src/), alternating with the other steps",
+    )
     ap.add_argument("--child", choices=STEPS, help=argparse.SUPPRESS)
+    ap.add_argument("--before-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--stage-memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child_main(args.child, args.input, args.stage_memory)
+        return 0
+    if args.before_worker:
+        before_worker_main(args.input)
         return 0
 
     sizes = parse_sizes("1e5,1e6" if args.quick else args.sizes)
@@ -709,17 +782,33 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     )
 
     repeats = args.repeats or (3 if n <= 1_000_000 else 2)
-    runs: dict[str, list[tuple[float, float]]] = {s: [] for s in STEPS}
+    steps = list(STEPS)
+    before = None
+    if args.before:  # the release of another dpmap source tree, in a worker process
+        path = tmp / f"points_{n}_before.parquet"
+        df.write_parquet(path, compression="lz4")
+        before = BeforeWorker(args.before, path)
+        steps.append("before")
+    runs: dict[str, list[tuple[float, float]]] = {s: [] for s in steps}
     rows: dict[str, int] = {}
-    for r in range(repeats):
-        for step in STEPS:  # alternate: the steps of one round share the machine's state
-            w, c, rows[step] = timed(functools.partial(run_step, step, df))
-            runs[step].append((w, c))
-            print(
-                f"  round {r + 1}/{repeats} {step:8s} {w:7.2f} s wall  {c:7.2f} s cpu", flush=True
-            )
+    try:
+        for r in range(repeats):
+            for step in steps:  # alternate: the steps of one round share the machine's state
+                if step == "before":
+                    assert before is not None
+                    w, c, rows[step] = before.run()
+                else:
+                    w, c, rows[step] = timed(functools.partial(run_step, step, df))
+                runs[step].append((w, c))
+                print(
+                    f"  round {r + 1}/{repeats} {step:10s} {w:7.2f} s wall  {c:7.2f} s cpu",
+                    flush=True,
+                )
+    finally:
+        if before is not None:
+            before.close()
     timing: dict[str, dict[str, Any]] = {}
-    for step in STEPS:
+    for step in steps:
         walls = [w for w, _ in runs[step]]
         best = min(range(len(walls)), key=walls.__getitem__)
         timing[step] = {
@@ -730,11 +819,15 @@ def bench_size(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "cpu_all_s": [c for _, c in runs[step]],
             "rows_out": rows[step],
         }
-    base = timing["baseline"]
-    for step in ("release", "count"):
-        timing[step]["ratio_best"] = timing[step]["best_s"] / base["best_s"]
-        timing[step]["ratio_median"] = timing[step]["median_s"] / base["median_s"]
-        timing[step]["ratio_cpu"] = timing[step]["cpu_best_s"] / base["cpu_best_s"]
+    base, nonpriv = timing["baseline"], timing["nonprivate"]
+    for step in steps[1:]:
+        t = timing[step]
+        t["ratio_best"] = t["best_s"] / base["best_s"]
+        t["ratio_median"] = t["median_s"] / base["median_s"]
+        t["ratio_cpu"] = t["cpu_best_s"] / base["cpu_best_s"]
+        t["ratio_np_best"] = t["best_s"] / nonpriv["best_s"]
+        t["ratio_np_median"] = t["median_s"] / nonpriv["median_s"]
+        t["ratio_np_cpu"] = t["cpu_best_s"] / nonpriv["cpu_best_s"]
 
     memory = {}
     if not args.no_memory:
@@ -810,30 +903,36 @@ def print_size(res: dict[str, Any]) -> None:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print(
-        "\nSUMMARY (best of the rounds; ratio = release / baseline; peak = whole-process peak RSS in a"
+        "\nSUMMARY (best of the rounds; ratio = step / baseline, ratio np = step / non-private"
+        " pipeline; peak = whole-process"
     )
     print(
-        "fresh subprocess, step = peak minus RSS just before the step; input = the DataFrame's size)"
+        "peak RSS in a fresh subprocess, step = peak minus RSS just before the step; input = the"
+        " DataFrame's size)"
     )
     hdr = (
-        f"{'N':>12} {'step':9} {'best s':>8} {'median s':>9} {'cpu s':>7} {'ratio':>6} {'ratio med':>9} "
-        f"{'ratio cpu':>9} {'peak MB':>8} {'step MB':>8} {'input MB':>8}"
+        f"{'N':>12} {'step':10} {'best s':>8} {'median s':>9} {'cpu s':>7} {'ratio':>6} "
+        f"{'ratio np':>8} {'np med':>7} {'np cpu':>7} {'peak MB':>8} {'step MB':>8} {'input MB':>8}"
     )
     print(hdr)
     print("-" * len(hdr))
     for res in results:
-        for step in STEPS:
-            t = res["timing"][step]
+        for step, t in res["timing"].items():
             m = res["memory"].get(step, {})
-            ratio = f"{t['ratio_best']:.2f}" if "ratio_best" in t else ""
-            ratio_m = f"{t['ratio_median']:.2f}" if "ratio_median" in t else ""
-            ratio_c = f"{t['ratio_cpu']:.2f}" if "ratio_cpu" in t else ""
+
+            def r(key: str, t: dict[str, Any] = t) -> str:
+                return f"{t[key]:.2f}" if key in t else ""
+
             print(
-                f"{res['n']:>12,} {step:9} {t['best_s']:8.2f} {t['median_s']:9.2f} {t['cpu_best_s']:7.2f} "
-                f"{ratio:>6} {ratio_m:>9} {ratio_c:>9} {fmt_mb(m.get('peak_mb')):>8} "
+                f"{res['n']:>12,} {step:10} {t['best_s']:8.2f} {t['median_s']:9.2f} "
+                f"{t['cpu_best_s']:7.2f} {r('ratio_best'):>6} {r('ratio_np_best'):>8} "
+                f"{r('ratio_np_median'):>7} {r('ratio_np_cpu'):>7} {fmt_mb(m.get('peak_mb')):>8} "
                 f"{fmt_mb(m.get('step_mb')):>8} {res['info']['input_mb']:8.0f}"
             )
-    print("targets (issue): ratio ≤ 1.5 at 10 M points, peak memory ≤ 2 GB")
+    print(
+        "targets (issue 18): release ≤ 1.2 × the non-private pipeline (ratio np) at 2 M and 10 M"
+        " points, peak memory ≤ 2 GB at 10 M"
+    )
 
 
 def profile_release(n: int, args: argparse.Namespace) -> None:

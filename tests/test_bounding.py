@@ -631,6 +631,26 @@ def test_engine_refuses_data_that_bounding_left_unbounded(
         engine_bounding.bound(df, spec)
 
 
+def test_one_record_per_person_recheck_lets_the_strings_decide_a_hash_repeat(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With L0 = L∞ = 1 the re-check counts 64-bit hashes of the kept persons; a repeated
+    hash (a repeated person, or two persons of equal hash) is decided on the persons
+    themselves: distinct persons pass, a repeated person is refused. Here every person
+    hashes alike, the worst case of a collision."""
+    from dpmap.engines import bounding as engine_bounding
+    from dpmap.engines import frames
+
+    spec = ReleaseSpec(resolution=7, epsilon=1.0, person="p")
+    monkeypatch.setattr(engine_bounding, "_hashed_person", lambda: pl.lit(0, dtype=pl.UInt64))
+    distinct = pl.DataFrame({frames.PERSON: ["a", "b", "c"], frames.CELL: [1, 2, 3]})
+    assert sorted(engine_bounding.bound(distinct, spec)[frames.PERSON]) == ["a", "b", "c"]
+    monkeypatch.setattr(engine_bounding, "_bound_plan", lambda lf, spec: lf)
+    repeated = pl.DataFrame({frames.PERSON: ["a", "a", "b"], frames.CELL: [1, 2, 3]})
+    with pytest.raises(AssertionError, match="bounding failed"):
+        engine_bounding.bound(repeated, spec)
+
+
 # =========================================================================================
 # (e) people=True: distinct persons per key
 
