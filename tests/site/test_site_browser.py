@@ -539,6 +539,9 @@ def test_statistic_switcher_table_search_sort_and_csv(browser, demo):
     )
     assert {"count", "sum", "mean"} <= set(options)
     legend0 = browser.js("return document.getElementById('legend').innerText;")
+    # every published row of the demo has its count: the legend lists no "no published value"
+    counts = rel.cells.loc[~rel.cells["suppressed"].astype(bool), "count"]
+    assert counts.notna().all() and "no published value" not in legend0
     _select(browser, "#stat-select", "mean")
     browser.wait_for("window.dpmapSite.state.stat === 'mean'")
     assert browser.js("return document.getElementById('legend').innerText;") != legend0

@@ -295,9 +295,13 @@
     sw.innerHTML = '<span class="swatch hatched"></span><span></span>';
     sw.children[1].textContent = SUPPRESSED + " — not zero";
     el.appendChild(sw);
-    var nv = document.createElement("div"); nv.className = "legend-row";
-    nv.innerHTML = '<span class="swatch missing"></span><span>no published value</span>';
-    el.appendChild(nv);
+    var c = cur(), missing = false;  // listed only where the map shows such a row
+    for (var i = 0; i < c.state.length && !missing; i++) missing = c.state[i] === 0 && !isFinite(c.value[i]);
+    if (missing) {
+      var nv = document.createElement("div"); nv.className = "legend-row";
+      nv.innerHTML = '<span class="swatch missing"></span><span>no published value</span>';
+      el.appendChild(nv);
+    }
     if (S.stat === "trend") {
       var sg = document.createElement("div"); sg.className = "legend-row";
       sg.innerHTML = '<span class="swatch significant"></span><span>significant trend (outlined)</span>';
