@@ -344,9 +344,13 @@ def histogram_columns(
     out: dict[str, np.ndarray] = {}
     for p in quantiles or ():
         name = quantile_name(p)
-        out[name] = _point(tree, cdf, p)
         zp = band_z(tree.branching, tree.depth, str(mechanism), scale, p)
-        out[f"{name}_lo"], out[f"{name}_hi"] = _interval(tree, cdf, p, variance, zp)
+        lo, hi = _interval(tree, cdf, p, variance, zp)
+        # the point (where the monotone CDF crosses p·total) and the band (the raw CDF against
+        # its own total) can disagree by noise: a median is never published outside its own
+        # 95% interval (post-processing of the same noisy values)
+        out[name] = np.clip(_point(tree, cdf, p), lo, hi)
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
     if value_bands:
         _p, r = projection(tree.branching, tree.depth)
         padded = np.concatenate([np.zeros((len(cdf), 1)), cdf], axis=1)
