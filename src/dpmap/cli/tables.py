@@ -326,11 +326,10 @@ def _compare_files(a: Path, b: Path, zones: Path | None, by: str | None, out: Pa
             if by is not None:
                 raise SpecError("--by applies with --zones (or to two roll-ups); add --zones FILE")
             result = compare(ra, rb)
-    _write_table(
+    _write_comparison(
         result,
         out,
         {
-            "dpmap_comparison": 1,
             "a": sources[0],
             "b": sources[1],
             "zones": zones.name if zones is not None else None,
@@ -339,11 +338,6 @@ def _compare_files(a: Path, b: Path, zones: Path | None, by: str | None, out: Pa
             "(expect about 5% false alarms among unchanged rows)",
             "privacy": "post-processing of two releases; publishing both spends both budgets",
         },
-    )
-    n_sig = int(result["significant"].sum()) if "significant" in result else 0
-    typer.echo(
-        f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change "
-        "larger than its 95% margin)"
     )
 
 
@@ -369,11 +363,10 @@ def _compare_periods(
     panel = read_release(a)
     result = compare(panel, periods=(pair[0], pair[1]))
     summary = _release_summary(panel, a)
-    _write_table(
+    _write_comparison(
         result,
         out,
         {
-            "dpmap_comparison": 1,
             "a": {**summary, "period": pair[0]},
             "b": {**summary, "period": pair[1]},
             "zones": None,
@@ -383,11 +376,18 @@ def _compare_periods(
             "margin (expect about 5% false alarms among unchanged rows)",
             "privacy": "post-processing of one panel release: no budget spent",
         },
+        span=f" from {pair[0]} to {pair[1]}",
     )
+
+
+def _write_comparison(result: Any, out: Path, meta: dict[str, Any], span: str = "") -> None:
+    """Write a comparison and its manifest (``meta``: sources, method, privacy), and say how
+    many rows changed by more than their margin (``span``: between which periods)."""
+    _write_table(result, out, {"dpmap_comparison": 1, **meta})
     n_sig = int(result["significant"].sum()) if "significant" in result else 0
     typer.echo(
-        f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change "
-        f"from {pair[0]} to {pair[1]} larger than its 95% margin)"
+        f"wrote {out} and {manifest_path(out)} ({len(result)} rows, {n_sig} with a change"
+        f"{span} larger than its 95% margin)"
     )
 
 
