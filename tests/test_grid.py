@@ -30,3 +30,30 @@ def test_cell_set_is_cached_and_read_only() -> None:
     assert a is b
     assert not a.flags.writeable
     assert np.all(np.diff(a) > 0)
+
+
+def test_domain_polygons_are_those_of_each_cell_in_any_order() -> None:
+    """The polygons drawn ahead on a thread are each cell's own: cells of the set in any
+    order and repeated (a category breakdown), cells outside it (a coarser level), none."""
+    region = grid.Region(box(116.0, 39.0, 116.3, 39.2))
+    domain = grid.region_to_cells(region, 7)
+    ahead = grid.DomainPolygons(domain)
+    rng = np.random.default_rng(5)
+    outside = np.array([h3.str_to_int(h3.latlng_to_cell(45.0, 120.0, 7))], dtype=np.int64)
+    coarse = np.unique([h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), 5)) for c in domain])
+    for cells in (
+        domain,
+        np.repeat(domain, 3),
+        rng.permutation(domain)[:50],
+        np.concatenate([outside, domain[:7], coarse, domain[-1:]]),
+        np.array([outside[0], outside[0]]),
+        np.array([], dtype=np.int64),
+    ):
+        got = ahead.of(cells)
+        want = grid.cells_to_polygons(cells)
+        assert len(got) == len(want) == len(cells)
+        assert all(shapely.equals_exact(g, w, tolerance=0) for g, w in zip(got, want, strict=True))
+        for g, c in zip(got[:20], cells[:20], strict=False):  # each polygon contains its centre
+            lat, lng = h3.cell_to_latlng(h3.int_to_str(int(c)))
+            assert g.contains(Point(lng, lat))
+    assert len(grid.DomainPolygons(np.array([], dtype=np.int64)).of(domain[:3])) == 3

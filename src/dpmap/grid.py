@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from dpmap.errors import DataFileError, RegionError, SpecError
 
 __all__ = [
     "MAX_RESOLUTION",
+    "DomainPolygons",
     "Region",
     "Zones",
     "cells_to_hex",
@@ -98,6 +100,36 @@ def cells_to_polygons(cells: np.ndarray) -> np.ndarray:
     if len(unique) < len(cells):  # a breakdown repeats each cell once per category
         return _unique_cells_to_polygons(unique)[where]
     return _unique_cells_to_polygons(cells)
+
+
+class DomainPolygons:
+    """The polygons of a public cell set, drawn on a background thread meanwhile.
+
+    A release knows its public cells before it reads any data, and their polygons depend on
+    nothing else; drawing them while the engine bins and bounds the points takes them off
+    the release's critical path (polars and shapely run without Python's lock). :meth:`of`
+    takes the polygons of the cells in the set from there and draws any others itself.
+    """
+
+    def __init__(self, domain: np.ndarray) -> None:
+        self.domain = np.asarray(domain, dtype=np.int64)  # sorted and unique
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpmap-polygons")
+        self.pending: Future[np.ndarray] = pool.submit(cells_to_polygons, self.domain)
+        pool.shutdown(wait=False)  # the thread ends when the polygons are drawn
+
+    def of(self, cells: np.ndarray) -> np.ndarray:
+        """The polygons of ``cells`` (int64 H3 indexes, any order, repeats allowed), as
+        :func:`cells_to_polygons` returns them."""
+        cells = np.asarray(cells, dtype=np.int64)
+        if len(cells) == 0 or len(self.domain) == 0:
+            return cells_to_polygons(cells)
+        at = np.minimum(np.searchsorted(self.domain, cells), len(self.domain) - 1)
+        known = self.domain[at] == cells
+        out = np.empty(len(cells), dtype=object)
+        out[known] = self.pending.result()[at[known]]
+        if not known.all():
+            out[~known] = cells_to_polygons(cells[~known])
+        return out
 
 
 def _unique_cells_to_polygons(cells: np.ndarray) -> np.ndarray:

@@ -82,8 +82,18 @@ def histogram_frame(
     return pd.concat([out, nodes], axis=1)
 
 
-def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool) -> Any:
-    """The published table: one row per cell (× category) with the published values."""
+def cell_table(
+    spec: ReleaseSpec,
+    measured: Measured,
+    pub: Any,
+    *,
+    integer: bool,
+    polygons: grid.DomainPolygons | None = None,
+) -> Any:
+    """The published table: one row per cell (× category) with the published values.
+
+    ``polygons``: the public cells' polygons, drawn while the data was read (else drawn here).
+    """
     import geopandas as gpd
 
     cells, res, cat_idx = measured.cells, measured.resolutions, measured.category
@@ -96,7 +106,7 @@ def cell_table(spec: ReleaseSpec, measured: Measured, pub: Any, *, integer: bool
             "cell": grid.cells_to_hex(cells).astype(object),
             "resolution": np.asarray(res, dtype=np.int64),
         }
-        geometry = grid.cells_to_polygons(cells)
+        geometry = grid.cells_to_polygons(cells) if polygons is None else polygons.of(cells)
     if spec.periods is not None:
         period_names = measured.period_labels or spec.periods.labels  # coarse ones, if any
         labels = np.asarray(period_names, dtype=object)

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from dpmap import grid
 from dpmap._privacy.noise import NoisePlan
 from dpmap._privacy.postprocess import publish
 from dpmap.designs import check_options, design_for
@@ -269,12 +270,12 @@ def release(
     check_options(spec, options)
     check_period_label(period, spec)
     book = open_ledger(ledger, dataset, title, previous)  # checked before any data
-    reg = resolve_region(region, spec)
     stage = progress or (lambda _name: None)
     stage("plan")
-    design, continued = plan_design(spec, reg, options, book, dataset)
+    design, continued = plan_design(spec, resolve_region(region, spec), options, book, dataset)
     warn_negligible_noise(design.noise)  # ε so large that the counts are essentially exact
     stage("read and bound")
+    polygons = polygons_ahead(design)  # drawn on a thread while the engine reads the data
     engine_module = engine_for(points, engine)
     aggregates = engine_module.bound_and_aggregate(points, spec, design.domain, diagnostics)
     stage("noise")
@@ -284,7 +285,7 @@ def release(
         measured = design.measure(aggregates)
         del aggregates
         stage("table")
-        table, manifest, estimates = _publish(design, measured, title, config, period)
+        table, manifest, estimates = _publish(design, measured, title, config, period, polygons)
         histogram = histogram_of(design, measured, table)
         rel = Release(table, manifest, estimates, histogram=histogram)
         if reservation is not None:
@@ -294,19 +295,28 @@ def release(
     return rel
 
 
+def polygons_ahead(design: Design) -> grid.DomainPolygons | None:
+    """The polygons of the public cells, started on a thread (None: a zone set, which has
+    its own polygons, or cells chosen privately)."""
+    if design.domain is None or design.spec.zones is not None:
+        return None
+    return grid.DomainPolygons(design.domain)
+
+
 def _publish(
     design: Design,
     measured: Measured,
     title: str | None,
     config: dict[str, Any] | None,
     period: Any = None,
+    polygons: grid.DomainPolygons | None = None,
 ) -> tuple[Any, dict[str, Any], Any]:
     """Post-processing of the noisy estimates: the cell table (suppression applied), the
     manifest and the unbiased estimates."""
     spec = design.spec
     shown = measured.shown or measured.estimates
     published = publish(shown, spec.bounds, spec.suppress_below, design.count_noise())
-    table = cell_table(spec, measured, published, integer=design.integer)
+    table = cell_table(spec, measured, published, integer=design.integer, polygons=polygons)
     manifest = build_manifest(design, measured, published, title, len(table), config)
     if period is not None:
         manifest["period"] = str(period)
