@@ -108,12 +108,13 @@ def _bound_plan(lf: pl.LazyFrame, spec: ReleaseSpec) -> pl.LazyFrame:
     panel = _PERIOD in names
     if _one_per_person(spec, names):
         # each person keeps exactly one record: their record of smallest priority. One
-        # grouping by person, no sort of all rows (a little faster than a sort by priority:
-        # bounding with its check took 0.50 s of CPU against 0.54 s at 2 M rows);
-        # records of equal priority (identical records under selection="hash") leave the
-        # first of them in the row order, which orders only the person's own records
-        best = lf.filter(pl.col(_PRIO) == pl.col(_PRIO).min().over(_PERSON))
-        return best.filter(pl.col(_PERSON).is_first_distinct())
+        # grouping by person, no sort of all rows (at 2 M rows 0.33 s against 0.43 s for
+        # the records of minimal priority per person, then each person's first, and for a
+        # sort by priority); records of equal priority (identical records under
+        # selection="hash") are ordered by the row order, which orders only the
+        # person's own records
+        others = [c for c in names if c != _PERSON]
+        return lf.group_by(_PERSON).agg(pl.col(others).sort_by(_PRIO, maintain_order=True).first())
     # One sort instead of window ranks, a group-by and a join (2x faster at 10 M rows):
     # order each person's records by their period's best priority, then period, then their
     # cell's best priority, cell and priority; a record's rank in its cell, its cell's rank
