@@ -238,18 +238,9 @@ def bin_points(df: pl.DataFrame, spec: ReleaseSpec) -> pl.Series:
     if spec.zones is not None:
         zone = spec.zones.assign(df[LAT].to_numpy(), df[LNG].to_numpy())
         return pl.Series(CELL, zone, dtype=pl.Int64)
-    to_cell = plh3.latlng_to_cell(LAT, LNG, spec.finest, return_dtype=pl.UInt64)
-    # H3 bins one point at a time on one thread: slices of the rows are binned side by side
-    # (2 M points: 0.68 s of CPU either way; on two free cores about half the wall time)
-    parts = max(1, min(pl.thread_pool_size(), df.height // BIN_ROWS_PER_SLICE))
-    size = -(-df.height // parts)
-    slices = [df.slice(i * size, size).lazy().select(to_cell) for i in range(parts)]
-    cells = pl.concat(pl.collect_all(slices)) if parts > 1 else slices[0].collect()
+    # polars runs the binning on all its threads (2 M points: 0.41 s on two cores, 0.79 s CPU)
+    cells = df.select(plh3.latlng_to_cell(LAT, LNG, spec.finest, return_dtype=pl.UInt64))
     return cells.to_series().cast(pl.Int64).alias(CELL)
-
-
-#: the fewest rows per slice that :func:`bin_points` bins on a thread of its own
-BIN_ROWS_PER_SLICE = 250_000
 
 
 def prepare_rows(
