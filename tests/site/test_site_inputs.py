@@ -206,6 +206,17 @@ def test_trends_are_matched_to_their_layer(year: dict[str, Any], capsys: Any) ->
     with pytest.raises(SpecError) as err:  # no layer has these cells
         site_layers([districts], trends=table)
     assert "matches no layer" in one_line(err.value)
+    # one trend per cell on the map: the rows of two categories would overwrite each other
+    both = pd.concat([table.assign(category="bank"), table.assign(category="utility")])
+    with pytest.raises(SpecError) as err:
+        site_layers(months, trends=both)
+    assert one_line(err.value) == (
+        "the trend table 0 has a row per cell and category (2 categories); the site shows one "
+        "trend per cell or zone: pass the rows of one category, e.g. "
+        "table[table['category'] == 'bank']"
+    )
+    (layer,) = site_layers(months, trends=both[both["category"] == "utility"])
+    assert list(layer.trend["category"].unique()) == ["utility"]
     meta = json.loads(out.with_name("trend.manifest.json").read_text())
     meta.pop("dpmap_trend")
     out.with_name("trend.manifest.json").write_text(json.dumps(meta))

@@ -319,6 +319,13 @@ def _trend_tables(trends: Any) -> list[tuple[str, Any]]:
                 f"the trend {name} lacks the columns {sorted(missing)}; pass the table of "
                 "dpmap.trend (or a file written by dpmap trend)"
             )
+        cats = table["category"].dropna().unique() if "category" in table.columns else []
+        if len(cats) > 1:  # one trend per cell on the map: rows of two categories would clash
+            raise SpecError(
+                f"the trend {name} has a row per cell and category ({len(cats)} categories); "
+                "the site shows one trend per cell or zone: pass the rows of one category, "
+                f"e.g. table[table['category'] == {str(cats[0])!r}]"
+            )
     return out
 
 
