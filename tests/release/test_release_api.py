@@ -640,3 +640,34 @@ def test_rows_with_categories_outside_the_list_go_to_other() -> None:
     assert diag.rows_other_category == 30
     assert set(rel.cells["category"]) == {*CATEGORIES, "other"}
     assert "telecom" not in set(rel.cells["category"])
+
+
+@pytest.mark.parametrize("ahead_max", [10**9, 0])
+def test_each_cell_gets_its_own_polygon_whether_drawn_ahead_or_after(
+    ahead_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The polygons drawn on a thread while the data is read, and those drawn with the table
+    (a cell set above POLYGONS_AHEAD_MAX), are each cell's own, categories repeating them."""
+    import importlib
+
+    pipeline = importlib.import_module("dpmap.releases.pipeline")
+    grid = importlib.import_module("dpmap.grid")
+    monkeypatch.setattr(pipeline, "POLYGONS_AHEAD_MAX", ahead_max)
+    started: list[int] = []
+    real = grid.DomainPolygons
+
+    def spy(domain: np.ndarray) -> Any:
+        started.append(len(domain))
+        return real(domain)
+
+    monkeypatch.setattr(grid, "DomainPolygons", spy)
+    pts = debtors(100).assign(creditor="bank")
+    rel = dpmap.release(
+        pts, region=REGION, resolution=7, epsilon=1.0, category="creditor", categories=CATEGORIES
+    )
+    cells = rel.cells
+    assert started == ([] if ahead_max == 0 else [len(cells) // (len(CATEGORIES) + 1)])
+    want = grid.cells_to_polygons(grid.hex_to_cells(cells["cell"]))
+    assert all(
+        shapely.equals_exact(a, b, tolerance=0) for a, b in zip(cells.geometry, want, strict=True)
+    )

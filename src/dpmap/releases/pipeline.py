@@ -295,12 +295,18 @@ def release(
     return rel
 
 
+#: the most public cells whose polygons are drawn while the data is read (~22 MB per 46 k
+#: cells, held beside the engine's rows; a larger set is drawn afterwards, as the table is)
+POLYGONS_AHEAD_MAX = 250_000
+
+
 def polygons_ahead(design: Design) -> grid.DomainPolygons | None:
     """The polygons of the public cells, started on a thread (None: a zone set, which has
-    its own polygons, or cells chosen privately)."""
-    if design.domain is None or design.spec.zones is not None:
+    its own polygons, cells chosen privately, or more than :data:`POLYGONS_AHEAD_MAX` cells)."""
+    domain = design.domain
+    if domain is None or design.spec.zones is not None or len(domain) > POLYGONS_AHEAD_MAX:
         return None
-    return grid.DomainPolygons(design.domain)
+    return grid.DomainPolygons(domain)
 
 
 def _publish(
